@@ -1,0 +1,710 @@
+/* ic_backup.c: the backup pipeline: workers read, digest, compress and encrypt
+ * batches of blocks in parallel; the calling thread writes them in order. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <sodium.h>
+
+#include "ic_backup.h"
+#include "ic_chain.h"
+#include "ic_codec.h"
+#include "ic_keys.h"
+#include "ic_progress.h"
+#include "ic_util.h"
+#include "ic_view.h"
+
+enum plan { PLAN_READ = 0, PLAN_HOLE = 1, PLAN_SKIP = 2 };
+enum action { ACT_INHERIT = 0, ACT_ZERO = 1, ACT_DATA = 2 };
+
+#define BATCH_BYTES (4u << 20)
+
+struct batch {
+	uint64_t k;                 /* batch number */
+	int state;                  /* 0 free, 1 working, 2 done */
+	uint64_t first;
+	uint32_t n;
+	uint8_t *plain;
+	uint8_t *rec;               /* n records, each at i * bound */
+	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
+	uint8_t *act;
+	uint64_t bytes_read;
+	int err;
+	char errmsg[512];
+};
+
+struct job {
+	const struct ic_backup_opts *o;
+	int fd;
+	uint64_t disk_size, nblocks;
+	uint32_t bs, bound, seq, per_batch;
+	uint8_t *plan;
+	struct ic_view *pv;         /* parent view or NULL */
+	struct ic_key *key;
+	uint8_t chain_id[16];
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t next, nbatches;
+	struct batch *ring;
+	unsigned nring;
+	bool stop;
+};
+
+/* ---- the source ---------------------------------------------------------- */
+
+static int open_source(const char *path, int *fd, uint64_t *size, bool *regular)
+{
+	struct stat st;
+
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0)
+		return ic_fail(-errno, "%s: %s", path, strerror(errno));
+	if (fstat(*fd, &st) < 0)
+		goto err;
+	*regular = S_ISREG(st.st_mode);
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(*fd, BLKGETSIZE64, size) < 0)
+			goto err;
+	} else if (S_ISREG(st.st_mode)) {
+		*size = (uint64_t)st.st_size;
+	} else {
+		close(*fd);
+		return ic_fail(-EINVAL, "%s: not a regular file or block device", path);
+	}
+	if (*size == 0) {
+		close(*fd);
+		return ic_fail(-EINVAL, "%s: source is empty", path);
+	}
+	return 0;
+err:
+	{
+		int e = errno;
+
+		close(*fd);
+		return ic_fail(-e, "%s: %s", path, strerror(e));
+	}
+}
+
+/* Mark blocks lying wholly inside holes of a sparse file (SEEK_DATA/SEEK_HOLE). */
+static void plan_holes(struct job *j)
+{
+	uint64_t off = 0, bs = j->bs;
+
+	while (off < j->disk_size) {
+		off_t data = lseek(j->fd, (off_t)off, SEEK_DATA);
+		uint64_t hole_end = data < 0 ? j->disk_size : (uint64_t)data;
+		off_t hole;
+
+		if (data < 0 && errno != ENXIO)
+			return;    /* no SEEK_DATA: read everything */
+		for (uint64_t b = (off + bs - 1) / bs; (b + 1) * bs <= hole_end && b < j->nblocks; b++)
+			j->plan[b] = PLAN_HOLE;
+		if (hole_end == j->disk_size && (j->disk_size % bs) && off <= (j->nblocks - 1) * bs)
+			j->plan[j->nblocks - 1] = PLAN_HOLE;
+		if (data < 0)
+			return;
+		hole = lseek(j->fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return;
+		off = (uint64_t)hole;
+	}
+}
+
+int ic_parse_changed_blocks(const char *path, uint64_t disk_size, uint32_t block_size,
+			    uint8_t *map)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+	unsigned lineno = 0;
+	int ret = 0;
+
+	if (!f)
+		return ic_fail(-errno, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long off, len;
+		char *p = line, *end;
+
+		lineno++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '#' || *p == '\n' || *p == '\0')
+			continue;
+		errno = 0;
+		off = strtoull(p, &end, 0);
+		if (errno || end == p || *p == '-')
+			goto bad;
+		p = end;
+		len = strtoull(p, &end, 0);
+		if (errno || end == p || strchr(p, '-'))
+			goto bad;
+		while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
+			end++;
+		if (*end)
+			goto bad;
+		if (off > disk_size || len > disk_size - off) {
+			ret = ic_fail(-EINVAL, "%s:%u: range %llu+%llu is past the end of the source (%llu bytes)",
+				      path, lineno, off, len, (unsigned long long)disk_size);
+			goto out;
+		}
+		for (uint64_t b = off / block_size; len && b * block_size < off + len; b++)
+			map[b] = 1;
+		continue;
+bad:
+		ret = ic_fail(-EINVAL, "%s:%u: expected \"OFFSET LENGTH\" in bytes", path, lineno);
+		goto out;
+	}
+	if (ferror(f))
+		ret = ic_fail(-EIO, "%s: read error", path);
+out:
+	fclose(f);
+	return ret;
+}
+
+static int plan_changed(struct job *j)
+{
+	uint8_t *listed = calloc(j->nblocks, 1);
+	uint64_t pn = j->pv->nblocks;
+	int ret;
+
+	if (!listed)
+		return -ENOMEM;
+	ret = ic_parse_changed_blocks(j->o->changed_blocks, j->disk_size, j->bs, listed);
+	if (!ret) {
+		for (uint64_t b = 0; b < j->nblocks; b++) {
+			/* the parent's last block and anything past it may differ in length */
+			bool must = b + 1 >= pn || listed[b];
+
+			if (!must)
+				j->plan[b] = PLAN_SKIP;
+		}
+	}
+	free(listed);
+	return ret;
+}
+
+/* ---- workers ------------------------------------------------------------- */
+
+static uint32_t block_len(const struct job *j, uint64_t b)
+{
+	return b + 1 < j->nblocks ? j->bs : (uint32_t)(j->disk_size - b * j->bs);
+}
+
+static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
+{
+	uint64_t off = (bt->first + i0) * j->bs;
+	size_t len = 0;
+	uint8_t *dst = bt->plain + (size_t)i0 * j->bs;
+
+	for (uint32_t i = i0; i < i0 + n; i++)
+		len += block_len(j, bt->first + i);
+	while (len) {
+		ssize_t r = pread(j->fd, dst, len, (off_t)off);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return ic_fail(-errno, "%s: read at offset %llu: %s", j->o->source,
+				       (unsigned long long)off, strerror(errno));
+		}
+		if (r == 0)
+			return ic_fail(-EIO, "%s: source shrank while being read (ends before %llu of %llu bytes)",
+				       j->o->source, (unsigned long long)off,
+				       (unsigned long long)j->disk_size);
+		bt->bytes_read += (uint64_t)r;
+		dst += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt, uint32_t i)
+{
+	uint64_t pos = bt->first + i;
+	uint32_t len = block_len(j, pos);
+	uint8_t *plain = bt->plain + (size_t)i * j->bs;
+	struct icf_entry *e = &bt->ents[i];
+	struct ic_block_ref pref;
+	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
+	uint8_t d[16];
+	int ret;
+
+	memset(&pref, 0, sizeof(pref));
+	if (j->pv && pos < j->pv->nblocks) {
+		ret = ic_view_lookup(j->pv, pos, &pref);
+		if (ret)
+			return ret;
+		pzero = pref.img == NULL && pref.e.plain_len == len;
+	}
+	if (j->plan[pos] == PLAN_SKIP) {
+		bt->act[i] = ACT_INHERIT;
+		*e = pref.e;
+		return 0;
+	}
+	zero = j->plan[pos] == PLAN_HOLE || ic_is_zero(plain, len);
+	if (zero) {
+		bt->act[i] = pzero ? ACT_INHERIT : ACT_ZERO;
+		memset(e, 0, sizeof(*e));
+		e->pos = pos;
+		e->plain_len = len;
+		e->origin = j->seq;
+		return 0;
+	}
+	if (pref.img && pref.e.plain_len == len) {
+		ic_codec_digest(j->key, pref.e.origin, pos, plain, len, d);
+		if (!sodium_memcmp(d, pref.e.digest, 16)) {
+			bt->act[i] = ACT_INHERIT;
+			*e = pref.e;
+			return 0;
+		}
+	}
+	ret = ic_codec_encode(codec, j->key, j->chain_id, pos, j->seq, plain, len,
+			      bt->rec + (size_t)i * j->bound, e);
+	if (ret)
+		return ret;
+	ic_codec_digest(j->key, j->seq, pos, plain, len, e->digest);
+	bt->act[i] = ACT_DATA;
+	return 0;
+}
+
+static int process_batch(struct job *j, struct ic_codec *codec, struct batch *bt)
+{
+	uint32_t i = 0;
+	int ret;
+
+	bt->bytes_read = 0;
+	while (i < bt->n) {
+		uint32_t n = 0;
+
+		while (i + n < bt->n && j->plan[bt->first + i + n] == PLAN_READ)
+			n++;
+		if (n) {
+			ret = read_run(j, bt, i, n);
+			if (ret)
+				return ret;
+		}
+		i += n ? n : 1;
+	}
+	for (i = 0; i < bt->n; i++) {
+		ret = process_block(j, codec, bt, i);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	struct job *j = arg;
+	struct ic_codec *codec = ic_codec_new(j->bs, j->o->level);
+
+	pthread_mutex_lock(&j->mu);
+	while (!j->stop && j->next < j->nbatches) {
+		uint64_t k = j->next;
+		struct batch *bt = &j->ring[k % j->nring];
+
+		if (bt->state != 0) {
+			pthread_cond_wait(&j->cv, &j->mu);
+			continue;
+		}
+		j->next++;
+		bt->state = 1;
+		bt->k = k;
+		pthread_mutex_unlock(&j->mu);
+
+		bt->first = k * j->per_batch;
+		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
+									 : j->per_batch);
+		bt->err = codec ? process_batch(j, codec, bt) : -ENOMEM;
+		if (bt->err)
+			snprintf(bt->errmsg, sizeof(bt->errmsg), "%s", ic_last_error(bt->err));
+
+		pthread_mutex_lock(&j->mu);
+		bt->state = 2;
+		pthread_cond_broadcast(&j->cv);
+	}
+	pthread_mutex_unlock(&j->mu);
+	ic_codec_free(codec);
+	return NULL;
+}
+
+/* ---- the writer (calling thread) ------------------------------------------ */
+
+static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct ic_seal *seal,
+		   struct ic_backup_stats *st)
+{
+	int ret;
+
+	st->bytes_read += bt->bytes_read;
+	for (uint32_t i = 0; i < bt->n; i++) {
+		struct icf_entry *e = &bt->ents[i];
+
+		switch (bt->act[i]) {
+		case ACT_DATA: {
+			uint64_t off;
+
+			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
+			e->offset = off;
+			if (!ret)
+				ret = ic_writer_add_entry(w, e);
+			if (ret)
+				return ret;
+			st->blocks_changed++;
+			st->bytes_changed += e->plain_len;
+			st->bytes_stored += e->stored_len;
+			ic_seal_add(seal, e);
+			break;
+		}
+		case ACT_ZERO:
+			ret = ic_writer_add_entry(w, e);
+			if (ret)
+				return ret;
+			st->blocks_zeroed++;
+			break;
+		default:
+			ic_seal_add(seal, e);    /* inherited: a no-op for zero blocks */
+			break;
+		}
+	}
+	return 0;
+}
+
+static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
+			struct ic_backup_stats *st)
+{
+	unsigned nthreads = j->o->threads > 0 ? (unsigned)j->o->threads
+					      : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t *tids;
+	struct ic_progress prog;
+	unsigned started = 0;
+	int ret = 0;
+
+	if (nthreads < 1)
+		nthreads = 1;
+	if (nthreads > 64)
+		nthreads = 64;
+	j->nring = nthreads * 2 + 2;
+	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
+	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;
+	j->ring = calloc(j->nring, sizeof(*j->ring));
+	tids = calloc(nthreads, sizeof(*tids));
+	if (!j->ring || !tids) {
+		free(tids);
+		return -ENOMEM;
+	}
+	for (unsigned r = 0; r < j->nring; r++) {
+		struct batch *bt = &j->ring[r];
+
+		bt->plain = malloc((size_t)j->per_batch * j->bs);
+		bt->rec = malloc((size_t)j->per_batch * j->bound);
+		bt->ents = calloc(j->per_batch, sizeof(*bt->ents));
+		bt->act = calloc(j->per_batch, 1);
+		if (!bt->plain || !bt->rec || !bt->ents || !bt->act) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	for (; started < nthreads; started++)
+		if (pthread_create(&tids[started], NULL, worker, j)) {
+			ret = -EAGAIN;
+			break;
+		}
+	ic_progress_init(&prog, "backup", j->disk_size, j->o->quiet);
+	for (uint64_t k = 0; !ret && k < j->nbatches; k++) {
+		struct batch *bt = &j->ring[k % j->nring];
+
+		pthread_mutex_lock(&j->mu);
+		while (!(bt->state == 2 && bt->k == k) && started)
+			pthread_cond_wait(&j->cv, &j->mu);
+		pthread_mutex_unlock(&j->mu);
+		if (!started)
+			break;
+		if (bt->err)
+			ret = ic_fail(bt->err, "%s", bt->errmsg);
+		else if (ic_interrupted)
+			ret = ic_fail(-EINTR, "interrupted");
+		else
+			ret = consume(j, bt, w, seal, st);
+		pthread_mutex_lock(&j->mu);
+		bt->state = 0;
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->mu);
+		ic_progress_update(&prog, (bt->first + bt->n) * (uint64_t)j->bs > j->disk_size
+					  ? j->disk_size : (bt->first + bt->n) * (uint64_t)j->bs);
+	}
+	ic_progress_done(&prog);
+	pthread_mutex_lock(&j->mu);
+	j->stop = true;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+out:
+	for (unsigned r = 0; r < j->nring; r++) {
+		free(j->ring[r].plain);
+		free(j->ring[r].rec);
+		free(j->ring[r].ents);
+		free(j->ring[r].act);
+	}
+	free(j->ring);
+	free(tids);
+	return ret;
+}
+
+/* ---- setting up ----------------------------------------------------------- */
+
+static int ensure_dir(const char *dir, bool *created)
+{
+	struct stat st;
+
+	*created = false;
+	if (stat(dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return ic_fail(-ENOTDIR, "%s: not a directory", dir);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	if (mkdir(dir, 0700) < 0)
+		return ic_fail(-errno, "%s: create chain directory: %s", dir, strerror(errno));
+	*created = true;
+	return 0;
+}
+
+static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic_key **key,
+		   bool *created)
+{
+	struct icf_keyfile kf;
+	char *kpath = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
+	char *pass = NULL;
+	size_t plen;
+	uint8_t chain_id[16];
+	int ret;
+
+	*created = false;
+	if (access(kpath, F_OK) == 0 || c->have_images) {
+		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
+		if (!ret && c->have_images &&
+		    (memcmp((*key)->chain_id, c->chain_id, 16) ||
+		     memcmp((*key)->key_check, c->key_check, 16))) {
+			ic_key_free(*key);
+			*key = NULL;
+			ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+				      kpath);
+		}
+		goto out;
+	}
+	ret = ic_passphrase_get(o->passphrase_file, true, "New passphrase for the chain", &pass,
+				&plen);
+	if (ret)
+		goto out;
+	randombytes_buf(chain_id, sizeof(chain_id));
+	ret = ic_keyfile_create(chain_id, pass, plen, &kf, key);
+	if (!ret) {
+		ret = ic_keyfile_store(o->chain_dir, &kf);
+		if (ret) {
+			ic_key_free(*key);
+			*key = NULL;
+		}
+	}
+	*created = !ret;
+out:
+	ic_passphrase_free(pass);
+	free(kpath);
+	return ret;
+}
+
+static int pick_name(const struct ic_backup_opts *o, struct ic_chain *c, char *name, size_t len)
+{
+	if (o->name) {
+		if (!ic_name_valid(o->name))
+			return ic_fail(-EINVAL, "'%s': invalid name (1-127 of A-Z a-z 0-9 . _ + : -, not starting with . or -)",
+				       o->name);
+		if (ic_chain_find(c, o->name))
+			return ic_fail(-EEXIST, "%s: a restore point named '%s' exists already",
+				       o->chain_dir, o->name);
+		snprintf(name, len, "%s", o->name);
+		return 0;
+	} else {
+		time_t t = time(NULL);
+		struct tm tm;
+		char base[64];
+
+		gmtime_r(&t, &tm);
+		strftime(base, sizeof(base), "%Y%m%dT%H%M%SZ", &tm);
+		snprintf(name, len, "%s", base);
+		for (int n = 2; ic_chain_find(c, name); n++)
+			snprintf(name, len, "%s-%d", base, n);
+		return 0;
+	}
+}
+
+static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struct ic_point **p)
+{
+	*p = NULL;
+	if (o->full)
+		return 0;
+	if (o->parent) {
+		*p = ic_chain_find(c, o->parent);
+		if (!*p)
+			return ic_fail(-ENOENT, "%s: no restore point named '%s'", o->chain_dir,
+				       o->parent);
+		return 0;
+	}
+	*p = ic_chain_newest(c);
+	return 0;
+}
+
+static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats *st)
+{
+	struct job j;
+	struct ic_chain *c = NULL;
+	struct ic_point *parent;
+	struct ic_writer *w = NULL;
+	struct icf_header hdr;
+	struct icf_slot slot;
+	struct ic_seal seal;
+	bool regular = false, key_created = false;
+	double t0 = ic_now();
+	int ret;
+
+	memset(&j, 0, sizeof(j));
+	j.o = o;
+	j.fd = -1;
+	ret = ic_chain_open(o->chain_dir, &c);
+	if (ret)
+		return ret;
+	ret = pick_parent(o, c, &parent);
+	if (!ret && o->block_size && c->have_images && o->block_size != c->block_size)
+		ret = ic_fail(-EINVAL, "%s: the chain uses a block size of %u; --block-size %u does not match",
+			      o->chain_dir, c->block_size, o->block_size);
+	if (!ret)
+		ret = pick_name(o, c, st->name, sizeof(st->name));
+	if (!ret)
+		ret = open_source(o->source, &j.fd, &j.disk_size, &regular);
+	if (ret)
+		goto out;
+	j.bs = c->have_images ? c->block_size : (o->block_size ? o->block_size : ICF_BLOCK_DEFAULT);
+	j.bound = ic_codec_bound(j.bs);
+	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
+	j.seq = ic_chain_max_seq(c) + 1;
+	if (parent) {
+		ret = ic_view_open(c, parent, &j.pv);
+		if (ret)
+			goto out;
+	}
+	ret = get_key(o, c, &j.key, &key_created);
+	if (ret)
+		goto out;
+	st->created_chain = key_created;
+	memcpy(j.chain_id, j.key->chain_id, 16);
+	if (parent) {
+		ret = ic_view_check_seal(j.pv, j.key);
+		if (ret)
+			goto out;
+	}
+	j.plan = calloc(j.nblocks, 1);
+	if (!j.plan) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (regular)
+		plan_holes(&j);
+	if (o->changed_blocks && parent)
+		ret = plan_changed(&j);
+	else if (o->changed_blocks)
+		ic_msg("warning: no parent point: --changed-blocks ignored, reading the whole source");
+	if (ret)
+		goto out;
+
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.version = ICF_VERSION;
+	hdr.header_size = ICF_HEADER_SIZE;
+	memcpy(hdr.chain_id, j.key->chain_id, 16);
+	memcpy(hdr.key_check, j.key->key_check, 16);
+	hdr.block_size = j.bs;
+	hdr.cipher = ICF_CIPHER_XCHACHA20POLY1305;
+	hdr.compress = ICF_COMPRESS_ZSTD;
+	ret = ic_writer_new(o->chain_dir, &hdr, j.seq, &w);
+	if (ret)
+		goto out;
+	ic_seal_begin(&seal);
+	st->disk_size = j.disk_size;
+	ret = run_pipeline(&j, w, &seal, st);
+	if (ret)
+		goto out;
+
+	memset(&slot, 0, sizeof(slot));
+	slot.seq = j.seq;
+	slot.parent_seq = parent ? parent->seq : 0;
+	slot.kind = parent ? ICF_KIND_INCREMENTAL : ICF_KIND_FULL;
+	slot.created = (int64_t)time(NULL);
+	slot.disk_size = j.disk_size;
+	snprintf(slot.name, sizeof(slot.name), "%s", st->name);
+	ic_seal_finish(&seal, j.key, j.chain_id, j.bs, &slot, slot.seal);
+	ret = ic_writer_commit(w, &slot);
+	w = NULL;
+	if (ret)
+		goto out;
+	st->seq = j.seq;
+	if (parent)
+		snprintf(st->parent, sizeof(st->parent), "%s", ic_point_name(parent));
+out:
+	ic_writer_abort(w);
+	st->seconds = ic_now() - t0;
+	free(j.plan);
+	ic_view_free(j.pv);
+	ic_key_free(j.key);
+	if (j.fd >= 0)
+		close(j.fd);
+	ic_chain_free(c);
+	return ret;
+}
+
+int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
+{
+	bool created;
+	int lock = -1, ret;
+
+	memset(st, 0, sizeof(*st));
+	if (o->block_size && (o->block_size < ICF_BLOCK_MIN || o->block_size > ICF_BLOCK_MAX ||
+			      (o->block_size & (o->block_size - 1))))
+		return ic_fail(-EINVAL, "block size %u: must be a power of two from 4K to 4M",
+			       o->block_size);
+	ret = ensure_dir(o->chain_dir, &created);
+	if (ret)
+		return ret;
+	ret = ic_chain_lock(o->chain_dir, false, &lock);
+	if (!ret)
+		ret = ic_chain_cleanup_tmp(o->chain_dir);
+	if (!ret)
+		ret = backup_locked(o, st);
+	ic_chain_unlock(lock);
+	if (ret && created) {
+		/* a chain this run created and could not fill leaves nothing behind */
+		char *k = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
+		char *l = ic_path_join(o->chain_dir, ICF_LOCK_NAME);
+
+		unlink(k);
+		unlink(l);
+		rmdir(o->chain_dir);
+		free(k);
+		free(l);
+	}
+	return ret;
+}

@@ -1,0 +1,311 @@
+/* ic_chain.c: scanning a chain directory into a tree of restore points; the lock. */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "ic_chain.h"
+#include "ic_util.h"
+
+static void add_bad(struct ic_chain *c, const char *path, int err)
+{
+	struct ic_bad_file *nb = realloc(c->bad, (c->nbad + 1) * sizeof(*nb));
+
+	if (!nb)
+		abort();
+	c->bad = nb;
+	nb[c->nbad].path = strdup(path);
+	nb[c->nbad].why = strdup(ic_last_error(err));
+	nb[c->nbad].err = err;
+	c->nbad++;
+}
+
+static bool image_name(const char *n)
+{
+	size_t len = strlen(n);
+
+	if (len != 12 || strcmp(n + 8, ICF_IMAGE_SUFFIX))
+		return false;
+	for (int i = 0; i < 8; i++)
+		if (n[i] < '0' || n[i] > '9')
+			return false;
+	return true;
+}
+
+/* Does img belong with the chain's first image? */
+static int same_chain(struct ic_chain *c, struct ic_image *img)
+{
+	if (!c->have_images) {
+		c->have_images = true;
+		c->block_size = img->hdr.block_size;
+		memcpy(c->chain_id, img->hdr.chain_id, 16);
+		memcpy(c->key_check, img->hdr.key_check, 16);
+		return 0;
+	}
+	if (memcmp(c->chain_id, img->hdr.chain_id, 16) || memcmp(c->key_check, img->hdr.key_check, 16))
+		return ic_fail(IC_ECORRUPT, "%s: belongs to another chain (chain id differs)",
+			       img->path);
+	if (c->block_size != img->hdr.block_size)
+		return ic_fail(IC_ECORRUPT, "%s: block size %u differs from the chain's %u", img->path,
+			       img->hdr.block_size, c->block_size);
+	return 0;
+}
+
+static int cmp_point(const void *a, const void *b)
+{
+	const struct ic_point *x = a, *y = b;
+
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? -1 : 1;
+	/* Same seq (an interrupted in-place merge): the one with the older parent first. */
+	if (x->img->slot.parent_seq != y->img->slot.parent_seq)
+		return x->img->slot.parent_seq < y->img->slot.parent_seq ? -1 : 1;
+	return 0;
+}
+
+static void add_stale(struct ic_chain *c, struct ic_image *img)
+{
+	struct ic_image **ns = realloc(c->stale, (c->nstale + 1) * sizeof(*ns));
+
+	if (!ns)
+		abort();
+	c->stale = ns;
+	ns[c->nstale++] = img;
+}
+
+/* Sort, drop duplicates of a seq, link parents, compute depth and broken. */
+static void build_tree(struct ic_chain *c)
+{
+	size_t j = 0;
+
+	qsort(c->points, c->npoints, sizeof(*c->points), cmp_point);
+	for (size_t i = 0; i < c->npoints; i++) {
+		if (j && c->points[j - 1].seq == c->points[i].seq) {
+			add_stale(c, c->points[i].img);
+			continue;
+		}
+		c->points[j++] = c->points[i];
+	}
+	c->npoints = j;
+	for (size_t i = 0; i < c->npoints; i++) {
+		struct ic_point *p = &c->points[i];
+		uint32_t ps = p->img->slot.parent_seq;
+
+		p->parent = NULL;
+		p->nchildren = 0;
+		p->broken = false;
+		p->depth = 1;
+		if (!ps)
+			continue;
+		/* parents have lower seq, so they are already linked */
+		p->parent = ic_chain_find_seq(c, ps);
+		if (!p->parent || p->parent->broken) {
+			p->broken = true;
+			continue;
+		}
+		p->parent->nchildren++;
+		p->depth = p->parent->depth + 1;
+	}
+}
+
+int ic_chain_open(const char *dir, struct ic_chain **out)
+{
+	struct ic_chain *c;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	c->dir = strdup(dir);
+	while ((de = readdir(d))) {
+		struct ic_image *img;
+		char *path;
+		int ret;
+
+		if (!image_name(de->d_name))
+			continue;
+		path = ic_path_join(dir, de->d_name);
+		ret = ic_image_open(path, O_RDONLY, &img);
+		if (!ret) {
+			ret = same_chain(c, img);
+			if (ret)
+				ic_image_close(img);
+		}
+		if (ret) {
+			add_bad(c, path, ret);
+		} else {
+			struct ic_point *np = realloc(c->points, (c->npoints + 1) * sizeof(*np));
+
+			if (!np)
+				abort();
+			c->points = np;
+			memset(&np[c->npoints], 0, sizeof(*np));
+			np[c->npoints].img = img;
+			np[c->npoints].seq = img->slot.seq;
+			c->npoints++;
+		}
+		free(path);
+	}
+	closedir(d);
+	build_tree(c);
+	*out = c;
+	return 0;
+}
+
+void ic_chain_free(struct ic_chain *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->npoints; i++)
+		ic_image_close(c->points[i].img);
+	for (size_t i = 0; i < c->nstale; i++)
+		ic_image_close(c->stale[i]);
+	for (size_t i = 0; i < c->nbad; i++) {
+		free(c->bad[i].path);
+		free(c->bad[i].why);
+	}
+	free(c->points);
+	free(c->stale);
+	free(c->bad);
+	free(c->dir);
+	free(c);
+}
+
+struct ic_point *ic_chain_find(const struct ic_chain *c, const char *name)
+{
+	for (size_t i = c->npoints; i-- > 0;)
+		if (!strcmp(c->points[i].img->slot.name, name))
+			return &c->points[i];
+	return NULL;
+}
+
+struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq)
+{
+	size_t lo = 0, hi = c->npoints;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c->points[mid].seq == seq)
+			return &c->points[mid];
+		if (c->points[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+struct ic_point *ic_chain_newest(const struct ic_chain *c)
+{
+	return c->npoints ? &c->points[c->npoints - 1] : NULL;
+}
+
+uint32_t ic_chain_max_seq(const struct ic_chain *c)
+{
+	uint32_t m = c->npoints ? c->points[c->npoints - 1].seq : 0;
+
+	for (size_t i = 0; i < c->nstale; i++)
+		if (c->stale[i]->slot.seq > m)
+			m = c->stale[i]->slot.seq;
+	return m;
+}
+
+const char *ic_kind_name(uint32_t kind)
+{
+	switch (kind) {
+	case ICF_KIND_FULL: return "full";
+	case ICF_KIND_INCREMENTAL: return "incremental";
+	case ICF_KIND_SYNTHETIC_FULL: return "synthetic-full";
+	case ICF_KIND_CONSOLIDATED: return "consolidated";
+	}
+	return "unknown";
+}
+
+const char *ic_point_name(const struct ic_point *p)
+{
+	return p->img->slot.name;
+}
+
+int ic_chain_lock(const char *dir, bool wait, int *fd_out)
+{
+	char *path = ic_path_join(dir, ICF_LOCK_NAME);
+	char who[300], host[256];
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int ret = 0;
+
+	if (fd < 0) {
+		ret = ic_fail(-errno, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n;
+
+		if (errno != EWOULDBLOCK) {
+			ret = ic_fail(-errno, "%s: lock: %s", path, strerror(errno));
+		} else {
+			n = pread(fd, who, sizeof(who) - 1, 0);
+			who[n > 0 ? n : 0] = '\0';
+			who[strcspn(who, "\n")] = '\0';
+			ret = ic_fail(-EBUSY, "%s: chain is locked by another writer (%s)", dir,
+				      *who ? who : "unknown holder");
+		}
+		close(fd);
+		goto out;
+	}
+	if (gethostname(host, sizeof(host)) < 0)
+		strcpy(host, "?");
+	host[sizeof(host) - 1] = '\0';
+	{
+		int len = snprintf(who, sizeof(who), "pid %d on %s\n", (int)getpid(), host);
+
+		if (ftruncate(fd, 0) == 0 && pwrite(fd, who, (size_t)len, 0) < 0)
+			(void)0;    /* the holder text is informational only */
+	}
+	*fd_out = fd;
+out:
+	free(path);
+	return ret;
+}
+
+void ic_chain_unlock(int fd)
+{
+	if (fd >= 0) {
+		if (ftruncate(fd, 0) < 0)
+			(void)0;
+		close(fd);
+	}
+}
+
+int ic_chain_cleanup_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, ICF_TMP_PREFIX, strlen(ICF_TMP_PREFIX)))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
+			int e = errno;
+
+			closedir(d);
+			return ic_fail(-e, "%s/%s: remove: %s", dir, de->d_name, strerror(e));
+		}
+	}
+	closedir(d);
+	return 0;
+}

@@ -1,0 +1,64 @@
+/* ic_chain.h: a chain directory: its images as a tree of restore points, and the
+ * writers' lock.  Opening a chain needs no key. */
+#ifndef IC_CHAIN_H
+#define IC_CHAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ic_image.h"
+
+struct ic_point {
+	struct ic_image *img;       /* open image; img->slot describes the point */
+	uint32_t seq;
+	struct ic_point *parent;    /* NULL for a full, or when broken */
+	bool broken;                /* an ancestor is missing or damaged */
+	uint32_t depth;             /* images on the path from the root, itself included */
+	uint32_t nchildren;
+};
+
+/* A file of the chain directory that could not be used, with the reason. */
+struct ic_bad_file {
+	char *path;
+	char *why;
+	int err;
+};
+
+struct ic_chain {
+	char *dir;
+	bool have_images;
+	uint32_t block_size;
+	uint8_t chain_id[16];
+	uint8_t key_check[16];
+	struct ic_point *points;    /* ascending seq */
+	size_t npoints;
+	struct ic_bad_file *bad;    /* damaged or foreign files, skipped */
+	size_t nbad;
+	struct ic_image **stale;    /* images superseded by another file with the same seq */
+	size_t nstale;
+};
+
+/* Scan dir (keyless).  -ENOENT with a message if dir does not exist; an existing
+ * empty directory is an empty chain.  Damaged files are listed in bad[], not fatal. */
+int ic_chain_open(const char *dir, struct ic_chain **out);
+void ic_chain_free(struct ic_chain *c);
+
+struct ic_point *ic_chain_find(const struct ic_chain *c, const char *name);
+struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq);
+/* The point with the highest sequence, or NULL. */
+struct ic_point *ic_chain_newest(const struct ic_chain *c);
+/* Highest sequence in use by any image or stale file (0 if none). */
+uint32_t ic_chain_max_seq(const struct ic_chain *c);
+/* Human name of a slot kind: "full", "incremental", "synthetic-full", "consolidated". */
+const char *ic_kind_name(uint32_t kind);
+/* A point's name (convenience). */
+const char *ic_point_name(const struct ic_point *p);
+
+/* Take the chain's writer lock (CHAIN/lock, flock, released when the process dies).
+ * wait=false: -EBUSY naming the holder if taken.  *fd gets the lock descriptor. */
+int ic_chain_lock(const char *dir, bool wait, int *fd);
+void ic_chain_unlock(int fd);
+/* Under the lock: remove leftovers of interrupted writers (.tmp-* files). */
+int ic_chain_cleanup_tmp(const char *dir);
+
+#endif

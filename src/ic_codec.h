@@ -1,0 +1,54 @@
+/* ic_codec.h: one block in, one stored record out (zstd when it helps, then
+ * XChaCha20-Poly1305 with a fresh random nonce), and back, with every length bounded.
+ * Record = nonce(24) || ciphertext || tag(16); additional data = struct icf_block_ad. */
+#ifndef IC_CODEC_H
+#define IC_CODEC_H
+
+#include <stdint.h>
+
+#include <sodium.h>
+
+#include "imgchain_format.h"
+#include "ic_keys.h"
+
+/* Per-thread state (zstd contexts, scratch).  Not thread-safe: one per thread. */
+struct ic_codec;
+
+struct ic_codec *ic_codec_new(uint32_t block_size, int level);
+void ic_codec_free(struct ic_codec *c);
+
+/* Largest record a block of block_size can produce. */
+uint32_t ic_codec_bound(uint32_t block_size);
+
+/* Encode plain[plain_len] (1..block_size, not all zero) of block pos for point
+ * origin into out[ic_codec_bound()].  Fills e->stored_len, plain_len, kind, origin,
+ * pos and rec_hash; the caller sets offset and digest. */
+int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
+		    uint64_t pos, uint32_t origin, const void *plain, uint32_t plain_len,
+		    void *out, struct icf_entry *e);
+
+/* Decode the record rec (e->stored_len bytes) described by entry e into
+ * out[block_size].  IC_ECORRUPT when lengths are impossible, authentication fails
+ * or the plaintext length differs from e->plain_len. */
+int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
+		    const struct icf_entry *e, const void *rec, void *out);
+
+/* Keyed change digest of a block as stored by point origin at pos. */
+void ic_codec_digest(const struct ic_key *key, uint32_t origin, uint64_t pos, const void *plain,
+		     uint32_t plain_len, uint8_t out[16]);
+
+/* The seal of a point (FORMAT.md "Seal"): feed every data entry of the point's
+ * block map in ascending position order, then finish with the point's slot. */
+struct ic_seal {
+	crypto_generichash_state st;
+};
+
+void ic_seal_begin(struct ic_seal *s);
+void ic_seal_add(struct ic_seal *s, const struct icf_entry *e);
+void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
+		    uint32_t block_size, const struct icf_slot *slot, uint8_t out[32]);
+
+/* True when buf[len] is all zero (fast). */
+int ic_is_zero(const void *buf, size_t len);
+
+#endif

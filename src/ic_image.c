@@ -1,0 +1,665 @@
+/* ic_image.c: reading, validating and writing image files. */
+#include "config.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <xxhash.h>
+
+#include "ic_image.h"
+#include "ic_util.h"
+
+#define WBUF_SIZE (4u << 20)
+#define IBUF_ENTRIES 16384u
+
+/* ---- encode / decode -------------------------------------------------------- */
+
+void ic_header_encode(const struct icf_header *h, void *buf)
+{
+	struct icf_header o;
+
+	memset(&o, 0, sizeof(o));
+	memcpy(o.magic, ICF_IMAGE_MAGIC, 8);
+	o.version = htole32(h->version);
+	o.header_size = htole32(h->header_size);
+	memcpy(o.chain_id, h->chain_id, 16);
+	memcpy(o.key_check, h->key_check, 16);
+	o.block_size = htole32(h->block_size);
+	o.cipher = htole32(h->cipher);
+	o.compress = htole32(h->compress);
+	o.hdr_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_header, hdr_hash)));
+	memcpy(buf, &o, sizeof(o));
+}
+
+int ic_header_decode(const void *buf, struct icf_header *h, const char *path)
+{
+	struct icf_header o;
+	uint32_t bs;
+
+	memcpy(&o, buf, sizeof(o));
+	if (memcmp(o.magic, ICF_IMAGE_MAGIC, 8))
+		return ic_fail(IC_ECORRUPT, "%s: not an imgchain image (bad magic)", path);
+	if (le64toh(o.hdr_hash) != XXH3_64bits(&o, offsetof(struct icf_header, hdr_hash)))
+		return ic_fail(IC_ECORRUPT, "%s: header checksum mismatch (file damaged)", path);
+	memset(h, 0, sizeof(*h));
+	memcpy(h->magic, o.magic, 8);
+	h->version = le32toh(o.version);
+	h->header_size = le32toh(o.header_size);
+	memcpy(h->chain_id, o.chain_id, 16);
+	memcpy(h->key_check, o.key_check, 16);
+	h->block_size = bs = le32toh(o.block_size);
+	h->cipher = le32toh(o.cipher);
+	h->compress = le32toh(o.compress);
+	h->hdr_hash = le64toh(o.hdr_hash);
+	if (h->version != ICF_VERSION)
+		return ic_fail(IC_ECORRUPT, "%s: unsupported format version %u", path, h->version);
+	if (h->header_size != ICF_HEADER_SIZE || h->cipher != ICF_CIPHER_XCHACHA20POLY1305 ||
+	    h->compress != ICF_COMPRESS_ZSTD)
+		return ic_fail(IC_ECORRUPT, "%s: unsupported header fields", path);
+	if (bs < ICF_BLOCK_MIN || bs > ICF_BLOCK_MAX || (bs & (bs - 1)))
+		return ic_fail(IC_ECORRUPT, "%s: bad block size %u", path, bs);
+	return 0;
+}
+
+void ic_slot_encode(const struct icf_slot *s, void *buf)
+{
+	struct icf_slot o;
+
+	memset(&o, 0, sizeof(o));
+	o.generation = htole64(s->generation);
+	o.seq = htole32(s->seq);
+	o.parent_seq = htole32(s->parent_seq);
+	o.kind = htole32(s->kind);
+	o.flags = htole32(s->flags);
+	o.created = (int64_t)htole64((uint64_t)s->created);
+	o.disk_size = htole64(s->disk_size);
+	o.index_offset = htole64(s->index_offset);
+	o.index_count = htole64(s->index_count);
+	o.data_bytes = htole64(s->data_bytes);
+	o.n_data = htole64(s->n_data);
+	o.n_zero = htole64(s->n_zero);
+	memcpy(o.index_hash, s->index_hash, 16);
+	memcpy(o.seal, s->seal, 32);
+	memcpy(o.name, s->name, sizeof(o.name));
+	o.data_end = htole64(s->data_end);
+	o.slot_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_slot, slot_hash)));
+	memcpy(buf, &o, sizeof(o));
+}
+
+static int slot_check(const struct icf_slot *s, const char *path)
+{
+	const char *why = NULL;
+
+	if (s->seq == 0)
+		why = "sequence 0";
+	else if (s->parent_seq >= s->seq)
+		why = "parent is not older than the point";
+	else if (s->kind < ICF_KIND_FULL || s->kind > ICF_KIND_CONSOLIDATED)
+		why = "unknown kind";
+	else if ((s->parent_seq == 0) !=
+		 (s->kind == ICF_KIND_FULL || s->kind == ICF_KIND_SYNTHETIC_FULL))
+		why = "kind does not match parent";
+	else if (s->disk_size == 0 || s->disk_size > (1ull << 60))
+		why = "impossible disk size";
+	else if (s->index_offset < ICF_HEADER_SIZE || s->index_count > (1ull << 40) ||
+		 s->index_offset + s->index_count * sizeof(struct icf_entry) > s->data_end)
+		why = "index out of bounds";
+	else if (s->n_data + s->n_zero != s->index_count)
+		why = "entry counts disagree";
+	else if (memchr(s->name, 0, sizeof(s->name)) == NULL || !ic_name_valid(s->name))
+		why = "bad name";
+	if (why)
+		return ic_fail(IC_ECORRUPT, "%s: bad slot: %s", path, why);
+	return 0;
+}
+
+int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path)
+{
+	struct icf_slot o;
+
+	memcpy(&o, buf, sizeof(o));
+	if (le64toh(o.slot_hash) != XXH3_64bits(&o, offsetof(struct icf_slot, slot_hash)))
+		return ic_fail(IC_ECORRUPT, "%s: slot checksum mismatch", path);
+	memset(s, 0, sizeof(*s));
+	s->generation = le64toh(o.generation);
+	s->seq = le32toh(o.seq);
+	s->parent_seq = le32toh(o.parent_seq);
+	s->kind = le32toh(o.kind);
+	s->flags = le32toh(o.flags);
+	s->created = (int64_t)le64toh((uint64_t)o.created);
+	s->disk_size = le64toh(o.disk_size);
+	s->index_offset = le64toh(o.index_offset);
+	s->index_count = le64toh(o.index_count);
+	s->data_bytes = le64toh(o.data_bytes);
+	s->n_data = le64toh(o.n_data);
+	s->n_zero = le64toh(o.n_zero);
+	memcpy(s->index_hash, o.index_hash, 16);
+	memcpy(s->seal, o.seal, 32);
+	memcpy(s->name, o.name, sizeof(s->name));
+	s->data_end = le64toh(o.data_end);
+	s->slot_hash = le64toh(o.slot_hash);
+	if (s->generation == 0)
+		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
+	return slot_check(s, path);
+}
+
+void ic_entry_encode(const struct icf_entry *e, void *buf)
+{
+	struct icf_entry o;
+
+	memset(&o, 0, sizeof(o));
+	o.pos = htole64(e->pos);
+	o.offset = htole64(e->offset);
+	o.stored_len = htole32(e->stored_len);
+	o.plain_len = htole32(e->plain_len);
+	o.origin = htole32(e->origin);
+	o.kind = htole16(e->kind);
+	o.flags = htole16(e->flags);
+	o.rec_hash = htole64(e->rec_hash);
+	memcpy(o.digest, e->digest, 16);
+	o.entry_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_entry, entry_hash)));
+	memcpy(buf, &o, sizeof(o));
+}
+
+int ic_entry_decode(const void *buf, struct icf_entry *e)
+{
+	struct icf_entry o;
+
+	memcpy(&o, buf, sizeof(o));
+	if (le64toh(o.entry_hash) != XXH3_64bits(&o, offsetof(struct icf_entry, entry_hash)))
+		return IC_ECORRUPT;
+	e->pos = le64toh(o.pos);
+	e->offset = le64toh(o.offset);
+	e->stored_len = le32toh(o.stored_len);
+	e->plain_len = le32toh(o.plain_len);
+	e->origin = le32toh(o.origin);
+	e->kind = le16toh(o.kind);
+	e->flags = le16toh(o.flags);
+	e->rec_hash = le64toh(o.rec_hash);
+	memcpy(e->digest, o.digest, 16);
+	e->entry_hash = le64toh(o.entry_hash);
+	return 0;
+}
+
+/* ---- reader -------------------------------------------------------------------- */
+
+static int pick_slot(struct ic_image *img, const uint8_t *hdrbuf)
+{
+	struct icf_slot a, b;
+	int ra = ic_slot_decode(hdrbuf + ICF_SLOT_A_OFF, &a, img->path);
+	int rb = ic_slot_decode(hdrbuf + ICF_SLOT_B_OFF, &b, img->path);
+
+	if (ra && rb)
+		return ra;    /* message of slot A's failure */
+	if (!ra && (rb || a.generation > b.generation)) {
+		img->slot = a;
+		img->slot_index = 0;
+	} else {
+		img->slot = b;
+		img->slot_index = 1;
+	}
+	return 0;
+}
+
+int ic_image_open(const char *path, int flags, struct ic_image **out)
+{
+	struct ic_image *img = calloc(1, sizeof(*img));
+	uint8_t *hdrbuf = malloc(ICF_HEADER_SIZE);
+	struct stat st;
+	int ret;
+
+	if (!img || !hdrbuf) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	img->path = strdup(path);
+	img->fd = open(path, flags | O_CLOEXEC);
+	if (img->fd < 0) {
+		ret = ic_fail(-errno, "%s: open: %s", path, strerror(errno));
+		goto out_free;
+	}
+	if (fstat(img->fd, &st) < 0) {
+		ret = ic_fail(-errno, "%s: stat: %s", path, strerror(errno));
+		goto out_free;
+	}
+	img->file_size = (uint64_t)st.st_size;
+	if (img->file_size < ICF_HEADER_SIZE) {
+		ret = ic_fail(IC_ECORRUPT, "%s: truncated: %llu bytes, smaller than the header", path,
+			      (unsigned long long)img->file_size);
+		goto out_free;
+	}
+	ret = ic_pread_full(img->fd, hdrbuf, ICF_HEADER_SIZE, 0, path);
+	if (!ret)
+		ret = ic_header_decode(hdrbuf, &img->hdr, path);
+	if (!ret)
+		ret = pick_slot(img, hdrbuf);
+	if (ret)
+		goto out_free;
+	if (img->slot.data_end > img->file_size) {
+		ret = ic_fail(IC_ECORRUPT, "%s: truncated: %llu bytes, needs %llu", path,
+			      (unsigned long long)img->file_size,
+			      (unsigned long long)img->slot.data_end);
+		goto out_free;
+	}
+	if (img->slot.index_count) {
+		long pg = sysconf(_SC_PAGESIZE);
+		uint64_t start = img->slot.index_offset & ~(uint64_t)(pg - 1);
+		uint64_t len = img->slot.index_count * sizeof(struct icf_entry);
+
+		img->map_len = (size_t)(img->slot.index_offset - start + len);
+		img->map = mmap(NULL, img->map_len, PROT_READ, MAP_SHARED, img->fd, (off_t)start);
+		if (img->map == MAP_FAILED) {
+			img->map = NULL;
+			ret = ic_fail(-errno, "%s: mmap index: %s", path, strerror(errno));
+			goto out_free;
+		}
+		img->index = (const uint8_t *)img->map + (img->slot.index_offset - start);
+	}
+	free(hdrbuf);
+	*out = img;
+	return 0;
+out_free:
+	free(hdrbuf);
+	ic_image_close(img);
+	return ret;
+}
+
+void ic_image_close(struct ic_image *img)
+{
+	if (!img)
+		return;
+	if (img->map)
+		munmap(img->map, img->map_len);
+	if (img->fd >= 0 && img->path)
+		close(img->fd);
+	free(img->path);
+	free(img);
+}
+
+static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
+{
+	const struct icf_slot *s = &img->slot;
+	uint64_t nblocks = (s->disk_size + img->hdr.block_size - 1) / img->hdr.block_size;
+	uint64_t idx_end = s->index_offset + s->index_count * sizeof(struct icf_entry);
+	uint64_t last_len = s->disk_size - (nblocks - 1) * img->hdr.block_size;
+
+	if (e->flags || e->origin == 0 || e->origin > s->seq)
+		return -1;
+	if (e->pos >= nblocks)
+		return -1;
+	if (e->plain_len == 0 || e->plain_len > img->hdr.block_size)
+		return -1;
+	if (e->pos == nblocks - 1 && e->plain_len != last_len)
+		return -1;
+	if (e->pos < nblocks - 1 && e->plain_len != img->hdr.block_size)
+		return -1;
+	if (e->kind == ICF_ENTRY_ZERO)
+		return (e->offset || e->stored_len || e->rec_hash) ? -1 : 0;
+	if (e->kind != ICF_ENTRY_RAW && e->kind != ICF_ENTRY_ZSTD)
+		return -1;
+	if (e->stored_len <= ICF_RECORD_OVERHEAD || e->offset < ICF_HEADER_SIZE ||
+	    e->offset + e->stored_len > s->data_end)
+		return -1;
+	if (e->offset < idx_end && e->offset + e->stored_len > s->index_offset)
+		return -1;
+	return 0;
+}
+
+int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e)
+{
+	if (i >= img->slot.index_count)
+		return ic_fail(-EINVAL, "%s: entry %llu out of range", img->path,
+			       (unsigned long long)i);
+	if (ic_entry_decode(img->index + i * sizeof(struct icf_entry), e))
+		return ic_fail(IC_ECORRUPT, "%s: index entry %llu: checksum mismatch", img->path,
+			       (unsigned long long)i);
+	if (entry_bounds(img, e))
+		return ic_fail(IC_ECORRUPT, "%s: index entry %llu (block %llu): fields out of bounds",
+			       img->path, (unsigned long long)i, (unsigned long long)e->pos);
+	return 0;
+}
+
+uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i)
+{
+	uint64_t v;
+
+	memcpy(&v, img->index + i * sizeof(struct icf_entry), 8);
+	return le64toh(v);
+}
+
+int ic_image_check_index(struct ic_image *img)
+{
+	const struct icf_slot *s = &img->slot;
+	XXH128_hash_t h;
+	XXH128_canonical_t c;
+	struct icf_entry e;
+	uint64_t prev = 0;
+	int ret;
+
+	if (img->index_state)
+		return img->index_state > 0 ? 0 : img->index_state;
+	h = XXH3_128bits(img->index, s->index_count * sizeof(struct icf_entry));
+	XXH128_canonicalFromHash(&c, h);
+	if (memcmp(c.digest, s->index_hash, 16)) {
+		ret = ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged)", img->path);
+		goto out;
+	}
+	for (uint64_t i = 0; i < s->index_count; i++) {
+		ret = ic_image_entry(img, i, &e);
+		if (ret)
+			goto out;
+		if (i && e.pos <= prev) {
+			ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order", img->path,
+				      (unsigned long long)i);
+			goto out;
+		}
+		prev = e.pos;
+	}
+	ret = 0;
+out:
+	img->index_state = ret ? ret : 1;
+	return ret;
+}
+
+int64_t ic_image_find(const struct ic_image *img, uint64_t pos, int64_t hint)
+{
+	uint64_t lo = 0, hi = img->slot.index_count;
+
+	if (hint >= 0 && (uint64_t)hint < hi) {
+		uint64_t p = ic_image_entry_pos(img, (uint64_t)hint);
+
+		if (p == pos)
+			return hint;
+		if (p < pos && (uint64_t)hint + 1 < hi &&
+		    ic_image_entry_pos(img, (uint64_t)hint + 1) == pos)
+			return hint + 1;
+		if (p < pos)
+			lo = (uint64_t)hint + 1;
+		else
+			hi = (uint64_t)hint;
+	}
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		uint64_t p = ic_image_entry_pos(img, mid);
+
+		if (p == pos)
+			return (int64_t)mid;
+		if (p < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+int ic_image_read_record(const struct ic_image *img, const struct icf_entry *e, void *buf)
+{
+	int ret = ic_pread_full(img->fd, buf, e->stored_len, e->offset, img->path);
+
+	if (ret)
+		return ret;
+	if (XXH3_64bits(buf, e->stored_len) != e->rec_hash)
+		return ic_fail(IC_ECORRUPT, "%s: block %llu: record checksum mismatch (data damaged)",
+			       img->path, (unsigned long long)e->pos);
+	return 0;
+}
+
+int ic_image_switch_slot(struct ic_image *img, struct icf_slot *s)
+{
+	uint8_t buf[ICF_SLOT_SIZE];
+	int target = img->slot_index ^ 1;
+	int ret;
+
+	s->generation = img->slot.generation + 1;
+	ic_slot_encode(s, buf);
+	ret = ic_pwrite_full(img->fd, buf, sizeof(buf),
+			     target ? ICF_SLOT_B_OFF : ICF_SLOT_A_OFF, img->path);
+	if (!ret)
+		ret = ic_fsync(img->fd, img->path);
+	if (!ret) {
+		img->slot = *s;
+		img->slot_index = target;
+	}
+	return ret;
+}
+
+void ic_image_filename(uint32_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, "%08u%s", seq, ICF_IMAGE_SUFFIX);
+}
+
+/* ---- writer -------------------------------------------------------------------- */
+
+struct ic_writer {
+	char *dir, *path, *ipath;
+	int fd, ifd;
+	uint32_t seq;
+	uint64_t off;               /* file offset of wbuf[0] */
+	uint8_t *wbuf;
+	size_t wlen;
+	uint8_t *ibuf;
+	size_t ilen;
+	uint64_t nentries, n_data, n_zero, data_bytes;
+	uint64_t last_pos;
+	XXH3_state_t *ih;
+	struct icf_header hdr;
+};
+
+uint64_t ic_writer_bytes(const struct ic_writer *w)
+{
+	return w->off + w->wlen - ICF_HEADER_SIZE;
+}
+
+int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t seq,
+		  struct ic_writer **out)
+{
+	struct ic_writer *w = calloc(1, sizeof(*w));
+	char name[64];
+	uint8_t *hb;
+	int ret;
+
+	if (!w)
+		return -ENOMEM;
+	w->fd = w->ifd = -1;
+	w->dir = strdup(chain_dir);
+	w->seq = seq;
+	w->hdr = *hdr;
+	snprintf(name, sizeof(name), "%s%u-%d.img", ICF_TMP_PREFIX, seq, (int)getpid());
+	w->path = ic_path_join(chain_dir, name);
+	snprintf(name, sizeof(name), "%s%u-%d.idx", ICF_TMP_PREFIX, seq, (int)getpid());
+	w->ipath = ic_path_join(chain_dir, name);
+	w->wbuf = malloc(WBUF_SIZE);
+	w->ibuf = malloc(IBUF_ENTRIES * sizeof(struct icf_entry));
+	w->ih = XXH3_createState();
+	if (!w->wbuf || !w->ibuf || !w->ih) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	XXH3_128bits_reset(w->ih);
+	w->fd = open(w->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->fd < 0) {
+		ret = ic_fail(-errno, "%s: create: %s", w->path, strerror(errno));
+		goto fail;
+	}
+	w->ifd = open(w->ipath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->ifd < 0) {
+		ret = ic_fail(-errno, "%s: create: %s", w->ipath, strerror(errno));
+		goto fail;
+	}
+	/* Header with both slots empty: until commit the file is not an image. */
+	hb = w->wbuf;
+	memset(hb, 0, ICF_HEADER_SIZE);
+	ic_header_encode(hdr, hb);
+	w->wlen = ICF_HEADER_SIZE;
+	w->off = 0;
+	*out = w;
+	return 0;
+fail:
+	ic_writer_abort(w);
+	return ret;
+}
+
+static int wflush(struct ic_writer *w)
+{
+	int ret;
+
+	if (!w->wlen)
+		return 0;
+	ret = ic_pwrite_full(w->fd, w->wbuf, w->wlen, w->off, w->path);
+	if (ret)
+		return ret;
+	w->off += w->wlen;
+	w->wlen = 0;
+	return 0;
+}
+
+int ic_writer_append(struct ic_writer *w, const void *rec, uint32_t len, uint64_t *offset)
+{
+	int ret;
+
+	if (w->wlen + len > WBUF_SIZE) {
+		ret = wflush(w);
+		if (ret)
+			return ret;
+	}
+	*offset = w->off + w->wlen;
+	if (len > WBUF_SIZE) {
+		ret = ic_pwrite_full(w->fd, rec, len, w->off, w->path);
+		if (!ret)
+			w->off += len;
+		return ret;
+	}
+	memcpy(w->wbuf + w->wlen, rec, len);
+	w->wlen += len;
+	return 0;
+}
+
+static int iflush(struct ic_writer *w)
+{
+	int ret;
+
+	if (!w->ilen)
+		return 0;
+	XXH3_128bits_update(w->ih, w->ibuf, w->ilen);
+	ret = ic_pwrite_full(w->ifd, w->ibuf, w->ilen,
+			     (w->nentries * sizeof(struct icf_entry)) - w->ilen, w->ipath);
+	w->ilen = 0;
+	return ret;
+}
+
+int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e)
+{
+	if (w->nentries && e->pos <= w->last_pos)
+		return ic_fail(-EINVAL, "%s: entries out of order", w->path);
+	ic_entry_encode(e, w->ibuf + w->ilen);
+	w->ilen += sizeof(struct icf_entry);
+	w->nentries++;
+	w->last_pos = e->pos;
+	if (e->kind == ICF_ENTRY_ZERO) {
+		w->n_zero++;
+	} else {
+		w->n_data++;
+		w->data_bytes += e->stored_len;
+	}
+	if (w->ilen == IBUF_ENTRIES * sizeof(struct icf_entry))
+		return iflush(w);
+	return 0;
+}
+
+/* Copy the side index file to the end of the image. */
+static int copy_index(struct ic_writer *w, uint64_t dst)
+{
+	uint64_t len = w->nentries * sizeof(struct icf_entry), done = 0;
+	int ret;
+
+	while (done < len) {
+		size_t n = len - done > WBUF_SIZE ? WBUF_SIZE : (size_t)(len - done);
+
+		ret = ic_pread_full(w->ifd, w->wbuf, n, done, w->ipath);
+		if (!ret)
+			ret = ic_pwrite_full(w->fd, w->wbuf, n, dst + done, w->path);
+		if (ret)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
+int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
+{
+	uint8_t sbuf[ICF_SLOT_SIZE];
+	XXH128_canonical_t c;
+	char fname[32];
+	char *final = NULL;
+	int ret;
+
+	ret = wflush(w);
+	if (!ret)
+		ret = iflush(w);
+	if (ret)
+		goto out;
+	slot->generation = 1;
+	slot->index_offset = w->off;
+	slot->index_count = w->nentries;
+	slot->n_data = w->n_data;
+	slot->n_zero = w->n_zero;
+	slot->data_bytes = w->data_bytes;
+	slot->data_end = w->off + w->nentries * sizeof(struct icf_entry);
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(w->ih));
+	memcpy(slot->index_hash, c.digest, 16);
+	ret = slot_check(slot, w->path);
+	if (!ret)
+		ret = copy_index(w, w->off);
+	if (!ret)
+		ret = ic_fsync(w->fd, w->path);
+	if (ret)
+		goto out;
+	ic_slot_encode(slot, sbuf);
+	ret = ic_pwrite_full(w->fd, sbuf, sizeof(sbuf), ICF_SLOT_A_OFF, w->path);
+	if (!ret)
+		ret = ic_fsync(w->fd, w->path);
+	if (ret)
+		goto out;
+	ic_image_filename(w->seq, fname, sizeof(fname));
+	final = ic_path_join(w->dir, fname);
+	if (rename(w->path, final) < 0) {
+		ret = ic_fail(-errno, "%s: rename: %s", final, strerror(errno));
+		goto out;
+	}
+	free(w->path);
+	w->path = NULL;    /* committed: nothing for abort to remove */
+	ret = ic_fsync_dir(w->dir);
+out:
+	free(final);
+	ic_writer_abort(w);
+	return ret;
+}
+
+void ic_writer_abort(struct ic_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->ifd >= 0)
+		close(w->ifd);
+	if (w->path)
+		unlink(w->path);
+	if (w->ipath)
+		unlink(w->ipath);
+	free(w->path);
+	free(w->ipath);
+	free(w->dir);
+	free(w->wbuf);
+	free(w->ibuf);
+	if (w->ih)
+		XXH3_freeState(w->ih);
+	free(w);
+}

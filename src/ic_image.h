@@ -1,0 +1,79 @@
+/* ic_image.h: one image file (a restore point): header, A/B slots, index, records.
+ * Reading needs no key.  See FORMAT.md "Image file". */
+#ifndef IC_IMAGE_H
+#define IC_IMAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "imgchain_format.h"
+
+struct ic_image {
+	char *path;
+	int fd;
+	struct icf_header hdr;      /* host order, validated */
+	struct icf_slot slot;       /* current slot, host order, validated */
+	int slot_index;             /* 0 = A, 1 = B */
+	uint64_t file_size;
+	const uint8_t *index;       /* index_count * 64 bytes, mmap'd read-only */
+	void *map;
+	size_t map_len;
+	int index_state;            /* 0 unchecked, 1 good, <0 error (cached) */
+};
+
+/* Open and validate header and slots (not the index; that is ic_image_check_index).
+ * IC_ECORRUPT with a message naming path on any damage ("truncated", "bad checksum"...).
+ * flags: O_RDONLY or O_RDWR. */
+int ic_image_open(const char *path, int flags, struct ic_image **out);
+void ic_image_close(struct ic_image *img);
+
+/* Verify the index: its XXH3-128, every entry's hash and bounds, ascending positions.
+ * The result is cached.  Thread-safe only if not called concurrently on one image. */
+int ic_image_check_index(struct ic_image *img);
+
+/* Decode entry i into host order, checking its entry hash and bounds. */
+int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e);
+/* Position of entry i without any check (for searches over a checked index). */
+uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i);
+/* Index of the entry for pos, or -1.  hint: an index near the answer, or -1. */
+int64_t ic_image_find(const struct ic_image *img, uint64_t pos, int64_t hint);
+/* Read the record of data entry e into buf[e->stored_len] and check its rec_hash. */
+int ic_image_read_record(const struct ic_image *img, const struct icf_entry *e, void *buf);
+
+/* Encoding and decoding of the format structs (host order <-> little-endian bytes).
+ * Decoders validate and return IC_ECORRUPT naming what, with path in the message. */
+int ic_header_decode(const void *buf, struct icf_header *h, const char *path);
+void ic_header_encode(const struct icf_header *h, void *buf);
+int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path);
+void ic_slot_encode(const struct icf_slot *s, void *buf);
+void ic_entry_encode(const struct icf_entry *e, void *buf);
+int ic_entry_decode(const void *buf, struct icf_entry *e);
+
+/* Write slot s into the non-current slot of img (opened O_RDWR) with generation + 1,
+ * then fsync.  On success img->slot becomes s. */
+int ic_image_switch_slot(struct ic_image *img, struct icf_slot *s);
+
+/* Writer of a new image: records are appended, entries added in ascending order,
+ * and commit makes the point visible atomically. */
+struct ic_writer;
+
+/* Start CHAIN/.tmp-SEQ-PID.img with header hdr (host order). */
+int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t seq,
+		  struct ic_writer **out);
+/* Append a record; *offset gets its file offset. */
+int ic_writer_append(struct ic_writer *w, const void *rec, uint32_t len, uint64_t *offset);
+/* Add an index entry (host order; entry_hash is computed here). Positions ascend. */
+int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e);
+/* Write the index and slot A (slot: seq, parent_seq, kind, created, disk_size, name,
+ * seal filled by the caller; counts, offsets, hashes computed here), fsync, rename
+ * to CHAIN/%08u.img, fsync the directory.  Frees w whatever the outcome. */
+int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot);
+/* Remove the temporary file and free w (NULL is fine). */
+void ic_writer_abort(struct ic_writer *w);
+/* Bytes written so far (records). */
+uint64_t ic_writer_bytes(const struct ic_writer *w);
+
+/* "%08u.img" into buf[16]. */
+void ic_image_filename(uint32_t seq, char *buf, size_t len);
+
+#endif

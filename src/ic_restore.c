@@ -1,0 +1,256 @@
+/* ic_restore.c: writing a restore point's disk to a file or block device, with
+ * worker threads decoding and writing disjoint ranges in parallel. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include "ic_chain.h"
+#include "ic_codec.h"
+#include "ic_keys.h"
+#include "ic_progress.h"
+#include "ic_util.h"
+#include "ic_verify.h"
+#include "ic_view.h"
+
+#define CHUNK_BLOCKS_BYTES (4u << 20)
+
+struct rjob {
+	struct ic_view *v;
+	struct ic_key *key;
+	int fd;
+	const char *dest;
+	bool write_zeros;
+	uint64_t per_chunk, nchunks;
+	pthread_mutex_t mu;
+	uint64_t next, done_blocks, data_blocks, zero_blocks, bytes_written;
+	int err;
+	char errmsg[512];
+};
+
+static int restore_chunk(struct rjob *j, struct ic_codec *codec, uint8_t *buf, uint8_t *rec,
+			 uint64_t k, uint64_t *ndata, uint64_t *nbytes)
+{
+	struct ic_view *v = j->v;
+	uint64_t first = k * j->per_chunk;
+	uint64_t end = first + j->per_chunk < v->nblocks ? first + j->per_chunk : v->nblocks;
+
+	for (uint64_t pos = first; pos < end; pos++) {
+		struct ic_block_ref ref;
+		int n, ret = ic_view_lookup(v, pos, &ref);
+
+		if (ret)
+			return ret;
+		if (!ref.img && !j->write_zeros)
+			continue;
+		n = ic_view_read_block(v, codec, j->key, pos, buf, rec);
+		if (n < 0)
+			return n;
+		ret = ic_pwrite_full(j->fd, buf, (size_t)n, pos * v->block_size, j->dest);
+		if (ret)
+			return ret;
+		*ndata += ref.img != NULL;
+		*nbytes += (uint64_t)n;
+	}
+	return 0;
+}
+
+static void *rworker(void *arg)
+{
+	struct rjob *j = arg;
+	struct ic_codec *codec = ic_codec_new(j->v->block_size, 0);
+	uint8_t *buf = malloc(j->v->block_size);
+	uint8_t *rec = malloc(ic_codec_bound(j->v->block_size));
+
+	for (;;) {
+		uint64_t k, ndata = 0, nbytes = 0;
+		int ret;
+
+		pthread_mutex_lock(&j->mu);
+		if (j->err || j->next >= j->nchunks || ic_interrupted) {
+			if (ic_interrupted && !j->err) {
+				j->err = -EINTR;
+				snprintf(j->errmsg, sizeof(j->errmsg), "interrupted");
+			}
+			pthread_mutex_unlock(&j->mu);
+			break;
+		}
+		k = j->next++;
+		pthread_mutex_unlock(&j->mu);
+		ret = (!codec || !buf || !rec) ? -ENOMEM
+					       : restore_chunk(j, codec, buf, rec, k, &ndata, &nbytes);
+		pthread_mutex_lock(&j->mu);
+		if (ret && !j->err) {
+			j->err = ret;
+			snprintf(j->errmsg, sizeof(j->errmsg), "%s", ic_last_error(ret));
+		}
+		j->data_blocks += ndata;
+		j->bytes_written += nbytes;
+		j->done_blocks += j->per_chunk;
+		pthread_mutex_unlock(&j->mu);
+	}
+	ic_codec_free(codec);
+	free(buf);
+	free(rec);
+	return NULL;
+}
+
+static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, char **tmp,
+		     bool *blockdev)
+{
+	struct stat st;
+
+	*tmp = NULL;
+	*blockdev = false;
+	if (stat(o->dest, &st) == 0 && S_ISBLK(st.st_mode)) {
+		uint64_t devsize;
+
+		*fd = open(o->dest, O_WRONLY | O_CLOEXEC);
+		if (*fd < 0)
+			return ic_fail(-errno, "%s: %s", o->dest, strerror(errno));
+		if (ioctl(*fd, BLKGETSIZE64, &devsize) < 0 || devsize < size) {
+			close(*fd);
+			return ic_fail(-ENOSPC, "%s: device is smaller than the disk (%llu bytes)",
+				       o->dest, (unsigned long long)size);
+		}
+		*blockdev = true;
+		return 0;
+	}
+	if (stat(o->dest, &st) == 0) {
+		if (!S_ISREG(st.st_mode))
+			return ic_fail(-EINVAL, "%s: not a regular file or block device", o->dest);
+		if (st.st_size > 0 && !o->force)
+			return ic_fail(-EEXIST, "%s: exists and is not empty (use --force to replace it)",
+				       o->dest);
+	}
+	if (asprintf(tmp, "%s.imgrestore-%d", o->dest, (int)getpid()) < 0)
+		return -ENOMEM;
+	*fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (*fd < 0) {
+		int e = errno;
+
+		free(*tmp);
+		*tmp = NULL;
+		return ic_fail(-e, "%s: create: %s", o->dest, strerror(e));
+	}
+	if (ftruncate(*fd, (off_t)size) < 0) {
+		int e = errno;
+
+		close(*fd);
+		unlink(*tmp);
+		free(*tmp);
+		*tmp = NULL;
+		return ic_fail(-e, "%s: set size: %s", o->dest, strerror(e));
+	}
+	return 0;
+}
+
+static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
+{
+	unsigned n = o->threads > 0 ? (unsigned)o->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t tids[64];
+	unsigned started = 0;
+	struct ic_progress prog;
+
+	if (n < 1)
+		n = 1;
+	if (n > 64)
+		n = 64;
+	j->per_chunk = CHUNK_BLOCKS_BYTES / j->v->block_size ? CHUNK_BLOCKS_BYTES / j->v->block_size : 1;
+	j->nchunks = (j->v->nblocks + j->per_chunk - 1) / j->per_chunk;
+	pthread_mutex_init(&j->mu, NULL);
+	for (; started < n; started++)
+		if (pthread_create(&tids[started], NULL, rworker, j))
+			break;
+	if (!started)
+		rworker(j);
+	ic_progress_init(&prog, "restore", j->v->disk_size, o->quiet);
+	for (;;) {
+		uint64_t d;
+		bool fin;
+
+		pthread_mutex_lock(&j->mu);
+		d = j->done_blocks * j->v->block_size;
+		fin = j->err || j->done_blocks >= j->nchunks * j->per_chunk;
+		pthread_mutex_unlock(&j->mu);
+		if (fin || !started)
+			break;
+		ic_progress_update(&prog, d > j->v->disk_size ? j->v->disk_size : d);
+		usleep(100000);
+	}
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	ic_progress_done(&prog);
+	pthread_mutex_destroy(&j->mu);
+	if (j->err)
+		return ic_fail(j->err, "%s", j->errmsg);
+	return 0;
+}
+
+int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
+{
+	struct ic_chain *c = NULL;
+	struct ic_point *p;
+	struct rjob j;
+	char *tmp = NULL;
+	bool blockdev;
+	double t0 = ic_now();
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	memset(&j, 0, sizeof(j));
+	j.fd = -1;
+	ret = ic_chain_open(o->chain_dir, &c);
+	if (ret)
+		return ret;
+	p = ic_chain_find(c, o->name);
+	if (!p) {
+		ret = ic_fail(-ENOENT, "%s: no restore point named '%s'", o->chain_dir, o->name);
+		goto out;
+	}
+	ret = ic_view_open(c, p, &j.v);
+	if (!ret)
+		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
+	if (ret)
+		goto out;
+	if (memcmp(j.key->chain_id, c->chain_id, 16) || memcmp(j.key->key_check, c->key_check, 16)) {
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      o->chain_dir);
+		goto out;
+	}
+	ret = ic_view_check_seal(j.v, j.key);
+	if (!ret)
+		ret = open_dest(o, j.v->disk_size, &j.fd, &tmp, &blockdev);
+	if (ret)
+		goto out;
+	j.dest = o->dest;
+	j.write_zeros = blockdev;
+	ret = run_restore(&j, o);
+	if (!ret)
+		ret = ic_fsync(j.fd, o->dest);
+	if (!ret && tmp && rename(tmp, o->dest) < 0)
+		ret = ic_fail(-errno, "%s: rename: %s", o->dest, strerror(errno));
+	st->disk_size = j.v->disk_size;
+	st->data_blocks = j.data_blocks;
+	st->zero_blocks = j.v->nblocks - j.data_blocks;
+	st->bytes_written = j.bytes_written;
+out:
+	if (j.fd >= 0)
+		close(j.fd);
+	if (ret && tmp)
+		unlink(tmp);
+	free(tmp);
+	ic_key_free(j.key);
+	ic_view_free(j.v);
+	ic_chain_free(c);
+	st->seconds = ic_now() - t0;
+	return ret;
+}

@@ -1,0 +1,78 @@
+/* ic_util.h: error reporting, exit codes and careful file I/O shared by every module. */
+#ifndef IC_UTIL_H
+#define IC_UTIL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Library calls return 0 (or a count) on success and a negative errno on failure.
+ * Two errnos carry imgchain meanings, which the tools turn into their own exit codes: */
+#define IC_ECORRUPT (-EBADMSG)      /* checksum, structure or authentication failure */
+#define IC_EKEY (-EKEYREJECTED)     /* wrong passphrase, or a key that is not this chain's */
+
+enum ic_exit {
+	IC_EXIT_OK = 0,
+	IC_EXIT_ERROR = 1,
+	IC_EXIT_USAGE = 2,
+	IC_EXIT_KEY = 3,
+	IC_EXIT_CORRUPT = 4,
+};
+
+/* Map a negative errno from the library to a tool exit code. */
+int ic_exit_code(int err);
+
+/* Record the message of a failure for this thread ("FILE: cause") and return err
+ * unchanged, so that callers write `return ic_fail(-EIO, "%s: read: %s", ...)`.
+ * The message is kept until the next ic_fail() on the same thread. */
+int ic_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The message of the last ic_fail() on this thread, or strerror(-err) if none was
+ * recorded since ic_clear_error(). Never NULL. */
+const char *ic_last_error(int err);
+void ic_clear_error(void);
+
+/* Tools: the program name used in messages, and printing helpers to stderr. */
+extern const char *ic_progname;
+void ic_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "prog: <last error>" and return ic_exit_code(err). */
+int ic_report(int err);
+
+/* Read exactly len bytes at off.  A short file gives IC_ECORRUPT with a "truncated"
+ * message naming path; other failures -errno.  path is only used in messages. */
+int ic_pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path);
+/* Write exactly len bytes at off; -errno (ENOSPC included) with a message. */
+int ic_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, const char *path);
+/* fsync(fd) with a message on failure. */
+int ic_fsync(int fd, const char *path);
+/* fsync the directory dir so that a rename or unlink in it is durable. */
+int ic_fsync_dir(const char *dir);
+/* malloc'd "dir/name". Never NULL (aborts on OOM, as for every tiny allocation). */
+char *ic_path_join(const char *dir, const char *name);
+/* Write buf to dir/name atomically: dir/.tmp-name, fsync, rename, fsync dir. */
+int ic_write_file_atomic(const char *dir, const char *name, const void *buf, size_t len,
+			 int mode);
+
+/* Little-endian helpers (the format is LE; these are no-ops on x86). */
+uint16_t ic_le16(uint16_t v);
+uint32_t ic_le32(uint32_t v);
+uint64_t ic_le64(uint64_t v);
+
+/* Set by the SIGINT/SIGTERM handler of ic_install_signals(); long loops check it
+ * and stop with -EINTR, cleaning up what they started. */
+#include <signal.h>
+extern volatile sig_atomic_t ic_interrupted;
+void ic_install_signals(void);
+
+/* Monotonic seconds, for rates. */
+double ic_now(void);
+/* "1.5 GiB" style, into buf of at least 16 bytes; returns buf. */
+char *ic_human_bytes(uint64_t n, char *buf, size_t len);
+/* Parse "64K", "4M", "65536" (binary multiples).  0 or -EINVAL. */
+int ic_parse_size(const char *s, uint64_t *out);
+/* A restore point name: 1..127 bytes of [A-Za-z0-9._+:-], not starting with . or -, not "latest". */
+bool ic_name_valid(const char *name);
+
+#endif

@@ -1,0 +1,517 @@
+/* test_keys.c: key derivation, the key file codec, passphrase slots and passphrase sources. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <sodium.h>
+#include <xxhash.h>
+
+#include "ic_keys.h"
+#include "ic_util.h"
+#include "unit.h"
+
+#define PASS1 "correct horse battery staple"
+#define PASS2 "tr0ub4dor&3"
+
+static const uint8_t chain_a[16] = { 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
+				     0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0 };
+static const uint8_t chain_b[16] = { 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8,
+				     0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf, 0xc0 };
+
+/* One real key file (one Argon2id run), shared by the tests that need one. */
+static struct icf_keyfile fixture_kf;
+static struct ic_key *fixture_key;
+
+static bool msg_has(int err, const char *needle)
+{
+	const char *m = ic_last_error(err);
+
+	if (strstr(m, needle))
+		return true;
+	fprintf(stderr, "  message \"%s\" lacks \"%s\"\n", m, needle);
+	return false;
+}
+
+static void write_file(const char *dir, const char *name, const void *buf, size_t len)
+{
+	char *p = ic_path_join(dir, name);
+	FILE *f = fopen(p, "wb");
+
+	if (!f || fwrite(buf, 1, len, f) != len || fclose(f)) {
+		perror(p);
+		exit(1);
+	}
+	free(p);
+}
+
+static int try_unlock(const struct icf_keyfile *kf, const char *pass, int *slot)
+{
+	struct ic_key *key = NULL;
+	int ret = ic_keyfile_unlock(kf, pass, strlen(pass), &key, slot);
+
+	if (!ret) {
+		CHECK(!memcmp(key->master, fixture_key->master, ICF_KEY_LEN));
+		ic_key_free(key);
+	}
+	return ret;
+}
+
+/* A structurally valid key file with no real wrapping: decode tests need no KDF. */
+static void fake_keyfile(struct icf_keyfile *kf)
+{
+	memset(kf, 0, sizeof(*kf));
+	memcpy(kf->magic, ICF_KEY_MAGIC, 8);
+	kf->version = ICF_VERSION;
+	memcpy(kf->chain_id, chain_a, 16);
+	memset(kf->key_check, 0x5a, 16);
+	kf->slots[2].used = 1;
+	kf->slots[2].alg = crypto_pwhash_ALG_ARGON2ID13;
+	kf->slots[2].opslimit = 2;
+	kf->slots[2].memlimit = 64u << 20;
+	memset(kf->slots[2].salt, 0x11, 16);
+	memset(kf->slots[2].nonce, 0x22, 24);
+	memset(kf->slots[2].wrapped, 0x33, 48);
+}
+
+static void test_derivation(void)
+{
+	uint8_t master[ICF_KEY_LEN], sub[32], msg[24], check[16];
+	struct ic_key *a, *a2, *b;
+
+	for (unsigned i = 0; i < ICF_KEY_LEN; i++)
+		master[i] = (uint8_t)i;
+	a = ic_key_from_master(master, chain_a);
+	a2 = ic_key_from_master(master, chain_a);
+	b = ic_key_from_master(master, chain_b);
+	CHECK(a && a2 && b);
+	if (!a || !a2 || !b)
+		return;
+	CHECK(!memcmp(a, a2, sizeof(*a)));
+	CHECK(memcmp(a->key_check, b->key_check, 16));
+	CHECK(!memcmp(a->k_block, b->k_block, 32));     /* subkeys depend on the master only */
+	CHECK(memcmp(a->k_block, a->k_seal, 32));
+	CHECK(memcmp(a->k_seal, a->k_digest, 32));
+	CHECK(memcmp(a->k_digest, a->k_check, 32));
+	CHECK(memcmp(a->k_block, a->master, 32));
+
+	/* the documented derivation, recomputed from libsodium directly */
+	crypto_kdf_derive_from_key(sub, 32, 1, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_block, 32));
+	crypto_kdf_derive_from_key(sub, 32, 2, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_seal, 32));
+	crypto_kdf_derive_from_key(sub, 32, 3, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_digest, 32));
+	crypto_kdf_derive_from_key(sub, 32, 4, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_check, 32));
+	memcpy(msg, "ICKEYCHK", 8);
+	memcpy(msg + 8, chain_a, 16);
+	crypto_generichash(check, 16, msg, sizeof(msg), sub, 32);
+	CHECK(!memcmp(check, a->key_check, 16));
+
+	ic_key_free(a);
+	ic_key_free(a2);
+	ic_key_free(b);
+	ic_key_free(NULL);
+}
+
+static void test_kdf_defaults(void)
+{
+	uint64_t ops, mem;
+
+	unsetenv("IMGCHAIN_KDF");
+	ic_kdf_defaults(&ops, &mem);
+	CHECK_EQ(ops, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	CHECK_EQ(mem, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+	setenv("IMGCHAIN_KDF", "moderate", 1);
+	ic_kdf_defaults(&ops, &mem);
+	CHECK_EQ(ops, crypto_pwhash_OPSLIMIT_MODERATE);
+	CHECK_EQ(mem, crypto_pwhash_MEMLIMIT_MODERATE);
+	setenv("IMGCHAIN_KDF", "sensitive", 1);
+	ic_kdf_defaults(&ops, &mem);
+	CHECK_EQ(ops, crypto_pwhash_OPSLIMIT_SENSITIVE);
+	CHECK_EQ(mem, crypto_pwhash_MEMLIMIT_SENSITIVE);
+	CHECK(ops <= ICF_KDF_OPSLIMIT_MAX && mem <= ICF_KDF_MEMLIMIT_MAX);
+	setenv("IMGCHAIN_KDF", "interactive", 1);
+	ic_kdf_defaults(&ops, &mem);
+	CHECK_EQ(ops, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	unsetenv("IMGCHAIN_KDF");
+}
+
+static void test_roundtrip(void)
+{
+	uint8_t buf[sizeof(struct icf_keyfile)];
+	struct icf_keyfile kf, loaded;
+	char *dir = unit_tmpdir(), *path;
+	struct stat st;
+	int slot = -1;
+
+	kf = fixture_kf;
+	CHECK_EQ(kf.slots[0].used, 1);
+	CHECK_EQ(kf.slots[0].alg, crypto_pwhash_ALG_ARGON2ID13);
+	CHECK_EQ(kf.slots[0].opslimit, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	CHECK(!memcmp(kf.key_check, fixture_key->key_check, 16));
+	CHECK(!memcmp(kf.chain_id, chain_a, 16));
+	for (unsigned i = 1; i < ICF_KEY_SLOTS; i++)
+		CHECK_EQ(kf.slots[i].used, 0);
+
+	ic_keyfile_encode(&kf, buf);
+	CHECK(!memcmp(buf, ICF_KEY_MAGIC, 8));
+	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &loaded, "mem"), 0);
+	CHECK(!memcmp(&loaded, &kf, offsetof(struct icf_keyfile, file_hash)));
+
+	CHECK_EQ(ic_keyfile_load(dir, &loaded), -ENOENT);
+	CHECK_EQ(ic_keyfile_store(dir, &kf), 0);
+	CHECK_EQ(ic_keyfile_load(dir, &loaded), 0);
+	CHECK(!memcmp(&loaded, &kf, offsetof(struct icf_keyfile, file_hash)));
+	path = ic_path_join(dir, ICF_KEYFILE_NAME);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600 &&
+	      st.st_size == sizeof(struct icf_keyfile));
+	free(path);
+
+	CHECK_EQ(try_unlock(&loaded, PASS1, &slot), 0);
+	CHECK_EQ(slot, 0);
+	unit_rmtree(dir);
+}
+
+static void test_wrong_passphrase(void)
+{
+	int ret = try_unlock(&fixture_kf, "not it", NULL);
+
+	CHECK_EQ(ret, IC_EKEY);
+	CHECK(msg_has(ret, "wrong passphrase"));
+}
+
+static void test_slots(void)
+{
+	struct icf_keyfile kf = fixture_kf, full;
+	uint64_t ops, mem;
+	int slot = -1;
+
+	ic_kdf_defaults(&ops, &mem);
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, mem), 1);
+	CHECK(memcmp(kf.slots[0].salt, kf.slots[1].salt, 16));
+	CHECK_EQ(try_unlock(&kf, PASS2, &slot), 0);
+	CHECK_EQ(slot, 1);
+	CHECK_EQ(try_unlock(&kf, PASS1, &slot), 0);
+	CHECK_EQ(slot, 0);
+
+	/* caps apply to new slots too, so that the file stays readable */
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), 65, mem), -EINVAL);
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, 4ull << 30),
+		 -EINVAL);
+
+	/* every slot full: no KDF is run, -ENOSPC */
+	full = kf;
+	for (unsigned i = 2; i < ICF_KEY_SLOTS; i++)
+		full.slots[i] = kf.slots[1];
+	CHECK_EQ(ic_keyfile_add_slot(&full, fixture_key, PASS2, strlen(PASS2), ops, mem),
+		 -ENOSPC);
+
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, -1), -EINVAL);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, ICF_KEY_SLOTS), -EINVAL);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, 5), -ENOENT);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, 0), 0);
+	CHECK_EQ(kf.slots[0].used, 0);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, 1), -EBUSY);
+	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
+	CHECK_EQ(try_unlock(&kf, PASS2, &slot), 0);
+	CHECK_EQ(slot, 1);
+	/* the freed slot is reused first */
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS1, strlen(PASS1), ops, mem), 0);
+}
+
+/* The wrapping's additional data binds the slot index, the chain id and the KDF cost. */
+static void test_binding(void)
+{
+	struct icf_keyfile kf;
+	int ret;
+
+	kf = fixture_kf;
+	kf.slots[3] = kf.slots[0];
+	memset(&kf.slots[0], 0, sizeof(kf.slots[0]));
+	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
+
+	kf = fixture_kf;
+	kf.chain_id[0] ^= 1;
+	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
+
+	kf = fixture_kf;
+	kf.key_check[15] ^= 0x80;
+	ret = try_unlock(&kf, PASS1, NULL);
+	CHECK_EQ(ret, IC_EKEY);
+	CHECK(msg_has(ret, "key check mismatch"));
+}
+
+static void expect_corrupt(const struct icf_keyfile *kf, const char *cause)
+{
+	uint8_t buf[sizeof(struct icf_keyfile)];
+	struct icf_keyfile out;
+	int ret;
+
+	ic_keyfile_encode(kf, buf);
+	ret = ic_keyfile_decode(buf, sizeof(buf), &out, "/x/imgchain.key");
+	CHECK_EQ(ret, IC_ECORRUPT);
+	if (ret == IC_ECORRUPT) {
+		CHECK(msg_has(ret, "/x/imgchain.key: "));
+		CHECK(msg_has(ret, cause));
+	}
+}
+
+static void test_decode_fields(void)
+{
+	struct icf_keyfile good, kf;
+	uint8_t buf[sizeof(struct icf_keyfile)];
+
+	fake_keyfile(&good);
+	ic_keyfile_encode(&good, buf);
+	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &kf, "x"), 0);
+
+#define BAD(stmt, cause)                                                                 \
+	do {                                                                             \
+		kf = good;                                                               \
+		stmt;                                                                    \
+		expect_corrupt(&kf, cause);                                              \
+	} while (0)
+	BAD(kf.magic[7] = '2', "bad magic");
+	BAD(kf.version = 2, "version");
+	BAD(kf.slots[2].used = 2, "in-use flag");
+	BAD(kf.slots[2].used = 0, "not zeroed");
+	BAD(memset(&kf.slots[2], 0, sizeof(kf.slots[2])), "no key slot");
+	BAD(kf.slots[5].salt[3] = 1, "not zeroed");
+	BAD(kf.slots[2].alg = crypto_pwhash_ALG_ARGON2I13, "algorithm");
+	BAD(kf.slots[2].opslimit = 0, "opslimit");
+	BAD(kf.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX + 1, "opslimit");
+	BAD(kf.slots[2].opslimit = UINT64_MAX, "opslimit");
+	BAD(kf.slots[2].memlimit = crypto_pwhash_MEMLIMIT_MIN - 1, "memlimit");
+	BAD(kf.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX + 1, "memlimit");
+	BAD(kf.slots[2].memlimit = 1ull << 40, "memlimit");
+	BAD(kf.slots[2].memlimit = UINT64_MAX, "memlimit");
+#undef BAD
+	/* the bounds themselves are accepted */
+	kf = good;
+	kf.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX;
+	kf.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX;
+	ic_keyfile_encode(&kf, buf);
+	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &kf, "x"), 0);
+}
+
+static void test_decode_bitflips(void)
+{
+	uint8_t buf[sizeof(struct icf_keyfile)];
+	struct icf_keyfile good, kf;
+	unsigned bad = 0;
+
+	fake_keyfile(&good);
+	ic_keyfile_encode(&good, buf);
+	for (size_t bit = 0; bit < sizeof(buf) * 8; bit++) {
+		buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		if (ic_keyfile_decode(buf, sizeof(buf), &kf, "f") != IC_ECORRUPT)
+			bad++;
+		buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	}
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &kf, "f"), 0);
+}
+
+static void test_decode_sizes(void)
+{
+	uint8_t buf[sizeof(struct icf_keyfile) + 1];
+	struct icf_keyfile good, kf;
+	unsigned bad = 0;
+	int ret;
+
+	fake_keyfile(&good);
+	ic_keyfile_encode(&good, buf);
+	buf[sizeof(buf) - 1] = 0;
+	for (size_t len = 0; len < sizeof(struct icf_keyfile); len++)
+		if (ic_keyfile_decode(buf, len, &kf, "f") != IC_ECORRUPT)
+			bad++;
+	CHECK_EQ(bad, 0);
+	ret = ic_keyfile_decode(buf, 100, &kf, "/x/imgchain.key");
+	CHECK(msg_has(ret, "/x/imgchain.key: truncated"));
+	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &kf, "f"), IC_ECORRUPT);
+}
+
+/* A hostile cost in a key file held in memory must be refused before the KDF runs. */
+static void test_unlock_caps(void)
+{
+	struct icf_keyfile kf = fixture_kf;
+	struct ic_key *key = NULL;
+	double t0 = ic_now();
+
+	kf.slots[0].memlimit = 1ull << 40;
+	CHECK_EQ(ic_keyfile_unlock(&kf, PASS1, strlen(PASS1), &key, NULL), IC_ECORRUPT);
+	kf.slots[0].memlimit = fixture_kf.slots[0].memlimit;
+	kf.slots[0].opslimit = 1000000;
+	CHECK_EQ(ic_keyfile_unlock(&kf, PASS1, strlen(PASS1), &key, NULL), IC_ECORRUPT);
+	CHECK(key == NULL);
+	CHECK(ic_now() - t0 < 0.5);	/* one KDF run would take far longer */
+}
+
+static void test_key_unlock(void)
+{
+	uint8_t buf[sizeof(struct icf_keyfile)];
+	char *dir = unit_tmpdir(), *path;
+	struct icf_keyfile kf;
+	struct ic_key *key = NULL;
+	int ret, slot = -1;
+
+	path = ic_path_join(dir, ICF_KEYFILE_NAME);
+	unsetenv("IMGCHAIN_PASSPHRASE_FILE");
+	setenv("IMGCHAIN_PASSPHRASE", PASS1, 1);
+	CHECK_EQ(ic_key_unlock(dir, NULL, &key), -ENOENT);
+	CHECK(msg_has(-ENOENT, path));
+
+	CHECK_EQ(ic_keyfile_store(dir, &fixture_kf), 0);
+	CHECK_EQ(ic_key_unlock_keyfile(dir, NULL, &kf, &key, &slot), 0);
+	CHECK_EQ(slot, 0);
+	CHECK(!memcmp(&kf, &fixture_kf, offsetof(struct icf_keyfile, file_hash)));
+	CHECK(key && !memcmp(key->key_check, fixture_key->key_check, 16));
+	ic_key_free(key);
+
+	setenv("IMGCHAIN_PASSPHRASE", "wrong", 1);
+	ret = ic_key_unlock(dir, NULL, &key);
+	CHECK_EQ(ret, IC_EKEY);
+	CHECK(msg_has(ret, path));
+	CHECK(msg_has(ret, ": wrong passphrase"));
+
+	ic_keyfile_encode(&fixture_kf, buf);
+	buf[40] ^= 4;
+	write_file(dir, ICF_KEYFILE_NAME, buf, sizeof(buf));
+	ret = ic_key_unlock(dir, NULL, &key);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, path));
+	CHECK(msg_has(ret, "bad checksum"));
+	write_file(dir, ICF_KEYFILE_NAME, buf, 17);
+	CHECK_EQ(ic_keyfile_load(dir, &kf), IC_ECORRUPT);
+
+	unsetenv("IMGCHAIN_PASSPHRASE");
+	free(path);
+	unit_rmtree(dir);
+}
+
+static int get_pass(const char *file, const char *expect)
+{
+	char *pass = NULL;
+	size_t len = 0;
+	int ret = ic_passphrase_get(file, false, NULL, &pass, &len);
+
+	if (ret == 0) {
+		CHECK_EQ(len, strlen(expect));
+		CHECK_EQ(strlen(pass), len);
+		CHECK(!strcmp(pass, expect));
+		ic_passphrase_free(pass);
+	}
+	return ret;
+}
+
+static void test_passphrase_sources(void)
+{
+	char *dir = unit_tmpdir();
+	char *f1 = ic_path_join(dir, "p1"), *f2 = ic_path_join(dir, "p2");
+	char *fe = ic_path_join(dir, "empty"), *fl = ic_path_join(dir, "long");
+	char *fn = ic_path_join(dir, "none"), *big;
+	int ret;
+
+	write_file(dir, "p1", "from file one\r\nsecond line\n", 27);
+	write_file(dir, "p2", "file two  ", 10);     /* no newline; spaces are kept */
+	write_file(dir, "empty", "\nsecond\n", 8);
+	big = malloc(3000);
+	memset(big, 'x', 3000);
+	write_file(dir, "long", big, 3000);
+	free(big);
+	unsetenv("IMGCHAIN_PASSPHRASE_FILE");
+	unsetenv("IMGCHAIN_PASSPHRASE");
+
+	CHECK_EQ(get_pass(f1, "from file one"), 0);
+	CHECK_EQ(get_pass(f2, "file two  "), 0);
+	ret = get_pass(fe, "");
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(msg_has(ret, "empty passphrase"));
+	CHECK_EQ(get_pass(fl, ""), -EINVAL);
+	ret = get_pass(fn, "");
+	CHECK_EQ(ret, -ENOENT);
+	CHECK(msg_has(ret, fn));
+
+	/* stdin is /dev/null: no prompt, a clear refusal */
+	ret = get_pass(NULL, "");
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(msg_has(ret, "no passphrase: use --passphrase-file FILE"));
+
+	setenv("IMGCHAIN_PASSPHRASE", "from env", 1);
+	CHECK_EQ(get_pass(NULL, "from env"), 0);
+	setenv("IMGCHAIN_PASSPHRASE_FILE", f2, 1);
+	CHECK_EQ(get_pass(NULL, "file two  "), 0);      /* the file variable comes first */
+	CHECK_EQ(get_pass(f1, "from file one"), 0);     /* an explicit file beats both */
+	setenv("IMGCHAIN_PASSPHRASE_FILE", "", 1);
+	CHECK_EQ(get_pass(NULL, ""), -EINVAL);
+	unsetenv("IMGCHAIN_PASSPHRASE_FILE");
+	setenv("IMGCHAIN_PASSPHRASE", "", 1);
+	ret = get_pass(NULL, "");
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(msg_has(ret, "empty passphrase"));
+	unsetenv("IMGCHAIN_PASSPHRASE");
+
+	free(f1);
+	free(f2);
+	free(fe);
+	free(fl);
+	free(fn);
+	unit_rmtree(dir);
+}
+
+static void test_passphrase_new(void)
+{
+	char *pass = NULL;
+	size_t len;
+	int ret;
+
+	setenv("IMGCHAIN_PASSPHRASE", "old one", 1);
+	unsetenv("IMGCHAIN_NEW_PASSPHRASE");
+	ret = ic_passphrase_get_new(NULL, NULL, &pass, &len);
+	CHECK_EQ(ret, -EINVAL);       /* never the current passphrase's variables */
+	CHECK(msg_has(ret, "no new passphrase"));
+	setenv("IMGCHAIN_NEW_PASSPHRASE", "new one", 1);
+	CHECK_EQ(ic_passphrase_get_new(NULL, NULL, &pass, &len), 0);
+	CHECK_EQ(len, 7);
+	CHECK(pass && !strcmp(pass, "new one"));
+	ic_passphrase_free(pass);
+	unsetenv("IMGCHAIN_NEW_PASSPHRASE");
+	unsetenv("IMGCHAIN_PASSPHRASE");
+}
+
+int main(void)
+{
+	int fd = open("/dev/null", O_RDONLY);
+
+	/* never prompt, even when run by hand from a terminal */
+	if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
+		return 1;
+	close(fd);
+	if (sodium_init() < 0)
+		return 1;
+	unsetenv("IMGCHAIN_KDF");
+
+	RUN(test_derivation);
+	RUN(test_kdf_defaults);
+	RUN(test_decode_fields);
+	RUN(test_decode_bitflips);
+	RUN(test_decode_sizes);
+	RUN(test_passphrase_sources);
+	RUN(test_passphrase_new);
+	if (ic_keyfile_create(chain_a, PASS1, strlen(PASS1), &fixture_kf, &fixture_key) != 0) {
+		fprintf(stderr, "ic_keyfile_create: %s\n", ic_last_error(-1));
+		return 1;
+	}
+	RUN(test_roundtrip);
+	RUN(test_wrong_passphrase);
+	RUN(test_slots);
+	RUN(test_binding);
+	RUN(test_unlock_caps);
+	RUN(test_key_unlock);
+	ic_key_free(fixture_key);
+	UNIT_EXIT();
+}

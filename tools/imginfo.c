@@ -1,0 +1,195 @@
+/* imginfo: list a chain's restore points as a tree, or as stable JSON.  Keyless. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "imgchain.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: imginfo [--json] CHAIN\n"
+		"List the restore points of CHAIN as a tree: name, kind, parent, creation time (UTC),\n"
+		"disk size, stored bytes and block counts.  Needs no key.\n\n"
+		"  -j, --json     machine-readable output (documented in imginfo(1); stable)\n"
+		"  -h, --help     show this help\n"
+		"  -V, --version  show the version\n\n"
+		"Exit status: 0 ok, 1 error, 2 usage, 4 damaged files found.\n");
+}
+
+static void fmt_time(int64_t t, char *buf, size_t len, bool iso)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, iso ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static const char *base(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s ? s + 1 : p;
+}
+
+static void print_json(const struct ic_chain *c)
+{
+	char t[32];
+
+	printf("{\n  \"format_version\": 1,\n  \"chain\": ");
+	json_str(c->dir);
+	printf(",\n  \"chain_id\": \"");
+	for (int i = 0; i < 16; i++)
+		printf("%02x", c->chain_id[i]);
+	printf("\",\n  \"block_size\": %u,\n  \"points\": [", c->block_size);
+	for (size_t i = 0; i < c->npoints; i++) {
+		const struct ic_point *p = &c->points[i];
+		const struct icf_slot *s = &p->img->slot;
+		const struct ic_point *par = p->parent;
+
+		fmt_time(s->created, t, sizeof(t), true);
+		printf("%s\n    {\"name\": ", i ? "," : "");
+		json_str(s->name);
+		printf(", \"seq\": %u, \"parent\": ", s->seq);
+		if (par)
+			json_str(par->img->slot.name);
+		else
+			printf("null");
+		printf(", \"parent_seq\": %u, \"kind\": \"%s\", \"created\": \"%s\", \"created_unix\": %lld,"
+		       " \"disk_size\": %llu, \"stored_bytes\": %llu, \"data_blocks\": %llu,"
+		       " \"zero_blocks\": %llu, \"depth\": %u, \"broken\": %s, \"file\": ",
+		       s->parent_seq, ic_kind_name(s->kind), t, (long long)s->created,
+		       (unsigned long long)s->disk_size, (unsigned long long)s->data_bytes,
+		       (unsigned long long)s->n_data, (unsigned long long)s->n_zero, p->depth,
+		       p->broken ? "true" : "false");
+		json_str(base(p->img->path));
+		printf(", \"file_size\": %llu}", (unsigned long long)p->img->file_size);
+	}
+	printf("\n  ],\n  \"bad_files\": [");
+	for (size_t i = 0; i < c->nbad; i++) {
+		printf("%s\n    {\"file\": ", i ? "," : "");
+		json_str(base(c->bad[i].path));
+		printf(", \"error\": ");
+		json_str(c->bad[i].why);
+		printf("}");
+	}
+	printf("%s]\n}\n", c->nbad ? "\n  " : "");
+}
+
+static void print_row(const struct ic_point *p, const char *prefix, const char *branch)
+{
+	const struct icf_slot *s = &p->img->slot;
+	char t[32], d[32], st[32], label[256];
+
+	fmt_time(s->created, t, sizeof(t), false);
+	snprintf(label, sizeof(label), "%s%s%s", prefix, branch, s->name);
+	/* printf pads bytes, not characters: count UTF-8 continuation bytes of the tree art */
+	int extra = 0;
+
+	for (const char *q = label; *q; q++)
+		extra += ((unsigned char)*q & 0xc0) == 0x80;
+	printf("%-*s %-15s %-16s %-19s %10s %10s %9llu %8llu%s\n", 28 + extra, label, ic_kind_name(s->kind),
+	       p->parent ? p->parent->img->slot.name : "-", t,
+	       ic_human_bytes(s->disk_size, d, sizeof(d)), ic_human_bytes(s->data_bytes, st, sizeof(st)),
+	       (unsigned long long)s->n_data, (unsigned long long)s->n_zero,
+	       p->broken ? "  (BROKEN: parent missing)" : "");
+}
+
+static void print_tree(const struct ic_chain *c, const struct ic_point *p, const char *prefix,
+		       bool last, bool root)
+{
+	char next[512];
+	size_t nkids = 0, k = 0;
+
+	print_row(p, prefix, root ? "" : (last ? "└─ " : "├─ "));
+	snprintf(next, sizeof(next), "%s%s", prefix, root ? "" : (last ? "   " : "│  "));
+	for (size_t i = 0; i < c->npoints; i++)
+		nkids += c->points[i].parent == p;
+	for (size_t i = 0; i < c->npoints; i++)
+		if (c->points[i].parent == p)
+			print_tree(c, &c->points[i], next, ++k == nkids, false);
+}
+
+static void print_text(const struct ic_chain *c)
+{
+	uint64_t stored = 0;
+	char b[32], bs[32];
+
+	for (size_t i = 0; i < c->npoints; i++)
+		stored += c->points[i].img->file_size;
+	printf("chain %s: ", c->dir);
+	for (int i = 0; i < 8; i++)
+		printf("%02x", c->chain_id[i]);
+	printf("..., block size %s, %zu point%s, %s on disk\n",
+	       ic_human_bytes(c->block_size, bs, sizeof(bs)), c->npoints, c->npoints == 1 ? "" : "s",
+	       ic_human_bytes(stored, b, sizeof(b)));
+	printf("%-28s %-15s %-16s %-19s %10s %10s %9s %8s\n", "NAME", "KIND", "PARENT",
+	       "CREATED (UTC)", "DISK", "STORED", "DATA", "ZERO");
+	for (size_t i = 0; i < c->npoints; i++)
+		if (!c->points[i].parent)
+			print_tree(c, &c->points[i], "", true, true);
+	for (size_t i = 0; i < c->nbad; i++)
+		printf("damaged file: %s\n", c->bad[i].why);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ic_chain *c;
+	bool json = false;
+	int ch, ret;
+
+	ic_progname = "imginfo";
+	while ((ch = getopt_long(argc, argv, "jhV", lopts, NULL)) != -1) {
+		switch (ch) {
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return IC_EXIT_OK;
+		case 'V': printf("imginfo (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
+		default: usage(stderr); return IC_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		ic_msg("expected CHAIN (see --help)");
+		return IC_EXIT_USAGE;
+	}
+	ret = ic_chain_open(argv[optind], &c);
+	if (ret)
+		return ic_report(ret);
+	if (!c->npoints && !c->nbad) {
+		ic_chain_free(c);
+		ic_fail(-ENOENT, "%s: no restore points (not a chain?)", argv[optind]);
+		return ic_report(-ENOENT);
+	}
+	if (json)
+		print_json(c);
+	else
+		print_text(c);
+	ret = c->nbad ? IC_EXIT_CORRUPT : IC_EXIT_OK;
+	ic_chain_free(c);
+	return ret;
+}

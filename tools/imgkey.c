@@ -1,0 +1,245 @@
+/* imgkey: list, add and remove the passphrase slots of a chain's key file. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic_keys.h"
+#include "ic_util.h"
+
+enum {
+	OPT_PASSPHRASE_FILE = 0x100,
+	OPT_NEW_PASSPHRASE_FILE,
+};
+
+struct imgkey_opts {
+	const char *passphrase_file;
+	const char *new_passphrase_file;
+	const char *cmd;
+	char **args;
+	int nargs;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: imgkey list CHAIN\n"
+		"       imgkey add [--passphrase-file FILE] [--new-passphrase-file FILE] CHAIN\n"
+		"       imgkey remove [--passphrase-file FILE] CHAIN SLOT\n"
+		"\n"
+		"Manage the passphrase slots of CHAIN/" ICF_KEYFILE_NAME ".\n"
+		"\n"
+		"  list      show the chain id and the used slots (no passphrase needed)\n"
+		"  add       unlock with a current passphrase, add a slot for a new one\n"
+		"  remove    unlock with a current passphrase, clear slot SLOT\n"
+		"\n"
+		"Options:\n"
+		"      --passphrase-file FILE      current passphrase: first line of FILE\n"
+		"      --new-passphrase-file FILE  new passphrase (add): first line of FILE\n"
+		"  -h, --help                      show this help and exit\n"
+		"  -V, --version                   show the version and exit\n"
+		"\n"
+		"Environment: IMGCHAIN_PASSPHRASE_FILE, IMGCHAIN_PASSPHRASE,\n"
+		"IMGCHAIN_NEW_PASSPHRASE, IMGCHAIN_KDF=interactive|moderate|sensitive.\n"
+		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key, 4 corrupt.\n");
+}
+
+/* Print msg (unless empty) and the usage hint; returns the usage exit code. */
+static int usage_error(const char *msg)
+{
+	if (*msg)
+		ic_msg("%s", msg);
+	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);
+	return IC_EXIT_USAGE;
+}
+
+static void print_hex(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf("%02x", p[i]);
+	putchar('\n');
+}
+
+static int cmd_list(const struct imgkey_opts *o)
+{
+	struct icf_keyfile kf;
+	unsigned used = 0;
+	char mem[32];
+	int ret;
+
+	ret = ic_keyfile_load(o->args[0], &kf);
+	if (ret < 0)
+		return ic_report(ret);
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++)
+		used += kf.slots[i].used != 0;
+	printf("chain id:  ");
+	print_hex(kf.chain_id, sizeof(kf.chain_id));
+	printf("key check: ");
+	print_hex(kf.key_check, sizeof(kf.key_check));
+	printf("slots:     %u of %u used\n", used, ICF_KEY_SLOTS);
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
+		const struct icf_key_slot *s = &kf.slots[i];
+
+		if (!s->used)
+			continue;
+		printf("slot %u:    argon2id, opslimit %llu, memlimit %s\n", i,
+		       (unsigned long long)s->opslimit,
+		       ic_human_bytes(s->memlimit, mem, sizeof(mem)));
+	}
+	return IC_EXIT_OK;
+}
+
+static int cmd_add(const struct imgkey_opts *o)
+{
+	const char *chain = o->args[0];
+	uint64_t opslimit, memlimit;
+	struct icf_keyfile kf;
+	struct ic_key *key;
+	char *pass;
+	size_t passlen;
+	int ret, slot;
+
+	ret = ic_key_unlock_keyfile(chain, o->passphrase_file, &kf, &key, NULL);
+	if (ret < 0)
+		return ic_report(ret);
+	ret = ic_passphrase_get_new(o->new_passphrase_file, "New passphrase: ", &pass, &passlen);
+	if (ret < 0)
+		goto out_free_key;
+	ic_kdf_defaults(&opslimit, &memlimit);
+	slot = ic_keyfile_add_slot(&kf, key, pass, passlen, opslimit, memlimit);
+	ic_passphrase_free(pass);
+	if (slot < 0) {
+		ret = slot;
+		goto out_free_key;
+	}
+	ret = ic_keyfile_store(chain, &kf);
+	if (!ret)
+		printf("added key slot %d\n", slot);
+out_free_key:
+	ic_key_free(key);
+	return ret < 0 ? ic_report(ret) : IC_EXIT_OK;
+}
+
+static int parse_slot(const char *s, int *slot)
+{
+	char *end;
+	long v;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -1;
+	v = strtol(s, &end, 10);
+	if (*end || v >= (long)ICF_KEY_SLOTS)
+		return -1;
+	*slot = (int)v;
+	return 0;
+}
+
+static int cmd_remove(const struct imgkey_opts *o)
+{
+	const char *chain = o->args[0];
+	struct icf_keyfile kf;
+	struct ic_key *key;
+	int ret, slot;
+
+	if (parse_slot(o->args[1], &slot) < 0)
+		return usage_error("SLOT must be a number from 0 to 7");
+	ret = ic_key_unlock_keyfile(chain, o->passphrase_file, &kf, &key, NULL);
+	if (ret < 0)
+		return ic_report(ret);
+	ic_key_free(key);
+	ret = ic_keyfile_remove_slot(&kf, slot);
+	if (!ret)
+		ret = ic_keyfile_store(chain, &kf);
+	if (ret < 0)
+		return ic_report(ret);
+	printf("removed key slot %d\n", slot);
+	return IC_EXIT_OK;
+}
+
+/* Returns -1 to go on, or an exit code. */
+static int parse_args(int argc, char **argv, struct imgkey_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE },
+		{ "new-passphrase-file", required_argument, NULL, OPT_NEW_PASSPHRASE_FILE },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	opterr = 0;                 /* our own messages, prefixed "imgkey:" */
+	while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_PASSPHRASE_FILE:
+			o->passphrase_file = optarg;
+			break;
+		case OPT_NEW_PASSPHRASE_FILE:
+			o->new_passphrase_file = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return IC_EXIT_OK;
+		case 'V':
+			printf("imgkey (imgchain) %s\n", PACKAGE_VERSION);
+			return IC_EXIT_OK;
+		case ':':
+			ic_msg("option '%s' needs an argument", argv[optind - 1]);
+			return usage_error("");
+		default:
+			if (optopt)
+				ic_msg("unrecognized option '-%c'", optopt);
+			else
+				ic_msg("unrecognized option '%s'", argv[optind - 1]);
+			return usage_error("");
+		}
+	}
+	if (optind >= argc)
+		return usage_error("missing command (list, add or remove)");
+	o->cmd = argv[optind];
+	o->args = argv + optind + 1;
+	o->nargs = argc - optind - 1;
+	return -1;
+}
+
+static int check_args(const struct imgkey_opts *o, int nargs, bool pass, bool newpass)
+{
+	if (o->nargs < nargs)
+		return usage_error("missing operand");
+	if (o->nargs > nargs)
+		return usage_error("too many operands");
+	if (o->passphrase_file && !pass)
+		return usage_error("--passphrase-file is not used by this command");
+	if (o->new_passphrase_file && !newpass)
+		return usage_error("--new-passphrase-file is only used by 'add'");
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct imgkey_opts o;
+	int ret;
+
+	ic_progname = "imgkey";
+	ret = parse_args(argc, argv, &o);
+	if (ret >= 0)
+		return ret;
+	if (!strcmp(o.cmd, "list")) {
+		ret = check_args(&o, 1, false, false);
+		return ret >= 0 ? ret : cmd_list(&o);
+	}
+	if (!strcmp(o.cmd, "add")) {
+		ret = check_args(&o, 1, true, true);
+		return ret >= 0 ? ret : cmd_add(&o);
+	}
+	if (!strcmp(o.cmd, "remove")) {
+		ret = check_args(&o, 2, true, false);
+		return ret >= 0 ? ret : cmd_remove(&o);
+	}
+	ic_msg("unknown command '%s'", o.cmd);
+	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);
+	return IC_EXIT_USAGE;
+}
