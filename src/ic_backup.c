@@ -541,7 +541,7 @@ static int pick_name(const struct ic_backup_opts *o, struct ic_chain *c, char *n
 		snprintf(name, len, "%s", o->name);
 		return 0;
 	} else {
-		time_t t = time(NULL);
+		time_t t = o->created ? (time_t)o->created : time(NULL);
 		struct tm tm;
 		char base[64];
 
@@ -653,7 +653,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	slot.seq = j.seq;
 	slot.parent_seq = parent ? parent->seq : 0;
 	slot.kind = parent ? ICF_KIND_INCREMENTAL : ICF_KIND_FULL;
-	slot.created = (int64_t)time(NULL);
+	slot.created = o->created ? o->created : (int64_t)time(NULL);
 	slot.disk_size = j.disk_size;
 	snprintf(slot.name, sizeof(slot.name), "%s", st->name);
 	ic_seal_finish(&seal, j.key, j.chain_id, j.bs, &slot, slot.seal);

@@ -17,6 +17,7 @@ struct ic_backup_opts {
 	uint32_t block_size;        /* 0: the chain's, or ICF_BLOCK_DEFAULT for a new chain */
 	int level;                  /* zstd level, 0 = store uncompressed */
 	int threads;                /* 0: one per online CPU */
+	int64_t created;            /* 0: now; else the creation time to record (tests) */
 };
 
 struct ic_backup_stats {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -263,14 +264,18 @@ out_free:
 static int ic_pass_from_tty(const char *prompt, bool confirm, const char *hint, char **out,
 			    size_t *len)
 {
+	size_t n = strlen(prompt);
+	char text[512];
 	int fd, ret;
 
 	if (!isatty(STDIN_FILENO))
 		return ic_fail(-EINVAL, "%s", hint);
+	/* "Passphrase" and "Passphrase: " both read as a prompt */
+	snprintf(text, sizeof(text), "%s%s", prompt, n && prompt[n - 1] == ' ' ? "" : ": ");
 	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
-		return ic_pass_ask(STDIN_FILENO, STDERR_FILENO, prompt, confirm, out, len);
-	ret = ic_pass_ask(fd, fd, prompt, confirm, out, len);
+		return ic_pass_ask(STDIN_FILENO, STDERR_FILENO, text, confirm, out, len);
+	ret = ic_pass_ask(fd, fd, text, confirm, out, len);
 	close(fd);
 	return ret;
 }

@@ -1,0 +1,47 @@
+/* ic_overlay.h: a persistent copy-on-write overlay over one read-only file.
+ *
+ * Writes land in files under the overlay directory, never in the base; reads merge
+ * the overlay's blocks with the base's bytes.  Block granular (IC_OVERLAY_BLOCK).
+ * The overlay may grow past the base (a sparse VMDK allocating grains) or be
+ * truncated.  Reopening the same paths brings every write back; after
+ * ic_overlay_fsync() returns, every write before it survives a crash or SIGKILL.
+ * Thread-safe: concurrent reads and writes on one overlay are serialised inside.
+ * Knows nothing of FUSE, chains or keys. */
+#ifndef IC_OVERLAY_H
+#define IC_OVERLAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define IC_OVERLAY_BLOCK 4096u
+
+/* Reads base bytes [off, off+len) into buf; never called past base_size.
+ * Returns 0 or -errno (e.g. -EIO for a block that failed authentication). */
+typedef int (*ic_base_read_fn)(void *arg, void *buf, size_t len, uint64_t off);
+
+struct ic_overlay;
+
+/* Open or create the overlay whose files are prefix + ".data" / ".map" (the
+ * directory must exist).  base_size is the size of the base file. */
+int ic_overlay_open(const char *prefix, uint64_t base_size, struct ic_overlay **out);
+void ic_overlay_close(struct ic_overlay *ov);
+
+/* Current size of the file seen through the overlay. */
+uint64_t ic_overlay_size(struct ic_overlay *ov);
+/* True once anything was written or truncated (the overlay differs from the base). */
+bool ic_overlay_modified(struct ic_overlay *ov);
+
+/* Read up to len bytes at off (short at EOF); returns bytes read or -errno. */
+ssize_t ic_overlay_read(struct ic_overlay *ov, void *buf, size_t len, uint64_t off,
+			ic_base_read_fn base, void *arg);
+/* Write len bytes at off, extending the file if needed; partial blocks are
+ * completed from the base.  Returns len or -errno. */
+ssize_t ic_overlay_write(struct ic_overlay *ov, const void *buf, size_t len, uint64_t off,
+			 ic_base_read_fn base, void *arg);
+int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size);
+/* Make every completed write durable (data, then the block map and size). */
+int ic_overlay_fsync(struct ic_overlay *ov);
+
+#endif
