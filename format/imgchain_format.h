@@ -70,7 +70,7 @@ struct icf_slot {
 	uint64_t data_bytes;        /* sum of stored_len of the index's data entries */
 	uint64_t n_data;            /* data entries in the index */
 	uint64_t n_zero;            /* zero entries in the index */
-	uint8_t index_hash[16];     /* XXH3-128 of the index bytes (canonical: high64 LE, low64 LE) */
+	uint8_t index_hash[16];     /* XXH3-128 of the index bytes, xxHash canonical form */
 	uint8_t seal[32];           /* keyed MAC over the point's block map, FORMAT.md "Seal" */
 	char name[128];             /* NUL-terminated, NUL-padded */
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */

@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ic_keys.h"
-#include "ic_util.h"
+#include "imgchain.h"
 
 enum {
 	OPT_PASSPHRASE_FILE = 0x100,
@@ -89,6 +88,18 @@ static int cmd_list(const struct imgkey_opts *o)
 		       ic_human_bytes(s->memlimit, mem, sizeof(mem)));
 	}
 	return IC_EXIT_OK;
+}
+
+/* Key file changes are writes to the chain: one writer at a time (ic_chain_lock). */
+static int with_lock(const struct imgkey_opts *o, int (*fn)(const struct imgkey_opts *))
+{
+	int fd, ret = ic_chain_lock(o->args[0], false, &fd);
+
+	if (ret < 0)
+		return ic_report(ret);
+	ret = fn(o);
+	ic_chain_unlock(fd);
+	return ret;
 }
 
 static int cmd_add(const struct imgkey_opts *o)
@@ -233,11 +244,11 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(o.cmd, "add")) {
 		ret = check_args(&o, 1, true, true);
-		return ret >= 0 ? ret : cmd_add(&o);
+		return ret >= 0 ? ret : with_lock(&o, cmd_add);
 	}
 	if (!strcmp(o.cmd, "remove")) {
 		ret = check_args(&o, 2, true, false);
-		return ret >= 0 ? ret : cmd_remove(&o);
+		return ret >= 0 ? ret : with_lock(&o, cmd_remove);
 	}
 	ic_msg("unknown command '%s'", o.cmd);
 	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);

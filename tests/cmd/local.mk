@@ -1,0 +1,1 @@
+# shell tests of tests/cmd (automake fragment included by Makefile.am)

@@ -1,0 +1,1 @@
+# shell tests of tests/consolidate (automake fragment included by Makefile.am)

@@ -1,0 +1,1 @@
+# shell tests of tests/mount (automake fragment included by Makefile.am)
