@@ -131,8 +131,10 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 			return ic_fail(-EEXIST, "%s: exists and is not empty (use --force to replace it)",
 				       o->dest);
 	}
-	if (asprintf(tmp, "%s.imgrestore-%d", o->dest, (int)getpid()) < 0)
+	*tmp = malloc(strlen(o->dest) + 32);
+	if (!*tmp)
 		return -ENOMEM;
+	sprintf(*tmp, "%s.imgrestore-%d", o->dest, (int)getpid());
 	*fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (*fd < 0) {
 		int e = errno;

@@ -19,7 +19,7 @@ static void usage(FILE *f)
 		"  -p, --parent NAME          base the incremental on point NAME (a branch)\n"
 		"  -F, --full                 make a full image, whatever the chain holds\n"
 		"  -b, --block-size SIZE      block size of a new chain: 4K..4M, power of two (default 64K)\n"
-		"  -l, --level N              zstd level 1..19, 0 = no compression (default 3)\n"
+		"  -l, --level N              zstd level 1..19, 0 = no compression (default 1)\n"
 		"  -c, --changed-blocks FILE  read only the ranges listed in FILE (lines \"OFFSET LENGTH\" in bytes)\n"
 		"  -P, --passphrase-file FILE read the passphrase from FILE\n"
 		"  -j, --threads N            worker threads (default: one per CPU)\n"
@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct ic_backup_opts o = { .level = 3 };
+	struct ic_backup_opts o = { .level = 1 };
 	struct ic_backup_stats st;
 	uint64_t v;
 	char *end;
