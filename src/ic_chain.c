@@ -85,7 +85,8 @@ static void build_tree(struct ic_chain *c)
 {
 	size_t j = 0;
 
-	qsort(c->points, c->npoints, sizeof(*c->points), cmp_point);
+	if (c->npoints)
+		qsort(c->points, c->npoints, sizeof(*c->points), cmp_point);
 	for (size_t i = 0; i < c->npoints; i++) {
 		if (j && c->points[j - 1].seq == c->points[i].seq) {
 			add_stale(c, c->points[i].img);

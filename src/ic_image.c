@@ -21,6 +21,14 @@
 
 /* ---- encode / decode -------------------------------------------------------- */
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	while (n--)
+		if (*p++)
+			return false;
+	return true;
+}
+
 void ic_header_encode(const struct icf_header *h, void *buf)
 {
 	struct icf_header o;
@@ -61,7 +69,7 @@ int ic_header_decode(const void *buf, struct icf_header *h, const char *path)
 	if (h->version != ICF_VERSION)
 		return ic_fail(IC_ECORRUPT, "%s: unsupported format version %u", path, h->version);
 	if (h->header_size != ICF_HEADER_SIZE || h->cipher != ICF_CIPHER_XCHACHA20POLY1305 ||
-	    h->compress != ICF_COMPRESS_ZSTD)
+	    h->compress != ICF_COMPRESS_ZSTD || o.reserved0 || !all_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: unsupported header fields", path);
 	if (bs < ICF_BLOCK_MIN || bs > ICF_BLOCK_MAX || (bs & (bs - 1)))
 		return ic_fail(IC_ECORRUPT, "%s: bad block size %u", path, bs);
@@ -113,7 +121,9 @@ static int slot_check(const struct icf_slot *s, const char *path)
 		why = "index out of bounds";
 	else if (s->n_data + s->n_zero != s->index_count)
 		why = "entry counts disagree";
-	else if (memchr(s->name, 0, sizeof(s->name)) == NULL || !ic_name_valid(s->name))
+	else if (memchr(s->name, 0, sizeof(s->name)) == NULL || !ic_name_valid(s->name) ||
+		 !all_zero((const uint8_t *)s->name + strlen(s->name),
+			   sizeof(s->name) - strlen(s->name)))
 		why = "bad name";
 	if (why)
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: %s", path, why);
@@ -147,6 +157,8 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path)
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
+	if (s->flags || !all_zero(o.reserved, sizeof(o.reserved)))
+		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
 	return slot_check(s, path);
 }
 
@@ -662,4 +674,160 @@ void ic_writer_abort(struct ic_writer *w)
 	if (w->ih)
 		XXH3_freeState(w->ih);
 	free(w);
+}
+
+/* ---- consolidation support (imgconsolidate, issue 4): new functions only ---------- */
+
+int ic_slot_validate(const struct icf_slot *s, const char *path)
+{
+	return slot_check(s, path);
+}
+
+/* Copy len bytes in the kernel: copy_file_range, split so that the part aligned on
+ * 4 KiB in both files can be shared as a reflink; pwrite from buf where the kernel
+ * cannot copy.  buf holds the same bytes (already read for the checksum check). */
+static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t len,
+		     const uint8_t *buf, const char *dpath)
+{
+	static int no_cfr;
+
+	while (len) {
+		uint64_t piece = len;
+		ssize_t n = -1;
+
+		if ((soff & 4095) == (doff & 4095) && (soff & 4095))
+			piece = 4096 - (soff & 4095) < len ? 4096 - (soff & 4095) : len;
+		else if ((soff & 4095) == (doff & 4095) && len >= 4096)
+			piece = len & ~(uint64_t)4095;
+#ifdef HAVE_COPY_FILE_RANGE
+		if (!no_cfr) {
+			loff_t si = (loff_t)soff, di = (loff_t)doff;
+
+			n = copy_file_range(sfd, &si, dfd, &di, (size_t)piece, 0);
+			if (n < 0 && errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP &&
+			    errno != EINVAL && errno != EBADF)
+				return ic_fail(-errno, "%s: copy_file_range at %llu: %s", dpath,
+					       (unsigned long long)doff, strerror(errno));
+			if (n < 0)
+				no_cfr = 1;
+		}
+#endif
+		if (n <= 0) {
+			int ret = ic_pwrite_full(dfd, buf, (size_t)piece, doff, dpath);
+
+			if (ret)
+				return ret;
+			n = (ssize_t)piece;
+		}
+		soff += (uint64_t)n;
+		doff += (uint64_t)n;
+		buf += n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
+			  size_t buflen)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint64_t start = ents[i].offset, len = 0;
+		size_t k = i;
+		int ret;
+
+		while (k < n && len + ents[k].stored_len <= buflen) {
+			if (ents[k].offset != start + len)
+				return ic_fail(-EINVAL, "%s: records to copy are not contiguous", src->path);
+			len += ents[k].stored_len;
+			k++;
+		}
+		if (k == i)
+			return ic_fail(-EINVAL, "%s: record larger than the copy buffer", src->path);
+		ret = ic_pread_full(src->fd, buf, (size_t)len, start, src->path);
+		if (ret)
+			return ret;
+		for (size_t r = i; r < k; r++)
+			if (XXH3_64bits((uint8_t *)buf + (ents[r].offset - start), ents[r].stored_len) !=
+			    ents[r].rec_hash)
+				return ic_fail(IC_ECORRUPT,
+					       "%s: block %llu: record checksum mismatch (data damaged)",
+					       src->path, (unsigned long long)ents[r].pos);
+		ret = copy_span(src->fd, start, dst_fd, dst_off, len, buf, dst_path);
+		if (ret)
+			return ret;
+		dst_off += len;
+		i = k;
+	}
+	return 0;
+}
+
+static void mark_used(uint8_t *bits, uint64_t nb, uint64_t off, uint64_t len)
+{
+	for (uint64_t b = off / 4096; b < nb && b * 4096 < off + len; b++)
+		bits[b / 8] |= (uint8_t)(1u << (b % 8));
+}
+
+int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
+{
+	const struct icf_slot *s = &img->slot;
+	struct stat st0, st1;
+	struct icf_entry e;
+	uint64_t nb, b;
+	uint8_t *bits;
+	int ret;
+
+	*freed = 0;
+	ret = ic_image_check_index(img);
+	if (ret)
+		return ret;
+	if (fstat(img->fd, &st0) < 0)
+		return ic_fail(-errno, "%s: stat: %s", img->path, strerror(errno));
+	nb = ((uint64_t)st0.st_size + 4095) / 4096;
+	bits = calloc(nb / 8 + 1, 1);
+	if (!bits)
+		return -ENOMEM;
+	mark_used(bits, nb, 0, ICF_HEADER_SIZE);
+	mark_used(bits, nb, s->index_offset, s->index_count * sizeof(struct icf_entry));
+	for (uint64_t i = 0; i < s->index_count; i++) {
+		ret = ic_image_entry(img, i, &e);
+		if (ret)
+			goto out;
+		if (e.kind != ICF_ENTRY_ZERO)
+			mark_used(bits, nb, e.offset, e.stored_len);
+	}
+	for (b = 0; b < nb;) {
+		uint64_t run = 0;
+
+		while (b + run < nb && !(bits[(b + run) / 8] & (1u << ((b + run) % 8))))
+			run++;
+		if (run) {
+			uint64_t off = b * 4096, len = run * 4096;
+
+			if (off + len > (uint64_t)st0.st_size)
+				len = (uint64_t)st0.st_size - off;
+#ifdef HAVE_FALLOCATE
+			if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+				      (off_t)len) < 0) {
+				ret = ic_fail(-errno, "%s: punch hole at %llu: %s", img->path,
+					      (unsigned long long)off, strerror(errno));
+				goto out;
+			}
+#else
+			ret = ic_fail(-EOPNOTSUPP, "%s: cannot punch holes on this system", img->path);
+			goto out;
+#endif
+			b += run;
+		} else {
+			b++;
+		}
+	}
+	ret = ic_fsync(img->fd, img->path);
+	if (!ret && fstat(img->fd, &st1) == 0 && st1.st_blocks < st0.st_blocks)
+		*freed = (uint64_t)(st0.st_blocks - st1.st_blocks) * 512;
+out:
+	free(bits);
+	return ret;
 }

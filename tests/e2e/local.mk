@@ -1,1 +1,2 @@
 # shell tests of tests/e2e (automake fragment included by Makefile.am)
+SH_TESTS += tests/lib/selftest_disks.sh
