@@ -21,6 +21,7 @@
 #include "ic_codec.h"
 #include "ic_keys.h"
 #include "ic_progress.h"
+#include "ic_state.h"
 #include "ic_util.h"
 #include "ic_view.h"
 
@@ -618,6 +619,9 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		if (ret)
 			goto out;
 	}
+	ret = ic_state_check(c, o->accept_rollback);
+	if (ret)
+		goto out;
 	j.plan = calloc(j.nblocks, 1);
 	if (!j.plan) {
 		ret = -ENOMEM;
@@ -662,6 +666,10 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		goto out;
 	st->seq = j.seq;
+	ret = ic_state_record(j.chain_id, j.seq, slot.name, slot.seal);
+	if (ret)
+		ic_msg("warning: %s (rollback detection will not know this point)", ic_last_error(ret));
+	ret = 0;
 	if (parent)
 		snprintf(st->parent, sizeof(st->parent), "%s", ic_point_name(parent));
 out:

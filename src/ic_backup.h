@@ -18,6 +18,7 @@ struct ic_backup_opts {
 	int level;                  /* zstd level, 0 = store uncompressed */
 	int threads;                /* 0: one per online CPU */
 	int64_t created;            /* 0: now; else the creation time to record (tests) */
+	bool accept_rollback;       /* accept a chain older than this machine last saw */
 };
 
 struct ic_backup_stats {

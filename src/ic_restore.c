@@ -17,6 +17,7 @@
 #include "ic_codec.h"
 #include "ic_keys.h"
 #include "ic_progress.h"
+#include "ic_state.h"
 #include "ic_util.h"
 #include "ic_verify.h"
 #include "ic_view.h"
@@ -229,6 +230,8 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 		goto out;
 	}
 	ret = ic_view_check_seal(j.v, j.key);
+	if (!ret)
+		ret = ic_state_check(c, o->accept_rollback);
 	if (!ret)
 		ret = open_dest(o, j.v->disk_size, &j.fd, &tmp, &blockdev);
 	if (ret)

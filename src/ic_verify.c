@@ -11,6 +11,7 @@
 #include "ic_codec.h"
 #include "ic_keys.h"
 #include "ic_progress.h"
+#include "ic_state.h"
 #include "ic_util.h"
 #include "ic_verify.h"
 #include "ic_view.h"
@@ -131,6 +132,9 @@ static int unlock(struct vctx *x)
 				  memcmp(x->key->key_check, x->c->key_check, 16)))
 		return ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
 			       x->o->chain_dir);
+	ret = ic_state_check(x->c, x->o->accept_rollback);
+	if (ret)
+		return ret;
 	x->codec = ic_codec_new(x->c->block_size, 0);
 	x->plain = malloc(x->c->block_size);
 	return x->codec && x->plain ? 0 : -ENOMEM;

@@ -11,6 +11,7 @@ struct ic_verify_opts {
 	const char *name;           /* NULL: every point */
 	const char *passphrase_file;
 	bool data;                  /* with the key */
+	bool accept_rollback;       /* accept a chain older than this machine last saw */
 	bool quiet;
 };
 
@@ -29,6 +30,7 @@ struct ic_restore_opts {
 	const char *dest;
 	const char *passphrase_file;
 	bool force;                 /* overwrite an existing non-empty regular file */
+	bool accept_rollback;
 	bool quiet;
 	int threads;                /* 0: one per CPU */
 };

@@ -15,5 +15,7 @@
 #include "ic_verify.h"
 #include "ic_progress.h"
 #include "ic_vmdk.h"
+#include "ic_state.h"
+#include "ic_lock.h"
 
 #endif

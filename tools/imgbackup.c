@@ -24,6 +24,7 @@ static void usage(FILE *f)
 		"  -P, --passphrase-file FILE read the passphrase from FILE\n"
 		"  -j, --threads N            worker threads (default: one per CPU)\n"
 		"  -q, --quiet                no progress and no summary\n"
+		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
 		"  -h, --help                 show this help\n"
 		"  -V, --version              show the version\n\n"
 		"Passphrase: --passphrase-file, else $IMGCHAIN_PASSPHRASE_FILE, else $IMGCHAIN_PASSPHRASE,\n"
@@ -60,6 +61,7 @@ int main(int argc, char **argv)
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "accept-rollback", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -71,7 +73,7 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgbackup";
-	while ((c = getopt_long(argc, argv, "n:p:Fb:l:c:P:j:qhV", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:p:Fb:l:c:P:j:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'n': o.name = optarg; break;
 		case 'p': o.parent = optarg; break;
@@ -101,6 +103,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'q': o.quiet = true; break;
+		case 'R': o.accept_rollback = true; break;
 		case 'h': usage(stdout); return IC_EXIT_OK;
 		case 'V': printf("imgbackup (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
 		default: usage(stderr); return IC_EXIT_USAGE;

@@ -18,6 +18,7 @@ static void usage(FILE *f)
 		"  -P, --passphrase-file FILE read the passphrase from FILE\n"
 		"  -j, --threads N            worker threads (default: one per CPU)\n"
 		"  -q, --quiet                no progress and no summary\n"
+		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
 		"  -h, --help                 show this help\n"
 		"  -V, --version              show the version\n\n"
 		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key, 4 corruption found.\n");
@@ -30,6 +31,7 @@ int main(int argc, char **argv)
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "accept-rollback", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -40,7 +42,7 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgrestore";
-	while ((c = getopt_long(argc, argv, "fP:j:qhV", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fP:j:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': o.force = true; break;
 		case 'P': o.passphrase_file = optarg; break;
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'q': o.quiet = true; break;
+		case 'R': o.accept_rollback = true; break;
 		case 'h': usage(stdout); return IC_EXIT_OK;
 		case 'V': printf("imgrestore (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
 		default: usage(stderr); return IC_EXIT_USAGE;

@@ -18,6 +18,7 @@ static void usage(FILE *f)
 		"  -d, --data                 authenticate with the key (asks for the passphrase)\n"
 		"  -P, --passphrase-file FILE read the passphrase from FILE (implies nothing without --data)\n"
 		"  -q, --quiet                no progress and no summary\n"
+		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
 		"  -h, --help                 show this help\n"
 		"  -V, --version              show the version\n\n"
 		"Exit status: 0 sound, 1 error, 2 usage, 3 wrong passphrase or key, 4 problems found.\n");
@@ -29,6 +30,7 @@ int main(int argc, char **argv)
 		{ "data", no_argument, NULL, 'd' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "accept-rollback", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -39,11 +41,12 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgverify";
-	while ((c = getopt_long(argc, argv, "dP:qhV", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "dP:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'd': o.data = true; break;
 		case 'P': o.passphrase_file = optarg; break;
 		case 'q': o.quiet = true; break;
+		case 'R': o.accept_rollback = true; break;
 		case 'h': usage(stdout); return IC_EXIT_OK;
 		case 'V': printf("imgverify (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
 		default: usage(stderr); return IC_EXIT_USAGE;
