@@ -1,44 +1,99 @@
 #!/usr/bin/env bash
-# Set up (packages), build from this tree in ./build, run `make check`, and print
-# the closing line "N passed, N failed[, N skipped]" counted from the test results.
+# Set up (Debian packages), build, and run every test; print the closing line
+# "N passed, N failed[, N skipped]" counted from the real results.
+#
+# Phases (IMGCHAIN_TEST_PHASES, default "check asan valgrind fuzz"):
+#   check     ./build: -Werror build, `make check` (unit, command, mount, boot, consolidate tests)
+#   asan      ./build-asan: ASan+UBSan build, `make check` of the unit, command and adversarial tests
+#   valgrind  ./build: `make check-valgrind` (memcheck on the unit tests)
+#   fuzz      ./build-fuzz: each libFuzzer target for FUZZ_SECONDS (default 60)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-tools/install-deps.sh || { echo "run-tests: installing packages failed"; echo "0 passed, 1 failed"; exit 1; }
-./autogen.sh >/dev/null 2>&1 || { echo "run-tests: autogen failed"; echo "0 passed, 1 failed"; exit 1; }
-mkdir -p build
-cd build
-if ! { ../configure -q --enable-werror && make -j"$(nproc)" >make.out 2>&1; }; then
-	tail -50 make.out 2>/dev/null
-	echo "run-tests: build failed"
-	echo "0 passed, 1 failed"
-	exit 1
-fi
-rm -f test-suite.log
-find . -name '*.trs' -delete
-make -j"$(nproc)" check "$@" >check.out 2>&1
-status=$?
-grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' check.out
-if [ $status -ne 0 ] && [ -f test-suite.log ]; then
-	echo "---- failures (test-suite.log) ----"
-	sed -n '1,400p' test-suite.log
-fi
+phases=${IMGCHAIN_TEST_PHASES:-check asan valgrind fuzz}
 passed=0 failed=0 skipped=0
-while IFS= read -r res; do
-	case "$res" in
-	PASS|XFAIL) passed=$((passed + 1)) ;;
-	SKIP) skipped=$((skipped + 1)) ;;
-	*) failed=$((failed + 1)) ;;
+
+die() { echo "run-tests: $*"; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
+
+tools/install-deps.sh || die "installing packages failed"
+./autogen.sh >/dev/null 2>&1 || die "autogen failed"
+
+# count_trs DIR LABEL: add the results of DIR's .trs files to the totals
+count_trs()
+{
+	local res f
+	while IFS= read -r f; do
+		res=$(sed -n 's/^:test-result: //p' "$f")
+		case "$res" in
+		PASS|XFAIL) passed=$((passed + 1)) ;;
+		SKIP) skipped=$((skipped + 1)); echo "SKIP ($2): ${f#./}" ;;
+		*) failed=$((failed + 1)); echo "FAIL ($2): ${f#./}" ;;
+		esac
+	done < <(cd "$1" && find . -name '*.trs' | sort)
+}
+
+# build DIR CONFIGURE_ARGS...
+build()
+{
+	local d=$1; shift
+	mkdir -p "$d"
+	(cd "$d" && { [ -f Makefile ] || ../configure -q "$@" >/dev/null; } &&
+		make -j"$(nproc)" >make.out 2>&1) || { tail -40 "$d/make.out" 2>/dev/null; return 1; }
+}
+
+# run_check DIR LABEL MAKE_ARGS...
+run_check()
+{
+	local d=$1 label=$2; shift 2
+	find "$d" -name '*.trs' -delete
+	rm -f "$d/test-suite.log"
+	(cd "$d" && make -j"$(nproc)" "$@" >check-$label.out 2>&1)
+	local st=$?
+	grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' "$d/check-$label.out" | sed "s/^/[$label] /"
+	if [ $st -ne 0 ] && [ -f "$d/test-suite.log" ]; then
+		echo "---- $label failures ----"
+		sed -n '1,300p' "$d/test-suite.log"
+	fi
+	local before=$((passed + failed + skipped)) fb=$failed
+	count_trs "$d" "$label"
+	if [ $((passed + failed + skipped)) -eq "$before" ]; then
+		tail -30 "$d/check-$label.out"
+		failed=$((failed + 1))
+	elif [ $st -ne 0 ] && [ $failed -eq $fb ]; then
+		tail -30 "$d/check-$label.out"
+		failed=$((failed + 1))
+	fi
+}
+
+for phase in $phases; do
+	echo "== phase $phase"
+	case $phase in
+	check)
+		build build --enable-werror || die "build failed"
+		run_check build check check
+		;;
+	asan)
+		build build-asan --enable-sanitizers || die "sanitizer build failed"
+		tests=$(cd build-asan && make -s print-asan-tests 2>/dev/null)
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			run_check build-asan asan check TESTS="$tests"
+		;;
+	valgrind)
+		build build --enable-werror || die "build failed"
+		run_check build valgrind check-valgrind
+		;;
+	fuzz)
+		out=$(FUZZ_SECONDS=${FUZZ_SECONDS:-60} tools/fuzz.sh 2>&1)
+		echo "$out" | tail -40
+		p=$(echo "$out" | grep -c '^PASS: fuzz_')
+		f=$(echo "$out" | grep -c '^FAIL: fuzz_')
+		[ $((p + f)) -gt 0 ] || f=1
+		passed=$((passed + p))
+		failed=$((failed + f))
+		;;
+	*) die "unknown phase $phase" ;;
 	esac
-done < <(find . -name '*.trs' -exec sed -n 's/^:test-result: //p' {} +)
-if [ $((passed + failed + skipped)) -eq 0 ]; then
-	tail -30 check.out
-	failed=1
-fi
-if [ $status -ne 0 ] && [ $failed -eq 0 ]; then
-	tail -30 check.out
-	failed=1
-fi
+done
 line="$passed passed, $failed failed"
 [ $skipped -gt 0 ] && line="$line, $skipped skipped"
 echo "$line"
