@@ -76,4 +76,29 @@ uint64_t ic_writer_bytes(const struct ic_writer *w);
 /* "%08u.img" into buf[16]. */
 void ic_image_filename(uint32_t seq, char *buf, size_t len);
 
+/* ---- consolidation support (imgconsolidate, issue 4) ------------------------------ */
+
+/* The checks ic_slot_decode applies to a slot's fields (kind, parent older than seq,
+ * bounds, name), for a slot built in memory.  IC_ECORRUPT naming path. */
+int ic_slot_validate(const struct icf_slot *s, const char *path);
+
+/* Copy the n records ents[] of src, contiguous in src (each starts where the previous
+ * ends), to dst_fd at dst_off with the same layout.  Records are read into buf
+ * (buflen bytes, at least the largest record) and each one's XXH3-64 is checked
+ * against its entry before any of its bytes are written: a mismatch gives IC_ECORRUPT
+ * naming src and the block (earlier records may have been written; the caller
+ * discards the destination).  The bytes move with copy_file_range, split so that
+ * spans aligned on 4 KiB in both files can be shared as reflinks; pwrite from buf
+ * where the kernel cannot copy.  Does not fsync. */
+int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
+			  size_t buflen);
+
+/* Punch holes (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over every 4 KiB block of
+ * the file that neither the header, the current index nor a record it references
+ * touches, then fsync.  img must be open O_RDWR.  The caller makes sure that nothing
+ * else may still use those bytes: no reader holds the image (ic_lock.h) and the other
+ * slot describes the same index.  *freed gets the allocation released, in bytes. */
+int ic_image_punch_unused(struct ic_image *img, uint64_t *freed);
+
 #endif

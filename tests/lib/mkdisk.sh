@@ -17,10 +17,12 @@
 #       then unpartitioned zeros to the end. The image file itself is sparse.
 #   mkdisk_mutate DISK STEP
 #       Changes about 1% of the 64 KiB blocks, deterministically for a given STEP and starting
-#       disk: in ext4 (debugfs -w) writes new files, replaces one, deletes one, and rewrites 4 KiB
-#       pages of /var/lib/app/db.bin in place; one 64 KiB block of db.bin becomes all zeros; in
-#       FAT (mtools) adds, replaces and deletes files; random bytes go into the unpartitioned
-#       tail. Ends with fsck of both file systems and fails if either is not clean.
+#       disk: in ext4 (debugfs -w) writes new files, replaces one, deletes one, rotates away what
+#       step STEP-4 wrote, and rewrites 4 KiB pages of /var/lib/app/db.bin in place; one 64 KiB
+#       block of db.bin becomes all zeros; in FAT (mtools) adds, replaces and deletes files;
+#       random bytes go into the first half of the unpartitioned tail (so the tail is zero only
+#       on a fresh disk). Ends with fsck of both file systems and fails if either is not clean.
+#       About 1% of a 2 GiB disk; 2-3% of a 64 MiB one, where metadata blocks are a floor.
 #   mkdisk_changed_ranges OLD NEW [BLOCK]
 #       Prints "OFFSET LENGTH" (bytes, decimal) for each maximal run of BLOCK-aligned blocks
 #       (default 65536) that differ, like a dirty bitmap would. A shorter file reads as zeros past
@@ -31,8 +33,10 @@
 #   mkdisk_fsck DISK
 #       e2fsck -fn on the ext4 partition and fsck.fat -n on the FAT one; non-zero if not clean.
 #
-# Content depends on what this machine has under /usr, so disks from two machines differ; on one
-# machine creation is repeatable, and so is a mutation applied to the same disk.
+# Content depends on what this machine has under /usr, so disks from two machines differ. Two
+# creations on one machine hold the same files in the same places but differ in a few inode and
+# directory times (mke2fs copies the source files' atime and ctime); a mutation applied to the
+# same disk is byte-for-byte reproducible. Tests that need two identical disks copy one.
 
 MKDISK_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mkdisk.sh
 
@@ -44,18 +48,18 @@ mkdisk_fsck()           { bash "$MKDISK_LIB" --fsck "$@"; }
 
 # Everything below runs only in the child process.
 
-# Fixed identities and clock so that two runs give the same bytes.
+# Fixed identities and clock, so that disks differ as little as the tools allow.
 _MKDISK_EPOCH=1700000000
 _MKDISK_UUID=1c0ffee1-0000-4000-8000-000000000001
 _MKDISK_FATID=1C0FFEE1
 
 _mkdisk_die() { echo "mkdisk: $*" >&2; exit 1; }
 
-# A scratch directory beside FILE (so hard links and sparse copies stay on its file system),
-# removed when the child process exits. Sets _MKDISK_WORK.
+# A scratch directory in DIR (default $TMPDIR), removed when the child process exits.
+# Sets _MKDISK_WORK.
 _MKDISK_WORK=
 _mkdisk_workdir() {
-	_MKDISK_WORK=$(mktemp -d "$(dirname "$1")/.mkdisk.XXXXXX")
+	_MKDISK_WORK=$(mktemp -d "${1:-${TMPDIR:-/tmp}}/.mkdisk.XXXXXX")
 	trap 'rm -rf "$_MKDISK_WORK"' EXIT
 }
 
@@ -109,7 +113,8 @@ _mkdisk_create() {
 	local ext_mib=$((size_mib - 1 - fat_mib - tail_mib))
 	local fat_start=$((1 * 2048)) ext_start=$(((1 + fat_mib) * 2048))
 
-	_mkdisk_workdir "$out"
+	# Staged beside OUT so that files from /usr can be hard links rather than copies.
+	_mkdisk_workdir "$(dirname "$out")"
 	local work=$_MKDISK_WORK
 
 	rm -f "$out"
@@ -131,25 +136,31 @@ _mkdisk_create() {
 		-d "$work/ext" "$out" "${ext_mib}M" \
 		|| _mkdisk_die "mkfs.ext4 -d failed"
 
-	# mkfs.fat warns that the file is larger than the partition: that is the point of --offset.
-	local log
-	log=$(mkfs.fat -F 32 -n IMGCHAIN -i "$_MKDISK_FATID" -h "$fat_start" --offset="$fat_start" \
+	# mtools rejects FAT32 with fewer than 65525 clusters, so take the largest cluster that
+	# keeps a margin above it. mkfs.fat warns that the file is larger than the partition: that is
+	# the point of --offset.
+	local spc=1 log
+	while ((spc < 64 && fat_mib * 2048 / (spc * 2) >= 70000)); do spc=$((spc * 2)); done
+	log=$(mkfs.fat -F 32 -s "$spc" -n IMGCHAIN -i "$_MKDISK_FATID" -h "$fat_start" --offset="$fat_start" \
 		"$out" $((fat_mib * 1024)) 2>&1) || _mkdisk_die "mkfs.fat failed: $log"
 	(cd "$work/fat" && mcopy -s -m -Q -D o -i "$out@@$((fat_start * 512))" -- * ::/) \
 		|| _mkdisk_die "mcopy into the FAT partition failed"
 }
 
 _mkdisk_fsck() {
-	local disk=$1 off size
+	local disk=$1 off size part
 	_mkdisk_need e2fsck fsck.fat
-	read -r off size < <(_mkdisk_part "$disk" 83)
+	# Assignments rather than `read < <(...)`, so that a failure stops here under set -e.
+	part=$(_mkdisk_part "$disk" 83)
+	read -r off size <<<"$part"
 	e2fsck -fn "$disk?offset=$off" >/dev/null 2>&1 || {
 		e2fsck -fn "$disk?offset=$off" >&2 || true
 		_mkdisk_die "ext4 partition of $disk is not clean"
 	}
 	# fsck.fat takes no offset: check a sparse copy of the partition.
-	read -r off size < <(_mkdisk_part "$disk" c)
-	[[ -n $_MKDISK_WORK ]] || _mkdisk_workdir "$disk"
+	part=$(_mkdisk_part "$disk" c)
+	read -r off size <<<"$part"
+	[[ -n $_MKDISK_WORK ]] || _mkdisk_workdir
 	dd if="$disk" of="$_MKDISK_WORK/fat.img" bs=1M iflag=skip_bytes,count_bytes skip="$off" \
 		count="$size" conv=sparse status=none
 	fsck.fat -n "$_MKDISK_WORK/fat.img" >/dev/null 2>&1 || {
@@ -162,19 +173,25 @@ _mkdisk_mutate() {
 	local disk=$1 step=$2
 	[[ $step =~ ^[0-9]+$ ]] || _mkdisk_die "STEP must be a non-negative integer: $step"
 	_mkdisk_need debugfs mcopy mdel python3
-	local ext_off ext_size fat_off fat_size tail_off tail_size
-	read -r ext_off ext_size < <(_mkdisk_part "$disk" 83)
-	read -r fat_off fat_size < <(_mkdisk_part "$disk" c)
-	read -r _ tail_off tail_size < <(_mkdisk_layout "$disk" | grep '^tail ')
-	_mkdisk_workdir "$disk"
+	local ext fat layout ext_off fat_off tail_off tail_size
+	ext=$(_mkdisk_part "$disk" 83)
+	fat=$(_mkdisk_part "$disk" c)
+	layout=$(_mkdisk_layout "$disk")
+	ext_off=${ext%% *}
+	fat_off=${fat%% *}
+	read -r _ tail_off tail_size < <(grep '^tail ' <<<"$layout")
+	_mkdisk_workdir
 	_mkdisk_py mutate "$_MKDISK_WORK" "$disk" "$step" "$ext_off" "$fat_off" "$tail_off" "$tail_size"
 	_mkdisk_fsck "$disk"
 }
 
 # The Python half: staging trees for creation, the mutation plan, and the range comparison.
 _mkdisk_py() {
-	python3 - "$@" <<'PY'
-import os, random, shutil, subprocess, sys, zlib
+	# Debian's interpreter first: a version manager's shim on PATH costs a second per call.
+	local py=python3
+	[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+	"$py" - "$@" <<'PY'
+import hashlib, os, random, shutil, subprocess, sys, zlib
 
 EPOCH = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000"))
 MIB = 1 << 20
@@ -189,16 +206,24 @@ def die(msg):
 
 
 def text_bytes(rng, size, tag):
-    """Log-like text: compresses well but is not a repeated block."""
-    out, n, t = [], 0, 0
+    """Log-like text: compresses well, yet no two lines or blocks repeat (timestamps and
+    sequence numbers run on), so it does not deduplicate."""
+    msgs = [" ".join(rng.choices(WORDS, k=rng.randint(4, 12))) for _ in range(256)]
+    t0, out, n, seq = rng.randrange(10**6), [], 0, 0
     while n < size:
-        t += rng.randint(0, 3)
-        line = "2024-05-%02d %02d:%02d:%02d %s[%d]: %s\n" % (
-            1 + t // 86400 % 28, t // 3600 % 24, t // 60 % 60, t % 60, tag,
-            rng.randint(100, 999), " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))))
-        out.append(line)
-        n += len(line)
+        batch = ["2024-05-%02d %02d:%02d:%02d %s[%d]: #%d %s\n" % (
+            1 + t // 86400 % 28, t // 3600 % 24, t // 60 % 60, t % 60, tag, 100 + t % 900,
+            seq + i, m) for i, (t, m) in enumerate(
+                zip(range(t0 + seq, t0 + seq + 4096), rng.choices(msgs, k=4096)))]
+        chunk = "".join(batch)
+        out.append(chunk)
+        n, seq = n + len(chunk), seq + 4096
     return "".join(out).encode()[:size]
+
+
+def rand_bytes(rng, size):
+    """Seeded incompressible bytes; SHAKE-128 is about twice as fast as Random.randbytes."""
+    return hashlib.shake_128(rng.getrandbits(128).to_bytes(16, "little")).digest(size)
 
 
 def write_file(path, data, mode=0o644):
@@ -248,13 +273,18 @@ def sample_real(root, budget, max_file, salt):
 
 
 def link_or_copy(src, dst):
+    """Hard link when on the same file system, else copy; a file that vanished is skipped."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copy2(src, dst)
-        st = os.stat(src)
-        os.chown(dst, st.st_uid, st.st_gid)
+        try:
+            shutil.copy2(src, dst)
+            st = os.stat(src)
+            os.chown(dst, st.st_uid, st.st_gid)
+        except OSError:
+            if os.path.lexists(dst):
+                os.unlink(dst)
 
 
 def fat_name(name, used):
@@ -284,8 +314,8 @@ def stage(work, ext_mib, fat_mib):
         for p, _ in sample_real(root, real * share // 100, max_file, "ext"):
             link_or_copy(p, ext + p)
     db = max(2 * MIB, usable * 3 // 100 // MIB * MIB)
-    write_file(ext + "/var/lib/app/db.bin", rng.randbytes(db), 0o600)
-    write_file(ext + "/home/user/archive.tar.zst", rng.randbytes(usable // 20))
+    write_file(ext + "/var/lib/app/db.bin", rand_bytes(rng, db), 0o600)
+    write_file(ext + "/home/user/archive.tar.zst", rand_bytes(rng, usable // 20))
     logs = usable // 20
     for i in range(4):
         write_file(ext + "/var/log/app/app.log.%d" % i, text_bytes(rng, logs // 4, "app"))
@@ -293,7 +323,7 @@ def stage(work, ext_mib, fat_mib):
     small, n = usable * 3 // 100, 0
     while small > 0:
         size = rng.randint(1, 16) * 4096 - rng.randint(0, 4095)
-        data = rng.randbytes(size) if n % 2 else text_bytes(rng, size, "srv")
+        data = rand_bytes(rng, size) if n % 2 else text_bytes(rng, size, "srv")
         write_file(ext + "/srv/files/file-%04d.dat" % n, data)
         small, n = small - size, n + 1
     # All-zero (non-sparse in the source; mkfs may store it as holes) and really sparse files.
@@ -304,7 +334,7 @@ def stage(work, ext_mib, fat_mib):
         f.truncate(usable // 10)
         for at in (0, usable // 20):
             f.seek(at)
-            f.write(rng.randbytes(max(64 * 1024, usable // 200)))
+            f.write(rand_bytes(rng, max(64 * 1024, usable // 200)))
     os.utime(sparse, (EPOCH, EPOCH))
     write_file(ext + "/etc/app/app.conf", b"# imgchain test disk\nworkers = 4\ncache = 64M\n")
     os.symlink("../../var/log/app/app.log.0", ext + "/home/user/latest.log")
@@ -321,8 +351,11 @@ def stage(work, ext_mib, fat_mib):
             link_or_copy(p, "%s/docs/%s/%s" % (fat, pkg, fat_name(os.path.basename(p), set())))
     os.makedirs(fat + "/bin")
     for p, _ in sample_real("/usr/bin", budget * 15 // 100, max(MIB, budget // 10), "fatbin"):
-        shutil.copyfile(p, "%s/bin/%s" % (fat, fat_name(os.path.basename(p), used)))
-    write_file(fat + "/data/random.bin", rng.randbytes(budget * 8 // 100))
+        try:
+            shutil.copyfile(p, "%s/bin/%s" % (fat, fat_name(os.path.basename(p), used)))
+        except OSError:
+            pass
+    write_file(fat + "/data/random.bin", rand_bytes(rng, budget * 8 // 100))
     for i in range(3):
         write_file(fat + "/logs/boot-%d.txt" % i, text_bytes(rng, budget * 7 // 300, "boot"))
     write_file(fat + "/config/app.ini", b"[app]\nname=imgchain-test\nversion=1\n")
@@ -372,8 +405,9 @@ def ext_ls(dev, path):
 
 
 def fat_ls(img, path):
-    """Files below path, recursively, as mtools names ("::/dir/file")."""
-    out = run(["mdir", "-b", "-/", "-i", img, "::" + path], "mdir")
+    """Files below path, recursively, as mtools names ("::/dir/file"); none if path is absent."""
+    out = subprocess.run(["mdir", "-b", "-/", "-i", img, "::" + path], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True).stdout
     return sorted(l for l in out.splitlines() if l.startswith("::/") and not l.endswith("/"))
 
 
@@ -387,31 +421,45 @@ def mutate(work, disk, step, ext_off, fat_off, tail_off, tail_size):
     # Block budget: about 1% of the 64 KiB blocks, split between the kinds of change below.
     budget = max(8, disk_size // 65536 // 100) * 65536
 
-    # ext4 through debugfs: a new log, a new random file, one file replaced, one deleted.
+    # ext4 through debugfs: a new log, a new random file, one file replaced, one deleted while
+    # more than 8 are left, and what step STEP-4 added is rotated away so that the disk does not
+    # fill up over many steps.
+    old = step - 4
     files = ext_ls(dev, "/srv/files")
-    if len(files) < 2:
-        die("/srv/files in the ext4 partition has too few files to mutate")
-    victim, replaced = rng.sample(files, 2)
+    rotated = "new-%d.dat" % old
+    files = [f for f in files if f != rotated]
+    if not files:
+        die("/srv/files in the ext4 partition is empty")
+    replaced = rng.choice(files)
+    files.remove(replaced)
+    cmds = []
+    if len(files) > 8:
+        cmds.append("rm /srv/files/" + rng.choice(files))
+    if rotated in ext_ls(dev, "/srv/files"):
+        cmds.append("rm /srv/files/" + rotated)
+    if "step-%d.log" % old in ext_ls(dev, "/var/log/app"):
+        cmds.append("rm /var/log/app/step-%d.log" % old)
     src = os.path.join(work, "src")
     os.makedirs(src)
     write_file(src + "/log", text_bytes(rng, budget * 15 // 100, "step%d" % step))
-    write_file(src + "/new", rng.randbytes(budget * 15 // 100))
-    write_file(src + "/repl", rng.randbytes(rng.randint(1, 16) * 4096))
-    debugfs(dev, [
+    write_file(src + "/new", rand_bytes(rng, budget * 15 // 100))
+    write_file(src + "/repl", rand_bytes(rng, rng.randint(1, 16) * 4096))
+    debugfs(dev, cmds + [
         "cd /var/log/app", "write %s/log step-%d.log" % (src, step),
         "cd /srv/files", "write %s/new new-%d.dat" % (src, step),
-        "rm /srv/files/" + victim,
         "rm /srv/files/" + replaced, "write %s/repl %s" % (src, replaced),
     ], write=True)
 
     # FAT through mtools: a new file, config rewritten, one file deleted.
-    write_file(src + "/fatnew", rng.randbytes(budget * 10 // 100))
+    write_file(src + "/fatnew", rand_bytes(rng, budget * 10 // 100))
     write_file(src + "/ini", b"[app]\nname=imgchain-test\nversion=%d\n" % (step + 1))
     run(["mcopy", "-o", "-m", "-i", fat, src + "/fatnew", "::/data/step-%d.bin" % step], "mcopy")
     run(["mcopy", "-o", "-m", "-i", fat, src + "/ini", "::/config/app.ini"], "mcopy")
     gone = fat_ls(fat, "/docs") + fat_ls(fat, "/bin")
     if gone:
         run(["mdel", "-i", fat, rng.choice(gone)], "mdel")
+    if "::/data/step-%d.bin" % old in fat_ls(fat, "/data"):
+        run(["mdel", "-i", fat, "::/data/step-%d.bin" % old], "mdel")
 
     # In place, below the file systems: the "database" rewrites scattered 4 KiB pages, trims
     # one 64 KiB block to zeros, and something writes random bytes into the unpartitioned tail.
@@ -421,7 +469,7 @@ def mutate(work, disk, step, ext_off, fat_off, tail_off, tail_size):
     fd = os.open(disk, os.O_RDWR)
     try:
         for _ in range(max(1, budget * 30 // 100 // 65536)):
-            os.pwrite(fd, rng.randbytes(4096), ext_off + rng.choice(blocks) * 4096)
+            os.pwrite(fd, rand_bytes(rng, 4096), ext_off + rng.choice(blocks) * 4096)
         owned = set(blocks)
         cands = []
         for b in blocks:
@@ -435,7 +483,7 @@ def mutate(work, disk, step, ext_off, fat_off, tail_off, tail_size):
         if tail_size >= 2 * 65536:
             n = max(512, budget * 5 // 100 // 512 * 512)
             span = max(512, (tail_size // 2 - n) // 512 * 512)
-            os.pwrite(fd, rng.randbytes(n), tail_off + rng.randrange(0, span, 512))
+            os.pwrite(fd, rand_bytes(rng, n), tail_off + rng.randrange(0, span, 512))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -445,38 +493,57 @@ def mutate(work, disk, step, ext_off, fat_off, tail_off, tail_size):
 # Comparison
 
 
+def next_data(fd, off, size):
+    """Start of the next data at or after off (size if none): holes read as zeros."""
+    try:
+        return os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        return size
+
+
 def changed_ranges(old, new, block="65536"):
     block = int(block)
     if block <= 0:
         die("BLOCK must be positive")
-    chunk = max(block, (MIB // block) * block)
-    size = max(os.path.getsize(old), os.path.getsize(new))
-    out, run_start, run_end = [], None, None
+    chunk = max(block, (4 * MIB // block) * block)
+    fa, fb = os.open(old, os.O_RDONLY), os.open(new, os.O_RDONLY)
+    size = max(os.fstat(fa).st_size, os.fstat(fb).st_size)
+    # Buffers are reused (readinto) since allocating per chunk costs more than reading.
+    ba, bb = bytearray(chunk), bytearray(chunk)
+    ma, mb = memoryview(ba), memoryview(bb)
+    out, cur = [], [None, None]  # the run being extended: [start, end)
 
-    def flush():
-        if run_start is not None:
-            out.append("%d %d\n" % (run_start, min(run_end, size) - run_start))
+    def mark(start):
+        if cur[1] == start:
+            cur[1] += block
+            return
+        if cur[0] is not None:
+            out.append("%d %d\n" % (cur[0], min(cur[1], size) - cur[0]))
+        cur[0], cur[1] = start, start + block
 
-    with open(old, "rb") as fa, open(new, "rb") as fb:
-        off = 0
-        while off < size:
-            a, b = fa.read(chunk), fb.read(chunk)
-            n = min(chunk, size - off)
-            if a != b:
-                a, b = a.ljust(n, b"\0"), b.ljust(n, b"\0")
-                for i in range(0, n, block):
-                    if a[i:i + block] == b[i:i + block]:
-                        continue
-                    if run_end == off + i:
-                        run_end += block
-                    else:
-                        flush()
-                        run_start, run_end = off + i, off + i + block
-            off += n
-            if len(out) > 4096:
-                sys.stdout.write("".join(out))
-                out.clear()
-    flush()
+    off = 0
+    while off < size:
+        # Skip what is a hole in both files, keeping block alignment.
+        skip = min(next_data(fa, off, size), next_data(fb, off, size)) // block * block
+        if skip > off:
+            off = skip
+            continue
+        n = min(chunk, size - off)
+        for fd, buf, mv in ((fa, ba, ma), (fb, bb, mb)):
+            got = os.preadv(fd, [mv[:n]], off)
+            if got < chunk:
+                buf[got:] = bytes(chunk - got)
+        # bytearray == is a memcmp; memoryview == compares item by item, 40 times slower.
+        if ba != bb:
+            for i in range(0, n, block):
+                if ba[i:i + block] != bb[i:i + block]:
+                    mark(off + i)
+        off += n
+        if len(out) > 4096:
+            sys.stdout.write("".join(out))
+            out.clear()
+    if cur[0] is not None:
+        out.append("%d %d\n" % (cur[0], min(cur[1], size) - cur[0]))
     sys.stdout.write("".join(out))
 
 
@@ -487,6 +554,7 @@ PY
 
 _mkdisk_main() {
 	set -euo pipefail
+	shopt -s inherit_errexit
 	export E2FSPROGS_FAKE_TIME=$_MKDISK_EPOCH SOURCE_DATE_EPOCH=$_MKDISK_EPOCH
 	export MTOOLS_SKIP_CHECK=1 MTOOLSRC=/dev/null LC_ALL=C TZ=UTC
 	local cmd=${1:-}
