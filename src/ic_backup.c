@@ -581,7 +581,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	struct icf_slot slot;
 	struct ic_seal seal;
 	bool regular = false, key_created = false;
-	double t0 = ic_now();
+	double t0 = ic_now(), t_key;
 	int ret;
 
 	memset(&j, 0, sizeof(j));
@@ -609,7 +609,9 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		if (ret)
 			goto out;
 	}
+	t_key = ic_now();
 	ret = get_key(o, c, &j.key, &key_created);
+	st->seconds_key = ic_now() - t_key;
 	if (ret)
 		goto out;
 	st->created_chain = key_created;

@@ -33,6 +33,7 @@ struct ic_backup_stats {
 	uint64_t blocks_zeroed;     /* new zero entries */
 	uint64_t bytes_stored;      /* record bytes written */
 	double seconds;
+	double seconds_key;         /* of which: unlocking the key (Argon2id), a fixed cost */
 };
 
 /* Run one backup.  Creates the chain (directory, key file) when absent or empty.

@@ -44,9 +44,10 @@ static void summary(const struct ic_backup_stats *st, const char *chain)
 	       ic_human_bytes(st->disk_size, a, sizeof(a)), ic_human_bytes(st->bytes_read, b, sizeof(b)),
 	       ic_human_bytes(st->bytes_changed, c, sizeof(c)),
 	       (unsigned long long)st->blocks_changed, (unsigned long long)st->blocks_zeroed);
-	printf("  stored %s, ratio %.2f, %.1f s, %s/s\n", ic_human_bytes(st->bytes_stored, d, sizeof(d)),
+	printf("  stored %s, ratio %.2f, %.2f s (passphrase KDF %.2f s), %s/s\n",
+	       ic_human_bytes(st->bytes_stored, d, sizeof(d)),
 	       st->bytes_stored ? (double)st->bytes_changed / (double)st->bytes_stored : 0.0,
-	       st->seconds, ic_human_bytes((uint64_t)rate, r, sizeof(r)));
+	       st->seconds, st->seconds_key, ic_human_bytes((uint64_t)rate, r, sizeof(r)));
 }
 
 int main(int argc, char **argv)
