@@ -1,1 +1,10 @@
 # shell tests of tests/consolidate (automake fragment included by Makefile.am)
+SH_TESTS += \
+	tests/consolidate/merge.sh \
+	tests/consolidate/retention.sh \
+	tests/consolidate/crash.sh \
+	tests/consolidate/enospc.sh \
+	tests/consolidate/corrupt.sh \
+	tests/consolidate/lock.sh \
+	tests/consolidate/mount.sh
+EXTRA_DIST += tests/consolidate/cons-lib.sh

@@ -1,0 +1,331 @@
+/* ic_disk.c: a restore point's disk files (raw, VMDK pair, sparse VMDK, info.json). */
+#include "config.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ic_disk.h"
+#include "ic_util.h"
+#include "ic_vmdk.h"
+
+#define DESC_CAP 4096u
+#define INFO_CAP 2048u
+
+struct ic_disk {
+	struct ic_disk_info info;
+	char desc[DESC_CAP];
+	size_t desc_len;
+	char json[INFO_CAP];
+	size_t json_len;
+	bool has_sparse;
+	struct ic_vmdk_sparse sparse;
+	struct ic_cache_src *src;   /* non-NULL while attached */
+};
+
+static const char *const file_names[IC_DISK_NFILES] = {
+	[IC_DISK_RAW] = "disk.raw",
+	[IC_DISK_FLAT] = "disk-flat.vmdk",
+	[IC_DISK_DESC] = "disk.vmdk",
+	[IC_DISK_SPARSE] = "disk-sparse.vmdk",
+	[IC_DISK_INFO] = "info.json",
+};
+
+const char *ic_disk_file_name(enum ic_disk_file f)
+{
+	return (unsigned)f < IC_DISK_NFILES ? file_names[f] : NULL;
+}
+
+int ic_disk_file_from_name(const char *name)
+{
+	for (int f = 0; f < IC_DISK_NFILES; f++)
+		if (!strcmp(name, file_names[f]))
+			return f;
+	return -1;
+}
+
+bool ic_disk_needs_view(enum ic_disk_file f)
+{
+	return f == IC_DISK_RAW || f == IC_DISK_FLAT || f == IC_DISK_SPARSE;
+}
+
+void ic_disk_info_from_point(const struct ic_chain *c, const struct ic_point *p,
+			     struct ic_disk_info *out)
+{
+	const struct icf_slot *s = &p->img->slot;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", s->name);
+	if (p->parent)
+		snprintf(out->parent, sizeof(out->parent), "%s", ic_point_name(p->parent));
+	out->seq = s->seq;
+	out->parent_seq = s->parent_seq;
+	out->kind = s->kind;
+	out->created = s->created;
+	out->disk_size = s->disk_size;
+	out->block_size = c->block_size;
+	memcpy(out->chain_id, c->chain_id, 16);
+}
+
+/* Seed of a VMDK identity: the chain, the point, and which file (the flat pair and the
+ * sparse file are different disks to a hypervisor, so they must not share UUIDs). */
+static void ident_for(const struct ic_disk_info *in, const char *which, struct ic_vmdk_ident *id)
+{
+	uint8_t seed[16 + 4 + 16];
+	uint32_t seq = htole32(in->seq);
+
+	memset(seed, 0, sizeof(seed));
+	memcpy(seed, in->chain_id, 16);
+	memcpy(seed + 16, &seq, 4);
+	memcpy(seed + 20, which, strnlen(which, 16));
+	ic_vmdk_ident_derive(seed, sizeof(seed), id);
+}
+
+/* Point names are [A-Za-z0-9._+:-] (ic_name_valid), yet escape as if they were not. */
+static size_t json_str(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	if (cap < 3)
+		return 0;
+	out[n++] = '"';
+	for (; *s && n + 8 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			n += (size_t)snprintf(out + n, cap - n, "\\%c", ch);
+		else if (ch < 0x20)
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+		else
+			out[n++] = (char)ch;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+	return n;
+}
+
+static int build_json(struct ic_disk *d)
+{
+	const struct ic_disk_info *in = &d->info;
+	char name[300], parent[300], iso[32], chain[33];
+	time_t t = (time_t)in->created;
+	struct tm tm;
+	int n;
+
+	json_str(name, sizeof(name), in->name);
+	if (in->parent[0])
+		json_str(parent, sizeof(parent), in->parent);
+	else
+		snprintf(parent, sizeof(parent), "null");
+	gmtime_r(&t, &tm);
+	strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	for (int i = 0; i < 16; i++)
+		snprintf(chain + 2 * i, 3, "%02x", in->chain_id[i]);
+	n = snprintf(d->json, sizeof(d->json),
+		     "{\n"
+		     "  \"name\": %s,\n"
+		     "  \"seq\": %" PRIu32 ",\n"
+		     "  \"parent\": %s,\n"
+		     "  \"parent_seq\": %" PRIu32 ",\n"
+		     "  \"kind\": \"%s\",\n"
+		     "  \"created\": \"%s\",\n"
+		     "  \"created_unix\": %lld,\n"
+		     "  \"disk_size\": %" PRIu64 ",\n"
+		     "  \"block_size\": %" PRIu32 ",\n"
+		     "  \"chain_id\": \"%s\",\n"
+		     "  \"sparse_vmdk\": %s\n"
+		     "}\n",
+		     name, in->seq, parent, in->parent_seq, ic_kind_name(in->kind), iso,
+		     (long long)in->created, in->disk_size, in->block_size, chain,
+		     d->has_sparse ? "true" : "false");
+	if (n < 0 || (size_t)n >= sizeof(d->json))
+		return -ENAMETOOLONG;
+	d->json_len = (size_t)n;
+	return 0;
+}
+
+int ic_disk_new(const struct ic_disk_info *info, struct ic_disk **out)
+{
+	struct ic_disk *d = calloc(1, sizeof(*d));
+	struct ic_vmdk_ident id;
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	d->info = *info;
+	ident_for(info, "flat", &id);
+	ret = ic_vmdk_flat_descriptor(d->desc, sizeof(d->desc), info->disk_size,
+				      file_names[IC_DISK_FLAT], &id);
+	if (ret < 0)
+		goto fail;
+	d->desc_len = (size_t)ret;
+	ident_for(info, "sparse", &id);
+	ret = ic_vmdk_sparse_init(&d->sparse, info->disk_size, IC_DISK_SPARSE_GRAIN,
+				  file_names[IC_DISK_SPARSE], &id);
+	if (ret && ret != -EFBIG)
+		goto fail;
+	d->has_sparse = ret == 0;
+	ret = build_json(d);
+	if (ret)
+		goto fail;
+	*out = d;
+	return 0;
+fail:
+	free(d);
+	return ic_fail(ret, "restore point '%s': cannot describe its disk: %s", info->name,
+		       strerror(-ret));
+}
+
+void ic_disk_free(struct ic_disk *d)
+{
+	if (!d)
+		return;
+	ic_disk_detach(d);
+	free(d);
+}
+
+const struct ic_disk_info *ic_disk_get_info(const struct ic_disk *d)
+{
+	return &d->info;
+}
+
+bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f)
+{
+	if (f == IC_DISK_SPARSE)
+		return d->has_sparse;
+	return (unsigned)f < IC_DISK_NFILES;
+}
+
+uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
+{
+	switch (f) {
+	case IC_DISK_RAW:
+	case IC_DISK_FLAT:
+		return d->info.disk_size;
+	case IC_DISK_DESC:
+		return d->desc_len;
+	case IC_DISK_SPARSE:
+		return d->has_sparse ? d->sparse.file_size : 0;
+	case IC_DISK_INFO:
+		return d->json_len;
+	default:
+		return 0;
+	}
+}
+
+int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
+{
+	if (d->src)
+		return 0;
+	if (v->disk_size != d->info.disk_size)
+		return ic_fail(-EINVAL, "restore point '%s': view does not match the disk",
+			       d->info.name);
+	d->src = ic_cache_src_new(cache, v);
+	if (!d->src)
+		return ic_fail(-errno, "restore point '%s': %s", d->info.name, strerror(errno));
+	return 0;
+}
+
+void ic_disk_detach(struct ic_disk *d)
+{
+	ic_cache_src_free(d->src);
+	d->src = NULL;
+}
+
+bool ic_disk_attached(const struct ic_disk *d)
+{
+	return d->src != NULL;
+}
+
+/* ---- sparse VMDK callbacks --------------------------------------------------------- */
+
+struct sparse_arg {
+	struct ic_disk *d;
+	struct ic_cache_stream *st;
+};
+
+/* Grains are 64 KiB; blocks may be larger (a grain is zero when its block is) or
+ * smaller (a grain is zero when all its blocks are). */
+static bool grain_is_zero(void *arg, uint64_t g)
+{
+	struct sparse_arg *a = arg;
+	const struct ic_view *v = ic_cache_src_view(a->d->src);
+	uint64_t first = g * IC_DISK_SPARSE_GRAIN / v->block_size;
+	uint64_t end = ((g + 1) * IC_DISK_SPARSE_GRAIN + v->block_size - 1) / v->block_size;
+
+	if (end > v->nblocks)
+		end = v->nblocks;
+	for (uint64_t pos = first; pos < end; pos++) {
+		struct ic_block_ref ref;
+
+		if (!v->owner[pos])
+			continue;
+		/* a damaged entry counts as data: the grain's read then reports the damage */
+		if (ic_view_lookup(v, pos, &ref) || ref.img)
+			return false;
+	}
+	return true;
+}
+
+static int sparse_read_disk(void *arg, void *buf, size_t len, uint64_t off)
+{
+	struct sparse_arg *a = arg;
+
+	return ic_cache_read(a->d->src, a->st, buf, len, off);
+}
+
+/* ---- reads ------------------------------------------------------------------------- */
+
+static size_t clamp(uint64_t size, size_t len, uint64_t off)
+{
+	if (off >= size)
+		return 0;
+	return size - off < len ? (size_t)(size - off) : len;
+}
+
+ssize_t ic_disk_read(struct ic_disk *d, enum ic_disk_file f, struct ic_cache_stream *st,
+		     void *buf, size_t len, uint64_t off)
+{
+	size_t n;
+	int ret;
+
+	if (!ic_disk_has(d, f))
+		return -ENOENT;
+	n = clamp(ic_disk_size(d, f), len, off);
+	if (!n)
+		return 0;
+	if (ic_disk_needs_view(f) && !d->src)
+		return ic_fail(-ENXIO, "restore point '%s': disk not attached", d->info.name);
+	switch (f) {
+	case IC_DISK_RAW:
+	case IC_DISK_FLAT:
+		ret = ic_cache_read(d->src, st, buf, n, off);
+		break;
+	case IC_DISK_DESC:
+		memcpy(buf, d->desc + off, n);
+		ret = 0;
+		break;
+	case IC_DISK_INFO:
+		memcpy(buf, d->json + off, n);
+		ret = 0;
+		break;
+	case IC_DISK_SPARSE: {
+		struct sparse_arg a = { .d = d, .st = st };
+		struct ic_vmdk_source src = {
+			.grain_is_zero = grain_is_zero,
+			.read_disk = sparse_read_disk,
+			.arg = &a,
+		};
+
+		ret = ic_vmdk_sparse_read(&d->sparse, buf, n, off, &src);
+		break;
+	}
+	default:
+		ret = -ENOENT;
+	}
+	return ret ? ret : (ssize_t)n;
+}

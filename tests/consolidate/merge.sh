@@ -1,0 +1,55 @@
+#!/bin/bash
+# merge.sh: a realistic disk, a full + 10 incrementals + a branch; merge into the full, a
+# range across a branch point, retention; after each, every remaining point restores
+# byte-identical, imgverify --data passes and the chain shrank.  All keyless.
+source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+make_real_chain 64
+
+# a dry run prints the plan and changes nothing
+before=$(sha_tree "$CHAIN")
+keyless_expect 0 --dry-run --merge p00..p03 "$CHAIN"
+expect_out "merge +00000002 .* p01 +-> into 'p03'"
+expect_out "synthetic full"
+[[ $(sha_tree "$CHAIN") == "$before" ]] || fail "--dry-run changed the chain"
+
+# into the full: p03 becomes a synthetic full written in place in the full's file
+a0=$(alloc_kib)
+keyless_expect 0 --merge p00..p03 "$CHAIN"
+expect_out "3 points merged"
+[[ $(point_names) == "br p03 p04 p05 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
+[[ $(point_field p03 kind) == synthetic-full ]] || fail "p03 is $(point_field p03 kind)"
+[[ $(point_field p03 file) == 00000004.img ]] || fail "p03 lives in $(point_field p03 file)"
+check_points br p03 p04 p05 p06 p07 p08 p09 p10
+a1=$(alloc_kib); cat "$TESTDIR/last.out" "$TESTDIR/last.err"; ls -ls "$CHAIN"
+((a1 < a0)) || fail "chain did not shrink: $a0 KiB -> $a1 KiB"
+no_tmp_files "$CHAIN"
+[[ ! -e $CHAIN/journal ]] || fail "journal left behind"
+
+# a range across a branch point: p05 has the branch br, which is rebased onto p03
+keyless_expect 0 --merge p04..p06 "$CHAIN"
+[[ $(point_names) == "br p03 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
+[[ $(point_field br parent) == p03 && $(point_field br kind) == consolidated ]] ||
+	fail "br: parent $(point_field br parent), kind $(point_field br kind)"
+[[ $(point_field p06 parent) == p03 ]] || fail "p06 parent $(point_field p06 parent)"
+check_points br p03 p06 p07 p08 p09 p10
+a2=$(alloc_kib)
+((a2 < a1)) || fail "chain did not shrink: $a1 KiB -> $a2 KiB"
+
+# retention: the three newest (br, p10, p09); p03 holds two kept branches: kept
+keyless_expect 0 --keep-last 3 "$CHAIN"
+[[ $(point_names) == "br p03 p09 p10" ]] || fail "points: $(point_names)"
+[[ $(point_field p09 parent) == p03 ]] || fail "p09 parent $(point_field p09 parent)"
+check_points br p03 p09 p10
+a3=$(alloc_kib)
+((a3 < a2)) || fail "chain did not shrink: $a2 KiB -> $a3 KiB"
+
+# the newest only: br takes p03 in place; p09 and p10, on another branch, go
+keyless_expect 0 --keep-last 1 "$CHAIN"
+expect_out "2 removed"
+[[ $(point_names) == "br" ]] || fail "points: $(point_names)"
+[[ $(point_field br kind) == synthetic-full ]] || fail "br is $(point_field br kind)"
+check_points br
+no_tmp_files "$CHAIN"
+a4=$(alloc_kib)
+((a4 < a3)) || fail "chain did not shrink: $a3 KiB -> $a4 KiB"
+echo "allocation: $a0 -> $a1 -> $a2 -> $a3 -> $a4 KiB"

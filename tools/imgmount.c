@@ -1,0 +1,249 @@
+/* imgmount: show every restore point of a chain as disk files a hypervisor boots
+ * (FUSE).  A thin main() over mount_fs.c and the library. */
+#include "config.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "mount_fs.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: imgmount [-f] [-o FUSE_OPTIONS] [--overlay DIR] [--passphrase-file FILE]\n"
+		"                [--cache-size SIZE] CHAIN MOUNTPOINT\n"
+		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk, disk-flat.vmdk,\n"
+		"disk-sparse.vmdk, info.json) and `latest`.  Read-only unless --overlay is given.\n\n"
+		"  -f, --foreground         stay in the foreground, log to stderr\n"
+		"  -o OPTIONS               FUSE mount options (allow_other, ro, ...)\n"
+		"  -d, --debug              FUSE debug output (implies -f)\n"
+		"      --overlay DIR        writable: copy-on-write into DIR (created if needed)\n"
+		"      --passphrase-file F  read the passphrase from F's first line\n"
+		"      --cache-size SIZE    decoded block cache (default 256M)\n"
+		"  -h, --help               show this help\n"
+		"  -V, --version            show the version\n\n"
+		"Unmount with fusermount3 -u MOUNTPOINT.  Exit status: 0 ok, 1 error, 2 usage,\n"
+		"3 wrong passphrase, 4 damaged chain.\n");
+}
+
+struct cli {
+	bool foreground, debug;
+	const char *overlay, *passfile, *chain, *mountpoint;
+	uint64_t cache_bytes;
+	struct fuse_args fargs;
+};
+
+static int parse_args(int argc, char **argv, struct cli *c)
+{
+	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE };
+	static const struct option lopts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "overlay", required_argument, NULL, OPT_OVERLAY },
+		{ "passphrase-file", required_argument, NULL, OPT_PASSFILE },
+		{ "cache-size", required_argument, NULL, OPT_CACHE },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "fdo:hV", lopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f': c->foreground = true; break;
+		case 'd': c->debug = c->foreground = true; break;
+		case 'o':
+			fuse_opt_add_arg(&c->fargs, "-o");
+			fuse_opt_add_arg(&c->fargs, optarg);
+			break;
+		case OPT_OVERLAY: c->overlay = optarg; break;
+		case OPT_PASSFILE: c->passfile = optarg; break;
+		case OPT_CACHE:
+			if (ic_parse_size(optarg, &c->cache_bytes) || c->cache_bytes < (1u << 20)) {
+				ic_msg("bad --cache-size '%s' (e.g. 512M, at least 1M)", optarg);
+				return -1;
+			}
+			break;
+		case 'h': usage(stdout); exit(IC_EXIT_OK);
+		case 'V': printf("imgmount (imgchain) %s\n", PACKAGE_VERSION); exit(IC_EXIT_OK);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		ic_msg("expected CHAIN and MOUNTPOINT (see --help)");
+		return -1;
+	}
+	c->chain = argv[optind];
+	c->mountpoint = argv[optind + 1];
+	return 0;
+}
+
+/* A clear word before mounting: missing, not a directory, stale, or already mounted. */
+static int check_mountpoint(const char *mp)
+{
+	struct stat sb, up;
+	char *parent;
+	int ret = 0;
+
+	if (stat(mp, &sb) < 0) {
+		if (errno == ENOTCONN)
+			return ic_fail(-EBUSY, "%s: a dead FUSE mount is still there; run fusermount3 -u %s first",
+				       mp, mp);
+		return ic_fail(-errno, "mountpoint %s: %s", mp, strerror(errno));
+	}
+	if (!S_ISDIR(sb.st_mode))
+		return ic_fail(-ENOTDIR, "mountpoint %s: not a directory", mp);
+	parent = ic_path_join(mp, "..");
+	if (stat(parent, &up) == 0 && (up.st_dev != sb.st_dev || up.st_ino == sb.st_ino))
+		ret = ic_fail(-EBUSY, "mountpoint %s is busy: something is already mounted there", mp);
+	free(parent);
+	return ret;
+}
+
+/* fsname=imgchain:PATH, with the commas the option parser would split on escaped away. */
+static void add_base_opts(struct fuse_args *a, const char *chain)
+{
+	char buf[PATH_MAX + 128], name[PATH_MAX];
+
+	snprintf(name, sizeof(name), "%s", chain);
+	for (char *p = name; *p; p++)
+		if (*p == ',' || *p == '\\')
+			*p = '_';
+	snprintf(buf, sizeof(buf), "fsname=imgchain:%s,subtype=imgmount,default_permissions,"
+		 "max_read=1048576", name);
+	fuse_opt_insert_arg(a, 1, "-o");
+	fuse_opt_insert_arg(a, 2, buf);
+}
+
+static int run(struct cli *c, struct mount_fs *fs)
+{
+	struct fuse_loop_config lc = { .clone_fd = 1, .max_idle_threads = 16 };
+	struct fuse *f;
+	int ret;
+
+	if (c->debug)
+		fuse_opt_add_arg(&c->fargs, "-d");
+	f = fuse_new(&c->fargs, mount_fs_ops(), sizeof(*mount_fs_ops()), fs);
+	if (!f)
+		return ic_fail(-EINVAL, "cannot set up FUSE (bad -o option?)");
+	if (fuse_mount(f, c->mountpoint)) {
+		fuse_destroy(f);
+		return ic_fail(-EIO, "cannot mount on %s (see the message above)", c->mountpoint);
+	}
+	ret = -EIO;
+	/* libfuse only takes over signals left at their default: a shell starting us in
+	 * the background ignores SIGINT, yet SIGINT must still unmount cleanly */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	if (fuse_set_signal_handlers(fuse_get_session(f))) {
+		ic_fail(ret, "cannot install signal handlers");
+		goto out_unmount;
+	}
+	if (fuse_daemonize(c->foreground)) {
+		ic_fail(ret, "cannot daemonize");
+		goto out_signals;
+	}
+	if (!c->foreground)
+		mount_log_syslog();
+	ret = mount_fs_start(fs);
+	if (ret) {
+		mount_log(LOG_ERR, "%s", ic_last_error(ret));
+		goto out_signals;
+	}
+	mount_log(LOG_INFO, "%s mounted on %s: %zu restore points, %s", c->chain, c->mountpoint,
+		  mount_fs_npoints(fs), c->overlay ? "writable overlay" : "read-only");
+	ret = fuse_loop_mt(f, &lc);
+	/* a positive result is the signal that ended the loop: a clean shutdown */
+	ret = ret < 0 ? ic_fail(ret, "the FUSE session ended with an error: %s", strerror(-ret)) : 0;
+	mount_log(LOG_INFO, "%s: unmounting", c->mountpoint);
+out_signals:
+	fuse_remove_signal_handlers(fuse_get_session(f));
+out_unmount:
+	fuse_unmount(f);
+	fuse_destroy(f);
+	return ret;
+}
+
+static char *absolute(const char *path, const char *what)
+{
+	char *p = realpath(path, NULL);
+
+	if (!p)
+		ic_fail(-errno, "%s %s: %s", what, path, strerror(errno));
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = { .fargs = FUSE_ARGS_INIT(0, NULL) };
+	struct mount_opts mo = { 0 };
+	struct ic_key *key = NULL;
+	struct mount_fs *fs = NULL;
+	char *chain = NULL, *overlay = NULL, *mountpoint = NULL;
+	int ret;
+
+	ic_progname = "imgmount";
+	/* libfuse mallocs a buffer per request (up to 1 MiB): keep such buffers in the heap
+	 * and the heap untrimmed, so that requests reuse memory instead of faulting in
+	 * fresh pages, which is slow on virtual machines */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+	fuse_opt_add_arg(&c.fargs, argv[0]);
+	if (parse_args(argc, argv, &c)) {
+		fuse_opt_free_args(&c.fargs);
+		return IC_EXIT_USAGE;
+	}
+	ret = -ENOENT;
+	chain = absolute(c.chain, "chain");
+	if (!chain)
+		goto out;
+	if (c.overlay) {
+		if (mkdir(c.overlay, 0700) < 0 && errno != EEXIST) {
+			ret = ic_fail(-errno, "overlay %s: %s", c.overlay, strerror(errno));
+			goto out;
+		}
+		overlay = absolute(c.overlay, "overlay");
+		if (!overlay)
+			goto out;
+	}
+	ret = check_mountpoint(c.mountpoint);
+	if (ret)
+		goto out;
+	/* the daemon runs in /: keep absolute paths */
+	mountpoint = absolute(c.mountpoint, "mountpoint");
+	if (!mountpoint)
+		goto out;
+	c.mountpoint = mountpoint;
+	/* the passphrase is asked before anything is mounted or forked */
+	ret = ic_key_unlock(chain, c.passfile, &key);
+	if (ret)
+		goto out;
+	mo.chain_dir = chain;
+	mo.overlay_dir = overlay;
+	mo.cache_bytes = c.cache_bytes;
+	mo.mountpoint = mountpoint;
+	ret = mount_fs_new(&mo, key, &fs);
+	if (ret)
+		goto out;
+	add_base_opts(&c.fargs, chain);
+	ret = run(&c, fs);
+out:
+	if (ret)
+		mount_log(LOG_ERR, "%s", ic_last_error(ret));
+	mount_fs_free(fs);
+	ic_key_free(key);
+	fuse_opt_free_args(&c.fargs);
+	free(chain);
+	free(overlay);
+	free(mountpoint);
+	return ic_exit_code(ret);
+}
