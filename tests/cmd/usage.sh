@@ -45,8 +45,8 @@ expect_exit 2 imgkey frobnicate C
 expect_msg "^imgkey: unknown command 'frobnicate'"
 expect_exit 2 imgkey list
 expect_exit 2 imgkey remove C
-expect_exit 2 imgkey remove C eight
-expect_msg "SLOT must be a number from 0 to 7"
+expect_exit 2 imgkey list C D
+expect_msg "too many operands"
 
 # options that need an argument
 expect_exit 2 imgbackup C src --name
@@ -80,3 +80,16 @@ expect_msg "^imgbackup: --full and --parent exclude each other"
 
 # none of the above created anything
 [[ -z $(ls -A | grep -v '^last\.\(out\|err\)$') ]] || fail "usage errors left files: $(ls -A)"
+
+# on a real chain: a bad SLOT is a usage error and leaves the key file alone
+head -c 100000 /dev/urandom >src
+expect_exit 0 imgbackup -q REAL src
+tree=$(sha_tree REAL)
+for slot in eight 8 1x ""; do
+	expect_exit 2 imgkey remove REAL "$slot"
+	expect_msg "^imgkey: SLOT must be a number from 0 to 7$"
+done
+expect_exit 2 imgkey remove REAL -1    # getopt takes it for an option: a usage error too
+expect_exit 2 imgkey list --passphrase-file src REAL
+expect_msg "^imgkey: --passphrase-file is not used by this command$"
+[[ $(sha_tree REAL) == "$tree" ]] || fail "a usage error changed the chain"

@@ -1,0 +1,79 @@
+#!/bin/bash
+# crash.sh: kill -9 the consolidator at every named step of a merge (the test hook
+# IMGCHAIN_TEST_CRASH_AT=STEP:N) and at random delays; after each, every point to be kept
+# restores byte-identical, and a keyless rerun finishes the job, leaving no journal or
+# temporary file and a chain that passes imgverify --data.
+source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+make_small_chain
+cp -a "$CHAIN" "$TESTDIR/orig"
+
+POINTS="prepare:1 copy:1 copy:3 written:1 commit:1 rename:1 renamed:1 switch:1 dup:1 moved:1
+	delete:1 delete:2 deleted:1 punch:1 done:1 prepare:2 switch:2 delete:4"
+runs=0
+
+reset() { rm -rf "$CHAIN"; cp -a "$TESTDIR/orig" "$CHAIN"; }
+
+restores()
+{
+	local n
+	for n in "$@"; do
+		rm -f "$TESTDIR/out"
+		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "$WHAT: restore of '$n' failed"
+		cmp -s "$TESTDIR/out" "$SRC/$n" || fail "$WHAT: '$n' does not restore byte-identical"
+	done
+}
+
+# after_crash "ARGS" "KEPT" "FINAL": the checks after an interrupted run
+after_crash()
+{
+	restores $2
+	keyless $1 "$CHAIN"
+	if [[ $RC -ne 0 ]]; then
+		# a --merge whose points are gone was finished by the recovery of this rerun
+		[[ $RC -eq 1 ]] && grep -q "no such pair" "$TESTDIR/last.err" ||
+			fail "$WHAT: rerun exited $RC: $LAST_ERR"
+	fi
+	[[ $(point_names) == "$3" ]] || fail "$WHAT: points after the rerun: $(point_names)"
+	[[ ! -e $CHAIN/journal ]] || fail "$WHAT: journal left: $(cat "$CHAIN/journal")"
+	no_tmp_files "$CHAIN"
+	check_points $2
+}
+
+scenario()
+{
+	local args=$1 kept=$2 final=$3 p
+	for p in $POINTS; do
+		reset
+		IMGCHAIN_TEST_CRASH_AT=$p keyless $args "$CHAIN"
+		if [[ $RC -eq 0 ]]; then
+			continue    # this run does not reach that step
+		fi
+		[[ $RC -eq 137 ]] || fail "crash at $p: exit $RC: $LAST_ERR"
+		WHAT="$args, killed at $p"
+		after_crash "$args" "$kept" "$final"
+		runs=$((runs + 1))
+	done
+	# signals at random delays
+	for p in 1 2 3 4; do
+		reset
+		WHAT="$args, SIGKILL after ${p}0 ms"
+		env -u IMGCHAIN_PASSPHRASE imgconsolidate -q $args "$CHAIN" 2>/dev/null &
+		sleep "0.0$((p * 2 - 1))"
+		kill -9 $! 2>/dev/null || true
+		wait $! || true
+		mv "$CHAIN/imgchain.key" "$TESTDIR/key.away"
+		mv "$TESTDIR/key.away" "$CHAIN/imgchain.key"
+		after_crash "$args" "$kept" "$final"
+		runs=$((runs + 1))
+	done
+}
+
+# into the full, in place; br (a child of p05) becomes a synthetic full of its own
+scenario "--merge p00..p06" "br p06 p07 p08 p09 p10" "br p06 p07 p08 p09 p10"
+# a middle range; br rebased onto p01
+scenario "--merge p02..p07" "br p00 p01 p07 p08 p09 p10" "br p00 p01 p07 p08 p09 p10"
+# retention in two steps: p05 (branch point) takes p00..p04 in place, p10 takes p06..p09
+scenario "--keep-last 2" "br p05 p10" "br p05 p10"
+
+echo "$runs interrupted runs checked"
+((runs >= 20)) || fail "only $runs interrupted runs"
