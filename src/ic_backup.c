@@ -68,10 +68,11 @@ static int open_source(const char *path, int *fd, uint64_t *size, bool *regular)
 {
 	struct stat st;
 
-	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must be refused, not waited on */
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (*fd < 0)
 		return ic_fail(-errno, "%s: %s", path, strerror(errno));
-	if (fstat(*fd, &st) < 0)
+	if (fstat(*fd, &st) < 0 || fcntl(*fd, F_SETFL, 0) < 0)
 		goto err;
 	*regular = S_ISREG(st.st_mode);
 	if (S_ISBLK(st.st_mode)) {
@@ -467,6 +468,25 @@ out:
 	return ret;
 }
 
+/* Holes past a new end of file read as zeros: a source that shrank while it was
+ * read must fail the backup, not store zeros. */
+static int check_not_shrunk(const struct job *j, bool regular)
+{
+	struct stat st;
+	uint64_t size;
+
+	if (!regular)
+		return 0;    /* a block device's size is fixed; short reads are caught */
+	if (fstat(j->fd, &st) < 0)
+		return ic_fail(-errno, "%s: %s", j->o->source, strerror(errno));
+	size = (uint64_t)st.st_size;
+	if (size < j->disk_size)
+		return ic_fail(-EIO, "%s: source shrank while being read (%llu bytes, was %llu)",
+			       j->o->source, (unsigned long long)size,
+			       (unsigned long long)j->disk_size);
+	return 0;
+}
+
 /* ---- setting up ----------------------------------------------------------- */
 
 static int ensure_dir(const char *dir, bool *created)
@@ -652,6 +672,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	ic_seal_begin(&seal);
 	st->disk_size = j.disk_size;
 	ret = run_pipeline(&j, w, &seal, st);
+	if (!ret)
+		ret = check_not_shrunk(&j, regular);
 	if (ret)
 		goto out;
 

@@ -89,7 +89,7 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			o.level = (int)strtol(optarg, &end, 10);
-			if (*end || o.level < 0 || o.level > 19) {
+			if (end == optarg || *end || o.level < 0 || o.level > 19) {
 				ic_msg("--level %s: must be 0..19", optarg);
 				return IC_EXIT_USAGE;
 			}
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 		case 'P': o.passphrase_file = optarg; break;
 		case 'j':
 			o.threads = (int)strtol(optarg, &end, 10);
-			if (*end || o.threads < 1 || o.threads > 64) {
+			if (end == optarg || *end || o.threads < 1 || o.threads > 64) {
 				ic_msg("--threads %s: must be 1..64", optarg);
 				return IC_EXIT_USAGE;
 			}
