@@ -580,13 +580,8 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 	*p = NULL;
 	if (o->full)
 		return 0;
-	if (o->parent) {
-		*p = ic_chain_find(c, o->parent);
-		if (!*p)
-			return ic_fail(-ENOENT, "%s: no restore point named '%s'", o->chain_dir,
-				       o->parent);
-		return 0;
-	}
+	if (o->parent)
+		return ic_chain_lookup(c, o->parent, p);
 	*p = ic_chain_newest(c);
 	return 0;
 }

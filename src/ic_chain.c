@@ -24,6 +24,11 @@ static void add_bad(struct ic_chain *c, const char *path, int err)
 	nb[c->nbad].path = strdup(path);
 	nb[c->nbad].why = strdup(ic_last_error(err));
 	nb[c->nbad].err = err;
+	{
+		const char *base = strrchr(path, '/');
+
+		nb[c->nbad].name_seq = (uint32_t)strtoul(base ? base + 1 : path, NULL, 10);
+	}
 	c->nbad++;
 }
 
@@ -209,6 +214,33 @@ struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq)
 	return NULL;
 }
 
+int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point **out)
+{
+	*out = ic_chain_find(c, name);
+	if (*out)
+		return 0;
+	if (!c->nbad)
+		return ic_fail(-ENOENT, "%s: no restore point named '%s'", c->dir, name);
+	return ic_fail(IC_ECORRUPT, "%s: no readable restore point named '%s'; %zu damaged file%s: %s",
+		       c->dir, name, c->nbad, c->nbad == 1 ? "" : "s", c->bad[0].why);
+}
+
+int ic_chain_explain_broken(const struct ic_chain *c, const struct ic_point *p)
+{
+	const struct ic_point *q = p;
+	uint32_t missing;
+
+	while (q->parent && q->parent->broken)
+		q = q->parent;
+	missing = q->img->slot.parent_seq;
+	for (size_t i = 0; i < c->nbad; i++)
+		if (c->bad[i].name_seq == missing)
+			return ic_fail(IC_ECORRUPT, "restore point '%s' cannot be read: its ancestor's image is damaged: %s",
+				       ic_point_name(p), c->bad[i].why);
+	return ic_fail(-ENOENT, "%s: restore point '%s' cannot be read: its ancestor (sequence %u) is missing",
+		       c->dir, ic_point_name(p), missing);
+}
+
 struct ic_point *ic_chain_newest(const struct ic_chain *c)
 {
 	return c->npoints ? &c->points[c->npoints - 1] : NULL;
@@ -221,6 +253,9 @@ uint32_t ic_chain_max_seq(const struct ic_chain *c)
 	for (size_t i = 0; i < c->nstale; i++)
 		if (c->stale[i]->slot.seq > m)
 			m = c->stale[i]->slot.seq;
+	for (size_t i = 0; i < c->nbad; i++)
+		if (c->bad[i].name_seq > m)
+			m = c->bad[i].name_seq;
 	return m;
 }
 

@@ -22,6 +22,7 @@ struct ic_bad_file {
 	char *path;
 	char *why;
 	int err;
+	uint32_t name_seq;          /* the sequence its file name claims */
 };
 
 struct ic_chain {
@@ -45,9 +46,16 @@ void ic_chain_free(struct ic_chain *c);
 
 struct ic_point *ic_chain_find(const struct ic_chain *c, const char *name);
 struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq);
+/* Find point name for a tool: -ENOENT "no restore point named" when the chain has
+ * no damaged files, else IC_ECORRUPT naming the damaged files (the point may be in
+ * one of them). */
+int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point **out);
+/* Why point p is broken: the damaged image of an ancestor (IC_ECORRUPT) or a
+ * missing one (-ENOENT); the message names it. */
+int ic_chain_explain_broken(const struct ic_chain *c, const struct ic_point *p);
 /* The point with the highest sequence, or NULL. */
 struct ic_point *ic_chain_newest(const struct ic_chain *c);
-/* Highest sequence in use by any image or stale file (0 if none). */
+/* Highest sequence in use by any image, stale file or damaged file's name (0 if none). */
 uint32_t ic_chain_max_seq(const struct ic_chain *c);
 /* Human name of a slot kind: "full", "incremental", "synthetic-full", "consolidated". */
 const char *ic_kind_name(uint32_t kind);

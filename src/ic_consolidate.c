@@ -553,6 +553,30 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	b->n += (size_t)need;
 }
 
+/* Replace the journal atomically but without syncing: for the prepare and idle
+ * phases, whose loss in a crash costs nothing but space (an unused tail of the full,
+ * cut at its next merge; holes not punched).  Only commit must be durable. */
+static int write_quick(const char *dir, const void *buf, size_t len)
+{
+	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
+	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), ret;
+
+	if (fd < 0) {
+		ret = ic_fail(-errno, "%s: create: %s", tmp, strerror(errno));
+	} else {
+		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
+		close(fd);
+		if (!ret && rename(tmp, dst) < 0)
+			ret = ic_fail(-errno, "%s: rename: %s", dst, strerror(errno));
+		if (ret)
+			unlink(tmp);
+	}
+	free(tmp);
+	free(dst);
+	return ret;
+}
+
 static int journal_write(const char *dir, const struct journal *j)
 {
 	static const char *const phases[] = { "idle", "prepare", "commit" };
@@ -561,12 +585,14 @@ static int journal_write(const char *dir, const struct journal *j)
 	int ret;
 
 	if (j->phase == J_IDLE && !j->punch.n) {
+		/* no directory sync: a journal that comes back after a power loss describes
+		 * a finished step, and finishing it again changes nothing */
 		path = ic_path_join(dir, ICF_JOURNAL_NAME);
 		ret = unlink(path) < 0 && errno != ENOENT
 			      ? ic_fail(-errno, "%s: remove: %s", path, strerror(errno))
 			      : 0;
 		free(path);
-		return ret ? ret : ic_fsync_dir(dir);
+		return ret;
 	}
 	sb_printf(&b, "imgchain-journal 1\nphase %s\n", phases[j->phase]);
 	if (j->phase != J_IDLE) {
@@ -592,7 +618,10 @@ static int journal_write(const char *dir, const struct journal *j)
 	for (size_t i = 0; i < j->punch.n; i++)
 		sb_printf(&b, "punch %u\n", j->punch.v[i]);
 	sb_printf(&b, "sum %016llx\n", (unsigned long long)XXH3_64bits(b.s, b.n));
-	ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.s, b.n, 0600);
+	if (j->phase == J_COMMIT)
+		ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.s, b.n, 0600);
+	else
+		ret = write_quick(dir, b.s, b.n);
 	free(b.s);
 	return ret;
 }
@@ -1050,6 +1079,15 @@ static void note(struct cons *x, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* ic_lock_describe on one line (a command line may hold newlines). */
+static void describe(pid_t pid, char *buf, size_t len)
+{
+	ic_lock_describe(pid, buf, len);
+	for (char *p = buf; *p; p++)
+		if ((unsigned char)*p < ' ')
+			*p = ' ';
+}
+
 static void track_peak(struct cons *x)
 {
 	uint64_t a = dir_alloc(x->dir);
@@ -1074,8 +1112,18 @@ static int dup_slot(struct ic_image *img)
 	    other.index_count == img->slot.index_count &&
 	    !memcmp(other.index_hash, img->slot.index_hash, 16))
 		return 0;
+	/* not synced: the current slot decides; this copy only keeps the file from ever
+	 * falling back to the point it held before */
 	s = img->slot;
-	return ic_image_switch_slot(img, &s);
+	s.generation = img->slot.generation + 1;
+	ic_slot_encode(&s, raw);
+	ret = ic_pwrite_full(img->fd, raw, sizeof(raw),
+			     img->slot_index ? ICF_SLOT_A_OFF : ICF_SLOT_B_OFF, img->path);
+	if (!ret) {
+		img->slot = s;
+		img->slot_index ^= 1;
+	}
+	return ret;
 }
 
 /* Undo a step that had not reached its commit point: drop the temporary files, cut
@@ -1161,11 +1209,12 @@ static int finish_inplace(struct cons *x)
 	if (ret)
 		goto out;
 	crash_point("dup");
+	/* made durable with the removals that follow (one directory sync): until then a
+	 * crash leaves both files claiming the target, and the chain takes this one */
 	if (rename(fpath, tpath) < 0) {
 		ret = ic_fail(-errno, "%s: rename to %s: %s", fpath, tpath, strerror(errno));
 		goto out;
 	}
-	ret = ic_fsync_dir(x->dir);
 	crash_point("moved");
 out:
 	ic_image_close(img);
@@ -1220,7 +1269,7 @@ static int remove_points(struct cons *x)
 			continue;
 		}
 		if (ic_lock_holder(img->fd, IC_LOCK_OVERLAY, &pid) == 1) {
-			ic_lock_describe(pid, who, sizeof(who));
+			describe(pid, who, sizeof(who));
 			ret = ic_fail(-EBUSY, "%s: restore point '%s' is served with a writable overlay by %s: not removing it",
 				      path, img->slot.name, who);
 			ic_image_close(img);
@@ -1240,8 +1289,10 @@ static int remove_points(struct cons *x)
 	return ret;
 }
 
-/* Roll a committed step forward to its end.  Safe to repeat after a crash anywhere. */
-static int finish_commit(struct cons *x)
+/* Roll a committed step forward to its end.  Safe to repeat after a crash anywhere.
+ * recovering: the lock was released since the step was planned (a backup may have
+ * added a point on a point to remove). */
+static int finish_commit(struct cons *x, bool recovering)
 {
 	struct journal *j = &x->j;
 	bool cannot = false;
@@ -1269,11 +1320,12 @@ static int finish_commit(struct cons *x)
 		if (ret)
 			return ret;
 	}
-	ret = ic_fsync_dir(x->dir);
-	if (ret)
+	/* the renamed points no longer depend on the points to remove: durable before
+	 * the full's slot switch makes those vanish */
+	if (j->tseq.n && (ret = ic_fsync_dir(x->dir)))
 		return ret;
 	crash_point("renamed");
-	if (cannot || unexpected_dependents(x)) {
+	if (cannot || (recovering && unexpected_dependents(x))) {
 		note(x, "the interrupted consolidation cannot be finished (its files were removed, or a point was added); rolled back, every point kept");
 		return rollback(x);
 	}
@@ -1298,7 +1350,7 @@ static int check_overlays(struct ic_chain *c, const bool *in_d)
 
 	for (size_t i = 0; i < c->npoints; i++)
 		if (in_d[i] && ic_lock_holder(c->points[i].img->fd, IC_LOCK_OVERLAY, &pid) == 1) {
-			ic_lock_describe(pid, who, sizeof(who));
+			describe(pid, who, sizeof(who));
 			return ic_fail(-EBUSY, "%s: restore point '%s' is served with a writable overlay by %s: not merging it away",
 				       c->dir, ic_point_name(&c->points[i]), who);
 		}
@@ -1471,7 +1523,7 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 	}
 	for (size_t k = 0; k < ntg; k++)
 		x->st->points_rewritten += tg[k].in_place;
-	ret = finish_commit(x);
+	ret = finish_commit(x, false);
 out:
 	ic_chain_free(c);
 	free(in_d);
@@ -1506,7 +1558,7 @@ static int do_punches(struct cons *x)
 			continue;
 		}
 		if (ic_lock_holder(img->fd, IC_LOCK_READER, &pid) == 1) {
-			ic_lock_describe(pid, who, sizeof(who));
+			describe(pid, who, sizeof(who));
 			note(x, "%s: in use by %s: its unused space will be freed by a later run",
 			     img->path, who);
 			j->punch.v[keep++] = seq;
@@ -1516,8 +1568,11 @@ static int do_punches(struct cons *x)
 		}
 		r = dup_slot(img);
 		if (!r) {
+			double t0 = ic_now();
+
 			crash_point("punch");
 			r = ic_image_punch_unused(img, &freed);
+			x->st->punch_seconds += ic_now() - t0;
 		}
 		if (r == -EOPNOTSUPP || r == IC_ECORRUPT)
 			note(x, "%s", ic_last_error(r));
@@ -1699,7 +1754,7 @@ static int recover(struct cons *x)
 	if (x->j.phase == J_COMMIT) {
 		note(x, "finishing an interrupted consolidation");
 		x->st->recovered = true;
-		return finish_commit(x);
+		return finish_commit(x, true);
 	}
 	return 0;
 }

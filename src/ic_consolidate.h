@@ -134,6 +134,7 @@ struct ic_consolidate_stats {
 	int64_t space_freed;                /* allocation of the chain before minus after */
 	uint64_t peak_extra;                /* most allocation above the start, at any time */
 	uint32_t punches_pending;           /* images whose holes wait for their readers */
+	double punch_seconds;               /* of seconds, spent punching holes */
 	bool recovered;                     /* an interrupted run was finished or rolled back */
 	double seconds;
 };

@@ -205,8 +205,9 @@ int ic_entry_decode(const void *buf, struct icf_entry *e)
 static int pick_slot(struct ic_image *img, const uint8_t *hdrbuf)
 {
 	struct icf_slot a, b;
-	int ra = ic_slot_decode(hdrbuf + ICF_SLOT_A_OFF, &a, img->path);
+	/* B first: when both fail, the message left is slot A's (B is often just unused) */
 	int rb = ic_slot_decode(hdrbuf + ICF_SLOT_B_OFF, &b, img->path);
+	int ra = ic_slot_decode(hdrbuf + ICF_SLOT_A_OFF, &a, img->path);
 
 	if (ra && rb)
 		return ra;    /* message of slot A's failure */
@@ -641,7 +642,8 @@ int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
 		goto out;
 	ic_image_filename(w->seq, fname, sizeof(fname));
 	final = ic_path_join(w->dir, fname);
-	if (rename(w->path, final) < 0) {
+	/* never replace a file: even a damaged image there is someone's data */
+	if (renameat2(AT_FDCWD, w->path, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
 		ret = ic_fail(-errno, "%s: rename: %s", final, strerror(errno));
 		goto out;
 	}
@@ -689,8 +691,10 @@ int ic_slot_validate(const struct icf_slot *s, const char *path)
 static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t len,
 		     const uint8_t *buf, const char *dpath)
 {
-	static int no_cfr;
+	static int no_cfr = -1;
 
+	if (no_cfr < 0)
+		no_cfr = getenv("IMGCHAIN_NO_COPY_FILE_RANGE") != NULL;
 	while (len) {
 		uint64_t piece = len;
 		ssize_t n = -1;
@@ -824,8 +828,8 @@ int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
 			b++;
 		}
 	}
-	ret = ic_fsync(img->fd, img->path);
-	if (!ret && fstat(img->fd, &st1) == 0 && st1.st_blocks < st0.st_blocks)
+	/* no fsync: holes that a crash forgets only leave space allocated */
+	if (fstat(img->fd, &st1) == 0 && st1.st_blocks < st0.st_blocks)
 		*freed = (uint64_t)(st0.st_blocks - st1.st_blocks) * 512;
 out:
 	free(bits);

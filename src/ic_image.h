@@ -96,7 +96,7 @@ int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *en
 
 /* Punch holes (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over every 4 KiB block of
  * the file that neither the header, the current index nor a record it references
- * touches, then fsync.  img must be open O_RDWR.  The caller makes sure that nothing
+ * touches (not synced: a crash can only leave space allocated).  img must be open O_RDWR.  The caller makes sure that nothing
  * else may still use those bytes: no reader holds the image (ic_lock.h) and the other
  * slot describes the same index.  *freed gets the allocation released, in bytes. */
 int ic_image_punch_unused(struct ic_image *img, uint64_t *freed);

@@ -214,12 +214,9 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 	ret = ic_chain_open(o->chain_dir, &c);
 	if (ret)
 		return ret;
-	p = ic_chain_find(c, o->name);
-	if (!p) {
-		ret = ic_fail(-ENOENT, "%s: no restore point named '%s'", o->chain_dir, o->name);
-		goto out;
-	}
-	ret = ic_view_open(c, p, &j.v);
+	ret = ic_chain_lookup(c, o->name, &p);
+	if (!ret)
+		ret = ic_view_open(c, p, &j.v);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
 	if (ret)

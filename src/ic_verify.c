@@ -81,7 +81,7 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 
 static int verify_point_map(struct vctx *x, struct ic_point *p)
 {
-	struct ic_view *v;
+	struct ic_view *v = NULL;
 	int ret;
 
 	x->st->points++;
@@ -153,10 +153,8 @@ int ic_verify(const struct ic_verify_opts *o, struct ic_verify_stats *st)
 	ret = ic_chain_open(o->chain_dir, &x.c);
 	if (ret)
 		return ret;
-	if (o->name && !(target = ic_chain_find(x.c, o->name))) {
-		ret = ic_fail(-ENOENT, "%s: no restore point named '%s'", o->chain_dir, o->name);
+	if (o->name && (ret = ic_chain_lookup(x.c, o->name, &target)))
 		goto out;
-	}
 	if (!x.c->npoints && !x.c->nbad) {
 		ret = ic_fail(-ENOENT, "%s: no restore points (not a chain?)", o->chain_dir);
 		goto out;

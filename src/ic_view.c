@@ -48,8 +48,7 @@ int ic_view_open(struct ic_chain *c, struct ic_point *p, struct ic_view **out)
 	int ret;
 
 	if (p->broken)
-		return ic_fail(-ENOENT, "%s: restore point '%s' cannot be read: an ancestor is missing or damaged",
-			       c->dir, ic_point_name(p));
+		return ic_chain_explain_broken(c, p);
 	if (p->depth > MAX_DEPTH)
 		return ic_fail(-E2BIG, "%s: chain deeper than %u points", c->dir, MAX_DEPTH);
 	v = calloc(1, sizeof(*v));

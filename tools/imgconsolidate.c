@@ -45,13 +45,13 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	       st->points_merged, st->points_merged == 1 ? "" : "s", st->points_removed,
 	       st->points_rewritten, st->steps, st->steps == 1 ? "" : "s",
 	       st->recovered ? " (an interrupted run was completed first)" : "");
-	printf("  copied %s (%s/s) + %s of index, %s %s, peak extra space %s, %.1f s\n",
+	printf("  copied %s (%s/s) + %s of index, %s %s, peak extra space %s, %.2f s (%.2f s punching holes)\n",
 	       ic_human_bytes(st->bytes_copied, a, sizeof(a)), ic_human_bytes((uint64_t)rate, r, sizeof(r)),
 	       ic_human_bytes(st->bytes_index, c, sizeof(c)),
 	       st->space_freed >= 0 ? "freed" : "grew by",
 	       ic_human_bytes((uint64_t)(st->space_freed >= 0 ? st->space_freed : -st->space_freed), b,
 			      sizeof(b)),
-	       ic_human_bytes(st->peak_extra, p, sizeof(p)), st->seconds);
+	       ic_human_bytes(st->peak_extra, p, sizeof(p)), st->seconds, st->punch_seconds);
 	if (st->punches_pending)
 		printf("  %u image%s in use by a reader: their unused space is freed by a later run\n",
 		       st->punches_pending, st->punches_pending == 1 ? "" : "s");

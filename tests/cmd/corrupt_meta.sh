@@ -19,102 +19,143 @@ img=C/00000002.img
 
 fresh() { rm -rf C; cp -a pristine C; }
 
-# damaged CAUSE: imgverify and imgrestore of p2 both report it; p1 and p3 still restore
+# Each case runs in a subshell, so one failure does not hide the others; the test fails at the
+# end if any case failed.
+failed=()
+case_run()
+{
+	local name=$1
+	shift
+	( "$@" ) || failed+=("$name")
+}
+
+# check_damaged CAUSE [full]: imgverify and imgrestore of p2 report CAUSE (exit 4); with full,
+# also imgverify --data, and p1 and p3 still restore (the costly part: once per kind of damage)
 check_damaged()
 {
 	local cause=$1
 	expect_exit 4 imgverify C
 	expect_msg "^imgverify: $img: $cause"
 	expect_msg "^imgverify: C: [0-9]+ problems? found$"
-	expect_exit 4 imgverify --data C
-	expect_msg "$img: $cause"
 	expect_exit 4 imgrestore C p2 out
 	expect_msg "$img: $cause"
 	[[ ! -e out ]] || fail "a failed restore left DEST"
 	no_tmp_files .
+	[[ ${2:-} == full ]] || return 0
+	expect_exit 4 imgverify --data C
+	expect_msg "$img: $cause"
 	restore_cmp C p1 s1
 	restore_cmp C p3 s3
 }
 
 # ---- one bit in the fixed header (block size, chain id, hdr_hash itself) ----------------------
-for at in 8 20 60 504; do
+header_flip()
+{
 	fresh
-	flip_bit $img $at
-	check_damaged "header checksum mismatch"
+	flip_bit $img $1
+	check_damaged "header checksum mismatch" ${2:-}
 	expect_exit 4 imginfo C
 	expect_out "damaged file: $img: header checksum mismatch"
+}
+case_run "header bit 8" header_flip 8 full
+for at in 20 60 504; do
+	case_run "header bit $at" header_flip $at
 done
 
 # ---- one bit in the current slot (seq, disk size, index offset, name, slot_hash) ------------------
-for field in 8 40 56 120 1000; do
+slot_flip()
+{
 	fresh
-	flip_bit $img $((1024 + field % 512))
-	check_damaged "slot checksum mismatch"
+	flip_bit $img $((1024 + $1))
+	check_damaged "slot checksum mismatch" ${2:-}
 	expect_exit 4 imginfo --json C
 	expect_out '"file": "00000002.img", "error": ".*slot checksum mismatch"'
+}
+case_run "slot bit 8" slot_flip 8 full
+for at in 40 56 120 504; do
+	case_run "slot bit $at" slot_flip $at
 done
 
 # ---- one bit in the index: first entry, last entry, an entry_hash -------------------------------
-for which in first last hash; do
-	fresh
-	at=$(icimg_py $img $which <<'EOF'
-import sys, icimg
-s = icimg.Image(sys.argv[1]).slot
-first, n = s["index_offset"], s["index_count"]
-print({"first": first, "last": first + 64 * n - 20, "hash": first + 64 * (n - 1) + 60}[sys.argv[2]])
+# Every damaged variant of p2's image is made up front by one python3 run (it starts slowly):
+# variants/WHAT.img, and the index's offset and entry count in index.txt.
+mkdir variants
+icimg_py pristine/00000002.img variants <<'EOF'
+import shutil, sys, icimg
+src, out = sys.argv[1], sys.argv[2]
+s = icimg.Image(src).slot
+open(out + "/index.txt", "w").write("%d %d\n" % (s["index_offset"], s["index_count"]))
+cases = {
+    "block_size": ("header", "block_size", 1 << 31),
+    "version": ("header", "version", 99),
+    "index_count": ("slot", "index_count", 1 << 39),
+    "index_offset": ("slot", "index_offset", 1 << 62),
+    "parent": ("slot", "parent_seq", s["seq"]),
+    "disk_size": ("slot", "disk_size", 0),
+    "stored_len": ("entry", "stored_len", 0xffffffff),
+    "offset": ("entry", "offset", 1 << 60),
+    "pos": ("entry", "pos", 1 << 40),
+    "plain_len": ("entry", "plain_len", 1 << 30),
+    "origin": ("entry", "origin", 999),
+}
+for name, (where, field, value) in cases.items():
+    path = "%s/%s.img" % (out, name)
+    shutil.copyfile(src, path)
+    i = icimg.Image(path)
+    if where == "header":
+        i.header[field] = value
+        i.write_header()
+    elif where == "slot":
+        i.slot[field] = value
+        i.write_slot()
+    else:
+        e = i.data_entries()[0]
+        e[field] = value
+        i.write_entry(e)
 EOF
-)
-	flip_bit $img $at
-	check_damaged "index checksum mismatch"
-done
+read -r index_offset index_count <variants/index.txt
 
-# ---- absurd values behind correct checksums (what a checksum cannot catch) -----------------------
-absurd()
+index_flip()
 {
 	fresh
-	icimg_py $img "$1" <<'EOF'
-import sys, icimg
-i = icimg.Image(sys.argv[1])
-what = sys.argv[2]
-if what == "block_size":
-    i.header["block_size"] = 1 << 31
-    i.write_header()
-elif what == "version":
-    i.header["version"] = 99
-    i.write_header()
-elif what == "index_count":
-    i.slot["index_count"] = 1 << 39
-    i.write_slot()
-elif what == "index_offset":
-    i.slot["index_offset"] = 1 << 62
-    i.write_slot()
-elif what == "parent":
-    i.slot["parent_seq"] = i.slot["seq"]
-    i.write_slot()
-elif what == "disk_size":
-    i.slot["disk_size"] = 0
-    i.write_slot()
-elif what in ("stored_len", "offset", "pos", "plain_len", "origin"):
-    e = i.data_entries()[0]
-    e[what] = {"stored_len": 0xffffffff, "offset": 1 << 60, "pos": 1 << 40,
-               "plain_len": 1 << 30, "origin": 999}[what]
-    i.write_entry(e)
-EOF
+	flip_bit $img $1
+	check_damaged "index checksum mismatch" ${2:-}
 }
+case_run "index bit (first)" index_flip $index_offset full
+case_run "index bit (last)" index_flip $((index_offset + 64 * index_count - 20))
+case_run "index bit (entry_hash)" index_flip $((index_offset + 64 * (index_count - 1) + 60))
 
-absurd block_size
-check_damaged "bad block size"
-absurd version
-check_damaged "unsupported format version 99"
-absurd index_count
-check_damaged "bad slot: index out of bounds"
-absurd index_offset
-check_damaged "bad slot: index out of bounds"
-absurd parent
-check_damaged "bad slot: parent is not older than the point"
-absurd disk_size
-check_damaged "bad slot: impossible disk size"
-for f in stored_len offset pos plain_len origin; do
-	absurd $f
-	check_damaged "index entry 0 \(block [0-9]+\): fields out of bounds"
+# ---- absurd values behind correct checksums (what a checksum cannot catch) -----------------------
+absurd() { fresh; cp "variants/$1.img" $img; }
+
+absurd_case() { absurd "$1" && check_damaged "$2" ${3:-}; }
+case_run "header block_size" absurd_case block_size "bad block size" full
+case_run "header version" absurd_case version "unsupported format version 99"
+case_run "slot index_count" absurd_case index_count "bad slot: index out of bounds" full
+case_run "slot index_offset" absurd_case index_offset "bad slot: index out of bounds"
+case_run "slot parent_seq" absurd_case parent "bad slot: parent is not older than the point"
+case_run "slot disk_size" absurd_case disk_size "bad slot: impossible disk size"
+case_run "entry stored_len" absurd_case stored_len \
+	"index entry 0 \(block [0-9]+\): fields out of bounds" full
+for f in offset pos plain_len origin; do
+	case_run "entry $f" absurd_case $f "index entry 0 \(block [0-9]+\): fields out of bounds"
 done
+
+# ---- a new backup never replaces a damaged image ---------------------------------------------
+# p3 (sequence 3, the newest) is damaged; a machine that never saw the chain backs up again: the
+# new point must take a fresh sequence, and the damaged file (one bit away from sound) must stay
+newest_damaged()
+{
+	local before
+	fresh
+	flip_bit C/00000003.img 20
+	before=$(sha256sum <C/00000003.img)
+	IMGCHAIN_STATE_DIR=$TESTDIR/state-other expect_exit 0 imgbackup --name p4 C s2
+	[[ $(sha256sum <C/00000003.img) == "$before" ]] ||
+		fail "imgbackup replaced the damaged image 00000003.img"
+	[[ $(find C -name '*.img' | wc -l) -eq 4 ]] || fail "expected 4 images: $(ls C)"
+	IMGCHAIN_STATE_DIR=$TESTDIR/state-other restore_cmp C p4 s2
+}
+case_run "backup after the newest image is damaged" newest_damaged
+
+((${#failed[@]} == 0)) || fail "${#failed[@]} cases failed: $(printf '[%s] ' "${failed[@]}")"

@@ -14,9 +14,11 @@ cp s1 s2
 write_at s2 500000 100 two
 expect_exit 0 imgbackup -q --name p2 C s2
 
-# a big source, slow to compress: 16 MiB at zstd level 19 on one thread
+# a big source, slow to compress: 8 MiB at zstd level 19 on one thread (32 MiB for the runs
+# that must still be running when the test acts on them)
 _pool
-for i in 1 2 3 4; do cat .pool; done >big
+cat .pool .pool >big
+cat big big big big >bigger
 write_at big 0 4096 big    # unlike any block of the pool
 
 images() { sha_tree C | grep -E '\./([0-9]{8}\.img|imgchain\.key)$'; }
@@ -30,11 +32,11 @@ rm -rf CAL
 ((dur_ms > 300)) || skip "a backup takes only ${dur_ms} ms here: too fast to interrupt"
 echo "a whole backup takes $dur_ms ms"
 
-# ---- SIGKILL at 22 moments: from lock and key derivation to the last records -------------------
+# ---- SIGKILL at 20 moments: from lock and key derivation to the last records -------------------
 kills=0 finished=0
-for k in $(seq 0 21); do
+for k in $(seq 0 19); do
 	# 0, 10, 20 ms, then spread up to 90% of a whole run
-	((k < 3)) && delay_ms=$((k * 10)) || delay_ms=$((dur_ms * (k - 2) * 90 / 19 / 100))
+	((k < 3)) && delay_ms=$((k * 10)) || delay_ms=$((dur_ms * (k - 2) * 90 / 17 / 100))
 	imgbackup -q --threads 1 --level 19 --name killed C big 2>kill.err &
 	pid=$!
 	sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
@@ -58,14 +60,18 @@ for k in $(seq 0 21); do
 	left=$(find C -name '.tmp-*' | wc -l)
 	((left <= 2)) || fail "temporary files pile up after kill at $delay_ms ms: $(ls -A C)"
 	expect_exit 0 imgverify -q C
-	if ((k % 7 == 0)); then
+	if ((k % 9 == 0)); then
 		restore_cmp C p1 s1
 		restore_cmp C p2 s2
 	fi
 done
 echo "$kills runs killed, $finished finished before the kill"
-((kills >= 20)) || fail "only $kills of 22 runs were killed mid-way"
-[[ -s C/lock ]] || echo "note: the lock file was emptied (no stale holder text)"
+((kills >= 15)) || fail "only $kills of 20 runs were killed mid-way"
+# the last one died holding the lock: its holder text is stale, the lock itself is not (the
+# next backup below takes it)
+if ((rc == 137)); then
+	grep -q "^pid $pid on " C/lock || fail "the lock file does not name the killed backup: $(cat C/lock)"
+fi
 
 expect_exit 0 imgverify -q --data C
 restore_cmp C p1 s1
@@ -80,7 +86,7 @@ tree=$(images)
 
 # ---- SIGINT and SIGTERM: exit 1, "interrupted", temporary files gone at once ------------------
 for sig in INT TERM; do
-	imgbackup --threads 1 --level 19 --name stopped C big >stop.out 2>stop.err &
+	imgbackup --threads 1 --level 19 --name stopped C bigger >stop.out 2>stop.err &
 	pid=$!
 	for i in $(seq 200); do
 		[[ -n $(find C -name '.tmp-*.img' -size +1k) ]] && break
@@ -98,7 +104,7 @@ for sig in INT TERM; do
 done
 
 # ---- a second writer while one runs: refused, "locked" -----------------------------------------
-imgbackup -q --threads 1 --level 19 --name first C big 2>first.err &
+imgbackup -q --threads 1 --level 19 --name first C bigger 2>first.err &
 pid=$!
 for i in $(seq 200); do
 	grep -q "^pid $pid on " C/lock 2>/dev/null && break

@@ -65,7 +65,7 @@ for bs in 4K 4k 4KiB 4096 64K 1M 4M 4MiB; do
 	expect_exit 1 imgbackup -q --block-size "$bs" C no-such-source
 	expect_msg "no-such-source: No such file or directory"
 done
-for l in -1 20 100 x 3x ""; do
+for l in -1 20 100 x 3x; do
 	expect_exit 2 imgbackup --level "$l" C src
 	expect_msg "^imgbackup: --level $l: must be 0..19"
 done
@@ -93,3 +93,10 @@ expect_exit 2 imgkey remove REAL -1    # getopt takes it for an option: a usage 
 expect_exit 2 imgkey list --passphrase-file src REAL
 expect_msg "^imgkey: --passphrase-file is not used by this command$"
 [[ $(sha_tree REAL) == "$tree" ]] || fail "a usage error changed the chain"
+
+# an empty number is no number (strtol accepts "" as 0)
+for opt in --level --threads; do
+	expect_exit 2 imgbackup $opt "" C2 no-such-source
+	expect_msg "^imgbackup: $opt : must be "
+done
+expect_exit 2 imgrestore --threads "" C2 p d

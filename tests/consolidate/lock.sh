@@ -1,0 +1,70 @@
+#!/bin/bash
+# lock.sh: one consolidation at a time (a second refuses; a killed one leaves no stuck
+# lock); a point served with a writable overlay is not merged away (refused, naming the
+# process); a reader of the full delays the hole punching to a later run.
+source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+make_small_chain
+
+# hold_range FILE BYTE: a process holding a POSIX read lock on one byte of FILE, as
+# imgmount does (byte 0: reader, byte 1: writable overlay).  Sets HOLDER.
+hold_range()
+{
+	python3 -c '
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+print("held", flush=True)
+time.sleep(120)' "$1" "$2" >"$TESTDIR/holder.out" &
+	HOLDER=$!
+	cleanup_fn kill_quiet "$HOLDER"
+	for _ in $(seq 100); do
+		grep -q held "$TESTDIR/holder.out" && return 0
+		sleep 0.1
+	done
+	fail "lock holder did not start"
+}
+
+# 1. a second consolidation while one runs is refused; the first, killed, leaves no lock
+mv "$CHAIN/imgchain.key" "$TESTDIR/key.away"
+IMGCHAIN_TEST_STALL_AT=written env -u IMGCHAIN_PASSPHRASE \
+	imgconsolidate -q --merge p01..p03 "$CHAIN" 2>"$TESTDIR/stall.err" &
+first=$!
+for _ in $(seq 100); do
+	grep -q "stalled at written" "$TESTDIR/stall.err" && break
+	sleep 0.1
+done
+grep -q "stalled at written" "$TESTDIR/stall.err" || fail "first consolidation did not stall"
+mv "$TESTDIR/key.away" "$CHAIN/imgchain.key"
+keyless_expect 1 --merge p04..p05 "$CHAIN"
+expect_msg "locked by another writer \(pid $first"
+expect_exit 1 imgbackup -q "$CHAIN" "$SRC/p10"
+kill -9 "$first"
+{ wait "$first"; } 2>/dev/null || true
+keyless_expect 0 --merge p01..p03 "$CHAIN"
+[[ $(point_names) == "br p00 p03 p04 p05 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
+
+# 2. a writable overlay on p05 (a point on the path): refused, naming the process
+hold_range "$CHAIN/$(point_field p05 file)" 1
+before=$(sha_tree "$CHAIN")
+keyless_expect 1 --merge p04..p06 "$CHAIN"
+expect_msg "restore point 'p05' is served with a writable overlay by .*python3.*\(pid $HOLDER\)"
+[[ $(sha_tree "$CHAIN") == "$before" ]] || fail "the chain changed"
+# the overlay's point may stay while others merge
+keyless_expect 0 --merge p06..p07 "$CHAIN"
+kill "$HOLDER"
+wait "$HOLDER" 2>/dev/null || true
+
+# 3. a reader of the full: the merge into it completes, the punching waits
+hold_range "$CHAIN/$(point_field p00 file)" 0
+keyless_expect 0 --merge p00..p04 "$CHAIN"
+expect_out "in use by a reader"
+grep -q '^punch ' "$CHAIN/journal" || fail "no pending punch in the journal"
+check_points br p04 p05 p07 p08 p09 p10
+kill "$HOLDER"
+wait "$HOLDER" 2>/dev/null || true
+a0=$(alloc_kib)
+keyless_expect 0 --keep-last 1000 "$CHAIN"
+a1=$(alloc_kib)
+((a1 < a0)) || fail "the deferred punching freed nothing ($a0 KiB -> $a1 KiB)"
+[[ ! -e $CHAIN/journal ]] || fail "journal left behind"
+check_points br p04 p05 p07 p08 p09 p10

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Consolidation speed and space, side by side in one run on a realistic 2 GiB disk:
+#   imgconsolidate --merge of 7 incrementals (each about 1% of the blocks) into the full
+#   vs  cp of the same number of bytes the merge writes (then fsync)
+#   vs  qemu-img commit of an equivalent qcow2 chain (64 KiB clusters, same changed ranges)
+# and the peak free space the merge needed (sampled with du, and as the tool reports it)
+# against the targets: >= 80% of cp's throughput, faster than qemu-img commit, peak below
+# the merged incrementals + 1% of the full.  Each time is the median of RUNS runs, every
+# input in the page cache (all three read cached files).
+#
+#   tools/bench/bench_consolidate.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
+# Env: RUNS (default 3), SIZE_MIB (default 2048), BUILD (default ./build), KEEP=1 keeps
+# the work directory BENCH_DIR/consolidate
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+dir=${1:-/var/tmp/imgchain-bench}
+runs=${RUNS:-3}
+size=${SIZE_MIB:-2048}
+build=${BUILD:-$top/build}
+export PATH="$build:$PATH"
+export IMGCHAIN_PASSPHRASE=bench
+unset IMGCHAIN_PASSPHRASE_FILE
+for c in imgbackup imgconsolidate qemu-img qemu-io bc; do
+	command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 1; }
+done
+source "$top/tests/lib/mkdisk.sh"
+mkdir -p "$dir"
+disk="$dir/disk-${size}m.raw"
+if [ ! -f "$disk" ]; then
+	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
+	mkdisk_create "$disk.tmp" "$size"
+	mv "$disk.tmp" "$disk"
+fi
+w="$dir/consolidate"
+rm -rf "$w"
+mkdir -p "$w"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$w"' EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+now() { date +%s.%N; }
+
+echo "bench: building the chain and the qcow2 chain (full + 7 incrementals of ~1%)"
+cp --sparse=always "$disk" "$w/d"
+imgbackup -q -n p0 "$w/chain" "$w/d"
+qemu-img convert -O qcow2 -o cluster_size=65536 "$disk" "$w/q0.qcow2"
+for i in 1 2 3 4 5 6 7; do
+	cp --sparse=always "$w/d" "$w/prev"
+	mkdisk_mutate "$w/d" $((100 + i)) >/dev/null
+	imgbackup -q -n "p$i" "$w/chain" "$w/d"
+	mkdisk_changed_ranges "$w/prev" "$w/d" >"$w/ch$i.txt"
+	qemu-img create -q -f qcow2 -o cluster_size=65536 -b "$w/q$((i - 1)).qcow2" -F qcow2 "$w/q$i.qcow2"
+	args=()
+	while read -r off len; do
+		args+=(-c "write -q -P $((i * 29 % 250 + 1)) $off $len")
+	done <"$w/ch$i.txt"
+	qemu-io -f qcow2 "${args[@]}" "$w/q$i.qcow2" >/dev/null
+done
+rm -f "$w/prev" "$w/d"
+changed=$(cat "$w"/ch*.txt | awk '{s += $2} END {print s}')
+full_bytes=$(stat -c %s "$w/chain/00000001.img")
+incr_alloc=$(du -cB1 "$w"/chain/0000000[2-8].img | tail -1 | cut -f1)
+mv "$w/chain/imgchain.key" "$w/key"    # the merge runs keyless
+cp -a "$w/chain" "$w/chain.orig"
+mkdir "$w/q.orig"
+cp --sparse=always "$w"/q*.qcow2 "$w/q.orig/"
+
+tm=() tp=() tc=() tq=() peaks=() tool_peak=""
+reset_chain() {
+	rm -rf "$w/chain"
+	cp -a "$w/chain.orig" "$w/chain"
+	sync -f "$w/chain/00000001.img"
+	cat "$w"/chain/*.img >/dev/null
+}
+# the peak space, sampled with du every 10 ms in a run of its own (not timed)
+reset_chain
+a0=$(du -sB1 "$w/chain" | cut -f1)
+(while :; do du -sB1 "$w/chain" 2>/dev/null | cut -f1; sleep 0.01; done) >"$w/du.log" &
+sampler=$!
+imgconsolidate --merge p0..p7 "$w/chain" >"$w/summary.txt"
+kill "$sampler"
+wait "$sampler" 2>/dev/null || true
+peaks+=($(( $(sort -n "$w/du.log" | tail -1) - a0 )))
+tool_peak=$(sed -n 's/.*peak extra space \([^,]*\),.*/\1/p' "$w/summary.txt")
+for r in $(seq "$runs"); do
+	reset_chain
+	s=$(now)
+	imgconsolidate --merge p0..p7 "$w/chain" >"$w/summary.txt"
+	e=$(now)
+	tm+=("$(echo "$e - $s" | bc -l)")
+	tp+=("$(sed -n 's/.*s (\([0-9.]*\) s punching holes).*/\1/p' "$w/summary.txt")")
+	written=$(( $(stat -c %s "$w/chain/00000008.img") - full_bytes ))
+
+	# cp of the same number of bytes (cached source), then fsync, as the merge does
+	if [ ! -f "$w/cpsrc" ]; then
+		{ cat "$w"/chain.orig/0000000[2-8].img "$w"/chain.orig/00000001.img | head -c "$written" >"$w/cpsrc"; } || true
+	fi
+	cat "$w/cpsrc" >/dev/null
+	rm -f "$w/cpdst"
+	s=$(now)
+	cp "$w/cpsrc" "$w/cpdst"
+	sync -f "$w/cpdst"
+	sync "$w/cpdst"
+	e=$(now)
+	tc+=("$(echo "$e - $s" | bc -l)")
+
+	# qemu-img commit of q1..q7 into q0
+	cp --sparse=always "$w"/q.orig/*.qcow2 "$w/"
+	cat "$w"/q*.qcow2 >/dev/null
+	s=$(now)
+	qemu-img commit -q -b "$w/q0.qcow2" "$w/q7.qcow2"
+	sync "$w/q0.qcow2"
+	e=$(now)
+	tq+=("$(echo "$e - $s" | bc -l)")
+done
+
+m=$(printf '%s\n' "${tm[@]}" | median)
+pm=$(printf '%s\n' "${tp[@]}" | median)
+c=$(printf '%s\n' "${tc[@]}" | median)
+q=$(printf '%s\n' "${tq[@]}" | median)
+peak=$(printf '%s\n' "${peaks[@]}" | sort -n | tail -1)
+limit=$(echo "$incr_alloc + $full_bytes / 100" | bc)
+mib() { echo "scale=1; $1 / 1048576" | bc -l; }
+rate() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
+printf '\nimgconsolidate benchmark: %s MiB disk, 7 incrementals (%s MiB of changed ranges), %s run(s), median\n' \
+	"$size" "$(mib "$changed")" "$runs"
+printf '  %-44s %8s s  %8s MiB/s  (%s MiB written)\n' "imgconsolidate --merge p0..p7 (in place)" \
+	"$(printf %.3f "$m")" "$(rate "$written" "$m")" "$(mib "$written")"
+printf '  %-44s %8s s  %8s MiB/s\n' "  of which punching holes (space reclaim)" "$(printf %.3f "$pm")" \
+	"$(rate "$written" "$(echo "$m - $pm" | bc -l)") w/o"
+printf '  %-44s %8s s  %8s MiB/s\n' "cp of the same bytes + fsync" "$(printf %.3f "$c")" "$(rate "$written" "$c")"
+printf '  %-44s %8s s\n' "qemu-img commit (qcow2, 64 KiB clusters)" "$(printf %.3f "$q")"
+printf '  %-44s %8s     (target >= 0.80)\n' "merge throughput / cp throughput" "$(echo "scale=2; $c / $m" | bc -l)"
+printf '  %-44s %8s\n' "  the same, hole punching not counted" "$(echo "scale=2; $c / ($m - $pm)" | bc -l)"
+printf '  %-44s %8s     (target > 1)\n' "qemu-img commit time / merge time" "$(echo "scale=2; $q / $m" | bc -l)"
+printf '  %-44s %8s MiB (tool: %s)\n' "peak extra space (du, sampled every 10 ms)" "$(mib "$peak")" "$tool_peak"
+printf '  %-44s %8s MiB (incrementals %s MiB + 1%% of the full %s MiB)\n' "target: below" \
+	"$(mib "$limit")" "$(mib "$incr_alloc")" "$(mib "$full_bytes")"
+printf '  %-44s %s\n' "merge summary:" "$(tail -1 "$w/summary.txt" | sed 's/^ *//')"
