@@ -28,6 +28,7 @@ static void usage(FILE *f)
 		"      --overlay DIR        writable: copy-on-write into DIR (created if needed)\n"
 		"      --passphrase-file F  read the passphrase from F's first line\n"
 		"      --cache-size SIZE    decoded block cache (default: 1/16 of RAM, 64M..1G)\n"
+		"      --accept-rollback    accept a chain older than this machine last saw\n"
 		"  -h, --help               show this help\n"
 		"  -V, --version            show the version\n\n"
 		"Unmount with fusermount3 -u MOUNTPOINT.  Exit status: 0 ok, 1 error, 2 usage,\n"
@@ -35,7 +36,7 @@ static void usage(FILE *f)
 }
 
 struct cli {
-	bool foreground, debug;
+	bool foreground, debug, accept_rollback;
 	const char *overlay, *passfile, *chain, *mountpoint;
 	uint64_t cache_bytes;
 	struct fuse_args fargs;
@@ -43,13 +44,14 @@ struct cli {
 
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE };
+	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE, OPT_ROLLBACK };
 	static const struct option lopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "overlay", required_argument, NULL, OPT_OVERLAY },
 		{ "passphrase-file", required_argument, NULL, OPT_PASSFILE },
 		{ "cache-size", required_argument, NULL, OPT_CACHE },
+		{ "accept-rollback", no_argument, NULL, OPT_ROLLBACK },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -66,6 +68,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_OVERLAY: c->overlay = optarg; break;
 		case OPT_PASSFILE: c->passfile = optarg; break;
+		case OPT_ROLLBACK: c->accept_rollback = true; break;
 		case OPT_CACHE:
 			if (ic_parse_size(optarg, &c->cache_bytes) || c->cache_bytes < (1u << 20)) {
 				ic_msg("bad --cache-size '%s' (e.g. 512M, at least 1M)", optarg);
@@ -182,6 +185,25 @@ static char *absolute(const char *path, const char *what)
 	return p;
 }
 
+/* Before mounting: the key must be this chain's ("wrong key", exit 3), and the chain
+ * must not be older than this machine last saw (rollback, exit 4). */
+static int check_chain(const char *dir, const struct ic_key *key, bool accept_rollback)
+{
+	struct ic_chain *ch;
+	int ret = ic_chain_open(dir, &ch);
+
+	if (ret)
+		return ret;
+	if (ch->have_images && (memcmp(key->chain_id, ch->chain_id, 16) ||
+				memcmp(key->key_check, ch->key_check, 16)))
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      dir);
+	else
+		ret = ic_state_check(ch, accept_rollback);
+	ic_chain_free(ch);
+	return ret;
+}
+
 /* A sixteenth of the machine's memory, from 64 MiB to 1 GiB: random reads of a
  * backup hit the cache far more often once it holds a good share of the disk. */
 static uint64_t default_cache_bytes(void)
@@ -239,6 +261,8 @@ int main(int argc, char **argv)
 	c.mountpoint = mountpoint;
 	/* the passphrase is asked before anything is mounted or forked */
 	ret = ic_key_unlock(chain, c.passfile, &key);
+	if (!ret)
+		ret = check_chain(chain, key, c.accept_rollback);
 	if (ret)
 		goto out;
 	mo.chain_dir = chain;

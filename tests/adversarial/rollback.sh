@@ -23,6 +23,12 @@ expect_msg "rolled back"
 expect_exit 4 imgrestore -q chain mon out.raw
 expect_msg "rolled back"
 [ ! -e out.raw ] || fail "restore wrote a file from a rolled-back chain"
+if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
+	mkdir -p mnt
+	expect_exit 4 imgmount chain mnt
+	expect_msg "rolled back"
+	! mountpoint -q mnt || { fusermount3 -u mnt; fail "imgmount mounted a rolled-back chain"; }
+fi
 [ "$before" = "$(sha_tree chain)" ] || fail "a refused tool changed the chain"
 # keyless checks cannot know: structure is sound
 expect_exit 0 imgverify -q chain
