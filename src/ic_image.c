@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "ic_image.h"
+#include "ic_lock.h"
 #include "ic_util.h"
 
 #define WBUF_SIZE (4u << 20)
@@ -238,6 +239,11 @@ int ic_image_open(const char *path, int flags, struct ic_image **out)
 		ret = ic_fail(-errno, "%s: open: %s", path, strerror(errno));
 		goto out_free;
 	}
+	/* A reader announces itself before it reads the slots, so that a consolidation
+	 * that switched this file's slot either sees the lock (and defers punching the
+	 * records the old slot uses) or was done before we read (FORMAT.md "Locks"). */
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		ic_lock_hold(img->fd, IC_LOCK_READER);
 	if (fstat(img->fd, &st) < 0) {
 		ret = ic_fail(-errno, "%s: stat: %s", path, strerror(errno));
 		goto out_free;

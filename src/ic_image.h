@@ -89,7 +89,8 @@ int ic_slot_validate(const struct icf_slot *s, const char *path);
  * naming src and the block (earlier records may have been written; the caller
  * discards the destination).  The bytes move with copy_file_range, split so that
  * spans aligned on 4 KiB in both files can be shared as reflinks; pwrite from buf
- * where the kernel cannot copy.  Does not fsync. */
+ * where the kernel cannot copy (or IMGCHAIN_NO_COPY_FILE_RANGE is set, for comparisons).
+ * Does not fsync. */
 int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
 			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
 			  size_t buflen);

@@ -1,6 +1,7 @@
 /* ic_lock.h: advisory record locks that tell writers which images readers use.
  *
- * A process that reads an image (imgmount) holds a POSIX read lock on byte 0 of
+ * Every process that reads an image (ic_image_open read-only: imgmount, imgrestore,
+ * imgverify, imgbackup's parent) holds a POSIX read lock on byte 0 of
  * the image file for as long as it may read it; if it serves the point with a
  * writable overlay it also holds a read lock on byte 1.  imgconsolidate asks
  * (F_GETLK) before it punches holes in an image (byte 0: defer the punching) or

@@ -3,7 +3,22 @@
 # range across a branch point, retention; after each, every remaining point restores
 # byte-identical, imgverify --data passes and the chain shrank.  All keyless.
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+
+# usage errors: exit status 2
+expect_exit 2 imgconsolidate
+expect_exit 2 imgconsolidate "$TESTDIR"
+expect_msg "nothing to do"
+expect_exit 2 imgconsolidate --keep-last 0 "$TESTDIR"
+expect_exit 2 imgconsolidate --merge a..b --keep-daily 3 "$TESTDIR"
+expect_exit 2 imgconsolidate --bogus "$TESTDIR"
+expect_exit 0 imgconsolidate --help
+expect_out "keep-weekly"
+
 make_real_chain 64
+keyless_expect 1 --merge p05..p02 "$CHAIN"
+expect_msg "'p05' is not an ancestor of 'p02'"
+keyless_expect 1 --merge p01..nosuch "$CHAIN"
+expect_msg "no such pair"
 
 # a dry run prints the plan and changes nothing
 before=$(sha_tree "$CHAIN")

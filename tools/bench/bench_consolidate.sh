@@ -125,8 +125,8 @@ printf '\nimgconsolidate benchmark: %s MiB disk, 7 incrementals (%s MiB of chang
 	"$size" "$(mib "$changed")" "$runs"
 printf '  %-44s %8s s  %8s MiB/s  (%s MiB written)\n' "imgconsolidate --merge p0..p7 (in place)" \
 	"$(printf %.3f "$m")" "$(rate "$written" "$m")" "$(mib "$written")"
-printf '  %-44s %8s s  %8s MiB/s\n' "  of which punching holes (space reclaim)" "$(printf %.3f "$pm")" \
-	"$(rate "$written" "$(echo "$m - $pm" | bc -l)") w/o"
+printf '  %-44s %8s s  %8s MiB/s without it\n' "  of which punching holes (space reclaim)" \
+	"$(printf %.3f "$pm")" "$(rate "$written" "$(echo "$m - $pm" | bc -l)")"
 printf '  %-44s %8s s  %8s MiB/s\n' "cp of the same bytes + fsync" "$(printf %.3f "$c")" "$(rate "$written" "$c")"
 printf '  %-44s %8s s\n' "qemu-img commit (qcow2, 64 KiB clusters)" "$(printf %.3f "$q")"
 printf '  %-44s %8s     (target >= 0.80)\n' "merge throughput / cp throughput" "$(echo "scale=2; $c / $m" | bc -l)"

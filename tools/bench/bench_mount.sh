@@ -13,20 +13,22 @@
 #       same final content (and the same for a zstd qcow2 backing chain built with qemu-io);
 #   (d) boot time of the test boot disk (tests/lib/mkbootdisk.sh) from the mount's disk.vmdk
 #       against booting the source raw file directly (qemu TCG, snapshot=on, cold caches).
-# Figures: seq = median of RUNS, IOPS = median of FIO_RUNS, boot = median of BOOT_RUNS; then the
+# Figures: seq = median of RUNS, warm IOPS = median of FIO_RUNS, cold IOPS = median of
+# FIO_COLD_RUNS, boot = median of BOOT_RUNS, runs interleaved across targets; then the
 # ratios the targets of issue 3 use. Disks, chains and qcow2 files are built once and cached
 # in BENCH_DIR/mount (rebuilt when the disk changes); compare ratios from one run, never
 # absolute figures across runs.
 #
 #   tools/bench/bench_mount.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
-# Env: RUNS (3), FIO_RUNS (1), FIO_RUNTIME (10), BOOT_RUNS (3), DEPTH (30), SIZE_MIB (2048),
+# Env: RUNS (3), FIO_RUNS (3, warm), FIO_COLD_RUNS (1), FIO_RUNTIME (10), BOOT_RUNS (3), DEPTH (30), SIZE_MIB (2048),
 #      BUILD (./build: imgbackup, imgmount), MAX_SECONDS (1200: the whole run is aborted after)
 # Run as root: dropping the page cache needs it (otherwise figures are warm and say so).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-/var/tmp/imgchain-bench}
 runs=${RUNS:-3}
-fio_runs=${FIO_RUNS:-1}
+fio_runs=${FIO_RUNS:-3}
+fio_cold_runs=${FIO_COLD_RUNS:-1}
 fio_rt=${FIO_RUNTIME:-10}
 boot_runs=${BOOT_RUNS:-3}
 depth=${DEPTH:-30}
@@ -363,14 +365,18 @@ for t in "${targets[@]}"; do
 done
 # (b) + (c) random, cold and warm
 declare -A rnds=() rndws=()
-for ((r = 1; r <= fio_runs; r++)); do
+for ((r = 1; r <= fio_runs || r <= fio_cold_runs; r++)); do
 	for t in "${targets[@]}"; do
-		rand_read "$t" cold
-		rnds[$t]+="$RES "
-		rand_read "$t" warm
-		rndws[$t]+="$RES "
+		if ((r <= fio_cold_runs)); then
+			rand_read "$t" cold
+			rnds[$t]+="$RES "
+		fi
+		if ((r <= fio_runs)); then
+			rand_read "$t" warm
+			rndws[$t]+="$RES "
+		fi
 	done
-	log "random run $r/$fio_runs done"
+	log "random run $r done"
 done
 for t in "${targets[@]}"; do
 	RND[$t]=$(printf '%s\n' ${rnds[$t]} | median)
@@ -413,8 +419,9 @@ echo
 echo "imgmount read benchmark: ${size} MiB disk ($((data / 1048576)) MiB allocated), nproc $(nproc), $(uname -r)"
 echo "load average at start $load0, at end $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
 echo "seq: dd bs=1M of the whole disk, $([[ $cold == 1 ]] && echo "cold (drop_caches + fresh mount/daemon)" || echo "WARM (not root)"), median of $runs"
-echo "rand: fio randread 4k --direct=1 psync numjobs=2 ${fio_rt}s, fresh mount/daemon, median of $fio_runs;"
-echo "      cold: page cache dropped; warm: the files behind the target (chain, qcow2, raw) in the page cache"
+echo "rand: fio randread 4k --direct=1 psync numjobs=2 ${fio_rt}s, fresh mount/daemon; cold: page cache dropped,"
+echo "      median of $fio_cold_runs; warm: the files behind the target in the page cache, median of $fio_runs"
+echo "      (the raw reference reads with O_DIRECT from the host disk either way)"
 echo "depth: $depth incrementals of 16 random 64 KiB blocks ($((changed / 1048576)) MiB changed in all)"
 printf '%-48s %8s %10s %10s %10s\n' "target" "seq s" "seq MiB/s" "rand cold" "rand warm"
 for t in "${targets[@]}"; do
