@@ -23,7 +23,7 @@ count_trs()
 {
 	local res f
 	while IFS= read -r f; do
-		res=$(sed -n 's/^:test-result: //p' "$f")
+		res=$(sed -n 's/^:test-result: //p' "$1/$f")
 		case "$res" in
 		PASS|XFAIL) passed=$((passed + 1)) ;;
 		SKIP) skipped=$((skipped + 1)); echo "SKIP ($2): ${f#./}" ;;
@@ -47,7 +47,7 @@ run_check()
 	local d=$1 label=$2; shift 2
 	find "$d" -name '*.trs' -delete
 	rm -f "$d/test-suite.log"
-	(cd "$d" && make -j"$(nproc)" "$@" >check-$label.out 2>&1)
+	(cd "$d" && make -j"$(nproc)" AM_COLOR_TESTS=no "$@" >check-$label.out 2>&1)
 	local st=$?
 	grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' "$d/check-$label.out" | sed "s/^/[$label] /"
 	if [ $st -ne 0 ] && [ -f "$d/test-suite.log" ]; then
@@ -66,7 +66,7 @@ run_check()
 }
 
 for phase in $phases; do
-	echo "== phase $phase"
+	echo "== phase $phase ($(date -u +%H:%M:%S))"
 	case $phase in
 	check)
 		build build --enable-werror || die "build failed"
@@ -94,6 +94,7 @@ for phase in $phases; do
 	*) die "unknown phase $phase" ;;
 	esac
 done
+echo "== done ($(date -u +%H:%M:%S))"
 line="$passed passed, $failed failed"
 [ $skipped -gt 0 ] && line="$line, $skipped skipped"
 echo "$line"
