@@ -14,21 +14,22 @@
 #   (d) boot time of the test boot disk (tests/lib/mkbootdisk.sh) from the mount's disk.vmdk
 #       against booting the source raw file directly (qemu TCG, snapshot=on, cold caches).
 # Figures: seq = median of RUNS, warm IOPS = median of FIO_RUNS, cold IOPS = median of
-# FIO_COLD_RUNS, boot = median of BOOT_RUNS, runs interleaved across targets; then the
-# ratios the targets of issue 3 use. Disks, chains and qcow2 files are built once and cached
-# in BENCH_DIR/mount (rebuilt when the disk changes); compare ratios from one run, never
-# absolute figures across runs.
+# FIO_COLD_RUNS (imgmount and the peers only), boot = median of BOOT_RUNS, runs interleaved
+# across targets; then the ratios the targets of issue 3 use. Disks, chains and qcow2 files
+# are built once and cached in BENCH_DIR/mount (rebuilt when the disk changes); compare ratios
+# from one run, never absolute figures across runs. About 10 minutes once the cache is built.
 #
 #   tools/bench/bench_mount.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
-# Env: RUNS (3), FIO_RUNS (3, warm), FIO_COLD_RUNS (1), FIO_RUNTIME (10), BOOT_RUNS (3), DEPTH (30), SIZE_MIB (2048),
-#      BUILD (./build: imgbackup, imgmount), MAX_SECONDS (1200: the whole run is aborted after)
+# Env: RUNS (3), FIO_RUNS (3, warm), FIO_COLD_RUNS (3), FIO_RUNTIME (10), BOOT_RUNS (3),
+#      DEPTH (30), SIZE_MIB (2048), BUILD (./build: imgbackup, imgmount),
+#      MAX_SECONDS (1200: the whole run is aborted after that)
 # Run as root: dropping the page cache needs it (otherwise figures are warm and say so).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-/var/tmp/imgchain-bench}
 runs=${RUNS:-3}
 fio_runs=${FIO_RUNS:-3}
-fio_cold_runs=${FIO_COLD_RUNS:-1}
+fio_cold_runs=${FIO_COLD_RUNS:-3}
 fio_rt=${FIO_RUNTIME:-10}
 boot_runs=${BOOT_RUNS:-3}
 depth=${DEPTH:-30}
@@ -88,12 +89,17 @@ stop_qsd() {
 }
 cleanup() {
 	local rc=$?
+	set +e
 	trap - EXIT INT TERM
 	stop_im
 	stop_qsd
-	[[ -n $WATCHDOG ]] && kill "$WATCHDOG" 2>/dev/null
-	[[ -n $WATCHDOG ]] && wait "$WATCHDOG" 2>/dev/null
-	if ! grep -qF "$run/" /proc/self/mounts; then
+	if [[ -n $WATCHDOG ]]; then
+		kill "$WATCHDOG" 2>/dev/null
+		wait "$WATCHDOG" 2>/dev/null
+	fi
+	if grep -qF "$run/" /proc/self/mounts; then
+		echo "bench_mount: $run still has a mount: left in place" >&2
+	else
 		rm -rf "$run"
 	fi
 	exit $rc
@@ -345,6 +351,7 @@ rand_read() {
 }
 
 targets=(raw im qz ql im1 im30 qz1 qz30)
+cold_targets=" im qz ql im1 im30 "   # the ones the targets use: cold random costs the most time
 declare -A SEQ=() RND=() RNDW=()
 bytes=$((size * 1048576))
 data=$(du -B1 "$disk" | cut -f1)
@@ -367,7 +374,7 @@ done
 declare -A rnds=() rndws=()
 for ((r = 1; r <= fio_runs || r <= fio_cold_runs; r++)); do
 	for t in "${targets[@]}"; do
-		if ((r <= fio_cold_runs)); then
+		if ((r <= fio_cold_runs)) && [[ $cold_targets == *" $t "* ]]; then
 			rand_read "$t" cold
 			rnds[$t]+="$RES "
 		fi
@@ -379,7 +386,7 @@ for ((r = 1; r <= fio_runs || r <= fio_cold_runs; r++)); do
 	log "random run $r done"
 done
 for t in "${targets[@]}"; do
-	RND[$t]=$(printf '%s\n' ${rnds[$t]} | median)
+	RND[$t]=$(printf '%s\n' ${rnds[$t]:--} | median)
 	RNDW[$t]=$(printf '%s\n' ${rndws[$t]} | median)
 done
 # startup: imgmount ready time at depth 1 and depth DEPTH (index only, no image read whole)
