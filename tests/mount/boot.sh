@@ -103,7 +103,7 @@ boot() {
 		die "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write': $(grep -a 'IMGCHAIN-' "$TESTDIR/console-$name.log" | tr '\n' ' ')"
 	! grep -aq 'IMGCHAIN-ERROR' "$TESTDIR/console-$name.log" ||
 		die "$name: guest error: $(grep -a IMGCHAIN-ERROR "$TESTDIR/console-$name.log" | tr '\n' ' ')"
-	echo "boot.sh: $name: $point/$file $* -> $out ($((SECONDS - s)) s)"
+	echo "boot.sh: $name: $point/$file ${*:-writable} -> $out ($((SECONDS - s)) s)"
 }
 
 MA="imgchain boot test: point A"

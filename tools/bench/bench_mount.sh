@@ -62,7 +62,7 @@ run=$(mktemp -d "$dir/mount-run.XXXXXX")
 MNT=$run/mnt
 QFILE=$run/q.raw
 mkdir -p "$MNT"
-IM_PID= QSD_PID= WATCHDOG=
+IM_PID='' QSD_PID='' WATCHDOG=''
 
 # ---- cleanup: mounts, daemons, the watchdog --------------------------------------------------
 stop_im() {
@@ -288,7 +288,7 @@ up() {
 	q*)
 		local secret=() luks=
 		if [[ $t == ql ]]; then
-			secret=(--object secret,id=s,data=pw)
+			secret=(--object 'secret,id=s,data=pw')
 			luks=,encrypt.format=luks,encrypt.key-secret=s
 		fi
 		: >"$QFILE"
@@ -394,7 +394,7 @@ drop; up im1; ready1=$READY; down
 drop; up im30; ready30=$READY; down
 
 # (d) boot, cold, interleaved
-boot_raw= boot_im=
+boot_raw='' boot_im=''
 if ((boot_ok)); then
 	export BOOTDISK_TIMEOUT=120
 	br=() bm=()
