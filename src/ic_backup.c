@@ -123,6 +123,19 @@ static void plan_holes(struct job *j)
 	}
 }
 
+/*
+ * One number of a changed-blocks line: decimal, or hexadecimal after "0x".
+ * A leading zero is decimal (a zero-padded "0100" is 100, not octal 64).
+ */
+static unsigned long long parse_cbt_num(const char *p, char **end)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+		return strtoull(p, end, 16);
+	return strtoull(p, end, 10);
+}
+
 int ic_parse_changed_blocks(const char *path, uint64_t disk_size, uint32_t block_size,
 			    uint8_t *map)
 {
@@ -143,11 +156,11 @@ int ic_parse_changed_blocks(const char *path, uint64_t disk_size, uint32_t block
 		if (*p == '#' || *p == '\n' || *p == '\0')
 			continue;
 		errno = 0;
-		off = strtoull(p, &end, 0);
+		off = parse_cbt_num(p, &end);
 		if (errno || end == p || *p == '-')
 			goto bad;
 		p = end;
-		len = strtoull(p, &end, 0);
+		len = parse_cbt_num(p, &end);
 		if (errno || end == p || strchr(p, '-'))
 			goto bad;
 		while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')

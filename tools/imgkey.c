@@ -247,8 +247,15 @@ int main(int argc, char **argv)
 		return ret >= 0 ? ret : with_lock(&o, cmd_add);
 	}
 	if (!strcmp(o.cmd, "remove")) {
+		int slot;
+
 		ret = check_args(&o, 2, true, false);
-		return ret >= 0 ? ret : with_lock(&o, cmd_remove);
+		if (ret >= 0)
+			return ret;
+		/* a bad SLOT is a usage error, whatever state the chain is in */
+		if (parse_slot(o.args[1], &slot) < 0)
+			return usage_error("SLOT must be a number from 0 to 7");
+		return with_lock(&o, cmd_remove);
 	}
 	ic_msg("unknown command '%s'", o.cmd);
 	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);

@@ -55,6 +55,15 @@ expect_exit 0 imgbackup --name p5 --parent p2 --changed-blocks empty.cb C s5
 expect_out "changed 64.0 KiB \(1 blocks?\)"
 restore_cmp C p5 s5
 
+# ---- numbers: zero-padded decimal stays decimal, 0x is hexadecimal ---------------------------
+cp s2 s6
+write_at s6 6553600 10 f                  # block 100; read as octal, "0006553600" would be block 26
+write_at s6 $((0x8C0000)) 4 g             # block 140
+printf '0006553600 10\n0x8C0000 0x4\n' >nums.cb
+expect_exit 0 imgbackup --name p6 --parent p2 --changed-blocks nums.cb C s6
+expect_out "changed 128.0 KiB \(2 blocks\)"
+restore_cmp C p6 s6
+
 # ---- without a parent the list is ignored, with a warning -------------------------------------
 expect_exit 0 imgbackup --name n1 --changed-blocks empty.cb NEW s2
 expect_msg "warning: no parent point: --changed-blocks ignored, reading the whole source"

@@ -89,3 +89,9 @@ IMGCHAIN_PASSPHRASE=pass8 expect_exit 0 imgverify -q --data C
 mkdir empty
 expect_exit 1 imgkey list empty
 expect_msg "no key file"
+
+# ---- a bad SLOT is a usage error before anything else, even for a missing chain ----------------
+expect_exit 2 imgkey remove C 9
+expect_msg "SLOT must be a number from 0 to 7"
+expect_exit 2 imgkey remove no-such-chain x
+expect_msg "SLOT must be a number from 0 to 7"
