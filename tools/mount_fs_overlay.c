@@ -1,0 +1,171 @@
+/* mount_fs_overlay.c: copy-on-write overlays of a point's disk files: opening them,
+ * the write, truncate and fsync paths. */
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "ic_lock.h"
+
+#include "mount_fs_int.h"
+
+static const char *const ov_names[OV_N] = { "disk.raw", "disk.vmdk", "disk-sparse.vmdk" };
+
+static char *ov_prefix(struct mount_fs *fs, const struct mpoint *mp, int k)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%s/%s", fs->o.overlay_dir, mp->name, ov_names[k]) < 0)
+		abort();
+	return p;
+}
+
+static bool ov_exists(const char *prefix)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s.map", prefix);
+	if (stat(path, &sb) == 0)
+		return true;
+	snprintf(path, sizeof(path), "%s.data", prefix);
+	return stat(path, &sb) == 0;
+}
+
+/* The overlay of file f of mp: opened if it exists on disk, or created when create.
+ * Returns NULL (ret 0) when there is none.  Under fs->lock. */
+struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
+			  int *ret)
+{
+	int k = ov_of(file);
+	char *prefix, *dir;
+
+	*ret = 0;
+	if (!fs->o.overlay_dir || k < 0)
+		return NULL;
+	if (mp->ov[k] || (mp->ov_probed[k] && !create))
+		return mp->ov[k];
+	prefix = ov_prefix(fs, mp, k);
+	mp->ov_probed[k] = true;
+	if (!create && !ov_exists(prefix)) {
+		free(prefix);
+		return NULL;
+	}
+	dir = ic_path_join(fs->o.overlay_dir, mp->name);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		*ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	free(dir);
+	if (!*ret)
+		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &mp->ov[k]);
+	if (*ret) {
+		mount_log(LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
+		mp->ov[k] = NULL;
+	} else if (!mp->ov_locked) {
+		/* tell imgconsolidate not to merge this point away while we serve it writable */
+		if (ic_lock_hold(mp->pt->img->fd, IC_LOCK_OVERLAY) == 0)
+			mp->ov_locked = true;
+	}
+	free(prefix);
+	return mp->ov[k];
+}
+
+struct ic_overlay *ov_load(struct mpoint *mp, int file)
+{
+	int k = ov_of(file);
+
+	return k < 0 ? NULL : __atomic_load_n(&mp->ov[k], __ATOMIC_ACQUIRE);
+}
+int fs_write(const char *path, const char *buf, size_t size, off_t off,
+	     struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
+	struct base_arg a = { .h = h };
+	struct ic_overlay *ov;
+	ssize_t n;
+	int ret = 0;
+
+	(void)path;
+	if (h->fd >= 0) {
+		n = pwrite(h->fd, buf, size, off);
+		return n < 0 ? -errno : (int)n;
+	}
+	if (!fs->o.overlay_dir || h->file == IC_DISK_INFO)
+		return -EROFS;
+	ov = ov_load(h->mp, h->file);
+	if (!ov) {
+		pthread_mutex_lock(&fs->lock);
+		ov = ov_get(fs, h->mp, h->file, true, &ret);
+		pthread_mutex_unlock(&fs->lock);
+		if (!ov)
+			return fuse_err(ret ? ret : -EIO);
+	}
+	n = ic_overlay_write(ov, buf, size, (uint64_t)off, base_read, &a);
+	if (n < 0)
+		mount_log(LOG_ERR, "restore point '%s': write to %s: %s", h->mp->name,
+			  ic_disk_file_name(h->file), ic_last_error((int)n));
+	return n < 0 ? fuse_err((int)n) : (int)n;
+}
+
+int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
+	struct ic_overlay *ov;
+	int ret;
+
+	(void)path;
+	if (h->fd >= 0)
+		return (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
+	ov = ov_load(h->mp, h->file);
+	if (!ov)
+		return 0;
+	ret = ic_overlay_fsync(ov);
+	if (ret)
+		mount_log(LOG_ERR, "restore point '%s': fsync of %s: %s", h->mp->name,
+			  ic_disk_file_name(h->file), ic_last_error(ret));
+	return ret ? fuse_err(ret) : 0;
+}
+
+/* Truncate: a disk file's overlay, or an extra file. */
+int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct mhandle *h = fi ? (struct mhandle *)(uintptr_t)fi->fh : NULL;
+	struct ic_overlay *ov = NULL;
+	struct where w;
+	char *p;
+	int ret = 0;
+
+	if (h && h->fd >= 0)
+		return ftruncate(h->fd, size) < 0 ? -errno : 0;
+	if (!fs->o.overlay_dir)
+		return -EROFS;
+	if (size < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&fs->lock);
+	if (h) {
+		w.node = N_FILE;
+		w.mp = h->mp;
+		w.file = h->file;
+	} else {
+		resolve(fs, path, &w);
+	}
+	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
+		ov = ov_get(fs, w.mp, w.file, true, &ret);
+		if (ov)
+			ret = ic_overlay_truncate(ov, (uint64_t)size);
+		else if (!ret)
+			ret = -EIO;
+		pthread_mutex_unlock(&fs->lock);
+		return ret ? fuse_err(ret) : 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (w.node == N_FILE)
+		return -EROFS;
+	ret = change_path(fs, path, &p);
+	if (!ret && truncate(p, size) < 0)
+		ret = -errno;
+	free(p);
+	return ret;
+}

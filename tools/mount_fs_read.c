@@ -1,0 +1,270 @@
+/* mount_fs_read.c: opening and releasing files, the views behind them, the read path
+ * and the kernel readahead tuning. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "mount_fs_int.h"
+
+
+/* Build (or share) the point's view and attach its disk; the handle's point is pinned. */
+static int view_get(struct mount_fs *fs, struct mpoint *mp)
+{
+	struct ic_view *v = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&mp->mu);
+	if (mp->view) {
+		mp->view_users++;
+		goto out;
+	}
+	pthread_mutex_lock(&fs->build_mu);
+	ic_clear_error();
+	ret = ic_view_open(mp->gen->chain, mp->pt, &v);
+	if (!ret && !mp->seal_ok)
+		ret = ic_view_check_seal(v, fs->key);
+	pthread_mutex_unlock(&fs->build_mu);
+	if (!ret)
+		ret = ic_disk_attach(mp->disk, fs->cache, v);
+	if (ret) {
+		mount_log(LOG_ERR, "restore point '%s': %s", mp->name, ic_last_error(ret));
+		ic_view_free(v);
+		goto out;
+	}
+	mp->seal_ok = true;
+	mp->view = v;
+	mp->view_users = 1;
+out:
+	pthread_mutex_unlock(&mp->mu);
+	return ret;
+}
+
+static void view_put(struct mpoint *mp)
+{
+	pthread_mutex_lock(&mp->mu);
+	if (--mp->view_users == 0) {
+		ic_disk_detach(mp->disk);
+		ic_view_free(mp->view);
+		mp->view = NULL;
+	}
+	pthread_mutex_unlock(&mp->mu);
+}
+/* The kernel reads ahead 128 KiB on a FUSE mount whatever max_readahead says; 1 MiB
+ * requests halve the per-request cost of sequential reads.  Done once after the INIT
+ * exchange (which would reset it), by root only: a failure changes nothing else. */
+static void tune_readahead(struct mount_fs *fs)
+{
+	char line[4096], mp[PATH_MAX], dev[64], path[128];
+	FILE *f;
+	int fd;
+
+	if (__atomic_exchange_n(&fs->ra_tuned, 1, __ATOMIC_RELAXED) || !fs->o.mountpoint)
+		return;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return;
+	dev[0] = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		char d[64];
+
+		if (sscanf(line, "%*d %*d %63s %*s %4095s", d, mp) == 2 && !strcmp(mp, fs->o.mountpoint))
+			snprintf(dev, sizeof(dev), "%s", d);    /* the last one is ours */
+	}
+	fclose(f);
+	if (!dev[0])
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1024", 4) < 0)
+			(void)0;
+		close(fd);
+	}
+}
+
+/* ---- open / read / write -------------------------------------------------------------- */
+
+static bool wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static int open_extra(struct mount_fs *fs, struct where *w, struct fuse_file_info *fi,
+		      mode_t mode, bool create)
+{
+	struct mhandle *h;
+	char *p;
+	int fd, ret = 0;
+
+	if (create)
+		ret = extra_dir_make(fs, w->mp);
+	if (ret)
+		return ret;
+	p = extra_path(fs, w->mp, w->rest);
+	fd = create ? open(p, fi->flags | O_CREAT | O_CLOEXEC, mode) : open(p, fi->flags | O_CLOEXEC);
+	free(p);
+	if (fd < 0)
+		return -errno;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		close(fd);
+		return -ENOMEM;
+	}
+	h->fd = fd;
+	h->file = -1;
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
+/* Open a disk file: pin the point, attach its view when the file's bytes need it
+ * (a seal or index failure is EIO here), and open or create the overlay. */
+static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info *fi)
+{
+	bool wr = wants_write(fi->flags);
+	struct mpoint *mp = w->mp;
+	struct mhandle *h;
+	int ret = 0;
+
+	if (wr && (!fs->o.overlay_dir || w->file == IC_DISK_INFO))
+		return -EROFS;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->mp = mp;
+	h->file = w->file;
+	h->fd = -1;
+	mp->handles++;
+	ov_get(fs, mp, w->file, wr, &ret);
+	pthread_mutex_unlock(&fs->lock);
+	if (!ret && ic_disk_needs_view(w->file)) {
+		ret = view_get(fs, mp);
+		h->viewed = ret == 0;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (ret) {
+		mp->handles--;
+		free(h);
+		return fuse_err(ret);
+	}
+	fi->fh = (uintptr_t)h;
+	if (!fs->o.overlay_dir) {
+		fi->keep_cache = 1;     /* the bytes of a restore point never change */
+	} else if (ov_of(w->file) == OV_DISK) {
+		/* two names, one overlay: the page cache of one would miss writes via the other */
+		fi->direct_io = 1;
+	} else {
+		fi->keep_cache = 1;     /* every write comes through this inode's page cache */
+	}
+	return 0;
+}
+
+int fs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	int ret;
+
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	if (w.node == N_FILE)
+		ret = open_file(fs, &w, fi);
+	else if (w.node == N_EXTRA)
+		ret = open_extra(fs, &w, fi, 0, false);
+	else if (w.node == N_NONE)
+		ret = -ENOENT;
+	else
+		ret = -EISDIR;
+	pthread_mutex_unlock(&fs->lock);
+	if (w.node == N_FILE && !ret && !fs->ra_tuned)
+		tune_readahead(fs);
+	return ret;
+}
+
+int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	int ret;
+
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	if (w.node == N_EXTRA)
+		ret = open_extra(fs, &w, fi, mode, true);
+	else if (w.node == N_FILE)
+		ret = open_file(fs, &w, fi);
+	else
+		ret = fs->o.overlay_dir && w.node != N_NONE ? -EPERM : -EROFS;
+	if (w.node == N_NONE && fs->o.overlay_dir)
+		ret = -EPERM;
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
+int fs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (h->fd >= 0) {
+		close(h->fd);
+	} else {
+		bool rescan;
+
+		if (h->viewed)
+			view_put(h->mp);
+		pthread_mutex_lock(&fs->lock);
+		h->mp->handles--;
+		rescan = fs->force_rescan;
+		pthread_mutex_unlock(&fs->lock);
+		if (rescan)
+			refresh(fs, true);
+	}
+	free(h);
+	return 0;
+}
+
+/* The base of an overlay: the point's own bytes of that file. */
+int base_read(void *arg, void *buf, size_t len, uint64_t off)
+{
+	struct mhandle *h = ((struct base_arg *)arg)->h;
+	ssize_t n = ic_disk_read(h->mp->disk, h->file, &h->st, buf, len, off);
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < len)
+		memset((char *)buf + n, 0, len - (size_t)n);
+	return 0;
+}
+
+int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
+	struct base_arg a = { .h = h };
+	struct ic_overlay *ov;
+	ssize_t n;
+
+	(void)path;
+	if (h->fd >= 0) {
+		n = pread(h->fd, buf, size, off);
+		return n < 0 ? -errno : (int)n;
+	}
+	if (off < 0)
+		return -EINVAL;
+	ov = ov_load(h->mp, h->file);
+	if (ov)
+		n = ic_overlay_read(ov, buf, size, (uint64_t)off, base_read, &a);
+	else
+		n = ic_disk_read(h->mp->disk, h->file, &h->st, buf, size, (uint64_t)off);
+	return n < 0 ? fuse_err((int)n) : (int)n;
+}
+
+int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)fi;
+	return 0;
+}

@@ -1,0 +1,445 @@
+/* mount_fs_tree.c: the namespace: paths, attributes, directories, and the changes a
+ * writable mount allows on the extra files of a point. */
+#include "config.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "mount_fs_int.h"
+
+/* Resolve path under fs->lock. */
+void resolve(struct mount_fs *fs, const char *path, struct where *w)
+{
+	const char *name = path + 1, *slash;
+
+	memset(w, 0, sizeof(*w));
+	if (!strcmp(path, "/")) {
+		w->node = N_ROOT;
+		return;
+	}
+	slash = strchr(name, '/');
+	if (!slash && !strcmp(name, LATEST)) {
+		w->node = fs->latest[0] ? N_LATEST : N_NONE;
+		return;
+	}
+	w->mp = find_mp(fs, name, slash ? (size_t)(slash - name) : strlen(name));
+	if (!w->mp || w->mp->gone) {
+		w->mp = NULL;
+		return;
+	}
+	if (!slash || !slash[1]) {
+		w->node = N_POINT;
+		return;
+	}
+	w->file = ic_disk_file_from_name(slash + 1);
+	if (w->file >= 0 && ic_disk_has(w->mp->disk, w->file)) {
+		w->node = N_FILE;
+		return;
+	}
+	if (fs->o.overlay_dir) {
+		w->node = N_EXTRA;
+		w->rest = slash + 1;
+	}
+}
+
+char *extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest)
+{
+	char *p;
+
+	if (asprintf(&p, "%s/%s/%s%s%s", fs->o.overlay_dir, mp->name, EXTRA_DIR, rest ? "/" : "",
+		     rest ? rest : "") < 0)
+		abort();
+	return p;
+}
+
+/* mkdir -p OVERLAY/POINT/extra */
+int extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
+{
+	char *p = ic_path_join(fs->o.overlay_dir, mp->name);
+	int ret = 0;
+
+	if (mkdir(p, 0700) < 0 && errno != EEXIST)
+		ret = -errno;
+	free(p);
+	p = extra_path(fs, mp, NULL);
+	if (!ret && mkdir(p, 0755) < 0 && errno != EEXIST)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+/* ---- attributes ---------------------------------------------------------------------- */
+
+static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = mode;
+	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = 65536;
+	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = t;
+}
+
+static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct stat *st)
+{
+	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
+	bool rw = fs->o.overlay_dir && file != IC_DISK_INFO;
+	struct ic_overlay *ov;
+	uint64_t size = ic_disk_size(mp->disk, file);
+	int ret;
+
+	ov = ov_get(fs, mp, file, false, &ret);
+	if (ov)
+		size = ic_overlay_size(ov);
+	fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	return 0;
+}
+
+int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	int ret = 0;
+
+	struct mhandle *h = fi ? (struct mhandle *)(uintptr_t)fi->fh : NULL;
+
+	if (h && h->dir)
+		path = h->dir;
+	else if (h && h->fd >= 0)
+		return fstat(h->fd, st) < 0 ? -errno : 0;
+	if (path && !strchr(path + 1, '/'))
+		refresh(fs, false);
+	pthread_mutex_lock(&fs->lock);
+	if (h && !h->dir) {
+		w.node = N_FILE;
+		w.mp = h->mp;
+		w.file = h->file;
+	} else if (path) {
+		resolve(fs, path, &w);
+	} else {
+		w.node = N_NONE;
+	}
+	switch (w.node) {
+	case N_ROOT:
+		fill_common(fs, st, S_IFDIR | 0555, fs->dir_mtime.tv_sec);
+		st->st_nlink = 2 + fs->npts;
+		break;
+	case N_LATEST:
+		fill_common(fs, st, S_IFLNK | 0777, fs->latest_time.tv_sec);
+		st->st_size = (off_t)strlen(fs->latest);
+		break;
+	case N_POINT:
+		fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
+			    ic_disk_get_info(w.mp->disk)->created);
+		break;
+	case N_FILE:
+		ret = file_attr(fs, w.mp, w.file, st);
+		break;
+	case N_EXTRA: {
+		char *p = extra_path(fs, w.mp, w.rest);
+
+		ret = lstat(p, st) < 0 ? -errno : 0;
+		free(p);
+		break;
+	}
+	default:
+		ret = -ENOENT;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
+int fs_readlink(const char *path, char *buf, size_t size)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	int ret = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	if (w.node == N_LATEST) {
+		snprintf(buf, size, "%s", fs->latest);
+	} else if (w.node == N_EXTRA) {
+		char *p = extra_path(fs, w.mp, w.rest);
+		ssize_t n = readlink(p, buf, size - 1);
+
+		ret = n < 0 ? -errno : 0;
+		if (n >= 0)
+			buf[n] = '\0';
+		free(p);
+	} else {
+		ret = w.node == N_NONE ? -ENOENT : -EINVAL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
+static int fill_extras(struct mount_fs *fs, const char *dir, void *buf, fuse_fill_dir_t filler,
+		       bool skip_dots)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		if (skip_dots && (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")))
+			continue;
+		filler(buf, de->d_name, NULL, 0, 0);
+	}
+	closedir(d);
+	(void)fs;
+	return 0;
+}
+
+int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+	       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	int ret = 0;
+
+	(void)off;
+	(void)flags;
+	if (!path && fi && fi->fh)
+		path = ((struct mhandle *)(uintptr_t)fi->fh)->dir;
+	if (!path)
+		return -EBADF;
+	if (!strcmp(path, "/"))
+		refresh(fs, false);
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	switch (w.node) {
+	case N_ROOT:
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		for (size_t i = 0; i < fs->npts; i++)
+			if (!fs->pts[i]->gone)
+				filler(buf, fs->pts[i]->name, NULL, 0, 0);
+		if (fs->latest[0])
+			filler(buf, LATEST, NULL, 0, 0);
+		break;
+	case N_POINT: {
+		char *p;
+
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		for (int f = 0; f < IC_DISK_NFILES; f++)
+			if (ic_disk_has(w.mp->disk, f))
+				filler(buf, ic_disk_file_name(f), NULL, 0, 0);
+		if (!fs->o.overlay_dir)
+			break;
+		p = extra_path(fs, w.mp, NULL);
+		fill_extras(fs, p, buf, filler, true);
+		free(p);
+		break;
+	}
+	case N_EXTRA: {
+		char *p = extra_path(fs, w.mp, w.rest);
+
+		ret = fill_extras(fs, p, buf, filler, false);
+		free(p);
+		break;
+	}
+	case N_NONE:
+		ret = -ENOENT;
+		break;
+	default:
+		ret = -ENOTDIR;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
+int fs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct mhandle *h = calloc(1, sizeof(*h));
+
+	if (!h || !(h->dir = strdup(path))) {
+		free(h);
+		return -ENOMEM;
+	}
+	h->fd = -1;
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
+int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (h)
+		free(h->dir);
+	free(h);
+	return 0;
+}
+
+/* ---- namespace changes (overlay mode, extra files only) ------------------------------- */
+
+/* Resolve path for a change: the real path of an extra entry, or an errno. */
+int change_path(struct mount_fs *fs, const char *path, char **out)
+{
+	struct where w;
+	int ret = 0;
+
+	*out = NULL;
+	if (!fs->o.overlay_dir)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	if (w.node == N_EXTRA) {
+		ret = extra_dir_make(fs, w.mp);
+		if (!ret)
+			*out = extra_path(fs, w.mp, w.rest);
+	} else {
+		ret = -EPERM;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
+int fs_mkdir(const char *path, mode_t mode)
+{
+	char *p;
+	int ret = change_path(fs_get(), path, &p);
+
+	if (!ret && mkdir(p, mode) < 0)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+int fs_rmdir(const char *path)
+{
+	char *p;
+	int ret = change_path(fs_get(), path, &p);
+
+	if (!ret && rmdir(p) < 0)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+int fs_unlink(const char *path)
+{
+	char *p;
+	int ret = change_path(fs_get(), path, &p);
+
+	if (!ret && unlink(p) < 0)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+int fs_symlink(const char *target, const char *path)
+{
+	char *p;
+	int ret = change_path(fs_get(), path, &p);
+
+	if (!ret && symlink(target, p) < 0)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+int fs_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct mount_fs *fs = fs_get();
+	char *a = NULL, *b = NULL;
+	const char *sa, *sb;
+	int ret;
+
+	/* only within one point's directory: each point keeps its own extra files */
+	sa = strchr(from + 1, '/');
+	sb = strchr(to + 1, '/');
+	if (!sa || !sb || sa - from != sb - to || strncmp(from, to, (size_t)(sa - from)))
+		return fs->o.overlay_dir ? -EXDEV : -EROFS;
+	ret = change_path(fs, from, &a);
+	if (!ret)
+		ret = change_path(fs, to, &b);
+	if (!ret && renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) < 0)
+		ret = -errno;
+	free(a);
+	free(b);
+	return ret;
+}
+
+/* chmod, chown and utimens: real on extra files; accepted and ignored on the disk
+ * files of a writable mount (copy tools and hypervisors set them), EROFS otherwise. */
+static int attr_change(const char *path, int (*fn)(const char *p, const void *arg),
+		       const void *arg)
+{
+	struct mount_fs *fs = fs_get();
+	struct where w;
+	char *p;
+	int ret;
+
+	if (!path)
+		return 0;
+	pthread_mutex_lock(&fs->lock);
+	resolve(fs, path, &w);
+	pthread_mutex_unlock(&fs->lock);
+	if (w.node == N_NONE)
+		return -ENOENT;
+	if (w.node != N_EXTRA)
+		return fs->o.overlay_dir ? 0 : -EROFS;
+	ret = change_path(fs, path, &p);
+	if (!ret)
+		ret = fn(p, arg);
+	free(p);
+	return ret;
+}
+
+static int do_chmod(const char *p, const void *arg)
+{
+	return chmod(p, *(const mode_t *)arg) < 0 ? -errno : 0;
+}
+
+static int do_chown(const char *p, const void *arg)
+{
+	const unsigned *ids = arg;
+
+	return lchown(p, (uid_t)ids[0], (gid_t)ids[1]) < 0 ? -errno : 0;
+}
+
+static int do_utimens(const char *p, const void *arg)
+{
+	return utimensat(AT_FDCWD, p, arg, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	(void)fi;
+	return attr_change(path, do_chmod, &mode);
+}
+
+int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	unsigned ids[2] = { (unsigned)uid, (unsigned)gid };
+
+	(void)fi;
+	return attr_change(path, do_chown, ids);
+}
+
+int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	(void)fi;
+	return attr_change(path, do_utimens, tv);
+}
+
+int fs_statfs(const char *path, struct statvfs *st)
+{
+	struct mount_fs *fs = fs_get();
+
+	(void)path;
+	if (statvfs(fs->o.overlay_dir ? fs->o.overlay_dir : fs->o.chain_dir, st) < 0)
+		return -errno;
+	st->f_namemax = ICF_NAME_MAX;
+	return 0;
+}
