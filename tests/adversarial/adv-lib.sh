@@ -14,6 +14,9 @@
 #                            POS gives EIO (a read of the whole block and a 10-byte read inside
 #                            it), every other byte equals SRC; unmount.  Skipped (with a note)
 #                            when FUSE is not usable.
+#   mount_point_eio CHAIN POINT REGEX
+#                            mount CHAIN: opening POINT's disk.raw fails with EIO and the
+#                            daemon's log matches REGEX (a point whose seal fails is not served)
 #   mount_refused CODE REGEX CHAIN
 #                            imgmount CHAIN exits CODE with REGEX on stderr and mounts nothing
 #   expect_clean_rc          the last command ended by itself (no signal, no sanitizer report)
@@ -190,6 +193,31 @@ EOF
 		grep -q "restore point '$point', block $pos " "$TESTDIR/mount.log" ||
 			fail "imgmount did not log the damage of '$point' block $pos: $(cat "$TESTDIR/mount.log")"
 	done
+	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
+	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
+	MOUNT_PID=
+}
+
+mount_point_eio()
+{
+	local chain=$1 point=$2 re=$3
+	if ! _fuse_ok; then
+		echo "note: FUSE not usable here, mount checks of '$point' not run"
+		return 0
+	fi
+	_mount "$chain"
+	python3 - "$TESTDIR/mnt/$point/disk.raw" <<'EOF' || fail "mount: '$point' was served"
+import errno, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.pread(fd, 4096, 0)
+except OSError as e:
+    assert e.errno == errno.EIO, e
+    sys.exit(0)
+sys.exit("%s opened and read" % sys.argv[1])
+EOF
+	grep -Eq -- "$re" "$TESTDIR/mount.log" ||
+		fail "imgmount's log does not match /$re/: $(cat "$TESTDIR/mount.log")"
 	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
 	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
 	MOUNT_PID=

@@ -3,5 +3,9 @@
 # table names them.  adv-lib.sh is their shared setup, sourced, not a test.
 SH_TESTS += \
 	tests/adversarial/rollback.sh \
-	tests/adversarial/c01-bitflip.sh
+	tests/adversarial/c01-bitflip.sh \
+	tests/adversarial/c02-position.sh \
+	tests/adversarial/c03-swap.sh \
+	tests/adversarial/c04-older-block.sh \
+	tests/adversarial/c05-transplant.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
