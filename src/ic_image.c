@@ -118,7 +118,8 @@ static int slot_check(const struct icf_slot *s, const char *path)
 	else if (s->disk_size == 0 || s->disk_size > (1ull << 60))
 		why = "impossible disk size";
 	else if (s->index_offset < ICF_HEADER_SIZE || s->index_count > (1ull << 40) ||
-		 s->index_offset + s->index_count * sizeof(struct icf_entry) > s->data_end)
+		 s->index_offset > s->data_end ||
+		 s->index_count * sizeof(struct icf_entry) > s->data_end - s->index_offset)
 		why = "index out of bounds";
 	else if (s->n_data + s->n_zero != s->index_count)
 		why = "entry counts disagree";
@@ -323,8 +324,9 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 		return (e->offset || e->stored_len || e->rec_hash) ? -1 : 0;
 	if (e->kind != ICF_ENTRY_RAW && e->kind != ICF_ENTRY_ZSTD)
 		return -1;
+	/* written so that a hostile offset near 2^64 cannot wrap around */
 	if (e->stored_len <= ICF_RECORD_OVERHEAD || e->offset < ICF_HEADER_SIZE ||
-	    e->offset + e->stored_len > s->data_end)
+	    e->offset > s->data_end || e->stored_len > s->data_end - e->offset)
 		return -1;
 	if (e->offset < idx_end && e->offset + e->stored_len > s->index_offset)
 		return -1;
