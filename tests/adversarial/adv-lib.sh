@@ -106,11 +106,11 @@ MOUNT_PID=
 _unmount()
 {
 	if mountpoint -q "$TESTDIR/mnt" 2>/dev/null; then
-		fusermount3 -u "$TESTDIR/mnt" 2>/dev/null || fusermount3 -uz "$TESTDIR/mnt" 2>/dev/null
+		fusermount3 -u "$TESTDIR/mnt" 2>/dev/null || fusermount3 -uz "$TESTDIR/mnt" 2>/dev/null || true
 	fi
 	if [[ -n $MOUNT_PID ]]; then
-		kill "$MOUNT_PID" 2>/dev/null
-		wait "$MOUNT_PID" 2>/dev/null
+		kill "$MOUNT_PID" 2>/dev/null || true
+		wait "$MOUNT_PID" 2>/dev/null || true
 		MOUNT_PID=
 	fi
 	return 0

@@ -7,5 +7,10 @@ SH_TESTS += \
 	tests/adversarial/c02-position.sh \
 	tests/adversarial/c03-swap.sh \
 	tests/adversarial/c04-older-block.sh \
-	tests/adversarial/c05-transplant.sh
+	tests/adversarial/c05-transplant.sh \
+	tests/adversarial/c06-truncated.sh \
+	tests/adversarial/c07-metadata.sh \
+	tests/adversarial/c08-passphrase.sh \
+	tests/adversarial/c09-wrong-key.sh \
+	tests/adversarial/c10-caps.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
