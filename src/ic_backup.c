@@ -453,12 +453,13 @@ static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal
 			ret = ic_fail(-EINTR, "interrupted");
 		else
 			ret = consume(j, bt, w, seal, st);
+		/* before the slot is handed back: a worker refills bt->first and bt->n */
+		ic_progress_update(&prog, (bt->first + bt->n) * (uint64_t)j->bs > j->disk_size
+					  ? j->disk_size : (bt->first + bt->n) * (uint64_t)j->bs);
 		pthread_mutex_lock(&j->mu);
 		bt->state = 0;
 		pthread_cond_broadcast(&j->cv);
 		pthread_mutex_unlock(&j->mu);
-		ic_progress_update(&prog, (bt->first + bt->n) * (uint64_t)j->bs > j->disk_size
-					  ? j->disk_size : (bt->first + bt->n) * (uint64_t)j->bs);
 	}
 	ic_progress_done(&prog);
 	pthread_mutex_lock(&j->mu);

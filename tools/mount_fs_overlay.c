@@ -38,6 +38,7 @@ static bool ov_exists(const char *prefix)
 struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
 			  int *ret)
 {
+	struct ic_overlay *ov = NULL;
 	int k = ov_of(file);
 	char *prefix, *dir;
 
@@ -57,17 +58,19 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 		*ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
 	free(dir);
 	if (!*ret)
-		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &mp->ov[k]);
+		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &ov);
 	if (*ret) {
 		mount_log(LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
-		mp->ov[k] = NULL;
-	} else if (!mp->ov_locked) {
+		ov = NULL;
+	} else {
+		/* fs_read and fs_write load it without fs->lock: publish it fully built */
+		__atomic_store_n(&mp->ov[k], ov, __ATOMIC_RELEASE);
 		/* tell imgconsolidate not to merge this point away while we serve it writable */
-		if (ic_lock_hold(mp->pt->img->fd, IC_LOCK_OVERLAY) == 0)
+		if (!mp->ov_locked && ic_lock_hold(mp->pt->img->fd, IC_LOCK_OVERLAY) == 0)
 			mp->ov_locked = true;
 	}
 	free(prefix);
-	return mp->ov[k];
+	return ov;
 }
 
 struct ic_overlay *ov_load(struct mpoint *mp, int file)

@@ -80,7 +80,7 @@ static void mp_close_overlays(struct mpoint *mp)
 {
 	for (int k = 0; k < OV_N; k++) {
 		ic_overlay_close(mp->ov[k]);
-		mp->ov[k] = NULL;
+		__atomic_store_n(&mp->ov[k], NULL, __ATOMIC_RELAXED);    /* read by ov_load() */
 		mp->ov_probed[k] = false;
 	}
 	mp->ov_locked = false;

@@ -178,7 +178,7 @@ int fs_open(const char *path, struct fuse_file_info *fi)
 	else
 		ret = -EISDIR;
 	pthread_mutex_unlock(&fs->lock);
-	if (w.node == N_FILE && !ret && !fs->ra_tuned)
+	if (w.node == N_FILE && !ret && !__atomic_load_n(&fs->ra_tuned, __ATOMIC_RELAXED))
 		tune_readahead(fs);
 	return ret;
 }

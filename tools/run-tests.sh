@@ -2,15 +2,18 @@
 # Set up (Debian packages), build, and run every test; print the closing line
 # "N passed, N failed[, N skipped]" counted from the real results.
 #
-# Phases (IMGCHAIN_TEST_PHASES, default "check asan valgrind fuzz"):
+# Phases (IMGCHAIN_TEST_PHASES, default "check asan valgrind fuzz tsan"):
 #   check     ./build: -Werror build, `make check` (unit, command, mount, boot, consolidate tests)
 #   asan      ./build-asan: ASan+UBSan build, `make check` of the unit, command and adversarial tests
 #   valgrind  ./build: `make check-valgrind` (memcheck on the unit tests)
 #   fuzz      ./build-fuzz: each libFuzzer target for FUZZ_SECONDS (default 60)
+#   tsan      ./build-tsan: ThreadSanitizer build, the mount's concurrent and read tests
+#             (a report by the daemon or any tool fails the test; ASLR off for the run,
+#             as TSan cannot map its shadow under some kernels' randomisation)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-phases=${IMGCHAIN_TEST_PHASES:-check asan valgrind fuzz}
+phases=${IMGCHAIN_TEST_PHASES:-check asan valgrind fuzz tsan}
 passed=0 failed=0 skipped=0
 
 die() { echo "run-tests: $*"; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
@@ -81,6 +84,16 @@ for phase in $phases; do
 	valgrind)
 		build build --enable-werror || die "build failed"
 		run_check build valgrind check-valgrind
+		;;
+	tsan)
+		build build-tsan --enable-tsan || die "tsan build failed"
+		# TSan cannot map its shadow memory under some kernels' address randomisation:
+		# run the tests (and the daemons they start) with it off where setarch may
+		tsh=/bin/bash
+		setarch "$(uname -m)" -R true 2>/dev/null && tsh="setarch $(uname -m) -R /bin/bash"
+		TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1" \
+			run_check build-tsan tsan check SH_LOG_COMPILER="$tsh" \
+			TESTS='tests/mount/mount-concurrent.sh tests/mount/mount-read.sh'
 		;;
 	fuzz)
 		out=$(FUZZ_SECONDS=${FUZZ_SECONDS:-60} tools/fuzz.sh 2>&1)

@@ -2,7 +2,10 @@
 # mount-concurrent.sh: fio random and sequential readers (buffered and O_DIRECT) on two
 # points at once, while three more readers verify random ranges and a full pass against
 # the sources: every byte is right, no reader sees an error.  A small cache forces
-# eviction under the load.
+# eviction under the load.  Then, on a writable mount, writers through disk.raw race
+# readers of disk-flat.vmdk (one overlay, created while they read) and stat() calls.
+# A sanitizer build of the daemon (tools/run-tests.sh phase tsan) must stay silent:
+# unmount_chain fails on any sanitizer report in the daemon's log.
 . "$(dirname "$0")/mount-lib.sh"
 requires fio
 
@@ -45,5 +48,62 @@ grep -q "err= 0" "$WORK/fio.out" || { cat "$WORK/fio.out"; fail "fio saw errors"
 for pd in $POINTS; do
 	cmp "$MNT/${pd%%:*}/disk.raw" "$WORK/${pd#*:}" || fail "${pd%%:*} differs after the load"
 done
+unmount_chain
+
+# Writable: two writers fill disjoint regions of wed/disk.raw (1 MiB pieces, the first
+# write creates the overlay) while readers check the untouched rest through
+# disk-flat.vmdk and disk.raw and a third thread stats the files; afterwards every byte
+# is the pattern or the source.
+mount_chain --cache-size 8M --overlay "$WORK/overlay"
+python3 - "$MNT" "$WORK" <<'PY' || fail "a writer or reader of the writable mount failed"
+import os, random, sys, threading
+mnt, work = sys.argv[1], sys.argv[2]
+src = open(os.path.join(work, "d2"), "rb").read()
+MIB = 1 << 20
+regions = {0: range(0, 8), 1: range(16, 24)}          # MiB pieces each writer owns
+def pattern(i):
+    return bytes([(i * 37 + 11) & 0xff]) * MIB
+errors = []
+done = threading.Event()
+def writer(w):
+    fd = os.open(os.path.join(mnt, "wed", "disk.raw"), os.O_RDWR)
+    for i in regions[w]:
+        if os.pwrite(fd, pattern(i), i * MIB) != MIB:
+            errors.append(("short write", i))
+    os.fsync(fd)
+    os.close(fd)
+def reader(name, seed):
+    r = random.Random(seed)
+    fd = os.open(os.path.join(mnt, "wed", name), os.O_RDONLY)
+    n = 0
+    while not done.is_set() or n < 200:
+        off = r.randrange(32 * MIB, len(src) - 65536)
+        ln = r.choice((512, 4096, 65536))
+        if os.pread(fd, ln, off) != src[off:off + ln]:
+            errors.append((name, off, ln))
+        n += 1
+    os.close(fd)
+def stater():
+    while not done.is_set():
+        for f in ("disk.raw", "disk-flat.vmdk", "disk.vmdk"):
+            os.stat(os.path.join(mnt, "wed", f))
+rs = [threading.Thread(target=reader, args=("disk-flat.vmdk", 3)),
+      threading.Thread(target=reader, args=("disk.raw", 4)), threading.Thread(target=stater)]
+ws = [threading.Thread(target=writer, args=(w,)) for w in regions]
+for t in rs + ws: t.start()
+for t in ws: t.join()
+done.set()
+for t in rs: t.join()
+with open(os.path.join(mnt, "wed", "disk-flat.vmdk"), "rb") as f:
+    got = f.read()
+want = bytearray(src)
+for w in regions:
+    for i in regions[w]:
+        want[i * MIB:(i + 1) * MIB] = pattern(i)
+if got != want:
+    errors.append("final contents")
+print("errors:", errors[:5]) if errors else None
+sys.exit(1 if errors else 0)
+PY
 unmount_chain
 echo "ok"

@@ -1,6 +1,7 @@
 # mount-lib.sh: shared setup of the imgmount tests (sourced, never run by itself).
 # Gives: $WORK (removed on exit), $MNT, $CHAIN, mount_chain/unmount_chain (readiness by
-# polling `mountpoint -q` while the daemon lives; always unmounted from the EXIT trap),
+# polling `mountpoint -q` while the daemon lives; always unmounted from the EXIT trap;
+# unmount_chain fails when a sanitizer build of the daemon reported anything),
 # make_chain (full + incrementals + a branch from tests/lib/mkdisk.sh disks) and helpers.
 set -euo pipefail
 
@@ -57,6 +58,15 @@ unmount_chain() {
 	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
 	MOUNT_PID=
 	! mountpoint -q "$MNT" || fail "still mounted"
+	check_sanitizers "$WORK/mount.log"
+}
+
+# check_sanitizers LOG: fail if a sanitizer build of a tool reported anything in LOG
+# (TSan data races, ASan/UBSan errors); silent for a normal build.
+check_sanitizers() {
+	[[ -f $1 ]] || return 0
+	! grep -qE 'WARNING: ThreadSanitizer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' "$1" ||
+		fail "a sanitizer reported an error in $1"
 }
 
 # make_chain SIZE_MIB: disks $WORK/d0..d3 and points mon (full), tue, wed (incrementals),
