@@ -20,6 +20,7 @@
 #   mount_refused CODE REGEX CHAIN
 #                            imgmount CHAIN exits CODE with REGEX on stderr and mounts nothing
 #   expect_clean_rc          the last command ended by itself (no signal, no sanitizer report)
+#   kill_quiet PID           SIGKILL PID if it still runs (for cleanup_fn)
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgrestore imgverify imginfo cmp
 
@@ -95,6 +96,8 @@ expect_clean_rc()
 	((LAST_RC < 128)) || fail "the last command died of signal $((LAST_RC - 128))"
 	expect_no_msg "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation|Aborted"
 }
+
+kill_quiet() { kill -9 "$1" 2>/dev/null || true; }
 
 _fuse_ok()
 {

@@ -12,5 +12,9 @@ SH_TESTS += \
 	tests/adversarial/c07-metadata.sh \
 	tests/adversarial/c08-passphrase.sh \
 	tests/adversarial/c09-wrong-key.sh \
-	tests/adversarial/c10-caps.sh
+	tests/adversarial/c10-caps.sh \
+	tests/adversarial/c11-kill-consolidate.sh \
+	tests/adversarial/c12-kill-backup.sh \
+	tests/adversarial/c13-diskfull.sh \
+	tests/adversarial/c14-locks.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
