@@ -2,9 +2,11 @@
  * (FUSE).  A thin main() over mount_fs.c and the library. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,33 +20,99 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: imgmount [-f] [-o FUSE_OPTIONS] [--overlay DIR] [--passphrase-file FILE]\n"
-		"                [--cache-size SIZE] CHAIN MOUNTPOINT\n"
+		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR] [--passphrase-file FILE]\n"
+		"                [--cache-size SIZE] [--log WHERE] CHAIN MOUNTPOINT [-o OPTIONS]\n"
 		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk, disk-flat.vmdk,\n"
 		"disk-sparse.vmdk, info.json) and `latest`.  Read-only unless --overlay is given.\n\n"
 		"  -f, --foreground         stay in the foreground, log to stderr\n"
-		"  -o OPTIONS               FUSE mount options (allow_other, ro, ...)\n"
+		"  -o OPTIONS               FUSE mount options (allow_other, ...) and, for fstab and\n"
+		"                           mount(8), overlay=, passphrase_file=, cache_size=, log=,\n"
+		"                           accept_rollback (the long options below)\n"
 		"  -d, --debug              FUSE debug output (implies -f)\n"
 		"      --overlay DIR        writable: copy-on-write into DIR (created if needed)\n"
 		"      --passphrase-file F  read the passphrase from F's first line\n"
 		"      --cache-size SIZE    decoded block cache (default: 1/16 of RAM, 64M..1G)\n"
 		"      --accept-rollback    accept a chain older than this machine last saw\n"
+		"      --log WHERE          syslog (the default in the background), stderr (the\n"
+		"                           default with -f) or a file to append to\n"
 		"  -h, --help               show this help\n"
 		"  -V, --version            show the version\n\n"
+		"fstab: CHAIN MOUNTPOINT fuse.imgmount passphrase_file=FILE[,OPTIONS] 0 0\n"
 		"Unmount with fusermount3 -u MOUNTPOINT.  Exit status: 0 ok, 1 error, 2 usage,\n"
 		"3 wrong passphrase, 4 damaged chain.\n");
 }
 
 struct cli {
 	bool foreground, debug, accept_rollback;
-	const char *overlay, *passfile, *chain, *mountpoint;
+	const char *overlay, *passfile, *chain, *mountpoint, *log;
 	uint64_t cache_bytes;
 	struct fuse_args fargs;
 };
 
+/* The -o options that are imgmount's own: fstab lines and mount.fuse(8) can only pass
+ * -o.  Each is the long option of the same name; a long option wins over -o. */
+struct own_opts {
+	char *overlay, *passfile, *cache, *log;
+	int rollback;
+};
+
+#define OWN(t, field) { t, offsetof(struct own_opts, field), 1 }
+static const struct fuse_opt own_opt_spec[] = {
+	OWN("overlay=%s", overlay),
+	OWN("passphrase_file=%s", passfile),
+	OWN("cache_size=%s", cache),
+	OWN("cache=%s", cache),
+	OWN("log=%s", log),
+	OWN("accept_rollback", rollback),
+	FUSE_OPT_END
+};
+
+/* mount(8)'s own options that reach us through mount.fuse: not for the kernel. */
+static int drop_mount_opts(void *data, const char *arg, int key, struct fuse_args *out)
+{
+	static const char *const mount_only[] = { "defaults", "auto", "noauto", "nofail",
+						  "_netdev", "user", "users", "nouser", "owner",
+						  "group", NULL };
+
+	(void)data;
+	(void)out;
+	if (key != FUSE_OPT_KEY_OPT)
+		return 1;
+	if (!strncmp(arg, "x-", 2) || !strncmp(arg, "comment=", 8))
+		return 0;
+	for (int i = 0; mount_only[i]; i++)
+		if (!strcmp(arg, mount_only[i]))
+			return 0;
+	return 1;
+}
+
+static int parse_own_opts(struct cli *c)
+{
+	struct own_opts o = { 0 };
+
+	if (fuse_opt_parse(&c->fargs, &o, own_opt_spec, drop_mount_opts)) {
+		ic_msg("bad -o options");
+		return -1;
+	}
+	if (!c->overlay)
+		c->overlay = o.overlay;
+	if (!c->passfile)
+		c->passfile = o.passfile;
+	if (!c->log)
+		c->log = o.log;
+	c->accept_rollback |= o.rollback;
+	if (o.cache && !c->cache_bytes &&
+	    (ic_parse_size(o.cache, &c->cache_bytes) || c->cache_bytes < (1u << 20))) {
+		ic_msg("bad -o cache_size=%s (e.g. 512M, at least 1M)", o.cache);
+		return -1;
+	}
+	/* the strings live as long as the process: the mount runs until exit */
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE, OPT_ROLLBACK };
+	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE, OPT_ROLLBACK, OPT_LOG };
 	static const struct option lopts[] = {
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -52,6 +120,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		{ "passphrase-file", required_argument, NULL, OPT_PASSFILE },
 		{ "cache-size", required_argument, NULL, OPT_CACHE },
 		{ "accept-rollback", no_argument, NULL, OPT_ROLLBACK },
+		{ "log", required_argument, NULL, OPT_LOG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -69,6 +138,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		case OPT_OVERLAY: c->overlay = optarg; break;
 		case OPT_PASSFILE: c->passfile = optarg; break;
 		case OPT_ROLLBACK: c->accept_rollback = true; break;
+		case OPT_LOG: c->log = optarg; break;
 		case OPT_CACHE:
 			if (ic_parse_size(optarg, &c->cache_bytes) || c->cache_bytes < (1u << 20)) {
 				ic_msg("bad --cache-size '%s' (e.g. 512M, at least 1M)", optarg);
@@ -86,7 +156,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 	}
 	c->chain = argv[optind];
 	c->mountpoint = argv[optind + 1];
-	return 0;
+	return parse_own_opts(c);
 }
 
 /* A clear word before mounting: missing, not a directory, stale, or already mounted. */
@@ -126,6 +196,21 @@ static void add_base_opts(struct fuse_args *a, const char *chain)
 	fuse_opt_insert_arg(a, 2, buf);
 }
 
+static bool log_is(const struct cli *c, const char *where)
+{
+	return c->log && !strcmp(c->log, where);
+}
+
+/* After daemonizing: syslog by default in the background (stderr is /dev/null then),
+ * stderr in the foreground, or what --log chose. */
+static void switch_log(const struct cli *c)
+{
+	if (c->log && !log_is(c, "syslog") && !log_is(c, "stderr"))
+		mount_log_file();
+	else if (log_is(c, "syslog") || (!c->log && !c->foreground))
+		mount_log_syslog();
+}
+
 static int run(struct cli *c, struct mount_fs *fs)
 {
 	struct fuse_loop_config lc = { .clone_fd = 1, .max_idle_threads = 16 };
@@ -155,8 +240,7 @@ static int run(struct cli *c, struct mount_fs *fs)
 		ic_fail(ret, "cannot daemonize");
 		goto out_signals;
 	}
-	if (!c->foreground)
-		mount_log_syslog();
+	switch_log(c);
 	ret = mount_fs_start(fs);
 	if (ret) {
 		mount_log(LOG_ERR, "%s", ic_last_error(ret));
@@ -254,6 +338,12 @@ int main(int argc, char **argv)
 	ret = check_mountpoint(c.mountpoint);
 	if (ret)
 		goto out;
+	/* a log file is opened now, so that a bad path fails before anything is mounted */
+	if (c.log && strcmp(c.log, "syslog") && strcmp(c.log, "stderr")) {
+		ret = mount_log_open(c.log);
+		if (ret)
+			goto out;
+	}
 	/* the daemon runs in /: keep absolute paths */
 	mountpoint = absolute(c.mountpoint, "mountpoint");
 	if (!mountpoint)

@@ -1,20 +1,66 @@
 /* mount_fs.c: imgmount's file system: lifecycle, the FUSE operation table, logging. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mount_fs_int.h"
 
 /* ---- logging -------------------------------------------------------------------- */
 
-static bool use_syslog;
+enum { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
+
+static int log_to = LOG_TO_STDERR;
+static FILE *log_file;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void mount_log_syslog(void)
 {
 	openlog("imgmount", LOG_PID, LOG_DAEMON);
-	use_syslog = true;
+	log_to = LOG_TO_SYSLOG;
+}
+
+int mount_log_open(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "a");
+
+	if (!f) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return ic_fail(-e, "log file %s: %s", path, strerror(e));
+	}
+	setvbuf(f, NULL, _IOLBF, 0);
+	log_file = f;
+	return 0;
+}
+
+void mount_log_file(void)
+{
+	if (log_file)
+		log_to = LOG_TO_FILE;
+}
+
+/* One line to the log file: local time, pid, severity. */
+static void log_line(int prio, const char *fmt, va_list ap)
+{
+	static const char *const level[] = { "emerg", "alert", "crit", "error", "warning",
+					     "notice", "info", "debug" };
+	char stamp[32];
+	struct tm tm;
+	time_t t = time(NULL);
+
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S%z", localtime_r(&t, &tm));
+	pthread_mutex_lock(&log_mu);
+	fprintf(log_file, "%s imgmount[%ld] %s: ", stamp, (long)getpid(), level[prio & 7]);
+	vfprintf(log_file, fmt, ap);
+	fputc('\n', log_file);
+	pthread_mutex_unlock(&log_mu);
 }
 
 void mount_log(int prio, const char *fmt, ...)
@@ -22,12 +68,16 @@ void mount_log(int prio, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (use_syslog) {
+	if (log_to == LOG_TO_SYSLOG) {
 		vsyslog(prio, fmt, ap);
+	} else if (log_to == LOG_TO_FILE) {
+		log_line(prio, fmt, ap);
 	} else {
+		flockfile(stderr);
 		fprintf(stderr, "imgmount: ");
 		vfprintf(stderr, fmt, ap);
 		fputc('\n', stderr);
+		funlockfile(stderr);
 	}
 	va_end(ap);
 }

@@ -48,8 +48,13 @@ const struct fuse_operations *mount_fs_ops(void);
 /* Restore points currently shown. */
 size_t mount_fs_npoints(struct mount_fs *fs);
 
-/* Logging: stderr ("imgmount: ...") until mount_log_syslog() switches to syslog. */
+/* Logging: stderr ("imgmount: ...") until mount_log_syslog() switches to syslog
+ * (LOG_DAEMON, ident imgmount) or mount_log_file() to the file mount_log_open()
+ * opened (appended, one timestamped line a message; 0 or an error naming the file).
+ * Thread-safe; switch before the FUSE loop starts.  The file survives daemonizing. */
 void mount_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mount_log_syslog(void);
+int mount_log_open(const char *path);
+void mount_log_file(void);
 
 #endif
