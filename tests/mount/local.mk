@@ -8,8 +8,6 @@ SH_TESTS += \
 	tests/mount/mount-errors.sh
 dist_check_DATA = tests/mount/mount-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
-SH_TESTS += tests/mount/mount-kill.sh
-# mount(8), fstab and the mount helper (a private mount namespace; root)
-SH_TESTS += tests/mount/mount-helper.sh
+SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)
 SH_TESTS += tests/mount/mount-helper.sh
