@@ -13,6 +13,7 @@
 
 #include <xxhash.h>
 
+#include "ic_codec.h"
 #include "ic_image.h"
 #include "ic_lock.h"
 #include "ic_util.h"
@@ -324,7 +325,11 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 		return (e->offset || e->stored_len || e->rec_hash) ? -1 : 0;
 	if (e->kind != ICF_ENTRY_RAW && e->kind != ICF_ENTRY_ZSTD)
 		return -1;
-	/* written so that a hostile offset near 2^64 cannot wrap around */
+	/* Readers size their record buffers by ic_codec_bound() (FORMAT.md 4.2); written so
+	 * that a hostile offset near 2^64 cannot wrap around. */
+	if (e->stored_len > ic_codec_bound(img->hdr.block_size) ||
+	    (e->kind == ICF_ENTRY_RAW && e->stored_len != e->plain_len + ICF_RECORD_OVERHEAD))
+		return -1;
 	if (e->stored_len <= ICF_RECORD_OVERHEAD || e->offset < ICF_HEADER_SIZE ||
 	    e->offset > s->data_end || e->stored_len > s->data_end - e->offset)
 		return -1;
