@@ -16,5 +16,7 @@ SH_TESTS += \
 	tests/adversarial/c11-kill-consolidate.sh \
 	tests/adversarial/c12-kill-backup.sh \
 	tests/adversarial/c13-diskfull.sh \
-	tests/adversarial/c14-locks.sh
+	tests/adversarial/c14-locks.sh \
+	tests/adversarial/c15-nonce.sh \
+	tests/adversarial/c16-parsers.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
