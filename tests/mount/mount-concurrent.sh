@@ -2,7 +2,8 @@
 # mount-concurrent.sh: fio random and sequential readers (buffered and O_DIRECT) on two
 # points at once, while three more readers verify random ranges and a full pass against
 # the sources: every byte is right, no reader sees an error.  A small cache forces
-# eviction under the load.  Then, on a writable mount, writers through disk.raw race
+# eviction under the load.  Meanwhile a backup adds a point and the root is listed
+# over and over (rescans while reads run).  Then, on a writable mount, writers through disk.raw race
 # readers of disk-flat.vmdk (one overlay, created while they read) and stat() calls.
 # A sanitizer build of the daemon (tools/run-tests.sh phase tsan) must stay silent:
 # unmount_chain fails on any sanitizer report in the daemon's log.
@@ -17,6 +18,10 @@ fio --output="$WORK/fio.out" --runtime=6 --time_based --ioengine=psync --group_r
 	--name=seq --filename="$MNT/branch/disk-flat.vmdk" --rw=read --bs=1M --direct=0 \
 	--name=seqd --filename="$MNT/wed/disk-flat.vmdk" --rw=read --bs=128k --direct=1 &
 FIO=$!
+imgbackup -q -n thu "$CHAIN" "$WORK/d1" &
+ADD=$!
+while kill -0 $FIO 2>/dev/null; do ls "$MNT" >/dev/null && ls "$MNT/latest/" >/dev/null || exit 1; sleep 0.1; done &
+LISTER=$!
 python3 - "$MNT" "$WORK" <<'PY' || fail "a verifying reader saw wrong data or an error"
 import os, random, sys, threading
 mnt, work = sys.argv[1], sys.argv[2]
@@ -45,7 +50,11 @@ sys.exit(1 if errors else 0)
 PY
 wait $FIO || { cat "$WORK/fio.out"; fail "fio failed"; }
 grep -q "err= 0" "$WORK/fio.out" || { cat "$WORK/fio.out"; fail "fio saw errors"; }
-for pd in $POINTS; do
+wait $ADD || fail "imgbackup during the load failed"
+wait $LISTER || fail "listing the root during the load failed"
+for ((i = 0; i < 50; i++)); do [[ -e $MNT/thu ]] && break; sleep 0.1; done
+[[ $(readlink "$MNT/latest") == thu ]] || fail "latest is not the new point thu"
+for pd in $POINTS thu:d1; do
 	cmp "$MNT/${pd%%:*}/disk.raw" "$WORK/${pd#*:}" || fail "${pd%%:*} differs after the load"
 done
 unmount_chain
