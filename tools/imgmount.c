@@ -201,11 +201,16 @@ static bool log_is(const struct cli *c, const char *where)
 	return c->log && !strcmp(c->log, where);
 }
 
+static bool log_to_file(const struct cli *c)
+{
+	return c->log && !log_is(c, "syslog") && !log_is(c, "stderr");
+}
+
 /* After daemonizing: syslog by default in the background (stderr is /dev/null then),
  * stderr in the foreground, or what --log chose. */
 static void switch_log(const struct cli *c)
 {
-	if (c->log && !log_is(c, "syslog") && !log_is(c, "stderr"))
+	if (log_to_file(c))
 		mount_log_file();
 	else if (log_is(c, "syslog") || (!c->log && !c->foreground))
 		mount_log_syslog();
@@ -339,7 +344,7 @@ int main(int argc, char **argv)
 	if (ret)
 		goto out;
 	/* a log file is opened now, so that a bad path fails before anything is mounted */
-	if (c.log && strcmp(c.log, "syslog") && strcmp(c.log, "stderr")) {
+	if (log_to_file(&c)) {
 		ret = mount_log_open(c.log);
 		if (ret)
 			goto out;

@@ -95,6 +95,17 @@ if mount -t fuse.imgmount -o "passphrase_file=$WORK/bad" "$CHAIN" "$MNT" 2>"$WOR
 fi
 grep -q "imgmount: .*passphrase" "$WORK/mount.err" || { cat "$WORK/mount.err"; fail "no passphrase message"; }
 ! mountpoint -q "$MNT" || fail "mounted with a wrong passphrase"
+# bad own -o options: usage (2) and a log file that cannot be opened (1), nothing mounted
+expect_status() {
+	local want=$1 st=0; shift
+	"$@" 2>"$WORK/err" || st=$?
+	[[ $st -eq $want ]] || { cat "$WORK/err"; fail "$* exited $st, not $want"; }
+	! mountpoint -q "$MNT" || fail "$* mounted"
+}
+expect_status 2 "$BIN" "$CHAIN" "$MNT" -o "passphrase_file=$WORK/pass,cache_size=lots"
+grep -q "bad -o cache_size=lots" "$WORK/err" || fail "no message for cache_size=lots"
+expect_status 1 "$BIN" "$CHAIN" "$MNT" -o "passphrase_file=$WORK/pass,log=$WORK/no/such/dir/log"
+grep -q "log file $WORK/no/such/dir/log: No such file or directory" "$WORK/err" || fail "no message for the log file"
 
 # 4. our helper, run as mount(8) runs /sbin/mount.fuse.TYPE; -f only pretends
 grep -q "^imgmount=${BIN#"$INST"}\$" "$HELPER" || fail "helper does not run the installed imgmount"
