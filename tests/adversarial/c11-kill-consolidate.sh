@@ -1,7 +1,7 @@
 #!/bin/bash
 # c11-kill-consolidate.sh (CRYPTO.md case 11): imgconsolidate --merge p1..p2 (p3, a branch off
-# p1, becomes a synthetic full) killed with SIGKILL at each named step of its protocol (the test
-# hook IMGCHAIN_TEST_CRASH_AT: one step of each kind; the long sweep with random delays is tests/consolidate/crash.sh).
+# p1, becomes a synthetic full) killed with SIGKILL at each named step of its protocol (test hook
+# IMGCHAIN_TEST_CRASH_AT, one step of each kind; the long sweep is tests/consolidate/crash.sh).
 # After each kill: the chain is the old one or the new one (p1 may or may not be gone yet), every
 # point present restores byte-exact and keyless imgverify passes; a keyless rerun finishes the
 # job, removes the journal and every temporary file, and leaves exactly p2 and p3.

@@ -18,5 +18,12 @@ SH_TESTS += \
 	tests/adversarial/c13-diskfull.sh \
 	tests/adversarial/c14-locks.sh \
 	tests/adversarial/c15-nonce.sh \
-	tests/adversarial/c16-parsers.sh
+	tests/adversarial/c16-parsers.sh \
+	tests/adversarial/d01-seal-replay.sh \
+	tests/adversarial/d02-index-outside.sh \
+	tests/adversarial/d03-same-chain-record.sh \
+	tests/adversarial/d04-geometry.sh \
+	tests/adversarial/d05-digest.sh \
+	tests/adversarial/d06-keyslot.sh \
+	tests/adversarial/d07-point-identity.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
