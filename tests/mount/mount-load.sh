@@ -37,12 +37,12 @@ q=$((size / 4))
 
 # the sources: fio-written blocks with verify headers; inc rewrites [1/4, 3/8) with another seed
 fio --output="$WORK/prep.out" --name=prep --filename="$WORK/full.raw" --rw=write --bs=4k \
-	--size="$size" --verify=crc32c --do_verify=0 --ioengine=psync --randseed=1 ||
+	--size="$size" --verify=crc32c --do_verify=0 --ioengine=psync --randseed=1 --verify_state_save=0 ||
 	{ cat "$WORK/prep.out"; fail "fio could not write the source disk"; }
 cp "$WORK/full.raw" "$WORK/inc.raw"
 fio --output="$WORK/prep.out" --name=prep2 --filename="$WORK/inc.raw" --rw=randwrite --bs=4k \
 	--offset="$q" --size=$((size / 8)) --verify=crc32c --do_verify=0 --ioengine=psync \
-	--randseed=2 --norandommap=0 ||
+	--randseed=2 --norandommap=0 --verify_state_save=0 ||
 	{ cat "$WORK/prep.out"; fail "fio could not rewrite the incremental's eighth"; }
 cmp -s "$WORK/full.raw" "$WORK/inc.raw" && fail "the incremental's source did not change"
 imgbackup -q -n full "$CHAIN" "$WORK/full.raw"
@@ -60,7 +60,7 @@ mount_chain --overlay "$WORK/overlay" --cache-size 16M
 RSS_PID=$!
 
 common=(--ioengine=psync --time_based --runtime="$secs" --verify=crc32c --verify_fatal=1
-	--fallocate=none --allow_file_create=0 --group_reporting=0)
+	--fallocate=none --allow_file_create=0 --group_reporting=0 --verify_state_save=0)
 set +e
 fio --output="$out/fio.out" "${common[@]}" \
 	--name=seqread --filename="$MNT/inc/disk.raw" --rw=read --bs=64k --verify_interval=4k \
@@ -91,7 +91,7 @@ for m in re.finditer(r"^(\w+): \(groupid=\d+, jobs=\d+\): err=\s*(\d+)(.*?)(?=^\
 rss = [int(x) for x in open(sys.argv[2]).read().split()]
 if rss:
     step = max(1, len(rss) // 10)
-    print("daemon VmRSS (MiB) every %d s: %s" % (step, " ".join("%.1f" % (rss[i] / 1024) for i in range(0, len(rss), step))))
+    print("daemon VmRSS (MiB), every %dth sample (about 1 a second): %s" % (step, " ".join("%.1f" % (rss[i] / 1024) for i in range(0, len(rss), step))))
 PY
 cat "$out/figures"
 ((rc == 0)) || { cat "$out/fio.out"; fail "fio exited $rc"; }
