@@ -124,6 +124,18 @@ struct ic_consolidate_opts {
 	FILE *out;                          /* plan listing (dry run, or before running); NULL: none */
 };
 
+/* Where the time of a run goes (wall clock, summed over the steps). */
+enum ic_cons_phase {
+	IC_CONS_T_PLAN,     /* lock, recovery, chain and plan */
+	IC_CONS_T_COPY,     /* flattening: records read, checked, copied; indexes written */
+	IC_CONS_T_SYNC,     /* the written targets made durable (fsync) */
+	IC_CONS_T_COMMIT,   /* the journal's commit record, durable */
+	IC_CONS_T_FINISH,   /* renames, the full's slot switch, removal of merged points */
+	IC_CONS_T_PUNCH,    /* holes punched over superseded records */
+	IC_CONS_NPHASES
+};
+extern const char *const ic_cons_phase_names[IC_CONS_NPHASES];
+
 struct ic_consolidate_stats {
 	uint32_t steps;
 	uint32_t points_merged;             /* removed, their blocks folded into a kept point */
@@ -135,6 +147,7 @@ struct ic_consolidate_stats {
 	uint64_t peak_extra;                /* most allocation above the start, at any time */
 	uint32_t punches_pending;           /* images whose holes wait for their readers */
 	double punch_seconds;               /* of seconds, spent punching holes */
+	double phase_seconds[IC_CONS_NPHASES];  /* of seconds, per phase (ic_cons_phase_names) */
 	bool recovered;                     /* an interrupted run was finished or rolled back */
 	double seconds;
 };

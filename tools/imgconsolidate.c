@@ -52,6 +52,10 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	       ic_human_bytes((uint64_t)(st->space_freed >= 0 ? st->space_freed : -st->space_freed), b,
 			      sizeof(b)),
 	       ic_human_bytes(st->peak_extra, p, sizeof(p)), st->seconds, st->punch_seconds);
+	printf("  time:");
+	for (int i = 0; i < IC_CONS_NPHASES; i++)
+		printf(" %s %.3f s%s", ic_cons_phase_names[i], st->phase_seconds[i],
+		       i + 1 < IC_CONS_NPHASES ? "," : "\n");
 	if (st->punches_pending)
 		printf("  %u image%s in use by a reader: their unused space is freed by a later run\n",
 		       st->punches_pending, st->punches_pending == 1 ? "" : "s");

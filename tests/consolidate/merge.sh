@@ -31,6 +31,9 @@ expect_out "synthetic full"
 a0=$(alloc_kib)
 keyless_expect 0 --merge p00..p03 "$CHAIN"
 expect_out "3 points merged"
+# where the time went: six phases, none negative (the wait for the punching thread,
+# which overlaps the removals, is punch time, not finish time)
+expect_out "^  time: plan [0-9.]+ s, copy [0-9.]+ s, sync [0-9.]+ s, commit [0-9.]+ s, finish [0-9.]+ s, punch [0-9.]+ s$"
 [[ $(point_names) == "br p03 p04 p05 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
 [[ $(point_field p03 kind) == synthetic-full ]] || fail "p03 is $(point_field p03 kind)"
 [[ $(point_field p03 file) == 00000004.img ]] || fail "p03 lives in $(point_field p03 file)"

@@ -1,0 +1,136 @@
+/* ic_cons_int.h: declarations shared by the modules of consolidation (internal).
+ *
+ *   ic_consolidate.c   the run: recovery first, then each step prepared and committed
+ *   ic_cons_plan.c     planner: retention, merge and retention plans, the printed plan
+ *   ic_cons_write.c    writer: a target's block map flattened, its records copied
+ *   ic_cons_finish.c   roll back / roll forward a step, hole punching, recovery
+ *   ic_cons_journal.c  CHAIN/journal, read and written
+ *   ic_cons_util.c     crash test hook, paths, messages
+ *
+ * Dependencies point down this list; none of them knows the tools. */
+#ifndef IC_CONS_INT_H
+#define IC_CONS_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+#include "ic_consolidate.h"
+#include "imgchain_format.h"
+
+struct ic_chain;
+struct ic_image;
+struct ic_point;
+
+#define IC_CONS_TMP_TARGET ".tmp-cons-"   /* + seq + ".img": a target written, not yet renamed */
+
+/* ---- small helpers (ic_cons_util.c) ---- */
+
+struct u32v {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+static inline void u32_push(struct u32v *a, uint32_t x)
+{
+	if (a->n == a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 16;
+		a->v = realloc(a->v, a->cap * sizeof(*a->v));
+		if (!a->v)
+			abort();
+	}
+	a->v[a->n++] = x;
+}
+
+static inline bool u32_has(const uint32_t *v, size_t n, uint32_t x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == x)
+			return true;
+	return false;
+}
+
+static inline bool in_set(const struct u32v *v, uint32_t seq)
+{
+	return u32_has(v->v, v->n, seq);
+}
+
+static inline int cmp_u32_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Test hook: see IMGCHAIN_TEST_CRASH_AT in ic_consolidate.h. */
+void ic_cons_crash_point(const char *name);
+char *ic_cons_seq_path(const char *dir, uint32_t seq);
+char *ic_cons_tmp_path(const char *dir, uint32_t seq);
+uint64_t ic_cons_dir_alloc(const char *dir);
+/* ic_lock_describe on one line (a command line may hold newlines). */
+void ic_cons_describe(pid_t pid, char *buf, size_t len);
+
+/* ---- the journal (ic_cons_journal.c) ---- */
+
+enum { J_IDLE, J_PREPARE, J_COMMIT };
+
+struct journal {
+	int phase;
+	struct u32v remove;
+	bool inplace;
+	uint32_t ip_file, ip_target;
+	uint64_t ip_d0;
+	bool have_slot;
+	struct icf_slot ip_slot;
+	struct u32v tseq, tbase;
+	struct u32v punch;
+};
+
+void ic_cons_journal_reset_step(struct journal *j);
+void ic_cons_journal_destroy(struct journal *j);
+int ic_cons_journal_write(const char *dir, const struct journal *j);
+/* Read CHAIN/journal; a missing journal is an idle one. */
+int ic_cons_journal_read(const char *dir, struct journal *j);
+
+/* ---- a run (ic_consolidate.c) ---- */
+
+struct cons {
+	const struct ic_consolidate_opts *o;
+	struct ic_consolidate_stats *st;
+	const char *dir;
+	struct journal j;
+	uint64_t alloc0;
+	double t0;                  /* when the run started */
+};
+
+void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- the planner (ic_cons_plan.c) ---- */
+
+/* The plan of chain c for x's options, printed when asked; *nodes for the caller to free. */
+int ic_cons_make_plan(struct cons *x, struct ic_chain *c, struct ic_cons_node **nodes,
+		      struct ic_cons_plan *plan);
+
+/* ---- the writer (ic_cons_write.c) ---- */
+
+struct tgt {
+	struct ic_point *p;
+	uint32_t seq, base, fl;
+	bool in_place;
+	struct ic_image *rw;        /* in place: the full's image, opened O_RDWR */
+	struct icf_slot slot;       /* the target's new slot (generation set on writing) */
+};
+
+/* Write target t: to CHAIN/.tmp-cons-SEQ.img, or appended to t->rw in place (the
+ * slot is not switched here).  Adds the bytes written and the time taken to x->st. */
+int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t);
+
+/* ---- finishing a step, recovery (ic_cons_finish.c) ---- */
+
+int ic_cons_rollback(struct cons *x);
+int ic_cons_finish_commit(struct cons *x, bool recovering);
+int ic_cons_punch(struct cons *x);
+int ic_cons_recover(struct cons *x);
+
+#endif

@@ -1,0 +1,251 @@
+/* ic_cons_journal.c: CHAIN/journal, the record of a consolidation step in flight. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <xxhash.h>
+
+#include "ic_cons_int.h"
+#include "ic_image.h"
+#include "ic_util.h"
+
+/* ---- the journal ---------------------------------------------------------------------
+ *
+ * CHAIN/journal, a text file replaced atomically (ic_write_file_atomic), last line a
+ * checksum of the others:
+ *
+ *   imgchain-journal 1
+ *   phase prepare|commit|idle
+ *   remove SEQ...              points the step removes, descending
+ *   inplace FILE TARGET D0     target written into FILE's image, whose data ended at D0
+ *   slot HEX                   (commit) the in-place target's new slot, encoded
+ *   target SEQ BASE            (commit) a target written to .tmp-cons-SEQ.img
+ *   punch SEQ                  an image whose unused space awaits its readers
+ *   sum HEX                    XXH3-64 of every byte before this line
+ *
+ * prepare: nothing visible has changed yet; recovery rolls back (truncates FILE to
+ * D0, removes the temporary files).  commit: every new byte is written and synced;
+ * recovery rolls forward (renames, slot switch, removals), re-checking each action
+ * so that it can be repeated any number of times. */
+
+void ic_cons_journal_reset_step(struct journal *j)
+{
+	free(j->remove.v);
+	free(j->tseq.v);
+	free(j->tbase.v);
+	memset(&j->remove, 0, sizeof(j->remove));
+	memset(&j->tseq, 0, sizeof(j->tseq));
+	memset(&j->tbase, 0, sizeof(j->tbase));
+	j->phase = J_IDLE;
+	j->inplace = j->have_slot = false;
+}
+
+void ic_cons_journal_destroy(struct journal *j)
+{
+	ic_cons_journal_reset_step(j);
+	free(j->punch.v);
+	memset(j, 0, sizeof(*j));
+}
+
+struct sbuf {
+	char *s;
+	size_t n, cap;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int need;
+
+	va_start(ap, fmt);
+	need = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (b->n + (size_t)need + 1 > b->cap) {
+		b->cap = (b->n + (size_t)need + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		if (!b->s)
+			abort();
+	}
+	va_start(ap, fmt);
+	vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)need;
+}
+
+/* Replace the journal atomically but without syncing: for the prepare and idle
+ * phases, whose loss in a crash costs nothing but space (an unused tail of the full,
+ * cut at its next merge; holes not punched).  Only commit must be durable. */
+static int write_quick(const char *dir, const void *buf, size_t len)
+{
+	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
+	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), ret;
+
+	if (fd < 0) {
+		ret = ic_fail(-errno, "%s: create: %s", tmp, strerror(errno));
+	} else {
+		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
+		close(fd);
+		if (!ret && rename(tmp, dst) < 0)
+			ret = ic_fail(-errno, "%s: rename: %s", dst, strerror(errno));
+		if (ret)
+			unlink(tmp);
+	}
+	free(tmp);
+	free(dst);
+	return ret;
+}
+
+int ic_cons_journal_write(const char *dir, const struct journal *j)
+{
+	static const char *const phases[] = { "idle", "prepare", "commit" };
+	struct sbuf b = { 0 };
+	char *path;
+	int ret;
+
+	if (j->phase == J_IDLE && !j->punch.n) {
+		/* no directory sync: a journal that comes back after a power loss describes
+		 * a finished step, and finishing it again changes nothing */
+		path = ic_path_join(dir, ICF_JOURNAL_NAME);
+		ret = unlink(path) < 0 && errno != ENOENT
+			      ? ic_fail(-errno, "%s: remove: %s", path, strerror(errno))
+			      : 0;
+		free(path);
+		return ret;
+	}
+	sb_printf(&b, "imgchain-journal 1\nphase %s\n", phases[j->phase]);
+	if (j->phase != J_IDLE) {
+		sb_printf(&b, "remove");
+		for (size_t i = 0; i < j->remove.n; i++)
+			sb_printf(&b, " %u", j->remove.v[i]);
+		sb_printf(&b, "\n");
+		if (j->inplace)
+			sb_printf(&b, "inplace %u %u %llu\n", j->ip_file, j->ip_target,
+				  (unsigned long long)j->ip_d0);
+		if (j->have_slot) {
+			uint8_t raw[ICF_SLOT_SIZE];
+
+			ic_slot_encode(&j->ip_slot, raw);
+			sb_printf(&b, "slot ");
+			for (size_t i = 0; i < sizeof(raw); i++)
+				sb_printf(&b, "%02x", raw[i]);
+			sb_printf(&b, "\n");
+		}
+		for (size_t i = 0; i < j->tseq.n; i++)
+			sb_printf(&b, "target %u %u\n", j->tseq.v[i], j->tbase.v[i]);
+	}
+	for (size_t i = 0; i < j->punch.n; i++)
+		sb_printf(&b, "punch %u\n", j->punch.v[i]);
+	sb_printf(&b, "sum %016llx\n", (unsigned long long)XXH3_64bits(b.s, b.n));
+	if (j->phase == J_COMMIT)
+		ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.s, b.n, 0600);
+	else
+		ret = write_quick(dir, b.s, b.n);
+	free(b.s);
+	return ret;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int journal_line(struct journal *j, char *line, const char *path)
+{
+	char *arg = strchr(line, ' ');
+	unsigned long long a, b, c;
+
+	if (!arg)
+		return strcmp(line, "remove") ? -1 : 0;
+	*arg++ = '\0';
+	if (!strcmp(line, "phase")) {
+		j->phase = !strcmp(arg, "prepare") ? J_PREPARE : !strcmp(arg, "commit") ? J_COMMIT
+			 : !strcmp(arg, "idle") ? J_IDLE : -1;
+		return j->phase < 0 ? -1 : 0;
+	}
+	if (!strcmp(line, "remove")) {
+		for (char *tok = strtok(arg, " "); tok; tok = strtok(NULL, " "))
+			u32_push(&j->remove, (uint32_t)strtoul(tok, NULL, 10));
+		return 0;
+	}
+	if (!strcmp(line, "inplace") && sscanf(arg, "%llu %llu %llu", &a, &b, &c) == 3) {
+		j->inplace = true;
+		j->ip_file = (uint32_t)a;
+		j->ip_target = (uint32_t)b;
+		j->ip_d0 = c;
+		return 0;
+	}
+	if (!strcmp(line, "slot") && strlen(arg) == 2 * ICF_SLOT_SIZE) {
+		uint8_t raw[ICF_SLOT_SIZE];
+
+		for (size_t i = 0; i < ICF_SLOT_SIZE; i++) {
+			int hi = hexval(arg[2 * i]), lo = hexval(arg[2 * i + 1]);
+
+			if (hi < 0 || lo < 0)
+				return -1;
+			raw[i] = (uint8_t)(hi << 4 | lo);
+		}
+		j->have_slot = true;
+		return ic_slot_decode(raw, &j->ip_slot, path) ? -1 : 0;
+	}
+	if (!strcmp(line, "target") && sscanf(arg, "%llu %llu", &a, &b) == 2) {
+		u32_push(&j->tseq, (uint32_t)a);
+		u32_push(&j->tbase, (uint32_t)b);
+		return 0;
+	}
+	if (!strcmp(line, "punch") && sscanf(arg, "%llu", &a) == 1) {
+		u32_push(&j->punch, (uint32_t)a);
+		return 0;
+	}
+	return -1;
+}
+
+/* Read CHAIN/journal; a missing journal is an idle one. */
+int ic_cons_journal_read(const char *dir, struct journal *j)
+{
+	char *path = ic_path_join(dir, ICF_JOURNAL_NAME);
+	char *buf = NULL, *sum, *line, *save = NULL;
+	struct stat st;
+	int fd, ret = 0;
+
+	memset(j, 0, sizeof(*j));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = errno == ENOENT ? 0 : ic_fail(-errno, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0 || st.st_size > (1 << 24) || !(buf = calloc(1, (size_t)st.st_size + 1))) {
+		ret = ic_fail(-EIO, "%s: cannot read the journal", path);
+		goto out;
+	}
+	ret = ic_pread_full(fd, buf, (size_t)st.st_size, 0, path);
+	if (ret)
+		goto out;
+	sum = strstr(buf, "sum ");
+	if (strncmp(buf, "imgchain-journal 1\n", 19) || !sum || (sum > buf && sum[-1] != '\n') ||
+	    strtoull(sum + 4, NULL, 16) != XXH3_64bits(buf, (size_t)(sum - buf)))
+		goto bad;
+	*sum = '\0';
+	for (line = strtok_r(buf + 19, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (journal_line(j, line, path))
+			goto bad;
+	goto out;
+bad:
+	ret = ic_fail(IC_ECORRUPT, "%s: journal damaged; check the chain with imgverify, then remove the journal",
+		      path);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(path);
+	return ret;
+}

@@ -1,0 +1,349 @@
+/* ic_cons_write.c: the writer of a consolidation target: its block map folded onto
+ * its new base, the records copied byte for byte and checked. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "ic_chain.h"
+#include "ic_cons_int.h"
+#include "ic_image.h"
+#include "ic_progress.h"
+#include "ic_util.h"
+#include "ic_view.h"
+
+#define WINDOW_BLOCKS 65536u        /* positions flattened per pass of the window loop */
+#define COPY_BUF (8u << 20)         /* read-and-check buffer of the record copier */
+#define ALIGN_RUN (256u << 10)      /* runs this long are placed reflink-friendly */
+
+/* ---- flattening: a target's block map folded onto its new base ------------------------
+ *
+ * For each position of the target's disk, the entry of the newest image of the merged
+ * levels [fl, target] that has one, as the target's view resolves it; a zero entry
+ * where the base would otherwise show a block the target does not have (a disk that
+ * shrank and grew back).  Records of the merged levels are copied byte for byte and
+ * checked; in place, the full's own records (level 0) stay where they are. */
+
+struct ment {
+	struct icf_entry e;
+	uint64_t dst;
+	uint32_t lvl;
+	bool copy;
+};
+
+struct flat {
+	struct ic_view *vt, *vb;
+	uint32_t fl, tseq;
+	bool keep_root;
+	int64_t *cursor;
+	struct ment *win;
+	struct icf_entry *run;
+	uint8_t *ibuf, *cbuf;
+	XXH3_state_t *ih;
+	int dfd;
+	const char *dpath;
+	uint64_t start, cur, idx_off;
+	uint64_t count, n_data, n_zero, data_bytes, copy_bytes;
+	struct ic_progress prog;
+	uint64_t done;
+};
+
+static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
+{
+	size_t n = 0;
+
+	for (uint64_t pos = p0; pos < p1; pos++) {
+		uint16_t o = f->vt->owner[pos];
+		bool bvis = f->vb && pos < f->vb->nblocks && f->vb->owner[pos];
+		struct ment *m = &f->win[n];
+
+		if (o && o - 1u >= f->fl) {
+			uint32_t lvl = o - 1u;
+			struct ic_image *img = f->vt->path[lvl];
+			int64_t i = f->cursor[lvl];
+			int ret;
+
+			while ((uint64_t)i < img->slot.index_count && ic_image_entry_pos(img, (uint64_t)i) < pos)
+				i++;
+			f->cursor[lvl] = i;
+			if ((uint64_t)i >= img->slot.index_count)
+				return ic_fail(IC_ECORRUPT, "%s: block %llu vanished from the index", img->path,
+					       (unsigned long long)pos);
+			ret = ic_image_entry(img, (uint64_t)i, &m->e);
+			if (ret)
+				return ret;
+			if (m->e.pos != pos || m->e.plain_len != ic_view_block_len(f->vt, pos))
+				return ic_fail(IC_ECORRUPT, "%s: block %llu: index disagrees with the map",
+					       img->path, (unsigned long long)pos);
+			if (m->e.kind == ICF_ENTRY_ZERO && !bvis)
+				continue;
+			m->lvl = lvl;
+			m->copy = m->e.kind != ICF_ENTRY_ZERO && !(f->keep_root && lvl == 0);
+		} else if (!o && bvis) {
+			memset(&m->e, 0, sizeof(m->e));
+			m->e.pos = pos;
+			m->e.plain_len = ic_view_block_len(f->vt, pos);
+			m->e.origin = f->tseq;
+			m->e.kind = ICF_ENTRY_ZERO;
+			m->lvl = 0;
+			m->copy = false;
+		} else {
+			continue;
+		}
+		n++;
+	}
+	return (ssize_t)n;
+}
+
+/* Give the copied records of the window their place (pass 1) and copy them (pass 2).
+ * A run is a sequence of records contiguous in one source; a long run starts at the
+ * same offset modulo 4 KiB as in its source, so that a reflink can share it. */
+static int place(struct flat *f, size_t n, bool copy)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		struct ment *m0;
+		uint64_t next, len = 0, d;
+		size_t k, nrun = 0;
+		int ret;
+
+		while (i < n && !f->win[i].copy)
+			i++;
+		if (i == n)
+			break;
+		m0 = &f->win[i];
+		next = m0->e.offset;
+		for (k = i; k < n; k++) {
+			struct ment *m = &f->win[k];
+
+			if (!m->copy)
+				continue;
+			if (m->lvl != m0->lvl || m->e.offset != next)
+				break;
+			f->run[nrun++] = m->e;
+			next += m->e.stored_len;
+			len += m->e.stored_len;
+		}
+		if (len >= ALIGN_RUN)
+			f->cur += ((m0->e.offset & 4095) - (f->cur & 4095)) & 4095;
+		d = f->cur;
+		for (size_t r = i; r < k; r++)
+			if (f->win[r].copy) {
+				f->win[r].dst = d;
+				d += f->win[r].e.stored_len;
+			}
+		if (copy) {
+			if (ic_interrupted)
+				return ic_fail(-EINTR, "interrupted");
+			ret = ic_image_copy_records(f->vt->path[m0->lvl], f->run, nrun, f->dfd, f->cur,
+						    f->dpath, f->cbuf, COPY_BUF);
+			if (ret)
+				return ret;
+			f->done += len;
+			ic_progress_update(&f->prog, f->done);
+			ic_cons_crash_point("copy");
+		}
+		f->cur += len;
+		i = k;
+	}
+	return 0;
+}
+
+static int emit_index(struct flat *f, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		struct icf_entry e = f->win[k].e;
+
+		if (f->win[k].copy)
+			e.offset = f->win[k].dst;
+		ic_entry_encode(&e, f->ibuf + k * sizeof(struct icf_entry));
+	}
+	XXH3_128bits_update(f->ih, f->ibuf, n * sizeof(struct icf_entry));
+	return ic_pwrite_full(f->dfd, f->ibuf, n * sizeof(struct icf_entry),
+			      f->idx_off + f->count * sizeof(struct icf_entry), f->dpath);
+}
+
+static int flat_pass(struct flat *f, bool copy)
+{
+	uint64_t nblocks = f->vt->nblocks;
+	int ret;
+
+	memset(f->cursor, 0, f->vt->depth * sizeof(*f->cursor));
+	f->cur = f->start;
+	f->count = f->n_data = f->n_zero = f->data_bytes = f->copy_bytes = 0;
+	for (uint64_t p0 = 0; p0 < nblocks; p0 += WINDOW_BLOCKS) {
+		uint64_t p1 = p0 + WINDOW_BLOCKS < nblocks ? p0 + WINDOW_BLOCKS : nblocks;
+		ssize_t n = collect(f, p0, p1);
+
+		if (n < 0)
+			return (int)n;
+		ret = place(f, (size_t)n, copy);
+		if (!ret && copy)
+			ret = emit_index(f, (size_t)n);
+		if (ret)
+			return ret;
+		for (ssize_t k = 0; k < n; k++) {
+			const struct ment *m = &f->win[k];
+
+			if (m->e.kind == ICF_ENTRY_ZERO) {
+				f->n_zero++;
+			} else {
+				f->n_data++;
+				f->data_bytes += m->e.stored_len;
+				if (m->copy)
+					f->copy_bytes += m->e.stored_len;
+			}
+		}
+		f->count += (uint64_t)n;
+	}
+	return 0;
+}
+
+static void fill_slot(struct tgt *t, struct flat *f)
+{
+	const struct icf_slot *old = &t->p->img->slot;
+	XXH128_canonical_t c;
+	struct icf_slot *s = &t->slot;
+
+	memset(s, 0, sizeof(*s));
+	s->generation = 1;
+	s->seq = old->seq;
+	s->parent_seq = t->base;
+	s->kind = t->base ? ICF_KIND_CONSOLIDATED : ICF_KIND_SYNTHETIC_FULL;
+	s->created = old->created;
+	s->disk_size = old->disk_size;
+	memcpy(s->name, old->name, sizeof(s->name));
+	memcpy(s->seal, old->seal, sizeof(s->seal));
+	s->index_offset = f->idx_off;
+	s->index_count = f->count;
+	s->data_bytes = f->data_bytes;
+	s->n_data = f->n_data;
+	s->n_zero = f->n_zero;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->ih));
+	memcpy(s->index_hash, c.digest, 16);
+	s->data_end = f->idx_off + f->count * sizeof(struct icf_entry);
+}
+
+static void flat_free(struct flat *f)
+{
+	ic_view_free(f->vt);
+	ic_view_free(f->vb);
+	free(f->cursor);
+	free(f->win);
+	free(f->run);
+	free(f->ibuf);
+	free(f->cbuf);
+	if (f->ih)
+		XXH3_freeState(f->ih);
+}
+
+/* Start a new image file for t: the header, both slots empty. */
+static int open_new_image(const char *path, const struct ic_image *like, int *fd)
+{
+	uint8_t *hb = calloc(1, ICF_HEADER_SIZE);
+	int ret;
+
+	if (!hb)
+		return -ENOMEM;
+	*fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		ret = ic_fail(-errno, "%s: create: %s", path, strerror(errno));
+		free(hb);
+		return ret;
+	}
+	ic_header_encode(&like->hdr, hb);
+	ret = ic_pwrite_full(*fd, hb, ICF_HEADER_SIZE, 0, path);
+	free(hb);
+	return ret;
+}
+
+static int finish_new_image(int fd, const char *path, struct icf_slot *s)
+{
+	uint8_t raw[ICF_SLOT_SIZE];
+	int ret = ic_fsync(fd, path);
+
+	if (ret)
+		return ret;
+	ic_slot_encode(s, raw);
+	ret = ic_pwrite_full(fd, raw, sizeof(raw), ICF_SLOT_A_OFF, path);
+	return ret ? ret : ic_fsync(fd, path);
+}
+
+int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
+{
+	struct ic_consolidate_stats *st = x->st;
+	double t0 = ic_now(), t1;
+	struct flat f;
+	char *tmp = NULL, what[160];
+	int fd = -1, ret;
+
+	memset(&f, 0, sizeof(f));
+	f.fl = t->fl;
+	f.tseq = t->seq;
+	f.keep_root = t->in_place;
+	ret = ic_view_open(c, t->p, &f.vt);
+	if (!ret && t->base)
+		ret = ic_view_open(c, ic_chain_find_seq(c, t->base), &f.vb);
+	if (ret)
+		goto out;
+	f.cursor = calloc(f.vt->depth, sizeof(*f.cursor));
+	f.win = malloc(WINDOW_BLOCKS * sizeof(*f.win));
+	f.run = malloc(WINDOW_BLOCKS * sizeof(*f.run));
+	f.ibuf = malloc(WINDOW_BLOCKS * sizeof(struct icf_entry));
+	f.cbuf = malloc(COPY_BUF);
+	f.ih = XXH3_createState();
+	if (!f.cursor || !f.win || !f.run || !f.ibuf || !f.cbuf || !f.ih) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (t->in_place) {
+		f.dfd = t->rw->fd;
+		f.dpath = t->rw->path;
+		f.start = t->rw->slot.data_end;
+	} else {
+		tmp = ic_cons_tmp_path(x->dir, t->seq);
+		ret = open_new_image(tmp, t->p->img, &fd);
+		if (ret)
+			goto out;
+		f.dfd = fd;
+		f.dpath = tmp;
+		f.start = ICF_HEADER_SIZE;
+	}
+	ret = flat_pass(&f, false);
+	if (ret)
+		goto out;
+	f.idx_off = (f.cur + 63) & ~(uint64_t)63;
+	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
+	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
+	XXH3_128bits_reset(f.ih);
+	ret = flat_pass(&f, true);
+	ic_progress_done(&f.prog);
+	if (ret)
+		goto out;
+	fill_slot(t, &f);
+	ret = ic_slot_validate(&t->slot, f.dpath);
+	if (ret)
+		goto out;
+	st->bytes_copied += f.copy_bytes;
+	st->bytes_index += f.count * sizeof(struct icf_entry);
+	t1 = ic_now();
+	st->phase_seconds[IC_CONS_T_COPY] += t1 - t0;
+	if (t->in_place)
+		ret = ic_fsync(f.dfd, f.dpath);
+	else
+		ret = finish_new_image(fd, tmp, &t->slot);
+	st->phase_seconds[IC_CONS_T_SYNC] += ic_now() - t1;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(tmp);
+	flat_free(&f);
+	return ret;
+}
