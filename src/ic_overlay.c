@@ -584,14 +584,17 @@ int ic_overlay_fsync(struct ic_overlay *ov)
 	int ret;
 
 	/* Write back the bulk of the data without holding off readers and writers; the
-	 * commit then finds little left to flush under the lock. */
+	 * commit then finds little left to flush under the lock.  Its error cannot be
+	 * ignored: the kernel reports a writeback error once per open file, so the commit's
+	 * own fdatasync would succeed on pages this one found lost. */
 	pthread_rwlock_rdlock(&ov->lock);
 	flush = ov->unsynced && !ov->err;
 	pthread_rwlock_unlock(&ov->lock);
-	if (flush)
-		(void)fdatasync(ov->data_fd);
+	ret = flush && fdatasync(ov->data_fd) < 0 ? -errno : 0;
 
 	pthread_rwlock_wrlock(&ov->lock);
+	if (ret && !ov->err)
+		ov->err = ic_fail(ret, "%s: fdatasync: %s", ov->data_path, strerror(-ret));
 	ret = ov->err ? ov->err : ovl_commit(ov);
 	pthread_rwlock_unlock(&ov->lock);
 	return ret;
