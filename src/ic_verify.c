@@ -22,6 +22,7 @@ struct vctx {
 	struct ic_chain *c;
 	struct ic_key *key;
 	struct ic_codec *codec;
+	bool *bad_index;            /* per point: its index was reported damaged */
 	uint8_t *rec, *plain;
 	struct ic_progress prog;
 	uint64_t done, total;
@@ -39,10 +40,12 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 {
 	struct ic_image *img = p->img;
 	struct icf_entry e;
+	bool *bad = &x->bad_index[p - x->c->points];
 	int ret = ic_image_check_index(img);
 
 	x->st->images++;
 	if (ret) {
+		*bad = true;
 		problem(x, ret);
 		return ret == IC_ECORRUPT ? 0 : ret;
 	}
@@ -51,6 +54,7 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 			return ic_fail(-EINTR, "interrupted");
 		ret = ic_image_entry(img, i, &e);
 		if (ret) {
+			*bad = true;
 			problem(x, ret);
 			continue;
 		}
@@ -79,6 +83,14 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 	return 0;
 }
 
+static bool index_reported(struct vctx *x, struct ic_point *p)
+{
+	for (struct ic_point *q = p; q; q = q->parent)
+		if (x->bad_index[q - x->c->points])
+			return true;
+	return false;
+}
+
 static int verify_point_map(struct vctx *x, struct ic_point *p)
 {
 	struct ic_view *v = NULL;
@@ -95,6 +107,8 @@ static int verify_point_map(struct vctx *x, struct ic_point *p)
 	if (!ret && x->key)
 		ret = ic_view_check_seal(v, x->key);
 	ic_view_free(v);
+	if (ret == IC_ECORRUPT && index_reported(x, p))
+		return 0;    /* the damaged index on its path was reported already */
 	if (ret == IC_ECORRUPT || ret == -ENOENT) {
 		problem(x, ret);
 		ret = 0;
@@ -162,7 +176,8 @@ int ic_verify(const struct ic_verify_opts *o, struct ic_verify_stats *st)
 	if (o->data && (ret = unlock(&x)))
 		goto out;
 	x.rec = malloc(ic_codec_bound(x.c->block_size ? x.c->block_size : ICF_BLOCK_MIN));
-	if (!x.rec) {
+	x.bad_index = calloc(x.c->npoints + 1, sizeof(*x.bad_index));
+	if (!x.rec || !x.bad_index) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -187,6 +202,7 @@ int ic_verify(const struct ic_verify_opts *o, struct ic_verify_stats *st)
 			      (unsigned long long)st->problems, st->problems == 1 ? "" : "s");
 out:
 	ic_codec_free(x.codec);
+	free(x.bad_index);
 	free(x.rec);
 	free(x.plain);
 	ic_key_free(x.key);
