@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <xxhash.h>
 
@@ -21,6 +23,7 @@
 #define WINDOW_BLOCKS 65536u        /* positions flattened per pass of the window loop */
 #define COPY_BUF (8u << 20)         /* read-and-check buffer of the record copier */
 #define ALIGN_RUN (256u << 10)      /* runs this long are placed reflink-friendly */
+#define ISLAND_MAX (128u << 10)     /* the full's records relocated to join two holes */
 
 /* ---- flattening: a target's block map folded onto its new base ------------------------
  *
@@ -42,6 +45,7 @@ struct flat {
 	uint32_t fl, tseq;
 	bool keep_root;
 	int64_t *cursor;
+	uint8_t *reloc;             /* in place: the full's entries to copy all the same */
 	struct ment *win;
 	struct icf_entry *run;
 	uint8_t *ibuf, *cbuf;
@@ -49,7 +53,7 @@ struct flat {
 	int dfd;
 	const char *dpath;
 	uint64_t start, cur, idx_off;
-	uint64_t count, n_data, n_zero, data_bytes, copy_bytes;
+	uint64_t count, n_data, n_zero, data_bytes, copy_bytes, reloc_bytes;
 	struct ic_progress prog;
 	uint64_t done;
 };
@@ -84,7 +88,8 @@ static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
 			if (m->e.kind == ICF_ENTRY_ZERO && !bvis)
 				continue;
 			m->lvl = lvl;
-			m->copy = m->e.kind != ICF_ENTRY_ZERO && !(f->keep_root && lvl == 0);
+			m->copy = m->e.kind != ICF_ENTRY_ZERO &&
+				  !(f->keep_root && lvl == 0 && !(f->reloc && f->reloc[i]));
 		} else if (!o && bvis) {
 			memset(&m->e, 0, sizeof(m->e));
 			m->e.pos = pos;
@@ -177,7 +182,7 @@ static int flat_pass(struct flat *f, bool copy)
 
 	memset(f->cursor, 0, f->vt->depth * sizeof(*f->cursor));
 	f->cur = f->start;
-	f->count = f->n_data = f->n_zero = f->data_bytes = f->copy_bytes = 0;
+	f->count = f->n_data = f->n_zero = f->data_bytes = f->copy_bytes = f->reloc_bytes = 0;
 	for (uint64_t p0 = 0; p0 < nblocks; p0 += WINDOW_BLOCKS) {
 		uint64_t p1 = p0 + WINDOW_BLOCKS < nblocks ? p0 + WINDOW_BLOCKS : nblocks;
 		ssize_t n = collect(f, p0, p1);
@@ -199,6 +204,8 @@ static int flat_pass(struct flat *f, bool copy)
 				f->data_bytes += m->e.stored_len;
 				if (m->copy)
 					f->copy_bytes += m->e.stored_len;
+				if (m->copy && f->keep_root && m->lvl == 0)
+					f->reloc_bytes += m->e.stored_len;
 			}
 		}
 		f->count += (uint64_t)n;
@@ -236,12 +243,153 @@ static void flat_free(struct flat *f)
 	ic_view_free(f->vt);
 	ic_view_free(f->vb);
 	free(f->cursor);
+	free(f->reloc);
 	free(f->win);
 	free(f->run);
 	free(f->ibuf);
 	free(f->cbuf);
 	if (f->ih)
 		XXH3_freeState(f->ih);
+}
+
+/* ---- islands: the full's records left between two superseded ones --------------------
+ *
+ * In place, the records of the full that the target still uses stay where they are and
+ * the superseded ones around them become holes.  A small island of used records between
+ * two superseded ones costs a hole more to punch, and on a file system that discards
+ * what it frees (mount option "discard") each hole waits for the device.  Islands of at
+ * most ISLAND_MAX bytes are therefore copied with the merged records, the smallest
+ * first, within the slack between the merged points' data and what the merge copies
+ * anyway: the peak extra space stays below the size of the merged points. */
+
+struct isl_ent {
+	uint64_t off;
+	uint64_t len;
+	uint64_t idx;
+	bool used;
+};
+
+struct island {
+	uint64_t span;
+	size_t a, b;                /* [a, b) of the entries sorted by offset */
+};
+
+static int cmp_isl_off(const void *a, const void *b)
+{
+	const struct isl_ent *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static int cmp_island(const void *a, const void *b)
+{
+	const struct island *x = a, *y = b;
+
+	return x->span < y->span ? -1 : x->span > y->span;
+}
+
+static size_t find_islands(const struct isl_ent *e, size_t ne, struct island *is)
+{
+	size_t ni = 0, a = 1;
+
+	while (a < ne) {
+		size_t b = a;
+
+		if (!e[a].used || e[a - 1].used) {
+			a++;
+			continue;
+		}
+		while (b < ne && e[b].used)
+			b++;
+		if (b == ne)
+			break;
+		is[ni].span = e[b - 1].off + e[b - 1].len - e[a].off;
+		is[ni].a = a;
+		is[ni].b = b;
+		if (is[ni].span <= ISLAND_MAX)
+			ni++;
+		a = b + 1;
+	}
+	return ni;
+}
+
+/* Does the file system holding path discard the blocks it frees (mount option
+ * "discard")?  Only then does a hole cost more than moving a small island: elsewhere
+ * a punch is a few microseconds of metadata.  IMGCHAIN_CONS_ISLANDS=1 or 0 decides
+ * instead (tests, benchmarks). */
+static bool fs_discards(const char *path)
+{
+	const char *env = getenv("IMGCHAIN_CONS_ISLANDS");
+	char line[4096], dev[32];
+	struct stat st;
+	bool yes = false;
+	FILE *f;
+
+	if (env && *env)
+		return strcmp(env, "0") != 0;
+	if (stat(path, &st) < 0 || !(f = fopen("/proc/self/mountinfo", "re")))
+		return false;
+	snprintf(dev, sizeof(dev), " %u:%u ", major(st.st_dev), minor(st.st_dev));
+	while (!yes && fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - "), *opt;
+
+		if (!sep || !strstr(line, dev) || strstr(line, dev) > sep)
+			continue;
+		/* " - fstype source superoptions": the last field */
+		opt = strrchr(line, ' ');
+		for (char *sv, *tok = strtok_r(opt + 1, ",\n", &sv); tok && !yes;
+		     tok = strtok_r(NULL, ",\n", &sv))
+			yes = !strcmp(tok, "discard");
+	}
+	fclose(f);
+	return yes;
+}
+
+/* Mark in f->reloc the entries of the full (level 0) to copy, within budget bytes. */
+static int pick_islands(struct flat *f, uint64_t budget)
+{
+	struct ic_image *img = f->vt->path[0];
+	uint64_t n = img->slot.index_count;
+	struct isl_ent *e = NULL;
+	struct island *is = NULL;
+	size_t ne = 0, ni;
+	int ret = 0;
+
+	if (!budget || n < 3)
+		return 0;
+	e = malloc(n * sizeof(*e));
+	is = malloc(n * sizeof(*is));
+	f->reloc = calloc(n, 1);
+	if (!e || !is || !f->reloc) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		struct icf_entry x;
+
+		ret = ic_image_entry(img, i, &x);
+		if (ret)
+			goto out;
+		if (x.kind == ICF_ENTRY_ZERO)
+			continue;
+		e[ne].off = x.offset;
+		e[ne].len = x.stored_len;
+		e[ne].idx = i;
+		e[ne].used = x.pos < f->vt->nblocks && f->vt->owner[x.pos] == 1;
+		ne++;
+	}
+	qsort(e, ne, sizeof(*e), cmp_isl_off);
+	ni = find_islands(e, ne, is);
+	qsort(is, ni, sizeof(*is), cmp_island);
+	for (size_t k = 0; k < ni && is[k].span <= budget; k++) {
+		budget -= is[k].span;
+		for (size_t r = is[k].a; r < is[k].b; r++)
+			f->reloc[e[r].idx] = 1;
+	}
+out:
+	free(e);
+	free(is);
+	return ret;
 }
 
 /* Start a new image file for t: the header, both slots empty. */
@@ -317,6 +465,15 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		f.start = ICF_HEADER_SIZE;
 	}
 	ret = flat_pass(&f, false);
+	if (!ret && t->in_place && fs_discards(f.dpath)) {
+		uint64_t merged = 0;
+
+		for (uint32_t l = 1; l < f.vt->depth; l++)
+			merged += f.vt->path[l]->slot.data_bytes;
+		ret = pick_islands(&f, merged > f.copy_bytes ? merged - f.copy_bytes : 0);
+		if (!ret && f.reloc)
+			ret = flat_pass(&f, false);
+	}
 	if (ret)
 		goto out;
 	f.idx_off = (f.cur + 63) & ~(uint64_t)63;
@@ -332,6 +489,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	if (ret)
 		goto out;
 	st->bytes_copied += f.copy_bytes;
+	st->bytes_relocated += f.reloc_bytes;
 	st->bytes_index += f.count * sizeof(struct icf_entry);
 	t1 = ic_now();
 	st->phase_seconds[IC_CONS_T_COPY] += t1 - t0;

@@ -143,6 +143,7 @@ struct ic_consolidate_stats {
 	uint32_t points_rewritten;          /* targets written anew (same content) */
 	uint64_t bytes_copied;              /* record bytes copied */
 	uint64_t bytes_index;               /* index bytes written */
+	uint64_t bytes_relocated;           /* of bytes_copied: the full's own records moved */
 	int64_t space_freed;                /* allocation of the chain before minus after */
 	uint64_t peak_extra;                /* most allocation above the start, at any time */
 	uint32_t punches_pending;           /* images whose holes wait for their readers */

@@ -787,6 +787,20 @@ static void mark_used(uint8_t *bits, uint64_t nb, uint64_t off, uint64_t len)
 		bits[b / 8] |= (uint8_t)(1u << (b % 8));
 }
 
+/* Is [off, off + len) a hole already?  (Without SEEK_DATA: assume not.) */
+static bool is_hole(int fd, uint64_t off, uint64_t len)
+{
+#ifdef SEEK_DATA
+	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+
+	if (d < 0)
+		return errno == ENXIO;    /* no data from off to the end */
+	return (uint64_t)d >= off + len;
+#else
+	return false;
+#endif
+}
+
 int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
 {
 	const struct icf_slot *s = &img->slot;
@@ -825,6 +839,10 @@ int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
 
 			if (off + len > (uint64_t)st0.st_size)
 				len = (uint64_t)st0.st_size - off;
+			if (is_hole(img->fd, off, len)) {
+				b += run;    /* punched by an earlier run: no call, no journal */
+				continue;
+			}
 #ifdef HAVE_FALLOCATE
 			if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 				      (off_t)len) < 0) {

@@ -52,6 +52,9 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	       ic_human_bytes((uint64_t)(st->space_freed >= 0 ? st->space_freed : -st->space_freed), b,
 			      sizeof(b)),
 	       ic_human_bytes(st->peak_extra, p, sizeof(p)), st->seconds, st->punch_seconds);
+	if (st->bytes_relocated)
+		printf("  of the bytes copied, %s are the full's own records moved from between superseded ones (fewer, larger holes)\n",
+		       ic_human_bytes(st->bytes_relocated, a, sizeof(a)));
 	printf("  time:");
 	for (int i = 0; i < IC_CONS_NPHASES; i++)
 		printf(" %s %.3f s%s", ic_cons_phase_names[i], st->phase_seconds[i],
