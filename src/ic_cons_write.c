@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "ic_chain.h"
+#include "ic_codec.h"
 #include "ic_cons_int.h"
 #include "ic_image.h"
 #include "ic_progress.h"
@@ -21,9 +22,12 @@
 #include "ic_view.h"
 
 #define WINDOW_BLOCKS 65536u        /* positions flattened per pass of the window loop */
-#define COPY_BUF (8u << 20)         /* read-and-check buffer of the record copier */
+#define COPY_BUF (1u << 20)         /* read-and-check buffer of the record copier: small
+				     * enough to stay in the CPU cache between the read, the
+				     * check and the copy; grown to hold the largest record */
 #define ALIGN_RUN (256u << 10)      /* runs this long are placed reflink-friendly */
 #define ISLAND_MAX (128u << 10)     /* the full's records relocated to join two holes */
+#define KICK_BYTES (8u << 20)       /* writeback is started every this many bytes copied */
 
 /* ---- flattening: a target's block map folded onto its new base ------------------------
  *
@@ -49,6 +53,7 @@ struct flat {
 	struct ment *win;
 	struct icf_entry *run;
 	uint8_t *ibuf, *cbuf;
+	size_t cbuf_len;
 	XXH3_state_t *ih;
 	int dfd;
 	const char *dpath;
@@ -56,7 +61,26 @@ struct flat {
 	uint64_t count, n_data, n_zero, data_bytes, copy_bytes, reloc_bytes;
 	struct ic_progress prog;
 	uint64_t done;
+	uint64_t kicked;            /* writeback started up to here */
 };
+
+/* Start the writeback of what was copied since the last call, without waiting for it:
+ * the device writes while the next records are read and checked, and the fsync that
+ * makes the step durable finds most of the data on its way.  Only a hint: errors are
+ * reported by that fsync. */
+static void kick_writeback(struct flat *f, bool all)
+{
+#ifdef HAVE_SYNC_FILE_RANGE
+	if (f->cur > f->kicked && (all || f->cur - f->kicked >= KICK_BYTES)) {
+		(void)sync_file_range(f->dfd, (off_t)f->kicked, (off_t)(f->cur - f->kicked),
+				      SYNC_FILE_RANGE_WRITE);
+		f->kicked = f->cur;
+	}
+#else
+	(void)f;
+	(void)all;
+#endif
+}
 
 static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
 {
@@ -148,7 +172,7 @@ static int place(struct flat *f, size_t n, bool copy)
 			if (ic_interrupted)
 				return ic_fail(-EINTR, "interrupted");
 			ret = ic_image_copy_records(f->vt->path[m0->lvl], f->run, nrun, f->dfd, f->cur,
-						    f->dpath, f->cbuf, COPY_BUF);
+						    f->dpath, f->cbuf, f->cbuf_len);
 			if (ret)
 				return ret;
 			f->done += len;
@@ -157,6 +181,8 @@ static int place(struct flat *f, size_t n, bool copy)
 		}
 		f->cur += len;
 		i = k;
+		if (copy)
+			kick_writeback(f, false);
 	}
 	return 0;
 }
@@ -445,7 +471,10 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	f.win = malloc(WINDOW_BLOCKS * sizeof(*f.win));
 	f.run = malloc(WINDOW_BLOCKS * sizeof(*f.run));
 	f.ibuf = malloc(WINDOW_BLOCKS * sizeof(struct icf_entry));
-	f.cbuf = malloc(COPY_BUF);
+	f.cbuf_len = COPY_BUF;
+	if (f.cbuf_len < 2 * (size_t)ic_codec_bound(c->block_size))
+		f.cbuf_len = 2 * (size_t)ic_codec_bound(c->block_size);
+	f.cbuf = malloc(f.cbuf_len);
 	f.ih = XXH3_createState();
 	if (!f.cursor || !f.win || !f.run || !f.ibuf || !f.cbuf || !f.ih) {
 		ret = -ENOMEM;
@@ -480,6 +509,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
 	XXH3_128bits_reset(f.ih);
+	f.kicked = f.start;
 	ret = flat_pass(&f, true);
 	ic_progress_done(&f.prog);
 	if (ret)
