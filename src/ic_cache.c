@@ -21,7 +21,12 @@
 #define RA_START_BYTES (256u << 10)
 #define SLAB_BYTES (4u << 20)       /* block buffers come from pre-faulted slabs of this size */
 
-enum { E_LOADING, E_READY };
+/* E_GONE: a ghost.  A steady sequential reader consumed the block, nobody else used
+ * it: its buffer went back at once (drop-behind: a stream of a whole disk neither
+ * pushes the other readers' blocks out nor grows the cache), the entry stays so that
+ * readahead queued for it before is skipped.  A reader that wants it decodes again. */
+enum { E_LOADING, E_READY, E_GONE };
+#define GHOST_COST ((uint32_t)sizeof(struct ic_centry))
 
 struct ic_centry {
 	struct ic_centry *hnext;
@@ -31,6 +36,8 @@ struct ic_centry {
 	uint32_t len;
 	uint32_t cost;
 	uint8_t state;
+	uint8_t uses;               /* lookups that returned it (saturating) */
+	bool drop;                  /* a stream consumed it while a worker held it */
 	bool hashed;                /* reachable from the table (else freed at last put) */
 	int err;
 	uint8_t *data;
@@ -44,7 +51,7 @@ struct shard {
 	struct ic_centry lru;       /* sentinel: lnext most recent, lprev least recent */
 	void *free_bufs;            /* recycled block buffers (a list through their first bytes) */
 	uint64_t bytes, entries;
-	uint64_t hits, misses, waits, decoded, errors, evictions;
+	uint64_t hits, misses, waits, decoded, errors, evictions, dropped;
 } __attribute__((aligned(64)));
 
 struct job {
@@ -304,11 +311,23 @@ static struct ic_centry *table_insert(struct ic_cache *c, struct shard *sh, uint
 	return e;
 }
 
-static void entry_put(struct ic_cache *c, struct shard *sh, struct ic_centry *e)
+/* drop: a sequential stream consumed the block and nobody else used it: free it now
+ * (drop-behind) rather than let the stream push the cache's other blocks out. */
+static void entry_put(struct ic_cache *c, struct shard *sh, struct ic_centry *e, bool drop)
 {
 	pthread_mutex_lock(&sh->mu);
+	e->drop |= drop;
 	if (--e->refs == 0) {
-		if (!e->hashed) {
+		if (e->drop && e->hashed && e->uses <= 1 && !e->err && e->state == E_READY) {
+			buf_put(sh, e->data);
+			e->data = NULL;
+			e->drop = false;
+			e->state = E_GONE;
+			sh->bytes -= e->cost - GHOST_COST;
+			e->cost = GHOST_COST;
+			sh->dropped++;
+			lru_push(sh, e);
+		} else if (!e->hashed) {
 			entry_free(sh, e);
 		} else {
 			lru_push(sh, e);
@@ -388,6 +407,31 @@ static struct ic_centry *entry_get(struct ic_cache_src *s, uint16_t level,
 		e = table_insert(c, sh, h, dev, ino, ie);
 		*created = e != NULL;
 		sh->misses += wait && e;
+	} else if (e->state == E_GONE) {
+		void *b;
+
+		if (!wait) {
+			e = NULL;
+		} else {
+			lru_unlink(e);          /* idle: ghosts have no references */
+			sh->bytes += c->bs;
+			e->cost += c->bs;
+			shard_trim(c, sh);
+			b = buf_get(c, sh);
+			if (!b) {
+				sh->bytes -= c->bs;
+				e->cost -= c->bs;
+				lru_push(sh, e);
+				e = NULL;
+			} else {
+				e->data = b;
+				e->refs = 1;
+				e->uses = 0;
+				e->state = E_LOADING;
+				*created = true;
+				sh->misses++;
+			}
+		}
 	} else if (e->state == E_READY) {
 		if (!wait) {
 			e = NULL;
@@ -404,6 +448,8 @@ static struct ic_centry *entry_get(struct ic_cache_src *s, uint16_t level,
 		while (e->state == E_LOADING)
 			pthread_cond_wait(&sh->cv, &sh->mu);
 	}
+	if (e && wait && e->uses < UINT8_MAX)
+		e->uses++;
 	pthread_mutex_unlock(&sh->mu);
 	return e;
 }
@@ -444,7 +490,7 @@ int ic_cache_get(struct ic_cache_src *s, uint64_t pos, struct ic_cache_ref *ref)
 		entry_load(s, sh, e, pos);
 	if (e->err) {
 		ret = e->err;
-		entry_put(s->c, sh, e);
+		entry_put(s->c, sh, e, false);
 		return ret;
 	}
 	ref->e = e;
@@ -453,14 +499,20 @@ int ic_cache_get(struct ic_cache_src *s, uint64_t pos, struct ic_cache_ref *ref)
 	return 0;
 }
 
-void ic_cache_put(struct ic_cache_src *s, struct ic_cache_ref *ref)
+static void ref_put(struct ic_cache_src *s, struct ic_cache_ref *ref, bool drop)
 {
 	struct ic_centry *e = ref->e;
 
 	if (e)
-		entry_put(s->c, &s->c->shards[key_hash(e->dev, e->ino, e->off) & (NSHARDS - 1)], e);
+		entry_put(s->c, &s->c->shards[key_hash(e->dev, e->ino, e->off) & (NSHARDS - 1)], e,
+			  drop);
 	ref->e = NULL;
 	ref->data = NULL;
+}
+
+void ic_cache_put(struct ic_cache_src *s, struct ic_cache_ref *ref)
+{
+	ref_put(s, ref, false);
 }
 
 /* A worker's job: decode block pos unless it is a zero block or cached already. */
@@ -482,7 +534,7 @@ static void job_run(struct ic_cache_src *s, uint64_t pos)
 		return;
 	if (created)
 		entry_load(s, sh, e, pos);
-	entry_put(s->c, sh, e);
+	entry_put(s->c, sh, e, false);
 }
 
 static void *worker_main(void *arg)
@@ -562,8 +614,9 @@ void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 	}
 }
 
-/* Sequential detection: a read starting near where the previous one ended. */
-static void stream_advance(struct ic_cache_src *s, struct ic_cache_stream *st, uint64_t off,
+/* Sequential detection: a read starting near where the previous one ended.  True when
+ * the stream is steady (its readahead window grew to the largest). */
+static bool stream_advance(struct ic_cache_src *s, struct ic_cache_stream *st, uint64_t off,
 			   uint64_t len, uint64_t last)
 {
 	struct ic_cache *c = s->c;
@@ -580,7 +633,7 @@ static void stream_advance(struct ic_cache_src *s, struct ic_cache_stream *st, u
 		__atomic_store_n(&st->window, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&st->hits, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&st->ra_end, 0, __ATOMIC_RELAXED);
-		return;
+		return false;
 	}
 	if (max_win < 1)
 		max_win = 1;
@@ -598,9 +651,10 @@ static void stream_advance(struct ic_cache_src *s, struct ic_cache_stream *st, u
 		to = s->v->nblocks;
 	/* top the window up only when half of it was consumed, so jobs go out in batches */
 	if (from >= to || (ra_end > last + 1 && ra_end - (last + 1) > win / 2))
-		return;
+		return win == max_win;
 	__atomic_store_n(&st->ra_end, to, __ATOMIC_RELAXED);
 	ic_cache_prefetch(s, from, to - from);
+	return win == max_win;
 }
 
 int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf, size_t len,
@@ -609,6 +663,7 @@ int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf,
 	const uint32_t bs = s->c->bs;
 	uint8_t *p = buf;
 	uint64_t first, last;
+	bool steady = false;
 
 	if (!len)
 		return 0;
@@ -617,7 +672,7 @@ int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf,
 	first = off / bs;
 	last = (off + len - 1) / bs;
 	if (st)
-		stream_advance(s, st, off, len, last);
+		steady = stream_advance(s, st, off, len, last);
 	if (last > first)
 		ic_cache_prefetch(s, first + 1, last - first);
 	for (uint64_t pos = first; pos <= last; pos++) {
@@ -629,7 +684,9 @@ int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf,
 		if (ret)
 			return ret;
 		memcpy(p, ref.data + boff, n);
-		ic_cache_put(s, &ref);
+		/* a steady stream read the block to its end: drop-behind (blocks used by
+		 * other readers stay) */
+		ref_put(s, &ref, steady && boff + n == bs);
 		p += n;
 		len -= n;
 	}
@@ -846,6 +903,7 @@ void ic_cache_get_stats(struct ic_cache *c, struct ic_cache_stats *st)
 		st->decoded += sh->decoded;
 		st->errors += sh->errors;
 		st->evictions += sh->evictions;
+		st->dropped += sh->dropped;
 		st->entries += sh->entries;
 		st->bytes += sh->bytes;
 		pthread_mutex_unlock(&sh->mu);

@@ -223,6 +223,17 @@ void mount_fs_free(struct mount_fs *fs)
 	while (fs->gens)
 		gen_unref(fs, fs->gens);
 	pthread_mutex_unlock(&fs->lock);
+	if (fs->cache) {
+		struct ic_cache_stats st;
+
+		ic_cache_get_stats(fs->cache, &st);
+		mount_log(LOG_INFO, "block cache: %llu hits, %llu misses, %llu waits, %llu blocks decoded, %llu by readahead (%llu dropped), %llu evicted, %llu dropped behind a sequential reader, %llu errors",
+			  (unsigned long long)st.hits, (unsigned long long)st.misses,
+			  (unsigned long long)st.waits, (unsigned long long)st.decoded,
+			  (unsigned long long)st.ra_done, (unsigned long long)st.ra_dropped,
+			  (unsigned long long)st.evictions, (unsigned long long)st.dropped,
+			  (unsigned long long)st.errors);
+	}
 	ic_cache_free(fs->cache);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh_mu);

@@ -1,7 +1,8 @@
 /* test_cache.c: the decoded-block cache over a real chain made by ic_backup(): exact
  * bytes at every alignment, records shared between points, concurrent readers,
- * eviction under a tiny budget, references surviving eviction, readahead, and a
- * damaged record cached as an error for its block only. */
+ * eviction under a tiny budget, references surviving eviction, readahead, drop-behind
+ * of a steady sequential stream, and a damaged record cached as an error for its
+ * block only. */
 #include "config.h"
 
 #include <errno.h>
@@ -287,6 +288,74 @@ static void test_readahead(void)
 	ic_cache_free(c);
 }
 
+static uint64_t data_blocks(const struct ic_view *v, uint64_t from)
+{
+	uint64_t n = 0;
+
+	for (uint64_t pos = from; pos < v->nblocks; pos++) {
+		struct ic_block_ref br;
+
+		CHECK_EQ(ic_view_lookup(v, pos, &br), 0);
+		n += br.img != NULL;
+	}
+	return n;
+}
+
+/* A steady sequential stream frees the blocks it consumed (drop-behind): each block
+ * decoded once, the cache's memory stays near the readahead window, a block another
+ * reader used before stays cached, and a dropped block reads back right. */
+static void test_drop_behind(void)
+{
+	struct ic_cache_opts o = { .workers = 2, .readahead_bytes = 1u << 20 };
+	struct ic_cache *c = ic_cache_new(BS, key, &o);
+	struct ic_cache_src *s0 = ic_cache_src_new(c, v0);
+	struct ic_cache_stream st = { 0 };
+	struct ic_cache_stats a, b;
+	uint64_t kept = NBLK - 10, again = NBLK - 30, ndata = data_blocks(v0, 0);
+	uint8_t buf[BS];
+
+	CHECK(ndata > 100);
+	CHECK(v0->owner[kept] && v0->owner[again]);     /* data blocks, not zeros */
+	CHECK_EQ(ic_cache_read(s0, NULL, buf, BS, kept * BS), 0);    /* a random reader */
+	CHECK(read_all(s0, src0, 1u << 20, 0, &st));
+	ic_cache_get_stats(c, &a);
+	CHECK_EQ(a.decoded, ndata);
+	CHECK(a.dropped > ndata * 2 / 3);    /* steady from the third 1 MiB read on */
+	CHECK(a.dropped < ndata);
+	CHECK(a.bytes < (ndata - a.dropped / 2) * BS);
+	CHECK_EQ(a.errors, 0);
+	/* the block the random reader had used is still there */
+	CHECK_EQ(ic_cache_read(s0, NULL, buf, BS, kept * BS), 0);
+	CHECK(!memcmp(buf, src0 + kept * BS, BS));
+	ic_cache_get_stats(c, &b);
+	CHECK_EQ(b.decoded, a.decoded);
+	CHECK_EQ(b.hits, a.hits + 1);
+	/* a dropped one is decoded again, byte for byte */
+	CHECK_EQ(ic_cache_read(s0, NULL, buf, BS, again * BS), 0);
+	CHECK(!memcmp(buf, src0 + again * BS, BS));
+	ic_cache_get_stats(c, &b);
+	CHECK_EQ(b.decoded, a.decoded + 1);
+	/* and a second stream over the disk reads it right again */
+	memset(&st, 0, sizeof(st));
+	CHECK(read_all(s0, src0, 1u << 20, 4096, &st));
+	ic_cache_src_free(s0);
+	ic_cache_free(c);
+}
+
+/* Wait until the workers ran every queued job (their decoding changes the counters). */
+static void settle(struct ic_cache *c)
+{
+	struct ic_cache_stats st;
+
+	for (int i = 0; i < 5000; i++) {
+		ic_cache_get_stats(c, &st);
+		if (st.ra_done == st.ra_queued)
+			return;
+		usleep(1000);
+	}
+	CHECK(!"readahead jobs still running after 5 s");
+}
+
 static int errors_seen;
 
 static void on_error(void *arg, int err, const char *msg)
@@ -321,6 +390,7 @@ static void test_corrupt_block(void)
 	s0 = ic_cache_src_new(c, v0);
 	CHECK_EQ(ic_cache_read(s0, NULL, buf, 4 * BS, 2 * BS), IC_ECORRUPT);
 	CHECK_EQ(ic_cache_read(s0, NULL, buf, 10, 3 * BS + 100), IC_ECORRUPT);
+	settle(c);      /* the first read queued blocks 3..5 and returned at block 3 */
 	ic_cache_get_stats(c, &a);
 	CHECK_EQ(a.errors, 1);
 	CHECK_EQ(ic_cache_read(s0, NULL, buf, BS, 3 * BS), IC_ECORRUPT);
@@ -357,6 +427,7 @@ int main(void)
 	RUN(test_eviction_and_refs);
 	RUN(test_concurrency);
 	RUN(test_readahead);
+	RUN(test_drop_behind);
 	RUN(test_corrupt_block);
 	ic_view_free(v0);
 	ic_view_free(v1);
