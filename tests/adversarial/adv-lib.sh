@@ -120,6 +120,14 @@ _unmount()
 }
 cleanup_fn _unmount
 
+# unmount after a check: both the unmount and the daemon's exit status must be clean
+_unmount_clean()
+{
+	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
+	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
+	MOUNT_PID=
+}
+
 _mount()
 {
 	local i
@@ -196,9 +204,7 @@ EOF
 		grep -q "restore point '$point', block $pos " "$TESTDIR/mount.log" ||
 			fail "imgmount did not log the damage of '$point' block $pos: $(cat "$TESTDIR/mount.log")"
 	done
-	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
-	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
-	MOUNT_PID=
+	_unmount_clean
 }
 
 mount_point_eio()
@@ -221,9 +227,7 @@ sys.exit("%s opened and read" % sys.argv[1])
 EOF
 	grep -Eq -- "$re" "$TESTDIR/mount.log" ||
 		fail "imgmount's log does not match /$re/: $(cat "$TESTDIR/mount.log")"
-	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
-	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
-	MOUNT_PID=
+	_unmount_clean
 }
 
 mount_refused()

@@ -9,13 +9,7 @@ source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 
 # p2's block 9 relabelled as block 10 (which p2 did not change)
-icimg_py C/00000002.img <<'EOF'
-import sys, icimg
-i = icimg.Image(sys.argv[1])
-e = i.entry(9)
-e["pos"] = 10
-i.write_entry(e)
-EOF
+set_entry_pos C/00000002.img 9 10
 snap
 expect_exit 0 imgverify C
 expect_exit 4 imgverify --data C
@@ -36,13 +30,7 @@ unchanged "mounting a chain with a moved block"
 
 # p3's block 12 moved to block 16: p3's disk has 16 blocks, so the entry is out of bounds
 fresh
-icimg_py C/00000003.img <<'EOF'
-import sys, icimg
-i = icimg.Image(sys.argv[1])
-e = i.entry(12)
-e["pos"] = 16
-i.write_entry(e)
-EOF
+set_entry_pos C/00000003.img 12 16
 snap
 expect_exit 4 imgverify C
 expect_msg "^imgverify: C/00000003.img: index entry 0 \(block 16\): fields out of bounds$"

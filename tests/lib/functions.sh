@@ -397,6 +397,18 @@ print(e["offset"], e["stored_len"], e["pos"])
 EOF
 }
 
+# set_entry_pos IMAGE N P: relabel the index entry of block N as block P, checksums fixed up
+set_entry_pos()
+{
+	icimg_py "$@" <<'EOF'
+import sys, icimg
+i = icimg.Image(sys.argv[1])
+e = i.entry(int(sys.argv[2]))
+e["pos"] = int(sys.argv[3])
+i.write_entry(e)
+EOF
+}
+
 # ---- tools ---------------------------------------------------------------------------------------
 # json_check FILE: run the python3 script on stdin with j = the JSON of FILE (use assert).
 json_check()
