@@ -11,3 +11,11 @@ dist_check_DATA = tests/mount/mount-lib.sh
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)
 SH_TESTS += tests/mount/mount-helper.sh
+# a lost overlay write: tests/lib/faultsync.so, an LD_PRELOAD shim failing one fdatasync
+# (built with one compiler call: no libtool for a test's shared object)
+SH_TESTS += tests/mount/mount-syncfail.sh
+check_DATA = tests/lib/faultsync.so
+CLEANFILES = tests/lib/faultsync.so
+tests/lib/faultsync.so: tests/lib/faultsync.c
+	@$(MKDIR_P) tests/lib
+	$(AM_V_CC)$(CC) -O2 -Wall -shared -fPIC -o $@ $(srcdir)/tests/lib/faultsync.c -ldl
