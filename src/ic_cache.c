@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -565,8 +566,8 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* Is block pos worth queueing: a data block not yet in the table? */
-static bool wants_decode(struct ic_cache_src *s, uint64_t pos)
+/* Is block pos worth queueing: a data block not yet in the table?  *br: its record. */
+static bool wants_decode(struct ic_cache_src *s, uint64_t pos, struct ic_block_ref *brp)
 {
 	const struct ic_view *v = s->v;
 	struct ic_block_ref br;
@@ -584,12 +585,46 @@ static bool wants_decode(struct ic_cache_src *s, uint64_t pos)
 	pthread_mutex_lock(&sh->mu);
 	found = table_find(sh, h, dev, ino, br.e.offset, br.e.rec_hash) != NULL;
 	pthread_mutex_unlock(&sh->mu);
+	*brp = br;
 	return !found;
+}
+
+/* Records about to be decoded are asked of the kernel at once (POSIX_FADV_WILLNEED),
+ * ranges of one image a little apart joined: the kernel's own readahead follows one
+ * file, while a deep chain's newest blocks are single records spread over many. */
+#define WILLNEED_GAP (128u << 10)
+struct willneed {
+	int fd;
+	uint64_t start, end;
+};
+
+static void willneed_flush(struct willneed *w)
+{
+	if (w->fd >= 0 && w->end > w->start)
+		(void)posix_fadvise(w->fd, (off_t)w->start, (off_t)(w->end - w->start),
+				    POSIX_FADV_WILLNEED);
+	w->fd = -1;
+}
+
+static void willneed_add(struct willneed *w, const struct ic_block_ref *br)
+{
+	uint64_t s = br->e.offset, e = br->e.offset + br->e.stored_len;
+
+	if (w->fd == br->img->fd && s >= w->start && s <= w->end + WILLNEED_GAP) {
+		if (e > w->end)
+			w->end = e;
+		return;
+	}
+	willneed_flush(w);
+	w->fd = br->img->fd;
+	w->start = s;
+	w->end = e;
 }
 
 void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 {
 	struct ic_cache *c = s->c;
+	struct willneed w = { .fd = -1 };
 	uint64_t end = first + count;
 
 	if (!c->nthr)
@@ -597,8 +632,11 @@ void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 	if (end > s->v->nblocks || end < first)
 		end = s->v->nblocks;
 	for (uint64_t pos = first; pos < end; pos++) {
-		if (!wants_decode(s, pos))
+		struct ic_block_ref br;
+
+		if (!wants_decode(s, pos, &br))
 			continue;
+		willneed_add(&w, &br);
 		pthread_mutex_lock(&c->qmu);
 		if (c->qlen == QUEUE_CAP || s->dying) {
 			c->ra_dropped++;
@@ -612,6 +650,7 @@ void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 		pthread_cond_signal(&c->qcv);
 		pthread_mutex_unlock(&c->qmu);
 	}
+	willneed_flush(&w);
 }
 
 /* Sequential detection: a read starting near where the previous one ended.  True when
