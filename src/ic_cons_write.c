@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,125 @@ struct ment {
 	bool copy;
 };
 
+/* ---- the record checker: a thread reading and checking the records the copier copies
+ *
+ * The copier moves the bytes with copy_file_range (no read of ours); the checker reads
+ * the same records and checks their XXH3-64, on the other core.  Every record is
+ * checked before the step can commit: the copier waits for the checker at the end of
+ * its pass, and a mismatch fails the step (the appended tail is cut by the rollback). */
+struct check_job {
+	struct check_job *next;
+	const struct ic_image *src;
+	size_t n;
+	struct icf_entry ents[];
+};
+
+struct checker {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct check_job *head, **tail;
+	bool done;                  /* no more jobs will come */
+	int ret;                    /* the first failure */
+	char msg[1024];             /* its message (messages are per thread) */
+	uint8_t *buf;
+	size_t buflen;
+	pthread_t th;
+};
+
+static void *checker_main(void *arg)
+{
+	struct checker *k = arg;
+
+	pthread_mutex_lock(&k->mu);
+	for (;;) {
+		struct check_job *j;
+		int ret;
+
+		while (!k->head && !k->done)
+			pthread_cond_wait(&k->cv, &k->mu);
+		if (!k->head)
+			break;
+		j = k->head;
+		k->head = j->next;
+		if (!k->head)
+			k->tail = &k->head;
+		ret = k->ret;
+		pthread_mutex_unlock(&k->mu);
+		if (!ret) {
+			ret = ic_image_check_records(j->src, j->ents, j->n, k->buf, k->buflen);
+			if (ret) {
+				pthread_mutex_lock(&k->mu);
+				snprintf(k->msg, sizeof(k->msg), "%s", ic_last_error(ret));
+				k->ret = ret;
+				pthread_mutex_unlock(&k->mu);
+			}
+		}
+		free(j);
+		pthread_mutex_lock(&k->mu);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return NULL;
+}
+
+/* 0 and the thread running, or an error (the caller checks in line instead). */
+static int checker_start(struct checker *k, size_t buflen)
+{
+	memset(k, 0, sizeof(*k));
+	k->tail = &k->head;
+	k->buflen = buflen;
+	k->buf = malloc(buflen);
+	if (!k->buf)
+		return -ENOMEM;
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_cond_init(&k->cv, NULL);
+	if (pthread_create(&k->th, NULL, checker_main, k)) {
+		pthread_mutex_destroy(&k->mu);
+		pthread_cond_destroy(&k->cv);
+		free(k->buf);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Queue ents[0..n) of src; the checker's failure so far, if any (the copier stops). */
+static int checker_push(struct checker *k, const struct ic_image *src,
+			const struct icf_entry *ents, size_t n)
+{
+	struct check_job *j = malloc(sizeof(*j) + n * sizeof(*ents));
+	int ret;
+
+	if (!j)
+		return -ENOMEM;
+	j->next = NULL;
+	j->src = src;
+	j->n = n;
+	memcpy(j->ents, ents, n * sizeof(*ents));
+	pthread_mutex_lock(&k->mu);
+	*k->tail = j;
+	k->tail = &j->next;
+	ret = k->ret;
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	return ret ? ic_fail(ret, "%s", k->msg) : 0;
+}
+
+/* No more jobs: wait until every queued record was checked.  The first failure. */
+static int checker_finish(struct checker *k)
+{
+	int ret;
+
+	pthread_mutex_lock(&k->mu);
+	k->done = true;
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	pthread_join(k->th, NULL);
+	ret = k->ret ? ic_fail(k->ret, "%s", k->msg) : 0;
+	pthread_mutex_destroy(&k->mu);
+	pthread_cond_destroy(&k->cv);
+	free(k->buf);
+	return ret;
+}
+
 struct flat {
 	struct ic_view *vt, *vb;
 	uint32_t fl, tseq;
@@ -62,6 +182,7 @@ struct flat {
 	struct ic_progress prog;
 	uint64_t done;
 	uint64_t kicked;            /* writeback started up to here */
+	struct checker *ck;         /* the checking thread, NULL: check in line */
 };
 
 /* Start the writeback of what was copied since the last call, without waiting for it:
@@ -171,8 +292,17 @@ static int place(struct flat *f, size_t n, bool copy)
 		if (copy) {
 			if (ic_interrupted)
 				return ic_fail(-EINTR, "interrupted");
-			ret = ic_image_copy_records(f->vt->path[m0->lvl], f->run, nrun, f->dfd, f->cur,
-						    f->dpath, f->cbuf, f->cbuf_len);
+			if (f->ck) {
+				ret = checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun);
+				if (!ret)
+					ret = ic_image_copy_bytes(f->vt->path[m0->lvl], m0->e.offset,
+								  len, f->dfd, f->cur, f->dpath,
+								  f->cbuf, f->cbuf_len);
+			} else {
+				ret = ic_image_copy_records(f->vt->path[m0->lvl], f->run, nrun,
+							    f->dfd, f->cur, f->dpath, f->cbuf,
+							    f->cbuf_len);
+			}
 			if (ret)
 				return ret;
 			f->done += len;
@@ -454,6 +584,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 {
 	struct ic_consolidate_stats *st = x->st;
 	double t0 = ic_now(), t1;
+	struct checker ck;
 	struct flat f;
 	char *tmp = NULL, what[160];
 	int fd = -1, ret;
@@ -510,7 +641,16 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
 	XXH3_128bits_reset(f.ih);
 	f.kicked = f.start;
+	f.ck = checker_start(&ck, f.cbuf_len) ? NULL : &ck;
 	ret = flat_pass(&f, true);
+	if (f.ck) {
+		int r2 = checker_finish(&ck);
+
+		/* a damaged record first: the copier may have stopped because of it */
+		if (r2 && (!ret || r2 == IC_ECORRUPT))
+			ret = r2;
+		f.ck = NULL;
+	}
 	ic_progress_done(&f.prog);
 	if (ret)
 		goto out;

@@ -700,9 +700,10 @@ int ic_slot_validate(const struct icf_slot *s, const char *path)
 
 /* Copy len bytes in the kernel: copy_file_range, split so that the part aligned on
  * 4 KiB in both files can be shared as a reflink; pwrite from buf where the kernel
- * cannot copy.  buf holds the same bytes (already read for the checksum check). */
+ * cannot copy.  have: buf holds the same bytes already (read for the checksum check);
+ * else it is filled from the source first (len <= its size). */
 static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t len,
-		     const uint8_t *buf, const char *dpath)
+		     uint8_t *buf, bool have, const char *spath, const char *dpath)
 {
 	static int no_cfr = -1;
 
@@ -730,8 +731,10 @@ static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t le
 		}
 #endif
 		if (n <= 0) {
-			int ret = ic_pwrite_full(dfd, buf, (size_t)piece, doff, dpath);
+			int ret = have ? 0 : ic_pread_full(sfd, buf, (size_t)piece, soff, spath);
 
+			if (!ret)
+				ret = ic_pwrite_full(dfd, buf, (size_t)piece, doff, dpath);
 			if (ret)
 				return ret;
 			n = (ssize_t)piece;
@@ -744,35 +747,93 @@ static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t le
 	return 0;
 }
 
+/* The longest prefix of ents[i..n) that fits in buflen: its end index; 0 with an error
+ * for records that are not contiguous or larger than the buffer. */
+static size_t batch_end(const struct ic_image *src, const struct icf_entry *ents, size_t i,
+			size_t n, size_t buflen, uint64_t *len, int *err)
+{
+	uint64_t start = ents[i].offset;
+	size_t k = i;
+
+	*len = 0;
+	*err = 0;
+	while (k < n && *len + ents[k].stored_len <= buflen) {
+		if (ents[k].offset != start + *len) {
+			*err = ic_fail(-EINVAL, "%s: records to copy are not contiguous", src->path);
+			return 0;
+		}
+		*len += ents[k].stored_len;
+		k++;
+	}
+	if (k == i)
+		*err = ic_fail(-EINVAL, "%s: record larger than the copy buffer", src->path);
+	return k;
+}
+
+static int check_batch(const struct ic_image *src, const struct icf_entry *ents, size_t i,
+		       size_t k, const uint8_t *buf)
+{
+	for (size_t r = i; r < k; r++)
+		if (XXH3_64bits(buf + (ents[r].offset - ents[i].offset), ents[r].stored_len) !=
+		    ents[r].rec_hash)
+			return ic_fail(IC_ECORRUPT,
+				       "%s: block %llu: record checksum mismatch (data damaged)",
+				       src->path, (unsigned long long)ents[r].pos);
+	return 0;
+}
+
+int ic_image_check_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+			   void *buf, size_t buflen)
+{
+	for (size_t i = 0; i < n;) {
+		uint64_t len;
+		int ret;
+		size_t k = batch_end(src, ents, i, n, buflen, &len, &ret);
+
+		if (!ret)
+			ret = ic_pread_full(src->fd, buf, (size_t)len, ents[i].offset, src->path);
+		if (!ret)
+			ret = check_batch(src, ents, i, k, buf);
+		if (ret)
+			return ret;
+		i = k;
+	}
+	return 0;
+}
+
+int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+			uint64_t dst_off, const char *dst_path, void *buf, size_t buflen)
+{
+	while (len) {
+		uint64_t piece = len < buflen ? len : buflen;
+		int ret = copy_span(src->fd, off, dst_fd, dst_off, piece, buf, false, src->path,
+				    dst_path);
+
+		if (ret)
+			return ret;
+		off += piece;
+		dst_off += piece;
+		len -= piece;
+	}
+	return 0;
+}
+
 int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
 			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
 			  size_t buflen)
 {
-	size_t i = 0;
-
-	while (i < n) {
-		uint64_t start = ents[i].offset, len = 0;
-		size_t k = i;
+	for (size_t i = 0; i < n;) {
+		uint64_t len;
 		int ret;
+		size_t k = batch_end(src, ents, i, n, buflen, &len, &ret);
 
-		while (k < n && len + ents[k].stored_len <= buflen) {
-			if (ents[k].offset != start + len)
-				return ic_fail(-EINVAL, "%s: records to copy are not contiguous", src->path);
-			len += ents[k].stored_len;
-			k++;
-		}
-		if (k == i)
-			return ic_fail(-EINVAL, "%s: record larger than the copy buffer", src->path);
-		ret = ic_pread_full(src->fd, buf, (size_t)len, start, src->path);
-		if (ret)
-			return ret;
-		for (size_t r = i; r < k; r++)
-			if (XXH3_64bits((uint8_t *)buf + (ents[r].offset - start), ents[r].stored_len) !=
-			    ents[r].rec_hash)
-				return ic_fail(IC_ECORRUPT,
-					       "%s: block %llu: record checksum mismatch (data damaged)",
-					       src->path, (unsigned long long)ents[r].pos);
-		ret = copy_span(src->fd, start, dst_fd, dst_off, len, buf, dst_path);
+		if (!ret)
+			ret = ic_pread_full(src->fd, buf, (size_t)len, ents[i].offset, src->path);
+		if (!ret)
+			ret = check_batch(src, ents, i, k, buf);
+		if (!ret)
+			ret = copy_span(src->fd, ents[i].offset, dst_fd, dst_off, len, buf, true,
+					src->path, dst_path);
 		if (ret)
 			return ret;
 		dst_off += len;

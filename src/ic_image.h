@@ -82,15 +82,22 @@ void ic_image_filename(uint32_t seq, char *buf, size_t len);
  * bounds, name), for a slot built in memory.  IC_ECORRUPT naming path. */
 int ic_slot_validate(const struct icf_slot *s, const char *path);
 
-/* Copy the n records ents[] of src, contiguous in src (each starts where the previous
- * ends), to dst_fd at dst_off with the same layout.  Records are read into buf
- * (buflen bytes, at least the largest record) and each one's XXH3-64 is checked
- * against its entry before any of its bytes are written: a mismatch gives IC_ECORRUPT
- * naming src and the block (earlier records may have been written; the caller
- * discards the destination).  The bytes move with copy_file_range, split so that
- * spans aligned on 4 KiB in both files can be shared as reflinks; pwrite from buf
- * where the kernel cannot copy (or IMGCHAIN_NO_COPY_FILE_RANGE is set, for comparisons).
- * Does not fsync. */
+/* Check the n records ents[] of src, contiguous in src (each starts where the previous
+ * ends): read into buf (buflen bytes, at least the largest record), each one's XXH3-64
+ * compared with its entry.  IC_ECORRUPT naming src and the block on a mismatch. */
+int ic_image_check_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+			   void *buf, size_t buflen);
+
+/* Copy bytes [off, off + len) of src to dst_fd at dst_off, unchecked: copy_file_range,
+ * split so that spans aligned on 4 KiB in both files can be shared as reflinks; read
+ * into buf and pwrite where the kernel cannot copy (or IMGCHAIN_NO_COPY_FILE_RANGE is
+ * set, for comparisons).  Does not fsync. */
+int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+			uint64_t dst_off, const char *dst_path, void *buf, size_t buflen);
+
+/* Both: check the records, then copy them to dst_fd at dst_off with the same layout,
+ * each buffer's worth checked before any of its bytes are written (earlier records may
+ * have been written when a later one fails; the caller discards the destination). */
 int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
 			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
 			  size_t buflen);
