@@ -782,8 +782,10 @@ static int check_batch(const struct ic_image *src, const struct icf_entry *ents,
 	return 0;
 }
 
-int ic_image_check_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
-			   void *buf, size_t buflen)
+/* Read and check ents[0..n) a buffer's worth at a time; copy each batch to dst_fd at
+ * dst_off once checked, unless dst_fd < 0. */
+static int check_copy(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+		      int dst_fd, uint64_t dst_off, const char *dst_path, void *buf, size_t buflen)
 {
 	for (size_t i = 0; i < n;) {
 		uint64_t len;
@@ -794,11 +796,21 @@ int ic_image_check_records(const struct ic_image *src, const struct icf_entry *e
 			ret = ic_pread_full(src->fd, buf, (size_t)len, ents[i].offset, src->path);
 		if (!ret)
 			ret = check_batch(src, ents, i, k, buf);
+		if (!ret && dst_fd >= 0)
+			ret = copy_span(src->fd, ents[i].offset, dst_fd, dst_off, len, buf, true,
+					src->path, dst_path);
 		if (ret)
 			return ret;
+		dst_off += len;
 		i = k;
 	}
 	return 0;
+}
+
+int ic_image_check_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
+			   void *buf, size_t buflen)
+{
+	return check_copy(src, ents, n, -1, 0, NULL, buf, buflen);
 }
 
 int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
@@ -822,24 +834,7 @@ int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *en
 			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
 			  size_t buflen)
 {
-	for (size_t i = 0; i < n;) {
-		uint64_t len;
-		int ret;
-		size_t k = batch_end(src, ents, i, n, buflen, &len, &ret);
-
-		if (!ret)
-			ret = ic_pread_full(src->fd, buf, (size_t)len, ents[i].offset, src->path);
-		if (!ret)
-			ret = check_batch(src, ents, i, k, buf);
-		if (!ret)
-			ret = copy_span(src->fd, ents[i].offset, dst_fd, dst_off, len, buf, true,
-					src->path, dst_path);
-		if (ret)
-			return ret;
-		dst_off += len;
-		i = k;
-	}
-	return 0;
+	return check_copy(src, ents, n, dst_fd, dst_off, dst_path, buf, buflen);
 }
 
 static void mark_used(uint8_t *bits, uint64_t nb, uint64_t off, uint64_t len)
