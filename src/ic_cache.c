@@ -319,10 +319,11 @@ static void entry_put(struct ic_cache *c, struct shard *sh, struct ic_centry *e,
 	pthread_mutex_lock(&sh->mu);
 	e->drop |= drop;
 	if (--e->refs == 0) {
-		if (e->drop && e->hashed && e->uses <= 1 && !e->err && e->state == E_READY) {
+		drop = e->drop;
+		e->drop = false;        /* asked for by the references just ended only */
+		if (drop && e->hashed && e->uses <= 1 && !e->err && e->state == E_READY) {
 			buf_put(sh, e->data);
 			e->data = NULL;
-			e->drop = false;
 			e->state = E_GONE;
 			sh->bytes -= e->cost - GHOST_COST;
 			e->cost = GHOST_COST;

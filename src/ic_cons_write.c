@@ -189,17 +189,16 @@ struct flat {
  * the device writes while the next records are read and checked, and the fsync that
  * makes the step durable finds most of the data on its way.  Only a hint: errors are
  * reported by that fsync. */
-static void kick_writeback(struct flat *f, bool all)
+static void kick_writeback(struct flat *f)
 {
 #ifdef HAVE_SYNC_FILE_RANGE
-	if (f->cur > f->kicked && (all || f->cur - f->kicked >= KICK_BYTES)) {
+	if (f->cur - f->kicked >= KICK_BYTES) {
 		(void)sync_file_range(f->dfd, (off_t)f->kicked, (off_t)(f->cur - f->kicked),
 				      SYNC_FILE_RANGE_WRITE);
 		f->kicked = f->cur;
 	}
 #else
 	(void)f;
-	(void)all;
 #endif
 }
 
@@ -312,7 +311,7 @@ static int place(struct flat *f, size_t n, bool copy)
 		f->cur += len;
 		i = k;
 		if (copy)
-			kick_writeback(f, false);
+			kick_writeback(f);
 	}
 	return 0;
 }

@@ -23,6 +23,16 @@ cat big big big big >bigger
 write_at big 0 4096 big    # unlike any block of the pool
 
 images() { sha_tree C | grep -E '\./([0-9]{8}\.img|imgchain\.key)$'; }
+# wait_lock PID TRIES: poll every 20 ms, at most TRIES times, until C/lock names PID
+wait_lock()
+{
+	local i
+	for ((i = 0; i < $2; i++)); do
+		grep -q "^pid $1 on " C/lock 2>/dev/null && return 0
+		sleep 0.02
+	done
+	return 1
+}
 tree=$(images)
 
 # how long a whole run takes here (in a scratch chain)
@@ -80,10 +90,7 @@ echo "$kills runs killed, $finished finished before the kill"
 # dead holder, but the lock itself dies with it (the next backup below takes it)
 imgbackup -q --threads 1 --level 19 --name killed C big 2>kill.err &
 pid=$!
-for i in $(seq 500); do
-	grep -q "^pid $pid on " C/lock 2>/dev/null && break
-	sleep 0.02
-done
+wait_lock $pid 500 || true
 kill -KILL $pid 2>/dev/null || true
 set +e
 wait $pid 2>/dev/null
@@ -125,11 +132,7 @@ done
 # ---- a second writer while one runs: refused, "locked" -----------------------------------------
 imgbackup -q --threads 1 --level 19 --name first C bigger 2>first.err &
 pid=$!
-for i in $(seq 200); do
-	grep -q "^pid $pid on " C/lock 2>/dev/null && break
-	sleep 0.02
-done
-grep -q "^pid $pid on " C/lock || fail "the lock file does not name the running backup"
+wait_lock $pid 200 || fail "the lock file does not name the running backup"
 expect_exit 1 imgbackup --name second C s3
 expect_msg "^imgbackup: C: chain is locked by another writer \(pid $pid on [^)]*\)$"
 kill -INT $pid

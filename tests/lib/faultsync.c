@@ -39,28 +39,28 @@ static int inject(int fd)
 	return unlink(trigger) == 0;    /* exactly one caller wins the trigger */
 }
 
-int fsync(int fd)
+/* Fail with EIO when inject() says so, else call the real function called name. */
+static int sync_call(int fd, const char *name, int (**real)(int))
 {
-	static int (*real)(int);
-
 	if (inject(fd)) {
 		errno = EIO;
 		return -1;
 	}
-	if (!real)
-		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-	return real(fd);
+	if (!*real)
+		*real = (int (*)(int))dlsym(RTLD_NEXT, name);
+	return (*real)(fd);
+}
+
+int fsync(int fd)
+{
+	static int (*real)(int);
+
+	return sync_call(fd, "fsync", &real);
 }
 
 int fdatasync(int fd)
 {
 	static int (*real)(int);
 
-	if (inject(fd)) {
-		errno = EIO;
-		return -1;
-	}
-	if (!real)
-		real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-	return real(fd);
+	return sync_call(fd, "fdatasync", &real);
 }
