@@ -4,21 +4,26 @@
 # activity" change it, back it up again (incremental), show the chain, verify it with
 # and without the key, restore both points and compare them byte for byte, and (when
 # built) mount the chain and check the VMDK of the newest point with qemu-img.
+# The chain and the sample disks stay in demo-out/ (or $IMGCHAIN_DEMO_DIR) to look at
+# afterwards; the next run of the demo starts that directory afresh.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-tools/install-deps.sh
+tools/install-deps.sh --demo
 if [ ! -x build/imgbackup ]; then
 	./autogen.sh >/dev/null 2>&1
 	mkdir -p build
 	(cd build && ../configure -q && make -j"$(nproc)" >/dev/null)
 fi
 export PATH="$top/build:$PATH"
-work=$(mktemp -d /tmp/imgchain-demo.XXXXXX)
+work=${IMGCHAIN_DEMO_DIR:-$top/demo-out}
 mnt="$work/mnt"
+mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt"
+rm -rf "$work"
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
 cleanup() {
 	mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt" || true
-	rm -rf "$work"
 }
 trap cleanup EXIT
 export IMGCHAIN_PASSPHRASE="demo passphrase"
@@ -64,3 +69,14 @@ if [ -x "$top/build/imgmount" ] && [ -e /dev/fuse ]; then
 	fusermount3 -u "$mnt"
 fi
 step "demo complete"
+cat <<EOT
+The tools are in $top/build (make -C build install puts them and their man pages in
+/usr/local). What the demo made is kept in $work:
+  chain/             the chain: two restore points, mon (full) and tue (incremental)
+  disk-mon.raw, disk-tue.raw   the sample disk as it was at each backup
+Look at it yourself (the passphrase is "demo passphrase"):
+  export PATH=$top/build:\$PATH IMGCHAIN_PASSPHRASE='demo passphrase'
+  imginfo $work/chain
+  mkdir -p $mnt && imgmount $work/chain $mnt && ls -l $mnt/tue
+  fusermount3 -u $mnt
+EOT
