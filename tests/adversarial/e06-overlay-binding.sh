@@ -5,7 +5,8 @@
 # same size: a remount with the same overlay directory refuses the overlay with a message
 # naming it and both points, serves the new p2's own bytes read-only (a write open gets
 # EROFS), and leaves the overlay's files as they were (sha256).  The positive case: after a
-# merge that keeps p2 (p1..p2: same content, same seal), the overlay still applies.
+# merge that keeps p2 (p1..p2: same content, same seal), the overlay still applies.  An
+# overlay of version 1 (before the binding: only the size recorded) is refused the same way.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate imgmount sha256sum
 _fuse_ok || skip "FUSE is not usable here"
@@ -61,7 +62,7 @@ write_at s5 $((5 * B)) $B five
 write_at s5 $((11 * B + 7)) 5000 five11
 expect_exit 0 imgbackup -q --name p2 C s5
 restore_cmp C p2 s5
-snap "$OV"
+snap "$OV/p2"
 mount_ov
 cmp "$TESTDIR/mnt/p2/disk.raw" s5 || fail "the new p2 does not read its own bytes"
 cmp "$TESTDIR/mnt/p2/disk-flat.vmdk" s5 || fail "the new p2's flat VMDK does not read its own bytes"
@@ -84,6 +85,32 @@ grep -Eq -- "$re" "$TESTDIR/mount.log" || fail "no refusal message: $(cat "$TEST
 (($(grep -c "not applied" "$TESTDIR/mount.log") == 1)) ||
 	fail "the refusal was not logged exactly once: $(cat "$TESTDIR/mount.log")"
 _unmount_clean
-rm -rf "$OV/p4"
 unchanged "the refused overlay"
+
+# 4. an overlay of version 1 (made before overlays were bound: only the size recorded) on
+# p4: refused as well, never migrated, left as it was; p4 reads its own bytes
+icimg_py "$OV/p4/disk.raw.map" <<'EOF'
+import struct, sys, icimg
+path = sys.argv[1]
+m = bytearray(open(path, "rb").read())
+n = 0
+for off in (0, 4096):
+    if m[off:off + 8] != b"ICOVLMAP":
+        continue
+    struct.pack_into("<I", m, off + 8, 1)
+    m[off + 56:off + 4096] = bytes(4096 - 56)
+    struct.pack_into("<Q", m, off + 56, icimg.xxh64(m[off:off + 4096]))
+    n += 1
+assert n, "no header in %s" % path
+open(path, "r+b").write(m)
+EOF
+snap "$OV"
+mount_ov
+cmp "$TESTDIR/mnt/p4/disk.raw" s2 || fail "p4 does not read its own bytes beside a version 1 overlay"
+! (printf y | dd of="$TESTDIR/mnt/p4/disk.raw" bs=1 seek=10 conv=notrunc status=none) 2>/dev/null ||
+	fail "p4 was writable over a version 1 overlay"
+re="[^ ]*/overlay/p4/disk\.raw\.map: overlay of version 1, which does not record what it was made on: refused for restore point 'p4' \(seq 4, seal [0-9a-f]{16}\): not applied, 'p4' is served read-only"
+grep -Eq -- "$re" "$TESTDIR/mount.log" || fail "no refusal of the version 1 overlay: $(cat "$TESTDIR/mount.log")"
+_unmount_clean
+unchanged "the refused version 1 overlay"
 echo "PASS: e06-overlay-binding"
