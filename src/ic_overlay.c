@@ -10,9 +10,10 @@
  *                A header holds magic "ICOVLMAP", version, block size, bits per page,
  *                flags (modified), generation, logical size, base limit, base size, an
  *                XXH3-64 of the slot, and the binding: the 48-byte id of the base it was
- *                made over and a label naming it (format/FORMAT.md, "Overlay").  A page holds magic, generation, its own index, an
- *                XXH3-64 and 4064 bytes (32512 bits: 127 MiB of disk) of the bitmap of
- *                blocks present in prefix.data.  The map grows with the highest page used.
+ *                made over and a label naming it (format/FORMAT.md, "Overlay").  A page
+ *                holds magic, generation, its own index, an XXH3-64 and 4064 bytes (32512
+ *                bits: 127 MiB of disk) of the bitmap of blocks present in prefix.data.
+ *                The map grows with the highest page used.
  *
  * Commit (ic_overlay_fsync), under the write lock:
  *   1. fdatasync(data): every block whose bit is about to be published is durable.

@@ -132,7 +132,8 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 		if (st.st_size > 0 && !o->force)
 			return ic_fail(-EEXIST, "%s: exists and is not empty (use --force to replace it)",
 				       o->dest);
-		mode &= st.st_mode;	/* a decrypted disk: 0600, never wider than the file replaced */
+		/* a decrypted disk: 0600, never wider than the file it replaces */
+		mode &= st.st_mode;
 	}
 	*tmp = malloc(strlen(o->dest) + 32);
 	if (!*tmp)
