@@ -177,6 +177,10 @@ static void *slab_take(struct ic_cache *c)
 			c->slabs = ns;
 		if (m == MAP_FAILED)
 			goto out;
+#ifdef MADV_DONTDUMP
+		/* decoded blocks stay out of core dumps even if the process is dumpable */
+		(void)madvise(m, c->slab_len, MADV_DONTDUMP);
+#endif
 		c->slabs[c->nslabs++] = m;
 		c->slab_next = m;
 		c->slab_end = (uint8_t *)m + c->slab_len;

@@ -48,9 +48,11 @@ int ic_disk_file_from_name(const char *name)
 	return -1;
 }
 
+/* Every file: the metadata files too, so that what they show (from the slot) is shown only
+ * once the point's seal, which authenticates it, passed: the view is attached only then. */
 bool ic_disk_needs_view(enum ic_disk_file f)
 {
-	return f == IC_DISK_RAW || f == IC_DISK_FLAT || f == IC_DISK_SPARSE;
+	return (unsigned)f < IC_DISK_NFILES;
 }
 
 void ic_disk_info_from_point(const struct ic_chain *c, const struct ic_point *p,

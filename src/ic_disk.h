@@ -8,8 +8,10 @@
  * CIDs and UUIDs derive from the chain id and the point's sequence, so a remount shows
  * identical bytes.  Knows nothing of FUSE or overlays.
  *
- * Sizes, the descriptor and info.json need no key and no I/O (ic_disk_new); reading
- * the disk bytes needs a view attached (ic_disk_attach).  A read over a block that
+ * Sizes, the descriptor and info.json are computed without key or I/O (ic_disk_new), from
+ * the point's slot, which only its seal authenticates: reading any file, the metadata ones
+ * included, needs a view attached (ic_disk_attach), which a caller does only once the
+ * point's seal passed; sizes (and names) before that are unverified.  A read over a block that
  * fails authentication returns that error (IC_ECORRUPT) for the whole range, and the
  * cache reports it once, naming the point and the position.
  */
@@ -62,7 +64,7 @@ const char *ic_disk_file_name(enum ic_disk_file f);
 int ic_disk_file_from_name(const char *name);
 /* Is the file offered for this disk (disk-sparse.vmdk is not past the 2 TiB limit)? */
 bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f);
-/* Do reads of the file need a view attached? */
+/* Do reads of the file need a view attached (every file does: see above)? */
 bool ic_disk_needs_view(enum ic_disk_file f);
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
 

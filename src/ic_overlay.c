@@ -8,10 +8,12 @@
  *                  0, 4096                 header slots 0 and 1
  *                  8192 + (2p + s) * 4096  slot s of bitmap page p
  *                A header holds magic "ICOVLMAP", version, block size, bits per page,
- *                flags (modified), generation, logical size, base limit, base size and an
- *                XXH3-64 of the slot.  A page holds magic, generation, its own index, an
- *                XXH3-64 and 4064 bytes (32512 bits: 127 MiB of disk) of the bitmap of
- *                blocks present in prefix.data.  The map grows with the highest page used.
+ *                flags (modified), generation, logical size, base limit, base size, an
+ *                XXH3-64 of the slot, and the binding: the 48-byte id of the base it was
+ *                made over and a label naming it (format/FORMAT.md, "Overlay").  A page
+ *                holds magic, generation, its own index, an XXH3-64 and 4064 bytes (32512
+ *                bits: 127 MiB of disk) of the bitmap of blocks present in prefix.data.
+ *                The map grows with the highest page used.
  *
  * Commit (ic_overlay_fsync), under the write lock:
  *   1. fdatasync(data): every block whose bit is about to be published is durable.
@@ -37,6 +39,10 @@
  * overwrite of a block already in the overlay is in place: an unsynced one is whole per block
  * against SIGKILL (one page-cache page per block) and, as on a real disk, only sector-atomic
  * against power loss.
+ *
+ * Binding: open refuses (-ESTALE, nothing written) a map whose id or base size differs from
+ * the caller's, and a version 1 map (it recorded only the base size).  A new overlay
+ * records the caller's binding with its first commit.
  *
  * Invariants: base_limit = min(base size, every size truncated to) <= size; base bytes are
  * shown only below base_limit, zeros above it.  No bit is set at or past the block that holds
@@ -74,7 +80,8 @@
 #define OVL_PAGE_WORDS	((OVL_SLOT - OVL_PAGE_HDR) / 8)		/* 508 */
 #define OVL_PAGE_BITS	((uint64_t)OVL_PAGE_WORDS * 64)		/* 32512 blocks */
 #define OVL_PAGES_OFF	(2 * (uint64_t)OVL_SLOT)
-#define OVL_VERSION	1u
+#define OVL_VERSION	2u
+#define OVL_VERSION_UNBOUND 1u				/* before the binding */
 #define OVL_F_MODIFIED	1u
 #define OVL_PAGE_MAGIC	0x50564f49u				/* "IOVP" */
 /* 256 TiB: keeps the page array (16 bytes per 127 MiB) small. */
@@ -94,7 +101,12 @@ struct ovl_disk_header {
 	uint64_t base_limit;
 	uint64_t base_size;
 	uint64_t checksum;	/* XXH3-64 of the whole slot with this field zero */
+	uint8_t bind[IC_OVERLAY_BIND_LEN];
+	char label[IC_OVERLAY_LABEL_MAX + 1];
 };
+
+_Static_assert(offsetof(struct ovl_disk_header, bind) == 64, "binding offset");
+_Static_assert(offsetof(struct ovl_disk_header, label) == 112, "label offset");
 
 union ovl_header_slot {
 	struct ovl_disk_header h;
@@ -128,6 +140,7 @@ struct ic_overlay {
 	uint64_t nr_pages;
 	uint64_t dirty_lo, dirty_hi;	/* pages that may be dirty: [lo, hi) */
 	uint64_t base_size, size, base_limit;
+	struct ic_overlay_bind bind;	/* recorded in the header */
 	uint64_t gen;			/* of the committed header */
 	int hdr_slot;			/* header slot holding it */
 	uint64_t max_gen;		/* highest generation ever stamped or seen */
@@ -495,6 +508,8 @@ static int ovl_write_header(struct ic_overlay *ov, uint64_t gen)
 	s.h.size = htole64(ov->size);
 	s.h.base_limit = htole64(ov->base_limit);
 	s.h.base_size = htole64(ov->base_size);
+	memcpy(s.h.bind, ov->bind.id, sizeof(s.h.bind));
+	memcpy(s.h.label, ov->bind.label, sizeof(s.h.label));
 	s.h.checksum = htole64(ovl_slot_sum(&s, offsetof(struct ovl_disk_header, checksum)));
 	return ic_pwrite_full(ov->map_fd, &s, OVL_SLOT, (uint64_t)(1 - ov->hdr_slot) * OVL_SLOT,
 			      ov->map_path);
@@ -638,14 +653,42 @@ static bool ovl_all_zero(const uint8_t *p, size_t len)
 	return len == 0 || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
 }
 
+/* A label is printable ASCII, NUL-terminated and NUL-padded. */
+static bool ovl_label_valid(const char *label)
+{
+	size_t n = strnlen(label, IC_OVERLAY_LABEL_MAX + 1);
+
+	if (n > IC_OVERLAY_LABEL_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (label[i] < 0x20 || label[i] > 0x7e)
+			return false;
+	return ovl_all_zero((const uint8_t *)label + n, IC_OVERLAY_LABEL_MAX + 1 - n);
+}
+
+static const char *ovl_label_or(const char *label)
+{
+	return label[0] ? label : "an unnamed base";
+}
+
 static int ovl_check_header(struct ic_overlay *ov, const struct ovl_disk_header *h)
 {
 	uint64_t size = le64toh(h->size), limit = le64toh(h->base_limit);
+	uint32_t version = le32toh(h->version);
 
-	if (le32toh(h->version) != OVL_VERSION || le32toh(h->block_size) != OVL_BS ||
-	    le32toh(h->page_bits) != OVL_PAGE_BITS)
+	if ((version != OVL_VERSION && version != OVL_VERSION_UNBOUND) ||
+	    le32toh(h->block_size) != OVL_BS || le32toh(h->page_bits) != OVL_PAGE_BITS)
 		return ic_fail(IC_ECORRUPT, "%s: unsupported map version %u", ov->map_path,
-			       le32toh(h->version));
+			       version);
+	if (version == OVL_VERSION_UNBOUND)
+		return ic_fail(-ESTALE, "%s: overlay of version 1, which does not record what it "
+			       "was made on: refused for %s", ov->map_path,
+			       ovl_label_or(ov->bind.label));
+	if (!ovl_label_valid(h->label))
+		return ic_fail(IC_ECORRUPT, "%s: damaged label", ov->map_path);
+	if (memcmp(h->bind, ov->bind.id, IC_OVERLAY_BIND_LEN))
+		return ic_fail(-ESTALE, "%s: overlay made on %s, not on %s", ov->map_path,
+			       ovl_label_or(h->label), ovl_label_or(ov->bind.label));
 	if (le64toh(h->base_size) != ov->base_size)
 		return ic_fail(-ESTALE, "%s: made over a base of %llu bytes, not %llu",
 			       ov->map_path, (unsigned long long)le64toh(h->base_size),
@@ -829,7 +872,8 @@ static void ovl_free(struct ic_overlay *ov, bool lock)
 	free(ov);
 }
 
-int ic_overlay_open(const char *prefix, uint64_t base_size, struct ic_overlay **out)
+int ic_overlay_open(const char *prefix, uint64_t base_size, const struct ic_overlay_bind *bind,
+		    struct ic_overlay **out)
 {
 	struct ic_overlay *ov = calloc(1, sizeof(*ov));
 	int ret;
@@ -840,6 +884,15 @@ int ic_overlay_open(const char *prefix, uint64_t base_size, struct ic_overlay **
 	ov->data_fd = ov->map_fd = -1;
 	ov->dirty_lo = ov->punch_lo = UINT64_MAX;
 	ov->base_size = base_size;
+	if (bind) {
+		size_t n = strnlen(bind->label, IC_OVERLAY_LABEL_MAX);
+
+		memcpy(ov->bind.id, bind->id, IC_OVERLAY_BIND_LEN);
+		/* NUL-padded, and printable whatever the caller gave */
+		for (size_t i = 0; i < n; i++)
+			ov->bind.label[i] = bind->label[i] < 0x20 || bind->label[i] > 0x7e ?
+					    '?' : bind->label[i];
+	}
 	ret = ovl_init_lock(ov);
 	if (ret) {
 		ovl_free(ov, false);

@@ -23,9 +23,24 @@ typedef int (*ic_base_read_fn)(void *arg, void *buf, size_t len, uint64_t off);
 
 struct ic_overlay;
 
+/* What an overlay belongs to.  The id is opaque here (imgmount: the chain id and the
+ * point's seal) and compared byte for byte; the label only names it in messages
+ * (printable ASCII, e.g. "restore point 'tue' (seq 3, seal 1a2b3c4d5e6f7a8b)"). */
+#define IC_OVERLAY_BIND_LEN 48u
+#define IC_OVERLAY_LABEL_MAX 255u
+struct ic_overlay_bind {
+	uint8_t id[IC_OVERLAY_BIND_LEN];
+	char label[IC_OVERLAY_LABEL_MAX + 1];
+};
+
 /* Open or create the overlay whose files are prefix + ".data" / ".map" (the
- * directory must exist).  base_size is the size of the base file. */
-int ic_overlay_open(const char *prefix, uint64_t base_size, struct ic_overlay **out);
+ * directory must exist).  base_size is the size of the base file; bind (NULL: an
+ * all-zero id, no label) is what the overlay belongs to: a new overlay records it at
+ * its first commit, an existing one must carry the same id and base size.
+ * -ESTALE, with a message naming the overlay and both bindings, when it belongs to
+ * another base (or is of version 1, which recorded none); nothing is written then. */
+int ic_overlay_open(const char *prefix, uint64_t base_size, const struct ic_overlay_bind *bind,
+		    struct ic_overlay **out);
 void ic_overlay_close(struct ic_overlay *ov);
 
 /* Current size of the file seen through the overlay. */

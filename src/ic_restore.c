@@ -108,6 +108,7 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 		     bool *blockdev)
 {
 	struct stat st;
+	mode_t mode = 0600;
 
 	*tmp = NULL;
 	*blockdev = false;
@@ -131,18 +132,30 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 		if (st.st_size > 0 && !o->force)
 			return ic_fail(-EEXIST, "%s: exists and is not empty (use --force to replace it)",
 				       o->dest);
+		/* a decrypted disk: 0600, never wider than the file it replaces */
+		mode &= st.st_mode;
 	}
 	*tmp = malloc(strlen(o->dest) + 32);
 	if (!*tmp)
 		return -ENOMEM;
 	sprintf(*tmp, "%s.imgrestore-%d", o->dest, (int)getpid());
-	*fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* O_EXCL: a file planted under the temporary name keeps neither its mode nor its inode */
+	*fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (*fd < 0) {
 		int e = errno;
 
 		free(*tmp);
 		*tmp = NULL;
 		return ic_fail(-e, "%s: create: %s", o->dest, strerror(e));
+	}
+	if (mode != 0600 && fchmod(*fd, mode) < 0) {
+		int e = errno;
+
+		close(*fd);
+		unlink(*tmp);
+		free(*tmp);
+		*tmp = NULL;
+		return ic_fail(-e, "%s: chmod: %s", o->dest, strerror(e));
 	}
 	if (ftruncate(*fd, (off_t)size) < 0) {
 		int e = errno;

@@ -74,5 +74,8 @@ char *ic_human_bytes(uint64_t n, char *buf, size_t len);
 int ic_parse_size(const char *s, uint64_t *out);
 /* A restore point name: 1..127 bytes of [A-Za-z0-9._+:-], not starting with . or -, not "latest". */
 bool ic_name_valid(const char *name);
+/* Make the process non-dumpable (no core dumps, no same-user ptrace): every tool calls it
+ * first, before any key or block is in memory. */
+void ic_no_dumps(void);
 
 #endif

@@ -74,6 +74,7 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgbackup";
+	ic_no_dumps();
 	while ((c = getopt_long(argc, argv, "n:p:Fb:l:c:P:j:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'n': o.name = optarg; break;

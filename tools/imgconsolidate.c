@@ -98,6 +98,7 @@ int main(int argc, char **argv)
 	int c, idx, ret;
 
 	ic_progname = "imgconsolidate";
+	ic_no_dumps();
 	while ((c = getopt_long(argc, argv, "nqhV", lopts, &idx)) != -1) {
 		switch (c) {
 		case 'M': o.merge = optarg; break;

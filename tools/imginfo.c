@@ -165,6 +165,7 @@ int main(int argc, char **argv)
 	int ch, ret;
 
 	ic_progname = "imginfo";
+	ic_no_dumps();
 	while ((ch = getopt_long(argc, argv, "jhV", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'j': json = true; break;

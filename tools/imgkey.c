@@ -235,6 +235,7 @@ int main(int argc, char **argv)
 	int ret;
 
 	ic_progname = "imgkey";
+	ic_no_dumps();
 	ret = parse_args(argc, argv, &o);
 	if (ret >= 0)
 		return ret;

@@ -317,6 +317,7 @@ int main(int argc, char **argv)
 	int ret;
 
 	ic_progname = "imgmount";
+	ic_no_dumps();
 	/* libfuse mallocs a buffer per request (up to 1 MiB): keep such buffers in the heap
 	 * and the heap untrimmed, so that requests reuse memory instead of faulting in
 	 * fresh pages, which is slow on virtual machines */

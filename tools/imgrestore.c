@@ -42,6 +42,7 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgrestore";
+	ic_no_dumps();
 	while ((c = getopt_long(argc, argv, "fP:j:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': o.force = true; break;

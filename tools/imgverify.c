@@ -41,6 +41,7 @@ int main(int argc, char **argv)
 	int c, ret;
 
 	ic_progname = "imgverify";
+	ic_no_dumps();
 	while ((c = getopt_long(argc, argv, "dP:qRhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'd': o.data = true; break;

@@ -64,6 +64,7 @@ struct mpoint {
 	 * readers load the pointers atomically) */
 	struct ic_overlay *ov[OV_N];
 	bool ov_probed[OV_N];
+	bool ov_refused[OV_N];      /* made on another point: never opened again */
 	bool ov_locked;
 	/* view (mu) */
 	pthread_mutex_t mu;

@@ -33,8 +33,30 @@ static bool ov_exists(const char *prefix)
 	return stat(path, &sb) == 0;
 }
 
+/* What an overlay of mp belongs to: the chain and the point's seal, which authenticates the
+ * point's whole block map, name, seq, creation time and disk size.  A merge that keeps the
+ * point's content keeps its seal, so its overlays stay; another point of the same name has
+ * another seal.  The seal is the slot's, checked with the key before any byte is served. */
+static void ov_binding(const struct mpoint *mp, struct ic_overlay_bind *b)
+{
+	const struct icf_slot *s = &mp->pt->img->slot;
+	int n;
+
+	memset(b, 0, sizeof(*b));
+	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, 16);
+	memcpy(b->id + 16, s->seal, 32);
+	n = snprintf(b->label, sizeof(b->label), "restore point '%s' (seq %u, seal ", mp->name,
+		     s->seq);
+	for (int i = 0; i < 8 && n > 0 && (size_t)n + 3 < sizeof(b->label); i++, n += 2)
+		snprintf(b->label + n, 3, "%02x", s->seal[i]);
+	if (n > 0 && (size_t)n + 2 < sizeof(b->label))
+		memcpy(b->label + n, ")", 2);
+}
+
 /* The overlay of file f of mp: opened if it exists on disk, or created when create.
- * Returns NULL (ret 0) when there is none.  Under fs->lock. */
+ * Returns NULL (ret 0) when there is none.  An overlay made on another point (or of the
+ * unbound version 1) is refused once, logged, and never touched: the point is then served
+ * without it, read-only (ret -EROFS when create).  Under fs->lock. */
 struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
 			  int *ret)
 {
@@ -45,7 +67,9 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 	*ret = 0;
 	if (!fs->o.overlay_dir || k < 0)
 		return NULL;
-	if (mp->ov[k] || (mp->ov_probed[k] && !create))
+	if (mp->ov_refused[k])
+		*ret = create ? -EROFS : 0;
+	if (mp->ov[k] || mp->ov_refused[k] || (mp->ov_probed[k] && !create))
 		return mp->ov[k];
 	prefix = ov_prefix(fs, mp, k);
 	mp->ov_probed[k] = true;
@@ -57,9 +81,19 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		*ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
 	free(dir);
-	if (!*ret)
-		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &ov);
-	if (*ret) {
+	if (!*ret) {
+		struct ic_overlay_bind b;
+
+		ov_binding(mp, &b);
+		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &b, &ov);
+	}
+	if (*ret == -ESTALE) {
+		mount_log(LOG_ERR, "%s: not applied, '%s' is served read-only",
+			  ic_last_error(*ret), mp->name);
+		mp->ov_refused[k] = true;
+		*ret = create ? -EROFS : 0;
+		ov = NULL;
+	} else if (*ret) {
 		mount_log(LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
 		ov = NULL;
 	} else {

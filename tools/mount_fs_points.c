@@ -82,6 +82,7 @@ static void mp_close_overlays(struct mpoint *mp)
 		ic_overlay_close(mp->ov[k]);
 		__atomic_store_n(&mp->ov[k], NULL, __ATOMIC_RELAXED);    /* read by ov_load() */
 		mp->ov_probed[k] = false;
+		mp->ov_refused[k] = false;
 	}
 	mp->ov_locked = false;
 }

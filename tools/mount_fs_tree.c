@@ -86,14 +86,17 @@ static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_
 static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct stat *st)
 {
 	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
-	bool rw = fs->o.overlay_dir && file != IC_DISK_INFO;
 	struct ic_overlay *ov;
 	uint64_t size = ic_disk_size(mp->disk, file);
+	bool rw;
 	int ret;
 
 	ov = ov_get(fs, mp, file, false, &ret);
 	if (ov)
 		size = ic_overlay_size(ov);
+	/* an overlay made on another point is refused: this one is then read-only */
+	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
+	     !(ov_of(file) >= 0 && mp->ov_refused[ov_of(file)]);
 	fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
 	st->st_size = (off_t)size;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);

@@ -25,5 +25,13 @@ SH_TESTS += \
 	tests/adversarial/d04-geometry.sh \
 	tests/adversarial/d05-digest.sh \
 	tests/adversarial/d06-keyslot.sh \
-	tests/adversarial/d07-point-identity.sh
+	tests/adversarial/d07-point-identity.sh \
+	tests/adversarial/e06-overlay-binding.sh \
+	tests/adversarial/e07-leaks.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
+# e07-leaks.sh: tests/lib/dumpable.so, an LD_PRELOAD shim reporting prctl(PR_GET_DUMPABLE) at exit
+check_DATA += tests/lib/dumpable.so
+CLEANFILES += tests/lib/dumpable.so
+tests/lib/dumpable.so: tests/lib/dumpable.c
+	@$(MKDIR_P) tests/lib
+	$(AM_V_CC)$(CC) -O2 -Wall -shared -fPIC -o $@ $(srcdir)/tests/lib/dumpable.c

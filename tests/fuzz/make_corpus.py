@@ -30,3 +30,12 @@ put('fuzz_changed', 'simple', b'0 65536\n131072 4096\n# comment\n\n  8192\t100\n
 put('fuzz_changed', 'hex', b'0x1000 0x2000\n')
 put('fuzz_vmdk', 'small', struct.pack('<QIQI', 5 * 2**20 + 1234, 65536, 0, 65536))
 put('fuzz_vmdk', 'big', struct.pack('<QIQI', 2**40, 65536, 2**20, 2**20))
+
+# fuzz_overlay: a map (format/FORMAT.md "Overlay") with slot 0 blank, a header of generation 1
+# in slot 1 and bitmap page 0 in its slot 0; checksums are left to the fuzzer's fix-up (the
+# last byte is odd: fixed up)
+hdr = struct.pack('<8sIIIIQQQQQ', b'ICOVLMAP', 2, 4096, 32512, 1, 1, 1000000, 1000000,
+                  1000000, 0) + bytes(range(48)) + b'restore point \'p2\' (seq 2)'
+page = struct.pack('<IIQQQ', 0x50564f49, 0, 1, 0, 0) + b'\x0f' + bytes(4096 - 32 - 2) + b'\x01'
+put('fuzz_overlay', 'map', bytes(4096) + hdr.ljust(4096, b'\0') + page)
+put('fuzz_overlay', 'empty', b'')

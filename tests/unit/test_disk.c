@@ -255,20 +255,33 @@ static void test_block_256k(void)
 }
 
 /* Identity: deterministic per point, distinct between points and between the pair
- * and the sparse file; past 2 TiB no sparse file; no view, no disk bytes. */
+ * and the sparse file; past 2 TiB no sparse file; no view, no bytes of any file, the
+ * metadata ones included (they show the slot, which only the seal authenticates).  A view
+ * with no image (nothing to read) stands for a point whose seal passed. */
 static void test_identity_and_limits(void)
 {
 	struct ic_disk_info info = { .name = "x", .seq = 7, .kind = ICF_KIND_FULL,
 				     .created = 1700000000, .disk_size = 1ull << 30,
 				     .block_size = 65536 };
+	struct ic_view fake = { .disk_size = 1ull << 30, .block_size = 65536,
+				.nblocks = (1ull << 30) / 65536 };
+	struct ic_cache *cache = ic_cache_new(65536, NULL, NULL);
 	struct ic_disk *a, *b, *c;
 	char da[1024], db[1024], dc[1024], sp[2048];
 	ssize_t na, nb, nc;
 
+	CHECK(cache != NULL);
 	CHECK_EQ(ic_disk_new(&info, &a), 0);
 	CHECK_EQ(ic_disk_new(&info, &b), 0);
 	info.seq = 8;
 	CHECK_EQ(ic_disk_new(&info, &c), 0);
+	/* nothing before the view is attached */
+	CHECK(ic_disk_size(a, IC_DISK_DESC) > 0 && ic_disk_size(a, IC_DISK_INFO) > 0);
+	CHECK_EQ(ic_disk_read(a, IC_DISK_DESC, NULL, da, sizeof(da) - 1, 0), -ENXIO);
+	CHECK_EQ(ic_disk_read(a, IC_DISK_INFO, NULL, da, sizeof(da) - 1, 0), -ENXIO);
+	CHECK_EQ(ic_disk_attach(a, cache, &fake), 0);
+	CHECK_EQ(ic_disk_attach(b, cache, &fake), 0);
+	CHECK_EQ(ic_disk_attach(c, cache, &fake), 0);
 	na = ic_disk_read(a, IC_DISK_DESC, NULL, da, sizeof(da) - 1, 0);
 	nb = ic_disk_read(b, IC_DISK_DESC, NULL, db, sizeof(db) - 1, 0);
 	nc = ic_disk_read(c, IC_DISK_DESC, NULL, dc, sizeof(dc) - 1, 0);
@@ -277,17 +290,22 @@ static void test_identity_and_limits(void)
 	CHECK(memcmp(da, dc, (size_t)na) != 0);
 	da[na] = '\0';
 	/* the sparse file's embedded descriptor has another CID */
+	ic_disk_detach(a);
 	CHECK_EQ(ic_disk_read(a, IC_DISK_SPARSE, NULL, sp, 0, 0), 0);
 	CHECK_EQ(ic_disk_read(a, IC_DISK_RAW, NULL, sp, 10, 0), -ENXIO);
 	CHECK_EQ(ic_disk_read(a, IC_DISK_SPARSE, NULL, sp, 10, 0), -ENXIO);
+	CHECK_EQ(ic_disk_read(a, IC_DISK_DESC, NULL, sp, 10, 0), -ENXIO);
 	CHECK_EQ(ic_disk_file_from_name("disk.raw"), IC_DISK_RAW);
 	CHECK_EQ(ic_disk_file_from_name("disk-sparse.vmdk"), IC_DISK_SPARSE);
 	CHECK_EQ(ic_disk_file_from_name("nope"), -1);
 	ic_disk_free(a);
 	ic_disk_free(b);
 	ic_disk_free(c);
-	info.disk_size = 3ull << 40;
+	info.disk_size = fake.disk_size = 3ull << 40;
+	fake.nblocks = fake.disk_size / 65536;
 	CHECK_EQ(ic_disk_new(&info, &a), 0);
+	CHECK_EQ(ic_disk_read(a, IC_DISK_INFO, NULL, sp, sizeof(sp) - 1, 0), -ENXIO);
+	CHECK_EQ(ic_disk_attach(a, cache, &fake), 0);
 	CHECK(!ic_disk_has(a, IC_DISK_SPARSE));
 	CHECK(ic_disk_has(a, IC_DISK_RAW));
 	CHECK_EQ(ic_disk_size(a, IC_DISK_RAW), 3ull << 40);
@@ -297,6 +315,7 @@ static void test_identity_and_limits(void)
 	sp[na > 0 ? na : 0] = '\0';
 	CHECK(strstr(sp, "\"sparse_vmdk\": false") != NULL);
 	ic_disk_free(a);
+	ic_cache_free(cache);
 }
 
 /* A damaged block: reads covering it fail (raw, flat and the sparse grain), reads

@@ -120,7 +120,7 @@ static void model_truncate(struct model *m, uint64_t size)
 static struct ic_overlay *ov_open(const char *prefix, const struct tbase *b)
 {
 	struct ic_overlay *ov = NULL;
-	int ret = ic_overlay_open(prefix, b->size, &ov);
+	int ret = ic_overlay_open(prefix, b->size, NULL, &ov);
 
 	if (ret)
 		fprintf(stderr, "open %s: %s\n", prefix, ic_last_error(ret));
@@ -327,7 +327,7 @@ static void test_fresh_and_persist(void)
 	check_all(ov, &b, &m);
 	ic_overlay_close(ov);
 	/* an overlay belongs to one base */
-	CHECK_EQ(ic_overlay_open(prefix, b.size + 1, &ov), -ESTALE);
+	CHECK_EQ(ic_overlay_open(prefix, b.size + 1, NULL, &ov), -ESTALE);
 	CHECK(ov == NULL);
 	free(b.bytes);
 	free(m.bytes);
@@ -567,7 +567,7 @@ static void test_torn_commit(void)
 	/* both headers gone is corruption, not a new overlay */
 	memset(hdr, 0xee, sizeof(hdr));
 	map_io(map, hdr, sizeof(hdr), 0, true);
-	CHECK_EQ(ic_overlay_open(prefix, b.size, &ov), IC_ECORRUPT);
+	CHECK_EQ(ic_overlay_open(prefix, b.size, NULL, &ov), IC_ECORRUPT);
 	free(b.bytes);
 	free(map);
 	free(prefix);
@@ -809,7 +809,7 @@ static void cr_child(const char *prefix, struct tbase *b, struct model *m, uint6
 	struct ic_overlay *ov;
 	struct cr_op op;
 
-	if (ic_overlay_open(prefix, b->size, &ov))
+	if (ic_overlay_open(prefix, b->size, NULL, &ov))
 		_exit(2);
 	for (uint32_t i = 1; i <= CR_OPS; i++) {
 		if (write(fd, &i, 4) != 4)
@@ -1016,6 +1016,124 @@ static void test_crash(void)
 	unit_rmtree(dir);
 }
 
+/* ---- binding -------------------------------------------------------------------- */
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	uint8_t *p;
+
+	CHECK(fd >= 0);
+	CHECK_EQ(fstat(fd, &st), 0);
+	*len = (size_t)st.st_size;
+	p = malloc(*len ? *len : 1);
+	CHECK_EQ(pread(fd, p, *len, 0), *len);
+	close(fd);
+	return p;
+}
+
+static bool same_file(const char *path, const uint8_t *was, size_t len)
+{
+	size_t n;
+	uint8_t *now = slurp(path, &n);
+	bool same = n == len && !memcmp(now, was, len);
+
+	free(now);
+	return same;
+}
+
+static void bind_make(struct ic_overlay_bind *bd, uint8_t fill, const char *label)
+{
+	memset(bd, 0, sizeof(*bd));
+	memset(bd->id, fill, sizeof(bd->id));
+	snprintf(bd->label, sizeof(bd->label), "%s", label);
+}
+
+/* ov_open's check of a refusal: -ESTALE, no overlay, a message matching both parts, and
+ * neither file changed. */
+static void check_refused(const char *prefix, uint64_t size, const struct ic_overlay_bind *bd,
+			  const char *want1, const char *want2)
+{
+	char *map = with_suffix(prefix, ".map"), *data = with_suffix(prefix, ".data");
+	size_t nm, nd;
+	uint8_t *m = slurp(map, &nm), *d = slurp(data, &nd);
+	struct ic_overlay *ov = (struct ic_overlay *)1;
+	const char *msg;
+
+	CHECK_EQ(ic_overlay_open(prefix, size, bd, &ov), -ESTALE);
+	CHECK(ov == NULL);
+	msg = ic_last_error(-ESTALE);
+	if (!strstr(msg, want1) || !strstr(msg, want2))
+		fprintf(stderr, "message: %s\n", msg);
+	CHECK(strstr(msg, want1) && strstr(msg, want2));
+	CHECK(strstr(msg, map) != NULL);
+	CHECK(same_file(map, m, nm));
+	CHECK(same_file(data, d, nd));
+	free(m);
+	free(d);
+	free(map);
+	free(data);
+}
+
+/* An overlay opens only over the base it was made on (its binding id and size); a version
+ * 1 map, which recorded no binding, is refused; a refusal writes nothing. */
+static void test_binding(void)
+{
+	char *dir = unit_tmpdir(), *prefix = prefix_in(dir), *map = with_suffix(prefix, ".map");
+	struct ic_overlay_bind a, other, ctl;
+	uint8_t blk[BS], hdr[2 * 4096];
+	struct tbase b;
+	struct ic_overlay *ov;
+
+	base_init(&b, 5 * BS + 3, 61);
+	bind_make(&a, 0xa1, "point A");
+	bind_make(&other, 0xb2, "point B");
+	CHECK_EQ(ic_overlay_open(prefix, b.size, &a, &ov), 0);
+	fill_block(blk, 'A');
+	ov_write(ov, &b, NULL, blk, BS, BS);
+	CHECK_EQ(ic_overlay_fsync(ov), 0);
+	ic_overlay_close(ov);
+
+	/* the same binding: the writes are back */
+	CHECK_EQ(ic_overlay_open(prefix, b.size, &a, &ov), 0);
+	CHECK(block_is(ov, &b, BS, 'A'));
+	ic_overlay_close(ov);
+	/* another id (same size), no binding, one byte of the id changed, another size */
+	check_refused(prefix, b.size, &other, "overlay made on point A", "not on point B");
+	check_refused(prefix, b.size, NULL, "made on point A", "not on an unnamed base");
+	ctl = a;
+	ctl.id[IC_OVERLAY_BIND_LEN - 1] ^= 1;
+	check_refused(prefix, b.size, &ctl, "made on point A", "not on point A");
+	check_refused(prefix, b.size + 1, &a, "made over a base of", "bytes");
+	/* a label is recorded printable */
+	bind_make(&ctl, 0xc3, "bad\033[31m label");
+	CHECK_EQ(ic_overlay_open(prefix, b.size, &ctl, &ov), -ESTALE);
+	CHECK(strstr(ic_last_error(-ESTALE), "not on bad?[31m label") != NULL);
+
+	/* version 1: the same header without binding, label and version 2 */
+	map_io(map, hdr, sizeof(hdr), 0, false);
+	for (int i = 0; i < 2; i++) {
+		uint8_t *h = hdr + i * 4096;
+		uint32_t v1 = htole32(1);
+		uint64_t sum;
+
+		if (memcmp(h, "ICOVLMAP", 8))
+			continue;
+		memcpy(h + 8, &v1, 4);
+		memset(h + 56, 0, 8 + 48 + 256);
+		sum = htole64(XXH3_64bits(h, 4096));
+		memcpy(h + 56, &sum, 8);
+	}
+	map_io(map, hdr, sizeof(hdr), 0, true);
+	check_refused(prefix, b.size, &a, "overlay of version 1", "refused for point A");
+	check_refused(prefix, b.size, NULL, "overlay of version 1", "refused for an unnamed base");
+	free(b.bytes);
+	free(map);
+	free(prefix);
+	unit_rmtree(dir);
+}
+
 int main(void)
 {
 	RUN(test_fresh_and_persist);
@@ -1027,5 +1145,6 @@ int main(void)
 	RUN(test_unsynced_tail);
 	RUN(test_threads);
 	RUN(test_crash);
+	RUN(test_binding);
 	UNIT_EXIT();
 }
