@@ -634,7 +634,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
 	j.seq = ic_chain_max_seq(c) + 1;
 	if (parent) {
-		ret = ic_view_open(c, parent, &j.pv);
+		ret = ic_view_open_nomap(c, parent, &j.pv);
 		if (ret)
 			goto out;
 	}
@@ -646,7 +646,11 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	st->created_chain = key_created;
 	memcpy(j.chain_id, j.key->chain_id, 16);
 	if (parent) {
+		/* the parent's entries and digests inherited below come from the private
+		 * indexes this checks, never from the files again */
 		ret = ic_view_check_seal(j.pv, j.key);
+		if (!ret)
+			ret = ic_view_build_map(j.pv);
 		if (ret)
 			goto out;
 	}

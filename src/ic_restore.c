@@ -216,7 +216,7 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 		return ret;
 	ret = ic_chain_lookup(c, o->name, &p);
 	if (!ret)
-		ret = ic_view_open(c, p, &j.v);
+		ret = ic_view_open_nomap(c, p, &j.v);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
 	if (ret)
@@ -226,9 +226,13 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 			      o->chain_dir);
 		goto out;
 	}
+	/* the seal first (streaming, no per-block memory), then the owner map of a disk
+	 * size the key holder sealed; every block read uses the private indexes checked */
 	ret = ic_view_check_seal(j.v, j.key);
 	if (!ret)
 		ret = ic_state_check(c, o->accept_rollback);
+	if (!ret)
+		ret = ic_view_build_map(j.v);
 	if (!ret)
 		ret = open_dest(o, j.v->disk_size, &j.fd, &tmp, &blockdev);
 	if (ret)

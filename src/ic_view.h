@@ -13,7 +13,9 @@ struct ic_view {
 	struct ic_point *point;
 	uint32_t depth;
 	struct ic_image **path;     /* path[0] the root full ... path[depth-1] the point */
-	uint16_t *owner;            /* per block: 1 + level in path, 0 = zero */
+	uint64_t *lim;              /* per level: its entries at >= lim are hidden (FORMAT.md 3.4) */
+	uint16_t *owner;            /* per block: 1 + level in path, 0 = zero; NULL until
+				     * ic_view_build_map */
 	uint64_t nblocks;
 	uint64_t disk_size;
 	uint32_t block_size;
@@ -25,22 +27,41 @@ struct ic_block_ref {
 	struct icf_entry e;
 };
 
-/* Build the view of point p: checks every index on the path (checksums, order,
- * bounds) and fills the owner map.  IC_ECORRUPT for damage, -ENOENT for a broken
- * ancestry.  Memory: 2 bytes per block. */
+/* The view of point p without any per-block memory: reads every index on the path
+ * into private memory and checks it (ic_image_check_index: checksums, order, bounds),
+ * nothing more.  IC_ECORRUPT for damage, -ENOENT for a broken ancestry.
+ * Memory: the path's index bytes (shared by the views of one chain) + O(depth). */
+int ic_view_open_nomap(struct ic_chain *c, struct ic_point *p, struct ic_view **out);
+/* Build the owner map (2 bytes per block of the point's disk) for O(1) lookups, from the
+ * private indexes.  Keyed readers call it only after ic_view_check_seal passed, so that
+ * its size is one the key holder sealed. */
+int ic_view_build_map(struct ic_view *v);
+/* ic_view_open_nomap, then ic_view_check_seal with key, then ic_view_build_map. */
+int ic_view_open_sealed(struct ic_chain *c, struct ic_point *p, const struct ic_key *key,
+			struct ic_view **out);
+/* ic_view_open_nomap + ic_view_build_map, keyless (consolidation, tests): the map's size
+ * is not authenticated. */
 int ic_view_open(struct ic_chain *c, struct ic_point *p, struct ic_view **out);
 void ic_view_free(struct ic_view *v);
 
-/* Resolve block pos (< nblocks).  Thread-safe. */
+/* Resolve block pos (< nblocks).  Thread-safe.  O(1) + one binary search with the owner
+ * map, one binary search per level without it. */
 int ic_view_lookup(const struct ic_view *v, uint64_t pos, struct ic_block_ref *ref);
 
-/* Walk the point's block map in position order calling fn for each non-zero block.
- * Stops at the first non-zero return of fn. */
+/* Walk the point's block map in position order calling fn for each non-zero block, by a
+ * streaming merge of the path's private indexes (needs no owner map): O(depth) memory,
+ * O(entries x log depth) time, never a loop over the disk's blocks.  Checks every
+ * mapped entry's length against the point's geometry.  Stops at the first non-zero
+ * return of fn. */
 int ic_view_walk(const struct ic_view *v,
 		 int (*fn)(void *arg, const struct ic_block_ref *ref), void *arg);
 
-/* Recompute the point's seal with the key and compare with the slot's: IC_ECORRUPT
- * "seal mismatch" when the block map is not the one the key holder wrote. */
+/* ic_view_walk without a callback: the keyless check of the map's consistency. */
+int ic_view_check_map(const struct ic_view *v);
+
+/* Recompute the point's seal with the key (ic_view_walk over the private indexes) and
+ * compare with the slot's: IC_ECORRUPT "seal mismatch" when the block map is not the one
+ * the key holder wrote.  What passed is what later lookups use: the private copies. */
 int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key);
 
 /* Read and decode block pos into buf[block_size] (zero-filled for zero blocks and
