@@ -25,5 +25,7 @@ SH_TESTS += \
 	tests/adversarial/d04-geometry.sh \
 	tests/adversarial/d05-digest.sh \
 	tests/adversarial/d06-keyslot.sh \
-	tests/adversarial/d07-point-identity.sh
+	tests/adversarial/d07-point-identity.sh \
+	tests/adversarial/e01-live-tamper.sh \
+	tests/adversarial/e02-exhaustion.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
