@@ -368,7 +368,7 @@ static int load_index(struct ic_image *img)
 	const struct icf_slot *s = &img->slot;
 	const uint64_t esz = sizeof(struct icf_entry);
 	uint64_t n = s->index_count, bs = img->hdr.block_size;
-	uint64_t nblocks = (s->disk_size + bs - 1) / bs, done = 0, cap = 0, prev = 0;
+	uint64_t nblocks = (s->disk_size + bs - 1) / bs, done = 0, cap = 0, prev = 0, want;
 	XXH3_state_t *h = NULL;
 	XXH128_canonical_t c;
 	struct icf_entry e;
@@ -376,10 +376,10 @@ static int load_index(struct ic_image *img)
 	struct stat st;
 	int ret = 0;
 
-	/* positions ascend below the disk's block count: no more entries than blocks */
-	if (n > nblocks)
-		return ic_fail(IC_ECORRUPT, "%s: index of %llu entries for a disk of %llu blocks",
-			       img->path, (unsigned long long)n, (unsigned long long)nblocks);
+	/* Positions ascend below the disk's block count: entry nblocks cannot be valid, so
+	 * no more than nblocks + 1 entries are ever read or allocated (that one fails with
+	 * the precise cause). */
+	want = n > nblocks ? nblocks + 1 : n;
 	if (fstat(img->fd, &st) < 0)
 		return ic_fail(-errno, "%s: stat: %s", img->path, strerror(errno));
 	if (s->data_end > (uint64_t)st.st_size)
@@ -389,16 +389,16 @@ static int load_index(struct ic_image *img)
 	if (!h)
 		return -ENOMEM;
 	XXH3_128bits_reset(h);
-	while (done < n) {
-		uint64_t k = n - done < IBUF_ENTRIES ? n - done : IBUF_ENTRIES;
+	while (done < want) {
+		uint64_t k = want - done < IBUF_ENTRIES ? want - done : IBUF_ENTRIES;
 		uint8_t *chunk;
 
 		if (done + k > cap) {
 			uint64_t ncap = cap * 2 > done + k ? cap * 2 : done + k;
 			uint8_t *nb;
 
-			if (ncap > n)
-				ncap = n;
+			if (ncap > want)
+				ncap = want;
 			nb = realloc(buf, (size_t)(ncap * esz));
 			if (!nb) {
 				ret = ic_fail(-ENOMEM, "%s: no memory for an index of %llu entries",
@@ -426,6 +426,11 @@ static int load_index(struct ic_image *img)
 		}
 		XXH3_128bits_update(h, chunk, (size_t)(k * esz));
 		done += k;
+	}
+	if (want < n) {    /* not reached: entry nblocks failed above */
+		ret = ic_fail(IC_ECORRUPT, "%s: index of %llu entries for a disk of %llu blocks",
+			      img->path, (unsigned long long)n, (unsigned long long)nblocks);
+		goto out;
 	}
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
 	if (memcmp(c.digest, s->index_hash, 16)) {
