@@ -155,17 +155,20 @@ restore_stopped()
 		kill -CONT $rpid 2>/dev/null || true
 		wait $rpid || true
 	done
-	skip "imgrestore could not be caught before its last block in 5 tries"
+	echo "note: imgrestore could not be caught before its last block in 5 tries: case not run"
+	return 1
 }
 
-restore_stopped zero $last
-((LAST_RC == 0)) || fail "imgrestore failed after a zero relabel: $(cat restore.err)"
-cmp out big2 || fail "imgrestore wrote what the storage changed, not the sealed point"
-restore_stopped older $last C/00000001.img
-((LAST_RC == 4)) || fail "imgrestore exited $LAST_RC after an older-record relabel: $(cat restore.err)"
-expect_msg "^imgrestore: C/00000002.img: restore point 'L2', block $last \(bytes [0-9]+\.\.[0-9]+\): .*record checksum mismatch"
-[[ ! -e out ]] || fail "a failed restore left DEST"
-no_tmp_files .
+if restore_stopped zero $last; then
+	((LAST_RC == 0)) || fail "imgrestore failed after a zero relabel: $(cat restore.err)"
+	cmp out big2 || fail "imgrestore wrote what the storage changed, not the sealed point"
+fi
+if restore_stopped older $last C/00000001.img; then
+	((LAST_RC == 4)) || fail "imgrestore exited $LAST_RC after an older-record relabel: $(cat restore.err)"
+	expect_msg "^imgrestore: C/00000002.img: restore point 'L2', block $last \(bytes [0-9]+\.\.[0-9]+\): .*record checksum mismatch"
+	[[ ! -e out ]] || fail "a failed restore left DEST"
+	no_tmp_files .
+fi
 
 # imgverify --data: stopped once it read more than L1's image and L2's index (L2's records are
 # read after its index), L2 tampered: it checks what it read, the seal included, consistently
@@ -177,11 +180,15 @@ r=0
 while ((r <= lim)) && kill -0 $vpid 2>/dev/null; do
 	{ read -r _ r </proc/$vpid/io; } 2>/dev/null || r=0
 done
-kill -STOP $vpid 2>/dev/null || skip "imgverify ended before it could be stopped"
 # meaningful only if L2's last record is not checked yet: L2's records are read in order
-((r < lim + 40 * 1048576)) || skip "imgverify could not be caught early enough"
-tamper C/00000002.img zero $last
-kill -CONT $vpid
-wait $vpid || fail "imgverify --data failed on what it read before the tampering: $(cat verify.err)"
-expect_exit 4 imgverify --data C
-expect_msg "^imgverify: C/00000002.img: restore point 'L2': seal mismatch"
+if kill -STOP $vpid 2>/dev/null && ((r < lim + 40 * 1048576)); then
+	tamper C/00000002.img zero $last
+	kill -CONT $vpid
+	wait $vpid || fail "imgverify --data failed on what it read before the tampering: $(cat verify.err)"
+	expect_exit 4 imgverify --data C
+	expect_msg "^imgverify: C/00000002.img: restore point 'L2': seal mismatch"
+else
+	kill -CONT $vpid 2>/dev/null || true
+	wait $vpid || true
+	echo "note: imgverify could not be stopped early enough: case not run"
+fi
