@@ -69,6 +69,8 @@ static bool lvl_live(const struct merge *m, uint32_t lvl)
 	return m->next[lvl] < img->slot.index_count && lvl_pos(m, lvl) < m->v->lim[lvl];
 }
 
+static void merge_seek(struct merge *m, uint64_t pos);
+
 static int merge_init(struct merge *m, const struct ic_view *v)
 {
 	memset(m, 0, sizeof(*m));
@@ -80,11 +82,7 @@ static int merge_init(struct merge *m, const struct ic_view *v)
 		free(m->heap);
 		return -ENOMEM;
 	}
-	for (uint32_t lvl = 0; lvl < v->depth; lvl++)
-		if (lvl_live(m, lvl))
-			m->heap[m->nheap++] = lvl;
-	for (uint32_t i = m->nheap / 2; i-- > 0;)
-		sift_down(m, i);
+	merge_seek(m, 0);
 	return 0;
 }
 
@@ -92,6 +90,35 @@ static void merge_free(struct merge *m)
 {
 	free(m->next);
 	free(m->heap);
+}
+
+/* First entry of img at or after pos. */
+static uint64_t lower_bound(const struct ic_image *img, uint64_t pos)
+{
+	uint64_t lo = 0, hi = img->slot.index_count;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (ic_image_entry_pos(img, mid) < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Every level's cursor to its first entry at or after pos; the heap rebuilt. */
+static void merge_seek(struct merge *m, uint64_t pos)
+{
+	m->nheap = 0;
+	for (uint32_t lvl = 0; lvl < m->v->depth; lvl++) {
+		m->next[lvl] = pos ? lower_bound(m->v->path[lvl], pos) : 0;
+		if (lvl_live(m, lvl))
+			m->heap[m->nheap++] = lvl;
+	}
+	for (uint32_t i = m->nheap / 2; i-- > 0;)
+		sift_down(m, i);
 }
 
 /* The next mapped block: *lvl its level, *idx its entry there.  0 at the end, 1 found. */
@@ -288,6 +315,66 @@ int ic_view_lookup(const struct ic_view *v, uint64_t pos, struct ic_block_ref *r
 	return 0;
 }
 
+/* ---- cursors: the merge for readers going forward through ranges ------------------- */
+
+struct ic_view_cursor {
+	struct merge m;
+};
+
+int ic_view_cursor_open(const struct ic_view *v, struct ic_view_cursor **out)
+{
+	struct ic_view_cursor *c = calloc(1, sizeof(*c));
+	int ret;
+
+	if (!c)
+		return -ENOMEM;
+	ret = merge_init(&c->m, v);
+	if (ret) {
+		free(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
+}
+
+void ic_view_cursor_seek(struct ic_view_cursor *c, uint64_t pos)
+{
+	merge_seek(&c->m, pos);
+}
+
+int ic_view_cursor_next(struct ic_view_cursor *c, uint64_t end, struct ic_block_ref *ref)
+{
+	const struct ic_view *v = c->m.v;
+	struct ic_image *img;
+	uint32_t lvl;
+	uint64_t idx;
+	int ret;
+
+	if (!c->m.nheap || lvl_pos(&c->m, c->m.heap[0]) >= end)
+		return 0;
+	merge_next(&c->m, &lvl, &idx);
+	img = v->path[lvl];
+	memset(ref, 0, sizeof(*ref));
+	ret = ic_image_entry(img, idx, &ref->e);
+	if (ret)
+		return ret;
+	if (ref->e.plain_len != ic_view_block_len(v, ref->e.pos))
+		return ic_fail(IC_ECORRUPT, "%s: block %llu: length %u does not fit the disk of '%s'",
+			       img->path, (unsigned long long)ref->e.pos, ref->e.plain_len,
+			       ic_point_name(v->point));
+	if (ref->e.kind != ICF_ENTRY_ZERO)
+		ref->img = img;
+	return 1;
+}
+
+void ic_view_cursor_free(struct ic_view_cursor *c)
+{
+	if (!c)
+		return;
+	merge_free(&c->m);
+	free(c);
+}
+
 int ic_view_walk(const struct ic_view *v,
 		 int (*fn)(void *arg, const struct ic_block_ref *ref), void *arg)
 {
@@ -365,6 +452,16 @@ int ic_view_read_block(const struct ic_view *v, struct ic_codec *codec, const st
 
 	if (ret)
 		return ret;
+	return ic_view_read_ref(v, codec, key, &ref, buf, rec);
+}
+
+int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
+		     const struct ic_block_ref *refp, void *buf, void *rec)
+{
+	struct ic_block_ref ref = *refp;
+	uint64_t pos = ref.e.pos;
+	int ret;
+
 	if (!ref.img) {
 		memset(buf, 0, v->block_size);
 		return (int)ref.e.plain_len;

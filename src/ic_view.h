@@ -56,6 +56,19 @@ int ic_view_lookup(const struct ic_view *v, uint64_t pos, struct ic_block_ref *r
 int ic_view_walk(const struct ic_view *v,
 		 int (*fn)(void *arg, const struct ic_block_ref *ref), void *arg);
 
+/* A cursor over the point's mapped blocks (zero entries included) in position order, the
+ * same merge as ic_view_walk, for readers that go forward through ranges (imgrestore's
+ * workers) without the owner map.  Memory O(depth); seek: one binary search per level. */
+struct ic_view_cursor;
+int ic_view_cursor_open(const struct ic_view *v, struct ic_view_cursor **out);
+/* Move to the first mapped block at or after pos. */
+void ic_view_cursor_seek(struct ic_view_cursor *c, uint64_t pos);
+/* The next mapped block below end into *ref (ref->img NULL for a zero entry; its length
+ * checked against the point's geometry): 1, 0 when there is none below end (the cursor
+ * stays), or a negative errno. */
+int ic_view_cursor_next(struct ic_view_cursor *c, uint64_t end, struct ic_block_ref *ref);
+void ic_view_cursor_free(struct ic_view_cursor *c);
+
 /* ic_view_walk without a callback: the keyless check of the map's consistency. */
 int ic_view_check_map(const struct ic_view *v);
 
@@ -69,6 +82,10 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key);
  * block's plain length or a negative errno (IC_ECORRUPT for damage). */
 int ic_view_read_block(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
 		       uint64_t pos, void *buf, void *rec);
+
+/* The same for a block already resolved (ic_view_lookup, a cursor). */
+int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
+		     const struct ic_block_ref *ref, void *buf, void *rec);
 
 /* Plain length of block pos in this view's geometry. */
 uint32_t ic_view_block_len(const struct ic_view *v, uint64_t pos);
