@@ -33,8 +33,8 @@ struct ic_block_ref {
  * Memory: the path's index bytes (shared by the views of one chain) + O(depth). */
 int ic_view_open_nomap(struct ic_chain *c, struct ic_point *p, struct ic_view **out);
 /* Build the owner map (2 bytes per block of the point's disk) for O(1) lookups, from the
- * private indexes.  Keyed readers call it only after ic_view_check_seal passed, so that
- * its size is one the key holder sealed. */
+ * private indexes.  Keyed readers (the mount) call it only after ic_view_check_seal
+ * passed, so that its size is one the key holder sealed. */
 int ic_view_build_map(struct ic_view *v);
 /* ic_view_open_nomap, then ic_view_check_seal with key, then ic_view_build_map. */
 int ic_view_open_sealed(struct ic_chain *c, struct ic_point *p, const struct ic_key *key,
