@@ -144,6 +144,27 @@ static void check_nomap(struct ic_chain *c, const char *name, const struct ic_vi
 	CHECK_EQ(ic_view_walk(v, collect, &g), 0);
 	CHECK_EQ(g - got, 0);
 	CHECK_EQ(ic_view_check_map(v), 0);
+	/* a cursor visits the mapped blocks (zero entries too) with their levels' origins */
+	{
+		static const uint32_t origin[] = { 1, 2, 3, 1 };
+		struct ic_view_cursor *cur;
+		uint64_t n = 0;
+
+		CHECK_EQ(ic_view_cursor_open(v, &cur), 0);
+		while (ic_view_cursor_next(cur, v->nblocks, &r0) == 1) {
+			CHECK(n < 4 && r0.e.pos == n && r0.e.origin == origin[n]);
+			n++;
+		}
+		CHECK_EQ(n, 4);
+		ic_view_cursor_seek(cur, 2);
+		CHECK_EQ(ic_view_cursor_next(cur, 3, &r0), 1);
+		CHECK_EQ(r0.e.pos, 2);
+		CHECK_EQ(ic_view_cursor_next(cur, 3, &r0), 0);    /* block 3 is past end */
+		CHECK_EQ(ic_view_cursor_next(cur, 6, &r0), 1);
+		CHECK_EQ(r0.e.pos, 3);
+		CHECK_EQ(ic_view_cursor_next(cur, 6, &r0), 0);
+		ic_view_cursor_free(cur);
+	}
 	ic_view_free(v);
 }
 
