@@ -343,7 +343,7 @@ static int entry_check(const struct ic_image *img, const uint8_t *raw, uint64_t 
 int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e)
 {
 	if (!img->index)
-		return ic_fail(-EINVAL, "%s: index not read (ic_image_check_index first)", img->path);
+		return ic_fail(-EINVAL, "%s: index not read yet", img->path);
 	if (i >= img->slot.index_count)
 		return ic_fail(-EINVAL, "%s: entry %llu out of range", img->path,
 			       (unsigned long long)i);
@@ -418,8 +418,8 @@ static int load_index(struct ic_image *img)
 			if (ret)
 				goto out;
 			if (done + i && e.pos <= prev) {
-				ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order", img->path,
-					      (unsigned long long)(done + i));
+				ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order",
+					      img->path, (unsigned long long)(done + i));
 				goto out;
 			}
 			prev = e.pos;

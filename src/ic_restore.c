@@ -114,9 +114,10 @@ static void *rworker(void *arg)
 		}
 		k = j->next++;
 		pthread_mutex_unlock(&j->mu);
-		ret = (!codec || !buf || !rec || cret) ? -ENOMEM
-						       : restore_chunk(j, cur, codec, buf, rec, k, &ndata,
-								       &nbytes);
+		if (!codec || !buf || !rec || cret)
+			ret = -ENOMEM;
+		else
+			ret = restore_chunk(j, cur, codec, buf, rec, k, &ndata, &nbytes);
 		pthread_mutex_lock(&j->mu);
 		if (ret && !j->err) {
 			j->err = ret;

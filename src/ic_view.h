@@ -13,7 +13,7 @@ struct ic_view {
 	struct ic_point *point;
 	uint32_t depth;
 	struct ic_image **path;     /* path[0] the root full ... path[depth-1] the point */
-	uint64_t *lim;              /* per level: its entries at >= lim are hidden (FORMAT.md 3.4) */
+	uint64_t *lim;              /* per level: entries at >= lim are hidden (FORMAT.md 3.4) */
 	uint16_t *owner;            /* per block: 1 + level in path, 0 = zero; NULL until
 				     * ic_view_build_map */
 	uint64_t nblocks;

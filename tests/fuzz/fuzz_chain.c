@@ -40,7 +40,8 @@ static void exercise(struct ic_chain *c, struct ic_key *key)
 				ic_view_read_block(v, codec, key, p, buf, rec);
 			ic_view_free(v);
 		}
-		if (!ic_view_open_sealed(c, &c->points[i], key, &v))    /* the seal first, then the map */
+		/* the seal first, then the map */
+		if (!ic_view_open_sealed(c, &c->points[i], key, &v))
 			ic_view_free(v);
 		if (c->points[i].img->slot.disk_size > (64u << 20) || ic_view_open(c, &c->points[i], &v))
 			continue;
