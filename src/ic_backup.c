@@ -244,24 +244,21 @@ static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
 	return 0;
 }
 
-static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt, uint32_t i)
+/* pref: the parent's block at this position (zero ref when unmapped or past its end). */
+static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt, uint32_t i,
+			 const struct ic_block_ref *prefp)
 {
 	uint64_t pos = bt->first + i;
 	uint32_t len = block_len(j, pos);
 	uint8_t *plain = bt->plain + (size_t)i * j->bs;
 	struct icf_entry *e = &bt->ents[i];
-	struct ic_block_ref pref;
+	struct ic_block_ref pref = *prefp;
 	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
 	uint8_t d[16];
 	int ret;
 
-	memset(&pref, 0, sizeof(pref));
-	if (j->pv && pos < j->pv->nblocks) {
-		ret = ic_view_lookup(j->pv, pos, &pref);
-		if (ret)
-			return ret;
+	if (j->pv && pos < j->pv->nblocks)
 		pzero = pref.img == NULL && pref.e.plain_len == len;
-	}
 	if (j->plan[pos] == PLAN_SKIP) {
 		bt->act[i] = ACT_INHERIT;
 		*e = pref.e;
@@ -293,10 +290,13 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	return 0;
 }
 
-static int process_batch(struct job *j, struct ic_codec *codec, struct batch *bt)
+static int process_batch(struct job *j, struct ic_codec *codec, struct ic_view_cursor *cur,
+			 struct batch *bt)
 {
+	struct ic_block_ref next, pref;
+	uint64_t pend = 0;
 	uint32_t i = 0;
-	int ret;
+	int have = 0, ret;
 
 	bt->bytes_read = 0;
 	while (i < bt->n) {
@@ -311,18 +311,39 @@ static int process_batch(struct job *j, struct ic_codec *codec, struct batch *bt
 		}
 		i += n ? n : 1;
 	}
+	/* the parent's blocks of this batch, in order, from a cursor over its private
+	 * indexes (checked against its seal before any batch started) */
+	if (cur) {
+		pend = bt->first + bt->n < j->pv->nblocks ? bt->first + bt->n : j->pv->nblocks;
+		ic_view_cursor_seek(cur, bt->first);
+		have = ic_view_cursor_next(cur, pend, &next);
+	}
 	for (i = 0; i < bt->n; i++) {
-		ret = process_block(j, codec, bt, i);
+		uint64_t pos = bt->first + i;
+
+		if (have < 0)
+			return have;
+		memset(&pref, 0, sizeof(pref));
+		if (have && next.e.pos == pos) {
+			pref = next;
+			have = ic_view_cursor_next(cur, pend, &next);
+		} else if (cur && pos < j->pv->nblocks) {
+			pref.e.pos = pos;
+			pref.e.plain_len = ic_view_block_len(j->pv, pos);
+		}
+		ret = process_block(j, codec, bt, i, &pref);
 		if (ret)
 			return ret;
 	}
-	return 0;
+	return have < 0 ? have : 0;
 }
 
 static void *worker(void *arg)
 {
 	struct job *j = arg;
 	struct ic_codec *codec = ic_codec_new(j->bs, j->o->level);
+	struct ic_view_cursor *cur = NULL;
+	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0;
 
 	pthread_mutex_lock(&j->mu);
 	while (!j->stop && j->next < j->nbatches) {
@@ -341,7 +362,7 @@ static void *worker(void *arg)
 		bt->first = k * j->per_batch;
 		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
 									 : j->per_batch);
-		bt->err = codec ? process_batch(j, codec, bt) : -ENOMEM;
+		bt->err = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
 		if (bt->err)
 			snprintf(bt->errmsg, sizeof(bt->errmsg), "%s", ic_last_error(bt->err));
 
@@ -350,6 +371,7 @@ static void *worker(void *arg)
 		pthread_cond_broadcast(&j->cv);
 	}
 	pthread_mutex_unlock(&j->mu);
+	ic_view_cursor_free(cur);
 	ic_codec_free(codec);
 	return NULL;
 }
@@ -634,7 +656,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
 	j.seq = ic_chain_max_seq(c) + 1;
 	if (parent) {
-		ret = ic_view_open(c, parent, &j.pv);
+		ret = ic_view_open_nomap(c, parent, &j.pv);
 		if (ret)
 			goto out;
 	}
@@ -646,6 +668,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	st->created_chain = key_created;
 	memcpy(j.chain_id, j.key->chain_id, 16);
 	if (parent) {
+		/* the parent's entries and digests inherited below come from the private
+		 * indexes this checks (workers' cursors), never from the files again */
 		ret = ic_view_check_seal(j.pv, j.key);
 		if (ret)
 			goto out;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <xxhash.h>
@@ -236,6 +236,7 @@ int ic_image_open(const char *path, int flags, struct ic_image **out)
 		goto out_free;
 	}
 	img->path = strdup(path);
+	pthread_mutex_init(&img->index_mu, NULL);
 	img->fd = open(path, flags | O_CLOEXEC);
 	if (img->fd < 0) {
 		ret = ic_fail(-errno, "%s: open: %s", path, strerror(errno));
@@ -269,20 +270,6 @@ int ic_image_open(const char *path, int flags, struct ic_image **out)
 			      (unsigned long long)img->slot.data_end);
 		goto out_free;
 	}
-	if (img->slot.index_count) {
-		long pg = sysconf(_SC_PAGESIZE);
-		uint64_t start = img->slot.index_offset & ~(uint64_t)(pg - 1);
-		uint64_t len = img->slot.index_count * sizeof(struct icf_entry);
-
-		img->map_len = (size_t)(img->slot.index_offset - start + len);
-		img->map = mmap(NULL, img->map_len, PROT_READ, MAP_SHARED, img->fd, (off_t)start);
-		if (img->map == MAP_FAILED) {
-			img->map = NULL;
-			ret = ic_fail(-errno, "%s: mmap index: %s", path, strerror(errno));
-			goto out_free;
-		}
-		img->index = (const uint8_t *)img->map + (img->slot.index_offset - start);
-	}
 	free(hdrbuf);
 	*out = img;
 	return 0;
@@ -296,8 +283,10 @@ void ic_image_close(struct ic_image *img)
 {
 	if (!img)
 		return;
-	if (img->map)
-		munmap(img->map, img->map_len);
+	free(img->index);
+	free(img->index_err);
+	if (img->path)
+		pthread_mutex_destroy(&img->index_mu);
 	if (img->fd >= 0 && img->path)
 		close(img->fd);
 	free(img->path);
@@ -338,18 +327,27 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 	return 0;
 }
 
-int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e)
+/* Decode and bound-check the entry at raw (entry i of img). */
+static int entry_check(const struct ic_image *img, const uint8_t *raw, uint64_t i,
+		       struct icf_entry *e)
 {
-	if (i >= img->slot.index_count)
-		return ic_fail(-EINVAL, "%s: entry %llu out of range", img->path,
-			       (unsigned long long)i);
-	if (ic_entry_decode(img->index + i * sizeof(struct icf_entry), e))
-		return ic_fail(IC_ECORRUPT, "%s: index entry %llu: checksum mismatch", img->path,
-			       (unsigned long long)i);
+	if (ic_entry_decode(raw, e))
+		return ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged at entry %llu)",
+			       img->path, (unsigned long long)i);
 	if (entry_bounds(img, e))
 		return ic_fail(IC_ECORRUPT, "%s: index entry %llu (block %llu): fields out of bounds",
 			       img->path, (unsigned long long)i, (unsigned long long)e->pos);
 	return 0;
+}
+
+int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e)
+{
+	if (!img->index)
+		return ic_fail(-EINVAL, "%s: index not read yet", img->path);
+	if (i >= img->slot.index_count)
+		return ic_fail(-EINVAL, "%s: entry %llu out of range", img->path,
+			       (unsigned long long)i);
+	return entry_check(img, img->index + i * sizeof(struct icf_entry), i, e);
 }
 
 uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i)
@@ -360,37 +358,113 @@ uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i)
 	return le64toh(v);
 }
 
-int ic_image_check_index(struct ic_image *img)
+/* Read the index into private memory, a chunk at a time: each chunk's entries are
+ * checked (checksum, bounds, ascending) and hashed before the next is read, and the
+ * buffer grows only with what was checked, so a garbage or sparse index fails at its
+ * first chunk.  Nothing later reads the file's index again: what the seal is checked
+ * against is what every lookup uses, whatever the storage does meanwhile. */
+static int load_index(struct ic_image *img)
 {
 	const struct icf_slot *s = &img->slot;
-	XXH128_hash_t h;
+	const uint64_t esz = sizeof(struct icf_entry);
+	uint64_t n = s->index_count, bs = img->hdr.block_size;
+	uint64_t nblocks = (s->disk_size + bs - 1) / bs, done = 0, cap = 0, prev = 0, want;
+	XXH3_state_t *h = NULL;
 	XXH128_canonical_t c;
 	struct icf_entry e;
-	uint64_t prev = 0;
-	int ret;
+	uint8_t *buf = NULL;
+	struct stat st;
+	int ret = 0;
 
-	if (img->index_state)
-		return img->index_state > 0 ? 0 : img->index_state;
-	h = XXH3_128bits(img->index, s->index_count * sizeof(struct icf_entry));
-	XXH128_canonicalFromHash(&c, h);
+	/* Positions ascend below the disk's block count: entry nblocks cannot be valid, so
+	 * no more than nblocks + 1 entries are ever read or allocated (that one fails with
+	 * the precise cause). */
+	want = n > nblocks ? nblocks + 1 : n;
+	if (fstat(img->fd, &st) < 0)
+		return ic_fail(-errno, "%s: stat: %s", img->path, strerror(errno));
+	if (s->data_end > (uint64_t)st.st_size)
+		return ic_fail(IC_ECORRUPT, "%s: truncated: %llu bytes, needs %llu", img->path,
+			       (unsigned long long)st.st_size, (unsigned long long)s->data_end);
+	h = XXH3_createState();
+	if (!h)
+		return -ENOMEM;
+	XXH3_128bits_reset(h);
+	while (done < want) {
+		uint64_t k = want - done < IBUF_ENTRIES ? want - done : IBUF_ENTRIES;
+		uint8_t *chunk;
+
+		if (done + k > cap) {
+			uint64_t ncap = cap * 2 > done + k ? cap * 2 : done + k;
+			uint8_t *nb;
+
+			if (ncap > want)
+				ncap = want;
+			nb = realloc(buf, (size_t)(ncap * esz));
+			if (!nb) {
+				ret = ic_fail(-ENOMEM, "%s: no memory for an index of %llu entries",
+					      img->path, (unsigned long long)n);
+				goto out;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		chunk = buf + done * esz;
+		ret = ic_pread_full(img->fd, chunk, (size_t)(k * esz), s->index_offset + done * esz,
+				    img->path);
+		if (ret)
+			goto out;
+		for (uint64_t i = 0; i < k; i++) {
+			ret = entry_check(img, chunk + i * esz, done + i, &e);
+			if (ret)
+				goto out;
+			if (done + i && e.pos <= prev) {
+				ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order",
+					      img->path, (unsigned long long)(done + i));
+				goto out;
+			}
+			prev = e.pos;
+		}
+		XXH3_128bits_update(h, chunk, (size_t)(k * esz));
+		done += k;
+	}
+	if (want < n) {    /* not reached: entry nblocks failed above */
+		ret = ic_fail(IC_ECORRUPT, "%s: index of %llu entries for a disk of %llu blocks",
+			      img->path, (unsigned long long)n, (unsigned long long)nblocks);
+		goto out;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
 	if (memcmp(c.digest, s->index_hash, 16)) {
 		ret = ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged)", img->path);
 		goto out;
 	}
-	for (uint64_t i = 0; i < s->index_count; i++) {
-		ret = ic_image_entry(img, i, &e);
-		if (ret)
-			goto out;
-		if (i && e.pos <= prev) {
-			ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order", img->path,
-				      (unsigned long long)i);
-			goto out;
-		}
-		prev = e.pos;
-	}
-	ret = 0;
+	img->index = buf ? buf : malloc(1);
+	buf = NULL;
+	if (!img->index)
+		ret = -ENOMEM;
 out:
-	img->index_state = ret ? ret : 1;
+	XXH3_freeState(h);
+	free(buf);
+	return ret;
+}
+
+int ic_image_check_index(struct ic_image *img)
+{
+	int ret;
+
+	pthread_mutex_lock(&img->index_mu);
+	if (!img->index_state) {
+		ret = load_index(img);
+		img->index_state = ret ? ret : 1;
+		if (ret == IC_ECORRUPT)
+			img->index_err = strdup(ic_last_error(ret));
+		else if (ret)
+			img->index_state = 0;    /* no memory, an I/O error: may work next time */
+	} else {
+		ret = img->index_state > 0 ? 0 : img->index_state;
+		if (ret)    /* the same message as the first time */
+			ic_fail(ret, "%s", img->index_err ? img->index_err : "index damaged");
+	}
+	pthread_mutex_unlock(&img->index_mu);
 	return ret;
 }
 
@@ -452,6 +526,12 @@ int ic_image_switch_slot(struct ic_image *img, struct icf_slot *s)
 	if (!ret) {
 		img->slot = *s;
 		img->slot_index = target;
+		/* the index read for the old slot is not the new slot's */
+		pthread_mutex_lock(&img->index_mu);
+		free(img->index);
+		img->index = NULL;
+		img->index_state = 0;
+		pthread_mutex_unlock(&img->index_mu);
 	}
 	return ret;
 }

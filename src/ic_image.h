@@ -3,6 +3,7 @@
 #ifndef IC_IMAGE_H
 #define IC_IMAGE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,10 +16,13 @@ struct ic_image {
 	struct icf_slot slot;       /* current slot, host order, validated */
 	int slot_index;             /* 0 = A, 1 = B */
 	uint64_t file_size;
-	const uint8_t *index;       /* index_count * 64 bytes, mmap'd read-only */
-	void *map;
-	size_t map_len;
-	int index_state;            /* 0 unchecked, 1 good, <0 error (cached) */
+	/* The index: index_count * 64 bytes read once into private memory by
+	 * ic_image_check_index and checked there; every later use (seal, lookups) reads
+	 * this copy, never the file again (FORMAT.md 3.3; SECURITY.md, live tampering). */
+	uint8_t *index;             /* NULL until checked */
+	pthread_mutex_t index_mu;   /* serialises the loading */
+	int index_state;            /* 0 not read, 1 good, <0 error (cached) */
+	char *index_err;            /* the message of a cached error */
 };
 
 /* Open and validate header and slots (not the index; that is ic_image_check_index).
@@ -27,11 +31,15 @@ struct ic_image {
 int ic_image_open(const char *path, int flags, struct ic_image **out);
 void ic_image_close(struct ic_image *img);
 
-/* Verify the index: its XXH3-128, every entry's hash and bounds, ascending positions.
- * The result is cached.  Thread-safe only if not called concurrently on one image. */
+/* Read the index into private memory and verify it: its XXH3-128, every entry's hash
+ * and bounds, ascending positions, no more entries than the disk has blocks.  Read in
+ * chunks of 1 MiB, each checked before the next is read (a damaged or sparse index
+ * fails at its first bad chunk).  Once: the result (and the message of a damage) is
+ * cached.  Thread-safe.  Memory: the index's size (64 bytes per entry). */
 int ic_image_check_index(struct ic_image *img);
 
-/* Decode entry i into host order, checking its entry hash and bounds. */
+/* Decode entry i of the checked private index into host order, checking its entry hash
+ * and bounds (-EINVAL before ic_image_check_index succeeded). */
 int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e);
 /* Position of entry i without any check (for searches over a checked index). */
 uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i);

@@ -37,31 +37,57 @@ struct rjob {
 	char errmsg[512];
 };
 
-static int restore_chunk(struct rjob *j, struct ic_codec *codec, uint8_t *buf, uint8_t *rec,
-			 uint64_t k, uint64_t *ndata, uint64_t *nbytes)
+static int write_block(struct rjob *j, struct ic_codec *codec, const struct ic_block_ref *ref,
+		       uint8_t *buf, uint8_t *rec, uint64_t *ndata, uint64_t *nbytes)
+{
+	int n = ic_view_read_ref(j->v, codec, j->key, ref, buf, rec), ret;
+
+	if (n < 0)
+		return n;
+	ret = ic_pwrite_full(j->fd, buf, (size_t)n, ref->e.pos * j->v->block_size, j->dest);
+	if (ret)
+		return ret;
+	*ndata += ref->img != NULL;
+	*nbytes += (uint64_t)n;
+	return 0;
+}
+
+/* Blocks [first, end) of chunk k, from the merge of the path's private indexes: only the
+ * mapped blocks are visited (every block with write_zeros). */
+static int restore_chunk(struct rjob *j, struct ic_view_cursor *cur, struct ic_codec *codec,
+			 uint8_t *buf, uint8_t *rec, uint64_t k, uint64_t *ndata, uint64_t *nbytes)
 {
 	struct ic_view *v = j->v;
-	uint64_t first = k * j->per_chunk;
+	uint64_t first = k * j->per_chunk, pos = first;
 	uint64_t end = first + j->per_chunk < v->nblocks ? first + j->per_chunk : v->nblocks;
+	struct ic_block_ref ref;
 
-	for (uint64_t pos = first; pos < end; pos++) {
-		struct ic_block_ref ref;
-		int n, ret = ic_view_lookup(v, pos, &ref);
+	ic_view_cursor_seek(cur, first);
+	for (;;) {
+		int got = ic_view_cursor_next(cur, end, &ref), ret;
+		uint64_t upto = got > 0 ? ref.e.pos : end;
 
-		if (ret)
-			return ret;
+		if (got < 0)
+			return got;
+		for (; j->write_zeros && pos < upto; pos++) {    /* unmapped: zero */
+			struct ic_block_ref z;
+
+			memset(&z, 0, sizeof(z));
+			z.e.pos = pos;
+			z.e.plain_len = ic_view_block_len(v, pos);
+			ret = write_block(j, codec, &z, buf, rec, ndata, nbytes);
+			if (ret)
+				return ret;
+		}
+		if (!got)
+			return 0;
+		pos = ref.e.pos + 1;
 		if (!ref.img && !j->write_zeros)
-			continue;
-		n = ic_view_read_block(v, codec, j->key, pos, buf, rec);
-		if (n < 0)
-			return n;
-		ret = ic_pwrite_full(j->fd, buf, (size_t)n, pos * v->block_size, j->dest);
+			continue;    /* a hole of the new file */
+		ret = write_block(j, codec, &ref, buf, rec, ndata, nbytes);
 		if (ret)
 			return ret;
-		*ndata += ref.img != NULL;
-		*nbytes += (uint64_t)n;
 	}
-	return 0;
 }
 
 static void *rworker(void *arg)
@@ -70,6 +96,8 @@ static void *rworker(void *arg)
 	struct ic_codec *codec = ic_codec_new(j->v->block_size, 0);
 	uint8_t *buf = malloc(j->v->block_size);
 	uint8_t *rec = malloc(ic_codec_bound(j->v->block_size));
+	struct ic_view_cursor *cur = NULL;
+	int cret = ic_view_cursor_open(j->v, &cur);
 
 	for (;;) {
 		uint64_t k, ndata = 0, nbytes = 0;
@@ -86,8 +114,10 @@ static void *rworker(void *arg)
 		}
 		k = j->next++;
 		pthread_mutex_unlock(&j->mu);
-		ret = (!codec || !buf || !rec) ? -ENOMEM
-					       : restore_chunk(j, codec, buf, rec, k, &ndata, &nbytes);
+		if (!codec || !buf || !rec || cret)
+			ret = -ENOMEM;
+		else
+			ret = restore_chunk(j, cur, codec, buf, rec, k, &ndata, &nbytes);
 		pthread_mutex_lock(&j->mu);
 		if (ret && !j->err) {
 			j->err = ret;
@@ -98,6 +128,7 @@ static void *rworker(void *arg)
 		j->done_blocks += j->per_chunk;
 		pthread_mutex_unlock(&j->mu);
 	}
+	ic_view_cursor_free(cur);
 	ic_codec_free(codec);
 	free(buf);
 	free(rec);
@@ -229,7 +260,7 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 		return ret;
 	ret = ic_chain_lookup(c, o->name, &p);
 	if (!ret)
-		ret = ic_view_open(c, p, &j.v);
+		ret = ic_view_open_nomap(c, p, &j.v);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
 	if (ret)
@@ -239,6 +270,8 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 			      o->chain_dir);
 		goto out;
 	}
+	/* the seal (streaming, no per-block memory); the workers then resolve blocks with
+	 * cursors over the same private indexes: no owner map, nothing read twice */
 	ret = ic_view_check_seal(j.v, j.key);
 	if (!ret)
 		ret = ic_state_check(c, o->accept_rollback);

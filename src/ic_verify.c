@@ -103,9 +103,10 @@ static int verify_point_map(struct vctx *x, struct ic_point *p)
 		problem(x, IC_ECORRUPT);
 		return 0;
 	}
-	ret = ic_view_open(x->c, p, &v);
-	if (!ret && x->key)
-		ret = ic_view_check_seal(v, x->key);
+	/* no per-block memory: a streaming walk of the path's private indexes */
+	ret = ic_view_open_nomap(x->c, p, &v);
+	if (!ret)
+		ret = x->key ? ic_view_check_seal(v, x->key) : ic_view_check_map(v);
 	ic_view_free(v);
 	if (ret == IC_ECORRUPT && index_reported(x, p))
 		return 0;    /* the damaged index on its path was reported already */

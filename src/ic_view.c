@@ -18,33 +18,160 @@ uint32_t ic_view_block_len(const struct ic_view *v, uint64_t pos)
 	return (uint32_t)(v->disk_size - pos * v->block_size);
 }
 
-static int fill_owner(struct ic_view *v)
+/* ---- the streaming merge of the path's indexes ------------------------------------
+ * Visits the point's mapped blocks (zero entries included) in ascending position with
+ * one cursor per level and a heap of the levels ordered by (next position, deeper
+ * first): O(depth) memory, O(entries x log depth) time, no per-block memory.  An entry
+ * of level L at p counts only while p < lim[L], the smallest block count of L and the
+ * points after it (FORMAT.md 3.4: a smaller disk hides what is older). */
+struct merge {
+	const struct ic_view *v;
+	uint64_t *next;             /* per level: its next entry */
+	uint32_t *heap;
+	uint32_t nheap;
+};
+
+static uint64_t lvl_pos(const struct merge *m, uint32_t lvl)
 {
-	for (uint32_t lvl = 0; lvl < v->depth; lvl++) {
-		struct ic_image *img = v->path[lvl];
-		uint64_t lvl_blocks = (img->slot.disk_size + v->block_size - 1) / v->block_size;
-		int ret = ic_image_check_index(img);
+	return ic_image_entry_pos(m->v->path[lvl], m->next[lvl]);
+}
 
-		if (ret)
-			return ret;
-		/* a point whose disk was smaller ended there: nothing older shows through */
-		for (uint64_t pos = lvl_blocks; pos < v->nblocks; pos++)
-			v->owner[pos] = 0;
-		for (uint64_t i = 0; i < img->slot.index_count; i++) {
-			uint64_t pos = ic_image_entry_pos(img, i);
+static bool before(const struct merge *m, uint32_t a, uint32_t b)
+{
+	uint64_t pa = lvl_pos(m, a), pb = lvl_pos(m, b);
 
-			if (pos >= v->nblocks)
-				break;    /* ascending: the rest is past this disk's end */
-			v->owner[pos] = (uint16_t)(lvl + 1);
-		}
+	return pa < pb || (pa == pb && a > b);
+}
+
+static void sift_down(struct merge *m, uint32_t i)
+{
+	for (;;) {
+		uint32_t l = 2 * i + 1, r = l + 1, best = i, t;
+
+		if (l < m->nheap && before(m, m->heap[l], m->heap[best]))
+			best = l;
+		if (r < m->nheap && before(m, m->heap[r], m->heap[best]))
+			best = r;
+		if (best == i)
+			return;
+		t = m->heap[i];
+		m->heap[i] = m->heap[best];
+		m->heap[best] = t;
+		i = best;
 	}
+}
+
+/* Does level lvl still have a visible entry at its cursor? */
+static bool lvl_live(const struct merge *m, uint32_t lvl)
+{
+	const struct ic_image *img = m->v->path[lvl];
+
+	return m->next[lvl] < img->slot.index_count && lvl_pos(m, lvl) < m->v->lim[lvl];
+}
+
+static void merge_seek(struct merge *m, uint64_t pos);
+
+static int merge_init(struct merge *m, const struct ic_view *v)
+{
+	memset(m, 0, sizeof(*m));
+	m->v = v;
+	m->next = calloc(v->depth, sizeof(*m->next));
+	m->heap = calloc(v->depth, sizeof(*m->heap));
+	if (!m->next || !m->heap) {
+		free(m->next);
+		free(m->heap);
+		return -ENOMEM;
+	}
+	merge_seek(m, 0);
 	return 0;
 }
 
-int ic_view_open(struct ic_chain *c, struct ic_point *p, struct ic_view **out)
+static void merge_free(struct merge *m)
+{
+	free(m->next);
+	free(m->heap);
+}
+
+/* First entry of img at or after pos. */
+static uint64_t lower_bound(const struct ic_image *img, uint64_t pos)
+{
+	uint64_t lo = 0, hi = img->slot.index_count;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (ic_image_entry_pos(img, mid) < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Every level's cursor to its first entry at or after pos; the heap rebuilt. */
+static void merge_seek(struct merge *m, uint64_t pos)
+{
+	m->nheap = 0;
+	for (uint32_t lvl = 0; lvl < m->v->depth; lvl++) {
+		m->next[lvl] = pos ? lower_bound(m->v->path[lvl], pos) : 0;
+		if (lvl_live(m, lvl))
+			m->heap[m->nheap++] = lvl;
+	}
+	for (uint32_t i = m->nheap / 2; i-- > 0;)
+		sift_down(m, i);
+}
+
+/* The next mapped block: *lvl its level, *idx its entry there.  0 at the end, 1 found. */
+static int merge_next(struct merge *m, uint32_t *lvl, uint64_t *idx)
+{
+	uint64_t pos;
+
+	if (!m->nheap)
+		return 0;
+	*lvl = m->heap[0];
+	*idx = m->next[*lvl];
+	pos = lvl_pos(m, *lvl);
+	/* every level with an entry at pos moves past it (the deepest one, on top, wins) */
+	while (m->nheap && lvl_pos(m, m->heap[0]) == pos) {
+		uint32_t top = m->heap[0];
+
+		m->next[top]++;
+		if (!lvl_live(m, top))
+			m->heap[0] = m->heap[--m->nheap];
+		sift_down(m, 0);
+	}
+	return 1;
+}
+
+/* ---- opening ------------------------------------------------------------------------ */
+
+int ic_view_build_map(struct ic_view *v)
+{
+	struct merge m;
+	uint32_t lvl;
+	uint64_t idx;
+	int ret;
+
+	if (v->owner)
+		return 0;
+	v->owner = calloc(v->nblocks ? v->nblocks : 1, sizeof(*v->owner));
+	if (!v->owner)
+		return ic_fail(-ENOMEM, "%s: no memory for the block map of '%s'", v->chain->dir,
+			       ic_point_name(v->point));
+	ret = merge_init(&m, v);
+	if (ret)
+		return ret;
+	while (merge_next(&m, &lvl, &idx) > 0)
+		v->owner[ic_image_entry_pos(v->path[lvl], idx)] = (uint16_t)(lvl + 1);
+	merge_free(&m);
+	return 0;
+}
+
+int ic_view_open_nomap(struct ic_chain *c, struct ic_point *p, struct ic_view **out)
 {
 	struct ic_view *v;
 	struct ic_point *q;
+	uint64_t lim;
 	int ret;
 
 	if (p->broken)
@@ -61,18 +188,27 @@ int ic_view_open(struct ic_chain *c, struct ic_point *p, struct ic_view **out)
 	v->disk_size = p->img->slot.disk_size;
 	v->nblocks = (v->disk_size + v->block_size - 1) / v->block_size;
 	v->path = calloc(v->depth, sizeof(*v->path));
-	v->owner = calloc(v->nblocks, sizeof(*v->owner));
-	if (!v->path || !v->owner) {
-		ret = ic_fail(-ENOMEM, "%s: no memory for the block map of '%s'", c->dir,
-			      ic_point_name(p));
+	v->lim = calloc(v->depth, sizeof(*v->lim));
+	if (!v->path || !v->lim) {
+		ret = -ENOMEM;
 		goto fail;
 	}
 	q = p;
 	for (uint32_t lvl = v->depth; lvl-- > 0; q = q->parent)
 		v->path[lvl] = q->img;
-	ret = fill_owner(v);
-	if (ret)
-		goto fail;
+	lim = UINT64_MAX;
+	for (uint32_t lvl = v->depth; lvl-- > 0;) {
+		uint64_t n = (v->path[lvl]->slot.disk_size + v->block_size - 1) / v->block_size;
+
+		lim = n < lim ? n : lim;
+		v->lim[lvl] = lim;
+	}
+	/* every index on the path read into private memory and checked, root first */
+	for (uint32_t lvl = 0; lvl < v->depth; lvl++) {
+		ret = ic_image_check_index(v->path[lvl]);
+		if (ret)
+			goto fail;
+	}
 	*out = v;
 	return 0;
 fail:
@@ -80,33 +216,93 @@ fail:
 	return ret;
 }
 
+int ic_view_open(struct ic_chain *c, struct ic_point *p, struct ic_view **out)
+{
+	struct ic_view *v;
+	int ret = ic_view_open_nomap(c, p, &v);
+
+	if (ret)
+		return ret;
+	ret = ic_view_build_map(v);
+	if (ret) {
+		ic_view_free(v);
+		return ret;
+	}
+	*out = v;
+	return 0;
+}
+
+int ic_view_open_sealed(struct ic_chain *c, struct ic_point *p, const struct ic_key *key,
+			struct ic_view **out)
+{
+	struct ic_view *v;
+	int ret = ic_view_open_nomap(c, p, &v);
+
+	if (ret)
+		return ret;
+	ret = ic_view_check_seal(v, key);
+	if (!ret)
+		ret = ic_view_build_map(v);
+	if (ret) {
+		ic_view_free(v);
+		return ret;
+	}
+	*out = v;
+	return 0;
+}
+
 void ic_view_free(struct ic_view *v)
 {
 	if (!v)
 		return;
 	free(v->path);
+	free(v->lim);
 	free(v->owner);
 	free(v);
 }
 
+/* ---- lookups ------------------------------------------------------------------------ */
+
+/* Without an owner map: the deepest level with an entry, searched from the point up. */
+static int lookup_nomap(const struct ic_view *v, uint64_t pos, struct ic_image **img, int64_t *i)
+{
+	for (uint32_t lvl = v->depth; lvl-- > 0;) {
+		if (pos >= v->lim[lvl])
+			return 0;
+		*i = ic_image_find(v->path[lvl], pos, -1);
+		if (*i >= 0) {
+			*img = v->path[lvl];
+			return 1;
+		}
+	}
+	return 0;
+}
+
 int ic_view_lookup(const struct ic_view *v, uint64_t pos, struct ic_block_ref *ref)
 {
-	uint16_t o = v->owner[pos];
-	struct ic_image *img;
-	int64_t i;
+	struct ic_image *img = NULL;
+	int64_t i = -1;
 	int ret;
 
 	memset(ref, 0, sizeof(*ref));
-	if (!o) {
+	if (v->owner) {
+		uint16_t o = v->owner[pos];
+
+		if (o) {
+			img = v->path[o - 1];
+			i = ic_image_find(img, pos, -1);
+			if (i < 0)
+				return ic_fail(IC_ECORRUPT, "%s: block %llu vanished from the index",
+					       img->path, (unsigned long long)pos);
+		}
+	} else {
+		lookup_nomap(v, pos, &img, &i);
+	}
+	if (!img) {
 		ref->e.pos = pos;
 		ref->e.plain_len = ic_view_block_len(v, pos);
 		return 0;
 	}
-	img = v->path[o - 1];
-	i = ic_image_find(img, pos, -1);
-	if (i < 0)
-		return ic_fail(IC_ECORRUPT, "%s: block %llu vanished from the index", img->path,
-			       (unsigned long long)pos);
 	ret = ic_image_entry(img, (uint64_t)i, &ref->e);
 	if (ret)
 		return ret;
@@ -119,35 +315,87 @@ int ic_view_lookup(const struct ic_view *v, uint64_t pos, struct ic_block_ref *r
 	return 0;
 }
 
+/* ---- cursors: the merge for readers going forward through ranges ------------------- */
+
+struct ic_view_cursor {
+	struct merge m;
+};
+
+int ic_view_cursor_open(const struct ic_view *v, struct ic_view_cursor **out)
+{
+	struct ic_view_cursor *c = calloc(1, sizeof(*c));
+	int ret;
+
+	if (!c)
+		return -ENOMEM;
+	ret = merge_init(&c->m, v);
+	if (ret) {
+		free(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
+}
+
+void ic_view_cursor_seek(struct ic_view_cursor *c, uint64_t pos)
+{
+	merge_seek(&c->m, pos);
+}
+
+int ic_view_cursor_next(struct ic_view_cursor *c, uint64_t end, struct ic_block_ref *ref)
+{
+	const struct ic_view *v = c->m.v;
+	struct ic_image *img;
+	uint32_t lvl;
+	uint64_t idx;
+	int ret;
+
+	if (!c->m.nheap || lvl_pos(&c->m, c->m.heap[0]) >= end)
+		return 0;
+	merge_next(&c->m, &lvl, &idx);
+	img = v->path[lvl];
+	memset(ref, 0, sizeof(*ref));
+	ret = ic_image_entry(img, idx, &ref->e);
+	if (ret)
+		return ret;
+	if (ref->e.plain_len != ic_view_block_len(v, ref->e.pos))
+		return ic_fail(IC_ECORRUPT, "%s: block %llu: length %u does not fit the disk of '%s'",
+			       img->path, (unsigned long long)ref->e.pos, ref->e.plain_len,
+			       ic_point_name(v->point));
+	if (ref->e.kind != ICF_ENTRY_ZERO)
+		ref->img = img;
+	return 1;
+}
+
+void ic_view_cursor_free(struct ic_view_cursor *c)
+{
+	if (!c)
+		return;
+	merge_free(&c->m);
+	free(c);
+}
+
 int ic_view_walk(const struct ic_view *v,
 		 int (*fn)(void *arg, const struct ic_block_ref *ref), void *arg)
 {
-	int64_t *cursor = calloc(v->depth, sizeof(*cursor));
 	struct ic_block_ref ref;
-	int ret = 0;
+	struct merge m;
+	uint32_t lvl;
+	uint64_t idx;
+	int ret = merge_init(&m, v);
 
-	if (!cursor)
-		return -ENOMEM;
-	for (uint64_t pos = 0; pos < v->nblocks && !ret; pos++) {
-		uint16_t o = v->owner[pos];
-		struct ic_image *img;
-		int64_t i;
+	if (ret)
+		return ret;
+	while (!ret && merge_next(&m, &lvl, &idx) > 0) {
+		struct ic_image *img = v->path[lvl];
 
-		if (!o)
-			continue;
-		img = v->path[o - 1];
-		/* positions ascend, so each level's cursor only moves forward */
-		i = cursor[o - 1];
-		while ((uint64_t)i < img->slot.index_count && ic_image_entry_pos(img, (uint64_t)i) < pos)
-			i++;
-		cursor[o - 1] = i;
 		memset(&ref, 0, sizeof(ref));
-		ret = ic_image_entry(img, (uint64_t)i, &ref.e);
+		ret = ic_image_entry(img, idx, &ref.e);
 		if (ret)
 			break;
-		if (ref.e.pos != pos || ref.e.plain_len != ic_view_block_len(v, pos)) {
+		if (ref.e.plain_len != ic_view_block_len(v, ref.e.pos)) {
 			ret = ic_fail(IC_ECORRUPT, "%s: block %llu: index disagrees with the map",
-				      img->path, (unsigned long long)pos);
+				      img->path, (unsigned long long)ref.e.pos);
 			break;
 		}
 		if (ref.e.kind == ICF_ENTRY_ZERO)
@@ -155,8 +403,20 @@ int ic_view_walk(const struct ic_view *v,
 		ref.img = img;
 		ret = fn(arg, &ref);
 	}
-	free(cursor);
+	merge_free(&m);
 	return ret;
+}
+
+static int no_item(void *arg, const struct ic_block_ref *ref)
+{
+	(void)arg;
+	(void)ref;
+	return 0;
+}
+
+int ic_view_check_map(const struct ic_view *v)
+{
+	return ic_view_walk(v, no_item, NULL);
 }
 
 static int seal_item(void *arg, const struct ic_block_ref *ref)
@@ -192,6 +452,16 @@ int ic_view_read_block(const struct ic_view *v, struct ic_codec *codec, const st
 
 	if (ret)
 		return ret;
+	return ic_view_read_ref(v, codec, key, &ref, buf, rec);
+}
+
+int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
+		     const struct ic_block_ref *refp, void *buf, void *rec)
+{
+	struct ic_block_ref ref = *refp;
+	uint64_t pos = ref.e.pos;
+	int ret;
+
 	if (!ref.img) {
 		memset(buf, 0, v->block_size);
 		return (int)ref.e.plain_len;

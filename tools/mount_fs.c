@@ -163,7 +163,6 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 	fs->gid = getgid();
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->refresh_mu, NULL);
-	pthread_mutex_init(&fs->build_mu, NULL);
 	if (o->overlay_dir && mkdir(o->overlay_dir, 0700) < 0 && errno != EEXIST) {
 		ret = ic_fail(-errno, "%s: %s", o->overlay_dir, strerror(errno));
 		goto fail;
@@ -237,6 +236,5 @@ void mount_fs_free(struct mount_fs *fs)
 	ic_cache_free(fs->cache);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->refresh_mu);
-	pthread_mutex_destroy(&fs->build_mu);
 	free(fs);
 }

@@ -81,7 +81,6 @@ struct mount_fs {
 	gid_t gid;
 	pthread_mutex_t lock;
 	pthread_mutex_t refresh_mu;
-	pthread_mutex_t build_mu;
 	struct gen *gens;           /* every live scan; the first is current */
 	struct mpoint **pts;        /* sorted by name; gone ones included while busy */
 	size_t npts;

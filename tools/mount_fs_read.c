@@ -21,12 +21,17 @@ static int view_get(struct mount_fs *fs, struct mpoint *mp)
 		mp->view_users++;
 		goto out;
 	}
-	pthread_mutex_lock(&fs->build_mu);
+	/* Views of several points may be built at once: each image reads its index into
+	 * private memory once, under its own lock (ic_image_check_index).  The seal is
+	 * checked on those private copies before any per-block memory; a view rebuilt
+	 * later (the point closed and reopened) uses the same copies, which is why the
+	 * seal need not be checked again while the point keeps its identity. */
 	ic_clear_error();
-	ret = ic_view_open(mp->gen->chain, mp->pt, &v);
+	ret = ic_view_open_nomap(mp->gen->chain, mp->pt, &v);
 	if (!ret && !mp->seal_ok)
 		ret = ic_view_check_seal(v, fs->key);
-	pthread_mutex_unlock(&fs->build_mu);
+	if (!ret)
+		ret = ic_view_build_map(v);
 	if (!ret)
 		ret = ic_disk_attach(mp->disk, fs->cache, v);
 	if (ret) {

@@ -116,6 +116,58 @@ static void test_duplicate_seq(void)
 	ic_chain_free(c);
 }
 
+static int collect(void *arg, const struct ic_block_ref *ref)
+{
+	uint32_t **out = arg;
+
+	*(*out)++ = (uint32_t)ref->e.pos * 100 + ref->img->slot.seq;
+	return 0;
+}
+
+/* The streaming merge (walk, lookups without the owner map) resolves as the owner map does. */
+static void check_nomap(struct ic_chain *c, const char *name, const struct ic_view *mapped)
+{
+	uint32_t got[8], *g = got;
+	struct ic_block_ref r0, r1;
+	struct ic_view *v;
+
+	CHECK_EQ(ic_view_open_nomap(c, ic_chain_find(c, name), &v), 0);
+	CHECK(v->owner == NULL);
+	for (uint64_t pos = 0; pos < v->nblocks; pos++) {
+		CHECK_EQ(ic_view_lookup(v, pos, &r0), 0);
+		CHECK_EQ(ic_view_lookup(mapped, pos, &r1), 0);
+		CHECK(r0.img == r1.img && r0.e.pos == r1.e.pos && r0.e.origin == r1.e.origin &&
+		      r0.e.plain_len == r1.e.plain_len);
+	}
+	/* the entries put() writes are zero entries (origin = the image's seq): the walk
+	 * calls back for none, the lookups above told each block's level */
+	CHECK_EQ(ic_view_walk(v, collect, &g), 0);
+	CHECK_EQ(g - got, 0);
+	CHECK_EQ(ic_view_check_map(v), 0);
+	/* a cursor visits the mapped blocks (zero entries too) with their levels' origins */
+	{
+		static const uint32_t origin[] = { 1, 2, 3, 1 };
+		struct ic_view_cursor *cur;
+		uint64_t n = 0;
+
+		CHECK_EQ(ic_view_cursor_open(v, &cur), 0);
+		while (ic_view_cursor_next(cur, v->nblocks, &r0) == 1) {
+			CHECK(n < 4 && r0.e.pos == n && r0.e.origin == origin[n]);
+			n++;
+		}
+		CHECK_EQ(n, 4);
+		ic_view_cursor_seek(cur, 2);
+		CHECK_EQ(ic_view_cursor_next(cur, 3, &r0), 1);
+		CHECK_EQ(r0.e.pos, 2);
+		CHECK_EQ(ic_view_cursor_next(cur, 3, &r0), 0);    /* block 3 is past end */
+		CHECK_EQ(ic_view_cursor_next(cur, 6, &r0), 1);
+		CHECK_EQ(r0.e.pos, 3);
+		CHECK_EQ(ic_view_cursor_next(cur, 6, &r0), 0);
+		ic_view_cursor_free(cur);
+	}
+	ic_view_free(v);
+}
+
 /* Ownership: the newest image on the path wins; a smaller disk hides older blocks. */
 static void test_view(void)
 {
@@ -140,6 +192,7 @@ static void test_view(void)
 	CHECK(v->owner[3] == 1 && v->owner[4] == 0 && v->owner[5] == 0);
 	CHECK_EQ(ic_view_lookup(v, 4, &r), 0);
 	CHECK(r.img == NULL && r.e.plain_len == 4096);
+	check_nomap(c, "grown", v);
 	ic_view_free(v);
 	CHECK_EQ(ic_view_open(c, ic_chain_find(c, "small"), &v), 0);
 	CHECK_EQ(v->nblocks, 4);
