@@ -12,7 +12,8 @@
 #     take p4's block for it (v1: the digests shared a one-time key, the backup inherited p4's
 #     block and restored wrong bytes, exit 0);
 #  4. a v1 chain (tests/golden/v1) still verifies and restores, takes a v1 incremental and, in
-#     the same directory, a new v2 full; a point whose parent has the other version is refused.
+#     the same directory, a new v2 full; consolidation merges each tree in its own version; a
+#     point whose parent has the other version is refused.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 cp -a C deleted                       # the storage's copy of p3, before it deletes it
@@ -162,11 +163,35 @@ expect_exit 0 imgverify -q --data G
 for p in mon tue branch wed; do restore_cmp G $p $p.raw; done
 restore_cmp G f2 wed.raw
 restore_cmp G thu thu.raw
-# a v2 point re-parented onto a v1 one (its slot's parent_seq changed, checksum fixed)
+restore_cmp G branch branch.raw
+# consolidation merges within one version: tue into wed (v1, a new file), f2 into thu (v2, in the
+# full's file); each merged point keeps its version, point id and seal
+thu_id=$(icimg_py G/00000006.img <<<'import sys, icimg; print(icimg.Image(sys.argv[1]).slot["point_id"])')
+expect_exit 0 imgconsolidate -q --merge tue..wed G
+expect_exit 0 imgconsolidate -q --merge f2..thu G
+icimg_py G "$thu_id" <<'EOF'
+import os, sys, icimg
+g = sys.argv[1]
+assert sorted(f for f in os.listdir(g) if f.endswith(".img")) == \
+    ["00000001.img", "00000003.img", "00000004.img", "00000006.img"]
+wed, thu = icimg.Image(g + "/00000004.img"), icimg.Image(g + "/00000006.img")
+assert (wed.name, wed.version, wed.slot["point_id"], wed.slot["parent_seq"]) == ("wed", 1, 0, 1)
+raw, s = open(g + "/00000004.img", "rb").read(), wed.slot
+for k in range(s["index_count"]):
+    e = raw[s["index_offset"] + 64 * k:s["index_offset"] + 64 * k + 64]
+    assert int.from_bytes(e[56:], "little") == icimg.xxh64(e[:56]), k
+assert (thu.name, thu.version, thu.slot["parent_seq"]) == ("thu", 2, 0)
+assert thu.slot["point_id"] == int(sys.argv[2])
+assert all(e["origin_id"] for e in thu.entries)
+EOF
+expect_exit 0 imgverify -q --data G
+restore_cmp G wed wed.raw
+restore_cmp G thu thu.raw
+# a v2 point re-parented onto a v1 one (its slot's parent and kind changed, checksum fixed)
 icimg_py G/00000006.img <<'EOF'
 import sys, icimg
 i = icimg.Image(sys.argv[1])
-i.slot["parent_seq"] = 4
+i.slot["parent_seq"], i.slot["kind"] = 4, 4
 i.write_slot()
 EOF
 snap G "$IMGCHAIN_STATE_DIR"
