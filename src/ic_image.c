@@ -322,6 +322,18 @@ void ic_image_close(struct ic_image *img)
 	free(img);
 }
 
+/* v1: flags (host keygen) 0.  v2: a key generation readers know, and a non-zero point id
+ * of the origin, which for the point's own entries is the slot's: a record or zero
+ * entry of another point under the same sequence number is not this point's. */
+static bool entry_ids_ok(const struct ic_image *img, const struct icf_entry *e)
+{
+	if (img->hdr.version == ICF_IMAGE_V1)
+		return e->keygen == 0;
+	if (e->keygen > ICF_KEYGEN_MAX || e->origin_id == 0)
+		return false;
+	return e->origin != img->slot.seq || e->origin_id == img->slot.point_id;
+}
+
 static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 {
 	const struct icf_slot *s = &img->slot;
@@ -329,14 +341,7 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 	uint64_t idx_end = s->index_offset + s->index_count * sizeof(struct icf_entry);
 	uint64_t last_len = s->disk_size - (nblocks - 1) * img->hdr.block_size;
 
-	if (e->origin == 0 || e->origin > s->seq)
-		return -1;
-	/* v1: flags, 0.  v2: a key generation the key knows, and the origin's point id,
-	 * which for the point's own entries is the slot's (a record or zero entry of
-	 * another point under the same sequence number is not this point's) */
-	if (img->hdr.version == ICF_IMAGE_V1 ? e->keygen != 0
-	    : e->keygen > ICF_KEYGEN_MAX || !e->origin_id ||
-	      (e->origin == s->seq && e->origin_id != s->point_id))
+	if (e->origin == 0 || e->origin > s->seq || !entry_ids_ok(img, e))
 		return -1;
 	if (e->pos >= nblocks)
 		return -1;
