@@ -2,6 +2,8 @@
  * entries and records, under a fixed key. */
 #include "config.h"
 
+#include <string.h>
+
 #include <sodium.h>
 
 #include "imgchain.h"
