@@ -229,6 +229,56 @@ static void write_golden(uint32_t version)
 	unit_rmtree(tmp);
 }
 
+/* The point id of a new point avoids the ids of the points it can see: the random source
+ * replayed from the start gives the first point's id again, and the backup draws anew. */
+static void test_point_id_unique(void)
+{
+	char *tmp = unit_tmpdir();
+	char *chain = ic_path_join(tmp, "chain"), *src = ic_path_join(tmp, "src.raw");
+	struct ic_backup_opts o;
+	struct ic_backup_stats st;
+	struct ic_chain *c;
+	uint8_t *d;
+	size_t n;
+
+	char *state = ic_path_join(tmp, "state"), *old = getenv("IMGCHAIN_STATE_DIR");
+
+	/* a state of its own: the golden chain's state must not learn of a fourth point */
+	old = old ? strdup(old) : NULL;
+	setenv("IMGCHAIN_STATE_DIR", state, 1);
+	det_ctr = 0;
+	CHECK_EQ(write_chain(chain, tmp, ICF_IMAGE_V2), 0);
+	make_disk(1, &d, &n);
+	CHECK_EQ(write_file(src, d, n), 0);
+	free(d);
+	memset(&o, 0, sizeof(o));
+	o.chain_dir = chain;
+	o.source = src;
+	o.name = "again";
+	o.full = true;
+	o.level = 3;
+	o.threads = 1;
+	o.quiet = true;
+	det_ctr = 0;    /* the first draw is the first point's id */
+	CHECK_EQ(ic_backup(&o, &st), 0);
+	CHECK_EQ(ic_chain_open(chain, &c), 0);
+	CHECK_EQ(c->npoints, 4);
+	CHECK_EQ(c->points[3].img->hdr.version, ICF_IMAGE_V2);
+	for (size_t i = 0; i < 3; i++)
+		CHECK(c->points[3].img->slot.point_id != c->points[i].img->slot.point_id);
+	CHECK(c->points[3].img->slot.point_id != 0);
+	ic_chain_free(c);
+	if (old)
+		setenv("IMGCHAIN_STATE_DIR", old, 1);
+	else
+		unsetenv("IMGCHAIN_STATE_DIR");
+	free(old);
+	free(state);
+	free(chain);
+	free(src);
+	unit_rmtree(tmp);
+}
+
 static void test_read_golden_v1(void) { read_golden(ICF_IMAGE_V1); }
 static void test_write_golden_v1(void) { write_golden(ICF_IMAGE_V1); }
 static void test_read_golden_v2(void) { read_golden(ICF_IMAGE_V2); }
@@ -256,5 +306,6 @@ int main(int argc, char **argv)
 	RUN(test_write_golden_v1);
 	RUN(test_read_golden_v2);
 	RUN(test_write_golden_v2);
+	RUN(test_point_id_unique);
 	UNIT_EXIT();
 }
