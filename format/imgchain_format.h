@@ -9,7 +9,14 @@
 
 #include <stdint.h>
 
-#define ICF_VERSION 1u
+#define ICF_VERSION 1u              /* key file version (section 6) */
+
+/* Image format versions (FORMAT.md "Versions").  A new full is written in
+ * ICF_IMAGE_VERSION; an incremental in its parent's version. */
+#define ICF_IMAGE_V1 1u
+#define ICF_IMAGE_V2 2u
+#define ICF_IMAGE_VERSION ICF_IMAGE_V2
+#define ICF_KEYGEN_MAX 0u           /* key generations readers know (v2 keygen fields) */
 
 /* ---- chain directory ------------------------------------------------------ */
 #define ICF_KEYFILE_NAME "imgchain.key"
@@ -38,7 +45,7 @@
 /* Fixed header, bytes 0..511 of an image; written once at creation. */
 struct icf_header {
 	char magic[8];              /* "IMGCHAIN" */
-	uint32_t version;           /* ICF_VERSION */
+	uint32_t version;           /* ICF_IMAGE_V1 or ICF_IMAGE_V2 */
 	uint32_t header_size;       /* ICF_HEADER_SIZE */
 	uint8_t chain_id[16];       /* random, shared by every file of a chain */
 	uint8_t key_check[16];      /* key fingerprint, see FORMAT.md "Keys" */
@@ -74,7 +81,9 @@ struct icf_slot {
 	uint8_t seal[32];           /* keyed MAC over the point's block map, FORMAT.md "Seal" */
 	char name[128];             /* NUL-terminated, NUL-padded */
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */
-	uint8_t reserved[240];      /* zero */
+	uint64_t point_id;          /* v2: random non-zero id of the point; v1: 0 */
+	uint16_t seal_keygen;       /* v2: key generation of the seal key; v1: 0 */
+	uint8_t reserved[230];      /* zero */
 	uint64_t slot_hash;         /* XXH3-64 of bytes 0..503 of the slot */
 } __attribute__((packed));
 
@@ -82,7 +91,8 @@ struct icf_slot {
 #define ICF_ENTRY_RAW 1u            /* record holds the block uncompressed */
 #define ICF_ENTRY_ZSTD 2u           /* record holds a zstd frame of the block */
 
-/* One index entry.  The index is an array of these, strictly ascending by pos. */
+/* One index entry, version 2 (also the host-order form of an entry of either version).
+ * The index is an array of these, strictly ascending by pos. */
 struct icf_entry {
 	uint64_t pos;               /* block number */
 	uint64_t offset;            /* byte offset of the record in this file (0 for zero) */
@@ -90,9 +100,24 @@ struct icf_entry {
 	uint32_t plain_len;         /* plaintext bytes of the block */
 	uint32_t origin;            /* seq of the point that encrypted the record */
 	uint16_t kind;              /* ICF_ENTRY_* */
-	uint16_t flags;             /* 0 */
+	uint16_t keygen;            /* v2: key generation of the record; v1 "flags", 0 */
 	uint64_t rec_hash;          /* XXH3-64 of the stored record bytes (0 for zero) */
 	uint8_t digest[16];         /* keyed change digest of the plaintext (zero for zero) */
+	uint64_t origin_id;         /* v2: point id of the origin point, non-zero; v1: 0 in
+				     * host order (the bytes hold entry_hash) */
+} __attribute__((packed));
+
+/* One index entry, version 1. */
+struct icf_entry_v1 {
+	uint64_t pos;
+	uint64_t offset;
+	uint32_t stored_len;
+	uint32_t plain_len;
+	uint32_t origin;
+	uint16_t kind;
+	uint16_t flags;             /* 0 */
+	uint64_t rec_hash;
+	uint8_t digest[16];
 	uint64_t entry_hash;        /* XXH3-64 of bytes 0..55 of this entry */
 } __attribute__((packed));
 
@@ -100,7 +125,7 @@ struct icf_entry {
 #define ICF_TAG_LEN 16u
 #define ICF_RECORD_OVERHEAD (ICF_NONCE_LEN + ICF_TAG_LEN)
 
-/* Additional data of a block record's AEAD (not stored; rebuilt from the index). */
+/* Additional data of a block record's AEAD (not stored; rebuilt from the index), v1. */
 struct icf_block_ad {
 	char magic[4];              /* "ICB1" */
 	uint8_t chain_id[16];
@@ -112,7 +137,30 @@ struct icf_block_ad {
 	uint16_t reserved;          /* 0 */
 } __attribute__((packed));
 
-/* Seal input: one of these per non-zero block of the point, ascending pos. */
+/* Additional data, v2: also the origin's point id and the record's key generation. */
+struct icf_block_ad_v2 {
+	char magic[4];              /* "ICB2" */
+	uint8_t chain_id[16];
+	uint32_t block_size;
+	uint64_t pos;
+	uint32_t origin;
+	uint64_t origin_id;
+	uint32_t plain_len;
+	uint16_t kind;
+	uint16_t keygen;
+} __attribute__((packed));
+
+/* Key of the one-time Poly1305 change digest, hashed under the digest key (v1: "ICDG"
+ * and the first 20 bytes; v2: "ICD2" and all 28). */
+struct icf_digest_head {
+	char magic[4];              /* "ICDG" (v1) or "ICD2" (v2) */
+	uint32_t origin;
+	uint32_t plain_len;
+	uint64_t pos;
+	uint64_t origin_id;         /* v2 only */
+} __attribute__((packed));
+
+/* Seal input: one of these per non-zero block of the point, ascending pos (v1). */
 struct icf_map_item {
 	uint64_t pos;
 	uint32_t origin;
@@ -122,7 +170,18 @@ struct icf_map_item {
 	uint64_t rec_hash;
 } __attribute__((packed));
 
-/* Seal header, MACed together with the map digest. */
+/* Seal input, v2: also the origin's point id and the record's key generation. */
+struct icf_map_item_v2 {
+	uint64_t pos;
+	uint32_t origin;
+	uint16_t kind;
+	uint16_t keygen;
+	uint32_t plain_len;
+	uint64_t rec_hash;
+	uint64_t origin_id;
+} __attribute__((packed));
+
+/* Seal header, MACed together with the map digest (v1). */
 struct icf_seal_head {
 	char magic[8];              /* "ICSEAL01" */
 	uint8_t chain_id[16];
@@ -131,6 +190,21 @@ struct icf_seal_head {
 	int64_t created;
 	uint64_t disk_size;
 	char name[128];
+	uint8_t map_digest[32];
+} __attribute__((packed));
+
+/* Seal header, v2: also the point id and the seal key's generation. */
+struct icf_seal_head_v2 {
+	char magic[8];              /* "ICSEAL02" */
+	uint8_t chain_id[16];
+	uint32_t block_size;
+	uint32_t seq;
+	int64_t created;
+	uint64_t disk_size;
+	char name[128];
+	uint64_t point_id;
+	uint16_t seal_keygen;
+	uint8_t reserved[6];        /* 0 */
 	uint8_t map_digest[32];
 } __attribute__((packed));
 
@@ -169,9 +243,18 @@ struct icf_keyfile {
 _Static_assert(sizeof(struct icf_header) == 512, "icf_header");
 _Static_assert(sizeof(struct icf_slot) == ICF_SLOT_SIZE, "icf_slot");
 _Static_assert(sizeof(struct icf_entry) == 64, "icf_entry");
+_Static_assert(sizeof(struct icf_entry_v1) == 64, "icf_entry_v1");
 _Static_assert(sizeof(struct icf_block_ad) == 44, "icf_block_ad");
+_Static_assert(sizeof(struct icf_block_ad_v2) == 52, "icf_block_ad_v2");
+_Static_assert(sizeof(struct icf_digest_head) == 28, "icf_digest_head");
 _Static_assert(sizeof(struct icf_map_item) == 28, "icf_map_item");
+_Static_assert(sizeof(struct icf_map_item_v2) == 36, "icf_map_item_v2");
 _Static_assert(sizeof(struct icf_seal_head) == 208, "icf_seal_head");
+_Static_assert(sizeof(struct icf_seal_head_v2) == 224, "icf_seal_head_v2");
+_Static_assert(__builtin_offsetof(struct icf_slot, point_id) == 264, "slot point_id");
+_Static_assert(__builtin_offsetof(struct icf_slot, seal_keygen) == 272, "slot seal_keygen");
+_Static_assert(__builtin_offsetof(struct icf_entry, keygen) == 30, "entry keygen");
+_Static_assert(__builtin_offsetof(struct icf_entry, origin_id) == 56, "entry origin_id");
 _Static_assert(sizeof(struct icf_key_slot) == 128, "icf_key_slot");
 _Static_assert(sizeof(struct icf_keyfile) == 1120, "icf_keyfile");
 

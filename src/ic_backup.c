@@ -49,6 +49,8 @@ struct job {
 	int fd;
 	uint64_t disk_size, nblocks;
 	uint32_t bs, bound, seq, per_batch;
+	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
+	uint64_t point_id;          /* v2: this point's id, the origin_id of its records */
 	uint8_t *plan;
 	struct ic_view *pv;         /* parent view or NULL */
 	struct ic_key *key;
@@ -271,21 +273,27 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 		e->pos = pos;
 		e->plain_len = len;
 		e->origin = j->seq;
+		e->origin_id = j->point_id;
 		return 0;
 	}
 	if (pref.img && pref.e.plain_len == len) {
-		ic_codec_digest(j->key, pref.e.origin, pos, plain, len, d);
+		/* the parent's digest, under its own key: only compared, never written anew */
+		ic_codec_digest(j->key, j->version, &pref.e, plain, d);
 		if (!sodium_memcmp(d, pref.e.digest, 16)) {
 			bt->act[i] = ACT_INHERIT;
 			*e = pref.e;
 			return 0;
 		}
 	}
-	ret = ic_codec_encode(codec, j->key, j->chain_id, pos, j->seq, plain, len,
+	memset(e, 0, sizeof(*e));
+	e->pos = pos;
+	e->origin = j->seq;
+	e->origin_id = j->point_id;    /* fresh: no one-time digest key is used twice */
+	ret = ic_codec_encode(codec, j->key, j->chain_id, j->version, plain, len,
 			      bt->rec + (size_t)i * j->bound, e);
 	if (ret)
 		return ret;
-	ic_codec_digest(j->key, j->seq, pos, plain, len, e->digest);
+	ic_codec_digest(j->key, j->version, e, plain, e->digest);
 	bt->act[i] = ACT_DATA;
 	return 0;
 }
@@ -622,6 +630,24 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 	return 0;
 }
 
+/* A random non-zero point id that no point, stale or superseded image of the chain
+ * directory uses (FORMAT.md "Versions"). */
+static uint64_t pick_point_id(const struct ic_chain *c)
+{
+	uint64_t id;
+	bool used;
+
+	do {
+		randombytes_buf(&id, sizeof(id));
+		used = id == 0;
+		for (size_t i = 0; i < c->npoints && !used; i++)
+			used = c->points[i].img->slot.point_id == id;
+		for (size_t i = 0; i < c->nstale && !used; i++)
+			used = c->stale[i]->slot.point_id == id;
+	} while (used);
+	return id;
+}
+
 static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 {
 	struct job j;
@@ -655,6 +681,16 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	j.bound = ic_codec_bound(j.bs);
 	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
 	j.seq = ic_chain_max_seq(c) + 1;
+	/* a chain keeps its version: a child is written in its parent's (a v1 chain goes
+	 * on as v1, with v1's limits); a new full in the current one */
+	j.version = parent ? parent->img->hdr.version
+			   : o->format_version ? o->format_version : ICF_IMAGE_VERSION;
+	if (j.version != ICF_IMAGE_V1 && j.version != ICF_IMAGE_V2) {
+		ret = ic_fail(-EINVAL, "format version %u: not one this imgbackup writes", j.version);
+		goto out;
+	}
+	if (j.version != ICF_IMAGE_V1)
+		j.point_id = pick_point_id(c);
 	if (parent) {
 		ret = ic_view_open_nomap(c, parent, &j.pv);
 		if (ret)
@@ -692,7 +728,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		goto out;
 
 	memset(&hdr, 0, sizeof(hdr));
-	hdr.version = ICF_VERSION;
+	hdr.version = j.version;
 	hdr.header_size = ICF_HEADER_SIZE;
 	memcpy(hdr.chain_id, j.key->chain_id, 16);
 	memcpy(hdr.key_check, j.key->key_check, 16);
@@ -702,7 +738,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	ret = ic_writer_new(o->chain_dir, &hdr, j.seq, &w);
 	if (ret)
 		goto out;
-	ic_seal_begin(&seal);
+	ic_seal_begin(&seal, j.version);
 	st->disk_size = j.disk_size;
 	ret = run_pipeline(&j, w, &seal, st);
 	if (!ret)
@@ -717,6 +753,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	slot.created = o->created ? o->created : (int64_t)time(NULL);
 	slot.disk_size = j.disk_size;
 	snprintf(slot.name, sizeof(slot.name), "%s", st->name);
+	slot.point_id = j.point_id;
+	slot.seal_keygen = 0;
 	ic_seal_finish(&seal, j.key, j.chain_id, j.bs, &slot, slot.seal);
 	ret = ic_writer_commit(w, &slot);
 	w = NULL;

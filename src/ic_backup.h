@@ -19,6 +19,8 @@ struct ic_backup_opts {
 	int threads;                /* 0: one per online CPU */
 	int64_t created;            /* 0: now; else the creation time to record (tests) */
 	bool accept_rollback;       /* accept a chain older than this machine last saw */
+	uint32_t format_version;    /* tests only: image version of a new full (0: current);
+				     * an incremental always takes its parent's */
 };
 
 struct ic_backup_stats {

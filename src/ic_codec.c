@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,33 +60,66 @@ void ic_codec_free(struct ic_codec *c)
 	free(c);
 }
 
-static void build_ad(struct icf_block_ad *ad, const uint8_t chain_id[16], uint32_t block_size,
-		     uint64_t pos, uint32_t origin, uint32_t plain_len, uint16_t kind)
+/* The additional data of a record (FORMAT.md 4.2) into ad[]; returns its length. */
+static size_t build_ad(uint8_t *ad, const uint8_t chain_id[16], uint32_t block_size,
+		       uint32_t version, const struct icf_entry *e, uint16_t kind)
 {
-	memset(ad, 0, sizeof(*ad));
-	memcpy(ad->magic, "ICB1", 4);
-	memcpy(ad->chain_id, chain_id, 16);
-	ad->block_size = htole32(block_size);
-	ad->pos = htole64(pos);
-	ad->origin = htole32(origin);
-	ad->plain_len = htole32(plain_len);
-	ad->kind = htole16(kind);
+	if (version == ICF_IMAGE_V1) {
+		struct icf_block_ad a;
+
+		memset(&a, 0, sizeof(a));
+		memcpy(a.magic, "ICB1", 4);
+		memcpy(a.chain_id, chain_id, 16);
+		a.block_size = htole32(block_size);
+		a.pos = htole64(e->pos);
+		a.origin = htole32(e->origin);
+		a.plain_len = htole32(e->plain_len);
+		a.kind = htole16(kind);
+		memcpy(ad, &a, sizeof(a));
+		return sizeof(a);
+	} else {
+		struct icf_block_ad_v2 a;
+
+		memset(&a, 0, sizeof(a));
+		memcpy(a.magic, "ICB2", 4);
+		memcpy(a.chain_id, chain_id, 16);
+		a.block_size = htole32(block_size);
+		a.pos = htole64(e->pos);
+		a.origin = htole32(e->origin);
+		a.origin_id = htole64(e->origin_id);
+		a.plain_len = htole32(e->plain_len);
+		a.kind = htole16(kind);
+		a.keygen = htole16(e->keygen);
+		memcpy(ad, &a, sizeof(a));
+		return sizeof(a);
+	}
+}
+
+static bool known_version(uint32_t version)
+{
+	return version == ICF_IMAGE_V1 || version == ICF_IMAGE_V2;
 }
 
 int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
-		    uint64_t pos, uint32_t origin, const void *plain, uint32_t plain_len,
-		    void *out, struct icf_entry *e)
+		    uint32_t version, const void *plain, uint32_t plain_len, void *out,
+		    struct icf_entry *e)
 {
-	struct icf_block_ad ad;
+	uint8_t ad[sizeof(struct icf_block_ad_v2)];
 	const uint8_t *payload = plain;
-	size_t payload_len = plain_len;
+	size_t payload_len = plain_len, adlen;
 	uint16_t kind = ICF_ENTRY_RAW;
 	uint8_t *o = out;
 	unsigned long long clen;
 
 	if (plain_len == 0 || plain_len > c->block_size)
-		return ic_fail(-EINVAL, "block %llu: bad length %u", (unsigned long long)pos,
+		return ic_fail(-EINVAL, "block %llu: bad length %u", (unsigned long long)e->pos,
 			       plain_len);
+	if (!known_version(version) ||
+	    (version == ICF_IMAGE_V1 ? e->origin_id || e->keygen
+				     : !e->origin_id || e->keygen > ICF_KEYGEN_MAX))
+		return ic_fail(-EINVAL, "block %llu: no record of format %u for point id %llu, key generation %u",
+			       (unsigned long long)e->pos, version,
+			       (unsigned long long)e->origin_id, e->keygen);
 	if (c->level > 0) {
 		size_t z = ZSTD_compressCCtx(c->cctx, c->scratch, c->scratch_len, plain, plain_len,
 					     c->level);
@@ -97,29 +132,28 @@ int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 			kind = ICF_ENTRY_ZSTD;
 		}
 	}
-	build_ad(&ad, chain_id, c->block_size, pos, origin, plain_len, kind);
+	e->plain_len = plain_len;
+	adlen = build_ad(ad, chain_id, c->block_size, version, e, kind);
 	randombytes_buf(o, ICF_NONCE_LEN);
 	if (crypto_aead_xchacha20poly1305_ietf_encrypt(o + ICF_NONCE_LEN, &clen, payload,
-						       payload_len, (const uint8_t *)&ad,
-						       sizeof(ad), NULL, o, key->k_block) != 0)
+						       payload_len, ad, adlen, NULL, o,
+						       key->k_block) != 0)
 		return ic_fail(-EIO, "crypto_aead_xchacha20poly1305_ietf_encrypt failed");
-	memset(e, 0, sizeof(*e));
-	e->pos = pos;
-	e->origin = origin;
-	e->plain_len = plain_len;
+	e->offset = 0;
 	e->kind = kind;
 	e->stored_len = (uint32_t)(clen + ICF_NONCE_LEN);
 	e->rec_hash = XXH3_64bits(o, e->stored_len);
+	memset(e->digest, 0, sizeof(e->digest));
 	return 0;
 }
 
 int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
-		    const struct icf_entry *e, const void *rec, void *out)
+		    uint32_t version, const struct icf_entry *e, const void *rec, void *out)
 {
-	struct icf_block_ad ad;
+	uint8_t ad[sizeof(struct icf_block_ad_v2)];
 	const uint8_t *r = rec;
 	unsigned long long plen;
-	size_t n;
+	size_t n, adlen;
 
 	if (e->plain_len == 0 || e->plain_len > c->block_size ||
 	    e->stored_len < ICF_RECORD_OVERHEAD || e->stored_len > ic_codec_bound(c->block_size) ||
@@ -127,11 +161,15 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 	    (e->kind != ICF_ENTRY_RAW && e->kind != ICF_ENTRY_ZSTD))
 		return ic_fail(IC_ECORRUPT, "block %llu: impossible record lengths or kind",
 			       (unsigned long long)e->pos);
-	build_ad(&ad, chain_id, c->block_size, e->pos, e->origin, e->plain_len, e->kind);
+	if (!known_version(version) ||
+	    (version == ICF_IMAGE_V1 ? e->origin_id || e->keygen
+				     : !e->origin_id || e->keygen > ICF_KEYGEN_MAX))
+		return ic_fail(IC_ECORRUPT, "block %llu: impossible point id or key generation",
+			       (unsigned long long)e->pos);
+	adlen = build_ad(ad, chain_id, c->block_size, version, e, e->kind);
 	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
 		    e->kind == ICF_ENTRY_RAW ? out : c->scratch, &plen, NULL, r + ICF_NONCE_LEN,
-		    e->stored_len - ICF_NONCE_LEN, (const uint8_t *)&ad, sizeof(ad), r,
-		    key->k_block) != 0)
+		    e->stored_len - ICF_NONCE_LEN, ad, adlen, r, key->k_block) != 0)
 		return ic_fail(IC_ECORRUPT, "block %llu (point seq %u): authentication failed",
 			       (unsigned long long)e->pos, e->origin);
 	if (e->kind == ICF_ENTRY_RAW)
@@ -144,21 +182,26 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 	return 0;
 }
 
-void ic_codec_digest(const struct ic_key *key, uint32_t origin, uint64_t pos, const void *plain,
-		     uint32_t plain_len, uint8_t out[16])
+void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct icf_entry *e,
+		     const void *plain, uint8_t out[16])
 {
-	uint8_t head[20], okey[crypto_onetimeauth_KEYBYTES];
-	uint32_t o = htole32(origin), l = htole32(plain_len);
-	uint64_t p = htole64(pos);
+	struct icf_digest_head h;
+	uint8_t okey[crypto_onetimeauth_KEYBYTES];
 
-	/* A one-time Poly1305 key per (origin, position): its tag is published once,
-	 * for the record stored under that origin, which is what Poly1305 requires. */
-	memcpy(head, "ICDG", 4);
-	memcpy(head + 4, &o, 4);
-	memcpy(head + 8, &l, 4);
-	memcpy(head + 12, &p, 8);
-	crypto_generichash(okey, sizeof(okey), head, sizeof(head), key->k_digest, 32);
-	crypto_onetimeauth(out, plain, plain_len, okey);
+	/* A one-time Poly1305 key per (origin, position) and, in v2, per point id: its tag
+	 * is published once, for the record stored under that origin, which is what
+	 * Poly1305 requires.  v1 keys repeat when a sequence number is reused. */
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, version == ICF_IMAGE_V1 ? "ICDG" : "ICD2", 4);
+	h.origin = htole32(e->origin);
+	h.plain_len = htole32(e->plain_len);
+	h.pos = htole64(e->pos);
+	h.origin_id = htole64(e->origin_id);
+	crypto_generichash(okey, sizeof(okey), (const uint8_t *)&h,
+			   version == ICF_IMAGE_V1 ? offsetof(struct icf_digest_head, origin_id)
+						   : sizeof(h),
+			   key->k_digest, 32);
+	crypto_onetimeauth(out, plain, e->plain_len, okey);
 	sodium_memzero(okey, sizeof(okey));
 }
 
@@ -181,39 +224,71 @@ int ic_is_zero(const void *buf, size_t len)
 	return acc == 0;
 }
 
-void ic_seal_begin(struct ic_seal *s)
+void ic_seal_begin(struct ic_seal *s, uint32_t version)
 {
+	s->version = version;
 	crypto_generichash_init(&s->st, NULL, 0, 32);
 }
 
 void ic_seal_add(struct ic_seal *s, const struct icf_entry *e)
 {
-	struct icf_map_item it;
-
 	if (e->kind == ICF_ENTRY_ZERO)
 		return;
-	memset(&it, 0, sizeof(it));
-	it.pos = htole64(e->pos);
-	it.origin = htole32(e->origin);
-	it.kind = htole16(e->kind);
-	it.plain_len = htole32(e->plain_len);
-	it.rec_hash = htole64(e->rec_hash);
-	crypto_generichash_update(&s->st, (const uint8_t *)&it, sizeof(it));
+	if (s->version == ICF_IMAGE_V1) {
+		struct icf_map_item it;
+
+		memset(&it, 0, sizeof(it));
+		it.pos = htole64(e->pos);
+		it.origin = htole32(e->origin);
+		it.kind = htole16(e->kind);
+		it.plain_len = htole32(e->plain_len);
+		it.rec_hash = htole64(e->rec_hash);
+		crypto_generichash_update(&s->st, (const uint8_t *)&it, sizeof(it));
+	} else {
+		struct icf_map_item_v2 it;
+
+		memset(&it, 0, sizeof(it));
+		it.pos = htole64(e->pos);
+		it.origin = htole32(e->origin);
+		it.kind = htole16(e->kind);
+		it.keygen = htole16(e->keygen);
+		it.plain_len = htole32(e->plain_len);
+		it.rec_hash = htole64(e->rec_hash);
+		it.origin_id = htole64(e->origin_id);
+		crypto_generichash_update(&s->st, (const uint8_t *)&it, sizeof(it));
+	}
 }
 
 void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
 		    uint32_t block_size, const struct icf_slot *slot, uint8_t out[32])
 {
-	struct icf_seal_head h;
+	if (s->version == ICF_IMAGE_V1) {
+		struct icf_seal_head h;
 
-	memset(&h, 0, sizeof(h));
-	memcpy(h.magic, "ICSEAL01", 8);
-	memcpy(h.chain_id, chain_id, 16);
-	h.block_size = htole32(block_size);
-	h.seq = htole32(slot->seq);
-	h.created = (int64_t)htole64((uint64_t)slot->created);
-	h.disk_size = htole64(slot->disk_size);
-	memcpy(h.name, slot->name, sizeof(h.name));
-	crypto_generichash_final(&s->st, h.map_digest, 32);
-	crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), key->k_seal, 32);
+		memset(&h, 0, sizeof(h));
+		memcpy(h.magic, "ICSEAL01", 8);
+		memcpy(h.chain_id, chain_id, 16);
+		h.block_size = htole32(block_size);
+		h.seq = htole32(slot->seq);
+		h.created = (int64_t)htole64((uint64_t)slot->created);
+		h.disk_size = htole64(slot->disk_size);
+		memcpy(h.name, slot->name, sizeof(h.name));
+		crypto_generichash_final(&s->st, h.map_digest, 32);
+		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), key->k_seal, 32);
+	} else {
+		struct icf_seal_head_v2 h;
+
+		memset(&h, 0, sizeof(h));
+		memcpy(h.magic, "ICSEAL02", 8);
+		memcpy(h.chain_id, chain_id, 16);
+		h.block_size = htole32(block_size);
+		h.seq = htole32(slot->seq);
+		h.created = (int64_t)htole64((uint64_t)slot->created);
+		h.disk_size = htole64(slot->disk_size);
+		memcpy(h.name, slot->name, sizeof(h.name));
+		h.point_id = htole64(slot->point_id);
+		h.seal_keygen = htole16(slot->seal_keygen);
+		crypto_generichash_final(&s->st, h.map_digest, 32);
+		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), key->k_seal, 32);
+	}
 }

@@ -31,7 +31,7 @@ static int dup_slot(struct ic_image *img)
 
 	if (ret)
 		return ret;
-	if (!ic_slot_decode(raw, &other, img->path) && other.seq == img->slot.seq &&
+	if (!ic_slot_decode(raw, &other, img->hdr.version, img->path) && other.seq == img->slot.seq &&
 	    other.index_offset == img->slot.index_offset &&
 	    other.index_count == img->slot.index_count &&
 	    !memcmp(other.index_hash, img->slot.index_hash, 16))
@@ -113,6 +113,8 @@ static int finish_inplace(struct cons *x)
 		free(idx);
 		if (!ret && memcmp(c.digest, s.index_hash, 16))
 			ret = ic_fail(IC_ECORRUPT, "%s: the merged index appended to it is damaged", fpath);
+		if (!ret)    /* the journal's copy was decoded without the file's version */
+			ret = ic_slot_validate(&s, img->hdr.version, fpath);
 		if (!ret)
 			ret = ic_image_switch_slot(img, &s);
 		if (ret)

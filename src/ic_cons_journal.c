@@ -195,7 +195,8 @@ static int journal_line(struct journal *j, char *line, const char *path)
 			raw[i] = (uint8_t)(hi << 4 | lo);
 		}
 		j->have_slot = true;
-		return ic_slot_decode(raw, &j->ip_slot, path) ? -1 : 0;
+		/* version 0: checked with the image's version when used (ic_cons_finish.c) */
+		return ic_slot_decode(raw, &j->ip_slot, 0, path) ? -1 : 0;
 	}
 	if (!strcmp(line, "target") && sscanf(arg, "%llu %llu", &a, &b) == 2) {
 		u32_push(&j->tseq, (uint32_t)a);

@@ -239,6 +239,7 @@ static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
 			m->e.pos = pos;
 			m->e.plain_len = ic_view_block_len(f->vt, pos);
 			m->e.origin = f->tseq;
+			m->e.origin_id = f->vt->point->img->slot.point_id;    /* 0 in v1 */
 			m->e.kind = ICF_ENTRY_ZERO;
 			m->lvl = 0;
 			m->copy = false;
@@ -323,7 +324,8 @@ static int emit_index(struct flat *f, size_t n)
 
 		if (f->win[k].copy)
 			e.offset = f->win[k].dst;
-		ic_entry_encode(&e, f->ibuf + k * sizeof(struct icf_entry));
+		ic_entry_encode(&e, f->ibuf + k * sizeof(struct icf_entry),
+				f->vt->point->img->hdr.version);
 	}
 	XXH3_128bits_update(f->ih, f->ibuf, n * sizeof(struct icf_entry));
 	return ic_pwrite_full(f->dfd, f->ibuf, n * sizeof(struct icf_entry),
@@ -383,6 +385,8 @@ static void fill_slot(struct tgt *t, struct flat *f)
 	s->disk_size = old->disk_size;
 	memcpy(s->name, old->name, sizeof(s->name));
 	memcpy(s->seal, old->seal, sizeof(s->seal));
+	s->point_id = old->point_id;        /* the merged point keeps its identity and seal */
+	s->seal_keygen = old->seal_keygen;
 	s->index_offset = f->idx_off;
 	s->index_count = f->count;
 	s->data_bytes = f->data_bytes;
@@ -654,7 +658,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	if (ret)
 		goto out;
 	fill_slot(t, &f);
-	ret = ic_slot_validate(&t->slot, f.dpath);
+	ret = ic_slot_validate(&t->slot, t->p->img->hdr.version, f.dpath);
 	if (ret)
 		goto out;
 	st->bytes_copied += f.copy_bytes;

@@ -68,7 +68,7 @@ int ic_header_decode(const void *buf, struct icf_header *h, const char *path)
 	h->cipher = le32toh(o.cipher);
 	h->compress = le32toh(o.compress);
 	h->hdr_hash = le64toh(o.hdr_hash);
-	if (h->version != ICF_VERSION)
+	if (h->version != ICF_IMAGE_V1 && h->version != ICF_IMAGE_V2)
 		return ic_fail(IC_ECORRUPT, "%s: unsupported format version %u", path, h->version);
 	if (h->header_size != ICF_HEADER_SIZE || h->cipher != ICF_CIPHER_XCHACHA20POLY1305 ||
 	    h->compress != ICF_COMPRESS_ZSTD || o.reserved0 || !all_zero(o.reserved, sizeof(o.reserved)))
@@ -99,15 +99,25 @@ void ic_slot_encode(const struct icf_slot *s, void *buf)
 	memcpy(o.seal, s->seal, 32);
 	memcpy(o.name, s->name, sizeof(o.name));
 	o.data_end = htole64(s->data_end);
+	o.point_id = htole64(s->point_id);
+	o.seal_keygen = htole16(s->seal_keygen);
 	o.slot_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_slot, slot_hash)));
 	memcpy(buf, &o, sizeof(o));
 }
 
-static int slot_check(const struct icf_slot *s, const char *path)
+/* version 0: the version is not known yet (a slot kept in the consolidation journal);
+ * the rules that depend on it are checked again when the slot is used. */
+static int slot_check(const struct icf_slot *s, uint32_t version, const char *path)
 {
 	const char *why = NULL;
 
-	if (s->seq == 0)
+	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen))
+		why = "reserved fields are not zero";
+	else if (version == ICF_IMAGE_V2 && !s->point_id)
+		why = "point id 0";
+	else if (version == ICF_IMAGE_V2 && s->seal_keygen > ICF_KEYGEN_MAX)
+		why = "unknown key generation";
+	else if (s->seq == 0)
 		why = "sequence 0";
 	else if (s->parent_seq >= s->seq)
 		why = "parent is not older than the point";
@@ -133,7 +143,7 @@ static int slot_check(const struct icf_slot *s, const char *path)
 	return 0;
 }
 
-int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path)
+int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const char *path)
 {
 	struct icf_slot o;
 
@@ -157,15 +167,17 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path)
 	memcpy(s->seal, o.seal, 32);
 	memcpy(s->name, o.name, sizeof(s->name));
 	s->data_end = le64toh(o.data_end);
+	s->point_id = le64toh(o.point_id);
+	s->seal_keygen = le16toh(o.seal_keygen);
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
 	if (s->flags || !all_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
-	return slot_check(s, path);
+	return slot_check(s, version, path);
 }
 
-void ic_entry_encode(const struct icf_entry *e, void *buf)
+void ic_entry_encode(const struct icf_entry *e, void *buf, uint32_t version)
 {
 	struct icf_entry o;
 
@@ -176,19 +188,25 @@ void ic_entry_encode(const struct icf_entry *e, void *buf)
 	o.plain_len = htole32(e->plain_len);
 	o.origin = htole32(e->origin);
 	o.kind = htole16(e->kind);
-	o.flags = htole16(e->flags);
+	o.keygen = htole16(e->keygen);    /* v1: flags */
 	o.rec_hash = htole64(e->rec_hash);
 	memcpy(o.digest, e->digest, 16);
-	o.entry_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_entry, entry_hash)));
+	if (version == ICF_IMAGE_V1)
+		o.origin_id = htole64(XXH3_64bits(&o, offsetof(struct icf_entry_v1, entry_hash)));
+	else
+		o.origin_id = htole64(e->origin_id);
 	memcpy(buf, &o, sizeof(o));
 }
 
-int ic_entry_decode(const void *buf, struct icf_entry *e)
+int ic_entry_decode(const void *buf, struct icf_entry *e, uint32_t version)
 {
 	struct icf_entry o;
 
 	memcpy(&o, buf, sizeof(o));
-	if (le64toh(o.entry_hash) != XXH3_64bits(&o, offsetof(struct icf_entry, entry_hash)))
+	/* v1: the last 8 bytes are entry_hash; v2 drops it (the index hash covers the
+	 * entries, and readers keep a verified copy of the index) */
+	if (version == ICF_IMAGE_V1 &&
+	    le64toh(o.origin_id) != XXH3_64bits(&o, offsetof(struct icf_entry_v1, entry_hash)))
 		return IC_ECORRUPT;
 	e->pos = le64toh(o.pos);
 	e->offset = le64toh(o.offset);
@@ -196,10 +214,10 @@ int ic_entry_decode(const void *buf, struct icf_entry *e)
 	e->plain_len = le32toh(o.plain_len);
 	e->origin = le32toh(o.origin);
 	e->kind = le16toh(o.kind);
-	e->flags = le16toh(o.flags);
+	e->keygen = le16toh(o.keygen);
 	e->rec_hash = le64toh(o.rec_hash);
 	memcpy(e->digest, o.digest, 16);
-	e->entry_hash = le64toh(o.entry_hash);
+	e->origin_id = version == ICF_IMAGE_V1 ? 0 : le64toh(o.origin_id);
 	return 0;
 }
 
@@ -209,8 +227,8 @@ static int pick_slot(struct ic_image *img, const uint8_t *hdrbuf)
 {
 	struct icf_slot a, b;
 	/* B first: when both fail, the message left is slot A's (B is often just unused) */
-	int rb = ic_slot_decode(hdrbuf + ICF_SLOT_B_OFF, &b, img->path);
-	int ra = ic_slot_decode(hdrbuf + ICF_SLOT_A_OFF, &a, img->path);
+	int rb = ic_slot_decode(hdrbuf + ICF_SLOT_B_OFF, &b, img->hdr.version, img->path);
+	int ra = ic_slot_decode(hdrbuf + ICF_SLOT_A_OFF, &a, img->hdr.version, img->path);
 
 	if (ra && rb)
 		return ra;    /* message of slot A's failure */
@@ -293,6 +311,18 @@ void ic_image_close(struct ic_image *img)
 	free(img);
 }
 
+/* v1: flags (host keygen) 0.  v2: a key generation readers know, and a non-zero point id
+ * of the origin, which for the point's own entries is the slot's: a record or zero
+ * entry of another point under the same sequence number is not this point's. */
+static bool entry_ids_ok(const struct ic_image *img, const struct icf_entry *e)
+{
+	if (img->hdr.version == ICF_IMAGE_V1)
+		return e->keygen == 0;
+	if (e->keygen > ICF_KEYGEN_MAX || e->origin_id == 0)
+		return false;
+	return e->origin != img->slot.seq || e->origin_id == img->slot.point_id;
+}
+
 static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 {
 	const struct icf_slot *s = &img->slot;
@@ -300,7 +330,7 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 	uint64_t idx_end = s->index_offset + s->index_count * sizeof(struct icf_entry);
 	uint64_t last_len = s->disk_size - (nblocks - 1) * img->hdr.block_size;
 
-	if (e->flags || e->origin == 0 || e->origin > s->seq)
+	if (e->origin == 0 || e->origin > s->seq || !entry_ids_ok(img, e))
 		return -1;
 	if (e->pos >= nblocks)
 		return -1;
@@ -331,7 +361,7 @@ static int entry_bounds(const struct ic_image *img, const struct icf_entry *e)
 static int entry_check(const struct ic_image *img, const uint8_t *raw, uint64_t i,
 		       struct icf_entry *e)
 {
-	if (ic_entry_decode(raw, e))
+	if (ic_entry_decode(raw, e, img->hdr.version))
 		return ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged at entry %llu)",
 			       img->path, (unsigned long long)i);
 	if (entry_bounds(img, e))
@@ -664,7 +694,7 @@ int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e)
 {
 	if (w->nentries && e->pos <= w->last_pos)
 		return ic_fail(-EINVAL, "%s: entries out of order", w->path);
-	ic_entry_encode(e, w->ibuf + w->ilen);
+	ic_entry_encode(e, w->ibuf + w->ilen, w->hdr.version);
 	w->ilen += sizeof(struct icf_entry);
 	w->nentries++;
 	w->last_pos = e->pos;
@@ -720,7 +750,7 @@ int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
 	slot->data_end = w->off + w->nentries * sizeof(struct icf_entry);
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(w->ih));
 	memcpy(slot->index_hash, c.digest, 16);
-	ret = slot_check(slot, w->path);
+	ret = slot_check(slot, w->hdr.version, w->path);
 	if (!ret)
 		ret = copy_index(w, w->off);
 	if (!ret)
@@ -773,9 +803,9 @@ void ic_writer_abort(struct ic_writer *w)
 
 /* ---- consolidation support (imgconsolidate, issue 4): new functions only ---------- */
 
-int ic_slot_validate(const struct icf_slot *s, const char *path)
+int ic_slot_validate(const struct icf_slot *s, uint32_t version, const char *path)
 {
-	return slot_check(s, path);
+	return slot_check(s, version, path);
 }
 
 /* Copy len bytes in the kernel: copy_file_range, split so that the part aligned on

@@ -52,10 +52,15 @@ int ic_image_read_record(const struct ic_image *img, const struct icf_entry *e, 
  * Decoders validate and return IC_ECORRUPT naming what, with path in the message. */
 int ic_header_decode(const void *buf, struct icf_header *h, const char *path);
 void ic_header_encode(const struct icf_header *h, void *buf);
-int ic_slot_decode(const void *buf, struct icf_slot *s, const char *path);
+/* version: the image's format version (its rules for point_id and seal_keygen), or 0
+ * when not known (checked again with ic_slot_validate before the slot is used). */
+int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const char *path);
 void ic_slot_encode(const struct icf_slot *s, void *buf);
-void ic_entry_encode(const struct icf_entry *e, void *buf);
-int ic_entry_decode(const void *buf, struct icf_entry *e);
+/* Entries of format version: v1 computes/checks entry_hash (host origin_id 0, keygen
+ * from flags); v2 stores keygen and origin_id.  Decode fails (IC_ECORRUPT, no message)
+ * only on a v1 entry_hash mismatch: bounds are the caller's. */
+void ic_entry_encode(const struct icf_entry *e, void *buf, uint32_t version);
+int ic_entry_decode(const void *buf, struct icf_entry *e, uint32_t version);
 
 /* Write slot s into the non-current slot of img (opened O_RDWR) with generation + 1,
  * then fsync.  On success img->slot becomes s. */
@@ -70,10 +75,10 @@ int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t 
 		  struct ic_writer **out);
 /* Append a record; *offset gets its file offset. */
 int ic_writer_append(struct ic_writer *w, const void *rec, uint32_t len, uint64_t *offset);
-/* Add an index entry (host order; entry_hash is computed here). Positions ascend. */
+/* Add an index entry (host order; in v1 entry_hash is computed here). Positions ascend. */
 int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e);
 /* Write the index and slot A (slot: seq, parent_seq, kind, created, disk_size, name,
- * seal filled by the caller; counts, offsets, hashes computed here), fsync, rename
+ * seal, and in v2 point_id and seal_keygen filled by the caller; counts, offsets, hashes computed here), fsync, rename
  * to CHAIN/%08u.img, fsync the directory.  Frees w whatever the outcome. */
 int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot);
 /* Remove the temporary file and free w (NULL is fine). */
@@ -88,7 +93,7 @@ void ic_image_filename(uint32_t seq, char *buf, size_t len);
 
 /* The checks ic_slot_decode applies to a slot's fields (kind, parent older than seq,
  * bounds, name), for a slot built in memory.  IC_ECORRUPT naming path. */
-int ic_slot_validate(const struct icf_slot *s, const char *path);
+int ic_slot_validate(const struct icf_slot *s, uint32_t version, const char *path);
 
 /* Check the n records ents[] of src, contiguous in src (each starts where the previous
  * ends): read into buf (buflen bytes, at least the largest record), each one's XXH3-64

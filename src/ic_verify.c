@@ -66,7 +66,8 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 		ic_progress_update(&x->prog, x->done);
 		ret = ic_image_read_record(img, &e, x->rec);
 		if (!ret && x->key)
-			ret = ic_codec_decode(x->codec, x->key, x->c->chain_id, &e, x->rec, x->plain);
+			ret = ic_codec_decode(x->codec, x->key, x->c->chain_id, img->hdr.version, &e,
+					      x->rec, x->plain);
 		if (ret == IC_ECORRUPT) {
 			char why[512];
 

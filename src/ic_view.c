@@ -194,8 +194,16 @@ int ic_view_open_nomap(struct ic_chain *c, struct ic_point *p, struct ic_view **
 		goto fail;
 	}
 	q = p;
-	for (uint32_t lvl = v->depth; lvl-- > 0; q = q->parent)
+	for (uint32_t lvl = v->depth; lvl-- > 0; q = q->parent) {
 		v->path[lvl] = q->img;
+		/* a chain never mixes format versions (FORMAT.md "Versions") */
+		if (q->parent && q->parent->img->hdr.version != q->img->hdr.version) {
+			ret = ic_fail(IC_ECORRUPT, "%s: format version %u differs from its parent's (%s, version %u)",
+				      q->img->path, q->img->hdr.version, q->parent->img->path,
+				      q->parent->img->hdr.version);
+			goto fail;
+		}
+	}
 	lim = UINT64_MAX;
 	for (uint32_t lvl = v->depth; lvl-- > 0;) {
 		uint64_t n = (v->path[lvl]->slot.disk_size + v->block_size - 1) / v->block_size;
@@ -432,7 +440,7 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key)
 	uint8_t mac[32];
 	int ret;
 
-	ic_seal_begin(&seal);
+	ic_seal_begin(&seal, v->point->img->hdr.version);
 	ret = ic_view_walk(v, seal_item, &seal);
 	if (ret)
 		return ret;
@@ -468,7 +476,8 @@ int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const stru
 	}
 	ret = ic_image_read_record(ref.img, &ref.e, rec);
 	if (!ret)
-		ret = ic_codec_decode(codec, key, v->chain->chain_id, &ref.e, rec, buf);
+		ret = ic_codec_decode(codec, key, v->chain->chain_id, ref.img->hdr.version, &ref.e,
+				      rec, buf);
 	if (ret) {
 		char why[512];
 

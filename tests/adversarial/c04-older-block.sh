@@ -1,8 +1,9 @@
 #!/bin/bash
 # c04-older-block.sh (CRYPTO.md case 4): p2's block 3 replaced by p1's older version of block 3
-# (record and entry: origin 1, its own checksum and digest).  The record is authentic for
-# (block 3, origin 1), so only the seal can tell: keyless imgverify passes, imgverify --data,
-# imgrestore, imgbackup (as a parent) and a mount refuse p2 with "seal mismatch"; nothing changes.
+# (record and entry: origin 1 and p1's point id, its own checksum and digest).  The record is
+# authentic for (block 3, origin 1), so only the seal can tell: keyless imgverify passes,
+# imgverify --data, imgrestore, imgbackup (as a parent) and a mount refuse p2 with "seal
+# mismatch"; nothing changes.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 
@@ -10,7 +11,7 @@ icimg_py C/00000002.img C/00000001.img <<'EOF'
 import sys, icimg
 new, old = icimg.Image(sys.argv[1]), icimg.Image(sys.argv[2])
 e, o = new.entry(3), old.entry(3)
-for k in ("record", "stored_len", "plain_len", "origin", "kind", "rec_hash", "digest"):
+for k in ("record", "stored_len", "plain_len", "origin", "origin_id", "kind", "rec_hash", "digest"):
     e[k] = o[k]
 new.write()
 EOF

@@ -43,7 +43,7 @@ def mutate(buf, lo, hi, n):
     return where
 
 def fix_index(buf, entries):
-    for e in entries:
+    for e in entries if base.version == 1 else ():    # v2 entries have no entry_hash
         at = ioff + 64 * e
         struct.pack_into("<Q", buf, at + 56, icimg.xxh64(buf[at:at + 56]))
     buf[soff + 80:soff + 96] = icimg.xxh128(buf[ioff:ioff + 64 * icount])
@@ -143,7 +143,7 @@ benign()
 	for w in ${where//,/ }; do
 		case $kind in
 		slot) ((w < 8)) || return 1 ;;    # generation
-		index) ((w >= 40)) || return 1 ;; # the change digest (and the entry_hash, fixed)
+		index) ((w >= 40 && w < 56)) || return 1 ;; # the change digest (v2: then origin_id)
 		*) return 1 ;;
 		esac
 	done

@@ -2,8 +2,8 @@
 # d03-same-chain-record.sh (design, FORMAT.md 4.2): a record of another point of the same chain,
 # at the same position, put into p3's entry of block 12 (the record's length, kind and checksum
 # with it).  Under p3's origin the AEAD fails (the origin is in the additional data); relabelled
-# with its true origin (1) it is authentic, and only p3's seal can tell.  Keyless checks pass
-# both; keyed tools refuse; nothing is written.
+# with its true origin (1, and p1's point id) it is authentic, and only p3's seal can tell.
+# Keyless checks pass both; keyed tools refuse; nothing is written.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 
@@ -16,7 +16,7 @@ e, o = mine.entry(12), other.entry(12)
 for k in ("record", "stored_len", "kind", "rec_hash", "digest"):
     e[k] = o[k]
 if sys.argv[3] == "true":
-    e["origin"] = o["origin"]
+    e["origin"], e["origin_id"] = o["origin"], o["origin_id"]
 mine.write()
 EOF
 	snap

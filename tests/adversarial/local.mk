@@ -28,6 +28,7 @@ SH_TESTS += \
 	tests/adversarial/d07-point-identity.sh \
 	tests/adversarial/e01-live-tamper.sh \
 	tests/adversarial/e02-exhaustion.sh \
+	tests/adversarial/e05-seq-reuse.sh \
 	tests/adversarial/e06-overlay-binding.sh \
 	tests/adversarial/e07-leaks.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh

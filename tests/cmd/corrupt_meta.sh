@@ -76,7 +76,7 @@ for at in 40 56 120 504; do
 	case_run "slot bit $at" slot_flip $at
 done
 
-# ---- one bit in the index: first entry, last entry, an entry_hash -------------------------------
+# ---- one bit in the index: first entry, last entry, an origin_id (v1: entry_hash) -------------
 # Every damaged variant of p2's image is made up front by one python3 run (it starts slowly):
 # variants/WHAT.img, and the index's offset and entry count in index.txt.
 mkdir variants
@@ -123,7 +123,7 @@ index_flip()
 }
 case_run "index bit (first)" index_flip $index_offset full
 case_run "index bit (last)" index_flip $((index_offset + 64 * index_count - 20))
-case_run "index bit (entry_hash)" index_flip $((index_offset + 64 * (index_count - 1) + 60))
+case_run "index bit (origin_id)" index_flip $((index_offset + 64 * (index_count - 1) + 60))
 
 # ---- absurd values behind correct checksums (what a checksum cannot catch) -----------------------
 absurd() { fresh; cp "variants/$1.img" $img; }

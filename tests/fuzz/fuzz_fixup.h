@@ -4,6 +4,7 @@
 #ifndef FUZZ_FIXUP_H
 #define FUZZ_FIXUP_H
 
+#include <endian.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,11 +30,13 @@ static inline void fx_slot(uint8_t *b, size_t len, size_t so)
 {
 	uint8_t *s = b + so;
 	uint64_t io = fx_get64(s + 40), n = fx_get64(s + 48);
+	uint32_t version;
 
+	memcpy(&version, b + 8, 4);    /* entry hashes are v1's only */
 	if (io >= ICF_HEADER_SIZE && io <= len && n <= (len - io) / 64) {
 		XXH128_canonical_t c;
 
-		for (uint64_t i = 0; i < n; i++) {
+		for (uint64_t i = 0; i < n && le32toh(version) == ICF_IMAGE_V1; i++) {
 			uint8_t *e = b + io + i * 64;
 
 			fx_put64(e + 56, XXH3_64bits(e, 56));

@@ -17,10 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fx_image(buf, sizeof(buf));    /* half the time: reach the field checks */
 	if (ic_header_decode(buf, &h, "fuzz") == 0 && h.block_size == 0)
 		__builtin_trap();
-	if (ic_slot_decode(buf + ICF_SLOT_A_OFF, &s, "fuzz") == 0) {
+	/* the slot under the version the header names (any number: the decoder's rules) */
+	if (ic_slot_decode(buf + ICF_SLOT_A_OFF, &s, le32toh(((const struct icf_header *)buf)->version),
+			   "fuzz") == 0) {
 		uint8_t again[ICF_SLOT_SIZE];
+		uint32_t v = le32toh(((const struct icf_header *)buf)->version);
 
-		if (s.parent_seq >= s.seq || !ic_name_valid(s.name))
+		if (s.parent_seq >= s.seq || !ic_name_valid(s.name) ||
+		    (v == ICF_IMAGE_V1 && s.point_id) || (v == ICF_IMAGE_V2 && !s.point_id))
 			__builtin_trap();
 		ic_slot_encode(&s, again);
 		if (memcmp(again, buf + ICF_SLOT_A_OFF, ICF_SLOT_SIZE))

@@ -1,31 +1,41 @@
 #!/usr/bin/env python3
-"""Seed corpora for the fuzzers, cut from the golden chain files.
-usage: make_corpus.py GOLDEN_DIR OUT_DIR"""
+"""Seed corpora for the fuzzers, cut from the golden chain files (both versions).
+usage: make_corpus.py GOLDEN_DIR... OUT_DIR"""
 import os, struct, sys
 
-golden, out = sys.argv[1], sys.argv[2]
+goldens, out = sys.argv[1:-1], sys.argv[-1]
 def put(target, name, data):
     d = os.path.join(out, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), 'wb') as f:
         f.write(data)
 
-imgs = sorted(f for f in os.listdir(golden) if f.endswith('.img'))
-blobs = [open(os.path.join(golden, f), 'rb').read() for f in imgs]
-put('fuzz_keyfile', 'golden.key', open(os.path.join(golden, 'imgchain.key'), 'rb').read())
-for name, b in zip(imgs, blobs):
-    put('fuzz_header', name, b[:4096])
-    put('fuzz_chain', name, b)
-    # records: entry fields + record bytes, in fuzz_record's layout
-    slot = b[1024:1536]
-    io, n = struct.unpack_from('<QQ', slot, 40)
-    for i in range(min(n, 8)):
-        pos, off, slen, plen, origin, kind = struct.unpack_from('<QQIIIH', b, io + 64 * i)
-        if kind == 0:
-            continue
-        head = struct.pack('<IIHI', slen, plen, kind, origin) + bytes([pos & 0xff, 0])
-        put('fuzz_record', '%s-%d' % (name, i), head + b[off:off + slen])
-put('fuzz_chain', 'all', b'\n--8<--\n'.join(blobs))
+for golden in goldens:
+    tag = os.path.basename(os.path.normpath(golden))
+    put('fuzz_keyfile', 'golden-%s.key' % tag,
+        open(os.path.join(golden, 'imgchain.key'), 'rb').read())
+    imgs = sorted(f for f in os.listdir(golden) if f.endswith('.img'))
+    blobs = [open(os.path.join(golden, f), 'rb').read() for f in imgs]
+    for name, b in zip(imgs, blobs):
+        name = '%s-%s' % (tag, name)
+        version = struct.unpack_from('<I', b, 8)[0]
+        put('fuzz_header', name, b[:4096])
+        put('fuzz_chain', name, b)
+        # records: entry fields + record bytes, in fuzz_record's layout (byte 15: bit 0 the
+        # version, v2's point id above it, truncated: the AEAD fails, the paths are reached)
+        slot = b[1024:1536]
+        io, n = struct.unpack_from('<QQ', slot, 40)
+        for i in range(min(n, 8)):
+            pos, off, slen, plen, origin, kind = struct.unpack_from('<QQIIIH', b, io + 64 * i)
+            if kind == 0:
+                continue
+            if version == 1:
+                sel = 0
+            else:
+                sel = 1 | ((struct.unpack_from('<Q', b, io + 64 * i + 56)[0] & 0x7f) << 1)
+            head = struct.pack('<IIHI', slen, plen, kind, origin) + bytes([pos & 0xff, sel])
+            put('fuzz_record', '%s-%d' % (name, i), head + b[off:off + slen])
+    put('fuzz_chain', '%s-all' % tag, b'\n--8<--\n'.join(blobs))
 put('fuzz_changed', 'simple', b'0 65536\n131072 4096\n# comment\n\n  8192\t100\n')
 put('fuzz_changed', 'hex', b'0x1000 0x2000\n')
 put('fuzz_vmdk', 'small', struct.pack('<QIQI', 5 * 2**20 + 1234, 65536, 0, 65536))

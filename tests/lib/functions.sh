@@ -254,18 +254,32 @@ HEADER_SIZE, SLOT_A, SLOT_B = 4096, 1024, 2048
 HDR_FMT = "<8sII16s16sIIII440sQ"
 HDR_KEYS = ("magic version header_size chain_id key_check block_size cipher compress reserved0 "
             "reserved hdr_hash").split()
-SLOT_FMT = "<QIIIIqQQQQQQ16s32s128sQ240sQ"
+# slot: point_id and seal_keygen are v2's (zero in v1)
+SLOT_FMT = "<QIIIIqQQQQQQ16s32s128sQQH230sQ"
 SLOT_KEYS = ("generation seq parent_seq kind flags created disk_size index_offset index_count "
-             "data_bytes n_data n_zero index_hash seal name data_end reserved slot_hash").split()
+             "data_bytes n_data n_zero index_hash seal name data_end point_id seal_keygen "
+             "reserved slot_hash").split()
+# entries: v1 has flags at 30 and entry_hash at 56, v2 keygen and origin_id
 ENT_FMT = "<QQIIIHHQ16sQ"
-ENT_KEYS = "pos offset stored_len plain_len origin kind flags rec_hash digest entry_hash".split()
+ENT_KEYS_V1 = "pos offset stored_len plain_len origin kind flags rec_hash digest entry_hash".split()
+ENT_KEYS_V2 = "pos offset stored_len plain_len origin kind keygen rec_hash digest origin_id".split()
+ENT_KEYS = ENT_KEYS_V1
 ZERO, RAW, ZSTD = 0, 1, 2
 assert struct.calcsize(HDR_FMT) == 512 and struct.calcsize(SLOT_FMT) == 512
 assert struct.calcsize(ENT_FMT) == 64
 
 
-def entry_pack(e):
-    raw = struct.pack(ENT_FMT, *[e[k] if k != "entry_hash" else 0 for k in ENT_KEYS])
+def ent_keys(version):
+    return ENT_KEYS_V1 if version == 1 else ENT_KEYS_V2
+
+
+def entry_pack(e, version=1, fix=True):
+    """The 64 bytes of entry e; v1 with fix: entry_hash recomputed (v2 has none)."""
+    if version != 1:
+        return struct.pack(ENT_FMT, *[e[k] for k in ENT_KEYS_V2])
+    raw = struct.pack(ENT_FMT, *[e[k] if k != "entry_hash" else 0 for k in ENT_KEYS_V1])
+    if not fix:
+        return raw[:56] + struct.pack("<Q", e["entry_hash"])
     return raw[:56] + struct.pack("<Q", xxh64(raw[:56]))
 
 
@@ -287,6 +301,7 @@ class Image:
         with open(path, "rb") as f:
             self.data = f.read()
         self.header = dict(zip(HDR_KEYS, struct.unpack(HDR_FMT, self.data[:512])))
+        self.version = self.header["version"]
         slots = []
         for off in (SLOT_A, SLOT_B):
             raw = self.data[off:off + 512]
@@ -301,7 +316,8 @@ class Image:
         self.entries = []
         for i in range(s["index_count"]):
             off = s["index_offset"] + 64 * i
-            e = dict(zip(ENT_KEYS, struct.unpack(ENT_FMT, self.data[off:off + 64])))
+            e = dict(zip(ent_keys(self.version),
+                         struct.unpack(ENT_FMT, self.data[off:off + 64])))
             e["record"] = self.data[e["offset"]:e["offset"] + e["stored_len"]]
             self.entries.append(e)
 
@@ -332,7 +348,7 @@ class Image:
         the index checksum in the slot is recomputed and the slot written too."""
         i = self.entries.index(e)
         off = self.slot["index_offset"] + 64 * i
-        self._patch(off, entry_pack(e))
+        self._patch(off, entry_pack(e, self.version))
         with open(self.path, "rb") as f:
             f.seek(self.slot["index_offset"])
             index = f.read(64 * self.slot["index_count"])
@@ -356,8 +372,7 @@ class Image:
         s["n_data"] = len(self.data_entries())
         s["n_zero"] = s["index_count"] - s["n_data"]
         s["data_bytes"] = sum(e["stored_len"] for e in self.data_entries())
-        index = b"".join(entry_pack(e) if fix else
-                         struct.pack(ENT_FMT, *[e[k] for k in ENT_KEYS]) for e in self.entries)
+        index = b"".join(entry_pack(e, self.version, fix) for e in self.entries)
         out += index
         s["data_end"] = len(out)
         if fix:

@@ -1,11 +1,14 @@
-/* test_golden.c: golden chain files under tests/golden/v1 pin the format.
+/* test_golden.c: golden chain files under tests/golden/v1 and tests/golden/v2 pin the
+ * two image format versions (the same chain written in each).
  *
  * 1. The committed files must still restore to the expected disks and verify with
  *    the key (the reader did not drift).
  * 2. Writing the same chain again with a deterministic random source must give the
- *    committed files byte for byte (the writer did not drift).
- * `test_golden --write DIR` regenerates the files after an intended format change
- * (which must also bump ICF_VERSION and be described in FORMAT.md). */
+ *    committed files byte for byte (the writer did not drift: v1 is still written for
+ *    the incrementals of v1 chains).  In v2 the point ids come from the same
+ *    deterministic source, so they are fixed too.
+ * `test_golden --write DIR VERSION` regenerates the files of a version after an intended
+ * change (a format change gets a new version, described in FORMAT.md). */
 #include "config.h"
 
 #include <fcntl.h>
@@ -94,7 +97,7 @@ static int write_file(const char *path, const uint8_t *d, size_t n)
 	return ret;
 }
 
-static int write_chain(const char *chain, const char *tmp)
+static int write_chain(const char *chain, const char *tmp, uint32_t version)
 {
 	static const char *const names[] = { "mon", "tue", "branch" };
 	struct ic_backup_opts o;
@@ -119,6 +122,7 @@ static int write_chain(const char *chain, const char *tmp)
 		o.threads = 1;    /* one worker: nonces drawn in block order */
 		o.quiet = true;
 		o.created = 1795000000 + i * 86400;
+		o.format_version = version;    /* of the full; the others inherit it */
 		if (!ret)
 			ret = ic_backup(&o, &st);
 		if (ret)
@@ -146,26 +150,36 @@ static uint8_t *slurp(const char *path, size_t *len)
 	return b;
 }
 
-static const char *golden_dir(void)
+static const char *golden_dir(uint32_t version)
 {
 	static char p[4096];
 	const char *top = getenv("top_srcdir");
 
-	snprintf(p, sizeof(p), "%s/tests/golden/v1", top ? top : ".");
+	snprintf(p, sizeof(p), "%s/tests/golden/v%u", top ? top : ".", version);
 	return p;
 }
 
-/* The committed chain restores to the expected disks and verifies with the key. */
-static void test_read_golden(void)
+/* The committed chain restores to the expected disks and verifies with the key; its
+ * images are of the version. */
+static void read_golden(uint32_t version)
 {
 	static const char *const names[] = { "mon", "tue", "branch" };
 	char *tmp = unit_tmpdir(), cmd[8300];
 	char *chain = ic_path_join(tmp, "chain"), *out = ic_path_join(tmp, "out.raw");
 	struct ic_verify_opts vo = { .chain_dir = chain, .data = true, .quiet = true };
 	struct ic_verify_stats vs;
+	struct ic_chain *c;
 
-	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s'", golden_dir(), chain);
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s'", golden_dir(version), chain);
 	CHECK(system(cmd) == 0);
+	CHECK_EQ(ic_chain_open(chain, &c), 0);
+	CHECK_EQ(c->npoints, 3);
+	for (size_t i = 0; i < c->npoints; i++) {
+		CHECK_EQ(c->points[i].img->hdr.version, version);
+		CHECK(version == ICF_IMAGE_V1 ? c->points[i].img->slot.point_id == 0
+					      : c->points[i].img->slot.point_id != 0);
+	}
+	ic_chain_free(c);
 	for (int i = 0; i < 3; i++) {
 		struct ic_restore_opts ro = { .chain_dir = chain, .name = names[i], .dest = out,
 					      .force = true, .quiet = true };
@@ -191,15 +205,15 @@ static void test_read_golden(void)
 }
 
 /* Writing the chain again gives the committed bytes. */
-static void test_write_golden(void)
+static void write_golden(uint32_t version)
 {
 	char *tmp = unit_tmpdir();
 	char *chain = ic_path_join(tmp, "chain");
 
 	det_ctr = 0;
-	CHECK_EQ(write_chain(chain, tmp), 0);
+	CHECK_EQ(write_chain(chain, tmp, version), 0);
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		char *a = ic_path_join(chain, files[i]), *b = ic_path_join(golden_dir(), files[i]);
+		char *a = ic_path_join(chain, files[i]), *b = ic_path_join(golden_dir(version), files[i]);
 		size_t an = 0, bn = 0;
 		uint8_t *x = slurp(a, &an), *y = slurp(b, &bn);
 
@@ -215,6 +229,61 @@ static void test_write_golden(void)
 	unit_rmtree(tmp);
 }
 
+/* The point id of a new point avoids the ids of the points it can see: the random source
+ * replayed from the start gives the first point's id again, and the backup draws anew. */
+static void test_point_id_unique(void)
+{
+	char *tmp = unit_tmpdir();
+	char *chain = ic_path_join(tmp, "chain"), *src = ic_path_join(tmp, "src.raw");
+	struct ic_backup_opts o;
+	struct ic_backup_stats st;
+	struct ic_chain *c;
+	uint8_t *d;
+	size_t n;
+
+	char *state = ic_path_join(tmp, "state"), *old = getenv("IMGCHAIN_STATE_DIR");
+
+	/* a state of its own: the golden chain's state must not learn of a fourth point */
+	old = old ? strdup(old) : NULL;
+	setenv("IMGCHAIN_STATE_DIR", state, 1);
+	det_ctr = 0;
+	CHECK_EQ(write_chain(chain, tmp, ICF_IMAGE_V2), 0);
+	make_disk(1, &d, &n);
+	CHECK_EQ(write_file(src, d, n), 0);
+	free(d);
+	memset(&o, 0, sizeof(o));
+	o.chain_dir = chain;
+	o.source = src;
+	o.name = "again";
+	o.full = true;
+	o.level = 3;
+	o.threads = 1;
+	o.quiet = true;
+	det_ctr = 0;    /* the first draw is the first point's id */
+	CHECK_EQ(ic_backup(&o, &st), 0);
+	CHECK_EQ(ic_chain_open(chain, &c), 0);
+	CHECK_EQ(c->npoints, 4);
+	CHECK_EQ(c->points[3].img->hdr.version, ICF_IMAGE_V2);
+	for (size_t i = 0; i < 3; i++)
+		CHECK(c->points[3].img->slot.point_id != c->points[i].img->slot.point_id);
+	CHECK(c->points[3].img->slot.point_id != 0);
+	ic_chain_free(c);
+	if (old)
+		setenv("IMGCHAIN_STATE_DIR", old, 1);
+	else
+		unsetenv("IMGCHAIN_STATE_DIR");
+	free(old);
+	free(state);
+	free(chain);
+	free(src);
+	unit_rmtree(tmp);
+}
+
+static void test_read_golden_v1(void) { read_golden(ICF_IMAGE_V1); }
+static void test_write_golden_v1(void) { write_golden(ICF_IMAGE_V1); }
+static void test_read_golden_v2(void) { read_golden(ICF_IMAGE_V2); }
+static void test_write_golden_v2(void) { write_golden(ICF_IMAGE_V2); }
+
 int main(int argc, char **argv)
 {
 	unsetenv("IMGCHAIN_KDF");
@@ -223,17 +292,20 @@ int main(int argc, char **argv)
 	randombytes_set_implementation(&det_impl);
 	if (sodium_init() < 0)
 		return 1;
-	if (argc == 3 && !strcmp(argv[1], "--write")) {
+	if (argc == 4 && !strcmp(argv[1], "--write")) {
 		char *tmp = unit_tmpdir();
 		int ret;
 
 		det_ctr = 0;
-		ret = write_chain(argv[2], tmp);
+		ret = write_chain(argv[2], tmp, (uint32_t)atoi(argv[3]));
 
 		unit_rmtree(tmp);
 		return ret ? 1 : 0;
 	}
-	RUN(test_read_golden);
-	RUN(test_write_golden);
+	RUN(test_read_golden_v1);
+	RUN(test_write_golden_v1);
+	RUN(test_read_golden_v2);
+	RUN(test_write_golden_v2);
+	RUN(test_point_id_unique);
 	UNIT_EXIT();
 }

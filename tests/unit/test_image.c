@@ -10,13 +10,15 @@
 #include "unit.h"
 
 static char *dir;
+static uint32_t ver;                    /* the image format version under test */
+#define POINT_ID 0x0123456789abcdefull  /* v2: the point id of the images written */
 
 static struct icf_header make_header(void)
 {
 	struct icf_header h;
 
 	memset(&h, 0, sizeof(h));
-	h.version = ICF_VERSION;
+	h.version = ver;
 	h.header_size = ICF_HEADER_SIZE;
 	memcpy(h.chain_id, "0123456789abcdef", 16);
 	memcpy(h.key_check, "fedcba9876543210", 16);
@@ -29,6 +31,7 @@ static struct icf_header make_header(void)
 /* Write image seq 1: blocks 0, 2 data (fake records), 5 zero; disk 6.5 blocks. */
 static char *write_image(uint32_t seq)
 {
+	uint64_t id = ver == ICF_IMAGE_V1 ? 0 : POINT_ID;
 	struct icf_header h = make_header();
 	struct ic_writer *w;
 	struct icf_slot s;
@@ -49,7 +52,8 @@ static char *write_image(uint32_t seq)
 		e.offset = off;
 		e.stored_len = sizeof(rec);
 		e.plain_len = 4096;
-		e.origin = seq;
+		e.origin = b == 0 && seq > 1 ? seq - 1 : seq;    /* block 0: copied */
+		e.origin_id = ver == ICF_IMAGE_V1 ? 0 : b == 0 && seq > 1 ? 42 : id;
 		e.kind = ICF_ENTRY_ZSTD;
 		e.rec_hash = XXH3_64bits(rec, sizeof(rec));
 		CHECK_EQ(ic_writer_add_entry(w, &e), 0);
@@ -58,6 +62,7 @@ static char *write_image(uint32_t seq)
 	e.pos = 5;
 	e.plain_len = 4096;
 	e.origin = seq;
+	e.origin_id = id;
 	CHECK_EQ(ic_writer_add_entry(w, &e), 0);
 	e.pos = 4;
 	CHECK_EQ(ic_writer_add_entry(w, &e), -EINVAL);    /* out of order */
@@ -67,6 +72,7 @@ static char *write_image(uint32_t seq)
 	s.created = 1700000000;
 	s.disk_size = 6 * 4096 + 2048;
 	strcpy(s.name, "first");
+	s.point_id = id;
 	CHECK_EQ(ic_writer_commit(w, &s), 0);
 	ic_image_filename(seq, name, sizeof(name));
 	return ic_path_join(dir, name);
@@ -92,6 +98,11 @@ static void test_roundtrip(void)
 	CHECK_EQ(ic_image_find(img, 5, 0), 2);
 	CHECK_EQ(ic_image_entry(img, 1, &e), 0);
 	CHECK_EQ(e.pos, 2);
+	CHECK_EQ(e.keygen, 0);
+	CHECK_EQ(e.origin_id, ver == ICF_IMAGE_V1 ? 0 : POINT_ID);
+	CHECK_EQ(img->hdr.version, ver);
+	CHECK_EQ(img->slot.point_id, ver == ICF_IMAGE_V1 ? 0 : POINT_ID);
+	CHECK_EQ(img->slot.seal_keygen, 0);
 	CHECK_EQ(ic_image_read_record(img, &e, rec), 0);
 	CHECK_EQ(rec[0], 'c');
 	ic_image_close(img);
@@ -182,6 +193,119 @@ static void test_slots(void)
 	free(p);
 }
 
+static void pwrite_at(const char *p, uint64_t off, const void *b, size_t n)
+{
+	int fd = open(p, O_RDWR);
+
+	CHECK(pwrite(fd, b, n, (off_t)off) == (ssize_t)n);
+	close(fd);
+}
+
+/* Rewrite entry i of image p (v2 encoding, index and slot checksums fixed) with f applied. */
+static void edit_entry(const char *p, uint64_t i, void (*f)(struct icf_entry *))
+{
+	struct ic_image *img;
+	struct icf_entry e;
+	uint8_t raw[64], sbuf[ICF_SLOT_SIZE], *idx;
+	struct icf_slot s;
+	XXH128_canonical_t c;
+	size_t len;
+
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	s = img->slot;
+	len = s.index_count * 64;
+	idx = malloc(len);
+	memcpy(idx, img->index, len);
+	CHECK_EQ(ic_entry_decode(idx + i * 64, &e, img->hdr.version), 0);
+	f(&e);
+	ic_entry_encode(&e, raw, img->hdr.version);
+	memcpy(idx + i * 64, raw, 64);
+	XXH128_canonicalFromHash(&c, XXH3_128bits(idx, len));
+	memcpy(s.index_hash, c.digest, 16);
+	ic_slot_encode(&s, sbuf);
+	pwrite_at(p, s.index_offset + i * 64, raw, 64);
+	pwrite_at(p, img->slot_index ? ICF_SLOT_B_OFF : ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
+	ic_image_close(img);
+	free(idx);
+}
+
+static void other_point_id(struct icf_entry *e) { e->origin_id = POINT_ID + 1; }
+static void no_point_id(struct icf_entry *e) { e->origin_id = 0; }
+static void keygen1(struct icf_entry *e) { e->keygen = 1; }
+
+/* Entry i of p: open and index fine (1) or the entry out of bounds (0). */
+static void expect_entry(const char *p, uint64_t i, int good)
+{
+	struct ic_image *img;
+	struct icf_entry e;
+
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	CHECK_EQ(ic_image_check_index(img), good ? 0 : IC_ECORRUPT);
+	CHECK_EQ(ic_image_entry(img, i, &e), good ? 0 : IC_ECORRUPT);
+	ic_image_close(img);
+}
+
+/* v2's keyless rules: a point's own entries (origin = its seq) carry its point id, every
+ * entry a non-zero one, key generations the reader knows; the slot a non-zero point id.
+ * v1 slots keep the reserved bytes zero. */
+static void test_v2_rules(void)
+{
+	struct ic_image *img;
+	struct icf_slot s;
+	uint8_t sbuf[ICF_SLOT_SIZE];
+	char *p;
+
+	ver = ICF_IMAGE_V2;
+	p = write_image(5);
+	expect_entry(p, 0, 1);       /* block 0: origin 4, another point's id: fine */
+	edit_entry(p, 1, other_point_id);    /* block 2: its own record, another point id */
+	expect_entry(p, 1, 0);
+	CHECK(strstr(ic_last_error(0), "index entry 1 (block 2): fields out of bounds"));
+	unlink(p);
+	free(p);
+	p = write_image(5);
+	edit_entry(p, 0, no_point_id);
+	expect_entry(p, 0, 0);
+	unlink(p);
+	free(p);
+	p = write_image(5);
+	edit_entry(p, 2, keygen1);    /* a zero entry too */
+	expect_entry(p, 2, 0);
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	s = img->slot;
+	ic_image_close(img);
+	s.point_id = 0;
+	ic_slot_encode(&s, sbuf);
+	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
+	CHECK(strstr(ic_last_error(0), "bad slot: point id 0"));
+	s.point_id = POINT_ID;
+	s.seal_keygen = 1;
+	ic_slot_encode(&s, sbuf);
+	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), IC_ECORRUPT);
+	s.seal_keygen = 0;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), 0);
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, p), IC_ECORRUPT);    /* v1: reserved */
+	CHECK_EQ(ic_slot_validate(&s, 0, p), 0);                         /* version unknown */
+	unlink(p);
+	free(p);
+	/* v1: the same bytes are reserved, the slot with a point id is refused */
+	ver = ICF_IMAGE_V1;
+	p = write_image(5);
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	s = img->slot;
+	ic_image_close(img);
+	s.point_id = 7;
+	ic_slot_encode(&s, sbuf);
+	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
+	CHECK(strstr(ic_last_error(0), "reserved fields are not zero"));
+	unlink(p);
+	free(p);
+}
+
 static void test_abort(void)
 {
 	struct icf_header h = make_header();
@@ -202,10 +326,13 @@ static void test_abort(void)
 int main(void)
 {
 	dir = unit_tmpdir();
-	RUN(test_roundtrip);
-	RUN(test_damage);
-	RUN(test_slots);
-	RUN(test_abort);
+	for (ver = ICF_IMAGE_V1; ver <= ICF_IMAGE_V2; ver++) {
+		RUN(test_roundtrip);
+		RUN(test_damage);
+		RUN(test_slots);
+		RUN(test_abort);
+	}
+	RUN(test_v2_rules);
 	unit_rmtree(dir);
 	UNIT_EXIT();
 }
