@@ -388,6 +388,37 @@ uint64_t ic_image_entry_pos(const struct ic_image *img, uint64_t i)
 	return le64toh(v);
 }
 
+/* An entry failed its checks: rot (the index hash fails too) or a forged index (the
+ * hash was fixed: the entry's own message stands)?  The rest of the index is hashed
+ * through buf (buf_entries entries), reused, so this costs time bounded by the file, not memory.
+ * Version 1 entries carry their own checksum, so their damage was named already. */
+static int rot_or_forged(struct ic_image *img, XXH3_state_t *h, uint8_t *buf, uint64_t buf_entries,
+			 uint64_t from, uint64_t bad)
+{
+	const struct icf_slot *s = &img->slot;
+	const uint64_t esz = sizeof(struct icf_entry);
+	XXH128_canonical_t c;
+
+	if (img->hdr.version == ICF_IMAGE_V1)
+		return IC_ECORRUPT;
+	for (uint64_t done = from; done < s->index_count;) {
+		uint64_t k = s->index_count - done < buf_entries ? s->index_count - done
+								  : buf_entries;
+		int ret = ic_pread_full(img->fd, buf, (size_t)(k * esz), s->index_offset + done * esz,
+					img->path);
+
+		if (ret)
+			return ret;
+		XXH3_128bits_update(h, buf, (size_t)(k * esz));
+		done += k;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
+	if (memcmp(c.digest, s->index_hash, 16))
+		return ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged at entry %llu)",
+			       img->path, (unsigned long long)bad);
+	return IC_ECORRUPT;
+}
+
 /* Read the index into private memory, a chunk at a time: each chunk's entries are
  * checked (checksum, bounds, ascending) and hashed before the next is read, and the
  * buffer grows only with what was checked, so a garbage or sparse index fails at its
@@ -443,18 +474,19 @@ static int load_index(struct ic_image *img)
 				    img->path);
 		if (ret)
 			goto out;
+		XXH3_128bits_update(h, chunk, (size_t)(k * esz));
 		for (uint64_t i = 0; i < k; i++) {
 			ret = entry_check(img, chunk + i * esz, done + i, &e);
-			if (ret)
-				goto out;
-			if (done + i && e.pos <= prev) {
+			if (!ret && done + i && e.pos <= prev)
 				ret = ic_fail(IC_ECORRUPT, "%s: index entry %llu out of order",
 					      img->path, (unsigned long long)(done + i));
+			if (ret) {
+				if (ret == IC_ECORRUPT)
+					ret = rot_or_forged(img, h, chunk, k, done + k, done + i);
 				goto out;
 			}
 			prev = e.pos;
 		}
-		XXH3_128bits_update(h, chunk, (size_t)(k * esz));
 		done += k;
 	}
 	if (want < n) {    /* not reached: entry nblocks failed above */
