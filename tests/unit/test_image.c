@@ -212,6 +212,7 @@ static void edit_entry(const char *p, uint64_t i, void (*f)(struct icf_entry *))
 	size_t len;
 
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	CHECK_EQ(ic_image_check_index(img), 0);    /* the index is read into private memory */
 	s = img->slot;
 	len = s.index_count * 64;
 	idx = malloc(len);
