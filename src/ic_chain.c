@@ -304,10 +304,23 @@ const char *ic_point_name(const struct ic_point *p)
 	return p->img->slot.name;
 }
 
+/* What a holder overwrote with its name, put back when it lets go: the lock file is
+ * never truncated below its size before, and is byte-identical after a run.  A process
+ * holds one chain lock at a time; a few slots are plenty. */
+static struct held_lock {
+	bool used;
+	int fd;
+	off_t size;                 /* the file's size before */
+	size_t n;                   /* bytes of saved[] overwritten */
+	char saved[300];
+} held[4];
+
 int ic_chain_lock(const char *dir, bool wait, int *fd_out)
 {
 	char *path = ic_path_join(dir, ICF_LOCK_NAME);
 	char who[300], host[256], safe[1200];
+	struct held_lock *h = NULL;
+	struct stat st;
 	int fd = -1;
 	int ret;
 
@@ -334,12 +347,23 @@ int ic_chain_lock(const char *dir, bool wait, int *fd_out)
 	if (gethostname(host, sizeof(host)) < 0)
 		strcpy(host, "?");
 	host[sizeof(host) - 1] = '\0';
-	{
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && !h; i++)
+		if (!held[i].used)
+			h = &held[i];
+	/* name the holder in the first line, unless the file has other names (a hard link:
+	 * its bytes are someone else's too) */
+	if (h && fstat(fd, &st) == 0 && st.st_nlink == 1) {
 		int len = snprintf(who, sizeof(who), "pid %d on %s\n", (int)getpid(), host);
+		ssize_t n = pread(fd, h->saved, (size_t)len, 0);
 
-		/* the first line names the holder; older bytes after it are never read */
-		if (pwrite(fd, who, (size_t)len, 0) < 0)
-			(void)0;    /* the holder text is informational only */
+		if (n >= 0) {
+			h->used = true;
+			h->fd = fd;
+			h->size = st.st_size;
+			h->n = (size_t)n;
+			if (pwrite(fd, who, (size_t)len, 0) < 0)
+				(void)0;    /* the holder text is informational only */
+		}
 	}
 	*fd_out = fd;
 out:
@@ -349,12 +373,23 @@ out:
 
 void ic_chain_unlock(int fd)
 {
-	if (fd >= 0) {
-		/* an empty first line: no holder (the file is never truncated) */
-		if (pwrite(fd, "\n", 1, 0) < 0)
+	if (fd < 0)
+		return;
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+		struct held_lock *h = &held[i];
+		struct stat st;
+
+		if (!h->used || h->fd != fd)
+			continue;
+		/* put back what was there: the bytes, and the size when the name made it
+		 * longer (only bytes this holder added are cut) */
+		if (pwrite(fd, h->saved, h->n, 0) < 0)
 			(void)0;
-		close(fd);
+		if (fstat(fd, &st) == 0 && st.st_size > h->size && ftruncate(fd, h->size) < 0)
+			(void)0;
+		h->used = false;
 	}
+	close(fd);
 }
 
 int ic_chain_cleanup_tmp(const char *dir)
