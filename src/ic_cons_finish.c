@@ -249,10 +249,10 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 
 		if (fstatat(AT_FDCWD, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 			/* only the regular file this step wrote is put in place, never a plant */
-			ret = !S_ISREG(st.st_mode)
-				      ? ic_fail(IC_ECORRUPT, "%s: not a regular file (%s): refused", tmp,
-						ic_file_kind(st.st_mode))
-				      : rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
+			ret = S_ISREG(st.st_mode) ? 0 : ic_fail(IC_ECORRUPT, "%s: not a regular file (%s): refused",
+								tmp, ic_file_kind(st.st_mode));
+			if (!ret)
+				ret = rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
 			x->st->points_rewritten++;
 			ic_cons_crash_point("rename");
 		} else {

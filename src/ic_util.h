@@ -80,9 +80,10 @@ int ic_create_tmp(int dirfd, const char *dir, const char *name, int flags, mode_
 int ic_rename_noreplace(const char *from, const char *to);
 /* "symlink", "FIFO", "device", "directory", "socket" or "regular file" for st_mode. */
 const char *ic_file_kind(mode_t mode);
-/* Copy the bytes s[0..n) (or up to a NUL) for printing: every byte outside 0x20..0x7e is
- * written as \xNN, so that text from the storage cannot drive the terminal.  Stops at
- * the first newline.  Returns buf (always NUL-terminated; len >= 1). */
+/* Copy the bytes s[0..n) (or up to a NUL) for printing: every byte outside 0x20..0x7e,
+ * and the backslash, is written as \xNN, so that text from the storage cannot drive the
+ * terminal.  Stops at the first newline; cut where buf is full.  Returns buf (always
+ * NUL-terminated; len >= 1). */
 char *ic_sanitize(const char *s, size_t n, char *buf, size_t len);
 
 /* Little-endian helpers (the format is LE; these are no-ops on x86). */
