@@ -223,46 +223,75 @@ static int not_regular(const char *path, mode_t mode)
 		       ic_sanitize(path, strlen(path), safe, sizeof(safe)), ic_file_kind(mode));
 }
 
+/* What the name holds now, after an open failed: a plant, or the error itself. */
+static int open_failed(int dirfd, const char *at, const char *path, int e)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, at, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+		return not_regular(path, st.st_mode);
+	return ic_fail(-e, "%s: open: %s", path, strerror(e));
+}
+
 int ic_open_regular(int dirfd, const char *dir, const char *name, int flags, mode_t mode,
 		    int *fd_out)
 {
+	const int o = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
 	const char *at;
-	char *path = reg_path(dirfd, dir, name, &at);
+	char *path = reg_path(dirfd, dir, name, &at), proc[64];
 	struct stat st;
-	int fd, ret = 0, e;
+	int fd = -1, pfd, ret = 0, e;
 
 	*fd_out = -1;
-	/* look before opening: opening a FIFO blocks, opening a device runs its driver */
-	if (fstatat(dirfd, at, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		if (!S_ISREG(st.st_mode)) {
-			ret = not_regular(path, st.st_mode);
+	for (int tries = 0;; tries++) {
+		/* look at what the name holds without opening it (O_PATH): opening a FIFO
+		 * blocks, opening a device runs its driver */
+		pfd = openat(dirfd, at, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (pfd >= 0)
+			break;
+		if (errno != ENOENT || !(flags & O_CREAT)) {
+			ret = ic_fail(-errno, "%s: %s", path, strerror(errno));
 			goto out;
 		}
-		if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
-			ret = ic_fail(-EEXIST, "%s: create: %s", path, strerror(EEXIST));
+		/* missing: create it, never through a name that appeared meanwhile */
+		fd = openat(dirfd, at, flags | O_EXCL | o, mode);
+		if (fd >= 0)
+			goto check;
+		if (errno != EEXIST || (flags & O_EXCL) || tries == 3) {
+			ret = open_failed(dirfd, at, path, errno);
 			goto out;
 		}
-	} else if (errno != ENOENT || !(flags & O_CREAT)) {
-		ret = ic_fail(-errno, "%s: %s", path, strerror(errno));
-		goto out;
 	}
-	fd = openat(dirfd, at, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode);
-	if (fd < 0) {
-		e = errno;
-		/* replaced since the look: say what is there now */
-		if (fstatat(dirfd, at, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
-			ret = not_regular(path, st.st_mode);
-		else
-			ret = ic_fail(-e, "%s: open: %s", path, strerror(e));
-		goto out;
-	}
-	if (fstat(fd, &st) < 0) {
+	if (fstat(pfd, &st) < 0)
 		ret = ic_fail(-errno, "%s: stat: %s", path, strerror(errno));
-		close(fd);
+	else if (!S_ISREG(st.st_mode))
+		ret = not_regular(path, st.st_mode);
+	if (ret) {
+		close(pfd);
 		goto out;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+		close(pfd);
+		ret = ic_fail(-EEXIST, "%s: create: %s", path, strerror(EEXIST));
+		goto out;
+	}
+	/* open the inode looked at, not the name (which may hold something else by now) */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, (flags & ~(O_CREAT | O_EXCL)) | (o & ~O_NOFOLLOW));
+	if (fd < 0 && errno == ENOENT)    /* no /proc: by name, checked below */
+		fd = openat(dirfd, at, (flags & ~(O_CREAT | O_EXCL)) | o);
+	e = errno;
+	close(pfd);
+	if (fd < 0) {
+		ret = open_failed(dirfd, at, path, e);
+		goto out;
+	}
+check:
+	if (fstat(fd, &st) < 0)
+		ret = ic_fail(-errno, "%s: stat: %s", path, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
 		ret = not_regular(path, st.st_mode);
+	if (ret) {
 		close(fd);
 		goto out;
 	}

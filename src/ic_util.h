@@ -61,10 +61,13 @@ int ic_write_file_atomic(const char *dir, const char *name, const void *buf, siz
 /* Open a file of a directory the storage controls (a chain, an overlay, the state
  * directory): dirfd/name, or dir/name when dirfd is AT_FDCWD and dir is not NULL, or the
  * path name itself when dir is NULL (only its last component is untrusted).  Only a
- * regular file is opened: the name is checked with fstatat (no following) before the
- * open, so that a FIFO or device node is never opened; openat with O_NOFOLLOW |
- * O_NONBLOCK | O_CLOEXEC | O_NOCTTY; fstat again; O_NONBLOCK cleared.  Anything else is
- * IC_ECORRUPT "PATH: not a regular file (symlink|FIFO|device|directory|socket)".
+ * regular file is opened: the name is looked at first without opening what it holds
+ * (openat O_PATH | O_NOFOLLOW, fstat), so that a FIFO or device node is never opened, and
+ * that inode is then opened through /proc/self/fd (by name with O_NOFOLLOW where /proc is
+ * missing), with O_NONBLOCK | O_CLOEXEC | O_NOCTTY; fstat again; O_NONBLOCK cleared.  A
+ * missing file with O_CREAT is created with O_EXCL (never through a name that appeared
+ * meanwhile).  Anything else is IC_ECORRUPT "PATH: not a regular file
+ * (symlink|FIFO|device|directory|socket): refused".
  * flags may hold O_CREAT (with mode) and O_EXCL; a symlink is never followed, with or
  * without O_CREAT.  A missing file without O_CREAT is -ENOENT with the message "PATH: No
  * such file or directory".  *fd = -1 on failure. */
