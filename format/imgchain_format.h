@@ -23,6 +23,7 @@
 #define ICF_LOCK_NAME "lock"
 #define ICF_JOURNAL_NAME "journal"
 #define ICF_IMAGE_SUFFIX ".img"     /* images are "%08u.img" named by sequence */
+#define ICF_SEQ_MAX 99999999u      /* the largest seq: its name must fit %08u */
 #define ICF_TMP_PREFIX ".tmp-"      /* in-progress files; never read, removed under the lock */
 
 #define ICF_NAME_MAX 127            /* restore point name, bytes, without NUL */

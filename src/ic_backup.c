@@ -562,7 +562,7 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	int ret;
 
 	*created = false;
-	if (access(kpath, F_OK) == 0 || c->have_images) {
+	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
 		    (memcmp((*key)->chain_id, c->chain_id, 16) ||
@@ -680,7 +680,9 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	j.bs = c->have_images ? c->block_size : (o->block_size ? o->block_size : ICF_BLOCK_DEFAULT);
 	j.bound = ic_codec_bound(j.bs);
 	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
-	j.seq = ic_chain_max_seq(c) + 1;
+	ret = ic_chain_next_seq(c, &j.seq);
+	if (ret)
+		goto out;
 	/* a chain keeps its version: a child is written in its parent's (a v1 chain goes
 	 * on as v1, with v1's limits); a new full in the current one */
 	j.version = parent ? parent->img->hdr.version

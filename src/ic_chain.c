@@ -143,6 +143,12 @@ int ic_chain_open(const char *dir, struct ic_chain **out)
 		if (!image_name(de->d_name))
 			continue;
 		path = ic_path_join(dir, de->d_name);
+		if ((uint32_t)strtoul(de->d_name, NULL, 10) > c->name_max || !c->name_max_path) {
+			c->name_max = (uint32_t)strtoul(de->d_name, NULL, 10);
+			free(c->name_max_path);
+			c->name_max_path = strdup(path);
+		}
+		/* a name that is not a regular file is a bad file, never opened (ic_open_regular) */
 		ret = ic_image_open(path, O_RDONLY, &img);
 		if (!ret) {
 			ret = same_chain(c, img);
@@ -185,6 +191,7 @@ void ic_chain_free(struct ic_chain *c)
 	free(c->points);
 	free(c->stale);
 	free(c->bad);
+	free(c->name_max_path);
 	free(c->dir);
 	free(c);
 }
@@ -256,7 +263,29 @@ uint32_t ic_chain_max_seq(const struct ic_chain *c)
 	for (size_t i = 0; i < c->nbad; i++)
 		if (c->bad[i].name_seq > m)
 			m = c->bad[i].name_seq;
+	if (c->name_max > m)
+		m = c->name_max;
 	return m;
+}
+
+int ic_chain_next_seq(const struct ic_chain *c, uint32_t *seq)
+{
+	uint32_t m = ic_chain_max_seq(c);
+	const char *who = c->name_max_path;
+
+	if (m < ICF_SEQ_MAX) {
+		*seq = m + 1;
+		return 0;
+	}
+	/* name the file that claims the top: a slot (a name above is impossible) or a name */
+	for (size_t i = 0; i < c->npoints; i++)
+		if (c->points[i].seq == m)
+			who = c->points[i].img->path;
+	for (size_t i = 0; i < c->nstale; i++)
+		if (c->stale[i]->slot.seq == m)
+			who = c->stale[i]->path;
+	return ic_fail(-EOVERFLOW, "%s: no sequence number left for a new point: %s claims %u, the largest the format allows; move that file away if it is not a restore point you keep",
+		       c->dir, who ? who : "a file", m);
 }
 
 const char *ic_kind_name(uint32_t kind)
@@ -275,28 +304,42 @@ const char *ic_point_name(const struct ic_point *p)
 	return p->img->slot.name;
 }
 
+/* What a holder overwrote with its name, put back when it lets go: the lock file is
+ * never truncated below its size before, and is byte-identical after a run.  A process
+ * holds one chain lock at a time; a few slots are plenty. */
+static struct held_lock {
+	bool used;
+	int fd;
+	off_t size;                 /* the file's size before */
+	size_t n;                   /* bytes of saved[] overwritten */
+	char saved[300];
+} held[4];
+
 int ic_chain_lock(const char *dir, bool wait, int *fd_out)
 {
 	char *path = ic_path_join(dir, ICF_LOCK_NAME);
-	char who[300], host[256];
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	int ret = 0;
+	char who[300], host[256], safe[1200];
+	struct held_lock *h = NULL;
+	struct stat st;
+	int fd = -1;
+	int ret;
 
-	if (fd < 0) {
-		ret = ic_fail(-errno, "%s: %s", path, strerror(errno));
+	/* a regular file only, created if missing, never truncated: what is there may be
+	 * a link to someone else's file, which must not be touched */
+	ret = ic_open_regular(AT_FDCWD, dir, ICF_LOCK_NAME, O_RDWR | O_CREAT, 0600, &fd);
+	if (ret)
 		goto out;
-	}
 	if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
 		ssize_t n;
 
 		if (errno != EWOULDBLOCK) {
 			ret = ic_fail(-errno, "%s: lock: %s", path, strerror(errno));
 		} else {
+			/* the holder's text comes from the storage: printed sanitised */
 			n = pread(fd, who, sizeof(who) - 1, 0);
-			who[n > 0 ? n : 0] = '\0';
-			who[strcspn(who, "\n")] = '\0';
+			ic_sanitize(who, n > 0 ? (size_t)n : 0, safe, sizeof(safe));
 			ret = ic_fail(-EBUSY, "%s: chain is locked by another writer (%s)", dir,
-				      *who ? who : "unknown holder");
+				      *safe ? safe : "unknown holder");
 		}
 		close(fd);
 		goto out;
@@ -304,11 +347,23 @@ int ic_chain_lock(const char *dir, bool wait, int *fd_out)
 	if (gethostname(host, sizeof(host)) < 0)
 		strcpy(host, "?");
 	host[sizeof(host) - 1] = '\0';
-	{
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]) && !h; i++)
+		if (!held[i].used)
+			h = &held[i];
+	/* name the holder in the first line, unless the file has other names (a hard link:
+	 * its bytes are someone else's too) */
+	if (h && fstat(fd, &st) == 0 && st.st_nlink == 1) {
 		int len = snprintf(who, sizeof(who), "pid %d on %s\n", (int)getpid(), host);
+		ssize_t n = pread(fd, h->saved, (size_t)len, 0);
 
-		if (ftruncate(fd, 0) == 0 && pwrite(fd, who, (size_t)len, 0) < 0)
-			(void)0;    /* the holder text is informational only */
+		if (n >= 0) {
+			h->used = true;
+			h->fd = fd;
+			h->size = st.st_size;
+			h->n = (size_t)n;
+			if (pwrite(fd, who, (size_t)len, 0) < 0)
+				(void)0;    /* the holder text is informational only */
+		}
 	}
 	*fd_out = fd;
 out:
@@ -318,28 +373,52 @@ out:
 
 void ic_chain_unlock(int fd)
 {
-	if (fd >= 0) {
-		if (ftruncate(fd, 0) < 0)
+	if (fd < 0)
+		return;
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+		struct held_lock *h = &held[i];
+		struct stat st;
+
+		if (!h->used || h->fd != fd)
+			continue;
+		/* put back what was there: the bytes, and the size when the name made it
+		 * longer (only bytes this holder added are cut) */
+		if (pwrite(fd, h->saved, h->n, 0) < 0)
 			(void)0;
-		close(fd);
+		if (fstat(fd, &st) == 0 && st.st_size > h->size && ftruncate(fd, h->size) < 0)
+			(void)0;
+		h->used = false;
 	}
+	close(fd);
 }
 
 int ic_chain_cleanup_tmp(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
+	char safe[1200];
 
 	if (!d)
 		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
+		struct stat st;
+
 		if (strncmp(de->d_name, ICF_TMP_PREFIX, strlen(ICF_TMP_PREFIX)))
 			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		ic_sanitize(de->d_name, strlen(de->d_name), safe, sizeof(safe));
+		/* a link is removed itself, never followed; anything else is not ours */
+		if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+			ic_msg("warning: %s/%s: a %s, not a temporary file: left alone", dir, safe,
+			       ic_file_kind(st.st_mode));
+			continue;
+		}
 		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
 			int e = errno;
 
 			closedir(d);
-			return ic_fail(-e, "%s/%s: remove: %s", dir, de->d_name, strerror(e));
+			return ic_fail(-e, "%s/%s: remove: %s", dir, safe, strerror(e));
 		}
 	}
 	closedir(d);

@@ -37,6 +37,8 @@ struct ic_chain {
 	size_t nbad;
 	struct ic_image **stale;    /* images superseded by another file with the same seq */
 	size_t nstale;
+	uint32_t name_max;          /* the highest seq any image file's name claims */
+	char *name_max_path;        /* that file */
 };
 
 /* Scan dir (keyless).  -ENOENT with a message if dir does not exist; an existing
@@ -55,18 +57,24 @@ int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point 
 int ic_chain_explain_broken(const struct ic_chain *c, const struct ic_point *p);
 /* The point with the highest sequence, or NULL. */
 struct ic_point *ic_chain_newest(const struct ic_chain *c);
-/* Highest sequence in use by any image, stale file or damaged file's name (0 if none). */
+/* Highest sequence in use by any image, stale file or image file's name (0 if none). */
 uint32_t ic_chain_max_seq(const struct ic_chain *c);
+/* The sequence number of the next point: above every one in use (ic_chain_max_seq), so
+ * that neither a damaged file's nor any image file's name is reused.  -EOVERFLOW naming
+ * the file that claims the top when nothing is left up to ICF_SEQ_MAX. */
+int ic_chain_next_seq(const struct ic_chain *c, uint32_t *seq);
 /* Human name of a slot kind: "full", "incremental", "synthetic-full", "consolidated". */
 const char *ic_kind_name(uint32_t kind);
 /* A point's name (convenience). */
 const char *ic_point_name(const struct ic_point *p);
 
 /* Take the chain's writer lock (CHAIN/lock, flock, released when the process dies).
- * wait=false: -EBUSY naming the holder if taken.  *fd gets the lock descriptor. */
+ * wait=false: -EBUSY naming the holder if taken.  *fd gets the lock descriptor.  The
+ * lock file is opened as a regular file only (ic_open_regular) and never truncated. */
 int ic_chain_lock(const char *dir, bool wait, int *fd);
 void ic_chain_unlock(int fd);
-/* Under the lock: remove leftovers of interrupted writers (.tmp-* files). */
+/* Under the lock: remove leftovers of interrupted writers (.tmp-* files): regular files
+ * and symlinks (the link, never its target); anything else is left with a warning. */
 int ic_chain_cleanup_tmp(const char *dir);
 
 #endif

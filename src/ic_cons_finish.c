@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <xxhash.h>
 
@@ -246,9 +247,14 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 	for (size_t i = 0; i < j->tseq.n; i++) {
 		char *tmp = ic_cons_tmp_path(x->dir, j->tseq.v[i]), *dst = ic_cons_seq_path(x->dir, j->tseq.v[i]);
 		struct ic_image *img;
+		struct stat st;
 
-		if (access(tmp, F_OK) == 0) {
-			ret = rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
+		if (fstatat(AT_FDCWD, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			/* only the regular file this step wrote is put in place, never a plant */
+			ret = S_ISREG(st.st_mode) ? 0 : ic_fail(IC_ECORRUPT, "%s: not a regular file (%s): refused",
+								tmp, ic_file_kind(st.st_mode));
+			if (!ret)
+				ret = rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
 			x->st->points_rewritten++;
 			ic_cons_crash_point("rename");
 		} else {

@@ -88,11 +88,9 @@ static int write_quick(const char *dir, const void *buf, size_t len)
 {
 	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
 	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), ret;
+	int fd, ret = ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY, 0600, &fd);
 
-	if (fd < 0) {
-		ret = ic_fail(-errno, "%s: create: %s", tmp, strerror(errno));
-	} else {
+	if (!ret) {
 		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
 		close(fd);
 		if (!ret && rename(tmp, dst) < 0)
@@ -159,6 +157,12 @@ static int hexval(char c)
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* A sequence number of the journal: 1..ICF_SEQ_MAX, as in a slot. */
+static bool seq_ok(unsigned long long a)
+{
+	return a >= 1 && a <= ICF_SEQ_MAX;
+}
+
 static int journal_line(struct journal *j, char *line, const char *path)
 {
 	char *arg = strchr(line, ' ');
@@ -173,11 +177,16 @@ static int journal_line(struct journal *j, char *line, const char *path)
 		return j->phase < 0 ? -1 : 0;
 	}
 	if (!strcmp(line, "remove")) {
-		for (char *tok = strtok(arg, " "); tok; tok = strtok(NULL, " "))
-			u32_push(&j->remove, (uint32_t)strtoul(tok, NULL, 10));
+		for (char *tok = strtok(arg, " "), *end; tok; tok = strtok(NULL, " ")) {
+			a = strtoull(tok, &end, 10);
+			if (*end || !seq_ok(a))
+				return -1;
+			u32_push(&j->remove, (uint32_t)a);
+		}
 		return 0;
 	}
-	if (!strcmp(line, "inplace") && sscanf(arg, "%llu %llu %llu", &a, &b, &c) == 3) {
+	if (!strcmp(line, "inplace") && sscanf(arg, "%llu %llu %llu", &a, &b, &c) == 3 &&
+	    seq_ok(a) && seq_ok(b)) {
 		j->inplace = true;
 		j->ip_file = (uint32_t)a;
 		j->ip_target = (uint32_t)b;
@@ -198,12 +207,13 @@ static int journal_line(struct journal *j, char *line, const char *path)
 		/* version 0: checked with the image's version when used (ic_cons_finish.c) */
 		return ic_slot_decode(raw, &j->ip_slot, 0, path) ? -1 : 0;
 	}
-	if (!strcmp(line, "target") && sscanf(arg, "%llu %llu", &a, &b) == 2) {
+	if (!strcmp(line, "target") && sscanf(arg, "%llu %llu", &a, &b) == 2 && seq_ok(a) &&
+	    b <= ICF_SEQ_MAX) {
 		u32_push(&j->tseq, (uint32_t)a);
 		u32_push(&j->tbase, (uint32_t)b);
 		return 0;
 	}
-	if (!strcmp(line, "punch") && sscanf(arg, "%llu", &a) == 1) {
+	if (!strcmp(line, "punch") && sscanf(arg, "%llu", &a) == 1 && seq_ok(a)) {
 		u32_push(&j->punch, (uint32_t)a);
 		return 0;
 	}
@@ -219,9 +229,10 @@ int ic_cons_journal_read(const char *dir, struct journal *j)
 	int fd, ret = 0;
 
 	memset(j, 0, sizeof(*j));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = errno == ENOENT ? 0 : ic_fail(-errno, "%s: %s", path, strerror(errno));
+	ret = ic_open_regular(AT_FDCWD, dir, ICF_JOURNAL_NAME, O_RDONLY, 0, &fd);
+	if (ret) {
+		if (ret == -ENOENT)
+			ret = 0;
 		goto out;
 	}
 	if (fstat(fd, &st) < 0 || st.st_size > (1 << 24) || !(buf = calloc(1, (size_t)st.st_size + 1))) {

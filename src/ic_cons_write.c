@@ -559,9 +559,8 @@ static int open_new_image(const char *path, const struct ic_image *like, int *fd
 
 	if (!hb)
 		return -ENOMEM;
-	*fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (*fd < 0) {
-		ret = ic_fail(-errno, "%s: create: %s", path, strerror(errno));
+	ret = ic_create_tmp(AT_FDCWD, NULL, path, O_RDWR, 0600, fd);
+	if (ret) {
 		free(hb);
 		return ret;
 	}

@@ -119,6 +119,8 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 		why = "unknown key generation";
 	else if (s->seq == 0)
 		why = "sequence 0";
+	else if (s->seq > ICF_SEQ_MAX)
+		why = "sequence above 99999999";
 	else if (s->parent_seq >= s->seq)
 		why = "parent is not older than the point";
 	else if (s->kind < ICF_KIND_FULL || s->kind > ICF_KIND_CONSOLIDATED)
@@ -255,11 +257,9 @@ int ic_image_open(const char *path, int flags, struct ic_image **out)
 	}
 	img->path = strdup(path);
 	pthread_mutex_init(&img->index_mu, NULL);
-	img->fd = open(path, flags | O_CLOEXEC);
-	if (img->fd < 0) {
-		ret = ic_fail(-errno, "%s: open: %s", path, strerror(errno));
+	ret = ic_open_regular(AT_FDCWD, NULL, path, flags, 0, &img->fd);
+	if (ret)
 		goto out_free;
-	}
 	/* A reader announces itself before it reads the slots, so that a consolidation
 	 * that switched this file's slot either sees the lock (and defers punching the
 	 * records the old slot uses) or was done before we read (FORMAT.md "Locks"). */
@@ -798,10 +798,9 @@ int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
 	ic_image_filename(w->seq, fname, sizeof(fname));
 	final = ic_path_join(w->dir, fname);
 	/* never replace a file: even a damaged image there is someone's data */
-	if (renameat2(AT_FDCWD, w->path, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
-		ret = ic_fail(-errno, "%s: rename: %s", final, strerror(errno));
+	ret = ic_rename_noreplace(w->path, final);
+	if (ret)
 		goto out;
-	}
 	free(w->path);
 	w->path = NULL;    /* committed: nothing for abort to remove */
 	ret = ic_fsync_dir(w->dir);

@@ -268,14 +268,11 @@ int ic_keyfile_load(const char *chain_dir, struct icf_keyfile *kf)
 	ssize_t n;
 	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		ret = -errno;
+	ret = ic_open_regular(AT_FDCWD, chain_dir, ICF_KEYFILE_NAME, O_RDONLY, 0, &fd);
+	if (ret) {
 		if (ret == -ENOENT)
 			ret = ic_fail(ret, "%s: no key file (is %s an imgchain chain?)", path,
 				      chain_dir);
-		else
-			ret = ic_fail(ret, "%s: open: %s", path, strerror(-ret));
 		goto out_free_path;
 	}
 	if (fstat(fd, &st) < 0) {

@@ -59,8 +59,10 @@ void ic_lock_describe(pid_t pid, char *buf, size_t len)
 		return;
 	}
 	cmd[n] = '\0';
-	for (ssize_t i = 0; i < n - 1; i++)
+	for (ssize_t i = 0; i < n; i++)
 		if (cmd[i] == '\0')
-			cmd[i] = ' ';
+			cmd[i] = i < n - 1 ? ' ' : '\0';
+		else if ((unsigned char)cmd[i] < ' ' || (unsigned char)cmd[i] >= 0x7f)
+			cmd[i] = '?';    /* printed to a terminal */
 	snprintf(buf, len, "%s (pid %d)", cmd, (int)pid);
 }

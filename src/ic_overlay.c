@@ -798,15 +798,13 @@ static int ovl_load_pages(struct ic_overlay *ov)
 
 static int ovl_open_file(const char *path, bool *created)
 {
-	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int fd, ret = ic_open_regular(AT_FDCWD, NULL, path, O_RDWR, 0, &fd);
 
-	if (fd < 0 && errno == ENOENT) {
-		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		*created |= fd >= 0;
+	if (ret == -ENOENT) {
+		ret = ic_open_regular(AT_FDCWD, NULL, path, O_RDWR | O_CREAT | O_EXCL, 0600, &fd);
+		*created |= !ret;
 	}
-	if (fd < 0)
-		return ic_fail(-errno, "%s: open: %s", path, strerror(errno));
-	return fd;
+	return ret ? ret : fd;
 }
 
 static char *ovl_concat(const char *a, const char *b)

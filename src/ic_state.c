@@ -2,9 +2,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "ic_state.h"
@@ -52,13 +54,19 @@ static int load(const uint8_t id[16], struct state *st)
 	char fname[64], sealhex[65], line[300];
 	char *dir = state_dir(), *path;
 	FILE *f;
-	int ret = 0;
+	int fd, ret = 0;
 
 	file_name(id, fname, sizeof(fname));
 	path = ic_path_join(dir, fname);
-	f = fopen(path, "r");
+	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
+	if (ret) {
+		ret = ret == -ENOENT ? 0 : ret;
+		goto out;
+	}
+	f = fdopen(fd, "r");
 	if (!f) {
-		ret = errno == ENOENT ? 0 : ic_fail(-errno, "%s: %s", path, strerror(errno));
+		ret = ic_fail(-errno, "%s: %s", path, strerror(errno));
+		close(fd);
 		goto out;
 	}
 	memset(st, 0, sizeof(*st));

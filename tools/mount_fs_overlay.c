@@ -63,6 +63,7 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 	struct ic_overlay *ov = NULL;
 	int k = ov_of(file);
 	char *prefix, *dir;
+	struct stat sb;
 
 	*ret = 0;
 	if (!fs->o.overlay_dir || k < 0)
@@ -80,6 +81,9 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 	dir = ic_path_join(fs->o.overlay_dir, mp->name);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		*ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	else if (lstat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode))    /* never through a link */
+		*ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
+			       ic_file_kind(sb.st_mode));
 	free(dir);
 	if (!*ret) {
 		struct ic_overlay_bind b;

@@ -28,6 +28,8 @@ SH_TESTS += \
 	tests/adversarial/d07-point-identity.sh \
 	tests/adversarial/e01-live-tamper.sh \
 	tests/adversarial/e02-exhaustion.sh \
+	tests/adversarial/e03-plants.sh \
+	tests/adversarial/e04-seq-range.sh \
 	tests/adversarial/e05-seq-reuse.sh \
 	tests/adversarial/e06-overlay-binding.sh \
 	tests/adversarial/e07-leaks.sh
