@@ -9,6 +9,7 @@ make_small_chain
 # imgmount does (byte 0: reader, byte 1: writable overlay).  Sets HOLDER.
 hold_range()
 {
+	: >"$TESTDIR/holder.out"    # not the previous holder's "held"
 	python3 -c '
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
