@@ -282,6 +282,30 @@ static int ic_pass_from_tty(const char *prompt, bool confirm, const char *hint, 
 
 /* ---- the sources, in order ------------------------------------------------- */
 
+extern char **environ;
+
+/* The passphrase of variable var (which is set), then the variable removed from the
+ * environment and its "NAME=value" bytes wiped where they lie: a daemon's
+ * /proc/PID/environ shows the bytes of its initial environment, which unsetenv()
+ * alone leaves in place. */
+static int ic_pass_from_env(const char *var, char **out, size_t *len)
+{
+	size_t vlen = strlen(var);
+	char *entry = NULL;
+	int ret;
+
+	for (char **e = environ; e && *e; e++)
+		if (!strncmp(*e, var, vlen) && (*e)[vlen] == '=') {
+			entry = *e;
+			break;
+		}
+	ret = ic_pass_from_string(getenv(var), var, out, len);
+	unsetenv(var);
+	if (entry)
+		sodium_memzero(entry, strlen(entry));
+	return ret;
+}
+
 static int ic_pass_from_env_file(const char *var, const char **path)
 {
 	*path = getenv(var);
@@ -305,9 +329,8 @@ int ic_passphrase_get(const char *passphrase_file, bool confirm, const char *pro
 		return ret;
 	if (s)
 		return ic_pass_from_file(s, out, len);
-	s = getenv("IMGCHAIN_PASSPHRASE");
-	if (s)
-		return ic_pass_from_string(s, "IMGCHAIN_PASSPHRASE", out, len);
+	if (getenv("IMGCHAIN_PASSPHRASE"))
+		return ic_pass_from_env("IMGCHAIN_PASSPHRASE", out, len);
 	return ic_pass_from_tty(prompt ? prompt : "Passphrase: ", confirm, IC_NO_PASS_HINT, out,
 				len);
 }
@@ -315,15 +338,12 @@ int ic_passphrase_get(const char *passphrase_file, bool confirm, const char *pro
 int ic_passphrase_get_new(const char *passphrase_file, const char *prompt, char **out,
 			  size_t *len)
 {
-	const char *s;
-
 	if (sodium_init() < 0)
 		return ic_fail(-EIO, "sodium_init failed");
 	if (passphrase_file)
 		return ic_pass_from_file(passphrase_file, out, len);
-	s = getenv("IMGCHAIN_NEW_PASSPHRASE");
-	if (s)
-		return ic_pass_from_string(s, "IMGCHAIN_NEW_PASSPHRASE", out, len);
+	if (getenv("IMGCHAIN_NEW_PASSPHRASE"))
+		return ic_pass_from_env("IMGCHAIN_NEW_PASSPHRASE", out, len);
 	return ic_pass_from_tty(prompt ? prompt : "New passphrase: ", true, IC_NO_NEW_PASS_HINT,
 				out, len);
 }
