@@ -25,5 +25,7 @@ SH_TESTS += \
 	tests/adversarial/d04-geometry.sh \
 	tests/adversarial/d05-digest.sh \
 	tests/adversarial/d06-keyslot.sh \
-	tests/adversarial/d07-point-identity.sh
+	tests/adversarial/d07-point-identity.sh \
+	tests/adversarial/e08-revocation.sh \
+	tests/adversarial/e09-kdf-cost.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
