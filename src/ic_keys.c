@@ -579,22 +579,21 @@ int ic_keyfile_unlock(const struct ic_keyfile *kf, const char *pass, size_t pass
 	masters = sodium_malloc((size_t)(gen + 1) * ICF_KEY_LEN);
 	if (!masters)
 		return ic_fail(-ENOMEM, "sodium_malloc: out of memory for a key");
+	/* a cost imgchain never writes is refused before the KDF runs: a key file with
+	 * eight such slots must not cost minutes and GiBs per wrong passphrase */
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
+		if (!kf->h.slots[i].used || !ic_slot_over_cap(&kf->h.slots[i], cap_ops, cap_mem))
+			continue;
+		nskipped++;
+		sk += (size_t)snprintf(skipped + sk, sizeof(skipped) - sk, "%s%u", sk ? ", " : "",
+				       i);
+	}
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
 		const struct icf_key_slot *s = &kf->h.slots[i];
 		int opened;
 
-		if (!s->used)
+		if (!s->used || ic_slot_over_cap(s, cap_ops, cap_mem))
 			continue;
-		/* a cost imgchain never writes is refused before the KDF runs: a key file
-		 * with eight such slots must not cost minutes and GiBs per wrong passphrase */
-		if (ic_slot_over_cap(s, cap_ops, cap_mem)) {
-			nskipped++;
-			sk += (size_t)snprintf(skipped + sk, sizeof(skipped) - sk, "%s%u",
-					       sk ? ", " : "", i);
-			if (sk >= sizeof(skipped))
-				sk = sizeof(skipped) - 1;
-			continue;
-		}
 		tried++;
 		opened = ic_slot_open(kf, i, pass, passlen, masters + (size_t)gen * ICF_KEY_LEN);
 		if (opened < 0) {
