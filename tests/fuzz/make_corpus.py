@@ -30,3 +30,12 @@ put('fuzz_changed', 'simple', b'0 65536\n131072 4096\n# comment\n\n  8192\t100\n
 put('fuzz_changed', 'hex', b'0x1000 0x2000\n')
 put('fuzz_vmdk', 'small', struct.pack('<QIQI', 5 * 2**20 + 1234, 65536, 0, 65536))
 put('fuzz_vmdk', 'big', struct.pack('<QIQI', 2**40, 65536, 2**20, 2**20))
+# the key holder's state file (FORMAT.md "State file"), both versions
+put('fuzz_state', 'v1', b'seq 3\nseal ' + b'ab' * 32 + b'\nname daily-3\n')
+put('fuzz_state', 'v2', b'imgchain-state 2\nkeygen 1 ' + b'0f' * 16 + b'\npoint 1 ' + b'01' * 32 +
+    b' mon\npoint 7 ' + b'fe' * 32 + b' tue.2026-12-03\n')
+# the consolidation journal (FORMAT.md "Journal"); fuzz_journal appends the sum line when the
+# last byte is odd
+put('fuzz_journal', 'commit', b'imgchain-journal 1\nphase commit\nremove 3 2\ninplace 1 3 123456\n'
+    b'target 5 4\npunch 2\n\x01')
+put('fuzz_journal', 'idle', b'imgchain-journal 1\nphase idle\npunch 7\npunch 9\n\x01')
