@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "ic_keys.h"
+#include "ic_state.h"
 #include "ic_util.h"
 #include "unit.h"
 
@@ -665,6 +666,107 @@ static void test_passphrase_env_removed(void)
 	CHECK(getenv("IMGCHAIN_NEW_PASSPHRASE") == NULL);
 }
 
+/* The state file codec (FORMAT.md section 10): canonical text only. */
+static void test_state_codec(void)
+{
+	static struct ic_state st;
+	static char out[IC_STATE_MAX_BYTES];
+	static const char v2[] = "imgchain-state 2\nkeygen 1 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n"
+				 "point 1 0101010101010101010101010101010101010101010101010101010101010101 mon\n"
+				 "point 7 fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe tue.2\n";
+	static const char v1[] = "seq 3\nseal abababababababababababababababababababababababababababababababab\nname daily-3\n";
+	static const char *const bad[] = {
+		"imgchain-state 2\npoint 01 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 a",
+		"imgchain-state 2\npoint 0 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 .a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010A01 a\n",
+		"imgchain-state 2\npoint 2 0101010101010101010101010101010101010101010101010101010101010101 a\n"
+		"point 2 0101010101010101010101010101010101010101010101010101010101010101 b\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 a\n"
+		"keygen 1 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n",
+		"imgchain-state 2\nkeygen 257 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n",
+		"imgchain-state 2\n\n",
+		"imgchain-state 2\npoint 4294967296 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"seq 3\nseal abab\nname x\n",
+		"seq 3\nseal abababababababababababababababababababababababababababababababab\nname x\nmore\n",
+	};
+	size_t n;
+	char *big, *p;
+
+	CHECK_EQ(ic_state_decode(v2, strlen(v2), &st, "s"), 0);
+	CHECK(st.have_keygen && st.keygen == 1 && st.npoints == 2 && st.points[1].seq == 7 &&
+	      !strcmp(st.points[1].name, "tue.2") && st.points[1].seal[31] == 0xfe);
+	n = ic_state_encode(&st, out);
+	CHECK(n == strlen(v2) && !memcmp(out, v2, n));
+	CHECK_EQ(ic_state_decode(v1, strlen(v1), &st, "s"), 0);
+	CHECK(!st.have_keygen && st.npoints == 1 && st.points[0].seq == 3 &&
+	      !strcmp(st.points[0].name, "daily-3"));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (ic_state_decode(bad[i], strlen(bad[i]), &st, "s") != -EINVAL) {
+			fprintf(stderr, "  bad state %zu accepted\n", i);
+			CHECK(0);
+		}
+	/* 256 points decode, 257 do not */
+	big = malloc(IC_STATE_MAX_BYTES + 512);
+	p = big + sprintf(big, "imgchain-state 2\n");
+	for (unsigned i = 1; i <= IC_STATE_POINTS + 1; i++)
+		p += sprintf(p, "point %u %064x p%u\n", i, 0, i);
+	CHECK_EQ(ic_state_decode(big, (size_t)(p - big), &st, "s"), -EINVAL);
+	p = strstr(big, "point 257 ");
+	CHECK_EQ(ic_state_decode(big, (size_t)(p - big), &st, "s"), 0);
+	CHECK_EQ(st.npoints, IC_STATE_POINTS);
+	CHECK(ic_state_encode(&st, out) == (size_t)(p - big));
+	free(big);
+}
+
+/* The state pins the key generation: an older key file is refused, a newer one accepted. */
+static void test_state_keygen(void)
+{
+	char *dir = unit_tmpdir();
+	static struct ic_keyfile kf;
+	struct ic_key *k1 = NULL, *k2 = NULL;
+	unsigned dropped;
+	int ret;
+
+	setenv("IMGCHAIN_STATE_DIR", dir, 1);
+	kf = fixture_kf;
+	CHECK_EQ(ic_keyfile_revoke(&kf, fixture_key, 0, PASS1, strlen(PASS1), &k1, &dropped), 0);
+	CHECK_EQ(ic_keyfile_revoke(&kf, k1, 0, PASS1, strlen(PASS1), &k2, &dropped), 0);
+	ic_state_note_key(k1);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);           /* first seen: gen 1 */
+	ic_state_note_key(fixture_key);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "C/imgchain.key: rolled back: this machine last saw key generation 1"));
+	ic_state_note_key(k2);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);           /* forward: gen 2 */
+	ic_state_note_key(k1);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), IC_ECORRUPT);
+	CHECK_EQ(ic_state_check_key("C", chain_a, true), 0);            /* accepted: gen 1 */
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);
+	ic_state_note_key(k2);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);
+	/* another key file at the same generation: replaced */
+	kf = fixture_kf;
+	ic_key_free(k1);
+	CHECK_EQ(ic_keyfile_revoke(&kf, fixture_key, 0, PASS1, strlen(PASS1), &k1, &dropped), 0);
+	ic_state_note_key(k1);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "rolled back"));
+	ic_key_free(k2);
+	CHECK_EQ(ic_keyfile_revoke(&kf, k1, 0, PASS1, strlen(PASS1), &k2, &dropped), 0);
+	ic_state_note_key(k2);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "key generation 2 is not the one this machine saw"));
+	ic_key_free(k1);
+	ic_key_free(k2);
+	unsetenv("IMGCHAIN_STATE_DIR");
+	unit_rmtree(dir);
+}
+
 int main(void)
 {
 	int fd = open("/dev/null", O_RDONLY);
@@ -697,6 +799,8 @@ int main(void)
 	RUN(test_key_unlock);
 	RUN(test_generations);
 	RUN(test_kdf_cap);
+	RUN(test_state_codec);
+	RUN(test_state_keygen);
 	ic_key_free(fixture_key);
 	UNIT_EXIT();
 }
