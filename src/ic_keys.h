@@ -124,7 +124,8 @@ int ic_keyfile_create(const uint8_t chain_id[16], const char *pass, size_t passl
  * twice, and must match, when confirm is true); otherwise -EINVAL with a clear message.
  * A file's first line is used (trailing newline stripped); an empty passphrase is refused.
  * $IMGCHAIN_PASSPHRASE is removed from the environment once read, its bytes wiped
- * (also from what /proc/PID/environ shows).
+ * (also from what /proc/PID/environ shows); later calls in the same process get the
+ * value read (kept in sodium memory) while the variable stays unset.
  * *out is sodium_malloc'd, NUL-terminated; release with ic_passphrase_free(). */
 int ic_passphrase_get(const char *passphrase_file, bool confirm, const char *prompt,
 		      char **out, size_t *len);

@@ -659,6 +659,10 @@ static void test_passphrase_env_removed(void)
 	CHECK(pass && !strcmp(pass, "gone after reading"));
 	ic_passphrase_free(pass);
 	CHECK(getenv("IMGCHAIN_PASSPHRASE") == NULL);
+	/* a second unlock in the same process still has it (kept in sodium memory) */
+	CHECK_EQ(ic_passphrase_get(NULL, false, NULL, &pass, &len), 0);
+	CHECK(pass && !strcmp(pass, "gone after reading") && len == 18);
+	ic_passphrase_free(pass);
 	setenv("IMGCHAIN_NEW_PASSPHRASE", "new and gone", 1);
 	CHECK_EQ(ic_passphrase_get_new(NULL, NULL, &pass, &len), 0);
 	CHECK(pass && !strcmp(pass, "new and gone"));
