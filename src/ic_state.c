@@ -460,6 +460,10 @@ int ic_state_record(const uint8_t chain_id[16], uint32_t seq, const char *name,
 		memset(st, 0, sizeof(*st));     /* unreadable: start afresh with this point */
 	else if (ret < 0)
 		goto out;
+	/* the writer just made seq: whatever is remembered at or above it belongs to a
+	 * history the chain no longer has (a rollback that was accepted) */
+	while (st->npoints && st->points[st->npoints - 1].seq >= seq)
+		st->npoints--;
 	put_point(st, seq, seal, name);
 	ret = store(chain_id, st);
 out:

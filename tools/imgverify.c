@@ -23,8 +23,7 @@ static void usage(FILE *f)
 		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
 		"  -h, --help                 show this help\n"
 		"  -V, --version              show the version\n\n"
-		"Exit status: 0 sound (remembered points gone or not), 1 error, 2 usage,\n"
-		"3 wrong passphrase or key, 4 problems found.\n");
+		"Exit status: 0 sound, 1 error, 2 usage, 3 wrong passphrase or key, 4 problems found.\n");
 }
 
 static void report_gone(const struct ic_state_point *p, bool replaced, void *arg)
