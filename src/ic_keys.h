@@ -85,8 +85,8 @@ void ic_key_free(struct ic_key *key);
 int ic_keyfile_decode(const void *buf, size_t len, struct ic_keyfile *kf, const char *path);
 /* Bytes of kf's encoding: 1120 for version 1, 1120 + 72 G for version 2. */
 size_t ic_keyfile_size(const struct ic_keyfile *kf);
-/* Encode kf (host order) into buf[ic_keyfile_size(kf)], computing the file hash (also
- * stored in kf->h.file_hash is not: kf is const).  Returns the size. */
+/* Encode kf (host order) into buf[ic_keyfile_size(kf)], computing the file hash
+ * (kf->h.file_hash is ignored).  Returns the size. */
 size_t ic_keyfile_encode(const struct ic_keyfile *kf, void *buf);
 /* Read and decode CHAIN/imgchain.key.  -ENOENT (with a message) if absent. */
 int ic_keyfile_load(const char *chain_dir, struct ic_keyfile *kf);
