@@ -236,6 +236,20 @@ struct icf_keyfile {
 	uint64_t file_hash;         /* XXH3-64 of all bytes before it */
 } __attribute__((packed));
 
+/* Key file versions (independent of ICF_VERSION, the images' format): 1 holds only the
+ * slots (key generation 0); 2 adds the key generations 1..G (FORMAT.md 6.1). */
+#define ICF_KEYFILE_V1 1u
+#define ICF_KEYFILE_V2 2u
+#define ICF_KEY_GEN_MAX 256u        /* newest generation a key file may hold */
+#define ICF_KEYGEN_MAGIC "ICKEYGEN"
+
+/* Version 2: generation g (1..G) wraps master key g-1 under master key g; the records
+ * follow the slots and the 40 reserved bytes, then the file hash. */
+struct icf_key_gen {
+	uint8_t nonce[24];
+	uint8_t wrapped[48];        /* master key g-1 (32) + tag (16), XChaCha20-Poly1305 */
+} __attribute__((packed));
+
 /* Bounds applied when reading a key file (a hostile file must not make us allocate GiBs). */
 #define ICF_KDF_OPSLIMIT_MAX 64u
 #define ICF_KDF_MEMLIMIT_MAX (2ull << 30)
@@ -258,5 +272,6 @@ _Static_assert(__builtin_offsetof(struct icf_entry, keygen) == 30, "entry keygen
 _Static_assert(__builtin_offsetof(struct icf_entry, origin_id) == 56, "entry origin_id");
 _Static_assert(sizeof(struct icf_key_slot) == 128, "icf_key_slot");
 _Static_assert(sizeof(struct icf_keyfile) == 1120, "icf_keyfile");
+_Static_assert(sizeof(struct icf_key_gen) == 72, "icf_key_gen");
 
 #endif

@@ -554,7 +554,7 @@ static int ensure_dir(const char *dir, bool *created)
 static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic_key **key,
 		   bool *created)
 {
-	struct icf_keyfile kf;
+	struct ic_keyfile kf;
 	char *kpath = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
 	char *pass = NULL;
 	size_t plen;

@@ -92,6 +92,8 @@ void ic_cons_journal_destroy(struct journal *j);
 int ic_cons_journal_write(const char *dir, const struct journal *j);
 /* Read CHAIN/journal; a missing journal is an idle one. */
 int ic_cons_journal_read(const char *dir, struct journal *j);
+/* Decode a journal's text (buf[len] is overwritten with a NUL: len + 1 bytes). */
+int ic_cons_journal_decode(char *buf, size_t len, struct journal *j, const char *path);
 
 /* ---- a run (ic_consolidate.c) ---- */
 

@@ -220,11 +220,35 @@ static int journal_line(struct journal *j, char *line, const char *path)
 	return -1;
 }
 
+/* Decode a journal's text: buf holds len bytes and one more, a NUL (it is cut up).
+ * IC_ECORRUPT naming path unless it is a journal with a valid checksum; *j then holds
+ * what was parsed (release with ic_cons_journal_destroy either way). */
+int ic_cons_journal_decode(char *buf, size_t len, struct journal *j, const char *path)
+{
+	char *sum, *line, *save = NULL;
+
+	memset(j, 0, sizeof(*j));
+	buf[len] = '\0';
+	sum = strstr(buf, "sum ");
+	if (strlen(buf) != len || strncmp(buf, "imgchain-journal 1\n", 19) || !sum ||
+	    (sum > buf && sum[-1] != '\n') ||
+	    strtoull(sum + 4, NULL, 16) != XXH3_64bits(buf, (size_t)(sum - buf)))
+		goto bad;
+	*sum = '\0';
+	for (line = strtok_r(buf + 19, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (journal_line(j, line, path))
+			goto bad;
+	return 0;
+bad:
+	return ic_fail(IC_ECORRUPT, "%s: journal damaged; check the chain with imgverify, then remove the journal",
+		       path);
+}
+
 /* Read CHAIN/journal; a missing journal is an idle one. */
 int ic_cons_journal_read(const char *dir, struct journal *j)
 {
 	char *path = ic_path_join(dir, ICF_JOURNAL_NAME);
-	char *buf = NULL, *sum, *line, *save = NULL;
+	char *buf = NULL;
 	struct stat st;
 	int fd, ret = 0;
 
@@ -242,18 +266,7 @@ int ic_cons_journal_read(const char *dir, struct journal *j)
 	ret = ic_pread_full(fd, buf, (size_t)st.st_size, 0, path);
 	if (ret)
 		goto out;
-	sum = strstr(buf, "sum ");
-	if (strncmp(buf, "imgchain-journal 1\n", 19) || !sum || (sum > buf && sum[-1] != '\n') ||
-	    strtoull(sum + 4, NULL, 16) != XXH3_64bits(buf, (size_t)(sum - buf)))
-		goto bad;
-	*sum = '\0';
-	for (line = strtok_r(buf + 19, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-		if (journal_line(j, line, path))
-			goto bad;
-	goto out;
-bad:
-	ret = ic_fail(IC_ECORRUPT, "%s: journal damaged; check the chain with imgverify, then remove the journal",
-		      path);
+	ret = ic_cons_journal_decode(buf, (size_t)st.st_size, j, path);
 out:
 	if (fd >= 0)
 		close(fd);

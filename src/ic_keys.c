@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "ic_keys.h"
+#include "ic_state.h"
 #include "ic_util.h"
 
 #define IC_KDF_CONTEXT "imgchain"
@@ -60,24 +61,45 @@ void ic_kdf_defaults(uint64_t *opslimit, uint64_t *memlimit)
 
 /* ---- keys ---------------------------------------------------------------- */
 
+static int ic_keygen_derive(struct ic_keygen *kg, const uint8_t chain_id[16], uint32_t g)
+{
+	uint8_t msg[8 + 16 + 4];
+	uint32_t le32 = ic_le32(g);
+
+	if (crypto_kdf_derive_from_key(kg->sub.k_block, 32, IC_SUBKEY_BLOCK, IC_KDF_CONTEXT,
+				       kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->sub.k_seal, 32, IC_SUBKEY_SEAL, IC_KDF_CONTEXT,
+				       kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->sub.k_digest, 32, IC_SUBKEY_DIGEST, IC_KDF_CONTEXT,
+				       kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->k_check, 32, IC_SUBKEY_CHECK, IC_KDF_CONTEXT,
+				       kg->master) != 0)
+		return ic_fail(-EIO, "crypto_kdf_derive_from_key failed");
+	memcpy(msg, ICF_KEYGEN_MAGIC, 8);
+	memcpy(msg + 8, chain_id, 16);
+	memcpy(msg + 24, &le32, 4);
+	if (crypto_generichash(kg->gen_check, sizeof(kg->gen_check), msg, sizeof(msg),
+			       kg->k_check, sizeof(kg->k_check)) != 0)
+		return ic_fail(-EIO, "crypto_generichash failed");
+	return 0;
+}
+
 static int ic_key_derive(struct ic_key *key)
 {
-	static const struct {
-		uint64_t id;
-		size_t off;
-	} sub[] = {
-		{ IC_SUBKEY_BLOCK, offsetof(struct ic_key, k_block) },
-		{ IC_SUBKEY_SEAL, offsetof(struct ic_key, k_seal) },
-		{ IC_SUBKEY_DIGEST, offsetof(struct ic_key, k_digest) },
-		{ IC_SUBKEY_CHECK, offsetof(struct ic_key, k_check) },
-	};
+	const struct ic_keygen *g0 = &key->gen[0];
 	uint8_t msg[8 + 16];
+	int ret;
 
-	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
-		if (crypto_kdf_derive_from_key((uint8_t *)key + sub[i].off, 32, sub[i].id,
-					       IC_KDF_CONTEXT, key->master) != 0)
-			return ic_fail(-EIO, "crypto_kdf_derive_from_key failed");
+	for (uint32_t g = 0; g < key->ngen; g++) {
+		ret = ic_keygen_derive(&key->gen[g], key->chain_id, g);
+		if (ret < 0)
+			return ret;
 	}
+	memcpy(key->master, g0->master, ICF_KEY_LEN);
+	memcpy(key->k_block, g0->sub.k_block, 32);
+	memcpy(key->k_seal, g0->sub.k_seal, 32);
+	memcpy(key->k_digest, g0->sub.k_digest, 32);
+	memcpy(key->k_check, g0->k_check, 32);
 	memcpy(msg, IC_KEYCHK_MAGIC, 8);
 	memcpy(msg + 8, key->chain_id, 16);
 	if (crypto_generichash(key->key_check, sizeof(key->key_check), msg, sizeof(msg),
@@ -86,7 +108,9 @@ static int ic_key_derive(struct ic_key *key)
 	return 0;
 }
 
-struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8_t chain_id[16])
+/* A key holding generations 0..ngen-1 from their master keys (masters[g * 32]). */
+static struct ic_key *ic_key_build(const uint8_t *masters, uint32_t ngen,
+				   const uint8_t chain_id[16])
 {
 	struct ic_key *key;
 
@@ -94,14 +118,22 @@ struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8
 		errno = EIO;
 		return NULL;
 	}
-	key = sodium_malloc(sizeof(*key));
+	if (ngen < 1 || ngen > ICF_KEY_GEN_MAX + 1) {
+		ic_fail(-EINVAL, "bad number of key generations %u", ngen);
+		errno = EINVAL;
+		return NULL;
+	}
+	key = sodium_malloc(sizeof(*key) + ngen * sizeof(key->gen[0]));
 	if (!key) {
 		ic_fail(-ENOMEM, "sodium_malloc: out of memory for a key");
 		errno = ENOMEM;
 		return NULL;
 	}
-	memcpy(key->master, master, ICF_KEY_LEN);
+	memset(key, 0, sizeof(*key) + ngen * sizeof(key->gen[0]));
 	memcpy(key->chain_id, chain_id, sizeof(key->chain_id));
+	key->ngen = (uint16_t)ngen;
+	for (uint32_t g = 0; g < ngen; g++)
+		memcpy(key->gen[g].master, masters + (size_t)g * ICF_KEY_LEN, ICF_KEY_LEN);
 	if (ic_key_derive(key) < 0) {
 		sodium_free(key);
 		errno = EIO;
@@ -112,10 +144,64 @@ struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8
 	return key;
 }
 
+struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8_t chain_id[16])
+{
+	return ic_key_build(master, 1, chain_id);
+}
+
 void ic_key_free(struct ic_key *key)
 {
 	/* sodium_free() makes the pages writable again and wipes them. */
 	sodium_free(key);
+}
+
+const struct ic_subkeys *ic_key_gen(const struct ic_key *key, uint16_t g)
+{
+	return g < key->ngen ? &key->gen[g].sub : NULL;
+}
+
+uint16_t ic_key_current_gen(const struct ic_key *key)
+{
+	return (uint16_t)(key->ngen - 1);
+}
+
+const uint8_t *ic_key_gen_check(const struct ic_key *key, uint16_t g)
+{
+	return g < key->ngen ? key->gen[g].gen_check : NULL;
+}
+
+/* ---- KDF cost cap ------------------------------------------------------------ */
+
+int ic_kdf_cap(uint64_t *opslimit, uint64_t *memlimit)
+{
+	const char *v = getenv("IMGCHAIN_KDF_MAX");
+	unsigned long long ops, mib;
+	char tail;
+
+	*opslimit = crypto_pwhash_OPSLIMIT_SENSITIVE;
+	*memlimit = crypto_pwhash_MEMLIMIT_SENSITIVE;
+	if (!v || !*v || !strcmp(v, "sensitive"))
+		return 0;
+	if (!strcmp(v, "interactive")) {
+		*opslimit = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+		*memlimit = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+	} else if (!strcmp(v, "moderate")) {
+		*opslimit = crypto_pwhash_OPSLIMIT_MODERATE;
+		*memlimit = crypto_pwhash_MEMLIMIT_MODERATE;
+	} else if (!strcmp(v, "max")) {
+		*opslimit = ICF_KDF_OPSLIMIT_MAX;
+		*memlimit = ICF_KDF_MEMLIMIT_MAX;
+	} else if (sscanf(v, "%llu:%llu%c", &ops, &mib, &tail) == 2 && ops >= 1 &&
+		   ops <= ICF_KDF_OPSLIMIT_MAX && mib >= 1 && mib <= (ICF_KDF_MEMLIMIT_MAX >> 20)) {
+		*opslimit = ops;
+		*memlimit = (uint64_t)mib << 20;
+	} else {
+		return ic_fail(-EINVAL,
+			       "IMGCHAIN_KDF_MAX='%s': expected interactive, moderate, sensitive, max or OPSLIMIT:MEMLIMIT_MIB (at most %u:%llu)",
+			       v, ICF_KDF_OPSLIMIT_MAX,
+			       (unsigned long long)(ICF_KDF_MEMLIMIT_MAX >> 20));
+	}
+	return 0;
 }
 
 /* ---- key file encoding ----------------------------------------------------- */
@@ -129,7 +215,7 @@ static void ic_slot_swap(struct icf_key_slot *d, const struct icf_key_slot *s)
 	d->memlimit = ic_le64(s->memlimit);
 }
 
-/* Convert between host and disk order (the conversion is its own inverse). */
+/* Convert the head between host and disk order (the conversion is its own inverse). */
 static void ic_keyfile_swap(struct icf_keyfile *d, const struct icf_keyfile *s)
 {
 	*d = *s;
@@ -140,15 +226,26 @@ static void ic_keyfile_swap(struct icf_keyfile *d, const struct icf_keyfile *s)
 	d->file_hash = ic_le64(s->file_hash);
 }
 
-void ic_keyfile_encode(const struct icf_keyfile *kf, void *buf)
+#define IC_KF_HEAD offsetof(struct icf_keyfile, file_hash)   /* 1112: bytes before the hash */
+
+size_t ic_keyfile_size(const struct ic_keyfile *kf)
 {
+	return sizeof(struct icf_keyfile) + ic_keyfile_gen(kf) * sizeof(struct icf_key_gen);
+}
+
+size_t ic_keyfile_encode(const struct ic_keyfile *kf, void *buf)
+{
+	size_t gbytes = ic_keyfile_gen(kf) * sizeof(struct icf_key_gen);
 	struct icf_keyfile disk;
+	uint8_t *b = buf;
 	uint64_t hash;
 
-	ic_keyfile_swap(&disk, kf);
-	hash = XXH3_64bits(&disk, offsetof(struct icf_keyfile, file_hash));
-	disk.file_hash = ic_le64(hash);
-	memcpy(buf, &disk, sizeof(disk));
+	ic_keyfile_swap(&disk, &kf->h);
+	memcpy(b, &disk, IC_KF_HEAD);
+	memcpy(b + IC_KF_HEAD, kf->gens, gbytes);
+	hash = ic_le64(XXH3_64bits(b, IC_KF_HEAD + gbytes));
+	memcpy(b + IC_KF_HEAD + gbytes, &hash, 8);
+	return IC_KF_HEAD + gbytes + 8;
 }
 
 static bool ic_mem_is_zero(const void *p, size_t len)
@@ -214,10 +311,13 @@ static int ic_keyfile_check_slots(const struct icf_keyfile *kf, const char *path
 	return 0;
 }
 
-int ic_keyfile_decode(const void *buf, size_t len, struct icf_keyfile *kf, const char *path)
+int ic_keyfile_decode(const void *buf, size_t len, struct ic_keyfile *kf, const char *path)
 {
+	const uint8_t *b = buf;
 	struct icf_keyfile disk;
-	uint64_t hash;
+	uint32_t version, gen = 0;
+	uint64_t hash, stored;
+	size_t want;
 
 	if (len < sizeof(disk))
 		return ic_fail(IC_ECORRUPT, "%s: truncated key file (%zu of %zu bytes)", path, len,
@@ -225,17 +325,27 @@ int ic_keyfile_decode(const void *buf, size_t len, struct icf_keyfile *kf, const
 	memcpy(&disk, buf, sizeof(disk));
 	if (memcmp(disk.magic, ICF_KEY_MAGIC, sizeof(disk.magic)))
 		return ic_fail(IC_ECORRUPT, "%s: not an imgchain key file (bad magic)", path);
-	if (ic_le32(disk.version) != ICF_VERSION)
-		return ic_fail(IC_ECORRUPT, "%s: unsupported key file version %u", path,
-			       ic_le32(disk.version));
-	if (len != sizeof(disk))
+	version = ic_le32(disk.version);
+	if (version != ICF_KEYFILE_V1 && version != ICF_KEYFILE_V2)
+		return ic_fail(IC_ECORRUPT, "%s: unsupported key file version %u", path, version);
+	if (version == ICF_KEYFILE_V2) {
+		gen = ic_le32(disk.reserved0);
+		if (gen < 1 || gen > ICF_KEY_GEN_MAX)
+			return ic_fail(IC_ECORRUPT, "%s: key generation %u out of range [1, %u]",
+				       path, gen, ICF_KEY_GEN_MAX);
+	}
+	want = sizeof(disk) + (size_t)gen * sizeof(struct icf_key_gen);
+	if (len != want)
 		return ic_fail(IC_ECORRUPT, "%s: bad key file size %zu (expected %zu)", path, len,
-			       sizeof(disk));
-	hash = XXH3_64bits(&disk, offsetof(struct icf_keyfile, file_hash));
-	if (hash != ic_le64(disk.file_hash))
+			       want);
+	hash = XXH3_64bits(b, len - 8);
+	memcpy(&stored, b + len - 8, 8);
+	if (hash != ic_le64(stored))
 		return ic_fail(IC_ECORRUPT, "%s: bad checksum (file damaged)", path);
-	ic_keyfile_swap(kf, &disk);
-	return ic_keyfile_check_slots(kf, path);
+	disk.file_hash = stored;
+	ic_keyfile_swap(&kf->h, &disk);
+	memcpy(kf->gens, b + IC_KF_HEAD, (size_t)gen * sizeof(struct icf_key_gen));
+	return ic_keyfile_check_slots(&kf->h, path);
 }
 
 /* ---- key file I/O ---------------------------------------------------------- */
@@ -260,14 +370,20 @@ static ssize_t ic_read_upto(int fd, void *buf, size_t len)
 	return (ssize_t)got;
 }
 
-int ic_keyfile_load(const char *chain_dir, struct icf_keyfile *kf)
+#define IC_KF_MAX (sizeof(struct icf_keyfile) + ICF_KEY_GEN_MAX * sizeof(struct icf_key_gen))
+
+int ic_keyfile_load(const char *chain_dir, struct ic_keyfile *kf)
 {
-	uint8_t buf[sizeof(struct icf_keyfile) + 1];
 	char *path = ic_path_join(chain_dir, ICF_KEYFILE_NAME);
+	uint8_t *buf = malloc(IC_KF_MAX + 1);
 	struct stat st;
 	ssize_t n;
 	int fd, ret;
 
+	if (!buf) {
+		free(path);
+		return ic_fail(-ENOMEM, "out of memory");
+	}
 	ret = ic_open_regular(AT_FDCWD, chain_dir, ICF_KEYFILE_NAME, O_RDONLY, 0, &fd);
 	if (ret) {
 		if (ret == -ENOENT)
@@ -283,7 +399,7 @@ int ic_keyfile_load(const char *chain_dir, struct icf_keyfile *kf)
 		ret = ic_fail(IC_ECORRUPT, "%s: not a regular file", path);
 		goto out_close;
 	}
-	n = ic_read_upto(fd, buf, sizeof(buf));
+	n = ic_read_upto(fd, buf, IC_KF_MAX + 1);
 	if (n < 0) {
 		ret = ic_fail((int)n, "%s: read: %s", path, strerror((int)-n));
 		goto out_close;
@@ -292,22 +408,30 @@ int ic_keyfile_load(const char *chain_dir, struct icf_keyfile *kf)
 out_close:
 	close(fd);
 out_free_path:
+	free(buf);
 	free(path);
 	return ret;
 }
 
-int ic_keyfile_store(const char *chain_dir, const struct icf_keyfile *kf)
+int ic_keyfile_store(const char *chain_dir, const struct ic_keyfile *kf)
 {
-	uint8_t buf[sizeof(struct icf_keyfile)];
+	uint8_t *buf = malloc(IC_KF_MAX);
+	size_t n;
+	int ret;
 
-	ic_keyfile_encode(kf, buf);
-	return ic_write_file_atomic(chain_dir, ICF_KEYFILE_NAME, buf, sizeof(buf), 0600);
+	if (!buf)
+		return ic_fail(-ENOMEM, "out of memory");
+	n = ic_keyfile_encode(kf, buf);
+	ret = ic_write_file_atomic(chain_dir, ICF_KEYFILE_NAME, buf, n, 0600);
+	free(buf);
+	return ret;
 }
 
 /* ---- slots ----------------------------------------------------------------- */
 
-static void ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN], const struct icf_keyfile *kf,
-		       const struct icf_key_slot *s, unsigned n)
+/* Additional data of a slot's wrapping; version 2 appends the generation it wraps. */
+static size_t ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN + 4], const struct ic_keyfile *kf,
+			 const struct icf_key_slot *s, unsigned n)
 {
 	uint32_t le32;
 	uint64_t le64;
@@ -315,7 +439,7 @@ static void ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN], const struct icf_keyfile *kf,
 
 	memcpy(p, ICF_KEY_MAGIC, 8);
 	p += 8;
-	memcpy(p, kf->chain_id, 16);
+	memcpy(p, kf->h.chain_id, 16);
 	p += 16;
 	le32 = ic_le32(n);
 	memcpy(p, &le32, 4);
@@ -330,6 +454,23 @@ static void ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN], const struct icf_keyfile *kf,
 	memcpy(p, &le64, 8);
 	p += 8;
 	memcpy(p, s->salt, 16);
+	p += 16;
+	if (kf->h.version == ICF_KEYFILE_V2) {
+		le32 = ic_le32(ic_keyfile_gen(kf));
+		memcpy(p, &le32, 4);
+		p += 4;
+	}
+	return (size_t)(p - ad);
+}
+
+/* Additional data of generation g's record: "ICKEYGEN" || chain_id || le32 g. */
+static void ic_gen_ad(uint8_t ad[28], const uint8_t chain_id[16], uint32_t g)
+{
+	uint32_t le32 = ic_le32(g);
+
+	memcpy(ad, ICF_KEYGEN_MAGIC, 8);
+	memcpy(ad + 8, chain_id, 16);
+	memcpy(ad + 24, &le32, 4);
 }
 
 /* The slot's key-encryption key, Argon2id of the passphrase, into sodium memory. */
@@ -351,12 +492,13 @@ static int ic_slot_kek(const struct icf_key_slot *s, const char *pass, size_t pa
 }
 
 /* Unwrap slot n into master (sodium memory).  1 if it opened, 0 if not, <0 on error. */
-static int ic_slot_open(const struct icf_keyfile *kf, unsigned n, const char *pass,
+static int ic_slot_open(const struct ic_keyfile *kf, unsigned n, const char *pass,
 			size_t passlen, uint8_t *master)
 {
-	const struct icf_key_slot *s = &kf->slots[n];
-	uint8_t ad[IC_SLOT_AD_LEN];
+	const struct icf_key_slot *s = &kf->h.slots[n];
+	uint8_t ad[IC_SLOT_AD_LEN + 4];
 	unsigned long long mlen;
+	size_t adlen;
 	uint8_t *kek;
 	int ret;
 
@@ -366,22 +508,40 @@ static int ic_slot_open(const struct icf_keyfile *kf, unsigned n, const char *pa
 	ret = ic_slot_kek(s, pass, passlen, &kek);
 	if (ret < 0)
 		return ret;
-	ic_slot_ad(ad, kf, s, n);
+	adlen = ic_slot_ad(ad, kf, s, n);
 	ret = crypto_aead_xchacha20poly1305_ietf_decrypt(master, &mlen, NULL, s->wrapped,
-							 sizeof(s->wrapped), ad, sizeof(ad),
+							 sizeof(s->wrapped), ad, adlen,
 							 s->nonce, kek);
 	sodium_free(kek);
 	return ret == 0 && mlen == ICF_KEY_LEN;
 }
 
-static int ic_keyfile_finish_unlock(const struct icf_keyfile *kf, const uint8_t *master,
+/* masters[G * 32] holds the newest master key: unwrap every older one from it, then
+ * build the key and compare generation 0 with the key file's key check. */
+static int ic_keyfile_finish_unlock(const struct ic_keyfile *kf, uint8_t *masters,
 				    struct ic_key **out)
 {
-	struct ic_key *key = ic_key_from_master(master, kf->chain_id);
+	uint32_t gen = ic_keyfile_gen(kf);
+	struct ic_key *key;
 
+	for (uint32_t g = gen; g >= 1; g--) {
+		const struct icf_key_gen *r = &kf->gens[g - 1];
+		unsigned long long mlen;
+		uint8_t ad[28];
+
+		ic_gen_ad(ad, kf->h.chain_id, g);
+		if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+			    masters + (size_t)(g - 1) * ICF_KEY_LEN, &mlen, NULL, r->wrapped,
+			    sizeof(r->wrapped), ad, sizeof(ad), r->nonce,
+			    masters + (size_t)g * ICF_KEY_LEN) != 0 ||
+		    mlen != ICF_KEY_LEN)
+			return ic_fail(IC_EKEY, "key file damaged: key generation %u does not open with generation %u's key",
+				       g - 1, g);
+	}
+	key = ic_key_build(masters, gen + 1, kf->h.chain_id);
 	if (!key)
 		return -errno;
-	if (sodium_memcmp(key->key_check, kf->key_check, sizeof(kf->key_check)) != 0) {
+	if (sodium_memcmp(key->key_check, kf->h.key_check, sizeof(kf->h.key_check)) != 0) {
 		ic_key_free(key);
 		return ic_fail(IC_EKEY, "key file damaged: key check mismatch");
 	}
@@ -389,39 +549,79 @@ static int ic_keyfile_finish_unlock(const struct icf_keyfile *kf, const uint8_t 
 	return 0;
 }
 
-int ic_keyfile_unlock(const struct icf_keyfile *kf, const char *pass, size_t passlen,
+static bool ic_slot_over_cap(const struct icf_key_slot *s, uint64_t ops, uint64_t mem)
+{
+	return s->opslimit > ops || s->memlimit > mem;
+}
+
+int ic_keyfile_unlock(const struct ic_keyfile *kf, const char *pass, size_t passlen,
 		      struct ic_key **out, int *slot_out)
 {
-	uint8_t *master;
+	uint32_t gen = ic_keyfile_gen(kf);
+	uint64_t cap_ops, cap_mem;
+	char skipped[256] = "";
+	unsigned tried = 0, nskipped = 0;
+	size_t sk = 0;
+	uint8_t *masters;
 	int ret;
 
 	ret = ic_sodium_ready();
 	if (ret < 0)
 		return ret;
-	master = sodium_malloc(ICF_KEY_LEN);
-	if (!master)
+	ret = ic_kdf_cap(&cap_ops, &cap_mem);
+	if (ret < 0)
+		return ret;
+	if (gen > ICF_KEY_GEN_MAX)
+		return ic_fail(IC_ECORRUPT, "key generation %u out of range", gen);
+	masters = sodium_malloc((size_t)(gen + 1) * ICF_KEY_LEN);
+	if (!masters)
 		return ic_fail(-ENOMEM, "sodium_malloc: out of memory for a key");
-	ret = IC_EKEY;
+	/* a cost imgchain never writes is refused before the KDF runs: a key file with
+	 * eight such slots must not cost minutes and GiBs per wrong passphrase */
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
+		if (!kf->h.slots[i].used || !ic_slot_over_cap(&kf->h.slots[i], cap_ops, cap_mem))
+			continue;
+		nskipped++;
+		sk += (size_t)snprintf(skipped + sk, sizeof(skipped) - sk, "%s%u", sk ? ", " : "",
+				       i);
+	}
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
+		const struct icf_key_slot *s = &kf->h.slots[i];
 		int opened;
 
-		if (!kf->slots[i].used)
+		if (!s->used || ic_slot_over_cap(s, cap_ops, cap_mem))
 			continue;
-		opened = ic_slot_open(kf, i, pass, passlen, master);
+		tried++;
+		opened = ic_slot_open(kf, i, pass, passlen, masters + (size_t)gen * ICF_KEY_LEN);
 		if (opened < 0) {
 			ret = opened;
-			goto out_free_master;
+			goto out_free;
 		}
 		if (opened) {
-			ret = ic_keyfile_finish_unlock(kf, master, out);
+			ret = ic_keyfile_finish_unlock(kf, masters, out);
 			if (!ret && slot_out)
 				*slot_out = (int)i;
-			goto out_free_master;
+			if (!ret && nskipped)
+				ic_msg("warning: key slot(s) %s not tried: KDF cost above the cap (opslimit %llu, memlimit %llu MiB; IMGCHAIN_KDF_MAX)",
+				       skipped, (unsigned long long)cap_ops,
+				       (unsigned long long)(cap_mem >> 20));
+			goto out_free;
 		}
 	}
-	ret = ic_fail(IC_EKEY, "wrong passphrase (no key slot opens with it)");
-out_free_master:
-	sodium_free(master);
+	if (!nskipped)
+		ret = ic_fail(IC_EKEY, "wrong passphrase (no key slot opens with it)");
+	else if (!tried)
+		ret = ic_fail(IC_ECORRUPT,
+			      "key slot(s) %s refused: KDF cost above what imgchain writes (cap opslimit %llu, memlimit %llu MiB); the KDF was not run; set IMGCHAIN_KDF_MAX=max (or OPSLIMIT:MEMLIMIT_MIB) if you made such a slot",
+			      skipped, (unsigned long long)cap_ops,
+			      (unsigned long long)(cap_mem >> 20));
+	else
+		ret = ic_fail(IC_EKEY,
+			      "wrong passphrase (no key slot opens with it; slot(s) %s not tried: KDF cost above the cap opslimit %llu, memlimit %llu MiB, see IMGCHAIN_KDF_MAX)",
+			      skipped, (unsigned long long)cap_ops,
+			      (unsigned long long)(cap_mem >> 20));
+out_free:
+	sodium_free(masters);
 	return ret;
 }
 
@@ -434,11 +634,13 @@ static int ic_kdf_check_new(uint64_t opslimit, uint64_t memlimit)
 	return 0;
 }
 
-static int ic_slot_fill(struct icf_keyfile *kf, unsigned n, const struct ic_key *key,
+/* Wrap master into slot n of kf under pass (kf's version and generation fixed). */
+static int ic_slot_fill(struct ic_keyfile *kf, unsigned n, const uint8_t *master,
 			const char *pass, size_t passlen, uint64_t opslimit, uint64_t memlimit)
 {
 	struct icf_key_slot s;
-	uint8_t ad[IC_SLOT_AD_LEN];
+	uint8_t ad[IC_SLOT_AD_LEN + 4];
+	size_t adlen;
 	uint8_t *kek;
 	int ret;
 
@@ -452,18 +654,27 @@ static int ic_slot_fill(struct icf_keyfile *kf, unsigned n, const struct ic_key 
 	ret = ic_slot_kek(&s, pass, passlen, &kek);
 	if (ret < 0)
 		return ret;
-	ic_slot_ad(ad, kf, &s, n);
-	ret = crypto_aead_xchacha20poly1305_ietf_encrypt(s.wrapped, NULL, key->master,
-							 ICF_KEY_LEN, ad, sizeof(ad), NULL,
-							 s.nonce, kek);
+	adlen = ic_slot_ad(ad, kf, &s, n);
+	ret = crypto_aead_xchacha20poly1305_ietf_encrypt(s.wrapped, NULL, master, ICF_KEY_LEN,
+							 ad, adlen, NULL, s.nonce, kek);
 	sodium_free(kek);
 	if (ret != 0)
 		return ic_fail(-EIO, "crypto_aead_xchacha20poly1305_ietf_encrypt failed");
-	kf->slots[n] = s;
+	kf->h.slots[n] = s;
 	return 0;
 }
 
-int ic_keyfile_add_slot(struct icf_keyfile *kf, const struct ic_key *key, const char *pass,
+/* The key holds exactly the generations of kf (it was unlocked from it). */
+static int ic_key_matches(const struct ic_keyfile *kf, const struct ic_key *key)
+{
+	if (memcmp(key->chain_id, kf->h.chain_id, sizeof(kf->h.chain_id)) ||
+	    sodium_memcmp(key->key_check, kf->h.key_check, sizeof(kf->h.key_check)) ||
+	    key->ngen != ic_keyfile_gen(kf) + 1)
+		return ic_fail(IC_EKEY, "the key does not belong to this key file");
+	return 0;
+}
+
+int ic_keyfile_add_slot(struct ic_keyfile *kf, const struct ic_key *key, const char *pass,
 			size_t passlen, uint64_t opslimit, uint64_t memlimit)
 {
 	int ret;
@@ -471,40 +682,106 @@ int ic_keyfile_add_slot(struct icf_keyfile *kf, const struct ic_key *key, const 
 	ret = ic_sodium_ready();
 	if (ret < 0)
 		return ret;
-	if (memcmp(key->chain_id, kf->chain_id, sizeof(kf->chain_id)) ||
-	    sodium_memcmp(key->key_check, kf->key_check, sizeof(kf->key_check)))
-		return ic_fail(IC_EKEY, "the key does not belong to this key file");
+	ret = ic_key_matches(kf, key);
+	if (ret < 0)
+		return ret;
 	ret = ic_kdf_check_new(opslimit, memlimit);
 	if (ret < 0)
 		return ret;
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
-		if (kf->slots[i].used)
+		if (kf->h.slots[i].used)
 			continue;
-		ret = ic_slot_fill(kf, i, key, pass, passlen, opslimit, memlimit);
+		ret = ic_slot_fill(kf, i, key->gen[key->ngen - 1].master, pass, passlen,
+				   opslimit, memlimit);
 		return ret < 0 ? ret : (int)i;
 	}
 	return ic_fail(-ENOSPC, "all %u key slots are in use: remove one first", ICF_KEY_SLOTS);
 }
 
-int ic_keyfile_remove_slot(struct icf_keyfile *kf, int n)
+int ic_keyfile_remove_slot(struct ic_keyfile *kf, int n)
 {
 	unsigned used = 0;
 
 	if (n < 0 || (unsigned)n >= ICF_KEY_SLOTS)
 		return ic_fail(-EINVAL, "no key slot %d (slots are 0..%u)", n, ICF_KEY_SLOTS - 1);
-	if (!kf->slots[n].used)
+	if (!kf->h.slots[n].used)
 		return ic_fail(-ENOENT, "key slot %d is empty", n);
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++)
-		used += kf->slots[i].used != 0;
+		used += kf->h.slots[i].used != 0;
 	if (used < 2)
 		return ic_fail(-EBUSY, "key slot %d is the last one: removing it would lose the key",
 			       n);
-	sodium_memzero(&kf->slots[n], sizeof(kf->slots[n]));
+	sodium_memzero(&kf->h.slots[n], sizeof(kf->h.slots[n]));
 	return 0;
 }
 
+int ic_keyfile_revoke(struct ic_keyfile *kf, const struct ic_key *key, int keep,
+		      const char *pass, size_t passlen, struct ic_key **out, unsigned *dropped)
+{
+	uint32_t gen = ic_keyfile_gen(kf);
+	struct ic_keyfile next;
+	struct icf_key_slot old;
+	uint8_t *masters, ad[28];
+	struct ic_key *nkey;
+	int ret;
+
+	ret = ic_sodium_ready();
+	if (ret < 0)
+		return ret;
+	ret = ic_key_matches(kf, key);
+	if (ret < 0)
+		return ret;
+	if (keep < 0 || (unsigned)keep >= ICF_KEY_SLOTS || !kf->h.slots[keep].used)
+		return ic_fail(-EINVAL, "key slot %d is not in use", keep);
+	if (gen >= ICF_KEY_GEN_MAX)
+		return ic_fail(-ENOSPC, "the key file holds %u key generations, the most it can: start a new chain",
+			       gen + 1);
+	masters = sodium_malloc((size_t)(gen + 2) * ICF_KEY_LEN);
+	if (!masters)
+		return ic_fail(-ENOMEM, "sodium_malloc: out of memory for a key");
+	for (uint32_t g = 0; g <= gen; g++)
+		memcpy(masters + (size_t)g * ICF_KEY_LEN, key->gen[g].master, ICF_KEY_LEN);
+	randombytes_buf(masters + (size_t)(gen + 1) * ICF_KEY_LEN, ICF_KEY_LEN);
+
+	next = *kf;
+	next.h.version = ICF_KEYFILE_V2;
+	next.h.reserved0 = gen + 1;
+	randombytes_buf(next.gens[gen].nonce, sizeof(next.gens[gen].nonce));
+	ic_gen_ad(ad, next.h.chain_id, gen + 1);
+	if (crypto_aead_xchacha20poly1305_ietf_encrypt(
+		    next.gens[gen].wrapped, NULL, masters + (size_t)gen * ICF_KEY_LEN, ICF_KEY_LEN,
+		    ad, sizeof(ad), NULL, next.gens[gen].nonce,
+		    masters + (size_t)(gen + 1) * ICF_KEY_LEN) != 0) {
+		ret = ic_fail(-EIO, "crypto_aead_xchacha20poly1305_ietf_encrypt failed");
+		goto out;
+	}
+	old = kf->h.slots[keep];
+	*dropped = 0;
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
+		if (kf->h.slots[i].used && i != (unsigned)keep)
+			*dropped |= 1u << i;
+		sodium_memzero(&next.h.slots[i], sizeof(next.h.slots[i]));
+	}
+	ret = ic_slot_fill(&next, (unsigned)keep, masters + (size_t)(gen + 1) * ICF_KEY_LEN, pass,
+			   passlen, old.opslimit, old.memlimit);
+	if (ret < 0)
+		goto out;
+	nkey = ic_key_build(masters, gen + 2, next.h.chain_id);
+	if (!nkey) {
+		ret = -errno;
+		goto out;
+	}
+	*kf = next;
+	*out = nkey;
+	ret = 0;
+out:
+	sodium_memzero(&next, sizeof(next));
+	sodium_free(masters);
+	return ret;
+}
+
 int ic_keyfile_create(const uint8_t chain_id[16], const char *pass, size_t passlen,
-		      struct icf_keyfile *kf, struct ic_key **out)
+		      struct ic_keyfile *kf, struct ic_key **out)
 {
 	uint64_t opslimit, memlimit;
 	struct ic_key *key;
@@ -524,10 +801,10 @@ int ic_keyfile_create(const uint8_t chain_id[16], const char *pass, size_t passl
 		return -errno;
 
 	memset(kf, 0, sizeof(*kf));
-	memcpy(kf->magic, ICF_KEY_MAGIC, sizeof(kf->magic));
-	kf->version = ICF_VERSION;
-	memcpy(kf->chain_id, chain_id, sizeof(kf->chain_id));
-	memcpy(kf->key_check, key->key_check, sizeof(kf->key_check));
+	memcpy(kf->h.magic, ICF_KEY_MAGIC, sizeof(kf->h.magic));
+	kf->h.version = ICF_KEYFILE_V1;
+	memcpy(kf->h.chain_id, chain_id, sizeof(kf->h.chain_id));
+	memcpy(kf->h.key_check, key->key_check, sizeof(kf->h.key_check));
 	ic_kdf_defaults(&opslimit, &memlimit);
 	ret = ic_keyfile_add_slot(kf, key, pass, passlen, opslimit, memlimit);
 	if (ret < 0) {
@@ -550,7 +827,8 @@ static int ic_fail_prefixed(int err, const char *path)
 }
 
 int ic_key_unlock_keyfile(const char *chain_dir, const char *passphrase_file,
-			  struct icf_keyfile *kf, struct ic_key **out, int *slot_out)
+			  struct ic_keyfile *kf, struct ic_key **out, int *slot_out,
+			  char **pass_out, size_t *passlen_out)
 {
 	char *path, *pass, prompt[512];
 	size_t passlen;
@@ -564,18 +842,30 @@ int ic_key_unlock_keyfile(const char *chain_dir, const char *passphrase_file,
 	if (ret < 0)
 		return ret;
 	ret = ic_keyfile_unlock(kf, pass, passlen, out, slot_out);
-	ic_passphrase_free(pass);
 	if (ret < 0) {
 		path = ic_path_join(chain_dir, ICF_KEYFILE_NAME);
 		ret = ic_fail_prefixed(ret, path);
 		free(path);
+	} else {
+		ic_state_note_key(*out);
+	}
+	if (ret == 0 && pass_out) {
+		*pass_out = pass;
+		*passlen_out = passlen;
+	} else {
+		ic_passphrase_free(pass);
 	}
 	return ret;
 }
 
 int ic_key_unlock(const char *chain_dir, const char *passphrase_file, struct ic_key **out)
 {
-	struct icf_keyfile kf;
+	struct ic_keyfile *kf = malloc(sizeof(*kf));
+	int ret;
 
-	return ic_key_unlock_keyfile(chain_dir, passphrase_file, &kf, out, NULL);
+	if (!kf)
+		return ic_fail(-ENOMEM, "out of memory");
+	ret = ic_key_unlock_keyfile(chain_dir, passphrase_file, kf, out, NULL, NULL, NULL);
+	free(kf);
+	return ret;
 }

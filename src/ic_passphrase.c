@@ -282,6 +282,57 @@ static int ic_pass_from_tty(const char *prompt, bool confirm, const char *hint, 
 
 /* ---- the sources, in order ------------------------------------------------- */
 
+extern char **environ;
+
+/* What a variable held when it was read and removed (sodium memory: locked, not in core
+ * dumps), so that a process that unlocks more than once (a library user) still finds
+ * it.  0: IMGCHAIN_PASSPHRASE, 1: IMGCHAIN_NEW_PASSPHRASE. */
+static struct {
+	char *pass;
+	size_t len;
+} ic_pass_env_kept[2];
+
+/* The passphrase of variable var (slot kept), then the variable removed from the
+ * environment and its "NAME=value" bytes wiped where they lie: a daemon's
+ * /proc/PID/environ shows the bytes of its initial environment, which unsetenv()
+ * alone leaves in place.  Once removed, the kept copy answers for it. */
+static int ic_pass_from_env(const char *var, int kept, char **out, size_t *len)
+{
+	size_t vlen = strlen(var);
+	const char *val = getenv(var);
+	char *entry = NULL, *copy;
+	int ret;
+
+	if (!val) {
+		if (!ic_pass_env_kept[kept].pass)
+			return 1;
+		copy = ic_pass_alloc();
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, ic_pass_env_kept[kept].pass, ic_pass_env_kept[kept].len + 1);
+		*out = copy;
+		*len = ic_pass_env_kept[kept].len;
+		return 0;
+	}
+	for (char **e = environ; e && *e; e++)
+		if (!strncmp(*e, var, vlen) && (*e)[vlen] == '=') {
+			entry = *e;
+			break;
+		}
+	ret = ic_pass_from_string(val, var, out, len);
+	unsetenv(var);
+	if (entry)
+		sodium_memzero(entry, strlen(entry));
+	sodium_free(ic_pass_env_kept[kept].pass);
+	ic_pass_env_kept[kept].pass = NULL;
+	if (ret == 0 && (copy = ic_pass_alloc())) {
+		memcpy(copy, *out, *len + 1);
+		ic_pass_env_kept[kept].pass = copy;
+		ic_pass_env_kept[kept].len = *len;
+	}
+	return ret;
+}
+
 static int ic_pass_from_env_file(const char *var, const char **path)
 {
 	*path = getenv(var);
@@ -305,9 +356,9 @@ int ic_passphrase_get(const char *passphrase_file, bool confirm, const char *pro
 		return ret;
 	if (s)
 		return ic_pass_from_file(s, out, len);
-	s = getenv("IMGCHAIN_PASSPHRASE");
-	if (s)
-		return ic_pass_from_string(s, "IMGCHAIN_PASSPHRASE", out, len);
+	ret = ic_pass_from_env("IMGCHAIN_PASSPHRASE", 0, out, len);
+	if (ret <= 0)
+		return ret;
 	return ic_pass_from_tty(prompt ? prompt : "Passphrase: ", confirm, IC_NO_PASS_HINT, out,
 				len);
 }
@@ -315,15 +366,15 @@ int ic_passphrase_get(const char *passphrase_file, bool confirm, const char *pro
 int ic_passphrase_get_new(const char *passphrase_file, const char *prompt, char **out,
 			  size_t *len)
 {
-	const char *s;
+	int ret;
 
 	if (sodium_init() < 0)
 		return ic_fail(-EIO, "sodium_init failed");
 	if (passphrase_file)
 		return ic_pass_from_file(passphrase_file, out, len);
-	s = getenv("IMGCHAIN_NEW_PASSPHRASE");
-	if (s)
-		return ic_pass_from_string(s, "IMGCHAIN_NEW_PASSPHRASE", out, len);
+	ret = ic_pass_from_env("IMGCHAIN_NEW_PASSPHRASE", 1, out, len);
+	if (ret <= 0)
+		return ret;
 	return ic_pass_from_tty(prompt ? prompt : "New passphrase: ", true, IC_NO_NEW_PASS_HINT,
 				out, len);
 }

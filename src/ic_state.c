@@ -1,4 +1,4 @@
-/* ic_state.c: the key holder's rollback memory (see ic_state.h). */
+/* ic_state.c: the key holder's rollback memory (see ic_state.h, FORMAT.md "State file"). */
 #include "config.h"
 
 #include <errno.h>
@@ -12,11 +12,15 @@
 #include "ic_state.h"
 #include "ic_util.h"
 
-struct state {
-	uint32_t seq;
-	char name[128];
-	uint8_t seal[32];
-};
+#define IC_STATE_MAGIC "imgchain-state 2\n"
+
+/* The generations of the key last unlocked (ic_state_note_key). */
+static struct {
+	bool set;
+	uint8_t chain_id[16];
+	uint32_t ngen;
+	uint8_t check[ICF_KEY_GEN_MAX + 1][16];
+} noted;
 
 static char *state_dir(void)
 {
@@ -48,14 +52,198 @@ static void hex(const uint8_t *b, size_t n, char *out)
 		sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-/* 1 = loaded, 0 = none, <0 error */
-static int load(const uint8_t id[16], struct state *st)
+/* ---- the text ------------------------------------------------------------------------ */
+
+struct cursor {
+	const char *p, *end;
+};
+
+/* Next line (without its newline) into line and n; false at the end or on a line without
+ * '\n' or holding a NUL. */
+static bool next_line(struct cursor *c, const char **line, size_t *n)
 {
-	char fname[64], sealhex[65], line[300];
+	const char *nl;
+
+	if (c->p >= c->end)
+		return false;
+	nl = memchr(c->p, '\n', (size_t)(c->end - c->p));
+	if (!nl || memchr(c->p, '\0', (size_t)(nl - c->p)))
+		return false;
+	*line = c->p;
+	*n = (size_t)(nl - c->p);
+	c->p = nl + 1;
+	return true;
+}
+
+/* A decimal uint32 as written by "%u" (no sign, no leading zero), then sep.  Advances. */
+static bool take_u32(const char **p, const char *end, char sep, uint32_t *out)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+
+	if (s >= end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < end && s[1] >= '0' &&
+						 s[1] <= '9'))
+		return false;
+	while (s < end && *s >= '0' && *s <= '9') {
+		v = v * 10 + (uint64_t)(*s++ - '0');
+		if (v > UINT32_MAX)
+			return false;
+	}
+	if (sep) {
+		if (s >= end || *s != sep)
+			return false;
+		s++;
+	}
+	*out = (uint32_t)v;
+	*p = s;
+	return true;
+}
+
+/* n bytes as 2n lowercase hex digits, then sep.  Advances. */
+static bool take_hex(const char **p, const char *end, uint8_t *out, size_t n, char sep)
+{
+	const char *s = *p;
+
+	if ((size_t)(end - s) < 2 * n)
+		return false;
+	for (size_t i = 0; i < 2 * n; i++) {
+		char ch = s[i];
+		int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+
+		if (v < 0)
+			return false;
+		if (i % 2 == 0)
+			out[i / 2] = (uint8_t)(v << 4);
+		else
+			out[i / 2] |= (uint8_t)v;
+	}
+	s += 2 * n;
+	if (sep) {
+		if (s >= end || *s != sep)
+			return false;
+		s++;
+	}
+	*p = s;
+	return true;
+}
+
+/* The rest of the line as a restore point name. */
+static bool take_name(const char *p, const char *end, char *name)
+{
+	size_t n = (size_t)(end - p);
+
+	if (n < 1 || n > ICF_NAME_MAX)
+		return false;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	return ic_name_valid(name);
+}
+
+/* Version 1: "seq N\nseal HEX\nname NAME\n" (the newest point only). */
+static bool decode_v1(struct cursor *c, struct ic_state *st)
+{
+	struct ic_state_point *pt = &st->points[0];
+	const char *l, *p;
+	size_t n;
+
+	if (!next_line(c, &l, &n) || n < 4 || memcmp(l, "seq ", 4))
+		return false;
+	p = l + 4;
+	if (!take_u32(&p, l + n, 0, &pt->seq) || p != l + n || !pt->seq)
+		return false;
+	if (!next_line(c, &l, &n) || n != 5 + 64 || memcmp(l, "seal ", 5))
+		return false;
+	p = l + 5;
+	if (!take_hex(&p, l + n, pt->seal, 32, 0))
+		return false;
+	if (!next_line(c, &l, &n) || n < 5 || memcmp(l, "name ", 5) ||
+	    !take_name(l + 5, l + n, pt->name))
+		return false;
+	st->npoints = 1;
+	return c->p == c->end;
+}
+
+static bool decode_v2(struct cursor *c, struct ic_state *st)
+{
+	const char *l, *p;
+	size_t n;
+
+	while (next_line(c, &l, &n)) {
+		if (n >= 7 && !memcmp(l, "keygen ", 7)) {
+			p = l + 7;
+			if (st->have_keygen || st->npoints ||
+			    !take_u32(&p, l + n, ' ', &st->keygen) || st->keygen > ICF_KEY_GEN_MAX ||
+			    !take_hex(&p, l + n, st->gen_check, 16, 0) || p != l + n)
+				return false;
+			st->have_keygen = true;
+		} else if (n >= 6 && !memcmp(l, "point ", 6)) {
+			struct ic_state_point *pt = &st->points[st->npoints];
+
+			p = l + 6;
+			if (st->npoints >= IC_STATE_POINTS || !take_u32(&p, l + n, ' ', &pt->seq) ||
+			    !pt->seq || (st->npoints && pt->seq <= pt[-1].seq) ||
+			    !take_hex(&p, l + n, pt->seal, 32, ' ') || !take_name(p, l + n, pt->name))
+				return false;
+			st->npoints++;
+		} else {
+			return false;
+		}
+	}
+	return c->p == c->end;
+}
+
+int ic_state_decode(const char *buf, size_t len, struct ic_state *st, const char *path)
+{
+	struct cursor c = { buf, buf + len };
+	size_t mlen = sizeof(IC_STATE_MAGIC) - 1;
+	bool ok;
+
+	memset(st, 0, sizeof(*st));
+	if (len > IC_STATE_MAX_BYTES)
+		ok = false;
+	else if (len >= mlen && !memcmp(buf, IC_STATE_MAGIC, mlen)) {
+		c.p += mlen;
+		ok = decode_v2(&c, st);
+	} else {
+		ok = decode_v1(&c, st);
+	}
+	if (ok)
+		return 0;
+	memset(st, 0, sizeof(*st));
+	return ic_fail(-EINVAL, "%s: unreadable state file (remove it to start afresh)", path);
+}
+
+size_t ic_state_encode(const struct ic_state *st, char *buf)
+{
+	char h[65];
+	size_t n = 0;
+
+	n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "%s", IC_STATE_MAGIC);
+	if (st->have_keygen) {
+		hex(st->gen_check, 16, h);
+		n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "keygen %u %s\n",
+				      st->keygen, h);
+	}
+	for (size_t i = 0; i < st->npoints; i++) {
+		hex(st->points[i].seal, 32, h);
+		n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "point %u %s %s\n",
+				      st->points[i].seq, h, st->points[i].name);
+	}
+	return n;
+}
+
+/* ---- the file ------------------------------------------------------------------------ */
+
+/* 1 = loaded, 0 = none (st empty), <0 error */
+static int load(const uint8_t id[16], struct ic_state *st)
+{
+	char fname[64], *buf = NULL;
 	char *dir = state_dir(), *path;
+	size_t n;
 	FILE *f;
 	int fd, ret = 0;
 
+	memset(st, 0, sizeof(*st));
 	file_name(id, fname, sizeof(fname));
 	path = ic_path_join(dir, fname);
 	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
@@ -69,22 +257,19 @@ static int load(const uint8_t id[16], struct state *st)
 		close(fd);
 		goto out;
 	}
-	memset(st, 0, sizeof(*st));
-	ret = 1;
-	if (!fgets(line, sizeof(line), f) || sscanf(line, "seq %u", &st->seq) != 1 ||
-	    !fgets(line, sizeof(line), f) || sscanf(line, "seal %64s", sealhex) != 1 ||
-	    strlen(sealhex) != 64 || !fgets(line, sizeof(line), f) ||
-	    sscanf(line, "name %127s", st->name) != 1)
-		ret = ic_fail(-EINVAL, "%s: unreadable state file (remove it to start afresh)", path);
-	for (int i = 0; ret == 1 && i < 32; i++) {
-		unsigned v;
-
-		if (sscanf(sealhex + 2 * i, "%2x", &v) != 1)
-			ret = ic_fail(-EINVAL, "%s: unreadable state file", path);
-		st->seal[i] = (uint8_t)v;
+	buf = malloc(IC_STATE_MAX_BYTES + 1);
+	if (!buf) {
+		ret = ic_fail(-ENOMEM, "out of memory");
+	} else {
+		n = fread(buf, 1, IC_STATE_MAX_BYTES + 1, f);
+		if (ferror(f))
+			ret = ic_fail(-EIO, "%s: read error", path);
+		else
+			ret = ic_state_decode(buf, n, st, path) ?: 1;
 	}
 	fclose(f);
 out:
+	free(buf);
 	free(path);
 	free(dir);
 	return ret;
@@ -108,47 +293,220 @@ static int mkdirs(const char *dir)
 	return 0;
 }
 
-int ic_state_record(const uint8_t chain_id[16], uint32_t seq, const char *name,
-		    const uint8_t seal[32])
+static int store(const uint8_t chain_id[16], const struct ic_state *st)
 {
-	char fname[64], sealhex[65], text[400];
+	char fname[64], *text = malloc(IC_STATE_MAX_BYTES);
 	char *dir = state_dir();
-	int n, ret = mkdirs(dir);
+	int ret = text ? mkdirs(dir) : ic_fail(-ENOMEM, "out of memory");
 
 	if (!ret) {
 		file_name(chain_id, fname, sizeof(fname));
-		hex(seal, 32, sealhex);
-		n = snprintf(text, sizeof(text), "seq %u\nseal %s\nname %s\n", seq, sealhex, name);
-		ret = ic_write_file_atomic(dir, fname, text, (size_t)n, 0600);
+		ret = ic_write_file_atomic(dir, fname, text, ic_state_encode(st, text), 0600);
 	}
+	free(text);
 	free(dir);
 	return ret;
+}
+
+static struct ic_state *state_new(void)
+{
+	struct ic_state *st = malloc(sizeof(*st));
+
+	if (!st)
+		ic_fail(-ENOMEM, "out of memory");
+	return st;
+}
+
+/* Add or replace point (seq, seal, name), keeping the newest IC_STATE_POINTS. */
+static void put_point(struct ic_state *st, uint32_t seq, const uint8_t seal[32], const char *name)
+{
+	size_t i = 0;
+
+	while (i < st->npoints && st->points[i].seq < seq)
+		i++;
+	if (i == st->npoints || st->points[i].seq != seq) {
+		if (st->npoints == IC_STATE_POINTS) {
+			if (i == 0)
+				return;         /* older than everything remembered */
+			memmove(&st->points[0], &st->points[1], --i * sizeof(st->points[0]));
+			st->npoints--;
+		}
+		memmove(&st->points[i + 1], &st->points[i],
+			(st->npoints - i) * sizeof(st->points[0]));
+		st->npoints++;
+	}
+	st->points[i].seq = seq;
+	memcpy(st->points[i].seal, seal, 32);
+	snprintf(st->points[i].name, sizeof(st->points[i].name), "%s", name);
+}
+
+static void drop_point(struct ic_state *st, size_t i)
+{
+	memmove(&st->points[i], &st->points[i + 1], (st->npoints - i - 1) * sizeof(st->points[0]));
+	st->npoints--;
+}
+
+/* ---- the checks ---------------------------------------------------------------------- */
+
+void ic_state_note_key(const struct ic_key *key)
+{
+	memset(&noted, 0, sizeof(noted));
+	memcpy(noted.chain_id, key->chain_id, 16);
+	noted.ngen = key->ngen;
+	for (uint16_t g = 0; g < key->ngen && g <= ICF_KEY_GEN_MAX; g++)
+		memcpy(noted.check[g], ic_key_gen_check(key, g), 16);
+	noted.set = true;
+}
+
+/* The key part of a check on a loaded state; *dirty when st changed. */
+static int check_key(const char *dir, const uint8_t chain_id[16], struct ic_state *st,
+		     bool accept, bool *dirty)
+{
+	uint32_t cur;
+
+	if (!noted.set || memcmp(noted.chain_id, chain_id, 16))
+		return 0;
+	cur = noted.ngen - 1;
+	if (st->have_keygen && !accept) {
+		if (cur < st->keygen)
+			return ic_fail(IC_ECORRUPT,
+				       "%s/%s: rolled back: this machine last saw key generation %u, the key file holds only generations 0 to %u (an older copy, which a revoked passphrase may open); use --accept-rollback if that is expected",
+				       dir, ICF_KEYFILE_NAME, st->keygen, cur);
+		if (memcmp(noted.check[st->keygen], st->gen_check, 16))
+			return ic_fail(IC_ECORRUPT,
+				       "%s/%s: key generation %u is not the one this machine saw (the key file was replaced); use --accept-rollback if that is expected",
+				       dir, ICF_KEYFILE_NAME, st->keygen);
+	}
+	if (!st->have_keygen || st->keygen != cur || memcmp(st->gen_check, noted.check[cur], 16)) {
+		st->have_keygen = true;
+		st->keygen = cur;
+		memcpy(st->gen_check, noted.check[cur], 16);
+		*dirty = true;
+	}
+	return 0;
+}
+
+int ic_state_check_key(const char *dir, const uint8_t chain_id[16], bool accept)
+{
+	struct ic_state *st = state_new();
+	bool dirty = false;
+	int ret;
+
+	if (!st)
+		return -ENOMEM;
+	ret = load(chain_id, st);
+	if (ret >= 0)
+		ret = check_key(dir, chain_id, st, accept, &dirty);
+	if (ret >= 0 && dirty)
+		ret = store(chain_id, st);
+	free(st);
+	return ret < 0 ? ret : 0;
 }
 
 int ic_state_check(const struct ic_chain *c, bool accept)
 {
 	const struct ic_point *newest = ic_chain_newest(c), *seen;
-	struct state st;
+	struct ic_state_point *top;
+	struct ic_state *st = state_new();
+	bool dirty = false;
 	int ret;
 
-	if (!newest)
-		return 0;
-	ret = load(c->chain_id, &st);
+	if (!st)
+		return -ENOMEM;
+	ret = load(c->chain_id, st);
 	if (ret < 0)
-		return ret;
-	if (ret == 1 && !accept) {
-		seen = ic_chain_find_seq(c, st.seq);
-		if (!seen && newest->seq < st.seq)
-			return ic_fail(IC_ECORRUPT,
-				       "%s: rolled back or truncated: this machine last saw restore point '%s' (sequence %u), the newest now is '%s' (sequence %u); use --accept-rollback if that is expected",
-				       c->dir, st.name, st.seq, newest->img->slot.name, newest->seq);
-		if (seen && memcmp(seen->img->slot.seal, st.seal, 32))
-			return ic_fail(IC_ECORRUPT,
-				       "%s: restore point '%s' (sequence %u) is not the one this machine saw (its seal changed); use --accept-rollback if that is expected",
-				       c->dir, seen->img->slot.name, st.seq);
-		if (newest->seq == st.seq)
-			return 0;
+		goto out;
+	ret = check_key(c->dir, c->chain_id, st, accept, &dirty);
+	if (ret < 0 || !newest)
+		goto out_store;
+	top = st->npoints ? &st->points[st->npoints - 1] : NULL;
+	if (top && !accept) {
+		seen = ic_chain_find_seq(c, top->seq);
+		if (!seen && newest->seq < top->seq) {
+			ret = ic_fail(IC_ECORRUPT,
+				      "%s: rolled back or truncated: this machine last saw restore point '%s' (sequence %u), the newest now is '%s' (sequence %u); use --accept-rollback if that is expected",
+				      c->dir, top->name, top->seq, newest->img->slot.name, newest->seq);
+			goto out;
+		}
+		if (seen && memcmp(seen->img->slot.seal, top->seal, 32)) {
+			ret = ic_fail(IC_ECORRUPT,
+				      "%s: restore point '%s' (sequence %u) is not the one this machine saw (its seal changed); use --accept-rollback if that is expected",
+				      c->dir, seen->img->slot.name, top->seq);
+			goto out;
+		}
 	}
-	return ic_state_record(c->chain_id, newest->seq, newest->img->slot.name,
-			       newest->img->slot.seal);
+	if (accept) {
+		/* forget what was rolled back, and a newest point that was replaced */
+		while (st->npoints && st->points[st->npoints - 1].seq > newest->seq) {
+			st->npoints--;
+			dirty = true;
+		}
+	}
+	top = st->npoints ? &st->points[st->npoints - 1] : NULL;
+	if (!top || top->seq != newest->seq || memcmp(top->seal, newest->img->slot.seal, 32)) {
+		put_point(st, newest->seq, newest->img->slot.seal, newest->img->slot.name);
+		dirty = true;
+	}
+out_store:
+	if (ret >= 0 && dirty)
+		ret = store(c->chain_id, st);
+out:
+	free(st);
+	return ret < 0 ? ret : 0;
+}
+
+int ic_state_record(const uint8_t chain_id[16], uint32_t seq, const char *name,
+		    const uint8_t seal[32])
+{
+	struct ic_state *st = state_new();
+	int ret;
+
+	if (!st)
+		return -ENOMEM;
+	ret = load(chain_id, st);
+	if (ret == -EINVAL)
+		memset(st, 0, sizeof(*st));     /* unreadable: start afresh with this point */
+	else if (ret < 0)
+		goto out;
+	/* the writer just made seq: whatever is remembered at or above it belongs to a
+	 * history the chain no longer has (a rollback that was accepted) */
+	while (st->npoints && st->points[st->npoints - 1].seq >= seq)
+		st->npoints--;
+	put_point(st, seq, seal, name);
+	ret = store(chain_id, st);
+out:
+	free(st);
+	return ret;
+}
+
+int ic_state_review(const struct ic_chain *c,
+		    void (*report)(const struct ic_state_point *p, bool replaced, void *arg),
+		    void *arg)
+{
+	struct ic_state *st = state_new();
+	const struct ic_point *seen;
+	int ret, n = 0;
+
+	if (!st)
+		return -ENOMEM;
+	ret = load(c->chain_id, st);
+	if (ret < 0)
+		goto out;
+	for (size_t i = 0; i < st->npoints;) {
+		seen = ic_chain_find_seq(c, st->points[i].seq);
+		if (seen && !memcmp(seen->img->slot.seal, st->points[i].seal, 32)) {
+			i++;
+			continue;
+		}
+		report(&st->points[i], seen != NULL, arg);
+		drop_point(st, i);
+		n++;
+	}
+	for (size_t i = 0; i < c->npoints; i++)
+		put_point(st, c->points[i].seq, c->points[i].img->slot.seal,
+			  c->points[i].img->slot.name);
+	ret = store(c->chain_id, st);
+out:
+	free(st);
+	return ret < 0 ? ret : n;
 }

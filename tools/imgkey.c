@@ -1,6 +1,7 @@
-/* imgkey: list, add and remove the passphrase slots of a chain's key file. */
+/* imgkey: list, add and remove the passphrase slots of a chain's key file; revoke. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ enum {
 struct imgkey_opts {
 	const char *passphrase_file;
 	const char *new_passphrase_file;
+	bool accept_rollback;
 	const char *cmd;
 	char **args;
 	int nargs;
@@ -25,24 +27,36 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: imgkey list CHAIN\n"
+		"       imgkey check [--passphrase-file FILE] CHAIN\n"
 		"       imgkey add [--passphrase-file FILE] [--new-passphrase-file FILE] CHAIN\n"
 		"       imgkey remove [--passphrase-file FILE] CHAIN SLOT\n"
+		"       imgkey revoke [--passphrase-file FILE] CHAIN [SLOT]\n"
 		"\n"
-		"Manage the passphrase slots of CHAIN/" ICF_KEYFILE_NAME ".\n"
+		"Manage the passphrase slots and key generations of CHAIN/" ICF_KEYFILE_NAME ".\n"
 		"\n"
-		"  list      show the chain id and the used slots (no passphrase needed)\n"
+		"  list      show the chain id, the key generations and the used slots\n"
+		"            (no passphrase needed)\n"
+		"  check     unlock: show the slot that opens and the key generations it gives\n"
 		"  add       unlock with a current passphrase, add a slot for a new one\n"
-		"  remove    unlock with a current passphrase, clear slot SLOT\n"
+		"  remove    unlock with a current passphrase, clear slot SLOT; this does NOT\n"
+		"            revoke: a copy of the old key file still opens with its passphrase\n"
+		"  revoke    unlock with a passphrase you keep and start a new key generation:\n"
+		"            points made from now on need it, which no old copy of the key file\n"
+		"            holds.  Only the slot that unlocked is kept; every other slot (SLOT\n"
+		"            among them) is dropped and must be added again with 'imgkey add'\n"
 		"\n"
 		"Options:\n"
 		"      --passphrase-file FILE      current passphrase: first line of FILE\n"
 		"      --new-passphrase-file FILE  new passphrase (add): first line of FILE\n"
+		"  -R, --accept-rollback           accept a key file older than this machine last saw\n"
 		"  -h, --help                      show this help and exit\n"
 		"  -V, --version                   show the version and exit\n"
 		"\n"
 		"Environment: IMGCHAIN_PASSPHRASE_FILE, IMGCHAIN_PASSPHRASE,\n"
-		"IMGCHAIN_NEW_PASSPHRASE, IMGCHAIN_KDF=interactive|moderate|sensitive.\n"
-		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key, 4 corrupt.\n");
+		"IMGCHAIN_NEW_PASSPHRASE, IMGCHAIN_KDF=interactive|moderate|sensitive,\n"
+		"IMGCHAIN_KDF_MAX (highest KDF cost tried, default sensitive), IMGCHAIN_STATE_DIR.\n"
+		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key,\n"
+		"4 corrupt or rolled back.\n");
 }
 
 /* Print msg (unless empty) and the usage hint; returns the usage exit code. */
@@ -63,7 +77,7 @@ static void print_hex(const uint8_t *p, size_t n)
 
 static int cmd_list(const struct imgkey_opts *o)
 {
-	struct icf_keyfile kf;
+	static struct ic_keyfile kf;
 	unsigned used = 0;
 	char mem[32];
 	int ret;
@@ -72,14 +86,16 @@ static int cmd_list(const struct imgkey_opts *o)
 	if (ret < 0)
 		return ic_report(ret);
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++)
-		used += kf.slots[i].used != 0;
+		used += kf.h.slots[i].used != 0;
 	printf("chain id:  ");
-	print_hex(kf.chain_id, sizeof(kf.chain_id));
+	print_hex(kf.h.chain_id, sizeof(kf.h.chain_id));
 	printf("key check: ");
-	print_hex(kf.key_check, sizeof(kf.key_check));
+	print_hex(kf.h.key_check, sizeof(kf.h.key_check));
+	printf("key generations: 0 to %u (new points use %u)\n", ic_keyfile_gen(&kf),
+	       ic_keyfile_gen(&kf));
 	printf("slots:     %u of %u used\n", used, ICF_KEY_SLOTS);
 	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++) {
-		const struct icf_key_slot *s = &kf.slots[i];
+		const struct icf_key_slot *s = &kf.h.slots[i];
 
 		if (!s->used)
 			continue;
@@ -102,17 +118,51 @@ static int with_lock(const struct imgkey_opts *o, int (*fn)(const struct imgkey_
 	return ret;
 }
 
+/* Unlock the key file of the chain and compare its generation with this machine's state
+ * (a rolled-back key file is refused, exit 4, unless --accept-rollback). */
+static int unlock(const struct imgkey_opts *o, struct ic_keyfile *kf, struct ic_key **key,
+		  int *slot, char **pass, size_t *passlen)
+{
+	int ret = ic_key_unlock_keyfile(o->args[0], o->passphrase_file, kf, key, slot, pass,
+					passlen);
+
+	if (ret < 0)
+		return ret;
+	ret = ic_state_check_key(o->args[0], kf->h.chain_id, o->accept_rollback);
+	if (ret < 0) {
+		ic_key_free(*key);
+		*key = NULL;
+		if (pass)
+			ic_passphrase_free(*pass);
+	}
+	return ret;
+}
+
+static int cmd_check(const struct imgkey_opts *o)
+{
+	static struct ic_keyfile kf;
+	struct ic_key *key;
+	int ret, slot;
+
+	ret = unlock(o, &kf, &key, &slot, NULL, NULL);
+	if (ret < 0)
+		return ic_report(ret);
+	printf("key slot %d opens key generations 0 to %u\n", slot, ic_key_current_gen(key));
+	ic_key_free(key);
+	return IC_EXIT_OK;
+}
+
 static int cmd_add(const struct imgkey_opts *o)
 {
 	const char *chain = o->args[0];
+	static struct ic_keyfile kf;
 	uint64_t opslimit, memlimit;
-	struct icf_keyfile kf;
 	struct ic_key *key;
 	char *pass;
 	size_t passlen;
 	int ret, slot;
 
-	ret = ic_key_unlock_keyfile(chain, o->passphrase_file, &kf, &key, NULL);
+	ret = unlock(o, &kf, &key, NULL, NULL, NULL);
 	if (ret < 0)
 		return ic_report(ret);
 	ret = ic_passphrase_get_new(o->new_passphrase_file, "New passphrase: ", &pass, &passlen);
@@ -150,13 +200,13 @@ static int parse_slot(const char *s, int *slot)
 static int cmd_remove(const struct imgkey_opts *o)
 {
 	const char *chain = o->args[0];
-	struct icf_keyfile kf;
+	static struct ic_keyfile kf;
 	struct ic_key *key;
 	int ret, slot;
 
 	if (parse_slot(o->args[1], &slot) < 0)
 		return usage_error("SLOT must be a number from 0 to 7");
-	ret = ic_key_unlock_keyfile(chain, o->passphrase_file, &kf, &key, NULL);
+	ret = unlock(o, &kf, &key, NULL, NULL, NULL);
 	if (ret < 0)
 		return ic_report(ret);
 	ic_key_free(key);
@@ -166,6 +216,61 @@ static int cmd_remove(const struct imgkey_opts *o)
 	if (ret < 0)
 		return ic_report(ret);
 	printf("removed key slot %d\n", slot);
+	printf("note: this does not revoke: a copy of the old key file still opens with that passphrase (see 'imgkey revoke')\n");
+	return IC_EXIT_OK;
+}
+
+static int cmd_revoke(const struct imgkey_opts *o)
+{
+	const char *chain = o->args[0];
+	static struct ic_keyfile kf;
+	struct ic_key *key, *nkey = NULL;
+	unsigned dropped = 0;
+	int ret, slot = -1, kept;
+	char *pass, list[64] = "";
+	size_t passlen, n = 0;
+
+	if (o->nargs > 1 && parse_slot(o->args[1], &slot) < 0)
+		return usage_error("SLOT must be a number from 0 to 7");
+	ret = unlock(o, &kf, &key, &kept, &pass, &passlen);
+	if (ret < 0)
+		return ic_report(ret);
+	if (slot >= 0 && !kf.h.slots[slot].used)
+		ret = ic_fail(-ENOENT, "key slot %d is empty", slot);
+	else if (slot == kept)
+		ret = ic_fail(-EINVAL,
+			      "key slot %d is the one this passphrase opens: to revoke it, unlock with a passphrase you keep",
+			      slot);
+	else
+		ret = ic_keyfile_revoke(&kf, key, kept, pass, passlen, &nkey, &dropped);
+	ic_passphrase_free(pass);
+	ic_key_free(key);
+	if (!ret)
+		ret = ic_keyfile_store(chain, &kf);
+	if (!ret) {
+		/* this machine now expects the new generation: an older key file is a rollback */
+		ic_state_note_key(nkey);
+		ret = ic_state_check_key(chain, kf.h.chain_id, false);
+		if (ret < 0) {
+			ic_msg("warning: %s (this machine's state does not know the new key generation)",
+			       ic_last_error(ret));
+			ret = 0;
+		}
+	}
+	if (ret < 0) {
+		ic_key_free(nkey);
+		return ic_report(ret);
+	}
+	printf("new key generation %u: points made from now on need it; no older copy of the key file holds it\n",
+	       ic_key_current_gen(nkey));
+	printf("kept key slot %d (the passphrase that unlocked)\n", kept);
+	for (unsigned i = 0; i < ICF_KEY_SLOTS; i++)
+		if (dropped & (1u << i))
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%u", n ? ", " : "", i);
+	if (dropped)
+		printf("dropped key slot(s) %s: they wrapped the old key; add the passphrases you keep again with 'imgkey add'\n",
+		       list);
+	ic_key_free(nkey);
 	return IC_EXIT_OK;
 }
 
@@ -175,6 +280,7 @@ static int parse_args(int argc, char **argv, struct imgkey_opts *o)
 	static const struct option longopts[] = {
 		{ "passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE },
 		{ "new-passphrase-file", required_argument, NULL, OPT_NEW_PASSPHRASE_FILE },
+		{ "accept-rollback", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -183,13 +289,16 @@ static int parse_args(int argc, char **argv, struct imgkey_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	opterr = 0;                 /* our own messages, prefixed "imgkey:" */
-	while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hVR", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_PASSPHRASE_FILE:
 			o->passphrase_file = optarg;
 			break;
 		case OPT_NEW_PASSPHRASE_FILE:
 			o->new_passphrase_file = optarg;
+			break;
+		case 'R':
+			o->accept_rollback = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -209,7 +318,7 @@ static int parse_args(int argc, char **argv, struct imgkey_opts *o)
 		}
 	}
 	if (optind >= argc)
-		return usage_error("missing command (list, add or remove)");
+		return usage_error("missing command (list, check, add, remove or revoke)");
 	o->cmd = argv[optind];
 	o->args = argv + optind + 1;
 	o->nargs = argc - optind - 1;
@@ -242,6 +351,20 @@ int main(int argc, char **argv)
 	if (!strcmp(o.cmd, "list")) {
 		ret = check_args(&o, 1, false, false);
 		return ret >= 0 ? ret : cmd_list(&o);
+	}
+	if (!strcmp(o.cmd, "check")) {
+		ret = check_args(&o, 1, true, false);
+		return ret >= 0 ? ret : cmd_check(&o);
+	}
+	if (!strcmp(o.cmd, "revoke")) {
+		int slot;
+
+		ret = check_args(&o, o.nargs == 2 ? 2 : 1, true, false);
+		if (ret >= 0)
+			return ret;
+		if (o.nargs == 2 && parse_slot(o.args[1], &slot) < 0)
+			return usage_error("SLOT must be a number from 0 to 7");
+		return with_lock(&o, cmd_revoke);
 	}
 	if (!strcmp(o.cmd, "add")) {
 		ret = check_args(&o, 1, true, true);

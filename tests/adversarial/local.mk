@@ -32,7 +32,9 @@ SH_TESTS += \
 	tests/adversarial/e04-seq-range.sh \
 	tests/adversarial/e05-seq-reuse.sh \
 	tests/adversarial/e06-overlay-binding.sh \
-	tests/adversarial/e07-leaks.sh
+	tests/adversarial/e07-leaks.sh \
+	tests/adversarial/e08-revocation.sh \
+	tests/adversarial/e09-kdf-cost.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
 # e07-leaks.sh: tests/lib/dumpable.so, an LD_PRELOAD shim reporting prctl(PR_GET_DUMPABLE) at exit
 check_DATA += tests/lib/dumpable.so

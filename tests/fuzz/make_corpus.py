@@ -49,3 +49,12 @@ hdr = struct.pack('<8sIIIIQQQQQ', b'ICOVLMAP', 2, 4096, 32512, 1, 1, 1000000, 10
 page = struct.pack('<IIQQQ', 0x50564f49, 0, 1, 0, 0) + b'\x0f' + bytes(4096 - 32 - 2) + b'\x01'
 put('fuzz_overlay', 'map', bytes(4096) + hdr.ljust(4096, b'\0') + page)
 put('fuzz_overlay', 'empty', b'')
+# the key holder's state file (FORMAT.md "State file"), both versions
+put('fuzz_state', 'v1', b'seq 3\nseal ' + b'ab' * 32 + b'\nname daily-3\n')
+put('fuzz_state', 'v2', b'imgchain-state 2\nkeygen 1 ' + b'0f' * 16 + b'\npoint 1 ' + b'01' * 32 +
+    b' mon\npoint 7 ' + b'fe' * 32 + b' tue.2026-12-03\n')
+# the consolidation journal (FORMAT.md "Journal"); fuzz_journal appends the sum line when the
+# last byte is odd
+put('fuzz_journal', 'commit', b'imgchain-journal 1\nphase commit\nremove 3 2\ninplace 1 3 123456\n'
+    b'target 5 4\npunch 2\n\x01')
+put('fuzz_journal', 'idle', b'imgchain-journal 1\nphase idle\npunch 7\npunch 9\n\x01')

@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "ic_keys.h"
+#include "ic_state.h"
 #include "ic_util.h"
 #include "unit.h"
 
@@ -22,7 +23,7 @@ static const uint8_t chain_b[16] = { 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0
 				     0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf, 0xc0 };
 
 /* One real key file (one Argon2id run), shared by the tests that need one. */
-static struct icf_keyfile fixture_kf;
+static struct ic_keyfile fixture_kf;
 static struct ic_key *fixture_key;
 
 static bool msg_has(int err, const char *needle)
@@ -47,7 +48,7 @@ static void write_file(const char *dir, const char *name, const void *buf, size_
 	free(p);
 }
 
-static int try_unlock(const struct icf_keyfile *kf, const char *pass, int *slot)
+static int try_unlock(const struct ic_keyfile *kf, const char *pass, int *slot)
 {
 	struct ic_key *key = NULL;
 	int ret = ic_keyfile_unlock(kf, pass, strlen(pass), &key, slot);
@@ -60,20 +61,20 @@ static int try_unlock(const struct icf_keyfile *kf, const char *pass, int *slot)
 }
 
 /* A structurally valid key file with no real wrapping: decode tests need no KDF. */
-static void fake_keyfile(struct icf_keyfile *kf)
+static void fake_keyfile(struct ic_keyfile *kf)
 {
 	memset(kf, 0, sizeof(*kf));
-	memcpy(kf->magic, ICF_KEY_MAGIC, 8);
-	kf->version = ICF_VERSION;
-	memcpy(kf->chain_id, chain_a, 16);
-	memset(kf->key_check, 0x5a, 16);
-	kf->slots[2].used = 1;
-	kf->slots[2].alg = crypto_pwhash_ALG_ARGON2ID13;
-	kf->slots[2].opslimit = 2;
-	kf->slots[2].memlimit = 64u << 20;
-	memset(kf->slots[2].salt, 0x11, 16);
-	memset(kf->slots[2].nonce, 0x22, 24);
-	memset(kf->slots[2].wrapped, 0x33, 48);
+	memcpy(kf->h.magic, ICF_KEY_MAGIC, 8);
+	kf->h.version = ICF_KEYFILE_V1;
+	memcpy(kf->h.chain_id, chain_a, 16);
+	memset(kf->h.key_check, 0x5a, 16);
+	kf->h.slots[2].used = 1;
+	kf->h.slots[2].alg = crypto_pwhash_ALG_ARGON2ID13;
+	kf->h.slots[2].opslimit = 2;
+	kf->h.slots[2].memlimit = 64u << 20;
+	memset(kf->h.slots[2].salt, 0x11, 16);
+	memset(kf->h.slots[2].nonce, 0x22, 24);
+	memset(kf->h.slots[2].wrapped, 0x33, 48);
 }
 
 static void test_derivation(void)
@@ -143,19 +144,19 @@ static void test_kdf_defaults(void)
 static void test_roundtrip(void)
 {
 	uint8_t buf[sizeof(struct icf_keyfile)];
-	struct icf_keyfile kf, loaded;
+	struct ic_keyfile kf, loaded;
 	char *dir = unit_tmpdir(), *path;
 	struct stat st;
 	int slot = -1;
 
 	kf = fixture_kf;
-	CHECK_EQ(kf.slots[0].used, 1);
-	CHECK_EQ(kf.slots[0].alg, crypto_pwhash_ALG_ARGON2ID13);
-	CHECK_EQ(kf.slots[0].opslimit, crypto_pwhash_OPSLIMIT_INTERACTIVE);
-	CHECK(!memcmp(kf.key_check, fixture_key->key_check, 16));
-	CHECK(!memcmp(kf.chain_id, chain_a, 16));
+	CHECK_EQ(kf.h.slots[0].used, 1);
+	CHECK_EQ(kf.h.slots[0].alg, crypto_pwhash_ALG_ARGON2ID13);
+	CHECK_EQ(kf.h.slots[0].opslimit, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	CHECK(!memcmp(kf.h.key_check, fixture_key->key_check, 16));
+	CHECK(!memcmp(kf.h.chain_id, chain_a, 16));
 	for (unsigned i = 1; i < ICF_KEY_SLOTS; i++)
-		CHECK_EQ(kf.slots[i].used, 0);
+		CHECK_EQ(kf.h.slots[i].used, 0);
 
 	ic_keyfile_encode(&kf, buf);
 	CHECK(!memcmp(buf, ICF_KEY_MAGIC, 8));
@@ -186,13 +187,13 @@ static void test_wrong_passphrase(void)
 
 static void test_slots(void)
 {
-	struct icf_keyfile kf = fixture_kf, full;
+	struct ic_keyfile kf = fixture_kf, full;
 	uint64_t ops, mem;
 	int slot = -1;
 
 	ic_kdf_defaults(&ops, &mem);
 	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, mem), 1);
-	CHECK(memcmp(kf.slots[0].salt, kf.slots[1].salt, 16));
+	CHECK(memcmp(kf.h.slots[0].salt, kf.h.slots[1].salt, 16));
 	CHECK_EQ(try_unlock(&kf, PASS2, &slot), 0);
 	CHECK_EQ(slot, 1);
 	CHECK_EQ(try_unlock(&kf, PASS1, &slot), 0);
@@ -206,7 +207,7 @@ static void test_slots(void)
 	/* every slot full: no KDF is run, -ENOSPC */
 	full = kf;
 	for (unsigned i = 2; i < ICF_KEY_SLOTS; i++)
-		full.slots[i] = kf.slots[1];
+		full.h.slots[i] = kf.h.slots[1];
 	CHECK_EQ(ic_keyfile_add_slot(&full, fixture_key, PASS2, strlen(PASS2), ops, mem),
 		 -ENOSPC);
 
@@ -214,7 +215,7 @@ static void test_slots(void)
 	CHECK_EQ(ic_keyfile_remove_slot(&kf, ICF_KEY_SLOTS), -EINVAL);
 	CHECK_EQ(ic_keyfile_remove_slot(&kf, 5), -ENOENT);
 	CHECK_EQ(ic_keyfile_remove_slot(&kf, 0), 0);
-	CHECK_EQ(kf.slots[0].used, 0);
+	CHECK_EQ(kf.h.slots[0].used, 0);
 	CHECK_EQ(ic_keyfile_remove_slot(&kf, 1), -EBUSY);
 	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
 	CHECK_EQ(try_unlock(&kf, PASS2, &slot), 0);
@@ -226,29 +227,29 @@ static void test_slots(void)
 /* The wrapping's additional data binds the slot index, the chain id and the KDF cost. */
 static void test_binding(void)
 {
-	struct icf_keyfile kf;
+	struct ic_keyfile kf;
 	int ret;
 
 	kf = fixture_kf;
-	kf.slots[3] = kf.slots[0];
-	memset(&kf.slots[0], 0, sizeof(kf.slots[0]));
+	kf.h.slots[3] = kf.h.slots[0];
+	memset(&kf.h.slots[0], 0, sizeof(kf.h.slots[0]));
 	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
 
 	kf = fixture_kf;
-	kf.chain_id[0] ^= 1;
+	kf.h.chain_id[0] ^= 1;
 	CHECK_EQ(try_unlock(&kf, PASS1, NULL), IC_EKEY);
 
 	kf = fixture_kf;
-	kf.key_check[15] ^= 0x80;
+	kf.h.key_check[15] ^= 0x80;
 	ret = try_unlock(&kf, PASS1, NULL);
 	CHECK_EQ(ret, IC_EKEY);
 	CHECK(msg_has(ret, "key check mismatch"));
 }
 
-static void expect_corrupt(const struct icf_keyfile *kf, const char *cause)
+static void expect_corrupt(const struct ic_keyfile *kf, const char *cause)
 {
 	uint8_t buf[sizeof(struct icf_keyfile)];
-	struct icf_keyfile out;
+	struct ic_keyfile out;
 	int ret;
 
 	ic_keyfile_encode(kf, buf);
@@ -262,7 +263,7 @@ static void expect_corrupt(const struct icf_keyfile *kf, const char *cause)
 
 static void test_decode_fields(void)
 {
-	struct icf_keyfile good, kf;
+	struct ic_keyfile good, kf;
 	uint8_t buf[sizeof(struct icf_keyfile)];
 
 	fake_keyfile(&good);
@@ -275,25 +276,26 @@ static void test_decode_fields(void)
 		stmt;                                                                    \
 		expect_corrupt(&kf, cause);                                              \
 	} while (0)
-	BAD(kf.magic[7] = '2', "bad magic");
-	BAD(kf.version = 2, "version");
-	BAD(kf.slots[2].used = 2, "in-use flag");
-	BAD(kf.slots[2].used = 0, "not zeroed");
-	BAD(memset(&kf.slots[2], 0, sizeof(kf.slots[2])), "no key slot");
-	BAD(kf.slots[5].salt[3] = 1, "not zeroed");
-	BAD(kf.slots[2].alg = crypto_pwhash_ALG_ARGON2I13, "algorithm");
-	BAD(kf.slots[2].opslimit = 0, "opslimit");
-	BAD(kf.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX + 1, "opslimit");
-	BAD(kf.slots[2].opslimit = UINT64_MAX, "opslimit");
-	BAD(kf.slots[2].memlimit = crypto_pwhash_MEMLIMIT_MIN - 1, "memlimit");
-	BAD(kf.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX + 1, "memlimit");
-	BAD(kf.slots[2].memlimit = 1ull << 40, "memlimit");
-	BAD(kf.slots[2].memlimit = UINT64_MAX, "memlimit");
+	BAD(kf.h.magic[7] = '2', "bad magic");
+	BAD(kf.h.version = 3, "version");
+	BAD(kf.h.version = ICF_KEYFILE_V2, "key generation 0 out of range");
+	BAD(kf.h.slots[2].used = 2, "in-use flag");
+	BAD(kf.h.slots[2].used = 0, "not zeroed");
+	BAD(memset(&kf.h.slots[2], 0, sizeof(kf.h.slots[2])), "no key slot");
+	BAD(kf.h.slots[5].salt[3] = 1, "not zeroed");
+	BAD(kf.h.slots[2].alg = crypto_pwhash_ALG_ARGON2I13, "algorithm");
+	BAD(kf.h.slots[2].opslimit = 0, "opslimit");
+	BAD(kf.h.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX + 1, "opslimit");
+	BAD(kf.h.slots[2].opslimit = UINT64_MAX, "opslimit");
+	BAD(kf.h.slots[2].memlimit = crypto_pwhash_MEMLIMIT_MIN - 1, "memlimit");
+	BAD(kf.h.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX + 1, "memlimit");
+	BAD(kf.h.slots[2].memlimit = 1ull << 40, "memlimit");
+	BAD(kf.h.slots[2].memlimit = UINT64_MAX, "memlimit");
 #undef BAD
 	/* the bounds themselves are accepted */
 	kf = good;
-	kf.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX;
-	kf.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX;
+	kf.h.slots[2].opslimit = ICF_KDF_OPSLIMIT_MAX;
+	kf.h.slots[2].memlimit = ICF_KDF_MEMLIMIT_MAX;
 	ic_keyfile_encode(&kf, buf);
 	CHECK_EQ(ic_keyfile_decode(buf, sizeof(buf), &kf, "x"), 0);
 }
@@ -301,7 +303,7 @@ static void test_decode_fields(void)
 static void test_decode_bitflips(void)
 {
 	uint8_t buf[sizeof(struct icf_keyfile)];
-	struct icf_keyfile good, kf;
+	struct ic_keyfile good, kf;
 	unsigned bad = 0;
 
 	fake_keyfile(&good);
@@ -319,7 +321,7 @@ static void test_decode_bitflips(void)
 static void test_decode_sizes(void)
 {
 	uint8_t buf[sizeof(struct icf_keyfile) + 1];
-	struct icf_keyfile good, kf;
+	struct ic_keyfile good, kf;
 	unsigned bad = 0;
 	int ret;
 
@@ -338,14 +340,14 @@ static void test_decode_sizes(void)
 /* A hostile cost in a key file held in memory must be refused before the KDF runs. */
 static void test_unlock_caps(void)
 {
-	struct icf_keyfile kf = fixture_kf;
+	struct ic_keyfile kf = fixture_kf;
 	struct ic_key *key = NULL;
 	double t0 = ic_now();
 
-	kf.slots[0].memlimit = 1ull << 40;
+	kf.h.slots[0].memlimit = 1ull << 40;
 	CHECK_EQ(ic_keyfile_unlock(&kf, PASS1, strlen(PASS1), &key, NULL), IC_ECORRUPT);
-	kf.slots[0].memlimit = fixture_kf.slots[0].memlimit;
-	kf.slots[0].opslimit = 1000000;
+	kf.h.slots[0].memlimit = fixture_kf.h.slots[0].memlimit;
+	kf.h.slots[0].opslimit = 1000000;
 	CHECK_EQ(ic_keyfile_unlock(&kf, PASS1, strlen(PASS1), &key, NULL), IC_ECORRUPT);
 	CHECK(key == NULL);
 	CHECK(ic_now() - t0 < 0.5);	/* one KDF run would take far longer */
@@ -355,7 +357,7 @@ static void test_key_unlock(void)
 {
 	uint8_t buf[sizeof(struct icf_keyfile)];
 	char *dir = unit_tmpdir(), *path;
-	struct icf_keyfile kf;
+	struct ic_keyfile kf;
 	struct ic_key *key = NULL;
 	int ret, slot = -1;
 
@@ -366,7 +368,7 @@ static void test_key_unlock(void)
 	CHECK(msg_has(-ENOENT, path));
 
 	CHECK_EQ(ic_keyfile_store(dir, &fixture_kf), 0);
-	CHECK_EQ(ic_key_unlock_keyfile(dir, NULL, &kf, &key, &slot), 0);
+	CHECK_EQ(ic_key_unlock_keyfile(dir, NULL, &kf, &key, &slot, NULL, NULL), 0);
 	CHECK_EQ(slot, 0);
 	CHECK(!memcmp(&kf, &fixture_kf, offsetof(struct icf_keyfile, file_hash)));
 	CHECK(key && !memcmp(key->key_check, fixture_key->key_check, 16));
@@ -483,6 +485,305 @@ static void test_passphrase_new(void)
 	unsetenv("IMGCHAIN_PASSPHRASE");
 }
 
+/* Key generations (FORMAT.md 6.1, version 2): revocation starts a new master key that no
+ * old copy of the key file holds; every older generation stays reachable from it. */
+static void test_generations(void)
+{
+	static struct ic_keyfile kf, old, kf2, bad;
+	static uint8_t buf[sizeof(struct icf_keyfile) + 4 * sizeof(struct icf_key_gen)];
+	struct ic_key *key = NULL, *k1 = NULL, *k2 = NULL;
+	/* the cheapest cost for the slots made here: this test runs under valgrind too */
+	const uint64_t ops = crypto_pwhash_OPSLIMIT_MIN, mem = 8u << 20;
+	unsigned dropped = 0;
+	int slot = -1, ret;
+	size_t n;
+
+	kf = fixture_kf;
+	CHECK_EQ(ic_keyfile_gen(&kf), 0);
+	CHECK_EQ(ic_key_current_gen(fixture_key), 0);
+	CHECK(ic_key_gen(fixture_key, 0) != NULL && ic_key_gen(fixture_key, 1) == NULL);
+	CHECK(!memcmp(ic_key_gen(fixture_key, 0)->k_block, fixture_key->k_block, 32));
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, mem), 1);
+	old = kf;
+
+	/* revoke, keeping slot 1 (PASS2): slot 0 (PASS1) is dropped */
+	CHECK_EQ(ic_keyfile_revoke(&kf, fixture_key, 1, PASS2, strlen(PASS2), &k1, &dropped), 0);
+	CHECK_EQ(dropped, 1u << 0);
+	CHECK_EQ(kf.h.version, ICF_KEYFILE_V2);
+	CHECK_EQ(ic_keyfile_gen(&kf), 1);
+	CHECK_EQ(kf.h.slots[0].used, 0);
+	CHECK(kf.h.slots[1].used == 1 && kf.h.slots[1].opslimit == ops &&
+	      kf.h.slots[1].memlimit == mem);
+	CHECK(!memcmp(kf.h.key_check, fixture_kf.h.key_check, 16));  /* images unchanged */
+	CHECK(k1 && ic_key_current_gen(k1) == 1);
+	if (!k1)
+		return;
+	CHECK(memcmp(ic_key_gen(k1, 1)->k_block, fixture_key->k_block, 32));
+	CHECK(!memcmp(ic_key_gen(k1, 0)->k_block, fixture_key->k_block, 32));
+	CHECK(!memcmp(k1->k_seal, fixture_key->k_seal, 32));
+
+	/* encoded: 1120 + 72 bytes, round trip */
+	CHECK_EQ(ic_keyfile_size(&kf), sizeof(struct icf_keyfile) + sizeof(struct icf_key_gen));
+	n = ic_keyfile_encode(&kf, buf);
+	CHECK_EQ(n, 1192);
+	CHECK_EQ(ic_keyfile_decode(buf, n, &kf2, "mem"), 0);
+	CHECK_EQ(ic_keyfile_gen(&kf2), 1);
+	CHECK(!memcmp(&kf2.gens[0], &kf.gens[0], sizeof(kf.gens[0])));
+	CHECK_EQ(ic_keyfile_decode(buf, n - 72, &bad, "mem"), IC_ECORRUPT);
+	CHECK_EQ(ic_keyfile_decode(buf, n + 72, &bad, "mem"), IC_ECORRUPT);
+
+	/* the new file: PASS2 opens both generations, PASS1 is gone */
+	CHECK_EQ(ic_keyfile_unlock(&kf2, PASS2, strlen(PASS2), &key, &slot), 0);
+	CHECK_EQ(slot, 1);
+	CHECK(key && ic_key_current_gen(key) == 1 &&
+	      !memcmp(ic_key_gen(key, 1), ic_key_gen(k1, 1), sizeof(struct ic_subkeys)) &&
+	      !memcmp(ic_key_gen_check(key, 1), ic_key_gen_check(k1, 1), 16));
+	ic_key_free(key);
+	key = NULL;
+	CHECK_EQ(ic_keyfile_unlock(&kf2, PASS1, strlen(PASS1), &key, NULL), IC_EKEY);
+
+	/* the old copy with the revoked passphrase: generation 0 only */
+	CHECK_EQ(ic_keyfile_unlock(&old, PASS1, strlen(PASS1), &key, &slot), 0);
+	CHECK_EQ(slot, 0);
+	CHECK(key && ic_key_current_gen(key) == 0 && ic_key_gen(key, 1) == NULL);
+	ic_key_free(key);
+	key = NULL;
+
+	/* downgrade attempts: the v1 slot of the old file put into the v2 file (its
+	 * wrapping binds no generation), the file relabelled version 1, a generation
+	 * record changed: none opens */
+	bad = kf2;
+	bad.h.slots[0] = old.h.slots[0];
+	CHECK_EQ(ic_keyfile_unlock(&bad, PASS1, strlen(PASS1), &key, NULL), IC_EKEY);
+	bad = kf2;
+	bad.h.version = ICF_KEYFILE_V1;
+	bad.h.reserved0 = 0;
+	CHECK_EQ(ic_keyfile_unlock(&bad, PASS2, strlen(PASS2), &key, NULL), IC_EKEY);
+	bad = kf2;
+	bad.gens[0].wrapped[5] ^= 1;
+	ret = ic_keyfile_unlock(&bad, PASS2, strlen(PASS2), &key, NULL);
+	CHECK_EQ(ret, IC_EKEY);
+	CHECK(msg_has(ret, "key generation 0 does not open"));
+	CHECK(key == NULL);
+
+	/* a slot added after revocation wraps the newest generation */
+	CHECK_EQ(ic_keyfile_add_slot(&kf2, k1, PASS1, strlen(PASS1), ops, mem), 0);
+	CHECK_EQ(ic_keyfile_add_slot(&kf2, fixture_key, PASS1, strlen(PASS1), ops, mem), IC_EKEY);
+	CHECK_EQ(ic_keyfile_unlock(&kf2, PASS1, strlen(PASS1), &key, &slot), 0);
+	CHECK(key && slot == 0 && ic_key_current_gen(key) == 1);
+	ic_key_free(key);
+	key = NULL;
+
+	/* a second revocation, keeping slot 0: three generations, the first two unchanged */
+	CHECK_EQ(ic_keyfile_revoke(&kf2, k1, 0, PASS1, strlen(PASS1), &k2, &dropped), 0);
+	CHECK_EQ(dropped, 1u << 1);
+	CHECK_EQ(ic_keyfile_gen(&kf2), 2);
+	CHECK_EQ(ic_keyfile_unlock(&kf2, PASS1, strlen(PASS1), &key, NULL), 0);
+	CHECK(key && ic_key_current_gen(key) == 2 &&
+	      !memcmp(ic_key_gen(key, 1), ic_key_gen(k1, 1), sizeof(struct ic_subkeys)) &&
+	      !memcmp(ic_key_gen(key, 2), ic_key_gen(k2, 2), sizeof(struct ic_subkeys)) &&
+	      !memcmp(key->key_check, fixture_key->key_check, 16));
+	ic_key_free(key);
+	/* revoking needs the key of exactly this file */
+	CHECK_EQ(ic_keyfile_revoke(&kf2, k1, 0, PASS1, strlen(PASS1), &key, &dropped), IC_EKEY);
+	ic_key_free(k1);
+	ic_key_free(k2);
+}
+
+/* KDF costs above the cap (SENSITIVE unless IMGCHAIN_KDF_MAX) are not run. */
+static void test_kdf_cap(void)
+{
+	static struct ic_keyfile kf;
+	struct ic_key *key = NULL;
+	uint64_t ops, mem;
+	double t0;
+	int ret, slot = -1;
+
+	unsetenv("IMGCHAIN_KDF_MAX");
+	CHECK_EQ(ic_kdf_cap(&ops, &mem), 0);
+	CHECK_EQ(ops, crypto_pwhash_OPSLIMIT_SENSITIVE);
+	CHECK_EQ(mem, crypto_pwhash_MEMLIMIT_SENSITIVE);
+	setenv("IMGCHAIN_KDF_MAX", "max", 1);
+	CHECK_EQ(ic_kdf_cap(&ops, &mem), 0);
+	CHECK_EQ(ops, ICF_KDF_OPSLIMIT_MAX);
+	CHECK_EQ(mem, ICF_KDF_MEMLIMIT_MAX);
+	setenv("IMGCHAIN_KDF_MAX", "5:8", 1);
+	CHECK_EQ(ic_kdf_cap(&ops, &mem), 0);
+	CHECK_EQ(ops, 5);
+	CHECK_EQ(mem, 8u << 20);
+	setenv("IMGCHAIN_KDF_MAX", "interactive", 1);
+	CHECK_EQ(ic_kdf_cap(&ops, &mem), 0);
+	CHECK_EQ(mem, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+	setenv("IMGCHAIN_KDF_MAX", "65:8", 1);
+	ret = ic_kdf_cap(&ops, &mem);
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(msg_has(ret, "IMGCHAIN_KDF_MAX='65:8'"));
+	setenv("IMGCHAIN_KDF_MAX", "4:8x", 1);
+	CHECK_EQ(ic_kdf_cap(&ops, &mem), -EINVAL);
+	unsetenv("IMGCHAIN_KDF_MAX");
+
+	/* a real slot with opslimit 5 (above SENSITIVE's 4), 8 MiB: refused untried */
+	kf = fixture_kf;
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), 5, 8u << 20), 1);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, 0), 0);
+	ret = ic_keyfile_unlock(&kf, PASS2, strlen(PASS2), &key, NULL);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "key slot(s) 1 refused: KDF cost above what imgchain writes"));
+	setenv("IMGCHAIN_KDF_MAX", "5:8", 1);
+	CHECK_EQ(ic_keyfile_unlock(&kf, PASS2, strlen(PASS2), &key, &slot), 0);
+	CHECK_EQ(slot, 1);
+	ic_key_free(key);
+	key = NULL;
+	unsetenv("IMGCHAIN_KDF_MAX");
+
+	/* a cost within the format's bounds but far above the cap (64 passes of 1 GiB, a
+	 * minute or more if it ran): refused at once */
+	kf.h.slots[1].opslimit = ICF_KDF_OPSLIMIT_MAX;
+	kf.h.slots[1].memlimit = 1ull << 30;
+	t0 = ic_now();
+	ret = ic_keyfile_unlock(&kf, PASS2, strlen(PASS2), &key, NULL);
+	CHECK(ic_now() - t0 < 0.5);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(key == NULL);
+
+	/* with a slot within the cap next to it: a wrong passphrase tries only that one */
+	kf = fixture_kf;
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), 5, 8u << 20), 1);
+	ret = ic_keyfile_unlock(&kf, PASS2, strlen(PASS2), &key, NULL);
+	CHECK_EQ(ret, IC_EKEY);
+	CHECK(msg_has(ret, "slot(s) 1 not tried"));
+	CHECK_EQ(ic_keyfile_unlock(&kf, PASS1, strlen(PASS1), &key, &slot), 0);
+	CHECK_EQ(slot, 0);
+	ic_key_free(key);
+}
+
+/* IMGCHAIN_PASSPHRASE and IMGCHAIN_NEW_PASSPHRASE leave the environment once read. */
+static void test_passphrase_env_removed(void)
+{
+	char *pass = NULL;
+	size_t len;
+
+	unsetenv("IMGCHAIN_PASSPHRASE_FILE");
+	setenv("IMGCHAIN_PASSPHRASE", "gone after reading", 1);
+	CHECK_EQ(ic_passphrase_get(NULL, false, NULL, &pass, &len), 0);
+	CHECK(pass && !strcmp(pass, "gone after reading"));
+	ic_passphrase_free(pass);
+	CHECK(getenv("IMGCHAIN_PASSPHRASE") == NULL);
+	/* a second unlock in the same process still has it (kept in sodium memory) */
+	CHECK_EQ(ic_passphrase_get(NULL, false, NULL, &pass, &len), 0);
+	CHECK(pass && !strcmp(pass, "gone after reading") && len == 18);
+	ic_passphrase_free(pass);
+	setenv("IMGCHAIN_NEW_PASSPHRASE", "new and gone", 1);
+	CHECK_EQ(ic_passphrase_get_new(NULL, NULL, &pass, &len), 0);
+	CHECK(pass && !strcmp(pass, "new and gone"));
+	ic_passphrase_free(pass);
+	CHECK(getenv("IMGCHAIN_NEW_PASSPHRASE") == NULL);
+}
+
+/* The state file codec (FORMAT.md section 10): canonical text only. */
+static void test_state_codec(void)
+{
+	static struct ic_state st;
+	static char out[IC_STATE_MAX_BYTES];
+	static const char v2[] = "imgchain-state 2\nkeygen 1 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n"
+				 "point 1 0101010101010101010101010101010101010101010101010101010101010101 mon\n"
+				 "point 7 fefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefe tue.2\n";
+	static const char v1[] = "seq 3\nseal abababababababababababababababababababababababababababababababab\nname daily-3\n";
+	static const char *const bad[] = {
+		"imgchain-state 2\npoint 01 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 a",
+		"imgchain-state 2\npoint 0 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 .a\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010A01 a\n",
+		"imgchain-state 2\npoint 2 0101010101010101010101010101010101010101010101010101010101010101 a\n"
+		"point 2 0101010101010101010101010101010101010101010101010101010101010101 b\n",
+		"imgchain-state 2\npoint 1 0101010101010101010101010101010101010101010101010101010101010101 a\n"
+		"keygen 1 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n",
+		"imgchain-state 2\nkeygen 257 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n",
+		"imgchain-state 2\n\n",
+		"imgchain-state 2\npoint 4294967296 0101010101010101010101010101010101010101010101010101010101010101 a\n",
+		"seq 3\nseal abab\nname x\n",
+		"seq 3\nseal abababababababababababababababababababababababababababababababab\nname x\nmore\n",
+	};
+	size_t n;
+	char *big, *p;
+
+	CHECK_EQ(ic_state_decode(v2, strlen(v2), &st, "s"), 0);
+	CHECK(st.have_keygen && st.keygen == 1 && st.npoints == 2 && st.points[1].seq == 7 &&
+	      !strcmp(st.points[1].name, "tue.2") && st.points[1].seal[31] == 0xfe);
+	n = ic_state_encode(&st, out);
+	CHECK(n == strlen(v2) && !memcmp(out, v2, n));
+	CHECK_EQ(ic_state_decode(v1, strlen(v1), &st, "s"), 0);
+	CHECK(!st.have_keygen && st.npoints == 1 && st.points[0].seq == 3 &&
+	      !strcmp(st.points[0].name, "daily-3"));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (ic_state_decode(bad[i], strlen(bad[i]), &st, "s") != -EINVAL) {
+			fprintf(stderr, "  bad state %zu accepted\n", i);
+			CHECK(0);
+		}
+	/* 256 points decode, 257 do not */
+	big = malloc(IC_STATE_MAX_BYTES + 512);
+	p = big + sprintf(big, "imgchain-state 2\n");
+	for (unsigned i = 1; i <= IC_STATE_POINTS + 1; i++)
+		p += sprintf(p, "point %u %064x p%u\n", i, 0, i);
+	CHECK_EQ(ic_state_decode(big, (size_t)(p - big), &st, "s"), -EINVAL);
+	p = strstr(big, "point 257 ");
+	CHECK_EQ(ic_state_decode(big, (size_t)(p - big), &st, "s"), 0);
+	CHECK_EQ(st.npoints, IC_STATE_POINTS);
+	CHECK(ic_state_encode(&st, out) == (size_t)(p - big));
+	free(big);
+}
+
+/* The state pins the key generation: an older key file is refused, a newer one accepted. */
+static void test_state_keygen(void)
+{
+	char *dir = unit_tmpdir();
+	static struct ic_keyfile kf, cheap;
+	struct ic_key *k1 = NULL, *k2 = NULL;
+	unsigned dropped;
+	int ret;
+
+	setenv("IMGCHAIN_STATE_DIR", dir, 1);
+	kf = fixture_kf;
+	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), 1, 8u << 20), 1);
+	CHECK_EQ(ic_keyfile_remove_slot(&kf, 0), 0);
+	cheap = kf;
+	CHECK_EQ(ic_keyfile_revoke(&kf, fixture_key, 1, PASS2, strlen(PASS2), &k1, &dropped), 0);
+	CHECK_EQ(ic_keyfile_revoke(&kf, k1, 1, PASS2, strlen(PASS2), &k2, &dropped), 0);
+	ic_state_note_key(k1);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);           /* first seen: gen 1 */
+	ic_state_note_key(fixture_key);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "C/imgchain.key: rolled back: this machine last saw key generation 1"));
+	ic_state_note_key(k2);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);           /* forward: gen 2 */
+	ic_state_note_key(k1);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), IC_ECORRUPT);
+	CHECK_EQ(ic_state_check_key("C", chain_a, true), 0);            /* accepted: gen 1 */
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);
+	ic_state_note_key(k2);
+	CHECK_EQ(ic_state_check_key("C", chain_a, false), 0);
+	/* another key file at the same generation: replaced */
+	kf = cheap;
+	ic_key_free(k1);
+	CHECK_EQ(ic_keyfile_revoke(&kf, fixture_key, 1, PASS2, strlen(PASS2), &k1, &dropped), 0);
+	ic_state_note_key(k1);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "rolled back"));
+	ic_key_free(k2);
+	CHECK_EQ(ic_keyfile_revoke(&kf, k1, 1, PASS2, strlen(PASS2), &k2, &dropped), 0);
+	ic_state_note_key(k2);
+	ret = ic_state_check_key("C", chain_a, false);
+	CHECK_EQ(ret, IC_ECORRUPT);
+	CHECK(msg_has(ret, "key generation 2 is not the one this machine saw"));
+	ic_key_free(k1);
+	ic_key_free(k2);
+	unsetenv("IMGCHAIN_STATE_DIR");
+	unit_rmtree(dir);
+}
+
 int main(void)
 {
 	int fd = open("/dev/null", O_RDONLY);
@@ -502,6 +803,7 @@ int main(void)
 	RUN(test_decode_sizes);
 	RUN(test_passphrase_sources);
 	RUN(test_passphrase_new);
+	RUN(test_passphrase_env_removed);
 	if (ic_keyfile_create(chain_a, PASS1, strlen(PASS1), &fixture_kf, &fixture_key) != 0) {
 		fprintf(stderr, "ic_keyfile_create: %s\n", ic_last_error(-1));
 		return 1;
@@ -512,6 +814,10 @@ int main(void)
 	RUN(test_binding);
 	RUN(test_unlock_caps);
 	RUN(test_key_unlock);
+	RUN(test_generations);
+	RUN(test_kdf_cap);
+	RUN(test_state_codec);
+	RUN(test_state_keygen);
 	ic_key_free(fixture_key);
 	UNIT_EXIT();
 }
