@@ -16,7 +16,6 @@
 #define ICF_IMAGE_V1 1u
 #define ICF_IMAGE_V2 2u
 #define ICF_IMAGE_VERSION ICF_IMAGE_V2
-#define ICF_KEYGEN_MAX 0u           /* key generations readers know (v2 keygen fields) */
 
 /* ---- chain directory ------------------------------------------------------ */
 #define ICF_KEYFILE_NAME "imgchain.key"

@@ -51,6 +51,7 @@ struct job {
 	uint32_t bs, bound, seq, per_batch;
 	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
 	uint64_t point_id;          /* v2: this point's id, the origin_id of its records */
+	uint16_t keygen;            /* v2: the key generation it encrypts and seals under */
 	uint8_t *plan;
 	struct ic_view *pv;         /* parent view or NULL */
 	struct ic_key *key;
@@ -274,6 +275,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 		e->plain_len = len;
 		e->origin = j->seq;
 		e->origin_id = j->point_id;
+		e->keygen = j->keygen;
 		return 0;
 	}
 	if (pref.img && pref.e.plain_len == len) {
@@ -289,6 +291,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	e->pos = pos;
 	e->origin = j->seq;
 	e->origin_id = j->point_id;    /* fresh: no one-time digest key is used twice */
+	e->keygen = j->keygen;         /* the newest generation: revoked keys cannot read it */
 	ret = ic_codec_encode(codec, j->key, j->chain_id, j->version, plain, len,
 			      bt->rec + (size_t)i * j->bound, e);
 	if (ret)
@@ -705,6 +708,10 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		goto out;
 	st->created_chain = key_created;
 	memcpy(j.chain_id, j.key->chain_id, 16);
+	/* v2: records and seal under the newest key generation (a revocation's); v1 images
+	 * have no field for it and stay on generation 0 (FORMAT.md "Versions") */
+	if (j.version != ICF_IMAGE_V1)
+		j.keygen = ic_key_current_gen(j.key);
 	if (parent) {
 		/* the parent's entries and digests inherited below come from the private
 		 * indexes this checks (workers' cursors), never from the files again */
@@ -756,8 +763,10 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	slot.disk_size = j.disk_size;
 	snprintf(slot.name, sizeof(slot.name), "%s", st->name);
 	slot.point_id = j.point_id;
-	slot.seal_keygen = 0;
-	ic_seal_finish(&seal, j.key, j.chain_id, j.bs, &slot, slot.seal);
+	slot.seal_keygen = j.keygen;
+	ret = ic_seal_finish(&seal, j.key, j.chain_id, j.bs, &slot, slot.seal);
+	if (ret)
+		goto out;
 	ret = ic_writer_commit(w, &slot);
 	w = NULL;
 	if (ret)

@@ -108,6 +108,7 @@ int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 	const uint8_t *payload = plain;
 	size_t payload_len = plain_len, adlen;
 	uint16_t kind = ICF_ENTRY_RAW;
+	const struct ic_subkeys *sk;
 	uint8_t *o = out;
 	unsigned long long clen;
 
@@ -116,10 +117,14 @@ int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 			       plain_len);
 	if (!known_version(version) ||
 	    (version == ICF_IMAGE_V1 ? e->origin_id || e->keygen
-				     : !e->origin_id || e->keygen > ICF_KEYGEN_MAX))
+				     : !e->origin_id || e->keygen > ICF_KEY_GEN_MAX))
 		return ic_fail(-EINVAL, "block %llu: no record of format %u for point id %llu, key generation %u",
 			       (unsigned long long)e->pos, version,
 			       (unsigned long long)e->origin_id, e->keygen);
+	sk = ic_key_gen(key, e->keygen);
+	if (!sk)
+		return ic_fail(IC_EKEY, "block %llu: key generation %u is not in this key",
+			       (unsigned long long)e->pos, e->keygen);
 	if (c->level > 0) {
 		size_t z = ZSTD_compressCCtx(c->cctx, c->scratch, c->scratch_len, plain, plain_len,
 					     c->level);
@@ -137,7 +142,7 @@ int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 	randombytes_buf(o, ICF_NONCE_LEN);
 	if (crypto_aead_xchacha20poly1305_ietf_encrypt(o + ICF_NONCE_LEN, &clen, payload,
 						       payload_len, ad, adlen, NULL, o,
-						       key->k_block) != 0)
+						       sk->k_block) != 0)
 		return ic_fail(-EIO, "crypto_aead_xchacha20poly1305_ietf_encrypt failed");
 	e->offset = 0;
 	e->kind = kind;
@@ -151,6 +156,7 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 		    uint32_t version, const struct icf_entry *e, const void *rec, void *out)
 {
 	uint8_t ad[sizeof(struct icf_block_ad_v2)];
+	const struct ic_subkeys *sk;
 	const uint8_t *r = rec;
 	unsigned long long plen;
 	size_t n, adlen;
@@ -163,13 +169,19 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 			       (unsigned long long)e->pos);
 	if (!known_version(version) ||
 	    (version == ICF_IMAGE_V1 ? e->origin_id || e->keygen
-				     : !e->origin_id || e->keygen > ICF_KEYGEN_MAX))
+				     : !e->origin_id || e->keygen > ICF_KEY_GEN_MAX))
 		return ic_fail(IC_ECORRUPT, "block %llu: impossible point id or key generation",
 			       (unsigned long long)e->pos);
+	/* a record of a newer key generation than this key holds: a key file from before a
+	 * revocation (its holder may read only what was written before) */
+	sk = ic_key_gen(key, e->keygen);
+	if (!sk)
+		return ic_fail(IC_EKEY, "block %llu (point seq %u): written under key generation %u, which this key file does not hold (revoked, or an older copy of imgchain.key)",
+			       (unsigned long long)e->pos, e->origin, e->keygen);
 	adlen = build_ad(ad, chain_id, c->block_size, version, e, e->kind);
 	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
 		    e->kind == ICF_ENTRY_RAW ? out : c->scratch, &plen, NULL, r + ICF_NONCE_LEN,
-		    e->stored_len - ICF_NONCE_LEN, ad, adlen, r, key->k_block) != 0)
+		    e->stored_len - ICF_NONCE_LEN, ad, adlen, r, sk->k_block) != 0)
 		return ic_fail(IC_ECORRUPT, "block %llu (point seq %u): authentication failed",
 			       (unsigned long long)e->pos, e->origin);
 	if (e->kind == ICF_ENTRY_RAW)
@@ -185,8 +197,14 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct icf_entry *e,
 		     const void *plain, uint8_t out[16])
 {
+	const struct ic_subkeys *sk = ic_key_gen(key, e->keygen);
 	struct icf_digest_head h;
 	uint8_t okey[crypto_onetimeauth_KEYBYTES];
+
+	if (!sk) {    /* not this key's generation: no digest can match (the block is stored) */
+		memset(out, 0, 16);
+		return;
+	}
 
 	/* A one-time Poly1305 key per (origin, position) and, in v2, per point id: its tag
 	 * is published once, for the record stored under that origin, which is what
@@ -200,7 +218,7 @@ void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct ic
 	crypto_generichash(okey, sizeof(okey), (const uint8_t *)&h,
 			   version == ICF_IMAGE_V1 ? offsetof(struct icf_digest_head, origin_id)
 						   : sizeof(h),
-			   key->k_digest, 32);
+			   sk->k_digest, 32);
 	crypto_onetimeauth(out, plain, e->plain_len, okey);
 	sodium_memzero(okey, sizeof(okey));
 }
@@ -259,9 +277,14 @@ void ic_seal_add(struct ic_seal *s, const struct icf_entry *e)
 	}
 }
 
-void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
-		    uint32_t block_size, const struct icf_slot *slot, uint8_t out[32])
+int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
+		   uint32_t block_size, const struct icf_slot *slot, uint8_t out[32])
 {
+	const struct ic_subkeys *sk = ic_key_gen(key, slot->seal_keygen);
+
+	if (!sk)
+		return ic_fail(IC_EKEY, "restore point '%.127s' is sealed under key generation %u, which this key file does not hold (revoked, or an older copy of imgchain.key)",
+			       slot->name, slot->seal_keygen);
 	if (s->version == ICF_IMAGE_V1) {
 		struct icf_seal_head h;
 
@@ -274,7 +297,7 @@ void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t c
 		h.disk_size = htole64(slot->disk_size);
 		memcpy(h.name, slot->name, sizeof(h.name));
 		crypto_generichash_final(&s->st, h.map_digest, 32);
-		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), key->k_seal, 32);
+		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), sk->k_seal, 32);
 	} else {
 		struct icf_seal_head_v2 h;
 
@@ -289,6 +312,7 @@ void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t c
 		h.point_id = htole64(slot->point_id);
 		h.seal_keygen = htole16(slot->seal_keygen);
 		crypto_generichash_final(&s->st, h.map_digest, 32);
-		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), key->k_seal, 32);
+		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), sk->k_seal, 32);
 	}
+	return 0;
 }

@@ -50,7 +50,7 @@ struct ic_seal {
 
 void ic_seal_begin(struct ic_seal *s, uint32_t version);
 void ic_seal_add(struct ic_seal *s, const struct icf_entry *e);
-void ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
+int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
 		    uint32_t block_size, const struct icf_slot *slot, uint8_t out[32]);
 
 /* True when buf[len] is all zero (fast). */

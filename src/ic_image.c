@@ -115,7 +115,7 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 		why = "reserved fields are not zero";
 	else if (version == ICF_IMAGE_V2 && !s->point_id)
 		why = "point id 0";
-	else if (version == ICF_IMAGE_V2 && s->seal_keygen > ICF_KEYGEN_MAX)
+	else if (version == ICF_IMAGE_V2 && s->seal_keygen > ICF_KEY_GEN_MAX)
 		why = "unknown key generation";
 	else if (s->seq == 0)
 		why = "sequence 0";
@@ -318,7 +318,7 @@ static bool entry_ids_ok(const struct ic_image *img, const struct icf_entry *e)
 {
 	if (img->hdr.version == ICF_IMAGE_V1)
 		return e->keygen == 0;
-	if (e->keygen > ICF_KEYGEN_MAX || e->origin_id == 0)
+	if (e->keygen > ICF_KEY_GEN_MAX || e->origin_id == 0)
 		return false;
 	return e->origin != img->slot.seq || e->origin_id == img->slot.point_id;
 }

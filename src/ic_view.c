@@ -444,7 +444,9 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key)
 	ret = ic_view_walk(v, seal_item, &seal);
 	if (ret)
 		return ret;
-	ic_seal_finish(&seal, key, v->chain->chain_id, v->block_size, s, mac);
+	ret = ic_seal_finish(&seal, key, v->chain->chain_id, v->block_size, s, mac);
+	if (ret)
+		return ret;
 	if (sodium_memcmp(mac, s->seal, 32))
 		return ic_fail(IC_ECORRUPT,
 			       "%s: restore point '%s': seal mismatch (its block map or metadata was changed)",

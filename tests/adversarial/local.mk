@@ -34,7 +34,8 @@ SH_TESTS += \
 	tests/adversarial/e06-overlay-binding.sh \
 	tests/adversarial/e07-leaks.sh \
 	tests/adversarial/e08-revocation.sh \
-	tests/adversarial/e09-kdf-cost.sh
+	tests/adversarial/e09-kdf-cost.sh \
+	tests/adversarial/e10-revoked-key.sh
 EXTRA_DIST += tests/adversarial/adv-lib.sh
 # e07-leaks.sh: tests/lib/dumpable.so, an LD_PRELOAD shim reporting prctl(PR_GET_DUMPABLE) at exit
 check_DATA += tests/lib/dumpable.so

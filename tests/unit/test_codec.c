@@ -91,7 +91,9 @@ static void tamper(uint32_t version)
 		CHECK_EQ(ic_codec_decode(c, key, chain_id, version, &t, rec, out), IC_ECORRUPT);
 		t = e; t.origin_id = 0;
 		CHECK_EQ(ic_codec_decode(c, key, chain_id, version, &t, rec, out), IC_ECORRUPT);
-		t = e; t.keygen = 1;
+		t = e; t.keygen = 1;    /* a generation this key does not hold: a key error */
+		CHECK_EQ(ic_codec_decode(c, key, chain_id, version, &t, rec, out), IC_EKEY);
+		t = e; t.keygen = ICF_KEY_GEN_MAX + 1;    /* beyond any key file */
 		CHECK_EQ(ic_codec_decode(c, key, chain_id, version, &t, rec, out), IC_ECORRUPT);
 	} else {
 		t = e; t.origin_id = 78;    /* v1 has no point id: a non-zero one is refused */

@@ -232,7 +232,7 @@ static void edit_entry(const char *p, uint64_t i, void (*f)(struct icf_entry *))
 
 static void other_point_id(struct icf_entry *e) { e->origin_id = POINT_ID + 1; }
 static void no_point_id(struct icf_entry *e) { e->origin_id = 0; }
-static void keygen1(struct icf_entry *e) { e->keygen = 1; }
+static void keygen_over(struct icf_entry *e) { e->keygen = ICF_KEY_GEN_MAX + 1; }
 
 /* Entry i of p: open and index fine (1) or the entry out of bounds (0). */
 static void expect_entry(const char *p, uint64_t i, int good)
@@ -271,7 +271,7 @@ static void test_v2_rules(void)
 	unlink(p);
 	free(p);
 	p = write_image(5);
-	edit_entry(p, 2, keygen1);    /* a zero entry too */
+	edit_entry(p, 2, keygen_over);    /* beyond any key file; a zero entry too */
 	expect_entry(p, 2, 0);
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
 	s = img->slot;
@@ -282,7 +282,7 @@ static void test_v2_rules(void)
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
 	CHECK(strstr(ic_last_error(0), "bad slot: point id 0"));
 	s.point_id = POINT_ID;
-	s.seal_keygen = 1;
+	s.seal_keygen = ICF_KEY_GEN_MAX + 1;
 	ic_slot_encode(&s, sbuf);
 	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
