@@ -7,6 +7,7 @@
 #include "imgchain_format.h"
 #include "ic_util.h"
 #include "ic_keys.h"
+#include "ic_unlock.h"
 #include "ic_codec.h"
 #include "ic_image.h"
 #include "ic_chain.h"

@@ -54,7 +54,7 @@ _bootdisk_die() { echo "mkbootdisk: $*" >&2; exit 1; }
 _bootdisk_need() {
 	local t
 	for t in "$@"; do
-		command -v "$t" >/dev/null 2>&1 || _bootdisk_die "missing tool: $t (see tools/deps.txt)"
+		command -v "$t" >/dev/null 2>&1 || _bootdisk_die "missing tool: $t (see scripts/deps.txt)"
 	done
 }
 

@@ -66,7 +66,7 @@ _mkdisk_workdir() {
 _mkdisk_need() {
 	local t
 	for t in "$@"; do
-		command -v "$t" >/dev/null 2>&1 || _mkdisk_die "missing tool: $t (see tools/deps.txt)"
+		command -v "$t" >/dev/null 2>&1 || _mkdisk_die "missing tool: $t (see scripts/deps.txt)"
 	done
 }
 

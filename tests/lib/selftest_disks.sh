@@ -20,7 +20,7 @@ skip() { echo "SKIP: $*" >&2; exit 77; }
 requires() {
 	local t
 	for t in "$@"; do
-		command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (tools/deps.txt)"
+		command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/deps.txt)"
 	done
 }
 

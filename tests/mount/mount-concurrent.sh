@@ -5,7 +5,7 @@
 # eviction under the load.  Meanwhile a backup adds a point and the root is listed
 # over and over (rescans while reads run).  Then, on a writable mount, writers through disk.raw race
 # readers of disk-flat.vmdk (one overlay, created while they read) and stat() calls.
-# A sanitizer build of the daemon (tools/run-tests.sh phase tsan) must stay silent:
+# A sanitizer build of the daemon (scripts/run-tests.sh phase tsan) must stay silent:
 # unmount_chain fails on any sanitizer report in the daemon's log.
 . "$(dirname "$0")/mount-lib.sh"
 requires fio

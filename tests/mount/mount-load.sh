@@ -1,6 +1,6 @@
 #!/bin/bash
 # mount-load.sh: a writable mount (--overlay) under sustained mixed load from five fio jobs
-# at once, for MOUNT_LOAD_SECONDS (60 by default; tools/bench/bench_load.sh runs 600):
+# at once, for MOUNT_LOAD_SECONDS (60 by default; scripts/bench/bench_load.sh runs 600):
 #   seqread   sequential 64 KiB reads of inc/disk.raw             (a view nobody writes)
 #   randread  random 4 KiB O_DIRECT reads of inc/disk-flat.vmdk    (the same view)
 #   randwrite random 4 KiB overlay writes to full/disk.raw [0, 1/4), fsync every 64,

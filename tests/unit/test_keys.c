@@ -11,6 +11,7 @@
 
 #include "ic_keys.h"
 #include "ic_state.h"
+#include "ic_unlock.h"
 #include "ic_util.h"
 #include "unit.h"
 

@@ -18,6 +18,7 @@
 #include "ic_keys.h"
 #include "ic_progress.h"
 #include "ic_state.h"
+#include "ic_unlock.h"
 #include "ic_util.h"
 #include "ic_verify.h"
 #include "ic_view.h"

@@ -10,7 +10,7 @@
 # files), the file system synced before each timed command; the merge's own time per
 # phase (its "time:" line) is printed too, median per phase.
 #
-#   tools/bench/bench_consolidate.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
+#   scripts/bench/bench_consolidate.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (default 5), SIZE_MIB (default 2048), BUILD (default ./build), KEEP=1 keeps
 # the work directory BENCH_DIR/consolidate
 set -euo pipefail

@@ -9,7 +9,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-tools/install-deps.sh --demo
+scripts/install-deps.sh --demo
 if [ ! -x build/imgbackup ]; then
 	./autogen.sh >/dev/null 2>&1
 	mkdir -p build

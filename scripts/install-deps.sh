@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages imgchain needs (list and roles in tools/deps.txt).
-#   tools/install-deps.sh             everything: build, demo, tests and benchmarks
-#   tools/install-deps.sh --demo      build, use the tools and run tools/demo.sh
-#   tools/install-deps.sh --runtime   only what building and using the tools needs
+# Install the Debian 12 packages imgchain needs (list and roles in scripts/deps.txt).
+#   scripts/install-deps.sh             everything: build, demo, tests and benchmarks
+#   scripts/install-deps.sh --demo      build, use the tools and run scripts/demo.sh
+#   scripts/install-deps.sh --runtime   only what building and using the tools needs
 # Idempotent: packages already present are not downloaded again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -8,7 +8,7 @@
 # and the verdicts: fio errors, verify failures, flat memory, sources and chain unchanged.
 # The figures of one run on a shared 2-core machine are noisy: compare runs of one machine.
 #
-#   tools/bench/bench_load.sh [SECONDS]        (default 600)
+#   scripts/bench/bench_load.sh [SECONDS]        (default 600)
 # Env: SIZE_MIB (source disk, 512), BUILD (./build: imgbackup, imgmount),
 #      OUT (/var/tmp/imgchain-bench/load: fio.out, rss.log, figures, run.log)
 set -euo pipefail
@@ -21,7 +21,7 @@ die() { echo "bench_load: $*" >&2; exit 1; }
 for t in fio fusermount3 mountpoint python3 sha256sum cmp; do
 	command -v "$t" >/dev/null 2>&1 || die "missing tool: $t"
 done
-[[ -x $build/imgmount && -x $build/imgbackup ]] || die "no imgmount/imgbackup in $build (set BUILD)"
+[[ -x $build/imgmount && -x $build/imgbackup ]] || die "no front/imgmount/imgbackup in $build (set BUILD)"
 [[ $secs =~ ^[0-9]+$ ]] && ((secs >= 15)) || die "SECONDS must be a number >= 15"
 rm -rf "$out"
 mkdir -p "$out"

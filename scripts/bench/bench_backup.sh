@@ -5,7 +5,7 @@
 # Each figure is the median of RUNS interleaved runs with the source in the page cache
 # (both tools read the same cached file).  Prints figures and the ratios the targets use.
 #
-#   tools/bench/bench_backup.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
+#   scripts/bench/bench_backup.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (default 3), SIZE_MIB (default 2048), BUILD (default ./build)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)

@@ -19,7 +19,7 @@ passed=0 failed=0 skipped=0
 
 die() { echo "run-tests: $*"; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
 
-tools/install-deps.sh || die "installing packages failed"
+scripts/install-deps.sh || die "installing packages failed"
 ./autogen.sh >/dev/null 2>&1 || die "autogen failed"
 
 # count_trs DIR LABEL: add the results of DIR's .trs files to the totals
@@ -97,7 +97,7 @@ for phase in $phases; do
 			TESTS='tests/mount/mount-concurrent.sh tests/mount/mount-read.sh'
 		;;
 	fuzz)
-		out=$(FUZZ_SECONDS=${FUZZ_SECONDS:-60} tools/fuzz.sh 2>&1)
+		out=$(FUZZ_SECONDS=${FUZZ_SECONDS:-60} scripts/fuzz.sh 2>&1)
 		echo "$out" | tail -40
 		p=$(echo "$out" | grep -c '^PASS: fuzz_')
 		f=$(echo "$out" | grep -c '^FAIL: fuzz_')

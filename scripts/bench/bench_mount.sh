@@ -19,7 +19,7 @@
 # are built once and cached in BENCH_DIR/mount (rebuilt when the disk changes); compare ratios
 # from one run, never absolute figures across runs. About 10 minutes once the cache is built.
 #
-#   tools/bench/bench_mount.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
+#   scripts/bench/bench_mount.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (3), FIO_RUNS (3, warm), FIO_COLD_RUNS (3), FIO_RUNTIME (10), BOOT_RUNS (3),
 #      DEPTH (30), SIZE_MIB (2048), BUILD (./build: imgbackup, imgmount),
 #      MAX_SECONDS (1200: the whole run is aborted after that)
