@@ -20,6 +20,7 @@
 #include "ic_chain.h"
 #include "ic_codec.h"
 #include "ic_keys.h"
+#include "ic_pool.h"
 #include "ic_progress.h"
 #include "ic_state.h"
 #include "ic_unlock.h"
@@ -432,26 +433,17 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 			struct ic_backup_stats *st)
 {
-	unsigned nthreads = j->o->threads > 0 ? (unsigned)j->o->threads
-					      : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-	pthread_t *tids;
+	unsigned nthreads = ic_thread_cap(j->o->threads, IC_THREADS_MAX);
+	struct ic_pool pool = { 0 };
 	struct ic_progress prog;
-	unsigned started = 0;
 	int ret = 0;
 
-	if (nthreads < 1)
-		nthreads = 1;
-	if (nthreads > 64)
-		nthreads = 64;
 	j->nring = nthreads * 2 + 2;
 	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
 	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;
 	j->ring = calloc(j->nring, sizeof(*j->ring));
-	tids = calloc(nthreads, sizeof(*tids));
-	if (!j->ring || !tids) {
-		free(tids);
+	if (!j->ring)
 		return -ENOMEM;
-	}
 	for (unsigned r = 0; r < j->nring; r++) {
 		struct batch *bt = &j->ring[r];
 
@@ -466,20 +458,17 @@ static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal
 	}
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->cv, NULL);
-	for (; started < nthreads; started++)
-		if (pthread_create(&tids[started], NULL, worker, j)) {
-			ret = -EAGAIN;
-			break;
-		}
+	if (ic_pool_start(&pool, nthreads, worker, j))
+		ret = -EAGAIN;
 	ic_progress_init(&prog, "backup", j->disk_size, j->o->quiet);
 	for (uint64_t k = 0; !ret && k < j->nbatches; k++) {
 		struct batch *bt = &j->ring[k % j->nring];
 
 		pthread_mutex_lock(&j->mu);
-		while (!(bt->state == 2 && bt->k == k) && started)
+		while (!(bt->state == 2 && bt->k == k) && pool.n)
 			pthread_cond_wait(&j->cv, &j->mu);
 		pthread_mutex_unlock(&j->mu);
-		if (!started)
+		if (!pool.n)
 			break;
 		if (bt->err)
 			ret = ic_fail(bt->err, "%s", bt->errmsg);
@@ -500,8 +489,7 @@ static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal
 	j->stop = true;
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->mu);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
+	ic_pool_join(&pool);
 	pthread_mutex_destroy(&j->mu);
 	pthread_cond_destroy(&j->cv);
 out:
@@ -512,7 +500,6 @@ out:
 		free(j->ring[r].act);
 	}
 	free(j->ring);
-	free(tids);
 	return ret;
 }
 

@@ -13,6 +13,7 @@
 
 #include "ic_cache.h"
 #include "ic_codec.h"
+#include "ic_pool.h"
 #include "ic_util.h"
 
 #define NSHARDS 16u                 /* power of two */
@@ -94,8 +95,7 @@ struct ic_cache {
 	struct job *q;
 	size_t qhead, qlen;
 	bool stop;
-	pthread_t *thr;
-	int nthr;
+	struct ic_pool pool;        /* the readahead workers */
 	uint64_t ra_queued, ra_done, ra_dropped;
 };
 
@@ -632,7 +632,7 @@ void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 	struct willneed w = { .fd = -1 };
 	uint64_t end = first + count;
 
-	if (!c->nthr)
+	if (!c->pool.n)
 		return;
 	if (end > s->v->nblocks || end < first)
 		end = s->v->nblocks;
@@ -829,23 +829,12 @@ static int shards_init(struct ic_cache *c)
 
 static int workers_start(struct ic_cache *c)
 {
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int n = c->o.workers ? c->o.workers : (int)(ncpu > 0 ? ncpu : 2);
+	unsigned n = c->o.workers < 0 ? 0 : ic_thread_cap(c->o.workers, 0);
 
-	if (n < 0)
-		n = 0;
 	c->q = calloc(QUEUE_CAP, sizeof(*c->q));
-	c->thr = calloc(n ? (size_t)n : 1, sizeof(*c->thr));
-	if (!c->q || !c->thr)
+	if (!c->q)
 		return -ENOMEM;
-	for (int i = 0; i < n; i++) {
-		int r = pthread_create(&c->thr[i], NULL, worker_main, c);
-
-		if (r)
-			return -r;
-		c->nthr++;
-	}
-	return 0;
+	return ic_pool_start(&c->pool, n, worker_main, c);
 }
 
 struct ic_cache *ic_cache_new(uint32_t block_size, const struct ic_key *key,
@@ -897,8 +886,7 @@ void ic_cache_free(struct ic_cache *c)
 	c->stop = true;
 	pthread_cond_broadcast(&c->qcv);
 	pthread_mutex_unlock(&c->qmu);
-	for (int i = 0; i < c->nthr; i++)
-		pthread_join(c->thr[i], NULL);
+	ic_pool_join(&c->pool);
 	if (c->tls_ok) {
 		/* threads still alive (e.g. the caller) keep a decoder: free them here */
 		while (c->tls_list.next != &c->tls_list) {
@@ -929,7 +917,6 @@ void ic_cache_free(struct ic_cache *c)
 	free(c->slabs);
 	pthread_mutex_destroy(&c->slab_mu);
 	free(c->q);
-	free(c->thr);
 	free(c->zeros);
 	free(c);
 }
