@@ -114,9 +114,24 @@ struct ic_cache_src {
 	bool dying;
 };
 
+/* The table's key: an image file (device, inode) and a record's offset in it. */
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+static inline uint64_t cache_key_hash(uint64_t dev, uint64_t ino, uint64_t off)
+{
+	return mix64(off ^ mix64(ino ^ mix64(dev)));
+}
+
 /* ---- ic_cache_table.c ---------------------------------------------------------------- */
 
-uint64_t cache_key_hash(uint64_t dev, uint64_t ino, uint64_t off);
 /* Under sh->mu: the entry of that record, or NULL. */
 struct ic_centry *cache_table_find(struct shard *sh, uint64_t h, uint64_t dev, uint64_t ino,
 				   uint64_t off, uint64_t rec_hash);

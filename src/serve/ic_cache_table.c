@@ -113,21 +113,6 @@ static void buf_put(struct shard *sh, void *b)
 
 /* ---- table and LRU -------------------------------------------------------------- */
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
-
-uint64_t cache_key_hash(uint64_t dev, uint64_t ino, uint64_t off)
-{
-	return mix64(off ^ mix64(ino ^ mix64(dev)));
-}
-
 static void lru_unlink(struct ic_centry *e)
 {
 	e->lprev->lnext = e->lnext;

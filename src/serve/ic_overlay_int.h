@@ -102,10 +102,22 @@ static inline uint64_t ovl_blocks(uint64_t bytes)
 }
 
 
+/* The bitmap page of page p (NULL: no bit set); is block blk's bit set? */
+static inline const uint64_t *ovl_page_bits(const struct ic_overlay *ov, uint64_t p)
+{
+	return p < ov->nr_pages ? ov->pages[p].bits : NULL;
+}
+
+static inline bool ovl_test(const struct ic_overlay *ov, uint64_t blk)
+{
+	const uint64_t *bits = ovl_page_bits(ov, blk / OVL_PAGE_BITS);
+	uint64_t i = blk % OVL_PAGE_BITS;
+
+	return bits && (bits[i / 64] >> (i % 64) & 1);
+}
+
 /* ---- ic_overlay_map.c ---------------------------------------------------------------- */
 
-/* Is block blk's bit set? */
-bool ovl_test(const struct ic_overlay *ov, uint64_t blk);
 /* First block in [blk, limit) whose bit differs from set, or limit. */
 uint64_t ovl_run_end(const struct ic_overlay *ov, uint64_t blk, uint64_t limit, bool set);
 /* Allocate what setting the bits of blocks [lo, hi) needs, so that it cannot fail later. */

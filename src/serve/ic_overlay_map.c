@@ -33,19 +33,6 @@ static uint64_t ovl_slot_sum(const void *slot, size_t field)
 
 /* ---- the in-memory bitmap ------------------------------------------------------ */
 
-static const uint64_t *ovl_page_bits(const struct ic_overlay *ov, uint64_t p)
-{
-	return p < ov->nr_pages ? ov->pages[p].bits : NULL;
-}
-
-bool ovl_test(const struct ic_overlay *ov, uint64_t blk)
-{
-	const uint64_t *bits = ovl_page_bits(ov, blk / OVL_PAGE_BITS);
-	uint64_t i = blk % OVL_PAGE_BITS;
-
-	return bits && (bits[i / 64] >> (i % 64) & 1);
-}
-
 /* First bit index in [i, end) of one page that differs from set, or end. */
 static uint64_t ovl_page_scan(const uint64_t *bits, uint64_t i, uint64_t end, bool set)
 {
