@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "ic_mountinfo.h"
 #include "mount_fs_int.h"
 
 
@@ -60,28 +61,32 @@ static void view_put(struct mpoint *mp)
 /* The kernel reads ahead 128 KiB on a FUSE mount whatever max_readahead says; 1 MiB
  * requests halve the per-request cost of sequential reads.  Done once after the INIT
  * exchange (which would reset it), by root only: a failure changes nothing else. */
+struct bdi_ask {
+	const char *mountpoint;
+	char dev[64];
+};
+
+static int mount_dev(const struct ic_mount_ent *m, void *arg)
+{
+	struct bdi_ask *a = arg;
+
+	if (!strcmp(m->mountpoint, a->mountpoint))
+		snprintf(a->dev, sizeof(a->dev), "%s", m->dev);    /* the last one is ours */
+	return 0;
+}
+
 static void tune_readahead(struct mount_fs *fs)
 {
-	char line[4096], mp[PATH_MAX], dev[64], path[128];
-	FILE *f;
+	struct bdi_ask a = { .dev = "" };
+	char path[128];
 	int fd;
 
 	if (__atomic_exchange_n(&fs->ra_tuned, 1, __ATOMIC_RELAXED) || !fs->o.mountpoint)
 		return;
-	f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
+	a.mountpoint = fs->o.mountpoint;
+	if (ic_mountinfo_each(mount_dev, &a) || !a.dev[0])
 		return;
-	dev[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		char d[64];
-
-		if (sscanf(line, "%*d %*d %63s %*s %4095s", d, mp) == 2 && !strcmp(mp, fs->o.mountpoint))
-			snprintf(dev, sizeof(dev), "%s", d);    /* the last one is ours */
-	}
-	fclose(f);
-	if (!dev[0])
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", a.dev);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		if (write(fd, "1024", 4) < 0)

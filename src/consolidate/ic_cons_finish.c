@@ -19,6 +19,7 @@
 #include "ic_cons_int.h"
 #include "ic_image.h"
 #include "ic_lock.h"
+#include "ic_pool.h"
 #include "ic_util.h"
 
 /* Make the non-current slot a copy of the current one, so that the file can only ever
@@ -221,7 +222,7 @@ struct bg_punch {
 	uint32_t seq;
 	bool keep;                  /* not done: left to the punch list */
 	double secs, took;
-	pthread_t th;
+	struct ic_pool pool;
 };
 
 static void *bg_punch_run(void *arg)
@@ -287,13 +288,15 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 		/* the target's slot is durable and its copy fills the other slot: the
 		 * records it superseded are referenced by nothing any more */
 		bg.seq = j->ip_target;
-		bg_on = pthread_create(&bg.th, NULL, bg_punch_run, &bg) == 0;
+		bg_on = ic_pool_start(&bg.pool, 1, bg_punch_run, &bg) == 0;
+		if (!bg_on)
+			ic_pool_join(&bg.pool);
 	}
 	ret = remove_points(x);
 	if (bg_on) {
 		double t0 = ic_now();
 
-		pthread_join(bg.th, NULL);
+		ic_pool_join(&bg.pool);
 		x->st->punch_seconds += bg.secs;
 		x->st->phase_seconds[IC_CONS_T_PUNCH] += bg.took;
 		x->st->phase_seconds[IC_CONS_T_FINISH] -= ic_now() - t0;    /* counted as punch */

@@ -18,6 +18,8 @@
 #include "ic_codec.h"
 #include "ic_cons_int.h"
 #include "ic_image.h"
+#include "ic_mountinfo.h"
+#include "ic_pool.h"
 #include "ic_progress.h"
 #include "ic_util.h"
 #include "ic_view.h"
@@ -67,7 +69,7 @@ struct checker {
 	char msg[1024];             /* its message (messages are per thread) */
 	uint8_t *buf;
 	size_t buflen;
-	pthread_t th;
+	struct ic_pool pool;
 };
 
 static void *checker_main(void *arg)
@@ -116,7 +118,8 @@ static int checker_start(struct checker *k, size_t buflen)
 		return -ENOMEM;
 	pthread_mutex_init(&k->mu, NULL);
 	pthread_cond_init(&k->cv, NULL);
-	if (pthread_create(&k->th, NULL, checker_main, k)) {
+	if (ic_pool_start(&k->pool, 1, checker_main, k)) {
+		ic_pool_join(&k->pool);
 		pthread_mutex_destroy(&k->mu);
 		pthread_cond_destroy(&k->cv);
 		free(k->buf);
@@ -156,7 +159,7 @@ static int checker_finish(struct checker *k)
 	k->done = true;
 	pthread_cond_signal(&k->cv);
 	pthread_mutex_unlock(&k->mu);
-	pthread_join(k->th, NULL);
+	ic_pool_join(&k->pool);
 	ret = k->ret ? ic_fail(k->ret, "%s", k->msg) : 0;
 	pthread_mutex_destroy(&k->mu);
 	pthread_cond_destroy(&k->cv);
@@ -476,32 +479,33 @@ static size_t find_islands(const struct isl_ent *e, size_t ne, struct island *is
  * "discard")?  Only then does a hole cost more than moving a small island: elsewhere
  * a punch is a few microseconds of metadata.  IMGCHAIN_CONS_ISLANDS=1 or 0 decides
  * instead (tests, benchmarks). */
+struct discard_ask {
+	dev_t dev;
+	bool yes;
+};
+
+static int mount_discards(const struct ic_mount_ent *m, void *arg)
+{
+	struct discard_ask *a = arg;
+
+	if (m->major == major(a->dev) && m->minor == minor(a->dev))
+		a->yes = ic_mount_opt_has(m->super_options, "discard");
+	return a->yes;
+}
+
 static bool fs_discards(const char *path)
 {
 	const char *env = getenv("IMGCHAIN_CONS_ISLANDS");
-	char line[4096], dev[32];
+	struct discard_ask a = { 0 };
 	struct stat st;
-	bool yes = false;
-	FILE *f;
 
 	if (env && *env)
 		return strcmp(env, "0") != 0;
-	if (stat(path, &st) < 0 || !(f = fopen("/proc/self/mountinfo", "re")))
+	if (stat(path, &st) < 0)
 		return false;
-	snprintf(dev, sizeof(dev), " %u:%u ", major(st.st_dev), minor(st.st_dev));
-	while (!yes && fgets(line, sizeof(line), f)) {
-		char *sep = strstr(line, " - "), *opt;
-
-		if (!sep || !strstr(line, dev) || strstr(line, dev) > sep)
-			continue;
-		/* " - fstype source superoptions": the last field */
-		opt = strrchr(line, ' ');
-		for (char *sv, *tok = strtok_r(opt + 1, ",\n", &sv); tok && !yes;
-		     tok = strtok_r(NULL, ",\n", &sv))
-			yes = !strcmp(tok, "discard");
-	}
-	fclose(f);
-	return yes;
+	a.dev = st.st_dev;
+	ic_mountinfo_each(mount_discards, &a);
+	return a.yes;
 }
 
 /* Mark in f->reloc the entries of the full (level 0) to copy, within budget bytes. */

@@ -223,25 +223,6 @@ void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct ic
 	sodium_memzero(okey, sizeof(okey));
 }
 
-int ic_is_zero(const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	uint64_t acc = 0;
-	size_t i = 0;
-
-	for (; i + 64 <= len; i += 64) {
-		uint64_t w[8];
-
-		memcpy(w, p + i, 64);
-		acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
-		if (acc)
-			return 0;
-	}
-	for (; i < len; i++)
-		acc |= p[i];
-	return acc == 0;
-}
-
 void ic_seal_begin(struct ic_seal *s, uint32_t version)
 {
 	s->version = version;

@@ -10,6 +10,7 @@
 
 #include "imgchain_format.h"
 #include "ic_keys.h"
+#include "ic_mem.h"
 
 /* Per-thread state (zstd contexts, scratch).  Not thread-safe: one per thread. */
 struct ic_codec;
@@ -52,8 +53,5 @@ void ic_seal_begin(struct ic_seal *s, uint32_t version);
 void ic_seal_add(struct ic_seal *s, const struct icf_entry *e);
 int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
 		    uint32_t block_size, const struct icf_slot *slot, uint8_t out[32]);
-
-/* True when buf[len] is all zero (fast). */
-int ic_is_zero(const void *buf, size_t len);
 
 #endif

@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "ic_keys.h"
+#include "ic_mem.h"
 #include "ic_util.h"
 
 #define IC_KDF_CONTEXT "imgchain"
@@ -247,16 +248,6 @@ size_t ic_keyfile_encode(const struct ic_keyfile *kf, void *buf)
 	return IC_KF_HEAD + gbytes + 8;
 }
 
-static bool ic_mem_is_zero(const void *p, size_t len)
-{
-	const uint8_t *b = p;
-
-	for (size_t i = 0; i < len; i++)
-		if (b[i])
-			return false;
-	return true;
-}
-
 /* Bounds of a used slot; shared by decode and unlock (which must never run the KDF
  * on a hostile cost). */
 static int ic_slot_check(const struct icf_key_slot *s, unsigned n, const char *path)
@@ -292,7 +283,7 @@ static int ic_keyfile_check_slots(const struct icf_keyfile *kf, const char *path
 		const struct icf_key_slot *s = &kf->slots[i];
 
 		if (s->used == 0) {
-			if (!ic_mem_is_zero(s, sizeof(*s)))
+			if (!ic_is_zero(s, sizeof(*s)))
 				return ic_fail(IC_ECORRUPT, "%s: key slot %u: empty but not zeroed",
 					       path, i);
 			continue;

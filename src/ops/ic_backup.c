@@ -1,11 +1,11 @@
-/* ic_backup.c: the backup pipeline: workers read, digest, compress and encrypt
- * batches of blocks in parallel; the calling thread writes them in order. */
+/* ic_backup.c: one backup: the source and what to read of it (holes, changed blocks),
+ * the chain, key, name and parent, then the new image around the pipeline
+ * (ic_backup_pipe.c) and its slot. */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,55 +16,14 @@
 
 #include <sodium.h>
 
-#include "ic_backup.h"
+#include "ic_backup_int.h"
 #include "ic_chain.h"
 #include "ic_codec.h"
 #include "ic_keys.h"
-#include "ic_progress.h"
 #include "ic_state.h"
 #include "ic_unlock.h"
 #include "ic_util.h"
 #include "ic_view.h"
-
-enum plan { PLAN_READ = 0, PLAN_HOLE = 1, PLAN_SKIP = 2 };
-enum action { ACT_INHERIT = 0, ACT_ZERO = 1, ACT_DATA = 2 };
-
-#define BATCH_BYTES (4u << 20)
-
-struct batch {
-	uint64_t k;                 /* batch number */
-	int state;                  /* 0 free, 1 working, 2 done */
-	uint64_t first;
-	uint32_t n;
-	uint8_t *plain;
-	uint8_t *rec;               /* n records, each at i * bound */
-	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
-	uint8_t *act;
-	uint64_t bytes_read;
-	int err;
-	char errmsg[512];
-};
-
-struct job {
-	const struct ic_backup_opts *o;
-	int fd;
-	uint64_t disk_size, nblocks;
-	uint32_t bs, bound, seq, per_batch;
-	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
-	uint64_t point_id;          /* v2: this point's id, the origin_id of its records */
-	uint16_t keygen;            /* v2: the key generation it encrypts and seals under */
-	uint8_t *plan;
-	struct ic_view *pv;         /* parent view or NULL */
-	struct ic_key *key;
-	uint8_t chain_id[16];
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t next, nbatches;
-	struct batch *ring;
-	unsigned nring;
-	bool stop;
-};
 
 /* ---- the source ---------------------------------------------------------- */
 
@@ -209,310 +168,6 @@ static int plan_changed(struct job *j)
 		}
 	}
 	free(listed);
-	return ret;
-}
-
-/* ---- workers ------------------------------------------------------------- */
-
-static uint32_t block_len(const struct job *j, uint64_t b)
-{
-	return b + 1 < j->nblocks ? j->bs : (uint32_t)(j->disk_size - b * j->bs);
-}
-
-static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
-{
-	uint64_t off = (bt->first + i0) * j->bs;
-	size_t len = 0;
-	uint8_t *dst = bt->plain + (size_t)i0 * j->bs;
-
-	for (uint32_t i = i0; i < i0 + n; i++)
-		len += block_len(j, bt->first + i);
-	while (len) {
-		ssize_t r = pread(j->fd, dst, len, (off_t)off);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return ic_fail(-errno, "%s: read at offset %llu: %s", j->o->source,
-				       (unsigned long long)off, strerror(errno));
-		}
-		if (r == 0)
-			return ic_fail(-EIO, "%s: source shrank while being read (ends before %llu of %llu bytes)",
-				       j->o->source, (unsigned long long)off,
-				       (unsigned long long)j->disk_size);
-		bt->bytes_read += (uint64_t)r;
-		dst += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
-/* pref: the parent's block at this position (zero ref when unmapped or past its end). */
-static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt, uint32_t i,
-			 const struct ic_block_ref *prefp)
-{
-	uint64_t pos = bt->first + i;
-	uint32_t len = block_len(j, pos);
-	uint8_t *plain = bt->plain + (size_t)i * j->bs;
-	struct icf_entry *e = &bt->ents[i];
-	struct ic_block_ref pref = *prefp;
-	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
-	uint8_t d[16];
-	int ret;
-
-	if (j->pv && pos < j->pv->nblocks)
-		pzero = pref.img == NULL && pref.e.plain_len == len;
-	if (j->plan[pos] == PLAN_SKIP) {
-		bt->act[i] = ACT_INHERIT;
-		*e = pref.e;
-		return 0;
-	}
-	zero = j->plan[pos] == PLAN_HOLE || ic_is_zero(plain, len);
-	if (zero) {
-		bt->act[i] = pzero ? ACT_INHERIT : ACT_ZERO;
-		memset(e, 0, sizeof(*e));
-		e->pos = pos;
-		e->plain_len = len;
-		e->origin = j->seq;
-		e->origin_id = j->point_id;
-		e->keygen = j->keygen;
-		return 0;
-	}
-	if (pref.img && pref.e.plain_len == len) {
-		/* the parent's digest, under its own key: only compared, never written anew */
-		ic_codec_digest(j->key, j->version, &pref.e, plain, d);
-		if (!sodium_memcmp(d, pref.e.digest, 16)) {
-			bt->act[i] = ACT_INHERIT;
-			*e = pref.e;
-			return 0;
-		}
-	}
-	memset(e, 0, sizeof(*e));
-	e->pos = pos;
-	e->origin = j->seq;
-	e->origin_id = j->point_id;    /* fresh: no one-time digest key is used twice */
-	e->keygen = j->keygen;         /* the newest generation: revoked keys cannot read it */
-	ret = ic_codec_encode(codec, j->key, j->chain_id, j->version, plain, len,
-			      bt->rec + (size_t)i * j->bound, e);
-	if (ret)
-		return ret;
-	ic_codec_digest(j->key, j->version, e, plain, e->digest);
-	bt->act[i] = ACT_DATA;
-	return 0;
-}
-
-static int process_batch(struct job *j, struct ic_codec *codec, struct ic_view_cursor *cur,
-			 struct batch *bt)
-{
-	struct ic_block_ref next, pref;
-	uint64_t pend = 0;
-	uint32_t i = 0;
-	int have = 0, ret;
-
-	bt->bytes_read = 0;
-	while (i < bt->n) {
-		uint32_t n = 0;
-
-		while (i + n < bt->n && j->plan[bt->first + i + n] == PLAN_READ)
-			n++;
-		if (n) {
-			ret = read_run(j, bt, i, n);
-			if (ret)
-				return ret;
-		}
-		i += n ? n : 1;
-	}
-	/* the parent's blocks of this batch, in order, from a cursor over its private
-	 * indexes (checked against its seal before any batch started) */
-	if (cur) {
-		pend = bt->first + bt->n < j->pv->nblocks ? bt->first + bt->n : j->pv->nblocks;
-		ic_view_cursor_seek(cur, bt->first);
-		have = ic_view_cursor_next(cur, pend, &next);
-	}
-	for (i = 0; i < bt->n; i++) {
-		uint64_t pos = bt->first + i;
-
-		if (have < 0)
-			return have;
-		memset(&pref, 0, sizeof(pref));
-		if (have && next.e.pos == pos) {
-			pref = next;
-			have = ic_view_cursor_next(cur, pend, &next);
-		} else if (cur && pos < j->pv->nblocks) {
-			pref.e.pos = pos;
-			pref.e.plain_len = ic_view_block_len(j->pv, pos);
-		}
-		ret = process_block(j, codec, bt, i, &pref);
-		if (ret)
-			return ret;
-	}
-	return have < 0 ? have : 0;
-}
-
-static void *worker(void *arg)
-{
-	struct job *j = arg;
-	struct ic_codec *codec = ic_codec_new(j->bs, j->o->level);
-	struct ic_view_cursor *cur = NULL;
-	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0;
-
-	pthread_mutex_lock(&j->mu);
-	while (!j->stop && j->next < j->nbatches) {
-		uint64_t k = j->next;
-		struct batch *bt = &j->ring[k % j->nring];
-
-		if (bt->state != 0) {
-			pthread_cond_wait(&j->cv, &j->mu);
-			continue;
-		}
-		j->next++;
-		bt->state = 1;
-		bt->k = k;
-		pthread_mutex_unlock(&j->mu);
-
-		bt->first = k * j->per_batch;
-		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
-									 : j->per_batch);
-		bt->err = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
-		if (bt->err)
-			snprintf(bt->errmsg, sizeof(bt->errmsg), "%s", ic_last_error(bt->err));
-
-		pthread_mutex_lock(&j->mu);
-		bt->state = 2;
-		pthread_cond_broadcast(&j->cv);
-	}
-	pthread_mutex_unlock(&j->mu);
-	ic_view_cursor_free(cur);
-	ic_codec_free(codec);
-	return NULL;
-}
-
-/* ---- the writer (calling thread) ------------------------------------------ */
-
-static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct ic_seal *seal,
-		   struct ic_backup_stats *st)
-{
-	int ret;
-
-	st->bytes_read += bt->bytes_read;
-	for (uint32_t i = 0; i < bt->n; i++) {
-		struct icf_entry *e = &bt->ents[i];
-
-		switch (bt->act[i]) {
-		case ACT_DATA: {
-			uint64_t off;
-
-			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
-			e->offset = off;
-			if (!ret)
-				ret = ic_writer_add_entry(w, e);
-			if (ret)
-				return ret;
-			st->blocks_changed++;
-			st->bytes_changed += e->plain_len;
-			st->bytes_stored += e->stored_len;
-			ic_seal_add(seal, e);
-			break;
-		}
-		case ACT_ZERO:
-			ret = ic_writer_add_entry(w, e);
-			if (ret)
-				return ret;
-			st->blocks_zeroed++;
-			break;
-		default:
-			ic_seal_add(seal, e);    /* inherited: a no-op for zero blocks */
-			break;
-		}
-	}
-	return 0;
-}
-
-static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
-			struct ic_backup_stats *st)
-{
-	unsigned nthreads = j->o->threads > 0 ? (unsigned)j->o->threads
-					      : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-	pthread_t *tids;
-	struct ic_progress prog;
-	unsigned started = 0;
-	int ret = 0;
-
-	if (nthreads < 1)
-		nthreads = 1;
-	if (nthreads > 64)
-		nthreads = 64;
-	j->nring = nthreads * 2 + 2;
-	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
-	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;
-	j->ring = calloc(j->nring, sizeof(*j->ring));
-	tids = calloc(nthreads, sizeof(*tids));
-	if (!j->ring || !tids) {
-		free(tids);
-		return -ENOMEM;
-	}
-	for (unsigned r = 0; r < j->nring; r++) {
-		struct batch *bt = &j->ring[r];
-
-		bt->plain = malloc((size_t)j->per_batch * j->bs);
-		bt->rec = malloc((size_t)j->per_batch * j->bound);
-		bt->ents = calloc(j->per_batch, sizeof(*bt->ents));
-		bt->act = calloc(j->per_batch, 1);
-		if (!bt->plain || !bt->rec || !bt->ents || !bt->act) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	}
-	pthread_mutex_init(&j->mu, NULL);
-	pthread_cond_init(&j->cv, NULL);
-	for (; started < nthreads; started++)
-		if (pthread_create(&tids[started], NULL, worker, j)) {
-			ret = -EAGAIN;
-			break;
-		}
-	ic_progress_init(&prog, "backup", j->disk_size, j->o->quiet);
-	for (uint64_t k = 0; !ret && k < j->nbatches; k++) {
-		struct batch *bt = &j->ring[k % j->nring];
-
-		pthread_mutex_lock(&j->mu);
-		while (!(bt->state == 2 && bt->k == k) && started)
-			pthread_cond_wait(&j->cv, &j->mu);
-		pthread_mutex_unlock(&j->mu);
-		if (!started)
-			break;
-		if (bt->err)
-			ret = ic_fail(bt->err, "%s", bt->errmsg);
-		else if (ic_interrupted)
-			ret = ic_fail(-EINTR, "interrupted");
-		else
-			ret = consume(j, bt, w, seal, st);
-		/* before the slot is handed back: a worker refills bt->first and bt->n */
-		ic_progress_update(&prog, (bt->first + bt->n) * (uint64_t)j->bs > j->disk_size
-					  ? j->disk_size : (bt->first + bt->n) * (uint64_t)j->bs);
-		pthread_mutex_lock(&j->mu);
-		bt->state = 0;
-		pthread_cond_broadcast(&j->cv);
-		pthread_mutex_unlock(&j->mu);
-	}
-	ic_progress_done(&prog);
-	pthread_mutex_lock(&j->mu);
-	j->stop = true;
-	pthread_cond_broadcast(&j->cv);
-	pthread_mutex_unlock(&j->mu);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
-	pthread_mutex_destroy(&j->mu);
-	pthread_cond_destroy(&j->cv);
-out:
-	for (unsigned r = 0; r < j->nring; r++) {
-		free(j->ring[r].plain);
-		free(j->ring[r].rec);
-		free(j->ring[r].ents);
-		free(j->ring[r].act);
-	}
-	free(j->ring);
-	free(tids);
 	return ret;
 }
 
@@ -750,7 +405,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		goto out;
 	ic_seal_begin(&seal, j.version);
 	st->disk_size = j.disk_size;
-	ret = run_pipeline(&j, w, &seal, st);
+	ret = ic_backup_pipeline(&j, w, &seal, st);
 	if (!ret)
 		ret = check_not_shrunk(&j, regular);
 	if (ret)

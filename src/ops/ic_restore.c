@@ -16,6 +16,7 @@
 #include "ic_chain.h"
 #include "ic_codec.h"
 #include "ic_keys.h"
+#include "ic_pool.h"
 #include "ic_progress.h"
 #include "ic_state.h"
 #include "ic_unlock.h"
@@ -203,22 +204,15 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 
 static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
 {
-	unsigned n = o->threads > 0 ? (unsigned)o->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-	pthread_t tids[64];
-	unsigned started = 0;
+	unsigned n = ic_thread_cap(o->threads, IC_THREADS_MAX);
+	struct ic_pool pool;
 	struct ic_progress prog;
 
-	if (n < 1)
-		n = 1;
-	if (n > 64)
-		n = 64;
 	j->per_chunk = CHUNK_BLOCKS_BYTES / j->v->block_size ? CHUNK_BLOCKS_BYTES / j->v->block_size : 1;
 	j->nchunks = (j->v->nblocks + j->per_chunk - 1) / j->per_chunk;
 	pthread_mutex_init(&j->mu, NULL);
-	for (; started < n; started++)
-		if (pthread_create(&tids[started], NULL, rworker, j))
-			break;
-	if (!started)
+	ic_pool_start(&pool, n, rworker, j);    /* fewer threads will do */
+	if (!pool.n)
 		rworker(j);
 	ic_progress_init(&prog, "restore", j->v->disk_size, o->quiet);
 	for (;;) {
@@ -229,13 +223,12 @@ static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
 		d = j->done_blocks * j->v->block_size;
 		fin = j->err || j->done_blocks >= j->nchunks * j->per_chunk;
 		pthread_mutex_unlock(&j->mu);
-		if (fin || !started)
+		if (fin || !pool.n)
 			break;
 		ic_progress_update(&prog, d > j->v->disk_size ? j->v->disk_size : d);
 		usleep(100000);
 	}
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
+	ic_pool_join(&pool);
 	ic_progress_done(&prog);
 	pthread_mutex_destroy(&j->mu);
 	if (j->err)

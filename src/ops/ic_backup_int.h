@@ -1,0 +1,63 @@
+/* ic_backup_int.h: what the backup's two halves share (not installed).
+ * ic_backup.c plans and sets up a backup (source, holes, changed blocks, key, name,
+ * parent, the new image's header and slot); ic_backup_pipe.c runs the pipeline. */
+#ifndef IC_BACKUP_INT_H
+#define IC_BACKUP_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ic_backup.h"
+#include "ic_codec.h"
+#include "ic_image.h"
+#include "ic_keys.h"
+#include "ic_view.h"
+
+
+enum plan { PLAN_READ = 0, PLAN_HOLE = 1, PLAN_SKIP = 2 };
+enum action { ACT_INHERIT = 0, ACT_ZERO = 1, ACT_DATA = 2 };
+
+#define BATCH_BYTES (4u << 20)
+
+struct batch {
+	uint64_t k;                 /* batch number */
+	int state;                  /* 0 free, 1 working, 2 done */
+	uint64_t first;
+	uint32_t n;
+	uint8_t *plain;
+	uint8_t *rec;               /* n records, each at i * bound */
+	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
+	uint8_t *act;
+	uint64_t bytes_read;
+	int err;
+	char errmsg[512];
+};
+
+struct job {
+	const struct ic_backup_opts *o;
+	int fd;
+	uint64_t disk_size, nblocks;
+	uint32_t bs, bound, seq, per_batch;
+	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
+	uint64_t point_id;          /* v2: this point's id, the origin_id of its records */
+	uint16_t keygen;            /* v2: the key generation it encrypts and seals under */
+	uint8_t *plan;
+	struct ic_view *pv;         /* parent view or NULL */
+	struct ic_key *key;
+	uint8_t chain_id[16];
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t next, nbatches;
+	struct batch *ring;
+	unsigned nring;
+	bool stop;
+};
+
+/* The pipeline: workers (j->o->threads) read, digest, compress and encrypt batches of
+ * blocks; the calling thread appends them to w in order and adds them to the seal. */
+int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
+		       struct ic_backup_stats *st);
+
+#endif
