@@ -183,6 +183,7 @@ struct flat {
 	uint64_t done;
 	uint64_t kicked;            /* writeback started up to here */
 	struct checker *ck;         /* the checking thread, NULL: check in line */
+	struct cons *x;             /* the run (its options, the step hook) */
 };
 
 /* Start the writeback of what was copied since the last call, without waiting for it:
@@ -307,7 +308,7 @@ static int place(struct flat *f, size_t n, bool copy)
 				return ret;
 			f->done += len;
 			ic_progress_update(&f->prog, f->done);
-			ic_cons_crash_point("copy");
+			ic_cons_step(f->x, "copy");
 		}
 		f->cur += len;
 		i = k;
@@ -474,18 +475,15 @@ static size_t find_islands(const struct isl_ent *e, size_t ne, struct island *is
 
 /* Does the file system holding path discard the blocks it frees (mount option
  * "discard")?  Only then does a hole cost more than moving a small island: elsewhere
- * a punch is a few microseconds of metadata.  IMGCHAIN_CONS_ISLANDS=1 or 0 decides
- * instead (tests, benchmarks). */
+ * a punch is a few microseconds of metadata.  (ic_consolidate_opts.islands can decide
+ * instead: tests, benchmarks.) */
 static bool fs_discards(const char *path)
 {
-	const char *env = getenv("IMGCHAIN_CONS_ISLANDS");
 	char line[4096], dev[32];
 	struct stat st;
 	bool yes = false;
 	FILE *f;
 
-	if (env && *env)
-		return strcmp(env, "0") != 0;
 	if (stat(path, &st) < 0 || !(f = fopen("/proc/self/mountinfo", "re")))
 		return false;
 	snprintf(dev, sizeof(dev), " %u:%u ", major(st.st_dev), minor(st.st_dev));
@@ -592,6 +590,9 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	int fd = -1, ret;
 
 	memset(&f, 0, sizeof(f));
+	f.x = x;
+	if (x->o->no_copy_file_range)
+		ic_image_copy_plain();
 	f.fl = t->fl;
 	f.tseq = t->seq;
 	f.keep_root = t->in_place;
@@ -627,7 +628,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		f.start = ICF_HEADER_SIZE;
 	}
 	ret = flat_pass(&f, false);
-	if (!ret && t->in_place && fs_discards(f.dpath)) {
+	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(f.dpath))) {
 		uint64_t merged = 0;
 
 		for (uint32_t l = 1; l < f.vt->depth; l++)

@@ -843,13 +843,16 @@ int ic_slot_validate(const struct icf_slot *s, uint32_t version, const char *pat
  * 4 KiB in both files can be shared as a reflink; pwrite from buf where the kernel
  * cannot copy.  have: buf holds the same bytes already (read for the checksum check);
  * else it is filled from the source first (len <= its size). */
+static bool no_cfr;  /* no copy_file_range: the caller asked so, or the kernel refused it */
+
+void ic_image_copy_plain(void)
+{
+	no_cfr = true;
+}
+
 static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t len,
 		     uint8_t *buf, bool have, const char *spath, const char *dpath)
 {
-	static int no_cfr = -1;
-
-	if (no_cfr < 0)
-		no_cfr = getenv("IMGCHAIN_NO_COPY_FILE_RANGE") != NULL;
 	while (len) {
 		uint64_t piece = len;
 		ssize_t n = -1;
@@ -868,7 +871,7 @@ static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t le
 				return ic_fail(-errno, "%s: copy_file_range at %llu: %s", dpath,
 					       (unsigned long long)doff, strerror(errno));
 			if (n < 0)
-				no_cfr = 1;
+				no_cfr = true;
 		}
 #endif
 		if (n <= 0) {

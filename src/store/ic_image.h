@@ -103,8 +103,10 @@ int ic_image_check_records(const struct ic_image *src, const struct icf_entry *e
 
 /* Copy bytes [off, off + len) of src to dst_fd at dst_off, unchecked: copy_file_range,
  * split so that spans aligned on 4 KiB in both files can be shared as reflinks; read
- * into buf and pwrite where the kernel cannot copy (or IMGCHAIN_NO_COPY_FILE_RANGE is
- * set, for comparisons).  Does not fsync. */
+ * into buf and pwrite where the kernel cannot copy (or after ic_image_copy_plain, for
+ * comparisons).  Does not fsync. */
+/* From now on, the copies of this process read and write (no copy_file_range). */
+void ic_image_copy_plain(void);
 int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
 			uint64_t dst_off, const char *dst_path, void *buf, size_t buflen);
 
