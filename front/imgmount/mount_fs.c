@@ -171,7 +171,7 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 	if (ret)
 		goto fail;
 	if (fs->gens->chain->have_images &&
-	    memcmp(fs->gens->chain->chain_id, key->chain_id, 16)) {
+	    memcmp(fs->gens->chain->chain_id, key->chain_id, ICF_ID_LEN)) {
 		ret = ic_fail(IC_EKEY, "%s: the key does not belong to this chain", o->chain_dir);
 		goto fail;
 	}

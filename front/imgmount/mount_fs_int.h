@@ -26,7 +26,6 @@
 #include "ic_overlay.h"
 #include "mount_fs.h"
 
-#define LATEST "latest"
 #define EXTRA_DIR "extra"
 #define IO_MAX (1u << 20)
 

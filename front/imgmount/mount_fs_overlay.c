@@ -43,8 +43,8 @@ static void ov_binding(const struct mpoint *mp, struct ic_overlay_bind *b)
 	int n;
 
 	memset(b, 0, sizeof(*b));
-	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, 16);
-	memcpy(b->id + 16, s->seal, 32);
+	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, ICF_ID_LEN);
+	memcpy(b->id + ICF_ID_LEN, s->seal, ICF_SEAL_LEN);
 	n = snprintf(b->label, sizeof(b->label), "restore point '%s' (seq %u, seal ", mp->name,
 		     s->seq);
 	for (int i = 0; i < 8 && n > 0 && (size_t)n + 3 < sizeof(b->label); i++, n += 2)

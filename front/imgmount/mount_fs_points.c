@@ -280,7 +280,7 @@ int refresh(struct mount_fs *fs, bool force)
 		mount_log(LOG_ERR, "rescan: %s", ic_last_error(ret));
 		return ret;
 	}
-	if (c->have_images && fs->gens && fs->gens->chain->have_images && memcmp(c->chain_id, fs->gens->chain->chain_id, 16)) {
+	if (c->have_images && fs->gens && fs->gens->chain->have_images && memcmp(c->chain_id, fs->gens->chain->chain_id, ICF_ID_LEN)) {
 		mount_log(LOG_ERR, "%s: the chain was replaced by another one; keeping the old view",
 			  fs->o.chain_dir);
 		ic_chain_free(c);

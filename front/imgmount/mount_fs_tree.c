@@ -20,7 +20,7 @@ void resolve(struct mount_fs *fs, const char *path, struct where *w)
 		return;
 	}
 	slash = strchr(name, '/');
-	if (!slash && !strcmp(name, LATEST)) {
+	if (!slash && !strcmp(name, ICF_NAME_RESERVED)) {
 		w->node = fs->latest[0] ? N_LATEST : N_NONE;
 		return;
 	}
@@ -225,7 +225,7 @@ int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 			if (!fs->pts[i]->gone)
 				filler(buf, fs->pts[i]->name, NULL, 0, 0);
 		if (fs->latest[0])
-			filler(buf, LATEST, NULL, 0, 0);
+			filler(buf, ICF_NAME_RESERVED, NULL, 0, 0);
 		break;
 	case N_POINT: {
 		char *p;

@@ -35,7 +35,7 @@ static int dup_slot(struct ic_image *img)
 	if (!ic_slot_decode(raw, &other, img->hdr.version, img->path) && other.seq == img->slot.seq &&
 	    other.index_offset == img->slot.index_offset &&
 	    other.index_count == img->slot.index_count &&
-	    !memcmp(other.index_hash, img->slot.index_hash, 16))
+	    !memcmp(other.index_hash, img->slot.index_hash, ICF_INDEX_HASH_LEN))
 		return 0;
 	/* not synced: the current slot decides; this copy only keeps the file from ever
 	 * falling back to the point it held before */
@@ -112,7 +112,7 @@ static int finish_inplace(struct cons *x)
 		ret = ic_pread_full(img->fd, idx, len, s.index_offset, fpath);
 		XXH128_canonicalFromHash(&c, XXH3_128bits(idx, len));
 		free(idx);
-		if (!ret && memcmp(c.digest, s.index_hash, 16))
+		if (!ret && memcmp(c.digest, s.index_hash, ICF_INDEX_HASH_LEN))
 			ret = ic_fail(IC_ECORRUPT, "%s: the merged index appended to it is damaged", fpath);
 		if (!ret)    /* the journal's copy was decoded without the file's version */
 			ret = ic_slot_validate(&s, img->hdr.version, fpath);

@@ -394,7 +394,7 @@ static void fill_slot(struct tgt *t, struct flat *f)
 	s->n_data = f->n_data;
 	s->n_zero = f->n_zero;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->ih));
-	memcpy(s->index_hash, c.digest, 16);
+	memcpy(s->index_hash, c.digest, ICF_INDEX_HASH_LEN);
 	s->data_end = f->idx_off + f->count * sizeof(struct icf_entry);
 }
 

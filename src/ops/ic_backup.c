@@ -56,7 +56,7 @@ struct job {
 	uint8_t *plan;
 	struct ic_view *pv;         /* parent view or NULL */
 	struct ic_key *key;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -258,7 +258,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	struct icf_entry *e = &bt->ents[i];
 	struct ic_block_ref pref = *prefp;
 	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
-	uint8_t d[16];
+	uint8_t d[ICF_DIGEST_LEN];
 	int ret;
 
 	if (j->pv && pos < j->pv->nblocks)
@@ -282,7 +282,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	if (pref.img && pref.e.plain_len == len) {
 		/* the parent's digest, under its own key: only compared, never written anew */
 		ic_codec_digest(j->key, j->version, &pref.e, plain, d);
-		if (!sodium_memcmp(d, pref.e.digest, 16)) {
+		if (!sodium_memcmp(d, pref.e.digest, ICF_DIGEST_LEN)) {
 			bt->act[i] = ACT_INHERIT;
 			*e = pref.e;
 			return 0;
@@ -562,15 +562,15 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	char *kpath = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
 	char *pass = NULL;
 	size_t plen;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	int ret;
 
 	*created = false;
 	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
-		    (memcmp((*key)->chain_id, c->chain_id, 16) ||
-		     memcmp((*key)->key_check, c->key_check, 16))) {
+		    (memcmp((*key)->chain_id, c->chain_id, ICF_ID_LEN) ||
+		     memcmp((*key)->key_check, c->key_check, ICF_CHECK_LEN))) {
 			ic_key_free(*key);
 			*key = NULL;
 			ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
@@ -708,7 +708,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		goto out;
 	st->created_chain = key_created;
-	memcpy(j.chain_id, j.key->chain_id, 16);
+	memcpy(j.chain_id, j.key->chain_id, ICF_ID_LEN);
 	/* v2: records and seal under the newest key generation (a revocation's); v1 images
 	 * have no field for it and stay on generation 0 (FORMAT.md "Versions") */
 	if (j.version != ICF_IMAGE_V1)
@@ -740,8 +740,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.version = j.version;
 	hdr.header_size = ICF_HEADER_SIZE;
-	memcpy(hdr.chain_id, j.key->chain_id, 16);
-	memcpy(hdr.key_check, j.key->key_check, 16);
+	memcpy(hdr.chain_id, j.key->chain_id, ICF_ID_LEN);
+	memcpy(hdr.key_check, j.key->key_check, ICF_CHECK_LEN);
 	hdr.block_size = j.bs;
 	hdr.cipher = ICF_CIPHER_XCHACHA20POLY1305;
 	hdr.compress = ICF_COMPRESS_ZSTD;

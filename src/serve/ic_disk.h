@@ -45,7 +45,7 @@ struct ic_disk_info {
 	int64_t created;
 	uint64_t disk_size;
 	uint32_t block_size;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 };
 
 void ic_disk_info_from_point(const struct ic_chain *c, const struct ic_point *p,
