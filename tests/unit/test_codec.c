@@ -238,7 +238,8 @@ static void test_level0_and_digest(void)
 {
 	struct ic_codec *c = ic_codec_new(BS, 0);
 	uint8_t *plain = calloc(1, BS), *rec = malloc(ic_codec_bound(BS));
-	uint8_t d1[16], d2[16], d3[16], d4[16], d5[16], d6[16], d7[16], d8[16];
+	uint8_t d1[ICF_DIGEST_LEN], d2[ICF_DIGEST_LEN], d3[ICF_DIGEST_LEN], d4[ICF_DIGEST_LEN];
+	uint8_t d5[ICF_DIGEST_LEN], d6[ICF_DIGEST_LEN], d7[ICF_DIGEST_LEN], d8[ICF_DIGEST_LEN];
 	struct icf_entry e;
 
 	plain[5] = 9;
@@ -254,8 +255,8 @@ static void test_level0_and_digest(void)
 		digest(other_key, v, 1, id, 1, plain, d4);
 		plain[6] = 1;
 		digest(key, v, 1, id, 1, plain, d5);
-		CHECK(memcmp(d1, d2, 16) && memcmp(d1, d3, 16) && memcmp(d1, d4, 16) &&
-		      memcmp(d1, d5, 16));
+		CHECK(memcmp(d1, d2, ICF_DIGEST_LEN) && memcmp(d1, d3, ICF_DIGEST_LEN) &&
+		      memcmp(d1, d4, ICF_DIGEST_LEN) && memcmp(d1, d5, ICF_DIGEST_LEN));
 	}
 	/* v2: same (origin, position, content), another point id: another digest; and
 	 * never v1's */
@@ -263,7 +264,8 @@ static void test_level0_and_digest(void)
 	digest(key, ICF_IMAGE_V2, 1, 1000, 1, plain, d6);
 	digest(key, ICF_IMAGE_V2, 1, 1001, 1, plain, d7);
 	digest(key, ICF_IMAGE_V1, 1, 0, 1, plain, d8);
-	CHECK(memcmp(d6, d7, 16) && memcmp(d6, d8, 16) && memcmp(d7, d8, 16));
+	CHECK(memcmp(d6, d7, ICF_DIGEST_LEN) && memcmp(d6, d8, ICF_DIGEST_LEN) &&
+	      memcmp(d7, d8, ICF_DIGEST_LEN));
 	free(plain);
 	free(rec);
 	ic_codec_free(c);
@@ -300,11 +302,11 @@ static void test_is_zero(void)
 
 int main(void)
 {
-	uint8_t m1[32], m2[32];
+	uint8_t m1[ICF_KEY_LEN], m2[ICF_KEY_LEN];
 
 	CHECK(sodium_init() >= 0);
-	randombytes_buf(m1, 32);
-	randombytes_buf(m2, 32);
+	randombytes_buf(m1, ICF_KEY_LEN);
+	randombytes_buf(m2, ICF_KEY_LEN);
 	key = ic_key_from_master(m1, chain_id);
 	other_key = ic_key_from_master(m2, chain_id);
 	CHECK(key && other_key);

@@ -80,7 +80,7 @@ static void fake_keyfile(struct ic_keyfile *kf)
 
 static void test_derivation(void)
 {
-	uint8_t master[ICF_KEY_LEN], sub[32], msg[24], check[ICF_CHECK_LEN];
+	uint8_t master[ICF_KEY_LEN], sub[ICF_KEY_LEN], msg[24], check[ICF_CHECK_LEN];
 	struct ic_key *a, *a2, *b;
 
 	for (unsigned i = 0; i < ICF_KEY_LEN; i++)
@@ -100,17 +100,17 @@ static void test_derivation(void)
 	CHECK(memcmp(a->k_block, a->master, ICF_KEY_LEN));
 
 	/* the documented derivation, recomputed from libsodium directly */
-	crypto_kdf_derive_from_key(sub, 32, 1, "imgchain", master);
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 1, "imgchain", master);
 	CHECK(!memcmp(sub, a->k_block, ICF_KEY_LEN));
-	crypto_kdf_derive_from_key(sub, 32, 2, "imgchain", master);
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 2, "imgchain", master);
 	CHECK(!memcmp(sub, a->k_seal, ICF_KEY_LEN));
-	crypto_kdf_derive_from_key(sub, 32, 3, "imgchain", master);
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 3, "imgchain", master);
 	CHECK(!memcmp(sub, a->k_digest, ICF_KEY_LEN));
-	crypto_kdf_derive_from_key(sub, 32, 4, "imgchain", master);
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 4, "imgchain", master);
 	CHECK(!memcmp(sub, a->k_check, ICF_KEY_LEN));
 	memcpy(msg, "ICKEYCHK", 8);
 	memcpy(msg + 8, chain_a, ICF_ID_LEN);
-	crypto_generichash(check, ICF_CHECK_LEN, msg, sizeof(msg), sub, 32);
+	crypto_generichash(check, ICF_CHECK_LEN, msg, sizeof(msg), sub, ICF_KEY_LEN);
 	CHECK(!memcmp(check, a->key_check, ICF_CHECK_LEN));
 
 	ic_key_free(a);
