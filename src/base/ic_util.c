@@ -388,7 +388,6 @@ int ic_rename_noreplace(const char *from, const char *to)
 	return ic_fail(-e, "%s: rename: %s", to, strerror(e));
 }
 
-uint16_t ic_le16(uint16_t v) { return le16toh(v); }
 uint32_t ic_le32(uint32_t v) { return le32toh(v); }
 uint64_t ic_le64(uint64_t v) { return le64toh(v); }
 

@@ -21,11 +21,6 @@ static const char *const rule_names[IC_KEEP_NRULES] = {
 	"last", "hourly", "daily", "weekly", "monthly", "yearly",
 };
 
-const char *ic_keep_rule_name(enum ic_keep_rule r)
-{
-	return (unsigned)r < IC_KEEP_NRULES ? rule_names[r] : "?";
-}
-
 bool ic_retention_empty(const struct ic_retention *r)
 {
 	for (int i = 0; i < IC_KEEP_NRULES; i++)

@@ -52,9 +52,6 @@ enum ic_keep_rule {
 	IC_KEEP_NRULES,
 };
 
-/* "last", "hourly", ... */
-const char *ic_keep_rule_name(enum ic_keep_rule r);
-
 struct ic_retention {
 	unsigned keep[IC_KEEP_NRULES];      /* 0: rule not used */
 };

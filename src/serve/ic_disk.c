@@ -238,11 +238,6 @@ void ic_disk_detach(struct ic_disk *d)
 	d->src = NULL;
 }
 
-bool ic_disk_attached(const struct ic_disk *d)
-{
-	return d->src != NULL;
-}
-
 /* ---- sparse VMDK callbacks --------------------------------------------------------- */
 
 struct sparse_arg {

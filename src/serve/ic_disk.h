@@ -73,7 +73,6 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
  * files that need a view happen only while attached.  0, -ENOMEM or -EINVAL. */
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v);
 void ic_disk_detach(struct ic_disk *d);
-bool ic_disk_attached(const struct ic_disk *d);
 
 /* Read up to len bytes of file f at off into buf (short at end of file, 0 past it).
  * st (may be NULL) is the reader's readahead state.  Returns the byte count or a

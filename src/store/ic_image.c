@@ -620,11 +620,6 @@ struct ic_writer {
 	struct icf_header hdr;
 };
 
-uint64_t ic_writer_bytes(const struct ic_writer *w)
-{
-	return w->off + w->wlen - ICF_HEADER_SIZE;
-}
-
 int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t seq,
 		  struct ic_writer **out)
 {

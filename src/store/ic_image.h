@@ -83,8 +83,6 @@ int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e);
 int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot);
 /* Remove the temporary file and free w (NULL is fine). */
 void ic_writer_abort(struct ic_writer *w);
-/* Bytes written so far (records). */
-uint64_t ic_writer_bytes(const struct ic_writer *w);
 
 /* "%08u.img" into buf[16]. */
 void ic_image_filename(uint32_t seq, char *buf, size_t len);
