@@ -90,7 +90,7 @@ struct icf_slot {
 	uint64_t n_zero;            /* zero entries in the index */
 	uint8_t index_hash[ICF_INDEX_HASH_LEN]; /* XXH3-128 of the index, canonical form */
 	uint8_t seal[ICF_SEAL_LEN]; /* keyed MAC over the point's block map, FORMAT.md "Seal" */
-	char name[128];             /* NUL-terminated, NUL-padded */
+	char name[ICF_NAME_MAX + 1]; /* NUL-terminated, NUL-padded */
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */
 	uint64_t point_id;          /* v2: random non-zero id of the point; v1: 0 */
 	uint16_t seal_keygen;       /* v2: key generation of the seal key; v1: 0 */
@@ -200,7 +200,7 @@ struct icf_seal_head {
 	uint32_t seq;
 	int64_t created;
 	uint64_t disk_size;
-	char name[128];
+	char name[ICF_NAME_MAX + 1];
 	uint8_t map_digest[ICF_SEAL_LEN];
 } __attribute__((packed));
 
@@ -212,7 +212,7 @@ struct icf_seal_head_v2 {
 	uint32_t seq;
 	int64_t created;
 	uint64_t disk_size;
-	char name[128];
+	char name[ICF_NAME_MAX + 1];
 	uint64_t point_id;
 	uint16_t seal_keygen;
 	uint8_t reserved[6];        /* 0 */

@@ -39,8 +39,8 @@ enum ic_disk_file {
 
 /* What a disk needs to know of its point (copied: nothing of the chain is kept). */
 struct ic_disk_info {
-	char name[128];
-	char parent[128];           /* "" for none */
+	char name[ICF_NAME_MAX + 1];
+	char parent[ICF_NAME_MAX + 1]; /* "" for none */
 	uint32_t seq, parent_seq, kind;
 	int64_t created;
 	uint64_t disk_size;
