@@ -26,6 +26,17 @@
 #define ICF_TMP_PREFIX ".tmp-"      /* in-progress files; never read, removed under the lock */
 
 #define ICF_NAME_MAX 127            /* restore point name, bytes, without NUL */
+#define ICF_NAME_RESERVED "latest"  /* never a point's name (the mount's link to the newest) */
+
+/* ---- identifiers, hashes and limits (plain ints: they also bound loop counters) --- */
+#define ICF_ID_LEN 16               /* a chain id */
+#define ICF_CHECK_LEN 16            /* a key check value: key_check, a generation's check */
+#define ICF_INDEX_HASH_LEN 16       /* XXH3-128 of an index, canonical form */
+#define ICF_DIGEST_LEN 16           /* a keyed change digest (Poly1305) */
+#define ICF_SEAL_LEN 32             /* a seal (BLAKE2b-256), and the map digest it covers */
+#define ICF_SALT_LEN 16             /* a key slot's Argon2id salt */
+#define ICF_DISK_MAX (1ull << 60)   /* largest disk_size a slot may claim, bytes */
+#define ICF_INDEX_COUNT_MAX (1ull << 40) /* most entries an index may claim */
 
 /* ---- block geometry ------------------------------------------------------- */
 #define ICF_BLOCK_MIN 4096u
@@ -47,8 +58,8 @@ struct icf_header {
 	char magic[8];              /* "IMGCHAIN" */
 	uint32_t version;           /* ICF_IMAGE_V1 or ICF_IMAGE_V2 */
 	uint32_t header_size;       /* ICF_HEADER_SIZE */
-	uint8_t chain_id[16];       /* random, shared by every file of a chain */
-	uint8_t key_check[16];      /* key fingerprint, see FORMAT.md "Keys" */
+	uint8_t chain_id[ICF_ID_LEN]; /* random, shared by every file of a chain */
+	uint8_t key_check[ICF_CHECK_LEN]; /* key fingerprint, see FORMAT.md "Keys" */
 	uint32_t block_size;        /* power of two, ICF_BLOCK_MIN..ICF_BLOCK_MAX */
 	uint32_t cipher;            /* ICF_CIPHER_* */
 	uint32_t compress;          /* ICF_COMPRESS_* */
@@ -77,9 +88,9 @@ struct icf_slot {
 	uint64_t data_bytes;        /* sum of stored_len of the index's data entries */
 	uint64_t n_data;            /* data entries in the index */
 	uint64_t n_zero;            /* zero entries in the index */
-	uint8_t index_hash[16];     /* XXH3-128 of the index bytes, xxHash canonical form */
-	uint8_t seal[32];           /* keyed MAC over the point's block map, FORMAT.md "Seal" */
-	char name[128];             /* NUL-terminated, NUL-padded */
+	uint8_t index_hash[ICF_INDEX_HASH_LEN]; /* XXH3-128 of the index, canonical form */
+	uint8_t seal[ICF_SEAL_LEN]; /* keyed MAC over the point's block map, FORMAT.md "Seal" */
+	char name[ICF_NAME_MAX + 1]; /* NUL-terminated, NUL-padded */
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */
 	uint64_t point_id;          /* v2: random non-zero id of the point; v1: 0 */
 	uint16_t seal_keygen;       /* v2: key generation of the seal key; v1: 0 */
@@ -102,7 +113,7 @@ struct icf_entry {
 	uint16_t kind;              /* ICF_ENTRY_* */
 	uint16_t keygen;            /* v2: key generation of the record; v1 "flags", 0 */
 	uint64_t rec_hash;          /* XXH3-64 of the stored record bytes (0 for zero) */
-	uint8_t digest[16];         /* keyed change digest of the plaintext (zero for zero) */
+	uint8_t digest[ICF_DIGEST_LEN]; /* keyed change digest of the plaintext (zero for zero) */
 	uint64_t origin_id;         /* v2: point id of the origin point, non-zero; v1: 0 in
 				     * host order (the bytes hold entry_hash) */
 } __attribute__((packed));
@@ -117,7 +128,7 @@ struct icf_entry_v1 {
 	uint16_t kind;
 	uint16_t flags;             /* 0 */
 	uint64_t rec_hash;
-	uint8_t digest[16];
+	uint8_t digest[ICF_DIGEST_LEN];
 	uint64_t entry_hash;        /* XXH3-64 of bytes 0..55 of this entry */
 } __attribute__((packed));
 
@@ -128,7 +139,7 @@ struct icf_entry_v1 {
 /* Additional data of a block record's AEAD (not stored; rebuilt from the index), v1. */
 struct icf_block_ad {
 	char magic[4];              /* "ICB1" */
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	uint32_t block_size;
 	uint64_t pos;
 	uint32_t origin;
@@ -140,7 +151,7 @@ struct icf_block_ad {
 /* Additional data, v2: also the origin's point id and the record's key generation. */
 struct icf_block_ad_v2 {
 	char magic[4];              /* "ICB2" */
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	uint32_t block_size;
 	uint64_t pos;
 	uint32_t origin;
@@ -184,28 +195,28 @@ struct icf_map_item_v2 {
 /* Seal header, MACed together with the map digest (v1). */
 struct icf_seal_head {
 	char magic[8];              /* "ICSEAL01" */
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	uint32_t block_size;
 	uint32_t seq;
 	int64_t created;
 	uint64_t disk_size;
-	char name[128];
-	uint8_t map_digest[32];
+	char name[ICF_NAME_MAX + 1];
+	uint8_t map_digest[ICF_SEAL_LEN];
 } __attribute__((packed));
 
 /* Seal header, v2: also the point id and the seal key's generation. */
 struct icf_seal_head_v2 {
 	char magic[8];              /* "ICSEAL02" */
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	uint32_t block_size;
 	uint32_t seq;
 	int64_t created;
 	uint64_t disk_size;
-	char name[128];
+	char name[ICF_NAME_MAX + 1];
 	uint64_t point_id;
 	uint16_t seal_keygen;
 	uint8_t reserved[6];        /* 0 */
-	uint8_t map_digest[32];
+	uint8_t map_digest[ICF_SEAL_LEN];
 } __attribute__((packed));
 
 /* ---- key file ------------------------------------------------------------- */
@@ -218,7 +229,7 @@ struct icf_key_slot {
 	uint32_t alg;               /* crypto_pwhash_ALG_ARGON2ID13 (2) */
 	uint64_t opslimit;
 	uint64_t memlimit;          /* bytes */
-	uint8_t salt[16];
+	uint8_t salt[ICF_SALT_LEN];
 	uint8_t nonce[24];
 	uint8_t wrapped[48];        /* master key (32) + tag (16), XChaCha20-Poly1305 */
 	uint8_t reserved[16];
@@ -228,8 +239,8 @@ struct icf_keyfile {
 	char magic[8];              /* "ICKEYF01" */
 	uint32_t version;           /* ICF_VERSION */
 	uint32_t reserved0;
-	uint8_t chain_id[16];
-	uint8_t key_check[16];
+	uint8_t chain_id[ICF_ID_LEN];
+	uint8_t key_check[ICF_CHECK_LEN];
 	struct icf_key_slot slots[ICF_KEY_SLOTS];
 	uint8_t reserved[40];
 	uint64_t file_hash;         /* XXH3-64 of all bytes before it */

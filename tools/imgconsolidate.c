@@ -64,6 +64,24 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 		       st->punches_pending, st->punches_pending == 1 ? "" : "s");
 }
 
+#ifdef IC_TEST_HOOKS
+/* The test build only (tests/lib/cons_hooks.c): IMGCHAIN_TEST_CRASH_AT, _STALL_AT. */
+void ic_test_cons_step(const char *name);
+#endif
+
+/* The tuning the environment may ask for (tests, benchmarks; imgconsolidate(1)). */
+static void env_opts(struct ic_consolidate_opts *o)
+{
+	const char *isl = getenv("IMGCHAIN_CONS_ISLANDS");
+
+	if (isl && *isl)
+		o->islands = strcmp(isl, "0") ? 1 : -1;
+	o->no_copy_file_range = getenv("IMGCHAIN_NO_COPY_FILE_RANGE") != NULL;
+#ifdef IC_TEST_HOOKS
+	o->step = ic_test_cons_step;
+#endif
+}
+
 static int parse_count(const char *opt, const char *arg, unsigned *out)
 {
 	char *end;
@@ -129,6 +147,7 @@ int main(int argc, char **argv)
 		return IC_EXIT_USAGE;
 	}
 	o.chain_dir = argv[optind];
+	env_opts(&o);
 	ic_install_signals();
 	ret = ic_consolidate(&o, &st);
 	if (ret)

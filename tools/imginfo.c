@@ -59,7 +59,7 @@ static void print_json(const struct ic_chain *c)
 	printf("{\n  \"format_version\": 1,\n  \"chain\": ");
 	json_str(c->dir);
 	printf(",\n  \"chain_id\": \"");
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < ICF_ID_LEN; i++)
 		printf("%02x", c->chain_id[i]);
 	printf("\",\n  \"block_size\": %u,\n  \"points\": [", c->block_size);
 	for (size_t i = 0; i < c->npoints; i++) {

@@ -283,8 +283,8 @@ static int check_chain(const char *dir, const struct ic_key *key, bool accept_ro
 
 	if (ret)
 		return ret;
-	if (ch->have_images && (memcmp(key->chain_id, ch->chain_id, 16) ||
-				memcmp(key->key_check, ch->key_check, 16)))
+	if (ch->have_images && (memcmp(key->chain_id, ch->chain_id, ICF_ID_LEN) ||
+				memcmp(key->key_check, ch->key_check, ICF_CHECK_LEN)))
 		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
 			      dir);
 	else

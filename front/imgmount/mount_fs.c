@@ -90,7 +90,7 @@ static void on_cache_error(void *arg, int err, const char *msg)
 }
 
 /* errno for the kernel: damage and key trouble are I/O errors to a reader. */
-int fuse_err(int err)
+int mfs_errno(int err)
 {
 	if (err == IC_ECORRUPT || err == IC_EKEY || err == -ENXIO)
 		return -EIO;
@@ -98,9 +98,9 @@ int fuse_err(int err)
 }
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static void *mfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 
 	conn->max_write = IO_MAX;
 	conn->max_read = IO_MAX;    /* must equal the max_read mount option imgmount passes */
@@ -120,29 +120,29 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 }
 
 static const struct fuse_operations ops = {
-	.init = fs_init,
-	.getattr = fs_getattr,
-	.readlink = fs_readlink,
-	.opendir = fs_opendir,
-	.readdir = fs_readdir,
-	.releasedir = fs_releasedir,
-	.open = fs_open,
-	.create = fs_create,
-	.read = fs_read,
-	.write = fs_write,
-	.fsync = fs_fsync,
-	.flush = fs_flush,
-	.release = fs_release,
-	.mkdir = fs_mkdir,
-	.rmdir = fs_rmdir,
-	.unlink = fs_unlink,
-	.symlink = fs_symlink,
-	.rename = fs_rename,
-	.truncate = fs_truncate,
-	.chmod = fs_chmod,
-	.chown = fs_chown,
-	.utimens = fs_utimens,
-	.statfs = fs_statfs,
+	.init = mfs_init,
+	.getattr = mfs_getattr,
+	.readlink = mfs_readlink,
+	.opendir = mfs_opendir,
+	.readdir = mfs_readdir,
+	.releasedir = mfs_releasedir,
+	.open = mfs_open,
+	.create = mfs_create,
+	.read = mfs_read,
+	.write = mfs_write,
+	.fsync = mfs_fsync,
+	.flush = mfs_flush,
+	.release = mfs_release,
+	.mkdir = mfs_mkdir,
+	.rmdir = mfs_rmdir,
+	.unlink = mfs_unlink,
+	.symlink = mfs_symlink,
+	.rename = mfs_rename,
+	.truncate = mfs_truncate,
+	.chmod = mfs_chmod,
+	.chown = mfs_chown,
+	.utimens = mfs_utimens,
+	.statfs = mfs_statfs,
 };
 
 const struct fuse_operations *mount_fs_ops(void)
@@ -167,11 +167,11 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 		ret = ic_fail(-errno, "%s: %s", o->overlay_dir, strerror(errno));
 		goto fail;
 	}
-	ret = refresh(fs, true);
+	ret = mfs_refresh(fs, true);
 	if (ret)
 		goto fail;
 	if (fs->gens->chain->have_images &&
-	    memcmp(fs->gens->chain->chain_id, key->chain_id, 16)) {
+	    memcmp(fs->gens->chain->chain_id, key->chain_id, ICF_ID_LEN)) {
 		ret = ic_fail(IC_EKEY, "%s: the key does not belong to this chain", o->chain_dir);
 		goto fail;
 	}
@@ -215,12 +215,12 @@ void mount_fs_free(struct mount_fs *fs)
 		return;
 	pthread_mutex_lock(&fs->lock);
 	for (size_t i = 0; i < fs->npts; i++)
-		mp_free(fs, fs->pts[i]);
+		mfs_point_free(fs, fs->pts[i]);
 	free(fs->pts);
 	fs->pts = NULL;
 	fs->npts = 0;
 	while (fs->gens)
-		gen_unref(fs, fs->gens);
+		mfs_gen_unref(fs, fs->gens);
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->cache) {
 		struct ic_cache_stats st;

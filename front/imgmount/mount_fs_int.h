@@ -7,6 +7,8 @@
  *   mount_fs_overlay.c  overlays: opening them, the write, truncate and fsync paths
  *
  * Locking is described in mount_fs.h; each declaration below says which lock it needs.
+ * Names: what the parts share is mfs_* (the FUSE operations mfs_<op>); the daemon's
+ * public entry points (mount_fs.h) are mount_fs_* and mount_log*.
  */
 #ifndef MOUNT_FS_INT_H
 #define MOUNT_FS_INT_H
@@ -26,7 +28,6 @@
 #include "ic_overlay.h"
 #include "mount_fs.h"
 
-#define LATEST "latest"
 #define EXTRA_DIR "extra"
 #define IO_MAX (1u << 20)
 
@@ -114,73 +115,73 @@ struct base_arg {
 	struct mhandle *h;
 };
 
-static inline struct mount_fs *fs_get(void)
+static inline struct mount_fs *mfs_get(void)
 {
 	return fuse_get_context()->private_data;
 }
 
 /* mount_fs.c */
 /* errno for the kernel: damage and key trouble are I/O errors to a reader. */
-int fuse_err(int err);
+int mfs_errno(int err);
 
 /* mount_fs_points.c */
 /* Rescan the chain directory when it changed, or always with force.  Takes fs->lock
  * itself (call without it). */
-int refresh(struct mount_fs *fs, bool force);
+int mfs_refresh(struct mount_fs *fs, bool force);
 /* The point called name[len], or NULL.  Under fs->lock. */
-struct mpoint *find_mp(struct mount_fs *fs, const char *name, size_t len);
+struct mpoint *mfs_find_point(struct mount_fs *fs, const char *name, size_t len);
 /* Free an idle point / drop a reference to a scan.  Under fs->lock. */
-void mp_free(struct mount_fs *fs, struct mpoint *mp);
-void gen_unref(struct mount_fs *fs, struct gen *g);
+void mfs_point_free(struct mount_fs *fs, struct mpoint *mp);
+void mfs_gen_unref(struct mount_fs *fs, struct gen *g);
 
 /* mount_fs_tree.c */
 /* Resolve path.  Under fs->lock. */
-void resolve(struct mount_fs *fs, const char *path, struct where *w);
+void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w);
 /* OVERLAY/POINT/extra[/rest], malloc'ed. */
-char *extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest);
+char *mfs_extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest);
 /* mkdir -p OVERLAY/POINT/extra */
-int extra_dir_make(struct mount_fs *fs, const struct mpoint *mp);
+int mfs_extra_dir_make(struct mount_fs *fs, const struct mpoint *mp);
 /* The real path of an extra entry for a change, or an errno.  Takes fs->lock. */
-int change_path(struct mount_fs *fs, const char *path, char **out);
+int mfs_change_path(struct mount_fs *fs, const char *path, char **out);
 
 /* mount_fs_overlay.c */
 /* The overlay of file of mp: opened if it exists on disk, or created when create.
  * NULL (*ret 0) when there is none.  Under fs->lock. */
-struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
-			  int *ret);
+struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
+			      int *ret);
 /* The overlay of file of mp if open (no lock: an atomic load). */
-struct ic_overlay *ov_load(struct mpoint *mp, int file);
+struct ic_overlay *mfs_ov_load(struct mpoint *mp, int file);
 
 /* mount_fs_read.c */
 /* ic_overlay's base reader: the handle's own bytes, zero past the end. */
-int base_read(void *arg, void *buf, size_t len, uint64_t off);
+int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off);
 
 /* The FUSE operations, by file. */
-int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);
-int fs_readlink(const char *path, char *buf, size_t size);
-int fs_opendir(const char *path, struct fuse_file_info *fi);
-int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-	       struct fuse_file_info *fi, enum fuse_readdir_flags flags);
-int fs_releasedir(const char *path, struct fuse_file_info *fi);
-int fs_mkdir(const char *path, mode_t mode);
-int fs_rmdir(const char *path);
-int fs_unlink(const char *path);
-int fs_symlink(const char *target, const char *path);
-int fs_rename(const char *from, const char *to, unsigned int flags);
-int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi);
-int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi);
-int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
-int fs_statfs(const char *path, struct statvfs *st);
+int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);
+int mfs_readlink(const char *path, char *buf, size_t size);
+int mfs_opendir(const char *path, struct fuse_file_info *fi);
+int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+		struct fuse_file_info *fi, enum fuse_readdir_flags flags);
+int mfs_releasedir(const char *path, struct fuse_file_info *fi);
+int mfs_mkdir(const char *path, mode_t mode);
+int mfs_rmdir(const char *path);
+int mfs_unlink(const char *path);
+int mfs_symlink(const char *target, const char *path);
+int mfs_rename(const char *from, const char *to, unsigned int flags);
+int mfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi);
+int mfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi);
+int mfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
+int mfs_statfs(const char *path, struct statvfs *st);
 
-int fs_open(const char *path, struct fuse_file_info *fi);
-int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi);
-int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi);
-int fs_flush(const char *path, struct fuse_file_info *fi);
-int fs_release(const char *path, struct fuse_file_info *fi);
+int mfs_open(const char *path, struct fuse_file_info *fi);
+int mfs_create(const char *path, mode_t mode, struct fuse_file_info *fi);
+int mfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi);
+int mfs_flush(const char *path, struct fuse_file_info *fi);
+int mfs_release(const char *path, struct fuse_file_info *fi);
 
-int fs_write(const char *path, const char *buf, size_t size, off_t off,
-	     struct fuse_file_info *fi);
-int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi);
-int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi);
+int mfs_write(const char *path, const char *buf, size_t size, off_t off,
+	      struct fuse_file_info *fi);
+int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi);
+int mfs_fsync(const char *path, int datasync, struct fuse_file_info *fi);
 
 #endif

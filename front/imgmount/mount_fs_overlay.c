@@ -43,8 +43,8 @@ static void ov_binding(const struct mpoint *mp, struct ic_overlay_bind *b)
 	int n;
 
 	memset(b, 0, sizeof(*b));
-	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, 16);
-	memcpy(b->id + 16, s->seal, 32);
+	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, ICF_ID_LEN);
+	memcpy(b->id + ICF_ID_LEN, s->seal, ICF_SEAL_LEN);
 	n = snprintf(b->label, sizeof(b->label), "restore point '%s' (seq %u, seal ", mp->name,
 		     s->seq);
 	for (int i = 0; i < 8 && n > 0 && (size_t)n + 3 < sizeof(b->label); i++, n += 2)
@@ -57,8 +57,8 @@ static void ov_binding(const struct mpoint *mp, struct ic_overlay_bind *b)
  * Returns NULL (ret 0) when there is none.  An overlay made on another point (or of the
  * unbound version 1) is refused once, logged, and never touched: the point is then served
  * without it, read-only (ret -EROFS when create).  Under fs->lock. */
-struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
-			  int *ret)
+struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool create,
+			      int *ret)
 {
 	struct ic_overlay *ov = NULL;
 	int k = ov_of(file);
@@ -101,7 +101,7 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 		mount_log(LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
 		ov = NULL;
 	} else {
-		/* fs_read and fs_write load it without fs->lock: publish it fully built */
+		/* mfs_read and mfs_write load it without fs->lock: publish it fully built */
 		__atomic_store_n(&mp->ov[k], ov, __ATOMIC_RELEASE);
 		/* tell imgconsolidate not to merge this point away while we serve it writable */
 		if (!mp->ov_locked && ic_lock_hold(mp->pt->img->fd, IC_LOCK_OVERLAY) == 0)
@@ -111,16 +111,16 @@ struct ic_overlay *ov_get(struct mount_fs *fs, struct mpoint *mp, int file, bool
 	return ov;
 }
 
-struct ic_overlay *ov_load(struct mpoint *mp, int file)
+struct ic_overlay *mfs_ov_load(struct mpoint *mp, int file)
 {
 	int k = ov_of(file);
 
 	return k < 0 ? NULL : __atomic_load_n(&mp->ov[k], __ATOMIC_ACQUIRE);
 }
-int fs_write(const char *path, const char *buf, size_t size, off_t off,
-	     struct fuse_file_info *fi)
+int mfs_write(const char *path, const char *buf, size_t size, off_t off,
+	      struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 	struct base_arg a = { .h = h };
 	struct ic_overlay *ov;
@@ -134,22 +134,22 @@ int fs_write(const char *path, const char *buf, size_t size, off_t off,
 	}
 	if (!fs->o.overlay_dir || h->file == IC_DISK_INFO)
 		return -EROFS;
-	ov = ov_load(h->mp, h->file);
+	ov = mfs_ov_load(h->mp, h->file);
 	if (!ov) {
 		pthread_mutex_lock(&fs->lock);
-		ov = ov_get(fs, h->mp, h->file, true, &ret);
+		ov = mfs_ov_get(fs, h->mp, h->file, true, &ret);
 		pthread_mutex_unlock(&fs->lock);
 		if (!ov)
-			return fuse_err(ret ? ret : -EIO);
+			return mfs_errno(ret ? ret : -EIO);
 	}
-	n = ic_overlay_write(ov, buf, size, (uint64_t)off, base_read, &a);
+	n = ic_overlay_write(ov, buf, size, (uint64_t)off, mfs_base_read, &a);
 	if (n < 0)
 		mount_log(LOG_ERR, "restore point '%s': write to %s: %s", h->mp->name,
 			  ic_disk_file_name(h->file), ic_last_error((int)n));
-	return n < 0 ? fuse_err((int)n) : (int)n;
+	return n < 0 ? mfs_errno((int)n) : (int)n;
 }
 
-int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+int mfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 	struct ic_overlay *ov;
@@ -158,20 +158,20 @@ int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path;
 	if (h->fd >= 0)
 		return (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
-	ov = ov_load(h->mp, h->file);
+	ov = mfs_ov_load(h->mp, h->file);
 	if (!ov)
 		return 0;
 	ret = ic_overlay_fsync(ov);
 	if (ret)
 		mount_log(LOG_ERR, "restore point '%s': fsync of %s: %s", h->mp->name,
 			  ic_disk_file_name(h->file), ic_last_error(ret));
-	return ret ? fuse_err(ret) : 0;
+	return ret ? mfs_errno(ret) : 0;
 }
 
 /* Truncate: a disk file's overlay, or an extra file. */
-int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct mhandle *h = fi ? (struct mhandle *)(uintptr_t)fi->fh : NULL;
 	struct ic_overlay *ov = NULL;
 	struct where w;
@@ -190,21 +190,21 @@ int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		w.mp = h->mp;
 		w.file = h->file;
 	} else {
-		resolve(fs, path, &w);
+		mfs_resolve(fs, path, &w);
 	}
 	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
-		ov = ov_get(fs, w.mp, w.file, true, &ret);
+		ov = mfs_ov_get(fs, w.mp, w.file, true, &ret);
 		if (ov)
 			ret = ic_overlay_truncate(ov, (uint64_t)size);
 		else if (!ret)
 			ret = -EIO;
 		pthread_mutex_unlock(&fs->lock);
-		return ret ? fuse_err(ret) : 0;
+		return ret ? mfs_errno(ret) : 0;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (w.node == N_FILE)
 		return -EROFS;
-	ret = change_path(fs, path, &p);
+	ret = mfs_change_path(fs, path, &p);
 	if (!ret && truncate(p, size) < 0)
 		ret = -errno;
 	free(p);

@@ -23,7 +23,7 @@ static void relock_all(struct mount_fs *fs)
 			(void)ic_lock_hold(fs->pts[i]->pt->img->fd, IC_LOCK_OVERLAY);
 }
 
-void gen_unref(struct mount_fs *fs, struct gen *g)
+void mfs_gen_unref(struct mount_fs *fs, struct gen *g)
 {
 	if (--g->refs > 0)
 		return;
@@ -69,7 +69,7 @@ static ssize_t find_mp_in(struct mount_fs *fs, size_t n, const char *name, size_
 	return -1;
 }
 
-struct mpoint *find_mp(struct mount_fs *fs, const char *name, size_t len)
+struct mpoint *mfs_find_point(struct mount_fs *fs, const char *name, size_t len)
 {
 	ssize_t i = find_mp_in(fs, fs->npts, name, len);
 
@@ -80,7 +80,7 @@ static void mp_close_overlays(struct mpoint *mp)
 {
 	for (int k = 0; k < OV_N; k++) {
 		ic_overlay_close(mp->ov[k]);
-		__atomic_store_n(&mp->ov[k], NULL, __ATOMIC_RELAXED);    /* read by ov_load() */
+		__atomic_store_n(&mp->ov[k], NULL, __ATOMIC_RELAXED);    /* read by mfs_ov_load() */
 		mp->ov_probed[k] = false;
 		mp->ov_refused[k] = false;
 	}
@@ -106,7 +106,7 @@ static int mp_set_identity(struct mount_fs *fs, struct mpoint *mp, struct gen *g
 	ic_disk_free(mp->disk);
 	mp->disk = disk;
 	if (mp->gen)
-		gen_unref(fs, mp->gen);
+		mfs_gen_unref(fs, mp->gen);
 	g->refs++;
 	mp->gen = g;
 	mp->pt = p;
@@ -118,14 +118,14 @@ static int mp_set_identity(struct mount_fs *fs, struct mpoint *mp, struct gen *g
 	return 0;
 }
 
-void mp_free(struct mount_fs *fs, struct mpoint *mp)
+void mfs_point_free(struct mount_fs *fs, struct mpoint *mp)
 {
 	mp_close_overlays(mp);
 	ic_disk_free(mp->disk);
 	ic_view_free(mp->view);
 	pthread_mutex_destroy(&mp->mu);
 	if (mp->gen)
-		gen_unref(fs, mp->gen);
+		mfs_gen_unref(fs, mp->gen);
 	free(mp);
 }
 
@@ -233,7 +233,7 @@ static void merge_scan(struct mount_fs *fs, struct gen *g)
 
 		if (k < old_n && !seen[k]) {
 			if (!mp->handles) {
-				mp_free(fs, mp);
+				mfs_point_free(fs, mp);
 				continue;
 			}
 			mp->gone = true;
@@ -257,7 +257,7 @@ static bool dir_changed(struct mount_fs *fs, const struct stat *sb)
 
 /* Rescan the chain directory when it changed (a backup or consolidation renamed
  * files in or out); cheap otherwise (one stat). */
-int refresh(struct mount_fs *fs, bool force)
+int mfs_refresh(struct mount_fs *fs, bool force)
 {
 	struct ic_chain *c;
 	struct gen *g;
@@ -280,7 +280,7 @@ int refresh(struct mount_fs *fs, bool force)
 		mount_log(LOG_ERR, "rescan: %s", ic_last_error(ret));
 		return ret;
 	}
-	if (c->have_images && fs->gens && fs->gens->chain->have_images && memcmp(c->chain_id, fs->gens->chain->chain_id, 16)) {
+	if (c->have_images && fs->gens && fs->gens->chain->have_images && memcmp(c->chain_id, fs->gens->chain->chain_id, ICF_ID_LEN)) {
 		mount_log(LOG_ERR, "%s: the chain was replaced by another one; keeping the old view",
 			  fs->o.chain_dir);
 		ic_chain_free(c);
@@ -305,7 +305,7 @@ int refresh(struct mount_fs *fs, bool force)
 	fs->gens = g;
 	merge_scan(fs, g);
 	if (g->next)
-		gen_unref(fs, g->next);     /* no longer current */
+		mfs_gen_unref(fs, g->next);     /* no longer current */
 	relock_all(fs);
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_unlock(&fs->refresh_mu);

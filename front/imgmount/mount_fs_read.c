@@ -110,10 +110,10 @@ static int open_extra(struct mount_fs *fs, struct where *w, struct fuse_file_inf
 	int fd, ret = 0;
 
 	if (create)
-		ret = extra_dir_make(fs, w->mp);
+		ret = mfs_extra_dir_make(fs, w->mp);
 	if (ret)
 		return ret;
-	p = extra_path(fs, w->mp, w->rest);
+	p = mfs_extra_path(fs, w->mp, w->rest);
 	fd = create ? open(p, fi->flags | O_CREAT | O_CLOEXEC, mode) : open(p, fi->flags | O_CLOEXEC);
 	free(p);
 	if (fd < 0)
@@ -147,7 +147,7 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	h->file = w->file;
 	h->fd = -1;
 	mp->handles++;
-	ov_get(fs, mp, w->file, wr, &ret);
+	mfs_ov_get(fs, mp, w->file, wr, &ret);
 	pthread_mutex_unlock(&fs->lock);
 	if (!ret && ic_disk_needs_view(w->file)) {
 		ret = view_get(fs, mp);
@@ -157,7 +157,7 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	if (ret) {
 		mp->handles--;
 		free(h);
-		return fuse_err(ret);
+		return mfs_errno(ret);
 	}
 	fi->fh = (uintptr_t)h;
 	if (!fs->o.overlay_dir) {
@@ -171,14 +171,14 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	return 0;
 }
 
-int fs_open(const char *path, struct fuse_file_info *fi)
+int mfs_open(const char *path, struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	int ret;
 
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	if (w.node == N_FILE)
 		ret = open_file(fs, &w, fi);
 	else if (w.node == N_EXTRA)
@@ -193,14 +193,14 @@ int fs_open(const char *path, struct fuse_file_info *fi)
 	return ret;
 }
 
-int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+int mfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	int ret;
 
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	if (w.node == N_EXTRA)
 		ret = open_extra(fs, &w, fi, mode, true);
 	else if (w.node == N_FILE)
@@ -213,9 +213,9 @@ int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	return ret;
 }
 
-int fs_release(const char *path, struct fuse_file_info *fi)
+int mfs_release(const char *path, struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 
 	(void)path;
@@ -231,14 +231,14 @@ int fs_release(const char *path, struct fuse_file_info *fi)
 		rescan = fs->force_rescan;
 		pthread_mutex_unlock(&fs->lock);
 		if (rescan)
-			refresh(fs, true);
+			mfs_refresh(fs, true);
 	}
 	free(h);
 	return 0;
 }
 
 /* The base of an overlay: the point's own bytes of that file. */
-int base_read(void *arg, void *buf, size_t len, uint64_t off)
+int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off)
 {
 	struct mhandle *h = ((struct base_arg *)arg)->h;
 	ssize_t n = ic_disk_read(h->mp->disk, h->file, &h->st, buf, len, off);
@@ -250,7 +250,7 @@ int base_read(void *arg, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+int mfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 	struct base_arg a = { .h = h };
@@ -264,15 +264,15 @@ int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fil
 	}
 	if (off < 0)
 		return -EINVAL;
-	ov = ov_load(h->mp, h->file);
+	ov = mfs_ov_load(h->mp, h->file);
 	if (ov)
-		n = ic_overlay_read(ov, buf, size, (uint64_t)off, base_read, &a);
+		n = ic_overlay_read(ov, buf, size, (uint64_t)off, mfs_base_read, &a);
 	else
 		n = ic_disk_read(h->mp->disk, h->file, &h->st, buf, size, (uint64_t)off);
-	return n < 0 ? fuse_err((int)n) : (int)n;
+	return n < 0 ? mfs_errno((int)n) : (int)n;
 }
 
-int fs_flush(const char *path, struct fuse_file_info *fi)
+int mfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
 	(void)fi;

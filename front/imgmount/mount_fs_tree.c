@@ -10,7 +10,7 @@
 #include "mount_fs_int.h"
 
 /* Resolve path under fs->lock. */
-void resolve(struct mount_fs *fs, const char *path, struct where *w)
+void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w)
 {
 	const char *name = path + 1, *slash;
 
@@ -20,11 +20,11 @@ void resolve(struct mount_fs *fs, const char *path, struct where *w)
 		return;
 	}
 	slash = strchr(name, '/');
-	if (!slash && !strcmp(name, LATEST)) {
+	if (!slash && !strcmp(name, ICF_NAME_RESERVED)) {
 		w->node = fs->latest[0] ? N_LATEST : N_NONE;
 		return;
 	}
-	w->mp = find_mp(fs, name, slash ? (size_t)(slash - name) : strlen(name));
+	w->mp = mfs_find_point(fs, name, slash ? (size_t)(slash - name) : strlen(name));
 	if (!w->mp || w->mp->gone) {
 		w->mp = NULL;
 		return;
@@ -44,7 +44,7 @@ void resolve(struct mount_fs *fs, const char *path, struct where *w)
 	}
 }
 
-char *extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest)
+char *mfs_extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest)
 {
 	char *p;
 
@@ -55,7 +55,7 @@ char *extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest)
 }
 
 /* mkdir -p OVERLAY/POINT/extra */
-int extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
+int mfs_extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
 {
 	char *p = ic_path_join(fs->o.overlay_dir, mp->name);
 	int ret = 0;
@@ -63,7 +63,7 @@ int extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
 	if (mkdir(p, 0700) < 0 && errno != EEXIST)
 		ret = -errno;
 	free(p);
-	p = extra_path(fs, mp, NULL);
+	p = mfs_extra_path(fs, mp, NULL);
 	if (!ret && mkdir(p, 0755) < 0 && errno != EEXIST)
 		ret = -errno;
 	free(p);
@@ -91,7 +91,7 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 	bool rw;
 	int ret;
 
-	ov = ov_get(fs, mp, file, false, &ret);
+	ov = mfs_ov_get(fs, mp, file, false, &ret);
 	if (ov)
 		size = ic_overlay_size(ov);
 	/* an overlay made on another point is refused: this one is then read-only */
@@ -103,9 +103,9 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 	return 0;
 }
 
-int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	int ret = 0;
 
@@ -116,14 +116,14 @@ int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	else if (h && h->fd >= 0)
 		return fstat(h->fd, st) < 0 ? -errno : 0;
 	if (path && !strchr(path + 1, '/'))
-		refresh(fs, false);
+		mfs_refresh(fs, false);
 	pthread_mutex_lock(&fs->lock);
 	if (h && !h->dir) {
 		w.node = N_FILE;
 		w.mp = h->mp;
 		w.file = h->file;
 	} else if (path) {
-		resolve(fs, path, &w);
+		mfs_resolve(fs, path, &w);
 	} else {
 		w.node = N_NONE;
 	}
@@ -144,7 +144,7 @@ int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		ret = file_attr(fs, w.mp, w.file, st);
 		break;
 	case N_EXTRA: {
-		char *p = extra_path(fs, w.mp, w.rest);
+		char *p = mfs_extra_path(fs, w.mp, w.rest);
 
 		ret = lstat(p, st) < 0 ? -errno : 0;
 		free(p);
@@ -157,18 +157,18 @@ int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	return ret;
 }
 
-int fs_readlink(const char *path, char *buf, size_t size)
+int mfs_readlink(const char *path, char *buf, size_t size)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	int ret = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	if (w.node == N_LATEST) {
 		snprintf(buf, size, "%s", fs->latest);
 	} else if (w.node == N_EXTRA) {
-		char *p = extra_path(fs, w.mp, w.rest);
+		char *p = mfs_extra_path(fs, w.mp, w.rest);
 		ssize_t n = readlink(p, buf, size - 1);
 
 		ret = n < 0 ? -errno : 0;
@@ -200,10 +200,10 @@ static int fill_extras(struct mount_fs *fs, const char *dir, void *buf, fuse_fil
 	return 0;
 }
 
-int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-	       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+		struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	int ret = 0;
 
@@ -214,9 +214,9 @@ int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 	if (!path)
 		return -EBADF;
 	if (!strcmp(path, "/"))
-		refresh(fs, false);
+		mfs_refresh(fs, false);
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	switch (w.node) {
 	case N_ROOT:
 		filler(buf, ".", NULL, 0, 0);
@@ -225,7 +225,7 @@ int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 			if (!fs->pts[i]->gone)
 				filler(buf, fs->pts[i]->name, NULL, 0, 0);
 		if (fs->latest[0])
-			filler(buf, LATEST, NULL, 0, 0);
+			filler(buf, ICF_NAME_RESERVED, NULL, 0, 0);
 		break;
 	case N_POINT: {
 		char *p;
@@ -237,13 +237,13 @@ int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 				filler(buf, ic_disk_file_name(f), NULL, 0, 0);
 		if (!fs->o.overlay_dir)
 			break;
-		p = extra_path(fs, w.mp, NULL);
+		p = mfs_extra_path(fs, w.mp, NULL);
 		fill_extras(fs, p, buf, filler, true);
 		free(p);
 		break;
 	}
 	case N_EXTRA: {
-		char *p = extra_path(fs, w.mp, w.rest);
+		char *p = mfs_extra_path(fs, w.mp, w.rest);
 
 		ret = fill_extras(fs, p, buf, filler, false);
 		free(p);
@@ -259,7 +259,7 @@ int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 	return ret;
 }
 
-int fs_opendir(const char *path, struct fuse_file_info *fi)
+int mfs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	struct mhandle *h = calloc(1, sizeof(*h));
 
@@ -272,7 +272,7 @@ int fs_opendir(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-int fs_releasedir(const char *path, struct fuse_file_info *fi)
+int mfs_releasedir(const char *path, struct fuse_file_info *fi)
 {
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 
@@ -286,7 +286,7 @@ int fs_releasedir(const char *path, struct fuse_file_info *fi)
 /* ---- namespace changes (overlay mode, extra files only) ------------------------------- */
 
 /* Resolve path for a change: the real path of an extra entry, or an errno. */
-int change_path(struct mount_fs *fs, const char *path, char **out)
+int mfs_change_path(struct mount_fs *fs, const char *path, char **out)
 {
 	struct where w;
 	int ret = 0;
@@ -295,11 +295,11 @@ int change_path(struct mount_fs *fs, const char *path, char **out)
 	if (!fs->o.overlay_dir)
 		return -EROFS;
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	if (w.node == N_EXTRA) {
-		ret = extra_dir_make(fs, w.mp);
+		ret = mfs_extra_dir_make(fs, w.mp);
 		if (!ret)
-			*out = extra_path(fs, w.mp, w.rest);
+			*out = mfs_extra_path(fs, w.mp, w.rest);
 	} else {
 		ret = -EPERM;
 	}
@@ -307,10 +307,10 @@ int change_path(struct mount_fs *fs, const char *path, char **out)
 	return ret;
 }
 
-int fs_mkdir(const char *path, mode_t mode)
+int mfs_mkdir(const char *path, mode_t mode)
 {
 	char *p;
-	int ret = change_path(fs_get(), path, &p);
+	int ret = mfs_change_path(mfs_get(), path, &p);
 
 	if (!ret && mkdir(p, mode) < 0)
 		ret = -errno;
@@ -318,10 +318,10 @@ int fs_mkdir(const char *path, mode_t mode)
 	return ret;
 }
 
-int fs_rmdir(const char *path)
+int mfs_rmdir(const char *path)
 {
 	char *p;
-	int ret = change_path(fs_get(), path, &p);
+	int ret = mfs_change_path(mfs_get(), path, &p);
 
 	if (!ret && rmdir(p) < 0)
 		ret = -errno;
@@ -329,10 +329,10 @@ int fs_rmdir(const char *path)
 	return ret;
 }
 
-int fs_unlink(const char *path)
+int mfs_unlink(const char *path)
 {
 	char *p;
-	int ret = change_path(fs_get(), path, &p);
+	int ret = mfs_change_path(mfs_get(), path, &p);
 
 	if (!ret && unlink(p) < 0)
 		ret = -errno;
@@ -340,10 +340,10 @@ int fs_unlink(const char *path)
 	return ret;
 }
 
-int fs_symlink(const char *target, const char *path)
+int mfs_symlink(const char *target, const char *path)
 {
 	char *p;
-	int ret = change_path(fs_get(), path, &p);
+	int ret = mfs_change_path(mfs_get(), path, &p);
 
 	if (!ret && symlink(target, p) < 0)
 		ret = -errno;
@@ -351,9 +351,9 @@ int fs_symlink(const char *target, const char *path)
 	return ret;
 }
 
-int fs_rename(const char *from, const char *to, unsigned int flags)
+int mfs_rename(const char *from, const char *to, unsigned int flags)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	char *a = NULL, *b = NULL;
 	const char *sa, *sb;
 	int ret;
@@ -363,9 +363,9 @@ int fs_rename(const char *from, const char *to, unsigned int flags)
 	sb = strchr(to + 1, '/');
 	if (!sa || !sb || sa - from != sb - to || strncmp(from, to, (size_t)(sa - from)))
 		return fs->o.overlay_dir ? -EXDEV : -EROFS;
-	ret = change_path(fs, from, &a);
+	ret = mfs_change_path(fs, from, &a);
 	if (!ret)
-		ret = change_path(fs, to, &b);
+		ret = mfs_change_path(fs, to, &b);
 	if (!ret && renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) < 0)
 		ret = -errno;
 	free(a);
@@ -378,7 +378,7 @@ int fs_rename(const char *from, const char *to, unsigned int flags)
 static int attr_change(const char *path, int (*fn)(const char *p, const void *arg),
 		       const void *arg)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 	struct where w;
 	char *p;
 	int ret;
@@ -386,13 +386,13 @@ static int attr_change(const char *path, int (*fn)(const char *p, const void *ar
 	if (!path)
 		return 0;
 	pthread_mutex_lock(&fs->lock);
-	resolve(fs, path, &w);
+	mfs_resolve(fs, path, &w);
 	pthread_mutex_unlock(&fs->lock);
 	if (w.node == N_NONE)
 		return -ENOENT;
 	if (w.node != N_EXTRA)
 		return fs->o.overlay_dir ? 0 : -EROFS;
-	ret = change_path(fs, path, &p);
+	ret = mfs_change_path(fs, path, &p);
 	if (!ret)
 		ret = fn(p, arg);
 	free(p);
@@ -416,13 +416,13 @@ static int do_utimens(const char *p, const void *arg)
 	return utimensat(AT_FDCWD, p, arg, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
-int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+int mfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	(void)fi;
 	return attr_change(path, do_chmod, &mode);
 }
 
-int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+int mfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
 	unsigned ids[2] = { (unsigned)uid, (unsigned)gid };
 
@@ -430,15 +430,15 @@ int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 	return attr_change(path, do_chown, ids);
 }
 
-int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+int mfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
 	(void)fi;
 	return attr_change(path, do_utimens, tv);
 }
 
-int fs_statfs(const char *path, struct statvfs *st)
+int mfs_statfs(const char *path, struct statvfs *st)
 {
-	struct mount_fs *fs = fs_get();
+	struct mount_fs *fs = mfs_get();
 
 	(void)path;
 	if (statvfs(fs->o.overlay_dir ? fs->o.overlay_dir : fs->o.chain_dir, st) < 0)

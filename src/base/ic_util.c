@@ -11,6 +11,7 @@
 #include <endian.h>
 #include <sys/stat.h>
 
+#include "imgchain_format.h"
 #include "ic_util.h"
 
 const char *ic_progname = "imgchain";
@@ -387,7 +388,6 @@ int ic_rename_noreplace(const char *from, const char *to)
 	return ic_fail(-e, "%s: rename: %s", to, strerror(e));
 }
 
-uint16_t ic_le16(uint16_t v) { return le16toh(v); }
 uint32_t ic_le32(uint32_t v) { return le32toh(v); }
 uint64_t ic_le64(uint64_t v) { return le64toh(v); }
 
@@ -452,9 +452,9 @@ bool ic_name_valid(const char *name)
 {
 	size_t n = strlen(name);
 
-	if (n == 0 || n > 127 || name[0] == '.' || name[0] == '-')
+	if (n == 0 || n > ICF_NAME_MAX || name[0] == '.' || name[0] == '-')
 		return false;
-	if (!strcmp(name, "latest"))
+	if (!strcmp(name, ICF_NAME_RESERVED))
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];

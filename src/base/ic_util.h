@@ -90,7 +90,6 @@ const char *ic_file_kind(mode_t mode);
 char *ic_sanitize(const char *s, size_t n, char *buf, size_t len);
 
 /* Little-endian helpers (the format is LE; these are no-ops on x86). */
-uint16_t ic_le16(uint16_t v);
 uint32_t ic_le32(uint32_t v);
 uint64_t ic_le64(uint64_t v);
 

@@ -36,7 +36,7 @@ static int dup_slot(struct ic_image *img)
 	if (!ic_slot_decode(raw, &other, img->hdr.version, img->path) && other.seq == img->slot.seq &&
 	    other.index_offset == img->slot.index_offset &&
 	    other.index_count == img->slot.index_count &&
-	    !memcmp(other.index_hash, img->slot.index_hash, 16))
+	    !memcmp(other.index_hash, img->slot.index_hash, ICF_INDEX_HASH_LEN))
 		return 0;
 	/* not synced: the current slot decides; this copy only keeps the file from ever
 	 * falling back to the point it held before */
@@ -113,7 +113,7 @@ static int finish_inplace(struct cons *x)
 		ret = ic_pread_full(img->fd, idx, len, s.index_offset, fpath);
 		XXH128_canonicalFromHash(&c, XXH3_128bits(idx, len));
 		free(idx);
-		if (!ret && memcmp(c.digest, s.index_hash, 16))
+		if (!ret && memcmp(c.digest, s.index_hash, ICF_INDEX_HASH_LEN))
 			ret = ic_fail(IC_ECORRUPT, "%s: the merged index appended to it is damaged", fpath);
 		if (!ret)    /* the journal's copy was decoded without the file's version */
 			ret = ic_slot_validate(&s, img->hdr.version, fpath);
@@ -121,7 +121,7 @@ static int finish_inplace(struct cons *x)
 			ret = ic_image_switch_slot(img, &s);
 		if (ret)
 			goto out;
-		ic_cons_crash_point("switch");
+		ic_cons_step(x, "switch");
 	}
 	if (img->slot.seq != j->ip_target) {
 		ret = ic_fail(IC_ECORRUPT, "%s: holds sequence %u, expected %u or %u", fpath,
@@ -131,14 +131,14 @@ static int finish_inplace(struct cons *x)
 	ret = dup_slot(img);
 	if (ret)
 		goto out;
-	ic_cons_crash_point("dup");
+	ic_cons_step(x, "dup");
 	/* made durable with the removals that follow (one directory sync): until then a
 	 * crash leaves both files claiming the target, and the chain takes this one */
 	if (rename(fpath, tpath) < 0) {
 		ret = ic_fail(-errno, "%s: rename to %s: %s", fpath, tpath, strerror(errno));
 		goto out;
 	}
-	ic_cons_crash_point("moved");
+	ic_cons_step(x, "moved");
 out:
 	ic_image_close(img);
 	free(fpath);
@@ -205,10 +205,10 @@ static int remove_points(struct cons *x)
 		free(path);
 		if (ret)
 			return ret;
-		ic_cons_crash_point("delete");
+		ic_cons_step(x, "delete");
 	}
 	ret = ic_fsync_dir(x->dir);
-	ic_cons_crash_point("deleted");
+	ic_cons_step(x, "deleted");
 	return ret;
 }
 
@@ -257,7 +257,7 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 			if (!ret)
 				ret = rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
 			x->st->points_rewritten++;
-			ic_cons_crash_point("rename");
+			ic_cons_step(x, "rename");
 		} else {
 			ret = ic_image_open(dst, O_RDONLY, &img);
 			if (!ret) {
@@ -276,7 +276,7 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 	 * the full's slot switch makes those vanish */
 	if (j->tseq.n && (ret = ic_fsync_dir(x->dir)))
 		return ret;
-	ic_cons_crash_point("renamed");
+	ic_cons_step(x, "renamed");
 	if (cannot || (recovering && unexpected_dependents(x))) {
 		ic_cons_note(x, "the interrupted consolidation cannot be finished (its files were removed, or a point was added); rolled back, every point kept");
 		return ic_cons_rollback(x);
@@ -348,7 +348,7 @@ static int punch_one(struct cons *x, uint32_t seq, bool bg, bool *keep, double *
 	if (!r) {
 		double t0 = ic_now();
 
-		ic_cons_crash_point("punch");
+		ic_cons_step(x, "punch");
 		r = ic_image_punch_unused(img, &freed);
 		*secs += ic_now() - t0;
 	}

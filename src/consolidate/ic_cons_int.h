@@ -63,8 +63,9 @@ static inline int cmp_u32_desc(const void *a, const void *b)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Test hook: see IMGCHAIN_TEST_CRASH_AT in ic_consolidate.h. */
-void ic_cons_crash_point(const char *name);
+struct cons;
+/* Step NAME of the run reached: the caller's step hook (ic_consolidate_opts.step). */
+void ic_cons_step(struct cons *x, const char *name);
 char *ic_cons_seq_path(const char *dir, uint32_t seq);
 char *ic_cons_tmp_path(const char *dir, uint32_t seq);
 uint64_t ic_cons_dir_alloc(const char *dir);

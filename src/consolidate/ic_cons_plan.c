@@ -21,11 +21,6 @@ static const char *const rule_names[IC_KEEP_NRULES] = {
 	"last", "hourly", "daily", "weekly", "monthly", "yearly",
 };
 
-const char *ic_keep_rule_name(enum ic_keep_rule r)
-{
-	return (unsigned)r < IC_KEEP_NRULES ? rule_names[r] : "?";
-}
-
 bool ic_retention_empty(const struct ic_retention *r)
 {
 	for (int i = 0; i < IC_KEEP_NRULES; i++)
@@ -75,22 +70,21 @@ static void add_why(struct ic_cons_node *p, const char *fmt, ...)
 	va_end(ap);
 }
 
-static const struct ic_cons_node *sort_base;
-
-static int cmp_newest_first(const void *a, const void *b)
+/* qsort_r comparators of node indices; arg: the nodes */
+static int cmp_newest_first(const void *a, const void *b, void *arg)
 {
-	const struct ic_cons_node *x = &sort_base[*(const size_t *)a];
-	const struct ic_cons_node *y = &sort_base[*(const size_t *)b];
+	const struct ic_cons_node *x = (const struct ic_cons_node *)arg + *(const size_t *)a;
+	const struct ic_cons_node *y = (const struct ic_cons_node *)arg + *(const size_t *)b;
 
 	if (x->created != y->created)
 		return x->created > y->created ? -1 : 1;
 	return x->seq > y->seq ? -1 : x->seq < y->seq ? 1 : 0;
 }
 
-static int cmp_seq_idx(const void *a, const void *b)
+static int cmp_seq_idx(const void *a, const void *b, void *arg)
 {
-	const struct ic_cons_node *x = &sort_base[*(const size_t *)a];
-	const struct ic_cons_node *y = &sort_base[*(const size_t *)b];
+	const struct ic_cons_node *x = (const struct ic_cons_node *)arg + *(const size_t *)a;
+	const struct ic_cons_node *y = (const struct ic_cons_node *)arg + *(const size_t *)b;
 
 	return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
 }
@@ -104,8 +98,7 @@ static size_t *by_seq(const struct ic_cons_node *nodes, size_t n)
 		abort();
 	for (size_t i = 0; i < n; i++)
 		ix[i] = i;
-	sort_base = nodes;
-	qsort(ix, n, sizeof(*ix), cmp_seq_idx);
+	qsort_r(ix, n, sizeof(*ix), cmp_seq_idx, (void *)nodes);
 	return ix;
 }
 
@@ -181,8 +174,7 @@ int ic_retention_select(struct ic_cons_node *nodes, size_t n, const struct ic_re
 		if (!nodes[i].broken)
 			order[m++] = i;
 	}
-	sort_base = nodes;
-	qsort(order, m, sizeof(*order), cmp_newest_first);
+	qsort_r(order, m, sizeof(*order), cmp_newest_first, nodes);
 	for (int rule = 0; rule < IC_KEEP_NRULES; rule++) {
 		unsigned want = r->keep[rule], count = 0;
 		bool have_last = false;

@@ -1,11 +1,10 @@
-/* ic_cons_util.c: consolidation helpers shared by its modules: the crash test hook,
+/* ic_cons_util.c: consolidation helpers shared by its modules: the step hook,
  * image paths, the allocation of the chain directory, messages. */
 #include "config.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,44 +17,10 @@
 #include "ic_lock.h"
 #include "ic_util.h"
 
-/* ---- test hook ------------------------------------------------------------------- */
-
-const char *const ic_cons_crash_points[] = {
-	"prepare", "copy", "written", "commit", "rename", "renamed", "switch", "dup",
-	"moved", "delete", "deleted", "punch", "done", NULL,
-};
-
-static void hook_one(const char *var, bool stall, const char *name, unsigned *hits)
+void ic_cons_step(struct cons *x, const char *name)
 {
-	const char *spec = getenv(var), *colon;
-	size_t len;
-	unsigned n = 1;
-
-	if (!spec || !*spec)
-		return;
-	colon = strchr(spec, ':');
-	len = colon ? (size_t)(colon - spec) : strlen(spec);
-	if (len != strlen(name) || strncmp(spec, name, len))
-		return;
-	if (colon)
-		n = (unsigned)strtoul(colon + 1, NULL, 10);
-	if (++*hits != n)
-		return;
-	if (!stall) {
-		raise(SIGKILL);
-	} else {
-		fprintf(stderr, "stalled at %s\n", name);
-		for (;;)
-			pause();
-	}
-}
-
-void ic_cons_crash_point(const char *name)
-{
-	static unsigned crash_hits, stall_hits;
-
-	hook_one("IMGCHAIN_TEST_CRASH_AT", false, name, &crash_hits);
-	hook_one("IMGCHAIN_TEST_STALL_AT", true, name, &stall_hits);
+	if (x->o->step)
+		x->o->step(name);
 }
 
 /* ---- small helpers ------------------------------------------------------------------ */

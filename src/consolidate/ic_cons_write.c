@@ -41,10 +41,10 @@
  * checked; in place, the full's own records (level 0) stay where they are. */
 
 struct ment {
-	struct icf_entry e;
-	uint64_t dst;
-	uint32_t lvl;
-	bool copy;
+	struct icf_entry e;         /* the entry as its level's index has it (offset: there) */
+	uint64_t dst;               /* copied: the record's offset in the destination */
+	uint32_t lvl;               /* the level of the target's path it comes from */
+	bool copy;                  /* its record is copied (else a zero, or a kept record) */
 };
 
 /* ---- the record checker: a thread reading and checking the records the copier copies
@@ -167,25 +167,37 @@ static int checker_finish(struct checker *k)
 	return ret;
 }
 
+/* One target being flattened.  Two sizing passes (copy false: offsets only) then one
+ * copying pass walk the target's disk a window of WINDOW_BLOCKS positions at a time. */
 struct flat {
-	struct ic_view *vt, *vb;
-	uint32_t fl, tseq;
-	bool keep_root;
-	int64_t *cursor;
+	struct ic_view *vt;         /* the target's view: path[0] the full .. path[depth-1] it */
+	struct ic_view *vb;         /* the new base's view; NULL for a synthetic full */
+	uint32_t fl;                /* first merged level of vt: levels fl..target fold into one */
+	uint32_t tseq;              /* the target's seq: origin of the zero entries added */
+	bool keep_root;             /* in place: level 0 (the full) keeps its records in place */
+	int64_t *cursor;            /* per level of vt: index entry reached (positions ascend) */
 	uint8_t *reloc;             /* in place: the full's entries to copy all the same */
-	struct ment *win;
-	struct icf_entry *run;
-	uint8_t *ibuf, *cbuf;
+	struct ment *win;           /* the window's entries, ascending pos (collect, place) */
+	struct icf_entry *run;      /* the records of one run: contiguous in one source */
+	uint8_t *ibuf;              /* the window's index entries, encoded */
+	uint8_t *cbuf;              /* read-and-check buffer of the record copier */
 	size_t cbuf_len;
-	XXH3_state_t *ih;
-	int dfd;
+	XXH3_state_t *ih;           /* XXH3-128 of the index written so far */
+	int dfd;                    /* destination: the new file, or the full opened O_RDWR */
 	const char *dpath;
-	uint64_t start, cur, idx_off;
-	uint64_t count, n_data, n_zero, data_bytes, copy_bytes, reloc_bytes;
+	uint64_t start;             /* where the records go: after the header, or the full's end */
+	uint64_t cur;               /* the next record's place in dfd */
+	uint64_t idx_off;           /* where the index goes: after the records, 64-byte aligned */
+	uint64_t count;             /* of this pass: entries, */
+	uint64_t n_data, n_zero;    /* data and zero entries, */
+	uint64_t data_bytes;        /* bytes of every record the entries reference, */
+	uint64_t copy_bytes;        /* bytes of the records copied, */
+	uint64_t reloc_bytes;       /* of copy_bytes: the full's own records moved (islands) */
 	struct ic_progress prog;
-	uint64_t done;
+	uint64_t done;              /* record bytes copied so far (progress) */
 	uint64_t kicked;            /* writeback started up to here */
 	struct checker *ck;         /* the checking thread, NULL: check in line */
+	struct cons *x;             /* the run (its options, the step hook) */
 };
 
 /* Start the writeback of what was copied since the last call, without waiting for it:
@@ -310,7 +322,7 @@ static int place(struct flat *f, size_t n, bool copy)
 				return ret;
 			f->done += len;
 			ic_progress_update(&f->prog, f->done);
-			ic_cons_crash_point("copy");
+			ic_cons_step(f->x, "copy");
 		}
 		f->cur += len;
 		i = k;
@@ -396,7 +408,7 @@ static void fill_slot(struct tgt *t, struct flat *f)
 	s->n_data = f->n_data;
 	s->n_zero = f->n_zero;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->ih));
-	memcpy(s->index_hash, c.digest, 16);
+	memcpy(s->index_hash, c.digest, ICF_INDEX_HASH_LEN);
 	s->data_end = f->idx_off + f->count * sizeof(struct icf_entry);
 }
 
@@ -477,8 +489,8 @@ static size_t find_islands(const struct isl_ent *e, size_t ne, struct island *is
 
 /* Does the file system holding path discard the blocks it frees (mount option
  * "discard")?  Only then does a hole cost more than moving a small island: elsewhere
- * a punch is a few microseconds of metadata.  IMGCHAIN_CONS_ISLANDS=1 or 0 decides
- * instead (tests, benchmarks). */
+ * a punch is a few microseconds of metadata.  (ic_consolidate_opts.islands can decide
+ * instead: tests, benchmarks.) */
 struct discard_ask {
 	dev_t dev;
 	bool yes;
@@ -495,12 +507,9 @@ static int mount_discards(const struct ic_mount_ent *m, void *arg)
 
 static bool fs_discards(const char *path)
 {
-	const char *env = getenv("IMGCHAIN_CONS_ISLANDS");
 	struct discard_ask a = { 0 };
 	struct stat st;
 
-	if (env && *env)
-		return strcmp(env, "0") != 0;
 	if (stat(path, &st) < 0)
 		return false;
 	a.dev = st.st_dev;
@@ -596,6 +605,9 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	int fd = -1, ret;
 
 	memset(&f, 0, sizeof(f));
+	f.x = x;
+	if (x->o->no_copy_file_range)
+		ic_image_copy_plain();
 	f.fl = t->fl;
 	f.tseq = t->seq;
 	f.keep_root = t->in_place;
@@ -631,7 +643,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		f.start = ICF_HEADER_SIZE;
 	}
 	ret = flat_pass(&f, false);
-	if (!ret && t->in_place && fs_discards(f.dpath)) {
+	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(f.dpath))) {
 		uint64_t merged = 0;
 
 		for (uint32_t l = 1; l < f.vt->depth; l++)

@@ -116,7 +116,7 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 	ret = ic_cons_journal_write(x->dir, j);
 	if (ret)
 		return ret;
-	ic_cons_crash_point("prepare");
+	ic_cons_step(x, "prepare");
 	/* the copies first: they may read the full's records, which stay untouched */
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t k = 0; k < ntg; k++) {
@@ -137,7 +137,7 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 			if (ret)
 				return ret;
 		}
-	ic_cons_crash_point("written");
+	ic_cons_step(x, "written");
 	t0 = ic_now();
 	track_peak(x);
 	j->phase = J_COMMIT;
@@ -153,7 +153,7 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 	ret = ic_cons_journal_write(x->dir, j);
 	x->st->phase_seconds[IC_CONS_T_COMMIT] += ic_now() - t0;
 	if (!ret)
-		ic_cons_crash_point("commit");
+		ic_cons_step(x, "commit");
 	return ret;
 }
 
@@ -257,7 +257,7 @@ static int run_locked(struct cons *x)
 		ret = run_step(x, &plan.steps[s]);
 	if (!ret)
 		ret = ic_cons_punch(x);
-	ic_cons_crash_point("done");
+	ic_cons_step(x, "done");
 out:
 	ic_cons_plan_free(&plan);
 	free(nodes);

@@ -52,9 +52,6 @@ enum ic_keep_rule {
 	IC_KEEP_NRULES,
 };
 
-/* "last", "hourly", ... */
-const char *ic_keep_rule_name(enum ic_keep_rule r);
-
 struct ic_retention {
 	unsigned keep[IC_KEEP_NRULES];      /* 0: rule not used */
 };
@@ -122,6 +119,15 @@ struct ic_consolidate_opts {
 	bool dry_run;                       /* print the plan, change nothing */
 	bool quiet;                         /* no progress, no plan listing */
 	FILE *out;                          /* plan listing (dry run, or before running); NULL: none */
+	/* In place, also move the small islands of the full's records left between superseded
+	 * ones (fewer, larger holes): 0 where the file system discards the blocks it frees
+	 * (mount option "discard"), 1 always, -1 never. */
+	int islands;
+	bool no_copy_file_range;            /* copy records with pread/pwrite (comparisons) */
+	/* Called at each named step of a run, NULL: none.  The steps: prepare, copy, written,
+	 * commit, rename, renamed, switch, dup, moved, delete, deleted, punch, done.  Only the
+	 * test build of imgconsolidate sets it (tests/lib/cons_hooks.c: crash and stall). */
+	void (*step)(const char *name);
 };
 
 /* Where the time of a run goes (wall clock, summed over the steps). */
@@ -160,11 +166,5 @@ struct ic_consolidate_stats {
  * remove is served with a writable overlay (the message names the process).
  * With opts.dry_run: plans and prints only, takes no lock, writes nothing. */
 int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_stats *st);
-
-/* Test hook: with IMGCHAIN_TEST_CRASH_AT=NAME[:N] in the environment the process kills
- * itself (SIGKILL) the N-th time (default 1) it reaches the step NAME; with
- * IMGCHAIN_TEST_STALL_AT=NAME[:N] it stops there until killed.  The step names
- * are listed in ic_cons_crash_points[] (NULL-terminated). */
-extern const char *const ic_cons_crash_points[];
 
 #endif

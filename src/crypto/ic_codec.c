@@ -61,7 +61,7 @@ void ic_codec_free(struct ic_codec *c)
 }
 
 /* The additional data of a record (FORMAT.md 4.2) into ad[]; returns its length. */
-static size_t build_ad(uint8_t *ad, const uint8_t chain_id[16], uint32_t block_size,
+static size_t build_ad(uint8_t *ad, const uint8_t chain_id[ICF_ID_LEN], uint32_t block_size,
 		       uint32_t version, const struct icf_entry *e, uint16_t kind)
 {
 	if (version == ICF_IMAGE_V1) {
@@ -69,7 +69,7 @@ static size_t build_ad(uint8_t *ad, const uint8_t chain_id[16], uint32_t block_s
 
 		memset(&a, 0, sizeof(a));
 		memcpy(a.magic, "ICB1", 4);
-		memcpy(a.chain_id, chain_id, 16);
+		memcpy(a.chain_id, chain_id, ICF_ID_LEN);
 		a.block_size = htole32(block_size);
 		a.pos = htole64(e->pos);
 		a.origin = htole32(e->origin);
@@ -82,7 +82,7 @@ static size_t build_ad(uint8_t *ad, const uint8_t chain_id[16], uint32_t block_s
 
 		memset(&a, 0, sizeof(a));
 		memcpy(a.magic, "ICB2", 4);
-		memcpy(a.chain_id, chain_id, 16);
+		memcpy(a.chain_id, chain_id, ICF_ID_LEN);
 		a.block_size = htole32(block_size);
 		a.pos = htole64(e->pos);
 		a.origin = htole32(e->origin);
@@ -100,7 +100,8 @@ static bool known_version(uint32_t version)
 	return version == ICF_IMAGE_V1 || version == ICF_IMAGE_V2;
 }
 
-int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
+int ic_codec_encode(struct ic_codec *c, const struct ic_key *key,
+		    const uint8_t chain_id[ICF_ID_LEN],
 		    uint32_t version, const void *plain, uint32_t plain_len, void *out,
 		    struct icf_entry *e)
 {
@@ -152,7 +153,8 @@ int ic_codec_encode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 	return 0;
 }
 
-int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t chain_id[16],
+int ic_codec_decode(struct ic_codec *c, const struct ic_key *key,
+		    const uint8_t chain_id[ICF_ID_LEN],
 		    uint32_t version, const struct icf_entry *e, const void *rec, void *out)
 {
 	uint8_t ad[sizeof(struct icf_block_ad_v2)];
@@ -195,14 +197,14 @@ int ic_codec_decode(struct ic_codec *c, const struct ic_key *key, const uint8_t 
 }
 
 void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct icf_entry *e,
-		     const void *plain, uint8_t out[16])
+		     const void *plain, uint8_t out[ICF_DIGEST_LEN])
 {
 	const struct ic_subkeys *sk = ic_key_gen(key, e->keygen);
 	struct icf_digest_head h;
 	uint8_t okey[crypto_onetimeauth_KEYBYTES];
 
 	if (!sk) {    /* not this key's generation: no digest can match (the block is stored) */
-		memset(out, 0, 16);
+		memset(out, 0, ICF_DIGEST_LEN);
 		return;
 	}
 
@@ -218,7 +220,7 @@ void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct ic
 	crypto_generichash(okey, sizeof(okey), (const uint8_t *)&h,
 			   version == ICF_IMAGE_V1 ? offsetof(struct icf_digest_head, origin_id)
 						   : sizeof(h),
-			   sk->k_digest, 32);
+			   sk->k_digest, ICF_KEY_LEN);
 	crypto_onetimeauth(out, plain, e->plain_len, okey);
 	sodium_memzero(okey, sizeof(okey));
 }
@@ -226,7 +228,7 @@ void ic_codec_digest(const struct ic_key *key, uint32_t version, const struct ic
 void ic_seal_begin(struct ic_seal *s, uint32_t version)
 {
 	s->version = version;
-	crypto_generichash_init(&s->st, NULL, 0, 32);
+	crypto_generichash_init(&s->st, NULL, 0, ICF_SEAL_LEN);
 }
 
 void ic_seal_add(struct ic_seal *s, const struct icf_entry *e)
@@ -258,7 +260,7 @@ void ic_seal_add(struct ic_seal *s, const struct icf_entry *e)
 	}
 }
 
-int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[16],
+int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t chain_id[ICF_ID_LEN],
 		   uint32_t block_size, const struct icf_slot *slot, uint8_t out[32])
 {
 	const struct ic_subkeys *sk = ic_key_gen(key, slot->seal_keygen);
@@ -271,20 +273,21 @@ int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t ch
 
 		memset(&h, 0, sizeof(h));
 		memcpy(h.magic, "ICSEAL01", 8);
-		memcpy(h.chain_id, chain_id, 16);
+		memcpy(h.chain_id, chain_id, ICF_ID_LEN);
 		h.block_size = htole32(block_size);
 		h.seq = htole32(slot->seq);
 		h.created = (int64_t)htole64((uint64_t)slot->created);
 		h.disk_size = htole64(slot->disk_size);
 		memcpy(h.name, slot->name, sizeof(h.name));
-		crypto_generichash_final(&s->st, h.map_digest, 32);
-		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), sk->k_seal, 32);
+		crypto_generichash_final(&s->st, h.map_digest, ICF_SEAL_LEN);
+		crypto_generichash(out, ICF_SEAL_LEN, (const uint8_t *)&h, sizeof(h), sk->k_seal,
+				   ICF_KEY_LEN);
 	} else {
 		struct icf_seal_head_v2 h;
 
 		memset(&h, 0, sizeof(h));
 		memcpy(h.magic, "ICSEAL02", 8);
-		memcpy(h.chain_id, chain_id, 16);
+		memcpy(h.chain_id, chain_id, ICF_ID_LEN);
 		h.block_size = htole32(block_size);
 		h.seq = htole32(slot->seq);
 		h.created = (int64_t)htole64((uint64_t)slot->created);
@@ -292,8 +295,9 @@ int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t ch
 		memcpy(h.name, slot->name, sizeof(h.name));
 		h.point_id = htole64(slot->point_id);
 		h.seal_keygen = htole16(slot->seal_keygen);
-		crypto_generichash_final(&s->st, h.map_digest, 32);
-		crypto_generichash(out, 32, (const uint8_t *)&h, sizeof(h), sk->k_seal, 32);
+		crypto_generichash_final(&s->st, h.map_digest, ICF_SEAL_LEN);
+		crypto_generichash(out, ICF_SEAL_LEN, (const uint8_t *)&h, sizeof(h), sk->k_seal,
+				   ICF_KEY_LEN);
 	}
 	return 0;
 }

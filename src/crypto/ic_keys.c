@@ -24,7 +24,7 @@
 #define IC_KEYCHK_MAGIC "ICKEYCHK"
 
 /* Additional data of a slot's wrapping: magic, chain id, slot index, KDF parameters, salt. */
-#define IC_SLOT_AD_LEN (8 + 16 + 4 + 4 + 8 + 8 + 16)
+#define IC_SLOT_AD_LEN (8 + ICF_ID_LEN + 4 + 4 + 8 + 8 + ICF_SALT_LEN)
 
 _Static_assert(ICF_KEY_LEN == crypto_kdf_KEYBYTES, "master key is a crypto_kdf key");
 _Static_assert(sizeof(IC_KDF_CONTEXT) - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
@@ -61,22 +61,22 @@ void ic_kdf_defaults(uint64_t *opslimit, uint64_t *memlimit)
 
 /* ---- keys ---------------------------------------------------------------- */
 
-static int ic_keygen_derive(struct ic_keygen *kg, const uint8_t chain_id[16], uint32_t g)
+static int ic_keygen_derive(struct ic_keygen *kg, const uint8_t chain_id[ICF_ID_LEN], uint32_t g)
 {
-	uint8_t msg[8 + 16 + 4];
+	uint8_t msg[8 + ICF_ID_LEN + 4];
 	uint32_t le32 = ic_le32(g);
 
-	if (crypto_kdf_derive_from_key(kg->sub.k_block, 32, IC_SUBKEY_BLOCK, IC_KDF_CONTEXT,
-				       kg->master) != 0 ||
-	    crypto_kdf_derive_from_key(kg->sub.k_seal, 32, IC_SUBKEY_SEAL, IC_KDF_CONTEXT,
-				       kg->master) != 0 ||
-	    crypto_kdf_derive_from_key(kg->sub.k_digest, 32, IC_SUBKEY_DIGEST, IC_KDF_CONTEXT,
-				       kg->master) != 0 ||
-	    crypto_kdf_derive_from_key(kg->k_check, 32, IC_SUBKEY_CHECK, IC_KDF_CONTEXT,
-				       kg->master) != 0)
+	if (crypto_kdf_derive_from_key(kg->sub.k_block, ICF_KEY_LEN, IC_SUBKEY_BLOCK,
+				       IC_KDF_CONTEXT, kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->sub.k_seal, ICF_KEY_LEN, IC_SUBKEY_SEAL,
+				       IC_KDF_CONTEXT, kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->sub.k_digest, ICF_KEY_LEN, IC_SUBKEY_DIGEST,
+				       IC_KDF_CONTEXT, kg->master) != 0 ||
+	    crypto_kdf_derive_from_key(kg->k_check, ICF_KEY_LEN, IC_SUBKEY_CHECK,
+				       IC_KDF_CONTEXT, kg->master) != 0)
 		return ic_fail(-EIO, "crypto_kdf_derive_from_key failed");
 	memcpy(msg, ICF_KEYGEN_MAGIC, 8);
-	memcpy(msg + 8, chain_id, 16);
+	memcpy(msg + 8, chain_id, ICF_ID_LEN);
 	memcpy(msg + 24, &le32, 4);
 	if (crypto_generichash(kg->gen_check, sizeof(kg->gen_check), msg, sizeof(msg),
 			       kg->k_check, sizeof(kg->k_check)) != 0)
@@ -87,7 +87,7 @@ static int ic_keygen_derive(struct ic_keygen *kg, const uint8_t chain_id[16], ui
 static int ic_key_derive(struct ic_key *key)
 {
 	const struct ic_keygen *g0 = &key->gen[0];
-	uint8_t msg[8 + 16];
+	uint8_t msg[8 + ICF_ID_LEN];
 	int ret;
 
 	for (uint32_t g = 0; g < key->ngen; g++) {
@@ -96,12 +96,12 @@ static int ic_key_derive(struct ic_key *key)
 			return ret;
 	}
 	memcpy(key->master, g0->master, ICF_KEY_LEN);
-	memcpy(key->k_block, g0->sub.k_block, 32);
-	memcpy(key->k_seal, g0->sub.k_seal, 32);
-	memcpy(key->k_digest, g0->sub.k_digest, 32);
-	memcpy(key->k_check, g0->k_check, 32);
+	memcpy(key->k_block, g0->sub.k_block, ICF_KEY_LEN);
+	memcpy(key->k_seal, g0->sub.k_seal, ICF_KEY_LEN);
+	memcpy(key->k_digest, g0->sub.k_digest, ICF_KEY_LEN);
+	memcpy(key->k_check, g0->k_check, ICF_KEY_LEN);
 	memcpy(msg, IC_KEYCHK_MAGIC, 8);
-	memcpy(msg + 8, key->chain_id, 16);
+	memcpy(msg + 8, key->chain_id, ICF_ID_LEN);
 	if (crypto_generichash(key->key_check, sizeof(key->key_check), msg, sizeof(msg),
 			       key->k_check, sizeof(key->k_check)) != 0)
 		return ic_fail(-EIO, "crypto_generichash failed");
@@ -110,7 +110,7 @@ static int ic_key_derive(struct ic_key *key)
 
 /* A key holding generations 0..ngen-1 from their master keys (masters[g * 32]). */
 static struct ic_key *ic_key_build(const uint8_t *masters, uint32_t ngen,
-				   const uint8_t chain_id[16])
+				   const uint8_t chain_id[ICF_ID_LEN])
 {
 	struct ic_key *key;
 
@@ -144,7 +144,8 @@ static struct ic_key *ic_key_build(const uint8_t *masters, uint32_t ngen,
 	return key;
 }
 
-struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8_t chain_id[16])
+struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN],
+				  const uint8_t chain_id[ICF_ID_LEN])
 {
 	return ic_key_build(master, 1, chain_id);
 }
@@ -429,8 +430,8 @@ static size_t ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN + 4], const struct ic_keyfile
 
 	memcpy(p, ICF_KEY_MAGIC, 8);
 	p += 8;
-	memcpy(p, kf->h.chain_id, 16);
-	p += 16;
+	memcpy(p, kf->h.chain_id, ICF_ID_LEN);
+	p += ICF_ID_LEN;
 	le32 = ic_le32(n);
 	memcpy(p, &le32, 4);
 	p += 4;
@@ -443,8 +444,8 @@ static size_t ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN + 4], const struct ic_keyfile
 	le64 = ic_le64(s->memlimit);
 	memcpy(p, &le64, 8);
 	p += 8;
-	memcpy(p, s->salt, 16);
-	p += 16;
+	memcpy(p, s->salt, ICF_SALT_LEN);
+	p += ICF_SALT_LEN;
 	if (kf->h.version == ICF_KEYFILE_V2) {
 		le32 = ic_le32(ic_keyfile_gen(kf));
 		memcpy(p, &le32, 4);
@@ -454,12 +455,12 @@ static size_t ic_slot_ad(uint8_t ad[IC_SLOT_AD_LEN + 4], const struct ic_keyfile
 }
 
 /* Additional data of generation g's record: "ICKEYGEN" || chain_id || le32 g. */
-static void ic_gen_ad(uint8_t ad[28], const uint8_t chain_id[16], uint32_t g)
+static void ic_gen_ad(uint8_t ad[28], const uint8_t chain_id[ICF_ID_LEN], uint32_t g)
 {
 	uint32_t le32 = ic_le32(g);
 
 	memcpy(ad, ICF_KEYGEN_MAGIC, 8);
-	memcpy(ad + 8, chain_id, 16);
+	memcpy(ad + 8, chain_id, ICF_ID_LEN);
 	memcpy(ad + 24, &le32, 4);
 }
 
@@ -506,7 +507,7 @@ static int ic_slot_open(const struct ic_keyfile *kf, unsigned n, const char *pas
 	return ret == 0 && mlen == ICF_KEY_LEN;
 }
 
-/* masters[G * 32] holds the newest master key: unwrap every older one from it, then
+/* masters[G * ICF_KEY_LEN] holds the newest master key: unwrap every older one from it, then
  * build the key and compare generation 0 with the key file's key check. */
 static int ic_keyfile_finish_unlock(const struct ic_keyfile *kf, uint8_t *masters,
 				    struct ic_key **out)
@@ -770,7 +771,7 @@ out:
 	return ret;
 }
 
-int ic_keyfile_create(const uint8_t chain_id[16], const char *pass, size_t passlen,
+int ic_keyfile_create(const uint8_t chain_id[ICF_ID_LEN], const char *pass, size_t passlen,
 		      struct ic_keyfile *kf, struct ic_key **out)
 {
 	uint64_t opslimit, memlimit;

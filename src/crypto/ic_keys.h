@@ -18,26 +18,26 @@
 /* The subkeys of one key generation (FORMAT.md 6.2): ids 1-3 of that generation's
  * master key. */
 struct ic_subkeys {
-	uint8_t k_block[32], k_seal[32], k_digest[32];
+	uint8_t k_block[ICF_KEY_LEN], k_seal[ICF_KEY_LEN], k_digest[ICF_KEY_LEN];
 };
 
 /* One key generation inside struct ic_key. */
 struct ic_keygen {
 	uint8_t master[ICF_KEY_LEN];
 	struct ic_subkeys sub;
-	uint8_t k_check[32];
-	uint8_t gen_check[16];      /* BLAKE2b-128(k_check, "ICKEYGEN" || chain_id || le32 g) */
+	uint8_t k_check[ICF_KEY_LEN];
+	uint8_t gen_check[ICF_CHECK_LEN]; /* BLAKE2b-128(k_check, "ICKEYGEN"||chain_id||le32 g) */
 };
 
 struct ic_key {
 	/* generation 0 (the master key of the chain's creation; every existing image) */
 	uint8_t master[ICF_KEY_LEN];
-	uint8_t k_block[32];        /* XChaCha20-Poly1305 key for block records */
-	uint8_t k_seal[32];         /* BLAKE2b key for seals */
-	uint8_t k_digest[32];       /* BLAKE2b key for change digests */
-	uint8_t k_check[32];        /* BLAKE2b key for the key check value */
-	uint8_t chain_id[16];
-	uint8_t key_check[16];      /* BLAKE2b-128(k_check, "ICKEYCHK" || chain_id) */
+	uint8_t k_block[ICF_KEY_LEN];        /* XChaCha20-Poly1305 key for block records */
+	uint8_t k_seal[ICF_KEY_LEN];         /* BLAKE2b key for seals */
+	uint8_t k_digest[ICF_KEY_LEN];       /* BLAKE2b key for change digests */
+	uint8_t k_check[ICF_KEY_LEN];        /* BLAKE2b key for the key check value */
+	uint8_t chain_id[ICF_ID_LEN];
+	uint8_t key_check[ICF_CHECK_LEN];      /* BLAKE2b-128(k_check, "ICKEYCHK" || chain_id) */
 	uint16_t ngen;              /* generations held: 0 .. ngen-1 */
 	struct ic_keygen gen[];     /* gen[0] repeats generation 0 */
 };
@@ -75,7 +75,8 @@ int ic_kdf_cap(uint64_t *opslimit, uint64_t *memlimit);
 /* Derive a key (generation 0 only) from a master key and chain id into sodium memory.
  * Returns NULL with errno = ENOMEM on failure.  The returned key is read-only
  * (sodium_mprotect_readonly): never write to it. */
-struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN], const uint8_t chain_id[16]);
+struct ic_key *ic_key_from_master(const uint8_t master[ICF_KEY_LEN],
+				  const uint8_t chain_id[ICF_ID_LEN]);
 /* Wipe and release (NULL is fine). */
 void ic_key_free(struct ic_key *key);
 
@@ -116,7 +117,7 @@ int ic_keyfile_revoke(struct ic_keyfile *kf, const struct ic_key *key, int keep,
 		      const char *pass, size_t passlen, struct ic_key **out, unsigned *dropped);
 /* Create a new chain key: random master key, given chain id, one slot for pass; the
  * key file is version 1 (generation 0 only). */
-int ic_keyfile_create(const uint8_t chain_id[16], const char *pass, size_t passlen,
+int ic_keyfile_create(const uint8_t chain_id[ICF_ID_LEN], const char *pass, size_t passlen,
 		      struct ic_keyfile *kf, struct ic_key **out);
 
 /* Obtain a passphrase: from passphrase_file if not NULL, else $IMGCHAIN_PASSPHRASE_FILE,

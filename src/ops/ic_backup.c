@@ -217,15 +217,15 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	char *kpath = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
 	char *pass = NULL;
 	size_t plen;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	int ret;
 
 	*created = false;
 	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
-		    (memcmp((*key)->chain_id, c->chain_id, 16) ||
-		     memcmp((*key)->key_check, c->key_check, 16))) {
+		    (memcmp((*key)->chain_id, c->chain_id, ICF_ID_LEN) ||
+		     memcmp((*key)->key_check, c->key_check, ICF_CHECK_LEN))) {
 			ic_key_free(*key);
 			*key = NULL;
 			ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
@@ -363,7 +363,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		goto out;
 	st->created_chain = key_created;
-	memcpy(j.chain_id, j.key->chain_id, 16);
+	memcpy(j.chain_id, j.key->chain_id, ICF_ID_LEN);
 	/* v2: records and seal under the newest key generation (a revocation's); v1 images
 	 * have no field for it and stay on generation 0 (FORMAT.md "Versions") */
 	if (j.version != ICF_IMAGE_V1)
@@ -395,8 +395,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.version = j.version;
 	hdr.header_size = ICF_HEADER_SIZE;
-	memcpy(hdr.chain_id, j.key->chain_id, 16);
-	memcpy(hdr.key_check, j.key->key_check, 16);
+	memcpy(hdr.chain_id, j.key->chain_id, ICF_ID_LEN);
+	memcpy(hdr.key_check, j.key->key_check, ICF_CHECK_LEN);
 	hdr.block_size = j.bs;
 	hdr.cipher = ICF_CIPHER_XCHACHA20POLY1305;
 	hdr.compress = ICF_COMPRESS_ZSTD;

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "imgchain_format.h"
+
 struct ic_backup_opts {
 	const char *chain_dir;
 	const char *source;
@@ -24,8 +26,8 @@ struct ic_backup_opts {
 };
 
 struct ic_backup_stats {
-	char name[128];
-	char parent[128];           /* "" for a full */
+	char name[ICF_NAME_MAX + 1];
+	char parent[ICF_NAME_MAX + 1]; /* "" for a full */
 	uint32_t seq;
 	bool created_chain;
 	uint64_t disk_size;

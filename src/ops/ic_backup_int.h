@@ -45,7 +45,7 @@ struct job {
 	uint8_t *plan;
 	struct ic_view *pv;         /* parent view or NULL */
 	struct ic_key *key;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

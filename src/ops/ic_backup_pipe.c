@@ -63,7 +63,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	struct icf_entry *e = &bt->ents[i];
 	struct ic_block_ref pref = *prefp;
 	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
-	uint8_t d[16];
+	uint8_t d[ICF_DIGEST_LEN];
 	int ret;
 
 	if (j->pv && pos < j->pv->nblocks)
@@ -87,7 +87,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	if (pref.img && pref.e.plain_len == len) {
 		/* the parent's digest, under its own key: only compared, never written anew */
 		ic_codec_digest(j->key, j->version, &pref.e, plain, d);
-		if (!sodium_memcmp(d, pref.e.digest, 16)) {
+		if (!sodium_memcmp(d, pref.e.digest, ICF_DIGEST_LEN)) {
 			bt->act[i] = ACT_INHERIT;
 			*e = pref.e;
 			return 0;

@@ -259,7 +259,7 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
 	if (ret)
 		goto out;
-	if (memcmp(j.key->chain_id, c->chain_id, 16) || memcmp(j.key->key_check, c->key_check, 16)) {
+	if (memcmp(j.key->chain_id, c->chain_id, ICF_ID_LEN) || memcmp(j.key->key_check, c->key_check, ICF_CHECK_LEN)) {
 		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
 			      o->chain_dir);
 		goto out;

@@ -17,9 +17,9 @@
 /* The generations of the key last unlocked (ic_state_note_key). */
 static struct {
 	bool set;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 	uint32_t ngen;
-	uint8_t check[ICF_KEY_GEN_MAX + 1][16];
+	uint8_t check[ICF_KEY_GEN_MAX + 1][ICF_CHECK_LEN];
 } noted;
 
 static char *state_dir(void)
@@ -37,11 +37,11 @@ static char *state_dir(void)
 	return strdup(buf);
 }
 
-static void file_name(const uint8_t id[16], char *buf, size_t len)
+static void file_name(const uint8_t id[ICF_ID_LEN], char *buf, size_t len)
 {
 	size_t n = 0;
 
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < ICF_ID_LEN; i++)
 		n += (size_t)snprintf(buf + n, len - n, "%02x", id[i]);
 	snprintf(buf + n, len - n, ".state");
 }
@@ -154,7 +154,7 @@ static bool decode_v1(struct cursor *c, struct ic_state *st)
 	if (!next_line(c, &l, &n) || n != 5 + 64 || memcmp(l, "seal ", 5))
 		return false;
 	p = l + 5;
-	if (!take_hex(&p, l + n, pt->seal, 32, 0))
+	if (!take_hex(&p, l + n, pt->seal, ICF_SEAL_LEN, 0))
 		return false;
 	if (!next_line(c, &l, &n) || n < 5 || memcmp(l, "name ", 5) ||
 	    !take_name(l + 5, l + n, pt->name))
@@ -173,7 +173,7 @@ static bool decode_v2(struct cursor *c, struct ic_state *st)
 			p = l + 7;
 			if (st->have_keygen || st->npoints ||
 			    !take_u32(&p, l + n, ' ', &st->keygen) || st->keygen > ICF_KEY_GEN_MAX ||
-			    !take_hex(&p, l + n, st->gen_check, 16, 0) || p != l + n)
+			    !take_hex(&p, l + n, st->gen_check, ICF_CHECK_LEN, 0) || p != l + n)
 				return false;
 			st->have_keygen = true;
 		} else if (n >= 6 && !memcmp(l, "point ", 6)) {
@@ -182,7 +182,7 @@ static bool decode_v2(struct cursor *c, struct ic_state *st)
 			p = l + 6;
 			if (st->npoints >= IC_STATE_POINTS || !take_u32(&p, l + n, ' ', &pt->seq) ||
 			    !pt->seq || (st->npoints && pt->seq <= pt[-1].seq) ||
-			    !take_hex(&p, l + n, pt->seal, 32, ' ') || !take_name(p, l + n, pt->name))
+			    !take_hex(&p, l + n, pt->seal, ICF_SEAL_LEN, ' ') || !take_name(p, l + n, pt->name))
 				return false;
 			st->npoints++;
 		} else {
@@ -220,12 +220,12 @@ size_t ic_state_encode(const struct ic_state *st, char *buf)
 
 	n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "%s", IC_STATE_MAGIC);
 	if (st->have_keygen) {
-		hex(st->gen_check, 16, h);
+		hex(st->gen_check, ICF_CHECK_LEN, h);
 		n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "keygen %u %s\n",
 				      st->keygen, h);
 	}
 	for (size_t i = 0; i < st->npoints; i++) {
-		hex(st->points[i].seal, 32, h);
+		hex(st->points[i].seal, ICF_SEAL_LEN, h);
 		n += (size_t)snprintf(buf + n, IC_STATE_MAX_BYTES - n, "point %u %s %s\n",
 				      st->points[i].seq, h, st->points[i].name);
 	}
@@ -235,7 +235,7 @@ size_t ic_state_encode(const struct ic_state *st, char *buf)
 /* ---- the file ------------------------------------------------------------------------ */
 
 /* 1 = loaded, 0 = none (st empty), <0 error */
-static int load(const uint8_t id[16], struct ic_state *st)
+static int load(const uint8_t id[ICF_ID_LEN], struct ic_state *st)
 {
 	char fname[64], *buf = NULL;
 	char *dir = state_dir(), *path;
@@ -293,7 +293,7 @@ static int mkdirs(const char *dir)
 	return 0;
 }
 
-static int store(const uint8_t chain_id[16], const struct ic_state *st)
+static int store(const uint8_t chain_id[ICF_ID_LEN], const struct ic_state *st)
 {
 	char fname[64], *text = malloc(IC_STATE_MAX_BYTES);
 	char *dir = state_dir();
@@ -318,7 +318,8 @@ static struct ic_state *state_new(void)
 }
 
 /* Add or replace point (seq, seal, name), keeping the newest IC_STATE_POINTS. */
-static void put_point(struct ic_state *st, uint32_t seq, const uint8_t seal[32], const char *name)
+static void put_point(struct ic_state *st, uint32_t seq, const uint8_t seal[ICF_SEAL_LEN],
+		      const char *name)
 {
 	size_t i = 0;
 
@@ -336,7 +337,7 @@ static void put_point(struct ic_state *st, uint32_t seq, const uint8_t seal[32],
 		st->npoints++;
 	}
 	st->points[i].seq = seq;
-	memcpy(st->points[i].seal, seal, 32);
+	memcpy(st->points[i].seal, seal, ICF_SEAL_LEN);
 	snprintf(st->points[i].name, sizeof(st->points[i].name), "%s", name);
 }
 
@@ -351,20 +352,20 @@ static void drop_point(struct ic_state *st, size_t i)
 void ic_state_note_key(const struct ic_key *key)
 {
 	memset(&noted, 0, sizeof(noted));
-	memcpy(noted.chain_id, key->chain_id, 16);
+	memcpy(noted.chain_id, key->chain_id, ICF_ID_LEN);
 	noted.ngen = key->ngen;
 	for (uint16_t g = 0; g < key->ngen && g <= ICF_KEY_GEN_MAX; g++)
-		memcpy(noted.check[g], ic_key_gen_check(key, g), 16);
+		memcpy(noted.check[g], ic_key_gen_check(key, g), ICF_CHECK_LEN);
 	noted.set = true;
 }
 
 /* The key part of a check on a loaded state; *dirty when st changed. */
-static int check_key(const char *dir, const uint8_t chain_id[16], struct ic_state *st,
+static int check_key(const char *dir, const uint8_t chain_id[ICF_ID_LEN], struct ic_state *st,
 		     bool accept, bool *dirty)
 {
 	uint32_t cur;
 
-	if (!noted.set || memcmp(noted.chain_id, chain_id, 16))
+	if (!noted.set || memcmp(noted.chain_id, chain_id, ICF_ID_LEN))
 		return 0;
 	cur = noted.ngen - 1;
 	if (st->have_keygen && !accept) {
@@ -372,21 +373,22 @@ static int check_key(const char *dir, const uint8_t chain_id[16], struct ic_stat
 			return ic_fail(IC_ECORRUPT,
 				       "%s/%s: rolled back: this machine last saw key generation %u, the key file holds only generations 0 to %u (an older copy, which a revoked passphrase may open); use --accept-rollback if that is expected",
 				       dir, ICF_KEYFILE_NAME, st->keygen, cur);
-		if (memcmp(noted.check[st->keygen], st->gen_check, 16))
+		if (memcmp(noted.check[st->keygen], st->gen_check, ICF_CHECK_LEN))
 			return ic_fail(IC_ECORRUPT,
 				       "%s/%s: key generation %u is not the one this machine saw (the key file was replaced); use --accept-rollback if that is expected",
 				       dir, ICF_KEYFILE_NAME, st->keygen);
 	}
-	if (!st->have_keygen || st->keygen != cur || memcmp(st->gen_check, noted.check[cur], 16)) {
+	if (!st->have_keygen || st->keygen != cur ||
+	    memcmp(st->gen_check, noted.check[cur], ICF_CHECK_LEN)) {
 		st->have_keygen = true;
 		st->keygen = cur;
-		memcpy(st->gen_check, noted.check[cur], 16);
+		memcpy(st->gen_check, noted.check[cur], ICF_CHECK_LEN);
 		*dirty = true;
 	}
 	return 0;
 }
 
-int ic_state_check_key(const char *dir, const uint8_t chain_id[16], bool accept)
+int ic_state_check_key(const char *dir, const uint8_t chain_id[ICF_ID_LEN], bool accept)
 {
 	struct ic_state *st = state_new();
 	bool dirty = false;
@@ -428,7 +430,7 @@ int ic_state_check(const struct ic_chain *c, bool accept)
 				      c->dir, top->name, top->seq, newest->img->slot.name, newest->seq);
 			goto out;
 		}
-		if (seen && memcmp(seen->img->slot.seal, top->seal, 32)) {
+		if (seen && memcmp(seen->img->slot.seal, top->seal, ICF_SEAL_LEN)) {
 			ret = ic_fail(IC_ECORRUPT,
 				      "%s: restore point '%s' (sequence %u) is not the one this machine saw (its seal changed); use --accept-rollback if that is expected",
 				      c->dir, seen->img->slot.name, top->seq);
@@ -443,7 +445,8 @@ int ic_state_check(const struct ic_chain *c, bool accept)
 		}
 	}
 	top = st->npoints ? &st->points[st->npoints - 1] : NULL;
-	if (!top || top->seq != newest->seq || memcmp(top->seal, newest->img->slot.seal, 32)) {
+	if (!top || top->seq != newest->seq ||
+	    memcmp(top->seal, newest->img->slot.seal, ICF_SEAL_LEN)) {
 		put_point(st, newest->seq, newest->img->slot.seal, newest->img->slot.name);
 		dirty = true;
 	}
@@ -455,8 +458,8 @@ out:
 	return ret < 0 ? ret : 0;
 }
 
-int ic_state_record(const uint8_t chain_id[16], uint32_t seq, const char *name,
-		    const uint8_t seal[32])
+int ic_state_record(const uint8_t chain_id[ICF_ID_LEN], uint32_t seq, const char *name,
+		    const uint8_t seal[ICF_SEAL_LEN])
 {
 	struct ic_state *st = state_new();
 	int ret;
@@ -494,7 +497,7 @@ int ic_state_review(const struct ic_chain *c,
 		goto out;
 	for (size_t i = 0; i < st->npoints;) {
 		seen = ic_chain_find_seq(c, st->points[i].seq);
-		if (seen && !memcmp(seen->img->slot.seal, st->points[i].seal, 32)) {
+		if (seen && !memcmp(seen->img->slot.seal, st->points[i].seal, ICF_SEAL_LEN)) {
 			i++;
 			continue;
 		}

@@ -21,14 +21,14 @@
 
 struct ic_state_point {
 	uint32_t seq;
-	uint8_t seal[32];
+	uint8_t seal[ICF_SEAL_LEN];
 	char name[ICF_NAME_MAX + 1];
 };
 
 struct ic_state {
 	bool have_keygen;
 	uint32_t keygen;            /* newest key generation seen */
-	uint8_t gen_check[16];      /* its check value (ic_key_gen_check) */
+	uint8_t gen_check[ICF_CHECK_LEN];      /* its check value (ic_key_gen_check) */
 	size_t npoints;
 	struct ic_state_point points[IC_STATE_POINTS];  /* ascending seq */
 };
@@ -48,7 +48,7 @@ void ic_state_note_key(const struct ic_key *key);
  * IC_ECORRUPT naming dir's key file when the key file is older (rolled back) or its
  * generation is another one than remembered (replaced).  With accept=true it is
  * accepted.  On success the state is advanced to the key's newest generation. */
-int ic_state_check_key(const char *dir, const uint8_t chain_id[16], bool accept);
+int ic_state_check_key(const char *dir, const uint8_t chain_id[ICF_ID_LEN], bool accept);
 
 /* ic_state_check_key(), then compare the chain with the remembered points.
  * IC_ECORRUPT with a message when the newest remembered point is gone and nothing
@@ -59,8 +59,8 @@ int ic_state_check_key(const char *dir, const uint8_t chain_id[16], bool accept)
 int ic_state_check(const struct ic_chain *c, bool accept);
 
 /* Remember a new point (after imgbackup committed it). */
-int ic_state_record(const uint8_t chain_id[16], uint32_t seq, const char *name,
-		    const uint8_t seal[32]);
+int ic_state_record(const uint8_t chain_id[ICF_ID_LEN], uint32_t seq, const char *name,
+		    const uint8_t seal[ICF_SEAL_LEN]);
 
 /* After every point of c was authenticated (imgverify --data): call report for each
  * remembered point that is gone (no point has its sequence) or was replaced (its

@@ -145,8 +145,8 @@ static int unlock(struct vctx *x)
 
 	if (ret)
 		return ret;
-	if (x->c->have_images && (memcmp(x->key->chain_id, x->c->chain_id, 16) ||
-				  memcmp(x->key->key_check, x->c->key_check, 16)))
+	if (x->c->have_images && (memcmp(x->key->chain_id, x->c->chain_id, ICF_ID_LEN) ||
+				  memcmp(x->key->key_check, x->c->key_check, ICF_CHECK_LEN)))
 		return ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
 			       x->o->chain_dir);
 	ret = ic_state_check(x->c, x->o->accept_rollback);

@@ -70,20 +70,20 @@ void ic_disk_info_from_point(const struct ic_chain *c, const struct ic_point *p,
 	out->created = s->created;
 	out->disk_size = s->disk_size;
 	out->block_size = c->block_size;
-	memcpy(out->chain_id, c->chain_id, 16);
+	memcpy(out->chain_id, c->chain_id, ICF_ID_LEN);
 }
 
 /* Seed of a VMDK identity: the chain, the point, and which file (the flat pair and the
  * sparse file are different disks to a hypervisor, so they must not share UUIDs). */
 static void ident_for(const struct ic_disk_info *in, const char *which, struct ic_vmdk_ident *id)
 {
-	uint8_t seed[16 + 4 + 16];
+	uint8_t seed[ICF_ID_LEN + 4 + 16];
 	uint32_t seq = htole32(in->seq);
 
 	memset(seed, 0, sizeof(seed));
-	memcpy(seed, in->chain_id, 16);
-	memcpy(seed + 16, &seq, 4);
-	memcpy(seed + 20, which, strnlen(which, 16));
+	memcpy(seed, in->chain_id, ICF_ID_LEN);
+	memcpy(seed + ICF_ID_LEN, &seq, 4);
+	memcpy(seed + ICF_ID_LEN + 4, which, strnlen(which, 16));
 	ic_vmdk_ident_derive(seed, sizeof(seed), id);
 }
 
@@ -113,7 +113,7 @@ static size_t json_str(char *out, size_t cap, const char *s)
 static int build_json(struct ic_disk *d)
 {
 	const struct ic_disk_info *in = &d->info;
-	char name[300], parent[300], iso[32], chain[33];
+	char name[300], parent[300], iso[32], chain[2 * ICF_ID_LEN + 1];
 	time_t t = (time_t)in->created;
 	struct tm tm;
 	int n;
@@ -125,7 +125,7 @@ static int build_json(struct ic_disk *d)
 		snprintf(parent, sizeof(parent), "null");
 	gmtime_r(&t, &tm);
 	strftime(iso, sizeof(iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < ICF_ID_LEN; i++)
 		snprintf(chain + 2 * i, 3, "%02x", in->chain_id[i]);
 	n = snprintf(d->json, sizeof(d->json),
 		     "{\n"
@@ -236,11 +236,6 @@ void ic_disk_detach(struct ic_disk *d)
 {
 	ic_cache_src_free(d->src);
 	d->src = NULL;
-}
-
-bool ic_disk_attached(const struct ic_disk *d)
-{
-	return d->src != NULL;
 }
 
 /* ---- sparse VMDK callbacks --------------------------------------------------------- */

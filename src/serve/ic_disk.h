@@ -39,13 +39,13 @@ enum ic_disk_file {
 
 /* What a disk needs to know of its point (copied: nothing of the chain is kept). */
 struct ic_disk_info {
-	char name[128];
-	char parent[128];           /* "" for none */
+	char name[ICF_NAME_MAX + 1];
+	char parent[ICF_NAME_MAX + 1]; /* "" for none */
 	uint32_t seq, parent_seq, kind;
 	int64_t created;
 	uint64_t disk_size;
 	uint32_t block_size;
-	uint8_t chain_id[16];
+	uint8_t chain_id[ICF_ID_LEN];
 };
 
 void ic_disk_info_from_point(const struct ic_chain *c, const struct ic_point *p,
@@ -73,7 +73,6 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
  * files that need a view happen only while attached.  0, -ENOMEM or -EINVAL. */
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v);
 void ic_disk_detach(struct ic_disk *d);
-bool ic_disk_attached(const struct ic_disk *d);
 
 /* Read up to len bytes of file f at off into buf (short at end of file, 0 past it).
  * st (may be NULL) is the reader's readahead state.  Returns the byte count or a

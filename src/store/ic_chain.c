@@ -50,11 +50,11 @@ static int same_chain(struct ic_chain *c, struct ic_image *img)
 	if (!c->have_images) {
 		c->have_images = true;
 		c->block_size = img->hdr.block_size;
-		memcpy(c->chain_id, img->hdr.chain_id, 16);
-		memcpy(c->key_check, img->hdr.key_check, 16);
+		memcpy(c->chain_id, img->hdr.chain_id, ICF_ID_LEN);
+		memcpy(c->key_check, img->hdr.key_check, ICF_CHECK_LEN);
 		return 0;
 	}
-	if (memcmp(c->chain_id, img->hdr.chain_id, 16) || memcmp(c->key_check, img->hdr.key_check, 16))
+	if (memcmp(c->chain_id, img->hdr.chain_id, ICF_ID_LEN) || memcmp(c->key_check, img->hdr.key_check, ICF_CHECK_LEN))
 		return ic_fail(IC_ECORRUPT, "%s: belongs to another chain (chain id differs)",
 			       img->path);
 	if (c->block_size != img->hdr.block_size)

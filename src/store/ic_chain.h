@@ -29,8 +29,8 @@ struct ic_chain {
 	char *dir;
 	bool have_images;
 	uint32_t block_size;
-	uint8_t chain_id[16];
-	uint8_t key_check[16];
+	uint8_t chain_id[ICF_ID_LEN];
+	uint8_t key_check[ICF_CHECK_LEN];
 	struct ic_point *points;    /* ascending seq */
 	size_t npoints;
 	struct ic_bad_file *bad;    /* damaged or foreign files, skipped */

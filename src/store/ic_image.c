@@ -39,8 +39,8 @@ void ic_header_encode(const struct icf_header *h, void *buf)
 	memcpy(o.magic, ICF_IMAGE_MAGIC, 8);
 	o.version = htole32(h->version);
 	o.header_size = htole32(h->header_size);
-	memcpy(o.chain_id, h->chain_id, 16);
-	memcpy(o.key_check, h->key_check, 16);
+	memcpy(o.chain_id, h->chain_id, ICF_ID_LEN);
+	memcpy(o.key_check, h->key_check, ICF_CHECK_LEN);
 	o.block_size = htole32(h->block_size);
 	o.cipher = htole32(h->cipher);
 	o.compress = htole32(h->compress);
@@ -62,8 +62,8 @@ int ic_header_decode(const void *buf, struct icf_header *h, const char *path)
 	memcpy(h->magic, o.magic, 8);
 	h->version = le32toh(o.version);
 	h->header_size = le32toh(o.header_size);
-	memcpy(h->chain_id, o.chain_id, 16);
-	memcpy(h->key_check, o.key_check, 16);
+	memcpy(h->chain_id, o.chain_id, ICF_ID_LEN);
+	memcpy(h->key_check, o.key_check, ICF_CHECK_LEN);
 	h->block_size = bs = le32toh(o.block_size);
 	h->cipher = le32toh(o.cipher);
 	h->compress = le32toh(o.compress);
@@ -95,8 +95,8 @@ void ic_slot_encode(const struct icf_slot *s, void *buf)
 	o.data_bytes = htole64(s->data_bytes);
 	o.n_data = htole64(s->n_data);
 	o.n_zero = htole64(s->n_zero);
-	memcpy(o.index_hash, s->index_hash, 16);
-	memcpy(o.seal, s->seal, 32);
+	memcpy(o.index_hash, s->index_hash, ICF_INDEX_HASH_LEN);
+	memcpy(o.seal, s->seal, ICF_SEAL_LEN);
 	memcpy(o.name, s->name, sizeof(o.name));
 	o.data_end = htole64(s->data_end);
 	o.point_id = htole64(s->point_id);
@@ -128,9 +128,9 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 	else if ((s->parent_seq == 0) !=
 		 (s->kind == ICF_KIND_FULL || s->kind == ICF_KIND_SYNTHETIC_FULL))
 		why = "kind does not match parent";
-	else if (s->disk_size == 0 || s->disk_size > (1ull << 60))
+	else if (s->disk_size == 0 || s->disk_size > ICF_DISK_MAX)
 		why = "impossible disk size";
-	else if (s->index_offset < ICF_HEADER_SIZE || s->index_count > (1ull << 40) ||
+	else if (s->index_offset < ICF_HEADER_SIZE || s->index_count > ICF_INDEX_COUNT_MAX ||
 		 s->index_offset > s->data_end ||
 		 s->index_count * sizeof(struct icf_entry) > s->data_end - s->index_offset)
 		why = "index out of bounds";
@@ -165,8 +165,8 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const 
 	s->data_bytes = le64toh(o.data_bytes);
 	s->n_data = le64toh(o.n_data);
 	s->n_zero = le64toh(o.n_zero);
-	memcpy(s->index_hash, o.index_hash, 16);
-	memcpy(s->seal, o.seal, 32);
+	memcpy(s->index_hash, o.index_hash, ICF_INDEX_HASH_LEN);
+	memcpy(s->seal, o.seal, ICF_SEAL_LEN);
 	memcpy(s->name, o.name, sizeof(s->name));
 	s->data_end = le64toh(o.data_end);
 	s->point_id = le64toh(o.point_id);
@@ -192,7 +192,7 @@ void ic_entry_encode(const struct icf_entry *e, void *buf, uint32_t version)
 	o.kind = htole16(e->kind);
 	o.keygen = htole16(e->keygen);    /* v1: flags */
 	o.rec_hash = htole64(e->rec_hash);
-	memcpy(o.digest, e->digest, 16);
+	memcpy(o.digest, e->digest, ICF_DIGEST_LEN);
 	if (version == ICF_IMAGE_V1)
 		o.origin_id = htole64(XXH3_64bits(&o, offsetof(struct icf_entry_v1, entry_hash)));
 	else
@@ -218,7 +218,7 @@ int ic_entry_decode(const void *buf, struct icf_entry *e, uint32_t version)
 	e->kind = le16toh(o.kind);
 	e->keygen = le16toh(o.keygen);
 	e->rec_hash = le64toh(o.rec_hash);
-	memcpy(e->digest, o.digest, 16);
+	memcpy(e->digest, o.digest, ICF_DIGEST_LEN);
 	e->origin_id = version == ICF_IMAGE_V1 ? 0 : le64toh(o.origin_id);
 	return 0;
 }
@@ -413,7 +413,7 @@ static int rot_or_forged(struct ic_image *img, XXH3_state_t *h, uint8_t *buf, ui
 		done += k;
 	}
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
-	if (memcmp(c.digest, s->index_hash, 16))
+	if (memcmp(c.digest, s->index_hash, ICF_INDEX_HASH_LEN))
 		return ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged at entry %llu)",
 			       img->path, (unsigned long long)bad);
 	return IC_ECORRUPT;
@@ -495,7 +495,7 @@ static int load_index(struct ic_image *img)
 		goto out;
 	}
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h));
-	if (memcmp(c.digest, s->index_hash, 16)) {
+	if (memcmp(c.digest, s->index_hash, ICF_INDEX_HASH_LEN)) {
 		ret = ic_fail(IC_ECORRUPT, "%s: index checksum mismatch (index damaged)", img->path);
 		goto out;
 	}
@@ -619,11 +619,6 @@ struct ic_writer {
 	XXH3_state_t *ih;
 	struct icf_header hdr;
 };
-
-uint64_t ic_writer_bytes(const struct ic_writer *w)
-{
-	return w->off + w->wlen - ICF_HEADER_SIZE;
-}
 
 int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t seq,
 		  struct ic_writer **out)
@@ -781,7 +776,7 @@ int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
 	slot->data_bytes = w->data_bytes;
 	slot->data_end = w->off + w->nentries * sizeof(struct icf_entry);
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(w->ih));
-	memcpy(slot->index_hash, c.digest, 16);
+	memcpy(slot->index_hash, c.digest, ICF_INDEX_HASH_LEN);
 	ret = slot_check(slot, w->hdr.version, w->path);
 	if (!ret)
 		ret = copy_index(w, w->off);
@@ -843,13 +838,16 @@ int ic_slot_validate(const struct icf_slot *s, uint32_t version, const char *pat
  * 4 KiB in both files can be shared as a reflink; pwrite from buf where the kernel
  * cannot copy.  have: buf holds the same bytes already (read for the checksum check);
  * else it is filled from the source first (len <= its size). */
+static bool no_cfr;  /* no copy_file_range: the caller asked so, or the kernel refused it */
+
+void ic_image_copy_plain(void)
+{
+	no_cfr = true;
+}
+
 static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t len,
 		     uint8_t *buf, bool have, const char *spath, const char *dpath)
 {
-	static int no_cfr = -1;
-
-	if (no_cfr < 0)
-		no_cfr = getenv("IMGCHAIN_NO_COPY_FILE_RANGE") != NULL;
 	while (len) {
 		uint64_t piece = len;
 		ssize_t n = -1;
@@ -868,7 +866,7 @@ static int copy_span(int sfd, uint64_t soff, int dfd, uint64_t doff, uint64_t le
 				return ic_fail(-errno, "%s: copy_file_range at %llu: %s", dpath,
 					       (unsigned long long)doff, strerror(errno));
 			if (n < 0)
-				no_cfr = 1;
+				no_cfr = true;
 		}
 #endif
 		if (n <= 0) {

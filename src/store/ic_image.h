@@ -83,8 +83,6 @@ int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e);
 int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot);
 /* Remove the temporary file and free w (NULL is fine). */
 void ic_writer_abort(struct ic_writer *w);
-/* Bytes written so far (records). */
-uint64_t ic_writer_bytes(const struct ic_writer *w);
 
 /* "%08u.img" into buf[16]. */
 void ic_image_filename(uint32_t seq, char *buf, size_t len);
@@ -103,8 +101,10 @@ int ic_image_check_records(const struct ic_image *src, const struct icf_entry *e
 
 /* Copy bytes [off, off + len) of src to dst_fd at dst_off, unchecked: copy_file_range,
  * split so that spans aligned on 4 KiB in both files can be shared as reflinks; read
- * into buf and pwrite where the kernel cannot copy (or IMGCHAIN_NO_COPY_FILE_RANGE is
- * set, for comparisons).  Does not fsync. */
+ * into buf and pwrite where the kernel cannot copy (or after ic_image_copy_plain, for
+ * comparisons).  Does not fsync. */
+/* From now on, the copies of this process read and write (no copy_file_range). */
+void ic_image_copy_plain(void);
 int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
 			uint64_t dst_off, const char *dst_path, void *buf, size_t buflen);
 

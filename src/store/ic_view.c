@@ -437,7 +437,7 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key)
 {
 	const struct icf_slot *s = &v->point->img->slot;
 	struct ic_seal seal;
-	uint8_t mac[32];
+	uint8_t mac[ICF_SEAL_LEN];
 	int ret;
 
 	ic_seal_begin(&seal, v->point->img->hdr.version);
@@ -447,7 +447,7 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key)
 	ret = ic_seal_finish(&seal, key, v->chain->chain_id, v->block_size, s, mac);
 	if (ret)
 		return ret;
-	if (sodium_memcmp(mac, s->seal, 32))
+	if (sodium_memcmp(mac, s->seal, ICF_SEAL_LEN))
 		return ic_fail(IC_ECORRUPT,
 			       "%s: restore point '%s': seal mismatch (its block map or metadata was changed)",
 			       v->point->img->path, s->name);

@@ -7,6 +7,7 @@
 # job, removes the journal and every temporary file, and leaves exactly p2 and p3.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate
+requires_test_hooks
 make_chain
 
 points() { imginfo --json C >pts.json && json_get pts.json '" ".join(sorted(p["name"] for p in j["points"]))'; }
@@ -27,7 +28,7 @@ keyless()
 killed=0
 for step in prepare commit rename switch done; do
 	fresh
-	IMGCHAIN_TEST_CRASH_AT=$step keyless --merge p1..p2 C
+	IMGCHAIN_TEST_CRASH_AT=$step PATH=$HOOKS_PATH keyless --merge p1..p2 C
 	if ((LAST_RC == 0)); then
 		# this merge does not pass that step
 		[[ $(points) == "p2 p3" ]] || fail "not killed at $step, but points are $(points)"

@@ -8,10 +8,11 @@
 # respected the same way.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate flock
+requires_test_hooks
 make_chain
 
 mv C/imgchain.key key.away
-IMGCHAIN_TEST_STALL_AT=written env -u IMGCHAIN_PASSPHRASE \
+IMGCHAIN_TEST_STALL_AT=written PATH=$HOOKS_PATH env -u IMGCHAIN_PASSPHRASE \
 	imgconsolidate -q --merge p1..p2 C 2>stall.err &
 first=$!
 cleanup_fn kill_quiet $first

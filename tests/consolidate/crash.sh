@@ -4,6 +4,7 @@
 # restores byte-identical, and a keyless rerun finishes the job, leaving no journal or
 # temporary file and a chain that passes imgverify --data.
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+requires_test_hooks
 make_small_chain
 cp -a "$CHAIN" "$TESTDIR/orig"
 
@@ -46,7 +47,7 @@ scenario()
 	local args=$1 kept=$2 final=$3 p
 	for p in $POINTS; do
 		reset
-		IMGCHAIN_TEST_CRASH_AT=$p keyless $args "$CHAIN"
+		IMGCHAIN_TEST_CRASH_AT=$p PATH=$HOOKS_PATH keyless $args "$CHAIN"
 		if [[ $RC -eq 0 ]]; then
 			continue    # this run does not reach that step
 		fi

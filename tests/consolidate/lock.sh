@@ -3,6 +3,7 @@
 # lock); a point served with a writable overlay is not merged away (refused, naming the
 # process); a reader of the full delays the hole punching to a later run.
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
+requires_test_hooks
 make_small_chain
 
 # hold_range FILE BYTE: a process holding a POSIX read lock on one byte of FILE, as
@@ -27,7 +28,7 @@ time.sleep(120)' "$1" "$2" >"$TESTDIR/holder.out" &
 
 # 1. a second consolidation while one runs is refused; the first, killed, leaves no lock
 mv "$CHAIN/imgchain.key" "$TESTDIR/key.away"
-IMGCHAIN_TEST_STALL_AT=written env -u IMGCHAIN_PASSPHRASE \
+IMGCHAIN_TEST_STALL_AT=written PATH=$HOOKS_PATH env -u IMGCHAIN_PASSPHRASE \
 	imgconsolidate -q --merge p01..p03 "$CHAIN" 2>"$TESTDIR/stall.err" &
 first=$!
 for _ in $(seq 100); do

@@ -9,6 +9,9 @@
 #
 #   requires CMD...            skip (77) unless every CMD is on PATH
 #   requires_root              skip unless running as root
+#   requires_test_hooks        set HOOKS_PATH: $PATH with the test build of imgconsolidate first
+#                              (tests/hooks/, built by make check, the only one with the hooks
+#                              IMGCHAIN_TEST_CRASH_AT/_STALL_AT); fails (no skip) when missing
 #   skip REASON / fail REASON  exit 77 / exit 1 with a message
 #   cleanup_fn CMD [ARG]...    run CMD ARG... at exit (last registered runs first)
 #   expect_exit CODE CMD...    run CMD; fail unless it exits CODE.  Its stdout/stderr are kept in
@@ -62,6 +65,13 @@ requires()
 }
 
 requires_root() { [[ $(id -u) -eq 0 ]] || skip "requires root"; }
+
+requires_test_hooks()
+{
+	[[ -x $top_builddir/tests/hooks/imgconsolidate ]] ||
+		fail "no $top_builddir/tests/hooks/imgconsolidate (the test build: make check builds it)"
+	HOOKS_PATH=$top_builddir/tests/hooks:$PATH
+}
 
 requires python3
 

@@ -29,7 +29,7 @@ static void put(uint32_t seq, uint32_t parent, uint64_t disk, const uint64_t *po
 	memset(&h, 0, sizeof(h));
 	h.version = ICF_VERSION;
 	h.header_size = ICF_HEADER_SIZE;
-	memcpy(h.chain_id, chain, 16);
+	memcpy(h.chain_id, chain, ICF_ID_LEN);
 	h.block_size = 4096;
 	h.cipher = ICF_CIPHER_XCHACHA20POLY1305;
 	h.compress = ICF_COMPRESS_ZSTD;

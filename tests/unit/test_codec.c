@@ -13,7 +13,7 @@
 #define BS 65536u
 
 static struct ic_key *key, *other_key;
-static uint8_t chain_id[16] = "chain-id-0123456";
+static uint8_t chain_id[ICF_ID_LEN] = "chain-id-0123456";
 
 static void fill(uint8_t *b, size_t n, int compressible)
 {
@@ -48,7 +48,7 @@ static void roundtrip(uint32_t version, uint32_t len, int compressible, uint16_t
 	CHECK_EQ(e.origin_id, id);
 	CHECK_EQ(e.keygen, 0);
 	CHECK_EQ(e.offset, 0);
-	CHECK(sodium_is_zero(e.digest, 16));
+	CHECK(sodium_is_zero(e.digest, ICF_DIGEST_LEN));
 	CHECK_EQ(e.plain_len, len);
 	CHECK_EQ(e.pos, 7);
 	CHECK_EQ(e.origin, 3);
@@ -80,7 +80,7 @@ static void tamper(uint32_t version)
 	uint64_t id = version == ICF_IMAGE_V1 ? 0 : 77;
 	struct ic_codec *c = ic_codec_new(BS, 3);
 	uint8_t *plain = malloc(BS), *out = malloc(BS), *rec = malloc(ic_codec_bound(BS));
-	uint8_t other_chain[16] = "another-chain-id";
+	uint8_t other_chain[ICF_ID_LEN] = "another-chain-id";
 	struct icf_entry e, t;
 
 	fill(plain, BS, 1);
@@ -149,7 +149,7 @@ static void test_v2_layout(void)
 {
 	struct ic_codec *c = ic_codec_new(BS, 0);
 	uint8_t *plain = malloc(BS), *rec = malloc(ic_codec_bound(BS)), *out = malloc(BS);
-	uint8_t ad[52], head[28], okey[32], d[16], *p;
+	uint8_t ad[52], head[28], okey[32], d[ICF_DIGEST_LEN], *p;
 	unsigned long long plen;
 	struct icf_entry e;
 
@@ -160,8 +160,8 @@ static void test_v2_layout(void)
 	p = ad;
 	memcpy(p, "ICB2", 4);
 	p += 4;
-	memcpy(p, chain_id, 16);
-	p += 16;
+	memcpy(p, chain_id, ICF_ID_LEN);
+	p += ICF_ID_LEN;
 	put(&p, BS, 4);
 	put(&p, 0x0102030405060708ull, 8);
 	put(&p, 9, 4);
@@ -181,18 +181,18 @@ static void test_v2_layout(void)
 	put(&p, 1000, 4);
 	put(&p, 0x0102030405060708ull, 8);
 	put(&p, 0xa1a2a3a4a5a6a7a8ull, 8);
-	crypto_generichash(okey, 32, head, sizeof(head), key->k_digest, 32);
+	crypto_generichash(okey, 32, head, sizeof(head), key->k_digest, ICF_KEY_LEN);
 	crypto_onetimeauth(d, plain, 1000, okey);
 	ic_codec_digest(key, ICF_IMAGE_V2, &e, plain, e.digest);
-	CHECK(memcmp(d, e.digest, 16) == 0);
+	CHECK(memcmp(d, e.digest, ICF_DIGEST_LEN) == 0);
 	/* v1: "ICDG" and the first 20 bytes only, whatever the point id */
 	p = head;
 	memcpy(p, "ICDG", 4);
-	crypto_generichash(okey, 32, head, 20, key->k_digest, 32);
+	crypto_generichash(okey, 32, head, 20, key->k_digest, ICF_KEY_LEN);
 	crypto_onetimeauth(d, plain, 1000, okey);
 	e.origin_id = 0;
 	ic_codec_digest(key, ICF_IMAGE_V1, &e, plain, e.digest);
-	CHECK(memcmp(d, e.digest, 16) == 0);
+	CHECK(memcmp(d, e.digest, ICF_DIGEST_LEN) == 0);
 	free(plain);
 	free(rec);
 	free(out);
@@ -220,7 +220,7 @@ static void test_nonce_fresh(void)
 }
 
 static void digest(const struct ic_key *k, uint32_t version, uint32_t origin, uint64_t origin_id,
-		   uint64_t pos, const uint8_t *plain, uint8_t out[16])
+		   uint64_t pos, const uint8_t *plain, uint8_t out[ICF_DIGEST_LEN])
 {
 	struct icf_entry e;
 
@@ -238,7 +238,8 @@ static void test_level0_and_digest(void)
 {
 	struct ic_codec *c = ic_codec_new(BS, 0);
 	uint8_t *plain = calloc(1, BS), *rec = malloc(ic_codec_bound(BS));
-	uint8_t d1[16], d2[16], d3[16], d4[16], d5[16], d6[16], d7[16], d8[16];
+	uint8_t d1[ICF_DIGEST_LEN], d2[ICF_DIGEST_LEN], d3[ICF_DIGEST_LEN], d4[ICF_DIGEST_LEN];
+	uint8_t d5[ICF_DIGEST_LEN], d6[ICF_DIGEST_LEN], d7[ICF_DIGEST_LEN], d8[ICF_DIGEST_LEN];
 	struct icf_entry e;
 
 	plain[5] = 9;
@@ -254,8 +255,8 @@ static void test_level0_and_digest(void)
 		digest(other_key, v, 1, id, 1, plain, d4);
 		plain[6] = 1;
 		digest(key, v, 1, id, 1, plain, d5);
-		CHECK(memcmp(d1, d2, 16) && memcmp(d1, d3, 16) && memcmp(d1, d4, 16) &&
-		      memcmp(d1, d5, 16));
+		CHECK(memcmp(d1, d2, ICF_DIGEST_LEN) && memcmp(d1, d3, ICF_DIGEST_LEN) &&
+		      memcmp(d1, d4, ICF_DIGEST_LEN) && memcmp(d1, d5, ICF_DIGEST_LEN));
 	}
 	/* v2: same (origin, position, content), another point id: another digest; and
 	 * never v1's */
@@ -263,7 +264,8 @@ static void test_level0_and_digest(void)
 	digest(key, ICF_IMAGE_V2, 1, 1000, 1, plain, d6);
 	digest(key, ICF_IMAGE_V2, 1, 1001, 1, plain, d7);
 	digest(key, ICF_IMAGE_V1, 1, 0, 1, plain, d8);
-	CHECK(memcmp(d6, d7, 16) && memcmp(d6, d8, 16) && memcmp(d7, d8, 16));
+	CHECK(memcmp(d6, d7, ICF_DIGEST_LEN) && memcmp(d6, d8, ICF_DIGEST_LEN) &&
+	      memcmp(d7, d8, ICF_DIGEST_LEN));
 	free(plain);
 	free(rec);
 	ic_codec_free(c);
@@ -300,11 +302,11 @@ static void test_is_zero(void)
 
 int main(void)
 {
-	uint8_t m1[32], m2[32];
+	uint8_t m1[ICF_KEY_LEN], m2[ICF_KEY_LEN];
 
 	CHECK(sodium_init() >= 0);
-	randombytes_buf(m1, 32);
-	randombytes_buf(m2, 32);
+	randombytes_buf(m1, ICF_KEY_LEN);
+	randombytes_buf(m2, ICF_KEY_LEN);
 	key = ic_key_from_master(m1, chain_id);
 	other_key = ic_key_from_master(m2, chain_id);
 	CHECK(key && other_key);

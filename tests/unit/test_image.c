@@ -20,8 +20,8 @@ static struct icf_header make_header(void)
 	memset(&h, 0, sizeof(h));
 	h.version = ver;
 	h.header_size = ICF_HEADER_SIZE;
-	memcpy(h.chain_id, "0123456789abcdef", 16);
-	memcpy(h.key_check, "fedcba9876543210", 16);
+	memcpy(h.chain_id, "0123456789abcdef", ICF_ID_LEN);
+	memcpy(h.key_check, "fedcba9876543210", ICF_CHECK_LEN);
 	h.block_size = 4096;
 	h.cipher = ICF_CIPHER_XCHACHA20POLY1305;
 	h.compress = ICF_COMPRESS_ZSTD;
@@ -222,7 +222,7 @@ static void edit_entry(const char *p, uint64_t i, void (*f)(struct icf_entry *))
 	ic_entry_encode(&e, raw, img->hdr.version);
 	memcpy(idx + i * 64, raw, 64);
 	XXH128_canonicalFromHash(&c, XXH3_128bits(idx, len));
-	memcpy(s.index_hash, c.digest, 16);
+	memcpy(s.index_hash, c.digest, ICF_INDEX_HASH_LEN);
 	ic_slot_encode(&s, sbuf);
 	pwrite_at(p, s.index_offset + i * 64, raw, 64);
 	pwrite_at(p, img->slot_index ? ICF_SLOT_B_OFF : ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));

@@ -18,9 +18,9 @@
 #define PASS1 "correct horse battery staple"
 #define PASS2 "tr0ub4dor&3"
 
-static const uint8_t chain_a[16] = { 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
+static const uint8_t chain_a[ICF_ID_LEN] = { 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8,
 				     0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0 };
-static const uint8_t chain_b[16] = { 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8,
+static const uint8_t chain_b[ICF_ID_LEN] = { 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8,
 				     0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf, 0xc0 };
 
 /* One real key file (one Argon2id run), shared by the tests that need one. */
@@ -67,20 +67,20 @@ static void fake_keyfile(struct ic_keyfile *kf)
 	memset(kf, 0, sizeof(*kf));
 	memcpy(kf->h.magic, ICF_KEY_MAGIC, 8);
 	kf->h.version = ICF_KEYFILE_V1;
-	memcpy(kf->h.chain_id, chain_a, 16);
-	memset(kf->h.key_check, 0x5a, 16);
+	memcpy(kf->h.chain_id, chain_a, ICF_ID_LEN);
+	memset(kf->h.key_check, 0x5a, ICF_CHECK_LEN);
 	kf->h.slots[2].used = 1;
 	kf->h.slots[2].alg = crypto_pwhash_ALG_ARGON2ID13;
 	kf->h.slots[2].opslimit = 2;
 	kf->h.slots[2].memlimit = 64u << 20;
-	memset(kf->h.slots[2].salt, 0x11, 16);
+	memset(kf->h.slots[2].salt, 0x11, ICF_SALT_LEN);
 	memset(kf->h.slots[2].nonce, 0x22, 24);
 	memset(kf->h.slots[2].wrapped, 0x33, 48);
 }
 
 static void test_derivation(void)
 {
-	uint8_t master[ICF_KEY_LEN], sub[32], msg[24], check[16];
+	uint8_t master[ICF_KEY_LEN], sub[ICF_KEY_LEN], msg[24], check[ICF_CHECK_LEN];
 	struct ic_key *a, *a2, *b;
 
 	for (unsigned i = 0; i < ICF_KEY_LEN; i++)
@@ -92,26 +92,26 @@ static void test_derivation(void)
 	if (!a || !a2 || !b)
 		return;
 	CHECK(!memcmp(a, a2, sizeof(*a)));
-	CHECK(memcmp(a->key_check, b->key_check, 16));
-	CHECK(!memcmp(a->k_block, b->k_block, 32));     /* subkeys depend on the master only */
-	CHECK(memcmp(a->k_block, a->k_seal, 32));
-	CHECK(memcmp(a->k_seal, a->k_digest, 32));
-	CHECK(memcmp(a->k_digest, a->k_check, 32));
-	CHECK(memcmp(a->k_block, a->master, 32));
+	CHECK(memcmp(a->key_check, b->key_check, ICF_CHECK_LEN));
+	CHECK(!memcmp(a->k_block, b->k_block, ICF_KEY_LEN)); /* subkeys depend on the master only */
+	CHECK(memcmp(a->k_block, a->k_seal, ICF_KEY_LEN));
+	CHECK(memcmp(a->k_seal, a->k_digest, ICF_KEY_LEN));
+	CHECK(memcmp(a->k_digest, a->k_check, ICF_KEY_LEN));
+	CHECK(memcmp(a->k_block, a->master, ICF_KEY_LEN));
 
 	/* the documented derivation, recomputed from libsodium directly */
-	crypto_kdf_derive_from_key(sub, 32, 1, "imgchain", master);
-	CHECK(!memcmp(sub, a->k_block, 32));
-	crypto_kdf_derive_from_key(sub, 32, 2, "imgchain", master);
-	CHECK(!memcmp(sub, a->k_seal, 32));
-	crypto_kdf_derive_from_key(sub, 32, 3, "imgchain", master);
-	CHECK(!memcmp(sub, a->k_digest, 32));
-	crypto_kdf_derive_from_key(sub, 32, 4, "imgchain", master);
-	CHECK(!memcmp(sub, a->k_check, 32));
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 1, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_block, ICF_KEY_LEN));
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 2, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_seal, ICF_KEY_LEN));
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 3, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_digest, ICF_KEY_LEN));
+	crypto_kdf_derive_from_key(sub, ICF_KEY_LEN, 4, "imgchain", master);
+	CHECK(!memcmp(sub, a->k_check, ICF_KEY_LEN));
 	memcpy(msg, "ICKEYCHK", 8);
-	memcpy(msg + 8, chain_a, 16);
-	crypto_generichash(check, 16, msg, sizeof(msg), sub, 32);
-	CHECK(!memcmp(check, a->key_check, 16));
+	memcpy(msg + 8, chain_a, ICF_ID_LEN);
+	crypto_generichash(check, ICF_CHECK_LEN, msg, sizeof(msg), sub, ICF_KEY_LEN);
+	CHECK(!memcmp(check, a->key_check, ICF_CHECK_LEN));
 
 	ic_key_free(a);
 	ic_key_free(a2);
@@ -154,8 +154,8 @@ static void test_roundtrip(void)
 	CHECK_EQ(kf.h.slots[0].used, 1);
 	CHECK_EQ(kf.h.slots[0].alg, crypto_pwhash_ALG_ARGON2ID13);
 	CHECK_EQ(kf.h.slots[0].opslimit, crypto_pwhash_OPSLIMIT_INTERACTIVE);
-	CHECK(!memcmp(kf.h.key_check, fixture_key->key_check, 16));
-	CHECK(!memcmp(kf.h.chain_id, chain_a, 16));
+	CHECK(!memcmp(kf.h.key_check, fixture_key->key_check, ICF_CHECK_LEN));
+	CHECK(!memcmp(kf.h.chain_id, chain_a, ICF_ID_LEN));
 	for (unsigned i = 1; i < ICF_KEY_SLOTS; i++)
 		CHECK_EQ(kf.h.slots[i].used, 0);
 
@@ -194,7 +194,7 @@ static void test_slots(void)
 
 	ic_kdf_defaults(&ops, &mem);
 	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, mem), 1);
-	CHECK(memcmp(kf.h.slots[0].salt, kf.h.slots[1].salt, 16));
+	CHECK(memcmp(kf.h.slots[0].salt, kf.h.slots[1].salt, ICF_SALT_LEN));
 	CHECK_EQ(try_unlock(&kf, PASS2, &slot), 0);
 	CHECK_EQ(slot, 1);
 	CHECK_EQ(try_unlock(&kf, PASS1, &slot), 0);
@@ -372,7 +372,7 @@ static void test_key_unlock(void)
 	CHECK_EQ(ic_key_unlock_keyfile(dir, NULL, &kf, &key, &slot, NULL, NULL), 0);
 	CHECK_EQ(slot, 0);
 	CHECK(!memcmp(&kf, &fixture_kf, offsetof(struct icf_keyfile, file_hash)));
-	CHECK(key && !memcmp(key->key_check, fixture_key->key_check, 16));
+	CHECK(key && !memcmp(key->key_check, fixture_key->key_check, ICF_CHECK_LEN));
 	ic_key_free(key);
 
 	setenv("IMGCHAIN_PASSPHRASE", "wrong", 1);
@@ -503,7 +503,7 @@ static void test_generations(void)
 	CHECK_EQ(ic_keyfile_gen(&kf), 0);
 	CHECK_EQ(ic_key_current_gen(fixture_key), 0);
 	CHECK(ic_key_gen(fixture_key, 0) != NULL && ic_key_gen(fixture_key, 1) == NULL);
-	CHECK(!memcmp(ic_key_gen(fixture_key, 0)->k_block, fixture_key->k_block, 32));
+	CHECK(!memcmp(ic_key_gen(fixture_key, 0)->k_block, fixture_key->k_block, ICF_KEY_LEN));
 	CHECK_EQ(ic_keyfile_add_slot(&kf, fixture_key, PASS2, strlen(PASS2), ops, mem), 1);
 	old = kf;
 
@@ -515,13 +515,13 @@ static void test_generations(void)
 	CHECK_EQ(kf.h.slots[0].used, 0);
 	CHECK(kf.h.slots[1].used == 1 && kf.h.slots[1].opslimit == ops &&
 	      kf.h.slots[1].memlimit == mem);
-	CHECK(!memcmp(kf.h.key_check, fixture_kf.h.key_check, 16));  /* images unchanged */
+	CHECK(!memcmp(kf.h.key_check, fixture_kf.h.key_check, ICF_CHECK_LEN)); /* images the same */
 	CHECK(k1 && ic_key_current_gen(k1) == 1);
 	if (!k1)
 		return;
-	CHECK(memcmp(ic_key_gen(k1, 1)->k_block, fixture_key->k_block, 32));
-	CHECK(!memcmp(ic_key_gen(k1, 0)->k_block, fixture_key->k_block, 32));
-	CHECK(!memcmp(k1->k_seal, fixture_key->k_seal, 32));
+	CHECK(memcmp(ic_key_gen(k1, 1)->k_block, fixture_key->k_block, ICF_KEY_LEN));
+	CHECK(!memcmp(ic_key_gen(k1, 0)->k_block, fixture_key->k_block, ICF_KEY_LEN));
+	CHECK(!memcmp(k1->k_seal, fixture_key->k_seal, ICF_KEY_LEN));
 
 	/* encoded: 1120 + 72 bytes, round trip */
 	CHECK_EQ(ic_keyfile_size(&kf), sizeof(struct icf_keyfile) + sizeof(struct icf_key_gen));
@@ -538,7 +538,7 @@ static void test_generations(void)
 	CHECK_EQ(slot, 1);
 	CHECK(key && ic_key_current_gen(key) == 1 &&
 	      !memcmp(ic_key_gen(key, 1), ic_key_gen(k1, 1), sizeof(struct ic_subkeys)) &&
-	      !memcmp(ic_key_gen_check(key, 1), ic_key_gen_check(k1, 1), 16));
+	      !memcmp(ic_key_gen_check(key, 1), ic_key_gen_check(k1, 1), ICF_CHECK_LEN));
 	ic_key_free(key);
 	key = NULL;
 	CHECK_EQ(ic_keyfile_unlock(&kf2, PASS1, strlen(PASS1), &key, NULL), IC_EKEY);
@@ -583,7 +583,7 @@ static void test_generations(void)
 	CHECK(key && ic_key_current_gen(key) == 2 &&
 	      !memcmp(ic_key_gen(key, 1), ic_key_gen(k1, 1), sizeof(struct ic_subkeys)) &&
 	      !memcmp(ic_key_gen(key, 2), ic_key_gen(k2, 2), sizeof(struct ic_subkeys)) &&
-	      !memcmp(key->key_check, fixture_key->key_check, 16));
+	      !memcmp(key->key_check, fixture_key->key_check, ICF_CHECK_LEN));
 	ic_key_free(key);
 	/* revoking needs the key of exactly this file */
 	CHECK_EQ(ic_keyfile_revoke(&kf2, k1, 0, PASS1, strlen(PASS1), &key, &dropped), IC_EKEY);
