@@ -76,7 +76,7 @@ expect_exit 1 imgbackup --name p2 C disk
 expect_msg "a restore point named 'p2' exists already"
 [[ $(sha_tree C) == "$before" ]] || fail "a refused backup changed the chain"
 no_tmp_files C
-expect_exit 1 imgbackup --name .hidden C disk
+expect_exit 2 imgbackup --name .hidden C disk
 expect_msg "invalid name"
 expect_exit 1 imgbackup --block-size 4K C disk
 expect_msg "block size of 65536; --block-size 4096 does not match"
