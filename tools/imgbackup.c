@@ -39,7 +39,7 @@ static struct ic_cli cli = {
 
 static void summary(const struct ic_backup_stats *st, const char *chain)
 {
-	char a[32], b[32], c[32], d[32], r[32];
+	char a[32], b[32], c[32], d[32], r[32], ratio[32] = "";
 	double rate = st->seconds > 0 ? (double)st->disk_size / st->seconds : 0;
 
 	printf("%s point '%s' (seq %u)%s%s%s in %s\n",
@@ -49,10 +49,13 @@ static void summary(const struct ic_backup_stats *st, const char *chain)
 	       ic_human_bytes(st->disk_size, a, sizeof(a)), ic_human_bytes(st->bytes_read, b, sizeof(b)),
 	       ic_human_bytes(st->bytes_changed, c, sizeof(c)),
 	       (unsigned long long)st->blocks_changed, (unsigned long long)st->blocks_zeroed);
-	printf("  stored %s, ratio %.2f, %.2f s (passphrase KDF %.2f s), %s/s\n",
-	       ic_human_bytes(st->bytes_stored, d, sizeof(d)),
-	       st->bytes_stored ? (double)st->bytes_changed / (double)st->bytes_stored : 0.0,
-	       st->seconds, st->seconds_key, ic_human_bytes((uint64_t)rate, r, sizeof(r)));
+	/* a ratio only of something stored: nothing changed has none */
+	if (st->bytes_stored)
+		snprintf(ratio, sizeof(ratio), ", ratio %.2f",
+			 (double)st->bytes_changed / (double)st->bytes_stored);
+	printf("  stored %s%s, %.2f s (passphrase KDF %.2f s), %s/s\n",
+	       ic_human_bytes(st->bytes_stored, d, sizeof(d)), ratio, st->seconds, st->seconds_key,
+	       ic_human_bytes((uint64_t)rate, r, sizeof(r)));
 }
 
 int main(int argc, char **argv)
