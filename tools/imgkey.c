@@ -48,9 +48,7 @@ static struct ic_cli cli = {
 		"  revoke    unlock with a passphrase you keep and start a new key generation:\n"
 		"            points made from now on need it, which no old copy of the key file\n"
 		"            holds.  Only the slot that unlocked is kept; every other slot (SLOT\n"
-		"            among them) is dropped and must be added again with 'imgkey add'\n"
-		"\n"
-		"Options:\n",
+		"            among them) is dropped and must be added again with 'imgkey add'\n",
 	.opts = opts,
 	.common = IC_CLI_KEYED,
 	.epilog =
