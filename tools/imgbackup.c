@@ -78,8 +78,8 @@ int main(int argc, char **argv)
 		case 'p': o.parent = cli.optarg; break;
 		case 'F': o.full = true; break;
 		case 'b':
-			if (ic_parse_size(cli.optarg, &v) || v < ICF_BLOCK_MIN || v > ICF_BLOCK_MAX ||
-			    (v & (v - 1)))
+			if (ic_parse_size(cli.optarg, &v) || v < ICF_BLOCK_MIN ||
+			    v > ICF_BLOCK_MAX || (v & (v - 1)))
 				return ic_cli_usage("--block-size %s: must be a power of two from 4K to 4M",
 						    cli.optarg);
 			o.block_size = (uint32_t)v;

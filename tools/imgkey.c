@@ -21,9 +21,9 @@ struct imgkey_opts {
 };
 
 static const struct ic_cli_opt opts[] = {
+	{ "passphrase-file", 'P', "FILE", "current passphrase: first line of FILE" },
 	{ "new-passphrase-file", OPT_NEW_PASSPHRASE_FILE, "FILE",
 	  "new passphrase (add): first line of FILE" },
-	{ "passphrase-file", 'P', "FILE", "current passphrase: first line of FILE" },
 	{ "accept-rollback", 'R', NULL, "accept a key file older than this machine last saw" },
 	{ 0 },
 };

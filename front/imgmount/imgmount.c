@@ -132,7 +132,8 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		case OPT_OVERLAY: c->overlay = cli.optarg; break;
 		case OPT_LOG: c->log = cli.optarg; break;
 		case OPT_CACHE:
-			if (ic_parse_size(cli.optarg, &c->cache_bytes) || c->cache_bytes < (1u << 20))
+			if (ic_parse_size(cli.optarg, &c->cache_bytes) ||
+			    c->cache_bytes < (1u << 20))
 				return ic_cli_usage("bad --cache-size '%s' (e.g. 512M, at least 1M)",
 						    cli.optarg);
 			break;
