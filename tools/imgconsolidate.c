@@ -1,40 +1,45 @@
 /* imgconsolidate: merge restore points of a chain without the key (ranges, retention). */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic_cli.h"
 #include "imgchain.h"
 #include "ic_consolidate.h"
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_KEEP };
+
+static const struct ic_cli_opt opts[] = {
+	{ "merge", OPT_MERGE, "FROM..TO", "merge the points from FROM (an ancestor of TO)\n"
+	  "to TO into one point with TO's name and content;\nFROM's parent becomes its parent" },
+	{ "keep-last", OPT_KEEP + 0, "N", "keep the N newest points" },
+	{ "keep-hourly", OPT_KEEP + 1, "N", "keep the newest point of each of the last N\nhours (UTC) having one" },
+	{ "keep-daily", OPT_KEEP + 2, "N", "... of each of the last N days" },
+	{ "keep-weekly", OPT_KEEP + 3, "N", "... of each of the last N ISO weeks" },
+	{ "keep-monthly", OPT_KEEP + 4, "N", "... of each of the last N months" },
+	{ "keep-yearly", OPT_KEEP + 5, "N", "... of each of the last N years\n"
+	  "(other points are merged into their nearest kept\ndescendant; see imgconsolidate(1))" },
+	{ "dry-run", OPT_DRY_RUN, NULL, "print the plan, change nothing" },
+	{ "quiet", 'q', NULL, "no progress, no plan, no summary" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imgconsolidate",
+	.synopsis =
 		"Usage: imgconsolidate [--merge FROM..TO] [--keep-last N] [--keep-hourly N]\n"
 		"         [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
 		"         [--dry-run] [--quiet] CHAIN\n"
 		"Merge restore points of CHAIN by copying their encrypted blocks: no key or\n"
-		"passphrase is needed or read.  Every point that stays keeps its exact content and\n"
-		"seal.  An interrupted run is finished or rolled back by the next one.\n\n"
-		"      --merge FROM..TO  merge the points from FROM (an ancestor of TO) to TO into one\n"
-		"                        point with TO's name and content; FROM's parent becomes its parent\n"
-		"      --keep-last N     keep the N newest points\n"
-		"      --keep-hourly N   keep the newest point of each of the last N hours (UTC) having one\n"
-		"      --keep-daily N    ... of each of the last N days\n"
-		"      --keep-weekly N   ... of each of the last N ISO weeks\n"
-		"      --keep-monthly N  ... of each of the last N months\n"
-		"      --keep-yearly N   ... of each of the last N years\n"
-		"                        (other points are merged into their nearest kept descendant;\n"
-		"                        see imgconsolidate(1) for the exact rules)\n"
-		"  -n, --dry-run         print the plan, change nothing\n"
-		"  -q, --quiet           no progress, no plan, no summary\n"
-		"  -h, --help            show this help\n"
-		"  -V, --version         show the version\n\n"
-		"Exit status: 0 ok, 1 error (including a chain locked by another writer),\n"
-		"2 usage, 4 corruption found (nothing changed).\n");
-}
+		"passphrase is needed or read.  Every point that stays keeps its exact content\n"
+		"and seal.  An interrupted run is finished or rolled back by the next one.\n",
+	.opts = opts,
+	.common = IC_CLI_QUIET,
+	.epilog = "Exit status: 0 ok, 1 error (including a chain locked by another writer),\n"
+		  "2 usage, 4 corruption found (nothing changed).\n",
+};
 
 static void summary(const struct ic_consolidate_stats *st, const char *chain)
 {
@@ -88,7 +93,7 @@ static int parse_count(const char *opt, const char *arg, unsigned *out)
 	unsigned long v = strtoul(arg, &end, 10);
 
 	if (!*arg || *end || *arg == '-' || v < 1 || v > 1000000) {
-		ic_msg("--%s %s: expected a count from 1 to 1000000", opt, arg);
+		ic_cli_usage("%s %s: expected a count from 1 to 1000000", opt, arg);
 		return -1;
 	}
 	*out = (unsigned)v;
@@ -97,56 +102,31 @@ static int parse_count(const char *opt, const char *arg, unsigned *out)
 
 int main(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "merge", required_argument, NULL, 'M' },
-		{ "keep-last", required_argument, NULL, 0 + 256 },
-		{ "keep-hourly", required_argument, NULL, 1 + 256 },
-		{ "keep-daily", required_argument, NULL, 2 + 256 },
-		{ "keep-weekly", required_argument, NULL, 3 + 256 },
-		{ "keep-monthly", required_argument, NULL, 4 + 256 },
-		{ "keep-yearly", required_argument, NULL, 5 + 256 },
-		{ "dry-run", no_argument, NULL, 'n' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct ic_consolidate_opts o = { .out = stdout };
 	struct ic_consolidate_stats st;
-	int c, idx, ret;
+	int c, ret;
 
-	ic_progname = "imgconsolidate";
+	ic_progname = cli.prog;
 	ic_no_dumps();
-	while ((c = getopt_long(argc, argv, "nqhV", lopts, &idx)) != -1) {
-		switch (c) {
-		case 'M': o.merge = optarg; break;
-		case 'n': o.dry_run = true; break;
-		case 'q': o.quiet = true; break;
-		case 'h': usage(stdout); return IC_EXIT_OK;
-		case 'V': printf("imgconsolidate (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
-		default:
-			if (c >= 256 && c < 256 + IC_KEEP_NRULES) {
-				if (parse_count(lopts[idx].name, optarg, &o.keep.keep[c - 256]))
-					return IC_EXIT_USAGE;
-				break;
-			}
-			usage(stderr);
+	while ((c = ic_cli_next(&cli, argc, argv)) > 0) {
+		if (c == OPT_MERGE)
+			o.merge = cli.optarg;
+		else if (c == OPT_DRY_RUN)
+			o.dry_run = true;
+		else if (c >= OPT_KEEP && c < OPT_KEEP + IC_KEEP_NRULES &&
+			 parse_count(cli.optname, cli.optarg, &o.keep.keep[c - OPT_KEEP]))
 			return IC_EXIT_USAGE;
-		}
 	}
-	if (argc - optind != 1) {
-		ic_msg("expected one CHAIN directory (see --help)");
-		return IC_EXIT_USAGE;
-	}
-	if (!o.merge && ic_retention_empty(&o.keep)) {
-		ic_msg("nothing to do: give --merge FROM..TO or at least one --keep-* rule (see --help)");
-		return IC_EXIT_USAGE;
-	}
-	if (o.merge && !ic_retention_empty(&o.keep)) {
-		ic_msg("--merge and --keep-* cannot be combined: run them one after the other");
-		return IC_EXIT_USAGE;
-	}
-	o.chain_dir = argv[optind];
+	if (c < 0)
+		return cli.status;
+	if (argc - cli.optind != 1)
+		return ic_cli_usage("expected one CHAIN directory");
+	if (!o.merge && ic_retention_empty(&o.keep))
+		return ic_cli_usage("nothing to do: give --merge FROM..TO or at least one --keep-* rule");
+	if (o.merge && !ic_retention_empty(&o.keep))
+		return ic_cli_usage("--merge and --keep-* cannot be combined: run them one after the other");
+	o.quiet = cli.quiet;
+	o.chain_dir = argv[cli.optind];
 	env_opts(&o);
 	ic_install_signals();
 	ret = ic_consolidate(&o, &st);

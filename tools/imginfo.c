@@ -1,24 +1,27 @@
 /* imginfo: list a chain's restore points as a tree, or as stable JSON.  Keyless. */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "ic_cli.h"
 #include "imgchain.h"
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+static const struct ic_cli_opt opts[] = {
+	{ "json", 'J', NULL, "machine-readable output (documented in\nimginfo(1); stable)" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imginfo",
+	.synopsis =
 		"Usage: imginfo [--json] CHAIN\n"
-		"List the restore points of CHAIN as a tree: name, kind, parent, creation time (UTC),\n"
-		"disk size, stored bytes and block counts.  Needs no key.\n\n"
-		"  -j, --json     machine-readable output (documented in imginfo(1); stable)\n"
-		"  -h, --help     show this help\n"
-		"  -V, --version  show the version\n\n"
-		"Exit status: 0 ok, 1 error, 2 usage, 4 damaged files found.\n");
-}
+		"List the restore points of CHAIN as a tree: name, kind, parent, creation time\n"
+		"(UTC), disk size, stored bytes and block counts.  Needs no key.\n",
+	.opts = opts,
+	.epilog = "Exit status: 0 ok, 1 error, 2 usage, 4 damaged files found.\n",
+};
 
 static void fmt_time(int64_t t, char *buf, size_t len, bool iso)
 {
@@ -137,7 +140,7 @@ static void print_text(const struct ic_chain *c)
 
 	for (size_t i = 0; i < c->npoints; i++)
 		stored += c->points[i].img->file_size;
-	printf("chain %s: ", c->dir);
+	printf("%s: chain id ", c->dir);
 	for (int i = 0; i < 8; i++)
 		printf("%02x", c->chain_id[i]);
 	printf("..., block size %s, %zu point%s, %s on disk\n",
@@ -154,36 +157,25 @@ static void print_text(const struct ic_chain *c)
 
 int main(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct ic_chain *c;
 	bool json = false;
 	int ch, ret;
 
-	ic_progname = "imginfo";
+	ic_progname = cli.prog;
 	ic_no_dumps();
-	while ((ch = getopt_long(argc, argv, "jhV", lopts, NULL)) != -1) {
-		switch (ch) {
-		case 'j': json = true; break;
-		case 'h': usage(stdout); return IC_EXIT_OK;
-		case 'V': printf("imginfo (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
-		default: usage(stderr); return IC_EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 1) {
-		ic_msg("expected CHAIN (see --help)");
-		return IC_EXIT_USAGE;
-	}
-	ret = ic_chain_open(argv[optind], &c);
+	while ((ch = ic_cli_next(&cli, argc, argv)) > 0)
+		if (ch == 'J')
+			json = true;
+	if (ch < 0)
+		return cli.status;
+	if (argc - cli.optind != 1)
+		return ic_cli_usage("expected CHAIN");
+	ret = ic_chain_open(argv[cli.optind], &c);
 	if (ret)
 		return ic_report(ret);
 	if (!c->npoints && !c->nbad) {
 		ic_chain_free(c);
-		ic_fail(-ENOENT, "%s: no restore points (not a chain?)", argv[optind]);
+		ic_fail(-ENOENT, "%s: no restore points (not a chain?)", argv[cli.optind]);
 		return ic_report(-ENOENT);
 	}
 	if (json)

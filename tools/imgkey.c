@@ -2,17 +2,14 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic_cli.h"
 #include "imgchain.h"
 
-enum {
-	OPT_PASSPHRASE_FILE = 0x100,
-	OPT_NEW_PASSPHRASE_FILE,
-};
+enum { OPT_NEW_PASSPHRASE_FILE = 256 };
 
 struct imgkey_opts {
 	const char *passphrase_file;
@@ -23,9 +20,17 @@ struct imgkey_opts {
 	int nargs;
 };
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+static const struct ic_cli_opt opts[] = {
+	{ "passphrase-file", 'P', "FILE", "current passphrase: first line of FILE" },
+	{ "new-passphrase-file", OPT_NEW_PASSPHRASE_FILE, "FILE",
+	  "new passphrase (add): first line of FILE" },
+	{ "accept-rollback", 'R', NULL, "accept a key file older than this machine last saw" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imgkey",
+	.synopsis =
 		"Usage: imgkey list CHAIN\n"
 		"       imgkey check [--passphrase-file FILE] CHAIN\n"
 		"       imgkey add [--passphrase-file FILE] [--new-passphrase-file FILE] CHAIN\n"
@@ -43,30 +48,17 @@ static void usage(FILE *f)
 		"  revoke    unlock with a passphrase you keep and start a new key generation:\n"
 		"            points made from now on need it, which no old copy of the key file\n"
 		"            holds.  Only the slot that unlocked is kept; every other slot (SLOT\n"
-		"            among them) is dropped and must be added again with 'imgkey add'\n"
-		"\n"
-		"Options:\n"
-		"      --passphrase-file FILE      current passphrase: first line of FILE\n"
-		"      --new-passphrase-file FILE  new passphrase (add): first line of FILE\n"
-		"  -R, --accept-rollback           accept a key file older than this machine last saw\n"
-		"  -h, --help                      show this help and exit\n"
-		"  -V, --version                   show the version and exit\n"
-		"\n"
+		"            among them) is dropped and must be added again with 'imgkey add'\n",
+	.opts = opts,
+	.common = IC_CLI_KEYED,
+	.epilog =
 		"Environment: IMGCHAIN_PASSPHRASE_FILE, IMGCHAIN_PASSPHRASE,\n"
 		"IMGCHAIN_NEW_PASSPHRASE, IMGCHAIN_KDF=interactive|moderate|sensitive,\n"
-		"IMGCHAIN_KDF_MAX (highest KDF cost tried, default sensitive), IMGCHAIN_STATE_DIR.\n"
+		"IMGCHAIN_KDF_MAX (highest KDF cost tried, default sensitive),\n"
+		"IMGCHAIN_STATE_DIR.\n"
 		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key,\n"
-		"4 corrupt or rolled back.\n");
-}
-
-/* Print msg (unless empty) and the usage hint; returns the usage exit code. */
-static int usage_error(const char *msg)
-{
-	if (*msg)
-		ic_msg("%s", msg);
-	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);
-	return IC_EXIT_USAGE;
-}
+		"4 corrupt or rolled back.\n",
+};
 
 static void print_hex(const uint8_t *p, size_t n)
 {
@@ -205,7 +197,7 @@ static int cmd_remove(const struct imgkey_opts *o)
 	int ret, slot;
 
 	if (parse_slot(o->args[1], &slot) < 0)
-		return usage_error("SLOT must be a number from 0 to 7");
+		return ic_cli_usage("SLOT must be a number from 0 to 7");
 	ret = unlock(o, &kf, &key, NULL, NULL, NULL);
 	if (ret < 0)
 		return ic_report(ret);
@@ -231,7 +223,7 @@ static int cmd_revoke(const struct imgkey_opts *o)
 	size_t passlen, n = 0;
 
 	if (o->nargs > 1 && parse_slot(o->args[1], &slot) < 0)
-		return usage_error("SLOT must be a number from 0 to 7");
+		return ic_cli_usage("SLOT must be a number from 0 to 7");
 	ret = unlock(o, &kf, &key, &kept, &pass, &passlen);
 	if (ret < 0)
 		return ic_report(ret);
@@ -277,64 +269,34 @@ static int cmd_revoke(const struct imgkey_opts *o)
 /* Returns -1 to go on, or an exit code. */
 static int parse_args(int argc, char **argv, struct imgkey_opts *o)
 {
-	static const struct option longopts[] = {
-		{ "passphrase-file", required_argument, NULL, OPT_PASSPHRASE_FILE },
-		{ "new-passphrase-file", required_argument, NULL, OPT_NEW_PASSPHRASE_FILE },
-		{ "accept-rollback", no_argument, NULL, 'R' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	opterr = 0;                 /* our own messages, prefixed "imgkey:" */
-	while ((c = getopt_long(argc, argv, ":hVR", longopts, NULL)) != -1) {
-		switch (c) {
-		case OPT_PASSPHRASE_FILE:
-			o->passphrase_file = optarg;
-			break;
-		case OPT_NEW_PASSPHRASE_FILE:
-			o->new_passphrase_file = optarg;
-			break;
-		case 'R':
-			o->accept_rollback = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return IC_EXIT_OK;
-		case 'V':
-			printf("imgkey (imgchain) %s\n", PACKAGE_VERSION);
-			return IC_EXIT_OK;
-		case ':':
-			ic_msg("option '%s' needs an argument", argv[optind - 1]);
-			return usage_error("");
-		default:
-			if (optopt)
-				ic_msg("unrecognized option '-%c'", optopt);
-			else
-				ic_msg("unrecognized option '%s'", argv[optind - 1]);
-			return usage_error("");
-		}
-	}
-	if (optind >= argc)
-		return usage_error("missing command (list, check, add, remove or revoke)");
-	o->cmd = argv[optind];
-	o->args = argv + optind + 1;
-	o->nargs = argc - optind - 1;
+	while ((c = ic_cli_next(&cli, argc, argv)) > 0)
+		if (c == OPT_NEW_PASSPHRASE_FILE)
+			o->new_passphrase_file = cli.optarg;
+	if (c < 0)
+		return cli.status;
+	o->passphrase_file = cli.passphrase_file;
+	o->accept_rollback = cli.accept_rollback;
+	if (cli.optind >= argc)
+		return ic_cli_usage("missing command (list, check, add, remove or revoke)");
+	o->cmd = argv[cli.optind];
+	o->args = argv + cli.optind + 1;
+	o->nargs = argc - cli.optind - 1;
 	return -1;
 }
 
 static int check_args(const struct imgkey_opts *o, int nargs, bool pass, bool newpass)
 {
 	if (o->nargs < nargs)
-		return usage_error("missing operand");
+		return ic_cli_usage("missing operand");
 	if (o->nargs > nargs)
-		return usage_error("too many operands");
+		return ic_cli_usage("too many operands");
 	if (o->passphrase_file && !pass)
-		return usage_error("--passphrase-file is not used by this command");
+		return ic_cli_usage("--passphrase-file is not used by this command");
 	if (o->new_passphrase_file && !newpass)
-		return usage_error("--new-passphrase-file is only used by 'add'");
+		return ic_cli_usage("--new-passphrase-file is only used by 'add'");
 	return -1;
 }
 
@@ -343,7 +305,7 @@ int main(int argc, char **argv)
 	struct imgkey_opts o;
 	int ret;
 
-	ic_progname = "imgkey";
+	ic_progname = cli.prog;
 	ic_no_dumps();
 	ret = parse_args(argc, argv, &o);
 	if (ret >= 0)
@@ -363,7 +325,7 @@ int main(int argc, char **argv)
 		if (ret >= 0)
 			return ret;
 		if (o.nargs == 2 && parse_slot(o.args[1], &slot) < 0)
-			return usage_error("SLOT must be a number from 0 to 7");
+			return ic_cli_usage("SLOT must be a number from 0 to 7");
 		return with_lock(&o, cmd_revoke);
 	}
 	if (!strcmp(o.cmd, "add")) {
@@ -378,10 +340,8 @@ int main(int argc, char **argv)
 			return ret;
 		/* a bad SLOT is a usage error, whatever state the chain is in */
 		if (parse_slot(o.args[1], &slot) < 0)
-			return usage_error("SLOT must be a number from 0 to 7");
+			return ic_cli_usage("SLOT must be a number from 0 to 7");
 		return with_lock(&o, cmd_remove);
 	}
-	ic_msg("unknown command '%s'", o.cmd);
-	fprintf(stderr, "Try '%s --help' for more information.\n", ic_progname);
-	return IC_EXIT_USAGE;
+	return ic_cli_usage("unknown command '%s'", o.cmd);
 }

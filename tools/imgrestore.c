@@ -1,73 +1,60 @@
 /* imgrestore: write a restore point's disk to a file or block device. */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "ic_cli.h"
 #include "imgchain.h"
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+static const struct ic_cli_opt opts[] = {
+	{ "force", 256, NULL, "replace DEST if it is an existing non-empty file" },
+	{ "threads", 'j', "N", "worker threads (default: one per CPU)" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imgrestore",
+	.synopsis =
 		"Usage: imgrestore [OPTION]... CHAIN NAME DEST\n"
-		"Write the disk of restore point NAME to DEST: a block device (every byte written)\n"
-		"or a file (created sparse: zero blocks are holes).  Every block is authenticated;\n"
-		"the first bad block stops the restore with exit status 4 and no DEST file is left.\n\n"
-		"  -f, --force                replace DEST if it is an existing non-empty file\n"
-		"  -P, --passphrase-file FILE read the passphrase from FILE\n"
-		"  -j, --threads N            worker threads (default: one per CPU)\n"
-		"  -q, --quiet                no progress and no summary\n"
-		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
-		"  -h, --help                 show this help\n"
-		"  -V, --version              show the version\n\n"
-		"Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key, 4 corruption found.\n");
-}
+		"Write the disk of restore point NAME to DEST: a block device (every byte\n"
+		"written) or a file (created sparse: zero blocks are holes).  Every block is\n"
+		"authenticated; the first bad block stops the restore with exit status 4 and no\n"
+		"DEST file is left.\n",
+	.opts = opts,
+	.common = IC_CLI_KEYED | IC_CLI_QUIET,
+	.epilog = "Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key,\n"
+		  "4 corruption found.\n",
+};
 
 int main(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "force", no_argument, NULL, 'f' },
-		{ "passphrase-file", required_argument, NULL, 'P' },
-		{ "threads", required_argument, NULL, 'j' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "accept-rollback", no_argument, NULL, 'R' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct ic_restore_opts o = { 0 };
 	struct ic_restore_stats st;
-	char a[32], r[32], *end;
+	char a[32], r[32];
 	int c, ret;
 
-	ic_progname = "imgrestore";
+	ic_progname = cli.prog;
 	ic_no_dumps();
-	while ((c = getopt_long(argc, argv, "fP:j:qRhV", lopts, NULL)) != -1) {
+	while ((c = ic_cli_next(&cli, argc, argv)) > 0) {
 		switch (c) {
-		case 'f': o.force = true; break;
-		case 'P': o.passphrase_file = optarg; break;
+		case 256: o.force = true; break;
 		case 'j':
-			o.threads = (int)strtol(optarg, &end, 10);
-			if (end == optarg || *end || o.threads < 1 || o.threads > 64) {
-				ic_msg("--threads %s: must be 1..64", optarg);
+			if (ic_cli_int(&cli, 1, 64, &o.threads))
 				return IC_EXIT_USAGE;
-			}
 			break;
-		case 'q': o.quiet = true; break;
-		case 'R': o.accept_rollback = true; break;
-		case 'h': usage(stdout); return IC_EXIT_OK;
-		case 'V': printf("imgrestore (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
-		default: usage(stderr); return IC_EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 3) {
-		ic_msg("expected CHAIN, NAME and DEST (see --help)");
-		return IC_EXIT_USAGE;
-	}
-	o.chain_dir = argv[optind];
-	o.name = argv[optind + 1];
-	o.dest = argv[optind + 2];
+	if (c < 0)
+		return cli.status;
+	if (argc - cli.optind != 3)
+		return ic_cli_usage("expected CHAIN, NAME and DEST");
+	o.passphrase_file = cli.passphrase_file;
+	o.quiet = cli.quiet;
+	o.accept_rollback = cli.accept_rollback;
+	o.chain_dir = argv[cli.optind];
+	o.name = argv[cli.optind + 1];
+	o.dest = argv[cli.optind + 2];
 	ic_install_signals();
 	ret = ic_restore(&o, &st);
 	if (ret)

@@ -1,30 +1,34 @@
 /* imgverify: check a chain keyless, or authenticate every block with the key. */
 #include "config.h"
 
-#include <getopt.h>
 #include <stdio.h>
 
+#include "ic_cli.h"
 #include "imgchain.h"
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+static const struct ic_cli_opt opts[] = {
+	{ "data", 'D', NULL, "authenticate with the key (asks for the\npassphrase)" },
+	{ "passphrase-file", 'P', "FILE", "read the passphrase from FILE's first line\n(used only with --data)" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imgverify",
+	.synopsis =
 		"Usage: imgverify [OPTION]... CHAIN [NAME]\n"
-		"Check a chain, or the points NAME depends on.  Without the key (default): headers,\n"
-		"slots, index checksums and order, every record present and matching its checksum,\n"
-		"every parent present.  With --data: also decrypt and authenticate every block and\n"
-		"recompute every seal with the key.  Each problem is reported on stderr by file,\n"
-		"point and block.  With --data and no NAME, the points this machine remembers\n"
-		"(its state) but the chain no longer holds are listed on stdout, once each: merges\n"
-		"remove points too (retention), so this is a report, not an error.\n\n"
-		"  -d, --data                 authenticate with the key (asks for the passphrase)\n"
-		"  -P, --passphrase-file FILE read the passphrase from FILE (implies nothing without --data)\n"
-		"  -q, --quiet                no progress and no summary\n"
-		"  -R, --accept-rollback      accept a chain older than this machine last saw\n"
-		"  -h, --help                 show this help\n"
-		"  -V, --version              show the version\n\n"
-		"Exit status: 0 sound, 1 error, 2 usage, 3 wrong passphrase or key, 4 problems found.\n");
-}
+		"Check a chain, or the points NAME depends on.  Without the key (default):\n"
+		"headers, slots, index checksums and order, every record present and matching\n"
+		"its checksum, every parent present.  With --data: also decrypt and authenticate\n"
+		"every block and recompute every seal with the key.  Each problem is reported on\n"
+		"stderr by file, point and block.  With --data and no NAME, the points this\n"
+		"machine remembers (its state) but the chain no longer holds are listed on\n"
+		"stdout, once each: merges remove points too (retention), so this is a report,\n"
+		"not an error.\n",
+	.opts = opts,
+	.common = IC_CLI_KEYED | IC_CLI_QUIET,
+	.epilog = "Exit status: 0 sound, 1 error, 2 usage, 3 wrong passphrase or key,\n"
+		  "4 problems found.\n",
+};
 
 static void report_gone(const struct ic_state_point *p, bool replaced, void *arg)
 {
@@ -58,39 +62,25 @@ static void review_state(const char *dir)
 
 int main(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "data", no_argument, NULL, 'd' },
-		{ "passphrase-file", required_argument, NULL, 'P' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "accept-rollback", no_argument, NULL, 'R' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct ic_verify_opts o = { 0 };
 	struct ic_verify_stats st;
 	char b[32];
 	int c, ret;
 
-	ic_progname = "imgverify";
+	ic_progname = cli.prog;
 	ic_no_dumps();
-	while ((c = getopt_long(argc, argv, "dP:qRhV", lopts, NULL)) != -1) {
-		switch (c) {
-		case 'd': o.data = true; break;
-		case 'P': o.passphrase_file = optarg; break;
-		case 'q': o.quiet = true; break;
-		case 'R': o.accept_rollback = true; break;
-		case 'h': usage(stdout); return IC_EXIT_OK;
-		case 'V': printf("imgverify (imgchain) %s\n", PACKAGE_VERSION); return IC_EXIT_OK;
-		default: usage(stderr); return IC_EXIT_USAGE;
-		}
-	}
-	if (argc - optind < 1 || argc - optind > 2) {
-		ic_msg("expected CHAIN [NAME] (see --help)");
-		return IC_EXIT_USAGE;
-	}
-	o.chain_dir = argv[optind];
-	o.name = argc - optind == 2 ? argv[optind + 1] : NULL;
+	while ((c = ic_cli_next(&cli, argc, argv)) > 0)
+		if (c == 'D')
+			o.data = true;
+	if (c < 0)
+		return cli.status;
+	if (argc - cli.optind < 1 || argc - cli.optind > 2)
+		return ic_cli_usage("expected CHAIN [NAME]");
+	o.passphrase_file = cli.passphrase_file;
+	o.quiet = cli.quiet;
+	o.accept_rollback = cli.accept_rollback;
+	o.chain_dir = argv[cli.optind];
+	o.name = argc - cli.optind == 2 ? argv[cli.optind + 1] : NULL;
 	ic_install_signals();
 	ret = ic_verify(&o, &st);
 	if (ret)
@@ -98,9 +88,10 @@ int main(int argc, char **argv)
 	if (o.data && !o.name)
 		review_state(o.chain_dir);
 	if (!o.quiet)
-		printf("%s: %llu points, %llu images, %llu records (%s) %s: no problems\n", o.chain_dir,
-		       (unsigned long long)st.points, (unsigned long long)st.images,
-		       (unsigned long long)st.records, ic_human_bytes(st.bytes, b, sizeof(b)),
+		printf("%s: %llu point%s, %llu image%s, %llu record%s (%s) %s: no problems\n",
+		       o.chain_dir, (unsigned long long)st.points, st.points == 1 ? "" : "s",
+		       (unsigned long long)st.images, st.images == 1 ? "" : "s",
+		       (unsigned long long)st.records, st.records == 1 ? "" : "s", ic_human_bytes(st.bytes, b, sizeof(b)),
 		       o.data ? "authenticated" : "checked");
 	return IC_EXIT_OK;
 }

@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stddef.h>
@@ -15,32 +14,39 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "ic_cli.h"
 #include "mount_fs.h"
 
-static void usage(FILE *f)
-{
-	fprintf(f,
+enum { OPT_OVERLAY = 256, OPT_CACHE, OPT_LOG };
+
+static const struct ic_cli_opt opts[] = {
+	{ "foreground", 'f', NULL, "stay in the foreground, log to stderr" },
+	{ NULL, 'o', "OPTIONS", "FUSE mount options (allow_other, ...) and, for\n"
+	  "fstab and mount(8), overlay=, passphrase_file=,\ncache_size=, log=, accept_rollback\n"
+	  "(the long options below)" },
+	{ "debug", 'd', NULL, "FUSE debug output (implies -f)" },
+	{ "overlay", OPT_OVERLAY, "DIR", "writable: copy-on-write into DIR (created if\nneeded)" },
+	{ "cache-size", OPT_CACHE, "SIZE", "decoded block cache (default: 1/16 of RAM,\n64M..1G)" },
+	{ "log", OPT_LOG, "WHERE", "syslog (the default in the background), stderr\n"
+	  "(the default with -f) or a file to append to" },
+	{ 0 },
+};
+
+static struct ic_cli cli = {
+	.prog = "imgmount",
+	.synopsis =
 		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR] [--passphrase-file FILE]\n"
 		"                [--cache-size SIZE] [--log WHERE] CHAIN MOUNTPOINT [-o OPTIONS]\n"
-		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk, disk-flat.vmdk,\n"
-		"disk-sparse.vmdk, info.json) and `latest`.  Read-only unless --overlay is given.\n\n"
-		"  -f, --foreground         stay in the foreground, log to stderr\n"
-		"  -o OPTIONS               FUSE mount options (allow_other, ...) and, for fstab and\n"
-		"                           mount(8), overlay=, passphrase_file=, cache_size=, log=,\n"
-		"                           accept_rollback (the long options below)\n"
-		"  -d, --debug              FUSE debug output (implies -f)\n"
-		"      --overlay DIR        writable: copy-on-write into DIR (created if needed)\n"
-		"      --passphrase-file F  read the passphrase from F's first line\n"
-		"      --cache-size SIZE    decoded block cache (default: 1/16 of RAM, 64M..1G)\n"
-		"      --accept-rollback    accept a chain older than this machine last saw\n"
-		"      --log WHERE          syslog (the default in the background), stderr (the\n"
-		"                           default with -f) or a file to append to\n"
-		"  -h, --help               show this help\n"
-		"  -V, --version            show the version\n\n"
+		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk,\n"
+		"disk-flat.vmdk, disk-sparse.vmdk, info.json) and `latest`.  Read-only unless\n"
+		"--overlay is given.\n",
+	.opts = opts,
+	.common = IC_CLI_KEYED,
+	.epilog =
 		"fstab: CHAIN MOUNTPOINT fuse.imgmount passphrase_file=FILE[,OPTIONS] 0 0\n"
 		"Unmount with fusermount3 -u MOUNTPOINT.  Exit status: 0 ok, 1 error, 2 usage,\n"
-		"3 wrong passphrase, 4 damaged chain.\n");
-}
+		"3 wrong passphrase, 4 damaged chain.\n",
+};
 
 struct cli {
 	bool foreground, debug, accept_rollback;
@@ -91,7 +97,7 @@ static int parse_own_opts(struct cli *c)
 	struct own_opts o = { 0 };
 
 	if (fuse_opt_parse(&c->fargs, &o, own_opt_spec, drop_mount_opts)) {
-		ic_msg("bad -o options");
+		ic_cli_usage("bad -o options");
 		return -1;
 	}
 	if (!c->overlay)
@@ -103,60 +109,45 @@ static int parse_own_opts(struct cli *c)
 	c->accept_rollback |= o.rollback;
 	if (o.cache && !c->cache_bytes &&
 	    (ic_parse_size(o.cache, &c->cache_bytes) || c->cache_bytes < (1u << 20))) {
-		ic_msg("bad -o cache_size=%s (e.g. 512M, at least 1M)", o.cache);
+		ic_cli_usage("bad -o cache_size=%s (e.g. 512M, at least 1M)", o.cache);
 		return -1;
 	}
 	/* the strings live as long as the process: the mount runs until exit */
 	return 0;
 }
 
+/* Returns -1 to go on, or the exit status (--help, --version, a usage error). */
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-	enum { OPT_OVERLAY = 256, OPT_PASSFILE, OPT_CACHE, OPT_ROLLBACK, OPT_LOG };
-	static const struct option lopts[] = {
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "debug", no_argument, NULL, 'd' },
-		{ "overlay", required_argument, NULL, OPT_OVERLAY },
-		{ "passphrase-file", required_argument, NULL, OPT_PASSFILE },
-		{ "cache-size", required_argument, NULL, OPT_CACHE },
-		{ "accept-rollback", no_argument, NULL, OPT_ROLLBACK },
-		{ "log", required_argument, NULL, OPT_LOG },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "fdo:hV", lopts, NULL)) != -1) {
+	while ((ch = ic_cli_next(&cli, argc, argv)) > 0) {
 		switch (ch) {
 		case 'f': c->foreground = true; break;
 		case 'd': c->debug = c->foreground = true; break;
 		case 'o':
 			fuse_opt_add_arg(&c->fargs, "-o");
-			fuse_opt_add_arg(&c->fargs, optarg);
+			fuse_opt_add_arg(&c->fargs, cli.optarg);
 			break;
-		case OPT_OVERLAY: c->overlay = optarg; break;
-		case OPT_PASSFILE: c->passfile = optarg; break;
-		case OPT_ROLLBACK: c->accept_rollback = true; break;
-		case OPT_LOG: c->log = optarg; break;
+		case OPT_OVERLAY: c->overlay = cli.optarg; break;
+		case OPT_LOG: c->log = cli.optarg; break;
 		case OPT_CACHE:
-			if (ic_parse_size(optarg, &c->cache_bytes) || c->cache_bytes < (1u << 20)) {
-				ic_msg("bad --cache-size '%s' (e.g. 512M, at least 1M)", optarg);
-				return -1;
-			}
+			if (ic_parse_size(cli.optarg, &c->cache_bytes) ||
+			    c->cache_bytes < (1u << 20))
+				return ic_cli_usage("bad --cache-size '%s' (e.g. 512M, at least 1M)",
+						    cli.optarg);
 			break;
-		case 'h': usage(stdout); exit(IC_EXIT_OK);
-		case 'V': printf("imgmount (imgchain) %s\n", PACKAGE_VERSION); exit(IC_EXIT_OK);
-		default: usage(stderr); return -1;
 		}
 	}
-	if (argc - optind != 2) {
-		ic_msg("expected CHAIN and MOUNTPOINT (see --help)");
-		return -1;
-	}
-	c->chain = argv[optind];
-	c->mountpoint = argv[optind + 1];
-	return parse_own_opts(c);
+	if (ch < 0)
+		return cli.status;
+	c->passfile = cli.passphrase_file;
+	c->accept_rollback = cli.accept_rollback;
+	if (argc - cli.optind != 2)
+		return ic_cli_usage("expected CHAIN and MOUNTPOINT");
+	c->chain = argv[cli.optind];
+	c->mountpoint = argv[cli.optind + 1];
+	return parse_own_opts(c) ? IC_EXIT_USAGE : -1;
 }
 
 /* A clear word before mounting: missing, not a directory, stale, or already mounted. */
@@ -181,8 +172,9 @@ static int check_mountpoint(const char *mp)
 	return ret;
 }
 
-/* fsname=imgchain:PATH, with the commas the option parser would split on escaped away. */
-static void add_base_opts(struct fuse_args *a, const char *chain)
+/* fsname=imgchain:PATH, with the commas the option parser would split on escaped away;
+ * ro without an overlay, so that mount(8) and /proc/mounts show what the mount is. */
+static void add_base_opts(struct fuse_args *a, const char *chain, bool writable)
 {
 	char buf[PATH_MAX + 128], name[PATH_MAX];
 
@@ -191,7 +183,7 @@ static void add_base_opts(struct fuse_args *a, const char *chain)
 		if (*p == ',' || *p == '\\')
 			*p = '_';
 	snprintf(buf, sizeof(buf), "fsname=imgchain:%s,subtype=imgmount,default_permissions,"
-		 "max_read=1048576", name);
+		 "max_read=1048576%s", name, writable ? "" : ",ro");
 	fuse_opt_insert_arg(a, 1, "-o");
 	fuse_opt_insert_arg(a, 2, buf);
 }
@@ -316,7 +308,7 @@ int main(int argc, char **argv)
 	char *chain = NULL, *overlay = NULL, *mountpoint = NULL;
 	int ret;
 
-	ic_progname = "imgmount";
+	ic_progname = cli.prog;
 	ic_no_dumps();
 	/* libfuse mallocs a buffer per request (up to 1 MiB): keep such buffers in the heap
 	 * and the heap untrimmed, so that requests reuse memory instead of faulting in
@@ -324,9 +316,10 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	fuse_opt_add_arg(&c.fargs, argv[0]);
-	if (parse_args(argc, argv, &c)) {
+	ret = parse_args(argc, argv, &c);
+	if (ret >= 0) {
 		fuse_opt_free_args(&c.fargs);
-		return IC_EXIT_USAGE;
+		return ret;
 	}
 	ret = -ENOENT;
 	chain = absolute(c.chain, "chain");
@@ -368,7 +361,7 @@ int main(int argc, char **argv)
 	ret = mount_fs_new(&mo, key, &fs);
 	if (ret)
 		goto out;
-	add_base_opts(&c.fargs, chain);
+	add_base_opts(&c.fargs, chain, overlay != NULL);
 	ret = run(&c, fs);
 out:
 	if (ret)

@@ -369,6 +369,7 @@ static struct ic_cons_node *chain_nodes(const struct ic_chain *c)
 static int parse_merge(const struct ic_chain *c, const char *spec, uint32_t *from, uint32_t *to)
 {
 	size_t len = strlen(spec);
+	char unknown[256] = "";	/* the name of a split whose other name is a point */
 	int found = 0;
 
 	for (const char *d = strstr(spec, ".."); d; d = strstr(d + 1, "..")) {
@@ -386,6 +387,8 @@ static int parse_merge(const struct ic_chain *c, const char *spec, uint32_t *fro
 			*from = f->seq;
 			*to = t->seq;
 			found++;
+		} else if ((f || t) && !unknown[0]) {
+			snprintf(unknown, sizeof(unknown), "%s", f ? d + 2 : left);
 		}
 	}
 	if (found == 1)
@@ -394,7 +397,11 @@ static int parse_merge(const struct ic_chain *c, const char *spec, uint32_t *fro
 		return ic_fail(-EINVAL, "--merge %s: ambiguous (several splits name two points)", spec);
 	if (!strstr(spec, ".."))
 		return ic_fail(-EINVAL, "--merge %s: expected FROM..TO", spec);
-	return ic_fail(-ENOENT, "%s: --merge %s: no such pair of restore points", c->dir, spec);
+	if (unknown[0])
+		return ic_fail(-ENOENT, "%s: --merge %s: no such pair of restore points: no point is named '%s'",
+			       c->dir, spec, unknown);
+	return ic_fail(-ENOENT, "%s: --merge %s: no such pair of restore points: neither name is a point",
+		       c->dir, spec);
 }
 
 static void fmt_time(int64_t t, char *buf, size_t len)

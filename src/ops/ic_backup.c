@@ -457,6 +457,8 @@ int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 		return ic_fail(-EINVAL, "block size %u: must be a power of two from 4K to 4M",
 			       o->block_size);
 	ret = ensure_dir(o->chain_dir, &created);
+	if (!ret && !created)
+		ret = ic_chain_check_dir(o->chain_dir);
 	if (ret)
 		return ret;
 	ret = ic_chain_lock(o->chain_dir, false, &lock);

@@ -72,7 +72,8 @@ static int verify_image(struct vctx *x, struct ic_point *p)
 		if (ret == IC_ECORRUPT) {
 			char why[512];
 
-			snprintf(why, sizeof(why), "%s", ic_last_error(ret));
+			snprintf(why, sizeof(why), "%s",
+				 ic_view_damage_cause(ic_last_error(ret), img->path, e.pos));
 			ic_fail(ret, "%s: point '%s', block %llu (disk bytes %llu..%llu): %s", img->path,
 				img->slot.name, (unsigned long long)e.pos,
 				(unsigned long long)e.pos * x->c->block_size,

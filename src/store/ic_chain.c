@@ -392,6 +392,32 @@ void ic_chain_unlock(int fd)
 	close(fd);
 }
 
+int ic_chain_check_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char other[1200] = "";
+
+	if (!d)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+
+		if (!strcmp(n, ICF_KEYFILE_NAME) || image_name(n)) {
+			closedir(d);
+			return 0;
+		}
+		if (strcmp(n, ".") && strcmp(n, "..") && strcmp(n, ICF_LOCK_NAME) &&
+		    strncmp(n, ICF_TMP_PREFIX, strlen(ICF_TMP_PREFIX)) && !other[0])
+			ic_sanitize(n, strlen(n), other, sizeof(other));
+	}
+	closedir(d);
+	if (other[0])
+		return ic_fail(-ENOTEMPTY, "%s: not a chain and not empty (it holds '%s'): a new chain is only created in an absent or empty directory",
+			       dir, other);
+	return 0;
+}
+
 int ic_chain_cleanup_tmp(const char *dir)
 {
 	DIR *d = opendir(dir);

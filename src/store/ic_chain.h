@@ -76,5 +76,10 @@ void ic_chain_unlock(int fd);
 /* Under the lock: remove leftovers of interrupted writers (.tmp-* files): regular files
  * and symlinks (the link, never its target); anything else is left with a warning. */
 int ic_chain_cleanup_tmp(const char *dir);
+/* A directory a backup may write to: a chain (a key file or an image file is there) or
+ * an empty one (nothing but the lock and leftovers of an interrupted first backup).
+ * -ENOTEMPTY naming a file otherwise: a mistyped path never mixes images into a user's
+ * files. */
+int ic_chain_check_dir(const char *dir);
 
 #endif

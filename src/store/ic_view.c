@@ -465,6 +465,18 @@ int ic_view_read_block(const struct ic_view *v, struct ic_codec *codec, const st
 	return ic_view_read_ref(v, codec, key, &ref, buf, rec);
 }
 
+const char *ic_view_damage_cause(const char *msg, const char *path, uint64_t pos)
+{
+	size_t n = strlen(path);
+	char pre[48];
+	int k;
+
+	if (strncmp(msg, path, n) || strncmp(msg + n, ": ", 2))
+		return msg;
+	k = snprintf(pre, sizeof(pre), "block %llu: ", (unsigned long long)pos);
+	return strncmp(msg + n + 2, pre, (size_t)k) ? msg : msg + n + 2 + k;
+}
+
 int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
 		     const struct ic_block_ref *refp, void *buf, void *rec)
 {
@@ -483,7 +495,8 @@ int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const stru
 	if (ret) {
 		char why[512];
 
-		snprintf(why, sizeof(why), "%s", ic_last_error(ret));
+		snprintf(why, sizeof(why), "%s",
+			 ic_view_damage_cause(ic_last_error(ret), ref.img->path, pos));
 		if (ret == IC_ECORRUPT)
 			ic_fail(ret, "%s: restore point '%s', block %llu (bytes %llu..%llu): %s",
 				ref.img->path, ic_point_name(v->point), (unsigned long long)pos,

@@ -87,6 +87,11 @@ int ic_view_read_block(const struct ic_view *v, struct ic_codec *codec, const st
 int ic_view_read_ref(const struct ic_view *v, struct ic_codec *codec, const struct ic_key *key,
 		     const struct ic_block_ref *ref, void *buf, void *rec);
 
+/* The cause in a damage message msg about block pos of image path: past a leading
+ * "PATH: block POS: ", which a message that already names the file and block would
+ * repeat. */
+const char *ic_view_damage_cause(const char *msg, const char *path, uint64_t pos);
+
 /* Plain length of block pos in this view's geometry. */
 uint32_t ic_view_block_len(const struct ic_view *v, uint64_t pos);
 

@@ -76,7 +76,7 @@ expect_exit 1 imgbackup --name p2 C disk
 expect_msg "a restore point named 'p2' exists already"
 [[ $(sha_tree C) == "$before" ]] || fail "a refused backup changed the chain"
 no_tmp_files C
-expect_exit 1 imgbackup --name .hidden C disk
+expect_exit 2 imgbackup --name .hidden C disk
 expect_msg "invalid name"
 expect_exit 1 imgbackup --block-size 4K C disk
 expect_msg "block size of 65536; --block-size 4096 does not match"
@@ -114,7 +114,8 @@ done
 # ---- an all-zero disk (written zeros, not a hole) -------------------------------------------------
 head -c $((16 * 1048576 + 1)) /dev/zero >zeros
 expect_exit 0 imgbackup --name z Z zeros
-expect_out "stored 0 B"
+expect_out "stored 0 B, [0-9.]+ s"    # nothing stored: no ratio (not "ratio 0.00")
+[[ $LAST_OUT != *ratio* ]] || fail "a ratio of nothing stored: $LAST_OUT"
 imginfo Z >info
 grep -Eq "^z +full +- .* 0 B +0 +0$" info || fail "all-zero disk stored data: $(cat info)"
 expect_exit 0 imgrestore Z z rz
@@ -136,3 +137,14 @@ assert p[1]["stored_bytes"] == 4 * 1048576 + 64 * 40, p[1]   # 64 raw blocks + n
 EOF
 restore_cmp T t text
 restore_cmp T t0 text
+
+# ---- a new chain only in an absent or empty directory -------------------------------------------
+mkdir -p home/docs
+echo "my notes" >home/notes.txt
+tree=$(sha_tree home)
+expect_exit 1 imgbackup -q home disk
+expect_msg "^imgbackup: home: not a chain and not empty \(it holds '(notes.txt|docs)'\): a new chain is only created in an absent or empty directory$"
+[[ $(sha_tree home) == "$tree" && $(ls -A home | wc -l) -eq 2 ]] || fail "a refused backup changed the directory"
+mkdir empty
+expect_exit 0 imgbackup -q --name e empty disk
+expect_exit 0 imgbackup -q --name e2 empty disk    # a chain now: the next backup goes in

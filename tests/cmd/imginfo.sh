@@ -40,7 +40,7 @@ weekly                       full            -
 EOF
 sed -n '3,$p' last.out | cut -c1-62 | sed 's/ *$//' >got.txt
 sed 's/ *$//' want.txt | diff -u - got.txt || fail "the tree differs"
-expect_out "^chain C: [0-9a-f]{16}\.\.\., block size 64.0 KiB, 5 points, [0-9.]+ [KM]iB on disk$"
+expect_out "^C: chain id [0-9a-f]{16}\.\.\., block size 64.0 KiB, 5 points, [0-9.]+ [KM]iB on disk$"
 expect_out "^NAME +KIND +PARENT +CREATED \(UTC\) +DISK +STORED +DATA +ZERO$"
 expect_out "^base +full +- +[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} +2.0 MiB +2.0 MiB +33 +0$"
 expect_out "^│  └─ tue +incremental +mon .* 2.0 MiB +128.1 KiB +2 +0$"
@@ -48,7 +48,7 @@ expect_out "^│  └─ tue +incremental +mon .* 2.0 MiB +128.1 KiB +2 +0$"
 # ---- JSON ----------------------------------------------------------------------------------------
 expect_exit 0 imginfo --json C
 cp last.out info.json
-expect_exit 0 imginfo -j C
+expect_exit 0 imginfo -J C
 cmp last.out info.json
 ls -l C >ls.txt
 json_check info.json <<EOF

@@ -1,8 +1,10 @@
 #!/bin/bash
 # usage.sh: --help and --version exit 0 on stdout for every tool; unknown options, missing or
-# extra arguments, and bad option values exit 2 (usage) with a message, before touching anything.
+# extra arguments, and bad option values exit 2 (usage) with one line and the --help hint,
+# before touching anything.  Every tool parses through tools/ic_cli: the help fits 80 columns
+# and a short option letter means the same in every tool.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
-requires imgbackup imgrestore imginfo imgverify imgkey
+requires imgbackup imgrestore imginfo imgverify imgkey imgconsolidate imgmount
 
 version=$(sed -nE 's/^AC_INIT\(\[[^]]*\], *\[([^]]*)\].*/\1/p' "$top_srcdir/configure.ac")
 [[ -n $version ]] || fail "no version in configure.ac"
@@ -23,6 +25,41 @@ for t in imgbackup imgrestore imginfo imgverify imgkey; do
 	expect_exit 2 $t -Z
 	expect_msg "^$t: (invalid|unrecognized) option"
 done
+
+# every tool: a usage error is one line and the hint, never the whole help; the help fits
+# 80 columns; a short letter stands for one long option across the tools
+declare -A letter=()
+for t in imgbackup imgrestore imginfo imgverify imgkey imgconsolidate imgmount; do
+	for bad in --no-such-option -Z; do
+		expect_exit 2 $t $bad
+		[[ $(wc -l <last.err) -eq 2 ]] || fail "$t $bad: not two lines: $LAST_ERR"
+		expect_msg "^Try '$t --help' for more information\.$"
+	done
+	expect_msg "^$t: invalid option -- 'Z'$"
+	expect_exit 0 $t --help
+	wide=$(awk 'length > 80' last.out)
+	[[ -z $wide ]] || fail "$t --help: lines over 80 columns: $wide"
+	while read -r l n; do
+		[[ -z ${letter[$l]:-} || ${letter[$l]} == "$n" ]] ||
+			fail "$t: $l is $n here and ${letter[$l]} elsewhere"
+		letter[$l]=$n
+	done < <(sed -nE 's/^  (-[A-Za-z]), (--[a-z-]+).*/\1 \2/p' last.out)
+done
+for l in -P -q -R -h -V; do
+	[[ -n ${letter[$l]:-} ]] || fail "common option $l missing"
+done
+# -P and -R everywhere a key is used (imgmount and imgkey too)
+for t in imgbackup imgrestore imgverify imgkey imgmount; do
+	expect_exit 0 $t --help
+	expect_out "^  -P, --passphrase-file FILE "
+	expect_out "^  -R, --accept-rollback "
+done
+expect_exit 2 imgmount -P
+expect_msg "^imgmount: option requires an argument -- 'P'$"
+expect_exit 2 imgconsolidate --merge
+expect_msg "^imgconsolidate: option '--merge' requires an argument$"
+expect_exit 2 imginfo --json=yes C
+expect_msg "^imginfo: option '--json=yes' doesn't allow an argument$"
 
 # missing and extra operands
 expect_exit 2 imgbackup
@@ -51,6 +88,13 @@ expect_msg "too many operands"
 # options that need an argument
 expect_exit 2 imgbackup C src --name
 expect_msg "option '--name' requires an argument"
+expect_exit 2 imgbackup C src -n
+expect_msg "^imgbackup: option requires an argument -- 'n'$"
+# an invalid name is a usage error too, found before anything is created
+for n in .hidden -x "a b" "" latest/x; do
+	expect_exit 2 imgbackup --name "$n" C src
+	expect_msg "^imgbackup: --name '$n': invalid name"
+done
 expect_exit 2 imgrestore C p d --passphrase-file
 expect_exit 2 imgverify --passphrase-file
 expect_exit 2 imgkey add C --new-passphrase-file
@@ -91,6 +135,12 @@ for slot in eight 8 1x ""; do
 done
 expect_exit 2 imgkey remove REAL -1    # getopt takes it for an option: a usage error too
 expect_exit 2 imgkey list --passphrase-file src REAL
+expect_msg "^imgkey: --passphrase-file is not used by this command$"
+# imgkey and imgmount take -P like every keyed tool
+echo "$IMGCHAIN_PASSPHRASE" >pass
+expect_exit 0 env -u IMGCHAIN_PASSPHRASE imgkey check -P pass REAL
+expect_out "^key slot 0 opens"
+expect_exit 2 imgkey list -P pass REAL
 expect_msg "^imgkey: --passphrase-file is not used by this command$"
 [[ $(sha_tree REAL) == "$tree" ]] || fail "a usage error changed the chain"
 

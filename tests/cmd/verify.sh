@@ -28,7 +28,7 @@ expect_exit 0 imgverify -q --data C
 read -r off len pos < <(image_record_of_pos C/00000002.img 9)
 flip_bit C/00000002.img $((off + 50))
 expect_exit 0 imgverify C p3
-expect_out "^C: 1 points?, 2 images, 17 records .* checked: no problems$"
+expect_out "^C: 1 point, 2 images, 17 records .* checked: no problems$"
 expect_exit 0 imgverify --data C p1
 expect_exit 4 imgverify C p2
 expect_msg "point 'p2', block 9"

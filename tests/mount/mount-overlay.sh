@@ -12,6 +12,8 @@ make_chain 64
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 OV=$WORK/overlay
 mount_chain --overlay "$OV"
+mopts=$(awk -v m="$MNT" '$2 == m && $3 == "fuse.imgmount" { print $4 }' /proc/mounts)
+[[ $mopts == rw,* ]] || fail "a writable mount is listed with options '$mopts'"
 
 # 1. raw: an unaligned write, visible through disk-flat.vmdk at once
 printf 'imgchain overlay test' | dd of="$MNT/tue/disk.raw" bs=1 seek=1000003 conv=notrunc,fsync status=none

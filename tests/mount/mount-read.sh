@@ -54,7 +54,9 @@ if holes != zero:
 PY
 done
 
-# read-only: EROFS on writes and on creating files
+# read-only: mount(8) and /proc/mounts say ro; EROFS on writes and on creating files
+mopts=$(awk -v m="$MNT" '$2 == m && $3 == "fuse.imgmount" { print $4 }' /proc/mounts)
+[[ $mopts == ro,* ]] || fail "a read-only mount is listed with options '$mopts'"
 err=$( (echo x >>"$MNT/tue/disk.raw") 2>&1 || true)
 [[ $err == *"Read-only file system"* ]] || fail "write to disk.raw: '$err'"
 err=$( (touch "$MNT/tue/.lck-1") 2>&1 || true)
