@@ -26,14 +26,14 @@ no_tmp_files .
 restore_cmp C p1 s1
 restore_cmp C p3 s3
 unchanged "reading a truncated chain"
-if _fuse_ok; then
-	_mount C
+if fuse_usable; then
+	mount_chain C
 	[[ ! -e $TESTDIR/mnt/p2 ]] || fail "the mount serves 'p2' from a truncated image"
 	grep -q "C/00000002.img: truncated: $cut bytes" mount.log ||
 		fail "imgmount did not report the truncated image: $(cat mount.log)"
 	cmp "$TESTDIR/mnt/p1/disk.raw" s1 || fail "mount: p1 differs"
 	cmp "$TESTDIR/mnt/p3/disk.raw" s3 || fail "mount: p3 differs"
-	_unmount
+	_unmount_quiet
 fi
 unchanged "mounting a truncated chain"
 

@@ -37,7 +37,7 @@ import sys, struct, icimg
 mine = open(sys.argv[1], "rb").read()
 d = bytearray(open(sys.argv[2], "rb").read())
 d[16:32] = mine[16:32]
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(sys.argv[1], "wb").write(d)
 EOF
 snap

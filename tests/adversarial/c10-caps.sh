@@ -14,7 +14,7 @@ import sys, struct, icimg
 p, off, val = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 d = bytearray(open(p, "rb").read())
 struct.pack_into("<Q", d, off, val)
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(p, "wb").write(d)
 EOF
 }

@@ -14,7 +14,7 @@ mv C/imgchain.key key.away
 IMGCHAIN_TEST_STALL_AT=written env -u IMGCHAIN_PASSPHRASE \
 	imgconsolidate -q --merge p1..p2 C 2>stall.err &
 first=$!
-cleanup_fn kill_quiet $first
+cleanup_fn kill_quiet $first KILL
 for ((i = 0; i < 600; i++)); do
 	grep -q "stalled at written" stall.err && break
 	kill -0 $first 2>/dev/null || fail "the first consolidation ended: $(cat stall.err)"
@@ -49,7 +49,7 @@ fresh
 # (the subshell becomes the sleep that holds the lock: $! is the holder)
 (exec 9>>C/lock && flock 9 && exec sleep 60) &
 holder=$!
-cleanup_fn kill_quiet $holder
+cleanup_fn kill_quiet $holder KILL
 for ((i = 0; i < 200; i++)); do
 	flock -n C/lock true 2>/dev/null || break
 	sleep 0.05

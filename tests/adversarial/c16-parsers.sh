@@ -47,7 +47,7 @@ def fix_index(buf, entries):
         at = ioff + 64 * e
         struct.pack_into("<Q", buf, at + 56, icimg.xxh64(buf[at:at + 56]))
     buf[soff + 80:soff + 96] = icimg.xxh128(buf[ioff:ioff + 64 * icount])
-    struct.pack_into("<Q", buf, soff + 504, icimg.xxh64(buf[soff:soff + 504]))
+    icimg.slot_rehash(buf, soff)
 
 def emit(kind, n, buf, fixed, where):
     name = "%s-%02d" % (kind, n)
@@ -58,23 +58,23 @@ def emit(kind, n, buf, fixed, where):
 for n in range(16):                      # the key file
     b = bytearray(key)
     fixed = n % 2 == 0
-    w = mutate(b, 0, 1112 if fixed else 1120, 1 + n % 3)
+    w = mutate(b, 0, icimg.KEY_HASH_OFF if fixed else icimg.KEY_SIZE, 1 + n % 3)
     if fixed:
-        struct.pack_into("<Q", b, 1112, icimg.xxh64(b[:1112]))
+        icimg.key_rehash(b)
     emit("key", n, b, fixed, w)
 for n in range(12):                      # the fixed header
     b = bytearray(raw)
     fixed = n % 4 != 3
     w = mutate(b, 0, 504 if fixed else 512, 1 + n % 2)
     if fixed:
-        struct.pack_into("<Q", b, 504, icimg.xxh64(b[:504]))
+        icimg.header_rehash(b)
     emit("header", n, b, fixed, w)
 for n in range(16):                      # the current slot (offsets inside the slot)
     b = bytearray(raw)
     fixed = n % 4 != 3
     w = mutate(b, soff, soff + (504 if fixed else 512), 1 + n % 2)
     if fixed:
-        struct.pack_into("<Q", b, soff + 504, icimg.xxh64(b[soff:soff + 504]))
+        icimg.slot_rehash(b, soff)
     emit("slot", n, b, fixed, [x - soff for x in w])
 for n in range(20):                      # the index (offsets inside an entry)
     b = bytearray(raw)

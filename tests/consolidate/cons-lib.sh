@@ -10,7 +10,6 @@
 #   point_names                the chain's point names, sorted, on one line
 #   point_field NAME FIELD     a field of imginfo --json for point NAME (kind, parent, ...)
 #   alloc_kib                  KiB allocated to the chain's files
-#   kill_quiet PID             kill, ignoring a process already gone (for cleanup_fn)
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 
 requires imgbackup imgrestore imgverify imgconsolidate cmp
@@ -129,7 +128,5 @@ point_field()
 	python3 -c 'import json,sys; print([p for p in json.load(open(sys.argv[1]))["points"] if p["name"] == sys.argv[2]][0][sys.argv[3]])' \
 		"$TESTDIR/.pn.json" "$1" "$2"
 }
-
-kill_quiet() { kill "$1" 2>/dev/null || true; }
 
 alloc_kib() { du -sk "$CHAIN" | cut -f1; }

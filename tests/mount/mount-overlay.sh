@@ -8,10 +8,10 @@
 . "$(dirname "$0")/mount-lib.sh"
 requires qemu-io qemu-img sha256sum
 
-make_chain 64
+make_disk_chain 64
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 OV=$WORK/overlay
-mount_chain --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 
 # 1. raw: an unaligned write, visible through disk-flat.vmdk at once
 printf 'imgchain overlay test' | dd of="$MNT/tue/disk.raw" bs=1 seek=1000003 conv=notrunc,fsync status=none
@@ -57,7 +57,7 @@ sync
 
 # 5. remount with the same directory: everything is back
 unmount_chain
-mount_chain --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 [[ $(dd if="$MNT/tue/disk.raw" bs=1 skip=1000003 count=21 status=none) == "imgchain overlay test" ]] ||
 	fail "raw write lost across a remount"
 cmp <(dd if="$MNT/tue/disk-flat.vmdk" bs=1M skip=7 count=1 status=none) "$WORK/mib" || fail "flat write lost"
@@ -77,7 +77,7 @@ cmp "$MNT/mon/disk.raw" "$WORK/d0" || fail "mon's disk.raw changed (only its spa
 unmount_chain
 
 # 6. read-only again: the backup as it was; the chain files are untouched
-mount_chain
+mount_chain "$CHAIN"
 cmp "$MNT/tue/disk.raw" "$WORK/d1" || fail "read-only mount shows overlay data"
 unmount_chain
 (cd "$CHAIN" && sha256sum --quiet -c "$WORK/chain.sums") || fail "chain files changed"
