@@ -1,9 +1,9 @@
 #!/bin/bash
-# c01-bitflip.sh (CRYPTO.md case 1): one bit flipped in a stored block.  Keyless imgverify names
-# the file, point and block (exit 4); imgrestore of a point that needs it fails (exit 4, no DEST);
-# a mount returns EIO for exactly that block's byte range and the right bytes everywhere else,
-# including the other points; the chain and the key holder's state stay byte-identical.
-# The same for the short last block, in a record's nonce and tag, and for a flip with the record
+# c01-bitflip.sh (doc/SECURITY.md case 1): one bit flipped in a stored block.  Keyless imgverify
+# names the file, point and block (exit 4); imgrestore of a point that needs it fails (exit 4, no
+# DEST); a mount returns EIO for exactly that block's byte range and the right bytes everywhere
+# else, including the other points; the chain and the key holder's state stay byte-identical.  The
+# same for the short last block, in a record's nonce and tag, and for a flip with the record
 # checksum fixed (only the AEAD can tell, and the seal).  imgverify restricted to a point, and a
 # failed imgrestore --force keeps an existing DEST.  (Was also tests/cmd/corrupt_record.sh.)
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"

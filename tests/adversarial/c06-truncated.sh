@@ -1,5 +1,5 @@
 #!/bin/bash
-# c06-truncated.sh (CRYPTO.md case 6): an image cut in the middle of a record: a clear
+# c06-truncated.sh (doc/SECURITY.md case 6): an image cut in the middle of a record: a clear
 # "truncated: N bytes, needs M" naming the file from imgverify, imginfo, imgrestore and imgmount,
 # exit 4, no crash; the points that do not need the file still restore and mount byte-exact;
 # nothing is written; imginfo --json lists the bad file; a new backup still works.  The full cut

@@ -1,5 +1,5 @@
 #!/bin/bash
-# c09-wrong-key.sh (CRYPTO.md case 9): the key file of another chain with the same passphrase:
+# c09-wrong-key.sh (doc/SECURITY.md case 9): the key file of another chain with the same passphrase:
 # the passphrase opens it, the key check does not match the images: "wrong key", exit 3, from
 # every keyed tool, before any record is read (a chain whose records are damaged still says
 # "wrong key", not a record error) and nothing is written.

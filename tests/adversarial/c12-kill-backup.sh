@@ -1,5 +1,5 @@
 #!/bin/bash
-# c12-kill-backup.sh (CRYPTO.md case 12): imgbackup killed with SIGKILL at two deterministic
+# c12-kill-backup.sh (doc/SECURITY.md case 12): imgbackup killed with SIGKILL at two deterministic
 # moments: right after it took the lock (before any image file), and mid-way (its temporary image
 # holds records; the process is stopped with SIGSTOP first, so the moment does not depend on
 # timing).  While it is stopped, readers see only the earlier points; after the kill the earlier

@@ -1,10 +1,10 @@
 #!/bin/bash
-# c13-diskfull.sh (CRYPTO.md case 13): the chain on a small tmpfs.  A backup that does not fit and
-# a consolidation that does not fit each fail with exit 1 and "No space left on device", leave
-# no temporary file, no journal and no new point, and every stored image is byte-identical and
-# still restores.  A file system full to the last byte: even a small backup fails the same way,
-# and a first backup of a new chain leaves no directory behind.  With space again both complete.
-# (Was also tests/cmd/diskfull.sh; the consolidation sweep is tests/consolidate/enospc.sh.)
+# c13-diskfull.sh (doc/SECURITY.md case 13): the chain on a small tmpfs.  A backup that does not fit
+# and a consolidation that does not fit each fail with exit 1 and "No space left on device", leave
+# no temporary file, no journal and no new point, and every stored image is byte-identical and still
+# restores.  A file system full to the last byte: even a small backup fails the same way, and a
+# first backup of a new chain leaves no directory behind.  With space again both complete.  (Was
+# also tests/cmd/diskfull.sh; the consolidation sweep is tests/consolidate/enospc.sh.)
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate mount umount fallocate df
 requires_root

@@ -1,10 +1,10 @@
 #!/bin/bash
-# c14-locks.sh (CRYPTO.md case 14): two writers at once and stale locks.  A consolidation stopped
-# inside its run (test hook IMGCHAIN_TEST_STALL_AT) holds the lock: a second consolidation and a
-# backup are refused ("locked by another writer (pid N", exit 1) and change nothing, however long
-# they are retried, and the holder is still alive afterwards (a live lock is never broken).  Killed
-# with SIGKILL, it leaves a stale lock file naming a dead process: the next writer takes the lock
-# and finishes (or rolls back) the interrupted run.  A plain flock holder (any live process) is
+# c14-locks.sh (doc/SECURITY.md case 14): two writers at once and stale locks.  A consolidation
+# stopped inside its run (test hook IMGCHAIN_TEST_STALL_AT) holds the lock: a second consolidation
+# and a backup are refused ("locked by another writer (pid N", exit 1) and change nothing, however
+# long they are retried, and the holder is still alive afterwards (a live lock is never broken).
+# Killed with SIGKILL, it leaves a stale lock file naming a dead process: the next writer takes the
+# lock and finishes (or rolls back) the interrupted run.  A plain flock holder (any live process) is
 # respected the same way.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate flock

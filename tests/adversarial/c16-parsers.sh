@@ -1,13 +1,13 @@
 #!/bin/bash
-# c16-parsers.sh (CRYPTO.md case 16): a deterministic (seeded) mutation sweep over every parser
-# input of a real chain: the key file, an image's fixed header, its current slot, its index, its
-# records, and a changed-blocks file.  Half of the binary variants have their checksums fixed
-# (so that they reach the field checks and the crypto), half not.  Every run must end by itself
-# with a documented exit code and a message naming the file (never a signal, a hang, a sanitizer
-# report); a variant that keyless checks accept must be refused with the key unless only fields
-# that neither carry nor protect data changed; a refused run changes nothing.  The coverage-guided
-# fuzzers (tests/fuzz/fuzz_*.c, run by the CI fuzz phase under ASan+UBSan) take these parsers
-# much further; this sweep runs in every `make check`, the asan phase included.
+# c16-parsers.sh (doc/SECURITY.md case 16): a deterministic (seeded) mutation sweep over every
+# parser input of a real chain: the key file, an image's fixed header, its current slot, its index,
+# its records, and a changed-blocks file.  Half of the binary variants have their checksums fixed
+# (so that they reach the field checks and the crypto), half not.  Every run must end by itself with
+# a documented exit code and a message naming the file (never a signal, a hang, a sanitizer report);
+# a variant that keyless checks accept must be refused with the key unless only fields that neither
+# carry nor protect data changed; a refused run changes nothing.  The coverage-guided fuzzers
+# (tests/fuzz/fuzz_*.c, run by the CI fuzz phase under ASan+UBSan) take these parsers much further;
+# this sweep runs in every `make check`, the asan phase included.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires timeout
 make_chain
