@@ -2,8 +2,8 @@
 # c11-kill-consolidate.sh (doc/SECURITY.md case 11): kill -9 the consolidator at every named
 # step of a merge (the test hook IMGCHAIN_TEST_CRASH_AT=STEP:N) and at random delays, for two
 # range merges, a retention and a merge of one point (killed at one step of each kind: prepare,
-# commit, rename, switch, done).  After each kill every point to be kept restores byte-identical;
-# for the one-point merge the chain is also the old one or the new one (the merged point restores
+# commit, rename, switch, done).  After each kill every point to be kept restore_points byte-identical;
+# for the one-point merge the chain is also the old one or the new one (the merged point restore_points
 # while it is there) and keyless imgverify passes.  A keyless rerun finishes the job, leaving no
 # journal or temporary file, exactly the points to be kept, and a chain that passes imgverify
 # --data.  (Was also tests/consolidate/crash.sh.)
@@ -17,16 +17,6 @@ runs=0
 
 reset() { rm -rf "$CHAIN"; cp -a "$TESTDIR/orig" "$CHAIN"; }
 
-restores()
-{
-	local n
-	for n in "$@"; do
-		rm -f "$TESTDIR/out"
-		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "$WHAT: restore of '$n' failed"
-		cmp -s "$TESTDIR/out" "$SRC/$n" || fail "$WHAT: '$n' does not restore byte-identical"
-	done
-}
-
 # after_crash "ARGS" "KEPT" "FINAL" ["FIRST"]: the checks after an interrupted run; with FIRST
 # (the first point a merge removes; a merge of one point: a chain that is old or new, keyless
 # imgverify passes) the points are FINAL's and perhaps merged ones not removed yet, and FIRST,
@@ -34,7 +24,7 @@ restores()
 after_crash()
 {
 	local now p
-	restores $2
+	restore_points $2
 	if [[ -n ${4:-} ]]; then
 		imgverify -q "$CHAIN" || fail "$WHAT: keyless imgverify failed before the rerun"
 		# the points kept are all there, and nothing but the old chain's points (the merged
@@ -48,7 +38,7 @@ after_crash()
 			[[ " $ALL " == *" $p "* ]] ||
 				fail "$WHAT: points '$now' are neither the old chain nor the new one"
 		done
-		[[ $now != "$ALL" ]] || restores "$4"
+		[[ $now != "$ALL" ]] || restore_points "$4"
 	fi
 	keyless $1 "$CHAIN"
 	if [[ $RC -ne 0 ]]; then
@@ -60,7 +50,7 @@ after_crash()
 	[[ ! -e $CHAIN/journal ]] || fail "$WHAT: journal left: $(cat "$CHAIN/journal")"
 	no_tmp_files "$CHAIN"
 	set -- $2
-	restores "$1"
+	restore_points "$1"
 	imgverify -q --data "$CHAIN" || fail "$WHAT: imgverify --data failed after the rerun"
 }
 

@@ -6,7 +6,8 @@
 #   make_small_chain           the same shape from 8 MiB of generated data, 4 KiB blocks (fast)
 #   keyless ARGS...            run imgconsolidate with the key file out of reach and no
 #                              passphrase in the environment; sets $RC, output in last.out/err
-#   check_points NAME...       each restores byte-identical to $SRC/NAME; imgverify --data passes
+#   restore_points NAME...     each restores byte-identical to $SRC/NAME
+#   check_points NAME...       the same, and imgverify --data passes
 #   point_names                the chain's point names, sorted, on one line
 #   point_field NAME FIELD     a field of imginfo --json for point NAME (kind, parent, ...)
 #   alloc_kib                  KiB allocated to the chain's files
@@ -102,15 +103,22 @@ keyless_expect()
 	fi
 }
 
-check_points()
+# restore_points NAME...: each restores byte-identical to $SRC/NAME (failures name $WHAT if set)
+restore_points()
 {
 	local n
 	for n in "$@"; do
 		rm -f "$TESTDIR/out"
-		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "restore of '$n' failed"
-		cmp -s "$TESTDIR/out" "$SRC/$n" || fail "'$n' does not restore byte-identical"
+		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "${WHAT:+$WHAT: }restore of '$n' failed"
+		cmp -s "$TESTDIR/out" "$SRC/$n" ||
+			fail "${WHAT:+$WHAT: }'$n' does not restore byte-identical"
 	done
 	rm -f "$TESTDIR/out"
+}
+
+check_points()
+{
+	restore_points "$@"
 	imgverify -q --data "$CHAIN" || fail "imgverify --data failed"
 }
 
