@@ -27,13 +27,18 @@
 #   image_record_of_pos IMAGE POS       "OFFSET LENGTH POS" of the record holding block POS
 #   flip_bit FILE OFFSET [BIT]          invert one bit (default bit 0) of the byte at OFFSET
 #   icimg_py [ARG]...                   run python3 (script on stdin) with tests/lib/icimg.py
-#                                       importable: parse, edit and re-checksum image files
+#                                       importable: parse, edit and re-checksum image files and
+#                                       key files
 #   json_get FILE PYEXPR                print PYEXPR evaluated with j = the JSON of FILE
 #   json_check FILE                     run the python3 script on stdin (asserts) with j = the JSON
 #   point_count CHAIN                   number of restore points imginfo --json reports
 #   restore_cmp CHAIN NAME EXPECTED     imgrestore NAME and cmp the result with EXPECTED
 #   summary_bytes LABEL                 from imgbackup's summary in $LAST_OUT: bytes after LABEL
 #                                       (e.g. "read"), converted from "1.5 MiB" to an integer
+#   kill_quiet PID [SIGNAL]             SIGNAL (default TERM) to PID if it still runs
+#   fuse_usable, mount_chain CHAIN [OPT]..., unmount_chain, check_sanitizers LOG
+#                                       the one way the tests mount a chain (see that section)
+# The image format's helpers in python are tests/lib/icimg.py (icimg_py puts it on the path).
 
 set -euo pipefail
 
@@ -369,7 +374,7 @@ mount_chain()
 check_sanitizers()
 {
 	[[ -f $1 ]] || return 0
-	! grep -qE 'WARNING: ThreadSanitizer|ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' "$1" ||
+	! grep -qE 'WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer|runtime error:' "$1" ||
 		fail "a sanitizer reported an error in $1: $(cat "$1")"
 }
 

@@ -133,10 +133,10 @@ sys.exit(1 if bad else 0)
 PY
 
 # the state before any write: the backups' bytes
-mkdir "$WORK/state"
-cp "$WORK/d1" "$WORK/state/disk"
+mkdir "$WORK/model"
+cp "$WORK/d1" "$WORK/model/disk"
 mount_chain "$CHAIN"
-cp "$MNT/wed/disk-sparse.vmdk" "$WORK/state/sparse"
+cp "$MNT/wed/disk-sparse.vmdk" "$WORK/model/sparse"
 unmount_chain
 
 kill_mount() {
@@ -168,7 +168,7 @@ for spec in time:100 fsync:0 time:300 write:0 during:0 time:900 fsync:0 during:0
 	wait "$wpid" || fail "round $round: writer: $(cat "$WORK/writer.err")"
 	kill_mount
 	mount_chain "$CHAIN" --overlay "$OV"
-	python3 "$WORK/check.py" "$MNT" "$round" "$WORK/log.$round" "$WORK/state" >"$WORK/check.out" 2>&1 ||
+	python3 "$WORK/check.py" "$MNT" "$round" "$WORK/log.$round" "$WORK/model" >"$WORK/check.out" 2>&1 ||
 		fail "round $round ($spec): $(cat "$WORK/check.out")"
 	sed 's/^/  /' "$WORK/check.out"
 	unmount_chain
@@ -178,8 +178,8 @@ grep -c '^f' "$WORK"/log.* | awk -F: '{ n += $2 } END { print n " acknowledged f
 
 # a clean unmount keeps the last state too; read-only shows the backups; the chain is untouched
 mount_chain "$CHAIN" --overlay "$OV"
-cmp "$MNT/tue/disk.raw" "$WORK/state/disk" || fail "the last state changed across a clean remount"
-cmp "$MNT/wed/disk-sparse.vmdk" "$WORK/state/sparse" || fail "the sparse state changed across a clean remount"
+cmp "$MNT/tue/disk.raw" "$WORK/model/disk" || fail "the last state changed across a clean remount"
+cmp "$MNT/wed/disk-sparse.vmdk" "$WORK/model/sparse" || fail "the sparse state changed across a clean remount"
 unmount_chain
 mount_chain "$CHAIN"
 cmp "$MNT/tue/disk.raw" "$WORK/d1" || fail "a read-only mount shows overlay data"
