@@ -15,7 +15,6 @@ make_chain
 OV=$TESTDIR/overlay
 MSG_OFF=$((5 * B + 123))
 
-
 # 1. a write into p2 through the overlay; expected: s2 with those bytes
 mount_chain C --overlay "$OV"
 printf 'written into the first p2' |
