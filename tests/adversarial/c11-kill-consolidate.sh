@@ -1,9 +1,9 @@
 #!/bin/bash
-# c11-kill-consolidate.sh (doc/SECURITY.md case 11): kill -9 the consolidator at every named
-# step of a merge (the test hook IMGCHAIN_TEST_CRASH_AT=STEP:N) and at random delays, for two
-# range merges, a retention and a merge of one point (killed at one step of each kind: prepare,
-# commit, rename, switch, done).  After each kill every point to be kept restore_points byte-identical;
-# for the one-point merge the chain is also the old one or the new one (the merged point restore_points
+# c11-kill-consolidate.sh (doc/SECURITY.md case 11): kill -9 the consolidator at every named step of
+# a merge (the test hook IMGCHAIN_TEST_CRASH_AT=STEP:N) and at random delays, for two range merges,
+# a retention and two merges of one point (between them killed at one step of each kind: prepare,
+# commit, rename, switch, done).  After each kill every point to be kept restores byte-identical;
+# for the one-point merges the chain is also the old one or the new one (the merged point restores
 # while it is there) and keyless imgverify passes.  A keyless rerun finishes the job, leaving no
 # journal or temporary file, exactly the points to be kept, and a chain that passes imgverify
 # --data.  (Was also tests/consolidate/crash.sh.)
@@ -92,12 +92,19 @@ scenario "--merge p00..p06" "br p06 p07 p08 p09 p10" "br p06 p07 p08 p09 p10"
 scenario "--merge p02..p07" "br p00 p01 p07 p08 p09 p10" "br p00 p01 p07 p08 p09 p10"
 # retention in two steps: p05 (branch point) takes p00..p04 in place, p10 takes p06..p09
 scenario "--keep-last 2" "br p05 p10" "br p05 p10"
-# one point merged away (the branch point p05: br is rebased): killed at one step of each kind,
-# the chain is the old one or the new one, keyless imgverify passes before the rerun
-kept="br p00 p01 p02 p03 p04 p06 p07 p08 p09 p10"
-STEPS="prepare:1 commit:1 rename:1 switch:1 done:1" scenario "--merge p05..p06" "$kept" "$kept" p05
+# one point merged away, killed at one step of each kind between two merges (the full p00 into
+# p01, rewritten in place; the branch point p05 into p06, br rebased): the chain is the old one or
+# the new one, keyless imgverify passes before the rerun
+reached=
+for range in p00..p01 p05..p06; do
+	kept=$(tr ' ' '\n' <<<"$ALL" | grep -vx "${range%..*}" | tr '\n' ' ')
+	kept=${kept% }
+	STEPS="prepare:1 commit:1 rename:1 switch:1 done:1" \
+		scenario "--merge $range" "$kept" "$kept" "${range%..*}"
+	reached="$reached$REACHED"
+done
 for p in prepare:1 commit:1 rename:1 switch:1 done:1; do
-	[[ " $REACHED " == *" $p "* ]] || fail "--merge p05..p06 was not killed at $p (killed at:$REACHED)"
+	[[ " $reached " == *" $p "* ]] || fail "no one-point merge was killed at $p (killed at:$reached)"
 done
 
 echo "$runs interrupted runs checked"
