@@ -6,7 +6,7 @@
 #   check     ./build: -Werror build, `make check` (unit, command, mount, boot, consolidate tests)
 #   asan      ./build-asan: ASan+UBSan build, `make check` of the unit, command and adversarial tests
 #   valgrind  ./build: `make check-valgrind` (memcheck on the unit tests, and on every tool run by
-#             the command tests but killed_backup.sh; see Makefile.am)
+#             the command tests; see Makefile.am)
 #   fuzz      ./build-fuzz: each libFuzzer target for FUZZ_SECONDS (default 60)
 #   tsan      ./build-tsan: ThreadSanitizer build, the mount's concurrent and read tests
 #             (a report by the daemon or any tool fails the test; ASLR off for the run,

@@ -20,7 +20,6 @@
 #   mount_refused CODE REGEX CHAIN
 #                            imgmount CHAIN exits CODE with REGEX on stderr and mounts nothing
 #   expect_clean_rc          the last command ended by itself (no signal, no sanitizer report)
-#   kill_quiet PID           SIGKILL PID if it still runs (for cleanup_fn)
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgrestore imgverify imginfo cmp
 
@@ -97,65 +96,15 @@ expect_clean_rc()
 	expect_no_msg "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation|Aborted"
 }
 
-kill_quiet() { kill -9 "$1" 2>/dev/null || true; }
-
-_fuse_ok()
-{
-	[[ -c /dev/fuse && -r /dev/fuse ]] && command -v fusermount3 >/dev/null &&
-		command -v mountpoint >/dev/null && command -v imgmount >/dev/null
-}
-
-MOUNT_PID=
-_unmount()
-{
-	if mountpoint -q "$TESTDIR/mnt" 2>/dev/null; then
-		fusermount3 -u "$TESTDIR/mnt" 2>/dev/null || fusermount3 -uz "$TESTDIR/mnt" 2>/dev/null || true
-	fi
-	if [[ -n $MOUNT_PID ]]; then
-		kill "$MOUNT_PID" 2>/dev/null || true
-		wait "$MOUNT_PID" 2>/dev/null || true
-		MOUNT_PID=
-	fi
-	return 0
-}
-cleanup_fn _unmount
-
-# unmount after a check: both the unmount and the daemon's exit status must be clean
-_unmount_clean()
-{
-	fusermount3 -u "$TESTDIR/mnt" || fail "fusermount3 -u failed"
-	wait "$MOUNT_PID" || fail "imgmount exited with status $?"
-	MOUNT_PID=
-}
-
-_mount()
-{
-	local i
-	mkdir -p "$TESTDIR/mnt"
-	: >"$TESTDIR/mount.log"
-	imgmount -f "$1" "$TESTDIR/mnt" 2>>"$TESTDIR/mount.log" </dev/null &
-	MOUNT_PID=$!
-	for ((i = 0; i < 400; i++)); do
-		mountpoint -q "$TESTDIR/mnt" && return 0
-		if ! kill -0 "$MOUNT_PID" 2>/dev/null; then
-			wait "$MOUNT_PID" || true
-			MOUNT_PID=
-			fail "imgmount died before mounting: $(cat "$TESTDIR/mount.log")"
-		fi
-		sleep 0.05
-	done
-	fail "imgmount not ready after 20 s"
-}
-
 mount_check()
 {
 	local chain=$1 point=$2 src=$3
 	shift 3
-	if ! _fuse_ok; then
+	if ! fuse_usable; then
 		echo "note: FUSE not usable here, mount checks of '$point' not run"
 		return 0
 	fi
-	_mount "$chain"
+	mount_chain "$chain"
 	python3 - "$TESTDIR/mnt/$point/disk.raw" "$src" "$B" "$@" <<'EOF' ||
 import errno, os, sys
 path, src, bs = sys.argv[1], open(sys.argv[2], "rb").read(), int(sys.argv[3])
@@ -195,26 +144,23 @@ for p in bad:
         assert os.pread(fd, 1, (p + 1) * bs) == src[(p + 1) * bs:(p + 1) * bs + 1], \
             "byte after block %d" % p
 EOF
-	{
-		sed 's/^/  imgmount: /' "$TESTDIR/mount.log" >&2
 		fail "mount of '$point': wrong EIO ranges or bytes"
-	}
 	local pos
 	for pos in "$@"; do
 		grep -q "restore point '$point', block $pos " "$TESTDIR/mount.log" ||
 			fail "imgmount did not log the damage of '$point' block $pos: $(cat "$TESTDIR/mount.log")"
 	done
-	_unmount_clean
+	unmount_chain
 }
 
 mount_point_eio()
 {
 	local chain=$1 point=$2 re=$3
-	if ! _fuse_ok; then
+	if ! fuse_usable; then
 		echo "note: FUSE not usable here, mount checks of '$point' not run"
 		return 0
 	fi
-	_mount "$chain"
+	mount_chain "$chain"
 	python3 - "$TESTDIR/mnt/$point/disk.raw" <<'EOF' || fail "mount: '$point' was served"
 import errno, os, sys
 try:
@@ -227,13 +173,13 @@ sys.exit("%s opened and read" % sys.argv[1])
 EOF
 	grep -Eq -- "$re" "$TESTDIR/mount.log" ||
 		fail "imgmount's log does not match /$re/: $(cat "$TESTDIR/mount.log")"
-	_unmount_clean
+	unmount_chain
 }
 
 mount_refused()
 {
 	local code=$1 re=$2 chain=$3
-	if ! _fuse_ok; then
+	if ! fuse_usable; then
 		echo "note: FUSE not usable here, imgmount refusal not checked"
 		return 0
 	fi

@@ -1,5 +1,5 @@
 #!/bin/bash
-# c02-position.sh (CRYPTO.md case 2): a block's position changed in its index entry, every
+# c02-position.sh (doc/SECURITY.md case 2): a block's position changed in its index entry, every
 # checksum fixed.  Keyless imgverify cannot tell (the structure is sound); the AEAD's additional
 # data binds the position: imgverify --data fails authentication for the block, imgrestore
 # refuses, a mount does not serve the point (its seal fails first) but serves the others; the

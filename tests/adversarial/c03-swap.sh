@@ -1,6 +1,6 @@
 #!/bin/bash
-# c03-swap.sh (CRYPTO.md case 3): two records of one image swapped, their entries' kind, length,
-# record checksum and digest swapped with them and every checksum fixed.  Keyless imgverify
+# c03-swap.sh (doc/SECURITY.md case 3): two records of one image swapped, their entries' kind,
+# length, record checksum and digest swapped with them and every checksum fixed.  Keyless imgverify
 # passes: the documented limit (doc/SECURITY.md, "Swapping records with keyless tools only").
 # Keyed, both blocks fail authentication and the seal fails: imgverify --data, imgrestore and a
 # mount refuse p2; p1 and p3, which do not use the swapped records, are unaffected.

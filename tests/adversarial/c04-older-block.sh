@@ -1,9 +1,9 @@
 #!/bin/bash
-# c04-older-block.sh (CRYPTO.md case 4): p2's block 3 replaced by p1's older version of block 3
-# (record and entry: origin 1 and p1's point id, its own checksum and digest).  The record is
-# authentic for (block 3, origin 1), so only the seal can tell: keyless imgverify passes,
-# imgverify --data, imgrestore, imgbackup (as a parent) and a mount refuse p2 with "seal
-# mismatch"; nothing changes.
+# c04-older-block.sh (doc/SECURITY.md case 4): p2's block 3 replaced by p1's older version of block
+# 3 (record and entry: origin 1 and p1's point id, its own checksum and digest).  The record is
+# authentic for (block 3, origin 1), so only the seal can tell: keyless imgverify passes, imgverify
+# --data, imgrestore, imgbackup (as a parent) and a mount refuse p2 with "seal mismatch"; nothing
+# changes.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 

@@ -1,8 +1,8 @@
 #!/bin/bash
-# c05-transplant.sh (CRYPTO.md case 5): a record of another chain made with the same passphrase
-# (same block position, same origin sequence) put into p1 with its entry fields and checksums:
-# the AEAD's additional data binds the chain id, so authentication fails; the other chain's
-# whole image put into this chain is refused by its chain id.
+# c05-transplant.sh (doc/SECURITY.md case 5): a record of another chain made with the same
+# passphrase (same block position, same origin sequence) put into p1 with its entry fields and
+# checksums: the AEAD's additional data binds the chain id, so authentication fails; the other
+# chain's whole image put into this chain is refused by its chain id.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# c07-metadata.sh (CRYPTO.md case 7): a corrupt header, slot, index or seal is rejected before
+# c07-metadata.sh (doc/SECURITY.md case 7): a corrupt header, slot, index or seal is rejected before
 # use.  A flipped bit in the fixed header, the current slot or the index (the image's tail, what
 # other formats call the footer) is caught by its checksum: imgverify, imginfo and imgrestore
 # exit 4 naming the file and the cause, no record is decoded.  A changed seal with the slot's

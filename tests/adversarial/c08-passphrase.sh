@@ -1,5 +1,5 @@
 #!/bin/bash
-# c08-passphrase.sh (CRYPTO.md case 8): a wrong passphrase gives "wrong passphrase" and exit 3
+# c08-passphrase.sh (doc/SECURITY.md case 8): a wrong passphrase gives "wrong passphrase" and exit 3
 # from every keyed tool (imgbackup, imgrestore, imgverify --data, imgmount, imgkey add/remove),
 # and nothing is written: the chain, the key file, the key holder's state, no DEST, no
 # temporary file, no mount.  A passphrase of a removed key slot no longer opens the chain.

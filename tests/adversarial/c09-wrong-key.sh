@@ -1,5 +1,5 @@
 #!/bin/bash
-# c09-wrong-key.sh (CRYPTO.md case 9): the key file of another chain with the same passphrase:
+# c09-wrong-key.sh (doc/SECURITY.md case 9): the key file of another chain with the same passphrase:
 # the passphrase opens it, the key check does not match the images: "wrong key", exit 3, from
 # every keyed tool, before any record is read (a chain whose records are damaged still says
 # "wrong key", not a record error) and nothing is written.
@@ -37,7 +37,7 @@ import sys, struct, icimg
 mine = open(sys.argv[1], "rb").read()
 d = bytearray(open(sys.argv[2], "rb").read())
 d[16:32] = mine[16:32]
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(sys.argv[1], "wb").write(d)
 EOF
 snap

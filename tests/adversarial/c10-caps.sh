@@ -1,8 +1,8 @@
 #!/bin/bash
-# c10-caps.sh (CRYPTO.md case 10): absurd KDF parameters in a key file slot and absurd lengths in
-# an image header, slot or index entry, each behind a correct checksum: rejected by the caps
-# before use (exit 4, the field named), the KDF never runs with them and memory stays bounded
-# (peak RSS measured with /usr/bin/time when present: far below the 64 MiB of a real KDF run).
+# c10-caps.sh (doc/SECURITY.md case 10): absurd KDF parameters in a key file slot and absurd lengths
+# in an image header, slot or index entry, each behind a correct checksum: rejected by the caps
+# before use (exit 4, the field named), the KDF never runs with them and memory stays bounded (peak
+# RSS measured with /usr/bin/time when present: far below the 64 MiB of a real KDF run).
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 
@@ -14,7 +14,7 @@ import sys, struct, icimg
 p, off, val = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 d = bytearray(open(p, "rb").read())
 struct.pack_into("<Q", d, off, val)
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(p, "wb").write(d)
 EOF
 }

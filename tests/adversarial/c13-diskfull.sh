@@ -1,9 +1,10 @@
 #!/bin/bash
-# c13-diskfull.sh (CRYPTO.md case 13): the chain on a small tmpfs.  A backup that does not fit and
-# a consolidation that does not fit each fail with exit 1 and "No space left on device", leave
-# no temporary file, no journal and no new point, and every stored image is byte-identical and
-# still restores; with space again both complete.  (Sweeps: tests/cmd/diskfull.sh,
-# tests/consolidate/enospc.sh.)
+# c13-diskfull.sh (doc/SECURITY.md case 13): the chain on a small tmpfs.  A backup that does not fit
+# and a consolidation that does not fit each fail with exit 1 and "No space left on device", leave
+# no temporary file, no journal and no new point, and every stored image is byte-identical and still
+# restores.  A file system full to the last byte: even a small backup fails the same way, and a
+# first backup of a new chain leaves no directory behind.  With space again both complete.  (Was
+# also tests/cmd/diskfull.sh; the consolidation sweep is tests/consolidate/enospc.sh.)
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate mount umount fallocate df
 requires_root
@@ -52,6 +53,22 @@ restore_cmp C p1 s1
 restore_cmp C p2 s2
 restore_cmp C p3 s3
 
+# ---- full to the last byte: even a small backup fails cleanly; a new chain leaves nothing --------
+dd if=/dev/zero of=fs/filler2 bs=65536 status=none 2>/dev/null || true
+snap C/ "$IMGCHAIN_STATE_DIR"
+cp s2 s6
+write_at s6 0 100 six
+expect_exit 1 imgbackup --name p6 C s6
+expect_msg "No space left on device"
+expect_clean_rc
+no_tmp_files C/
+unchanged "a small backup on a full disk"
+expect_exit 0 imgverify -q C
+expect_exit 1 imgbackup --name n1 fs/new s1
+expect_msg "No space left on device"
+[[ ! -e fs/new ]] || fail "a failed first backup left fs/new: $(ls -la fs/new)"
+rm fs/filler2
+
 # ---- space again: both complete ----------------------------------------------------------------
 rm fs/filler
 mv C/imgchain.key key.away
@@ -62,5 +79,6 @@ write_at s5 0 100 five
 expect_exit 0 imgbackup -q --name p5 C s5
 no_tmp_files C/
 restore_cmp C p5 s5
+restore_cmp C p2 s2
 restore_cmp C p3 s3
 expect_exit 0 imgverify -q --data C

@@ -1,10 +1,10 @@
 #!/bin/bash
-# c14-locks.sh (CRYPTO.md case 14): two writers at once and stale locks.  A consolidation stopped
-# inside its run (test hook IMGCHAIN_TEST_STALL_AT) holds the lock: a second consolidation and a
-# backup are refused ("locked by another writer (pid N", exit 1) and change nothing, however long
-# they are retried, and the holder is still alive afterwards (a live lock is never broken).  Killed
-# with SIGKILL, it leaves a stale lock file naming a dead process: the next writer takes the lock
-# and finishes (or rolls back) the interrupted run.  A plain flock holder (any live process) is
+# c14-locks.sh (doc/SECURITY.md case 14): two writers at once and stale locks.  A consolidation
+# stopped inside its run (test hook IMGCHAIN_TEST_STALL_AT) holds the lock: a second consolidation
+# and a backup are refused ("locked by another writer (pid N", exit 1) and change nothing, however
+# long they are retried, and the holder is still alive afterwards (a live lock is never broken).
+# Killed with SIGKILL, it leaves a stale lock file naming a dead process: the next writer takes the
+# lock and finishes (or rolls back) the interrupted run.  A plain flock holder (any live process) is
 # respected the same way.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate flock
@@ -15,7 +15,7 @@ mv C/imgchain.key key.away
 IMGCHAIN_TEST_STALL_AT=written PATH=$HOOKS_PATH env -u IMGCHAIN_PASSPHRASE \
 	imgconsolidate -q --merge p1..p2 C 2>stall.err &
 first=$!
-cleanup_fn kill_quiet $first
+cleanup_fn kill_quiet $first KILL
 for ((i = 0; i < 600; i++)); do
 	grep -q "stalled at written" stall.err && break
 	kill -0 $first 2>/dev/null || fail "the first consolidation ended: $(cat stall.err)"
@@ -50,7 +50,7 @@ fresh
 # (the subshell becomes the sleep that holds the lock: $! is the holder)
 (exec 9>>C/lock && flock 9 && exec sleep 60) &
 holder=$!
-cleanup_fn kill_quiet $holder
+cleanup_fn kill_quiet $holder KILL
 for ((i = 0; i < 200; i++)); do
 	flock -n C/lock true 2>/dev/null || break
 	sleep 0.05

@@ -1,8 +1,8 @@
 #!/bin/bash
-# c15-nonce.sh (CRYPTO.md case 15): encrypting the same block twice gives different ciphertexts.
-# The same source backed up twice as fulls of one chain, two equal blocks inside one image, and
-# the same source in a second chain with the same passphrase: every record has its own nonce and
-# ciphertext, and the change digests do not reveal equality either.
+# c15-nonce.sh (doc/SECURITY.md case 15): encrypting the same block twice gives different
+# ciphertexts.  The same source backed up twice as fulls of one chain, two equal blocks inside one
+# image, and the same source in a second chain with the same passphrase: every record has its own
+# nonce and ciphertext, and the change digests do not reveal equality either.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
 

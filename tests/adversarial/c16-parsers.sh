@@ -1,13 +1,13 @@
 #!/bin/bash
-# c16-parsers.sh (CRYPTO.md case 16): a deterministic (seeded) mutation sweep over every parser
-# input of a real chain: the key file, an image's fixed header, its current slot, its index, its
-# records, and a changed-blocks file.  Half of the binary variants have their checksums fixed
-# (so that they reach the field checks and the crypto), half not.  Every run must end by itself
-# with a documented exit code and a message naming the file (never a signal, a hang, a sanitizer
-# report); a variant that keyless checks accept must be refused with the key unless only fields
-# that neither carry nor protect data changed; a refused run changes nothing.  The coverage-guided
-# fuzzers (tests/fuzz/fuzz_*.c, run by the CI fuzz phase under ASan+UBSan) take these parsers
-# much further; this sweep runs in every `make check`, the asan phase included.
+# c16-parsers.sh (doc/SECURITY.md case 16): a deterministic (seeded) mutation sweep over every
+# parser input of a real chain: the key file, an image's fixed header, its current slot, its index,
+# its records, and a changed-blocks file.  Half of the binary variants have their checksums fixed
+# (so that they reach the field checks and the crypto), half not.  Every run must end by itself with
+# a documented exit code and a message naming the file (never a signal, a hang, a sanitizer report);
+# a variant that keyless checks accept must be refused with the key unless only fields that neither
+# carry nor protect data changed; a refused run changes nothing.  The coverage-guided fuzzers
+# (tests/fuzz/fuzz_*.c, run by the CI fuzz phase under ASan+UBSan) take these parsers much further;
+# this sweep runs in every `make check`, the asan phase included.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires timeout
 make_chain
@@ -47,7 +47,7 @@ def fix_index(buf, entries):
         at = ioff + 64 * e
         struct.pack_into("<Q", buf, at + 56, icimg.xxh64(buf[at:at + 56]))
     buf[soff + 80:soff + 96] = icimg.xxh128(buf[ioff:ioff + 64 * icount])
-    struct.pack_into("<Q", buf, soff + 504, icimg.xxh64(buf[soff:soff + 504]))
+    icimg.slot_rehash(buf, soff)
 
 def emit(kind, n, buf, fixed, where):
     name = "%s-%02d" % (kind, n)
@@ -58,23 +58,23 @@ def emit(kind, n, buf, fixed, where):
 for n in range(16):                      # the key file
     b = bytearray(key)
     fixed = n % 2 == 0
-    w = mutate(b, 0, 1112 if fixed else 1120, 1 + n % 3)
+    w = mutate(b, 0, icimg.KEY_HASH_OFF if fixed else icimg.KEY_SIZE, 1 + n % 3)
     if fixed:
-        struct.pack_into("<Q", b, 1112, icimg.xxh64(b[:1112]))
+        icimg.key_rehash(b)
     emit("key", n, b, fixed, w)
 for n in range(12):                      # the fixed header
     b = bytearray(raw)
     fixed = n % 4 != 3
     w = mutate(b, 0, 504 if fixed else 512, 1 + n % 2)
     if fixed:
-        struct.pack_into("<Q", b, 504, icimg.xxh64(b[:504]))
+        icimg.header_rehash(b)
     emit("header", n, b, fixed, w)
 for n in range(16):                      # the current slot (offsets inside the slot)
     b = bytearray(raw)
     fixed = n % 4 != 3
     w = mutate(b, soff, soff + (504 if fixed else 512), 1 + n % 2)
     if fixed:
-        struct.pack_into("<Q", b, soff + 504, icimg.xxh64(b[soff:soff + 504]))
+        icimg.slot_rehash(b, soff)
     emit("slot", n, b, fixed, [x - soff for x in w])
 for n in range(20):                      # the index (offsets inside an entry)
     b = bytearray(raw)

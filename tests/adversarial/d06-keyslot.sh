@@ -14,7 +14,7 @@ key_edit()
 import sys, struct, icimg
 p, how = sys.argv[1], sys.argv[2]
 d = bytearray(open(p, "rb").read())
-s0 = 48
+s0 = icimg.key_slot(0)
 if how == "move":
     d[s0 + 128:s0 + 256] = d[s0:s0 + 128]
     d[s0:s0 + 128] = bytes(128)
@@ -34,7 +34,7 @@ elif how == "chain_id":
     d[16] ^= 1
 elif how == "key_check":
     d[32] ^= 1
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(p, "wb").write(d)
 EOF
 }

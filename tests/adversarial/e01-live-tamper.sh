@@ -38,8 +38,8 @@ EOF
 }
 
 # ---- imgmount -----------------------------------------------------------------------------
-if _fuse_ok; then
-	_mount C
+if fuse_usable; then
+	mount_chain C
 	icimg_py "$TESTDIR/mnt/p2/disk.raw" s2 C/00000002.img C/00000001.img "$B" <<'EOF' ||
 import errno, os, subprocess, sys, icimg
 disk, src, new, old, bs = sys.argv[1], open(sys.argv[2], "rb").read(), sys.argv[3], sys.argv[4], int(sys.argv[5])
@@ -80,7 +80,7 @@ EOF
 		}
 	grep -q "restore point 'p2', block 15 .*record checksum mismatch" "$TESTDIR/mount.log" ||
 		fail "imgmount did not log block 15: $(cat "$TESTDIR/mount.log")"
-	_unmount_clean
+	unmount_chain
 	mount_point_eio C p2 "restore point 'p2': .*seal mismatch"
 else
 	echo "note: FUSE not usable here, imgmount case not run"
@@ -94,7 +94,7 @@ write_at s4 0 100 four
 mkfifo cb
 imgbackup -q --parent p2 --name p4 --changed-blocks cb C s4 >backup.out 2>backup.err &
 bpid=$!
-cleanup_fn kill_quiet $bpid
+cleanup_fn kill_quiet $bpid KILL
 exec 3>cb                           # returns once imgbackup opened the list: its parent is checked
 tamper C/00000002.img zero 9
 echo "0 100" >&3

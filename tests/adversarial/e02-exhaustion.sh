@@ -31,11 +31,11 @@ bounded()
 mount_eio_hwm()
 {
 	local kb
-	if ! _fuse_ok; then
+	if ! fuse_usable; then
 		echo "note: FUSE not usable here, imgmount case not run"
 		return 0
 	fi
-	_mount C
+	mount_chain C
 	python3 - "$TESTDIR/mnt/$1/disk.raw" <<'EOF' || fail "mount: '$1' was served"
 import errno, os, sys
 try:
@@ -50,7 +50,7 @@ EOF
 	((kb < MAX_KB)) || fail "imgmount: peak RSS $kb KiB (limit $MAX_KB)"
 	grep -Eq -- "$2" "$TESTDIR/mount.log" ||
 		fail "imgmount's log does not match /$2/: $(cat "$TESTDIR/mount.log")"
-	_unmount_clean
+	unmount_chain
 }
 
 mkrandom_bytes s 1048576 s

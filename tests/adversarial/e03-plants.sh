@@ -163,11 +163,11 @@ for k in "${KINDS[@]}"; do
 done
 
 # a mount skips it, at start and when it appears later (the rescan ends by itself)
-if _fuse_ok; then
+if fuse_usable; then
 	for k in "${KINDS[@]}"; do
 		fresh
 		plant $k C/00000002.img
-		_mount C
+		mount_chain C
 		[[ $(ls "$TESTDIR/mnt" | tr '\n' ' ') == "latest p1 p3 " ]] ||
 			fail "the mount lists $(ls "$TESTDIR/mnt" | tr '\n' ' ') beside $PLANT"
 		cmp -s "$TESTDIR/mnt/p3/disk.raw" s3 || fail "the mount served wrong bytes for p3"
@@ -179,7 +179,7 @@ if _fuse_ok; then
 		grep -Eq "skipping ([^ ]*/)?C/00000007.img: not a regular file \($(kind_re $k)\)" mount.log ||
 			fail "imgmount's rescan did not log $PLANT: $(cat mount.log)"
 		outside_ok "imgmount ($k)"
-		_unmount_clean
+		unmount_chain
 	done
 fi
 
@@ -198,7 +198,7 @@ for k in "${KINDS[@]}"; do
 	named C/imgchain.key $k
 	run 4 imgkey add --passphrase-file pass --new-passphrase-file newpass C
 	named C/imgchain.key $k
-	if _fuse_ok; then
+	if fuse_usable; then
 		mkdir -p mnt
 		run 4 imgmount C mnt
 		named C/imgchain.key $k
@@ -245,7 +245,7 @@ fresh
 printf 'pid 1 on \033]0;owned\007\033[2J here\n' | dd of=C/lock conv=notrunc status=none
 (exec 9<>C/lock && flock 9 && exec sleep 60) &
 holder=$!
-cleanup_fn kill_quiet $holder
+cleanup_fn kill_quiet $holder KILL
 for ((i = 0; i < 200; i++)); do
 	flock -n C/lock true 2>/dev/null || break
 	sleep 0.05
@@ -340,7 +340,7 @@ for k in "${KINDS[@]}"; do
 	named "$IMGCHAIN_STATE_DIR/$sfile" $k
 	run 4 imgbackup -q --name p4 C s2
 	named "$IMGCHAIN_STATE_DIR/$sfile" $k
-	if _fuse_ok; then
+	if fuse_usable; then
 		mkdir -p mnt
 		run 4 imgmount C mnt
 		named "$IMGCHAIN_STATE_DIR/$sfile" $k
@@ -371,22 +371,8 @@ for k in "${KINDS[@]}"; do
 done
 
 # ---- overlay files of a writable mount ----------------------------------------------------------
-_mount_ov()
-{
-	local i
-	mkdir -p "$TESTDIR/mnt"
-	: >"$TESTDIR/mount.log"
-	imgmount -f --overlay "$TESTDIR/ov" C "$TESTDIR/mnt" 2>>"$TESTDIR/mount.log" </dev/null &
-	MOUNT_PID=$!
-	for ((i = 0; i < 400; i++)); do
-		mountpoint -q "$TESTDIR/mnt" && return 0
-		kill -0 "$MOUNT_PID" 2>/dev/null || fail "imgmount died: $(cat "$TESTDIR/mount.log")"
-		sleep 0.05
-	done
-	fail "imgmount not ready after 20 s"
-}
 
-if _fuse_ok; then
+if fuse_usable; then
 	for name in p2/disk.raw.data p2/disk.raw.map p2; do
 		for k in "${KINDS[@]}"; do
 			[[ $name == p2 && $k == dir ]] && continue    # that is what it should be
@@ -395,7 +381,7 @@ if _fuse_ok; then
 			mkdir -p ov/p2
 			plant $k "ov/$name"
 			snap C "$IMGCHAIN_STATE_DIR"
-			_mount_ov
+			mount_chain C --overlay "$TESTDIR/ov"
 			timeout -s KILL 30 python3 - "$TESTDIR/mnt/p2/disk.raw" <<'EOF' ||
 import os, sys
 try:
@@ -415,7 +401,7 @@ EOF
 					fail "imgmount did not log the plant ov/$name: $(cat mount.log)"
 			fi
 			cmp -s "$TESTDIR/mnt/p3/disk.raw" s3 || fail "p3 not served beside the plant"
-			_unmount_clean
+			unmount_chain
 			unchanged "imgmount --overlay with ov/$name ($k)"
 			outside_ok "imgmount --overlay, ov/$name ($k)"
 		done

@@ -80,7 +80,7 @@ _pool
 cat .pool .pool .pool .pool .pool .pool >big    # 24 MiB, slow at level 19 on one thread
 imgbackup -q --threads 1 --level 19 --name late C big 2>late.err &
 BACKUP=$!
-cleanup_fn kill_quiet $BACKUP
+cleanup_fn kill_quiet $BACKUP KILL
 for ((i = 0; i < 3000; i++)); do
 	[[ -n $(find C -name ".tmp-4-$BACKUP.img" -size +256k) ]] && break
 	kill -0 $BACKUP 2>/dev/null || fail "the backup ended too early: $(cat late.err)"

@@ -9,38 +9,18 @@
 # overlay of version 1 (before the binding: only the size recorded) is refused the same way.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 requires imgconsolidate imgmount sha256sum
-_fuse_ok || skip "FUSE is not usable here"
+fuse_usable || skip "FUSE is not usable here"
 make_chain
 
 OV=$TESTDIR/overlay
 MSG_OFF=$((5 * B + 123))
 
-# mount_ov: imgmount -f --overlay $OV C mnt, as adv-lib's _mount
-mount_ov()
-{
-	local i
-	mkdir -p "$TESTDIR/mnt"
-	: >"$TESTDIR/mount.log"
-	imgmount -f --overlay "$OV" C "$TESTDIR/mnt" 2>>"$TESTDIR/mount.log" </dev/null &
-	MOUNT_PID=$!
-	for ((i = 0; i < 400; i++)); do
-		mountpoint -q "$TESTDIR/mnt" && return 0
-		if ! kill -0 "$MOUNT_PID" 2>/dev/null; then
-			wait "$MOUNT_PID" || true
-			MOUNT_PID=
-			fail "imgmount died before mounting: $(cat "$TESTDIR/mount.log")"
-		fi
-		sleep 0.05
-	done
-	fail "imgmount not ready after 20 s"
-}
-
 # 1. a write into p2 through the overlay; expected: s2 with those bytes
-mount_ov
+mount_chain C --overlay "$OV"
 printf 'written into the first p2' |
 	dd of="$TESTDIR/mnt/p2/disk.raw" bs=1 seek=$MSG_OFF conv=notrunc,fsync status=none ||
 	fail "write into p2 through the overlay"
-_unmount_clean
+unmount_chain
 cp s2 s2w
 printf 'written into the first p2' | dd of=s2w bs=1 seek=$MSG_OFF conv=notrunc status=none
 [[ -f $OV/p2/disk.raw.map && -f $OV/p2/disk.raw.data ]] || fail "no overlay files for p2"
@@ -48,10 +28,10 @@ printf 'written into the first p2' | dd of=s2w bs=1 seek=$MSG_OFF conv=notrunc s
 # 2. the positive case: p1 merged into p2 keeps p2's content and seal: the overlay applies
 expect_exit 0 env -u IMGCHAIN_PASSPHRASE imgconsolidate -q --merge p1..p2 C
 snap "$OV"
-mount_ov
+mount_chain C --overlay "$OV"
 cmp "$TESTDIR/mnt/p2/disk.raw" s2w || fail "the overlay of p2 was lost by a merge that kept p2"
 ! grep -q "not applied" "$TESTDIR/mount.log" || fail "overlay refused after a merge that kept p2: $(cat "$TESTDIR/mount.log")"
-_unmount_clean
+unmount_chain
 unchanged "a mount reading the overlay"
 
 # 3. p2 merged away (into p4), a new point named p2 with other bytes of the same size
@@ -63,7 +43,7 @@ write_at s5 $((11 * B + 7)) 5000 five11
 expect_exit 0 imgbackup -q --name p2 C s5
 restore_cmp C p2 s5
 snap "$OV/p2"
-mount_ov
+mount_chain C --overlay "$OV"
 cmp "$TESTDIR/mnt/p2/disk.raw" s5 || fail "the new p2 does not read its own bytes"
 cmp "$TESTDIR/mnt/p2/disk-flat.vmdk" s5 || fail "the new p2's flat VMDK does not read its own bytes"
 python3 - "$TESTDIR/mnt/p2/disk.raw" <<'EOF' || fail "the new p2 was writable over the old overlay"
@@ -84,7 +64,7 @@ re="[^ ]*/overlay/p2/disk\.raw\.map: overlay made on restore point 'p2' \(seq 2,
 grep -Eq -- "$re" "$TESTDIR/mount.log" || fail "no refusal message: $(cat "$TESTDIR/mount.log")"
 (($(grep -c "not applied" "$TESTDIR/mount.log") == 1)) ||
 	fail "the refusal was not logged exactly once: $(cat "$TESTDIR/mount.log")"
-_unmount_clean
+unmount_chain
 unchanged "the refused overlay"
 
 # 4. an overlay of version 1 (made before overlays were bound: only the size recorded) on
@@ -105,12 +85,12 @@ assert n, "no header in %s" % path
 open(path, "r+b").write(m)
 EOF
 snap "$OV"
-mount_ov
+mount_chain C --overlay "$OV"
 cmp "$TESTDIR/mnt/p4/disk.raw" s2 || fail "p4 does not read its own bytes beside a version 1 overlay"
 ! (printf y | dd of="$TESTDIR/mnt/p4/disk.raw" bs=1 seek=10 conv=notrunc status=none) 2>/dev/null ||
 	fail "p4 was writable over a version 1 overlay"
 re="[^ ]*/overlay/p4/disk\.raw\.map: overlay of version 1, which does not record what it was made on: refused for restore point 'p4' \(seq 4, seal [0-9a-f]{16}\): not applied, 'p4' is served read-only"
 grep -Eq -- "$re" "$TESTDIR/mount.log" || fail "no refusal of the version 1 overlay: $(cat "$TESTDIR/mount.log")"
-_unmount_clean
+unmount_chain
 unchanged "the refused version 1 overlay"
 echo "PASS: e06-overlay-binding"

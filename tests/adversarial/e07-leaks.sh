@@ -61,18 +61,13 @@ dumpable_run imginfo C
 dumpable_run imgbackup -q --name p4 --parent p2 C s2
 dumpable_run imgconsolidate -q --merge p2..p4 C
 dumpable_run imgkey list C
-if _fuse_ok; then
-	mkdir -p mnt
+if fuse_usable; then
 	: >"$dlog"
-	IMGCHAIN_DUMPABLE_LOG=$dlog LD_PRELOAD=$shim \
-		ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
-		imgmount -f C "$TESTDIR/mnt" 2>"$TESTDIR/mount.log" </dev/null &
-	MOUNT_PID=$!
-	for ((i = 0; i < 400; i++)); do
-		mountpoint -q mnt && break
-		kill -0 $MOUNT_PID 2>/dev/null || fail "imgmount died: $(cat "$TESTDIR/mount.log")"
-		sleep 0.05
-	done
+	# the shim is preloaded into the daemon only (MOUNT_ENV), not into the helpers that wait
+	MOUNT_ENV=(IMGCHAIN_DUMPABLE_LOG="$dlog" LD_PRELOAD="$shim"
+		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0")
+	mount_chain C
+	MOUNT_ENV=()
 	cmp mnt/p4/disk.raw s2 || fail "the mount does not serve p4"
 	# the block cache's slabs (4 MiB anonymous mappings) are excluded from dumps ("dd")
 	python3 - /proc/$MOUNT_PID/smaps <<'EOF' || fail "the cache's slabs are not excluded from dumps"
@@ -91,7 +86,7 @@ assert slabs, "no 4 MiB anonymous mapping"
 bad = [m["head"] for m in slabs if "dd" not in m["flags"]]
 assert not bad, "dumpable: %s" % bad
 EOF
-	_unmount_clean
+	unmount_chain
 	grep -q "^imgmount [0-9]* dumpable=0$" "$dlog" || fail "the mount daemon is dumpable: $(cat "$dlog")"
 else
 	echo "note: FUSE not usable here, the daemon's dumpable flag not checked"
@@ -106,8 +101,8 @@ i = icimg.Image(sys.argv[1])
 i.slot["created"] = 1234567890
 i.write_slot()
 EOF
-if _fuse_ok; then
-	_mount C
+if fuse_usable; then
+	mount_chain C
 	python3 - mnt/p2 mnt/p3 <<'EOF' || fail "metadata of a point whose seal fails was shown"
 import errno, json, os, sys
 bad, good = sys.argv[1], sys.argv[2]
@@ -126,7 +121,7 @@ assert b"disk-flat.vmdk" in desc, desc
 EOF
 	grep -Eq "restore point 'p2': .*seal mismatch" "$TESTDIR/mount.log" ||
 		fail "no seal mismatch logged: $(cat "$TESTDIR/mount.log")"
-	_unmount_clean
+	unmount_chain
 else
 	echo "note: FUSE not usable here, metadata files not checked"
 fi

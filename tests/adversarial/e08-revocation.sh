@@ -107,15 +107,15 @@ grep -q "'p3'" "$TESTDIR/last.out" && fail "p3 is reported gone"
 restore_cmp C p3 s3
 
 # ---- 4. the mount daemon forgets IMGCHAIN_PASSPHRASE ----
-if _fuse_ok; then
-	_mount C
+if fuse_usable; then
+	mount_chain C
 	[[ -r /proc/$MOUNT_PID/environ ]] || fail "no /proc/$MOUNT_PID/environ"
 	if tr '\0' '\n' <"/proc/$MOUNT_PID/environ" | grep -q "IMGCHAIN_PASSPHRASE\|$IMGCHAIN_PASSPHRASE"; then
 		fail "the mount daemon's environment still holds the passphrase"
 	fi
 	tr '\0' '\n' <"/proc/$MOUNT_PID/environ" | grep -q "^IMGCHAIN_STATE_DIR=" ||
 		fail "the check reads the wrong process (no IMGCHAIN_STATE_DIR in its environment)"
-	_unmount_clean
+	unmount_chain
 else
 	echo "note: FUSE not usable here, the daemon's environment not checked"
 fi

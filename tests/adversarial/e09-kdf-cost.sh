@@ -25,8 +25,8 @@ key_slots()
 import ctypes, ctypes.util, os, struct, sys, icimg
 p, how = sys.argv[1], sys.argv[2]
 d = bytearray(open(p, "rb").read())
-assert len(d) == 1120
-def slot(i): return 48 + 128 * i
+assert len(d) == icimg.KEY_SIZE
+slot = icimg.key_slot
 def hostile(i):
     o = slot(i)
     if not struct.unpack_from("<I", d, o)[0]:
@@ -70,7 +70,7 @@ elif how == "genuine":
         ad(0, ops, mem, salt), 64, None, nonce, kek(ops, mem, salt)) == 0
     struct.pack_into("<QQ", d, o + 8, ops, mem)
     d[o + 24:o + 40], d[o + 40:o + 64], d[o + 64:o + 112] = salt, nonce, c.raw
-struct.pack_into("<Q", d, 1112, icimg.xxh64(d[:1112]))
+icimg.key_rehash(d)
 open(p, "wb").write(d)
 EOF2
 }

@@ -1,6 +1,7 @@
-# adversarial tests (automake fragment included by Makefile.am): CRYPTO.md's adversarial and fault
-# cases 1-16 (cNN-*.sh) and the cases the format's design adds (dNN-*.sh); doc/SECURITY.md's
-# table names them.  adv-lib.sh is their shared setup, sourced, not a test.
+# adversarial tests (automake fragment included by Makefile.am): cNN-*.sh is case NN (1-16) of
+# the threat table of doc/SECURITY.md, the one test of that case; dNN-*.sh and eNN-*.sh are the
+# cases the format's design and later reviews add (the same table names them).  adv-lib.sh is
+# their shared setup, sourced, not a test.
 SH_TESTS += \
 	tests/adversarial/rollback.sh \
 	tests/adversarial/c01-bitflip.sh \

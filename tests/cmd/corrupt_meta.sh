@@ -1,6 +1,6 @@
 #!/bin/bash
 # corrupt_meta.sh: a flipped bit in an image's fixed header, its current slot or its index, and
-# absurd values behind correct checksums (CRYPTO.md cases 7 and 10), are rejected before use:
+# absurd values behind correct checksums (doc/SECURITY.md cases 7 and 10), are rejected before use:
 # imgverify reports the file and the cause with exit 4 and does not crash; imginfo flags a bad
 # header or slot; restoring the damaged point fails with exit 4 and no DEST; other points restore.
 source "${top_srcdir:-.}/tests/lib/functions.sh"

@@ -7,11 +7,7 @@ SH_TESTS += \
 	tests/cmd/imginfo.sh \
 	tests/cmd/bad_input.sh \
 	tests/cmd/source_shrinks.sh \
-	tests/cmd/corrupt_truncated.sh \
-	tests/cmd/corrupt_record.sh \
 	tests/cmd/corrupt_meta.sh \
 	tests/cmd/verify.sh \
 	tests/cmd/changed_blocks.sh \
-	tests/cmd/blockdev.sh \
-	tests/cmd/diskfull.sh \
-	tests/cmd/killed_backup.sh
+	tests/cmd/blockdev.sh

@@ -1,8 +1,8 @@
 #!/bin/bash
 # verify.sh: a clean chain verifies keyless and with --data (the summary lines, --quiet), and
-# NAME restricts the check to the point and its ancestors.  The tampering cases of CRYPTO.md
-# (a position changed, records swapped, an older block, a transplanted record, nonces) are
-# tests/adversarial/c02-c05 and c15, which assert more of each.
+# NAME restricts the check to the point and its ancestors.  The tampering cases of doc/SECURITY.md
+# (cases 2-5 and 15: a position changed, records swapped, an older block, a transplanted record,
+# nonces) are tests/adversarial/c02-c05 and c15, which assert more of each.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgverify
 

@@ -6,11 +6,11 @@
 #   make_small_chain           the same shape from 8 MiB of generated data, 4 KiB blocks (fast)
 #   keyless ARGS...            run imgconsolidate with the key file out of reach and no
 #                              passphrase in the environment; sets $RC, output in last.out/err
-#   check_points NAME...       each restores byte-identical to $SRC/NAME; imgverify --data passes
+#   restore_points NAME...     each restores byte-identical to $SRC/NAME
+#   check_points NAME...       the same, and imgverify --data passes
 #   point_names                the chain's point names, sorted, on one line
 #   point_field NAME FIELD     a field of imginfo --json for point NAME (kind, parent, ...)
 #   alloc_kib                  KiB allocated to the chain's files
-#   kill_quiet PID             kill, ignoring a process already gone (for cleanup_fn)
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 
 requires imgbackup imgrestore imgverify imgconsolidate cmp
@@ -103,15 +103,22 @@ keyless_expect()
 	fi
 }
 
-check_points()
+# restore_points NAME...: each restores byte-identical to $SRC/NAME (failures name $WHAT if set)
+restore_points()
 {
 	local n
 	for n in "$@"; do
 		rm -f "$TESTDIR/out"
-		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "restore of '$n' failed"
-		cmp -s "$TESTDIR/out" "$SRC/$n" || fail "'$n' does not restore byte-identical"
+		imgrestore -q "$CHAIN" "$n" "$TESTDIR/out" || fail "${WHAT:+$WHAT: }restore of '$n' failed"
+		cmp -s "$TESTDIR/out" "$SRC/$n" ||
+			fail "${WHAT:+$WHAT: }'$n' does not restore byte-identical"
 	done
 	rm -f "$TESTDIR/out"
+}
+
+check_points()
+{
+	restore_points "$@"
 	imgverify -q --data "$CHAIN" || fail "imgverify --data failed"
 }
 
@@ -129,7 +136,5 @@ point_field()
 	python3 -c 'import json,sys; print([p for p in json.load(open(sys.argv[1]))["points"] if p["name"] == sys.argv[2]][0][sys.argv[3]])' \
 		"$TESTDIR/.pn.json" "$1" "$2"
 }
-
-kill_quiet() { kill "$1" 2>/dev/null || true; }
 
 alloc_kib() { du -sk "$CHAIN" | cut -f1; }

@@ -2,7 +2,6 @@
 SH_TESTS += \
 	tests/consolidate/merge.sh \
 	tests/consolidate/retention.sh \
-	tests/consolidate/crash.sh \
 	tests/consolidate/enospc.sh \
 	tests/consolidate/corrupt.sh \
 	tests/consolidate/lock.sh \

@@ -3,23 +3,10 @@
 # opened the points' disks before, read correct bytes throughout; the hole punching waits
 # for the mount (it holds the images' reader locks) and a later run does it.
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
-requires imgmount fusermount3 mountpoint
-[[ -c /dev/fuse && -r /dev/fuse ]] || skip "/dev/fuse is not usable"
+fuse_usable || skip "FUSE is not usable here"
 make_small_chain
 ALL="p00 p01 p02 p03 p04 p05 p06 p07 p08 p09 p10 br"
-MNT=$TESTDIR/mnt
-mkdir "$MNT"
-imgmount -f -o ro "$CHAIN" "$MNT" 2>"$TESTDIR/mount.log" &
-MPID=$!
-unmount() { fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true; }
-cleanup_fn kill_quiet "$MPID"
-cleanup_fn unmount
-for _ in $(seq 200); do
-	mountpoint -q "$MNT" && break
-	kill -0 "$MPID" 2>/dev/null || fail "imgmount died: $(cat "$TESTDIR/mount.log")"
-	sleep 0.05
-done
-mountpoint -q "$MNT" || fail "imgmount not ready"
+mount_chain "$CHAIN" -o ro
 
 # readers: every point's disk.raw opened now, read at random until told to stop
 python3 - "$MNT" "$SRC" "$TESTDIR/stop" $ALL >"$TESTDIR/readers.out" 2>&1 <<'PY' &
@@ -58,8 +45,7 @@ keyless_expect 0 --keep-last 3 "$CHAIN"
 touch "$TESTDIR/stop"
 wait "$READERS" || fail "a reader saw wrong bytes: $(cat "$TESTDIR/readers.out")"
 cat "$TESTDIR/readers.out"
-unmount
-wait "$MPID" || true
+unmount_chain
 # the mount is gone: the waiting punches are done
 [[ -e $CHAIN/journal ]] || fail "no pending punch was recorded"
 keyless_expect 0 --keep-last 1000 "$CHAIN"

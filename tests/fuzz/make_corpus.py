@@ -3,6 +3,10 @@
 usage: make_corpus.py GOLDEN_DIR... OUT_DIR"""
 import os, struct, sys
 
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'lib'))
+import icimg    # tests/lib/icimg.py: the image layout, read once for the tests and this
+
 goldens, out = sys.argv[1:-1], sys.argv[-1]
 def put(target, name, data):
     d = os.path.join(out, target)
@@ -17,24 +21,19 @@ for golden in goldens:
     imgs = sorted(f for f in os.listdir(golden) if f.endswith('.img'))
     blobs = [open(os.path.join(golden, f), 'rb').read() for f in imgs]
     for name, b in zip(imgs, blobs):
+        img = icimg.Image(os.path.join(golden, name))
         name = '%s-%s' % (tag, name)
-        version = struct.unpack_from('<I', b, 8)[0]
-        put('fuzz_header', name, b[:4096])
+        put('fuzz_header', name, b[:icimg.HEADER_SIZE])
         put('fuzz_chain', name, b)
         # records: entry fields + record bytes, in fuzz_record's layout (byte 15: bit 0 the
         # version, v2's point id above it, truncated: the AEAD fails, the paths are reached)
-        slot = b[1024:1536]
-        io, n = struct.unpack_from('<QQ', slot, 40)
-        for i in range(min(n, 8)):
-            pos, off, slen, plen, origin, kind = struct.unpack_from('<QQIIIH', b, io + 64 * i)
-            if kind == 0:
+        for i, e in enumerate(img.entries[:8]):
+            if e['kind'] == icimg.ZERO:
                 continue
-            if version == 1:
-                sel = 0
-            else:
-                sel = 1 | ((struct.unpack_from('<Q', b, io + 64 * i + 56)[0] & 0x7f) << 1)
-            head = struct.pack('<IIHI', slen, plen, kind, origin) + bytes([pos & 0xff, sel])
-            put('fuzz_record', '%s-%d' % (name, i), head + b[off:off + slen])
+            sel = 0 if img.version == 1 else 1 | ((e['origin_id'] & 0x7f) << 1)
+            head = struct.pack('<IIHI', e['stored_len'], e['plain_len'], e['kind'],
+                               e['origin']) + bytes([e['pos'] & 0xff, sel])
+            put('fuzz_record', '%s-%d' % (name, i), head + e['record'])
     put('fuzz_chain', '%s-all' % tag, b'\n--8<--\n'.join(blobs))
 put('fuzz_changed', 'simple', b'0 65536\n131072 4096\n# comment\n\n  8192\t100\n')
 put('fuzz_changed', 'hex', b'0x1000 0x2000\n')

@@ -7,27 +7,15 @@
 # Boot disk: boots under qemu (TCG) showing its marker, shows a new marker after
 # bootdisk_set_marker, leaves the disk alone with snapshot=on, and records writable boots.
 # Exit 77 (skip) when a tool is missing or no kernel can be had; the reason goes to stderr.
-set -euo pipefail
-
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "${top_srcdir:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}/tests/lib/functions.sh"
 # shellcheck source=tests/lib/mkdisk.sh
-. "$here/mkdisk.sh"
+. "$top_srcdir/tests/lib/mkdisk.sh"
 # shellcheck source=tests/lib/mkbootdisk.sh
-. "$here/mkbootdisk.sh"
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-skip() { echo "SKIP: $*" >&2; exit 77; }
-requires() {
-	local t
-	for t in "$@"; do
-		command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/deps.txt)"
-	done
-}
+. "$top_srcdir/tests/lib/mkbootdisk.sh"
 
 requires sfdisk mkfs.ext4 debugfs e2fsck mkfs.fat fsck.fat mcopy mdir python3 cmp awk
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/selftest_disks.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+tmp=$TESTDIR
 
 BLOCK=65536
 

@@ -29,64 +29,13 @@ export BOOTDISK_TIMEOUT=${BOOTDISK_TIMEOUT:-90}
 
 T0=$SECONDS
 CHAIN=$TESTDIR/chain
-MNT=$TESTDIR/mnt
 OV=$TESTDIR/overlay
-LOG=$TESTDIR/mount.log
-MOUNT_PID=
 mkdir -p "$MNT"
-: >"$LOG"
-
-die() {
-	echo "--- imgmount log:" >&2
-	sed 's/^/  /' "$LOG" >&2
-	fail "$*"
-}
-
-# Always unmount and reap the daemon, whatever happened.
-boot_cleanup() {
-	if mountpoint -q "$MNT" 2>/dev/null || grep -qF " $MNT " /proc/self/mounts 2>/dev/null; then
-		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
-	fi
-	if [[ -n $MOUNT_PID ]]; then
-		kill "$MOUNT_PID" 2>/dev/null || true
-		wait "$MOUNT_PID" 2>/dev/null || true
-	fi
-}
-cleanup_fn boot_cleanup
-
-# mnt_up [imgmount options...]: mount $CHAIN on $MNT (foreground daemon in our background),
-# ready once `mountpoint -q` says so; fails as soon as the daemon dies.
-mnt_up() {
-	echo "--- imgmount $*" >>"$LOG"
-	imgmount -f "$@" "$CHAIN" "$MNT" 2>>"$LOG" &
-	MOUNT_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		mountpoint -q "$MNT" && return 0
-		if ! kill -0 "$MOUNT_PID" 2>/dev/null; then
-			local rc=0
-			wait "$MOUNT_PID" || rc=$?
-			MOUNT_PID=
-			die "imgmount $* died before mounting (exit $rc)"
-		fi
-		sleep 0.05
-	done
-	die "imgmount $* not ready after 15 s"
-}
-
-mnt_down() {
-	fusermount3 -u "$MNT" || die "fusermount3 -u failed"
-	local rc=0
-	wait "$MOUNT_PID" || rc=$?
-	MOUNT_PID=
-	((rc == 0)) || die "imgmount exited with status $rc after fusermount3 -u"
-	! mountpoint -q "$MNT" || die "still mounted after fusermount3 -u"
-}
 
 check_chain() {
 	sha_tree "$CHAIN" >"$TESTDIR/chain.now"
 	cmp -s "$TESTDIR/chain.sha" "$TESTDIR/chain.now" ||
-		{ diff "$TESTDIR/chain.sha" "$TESTDIR/chain.now" >&2 || true; die "chain files changed ($1)"; }
+		{ diff "$TESTDIR/chain.sha" "$TESTDIR/chain.now" >&2 || true; fail "chain files changed ($1)"; }
 }
 
 # boot NAME POINT FILE EXPECTED_MARKER EXPECTED_WRITE [DRIVE_OPT...]: boot $MNT/POINT/FILE as a
@@ -96,13 +45,13 @@ boot() {
 	shift 5
 	out=$(BOOTDISK_LOG=$TESTDIR/console-$name.log bootdisk_boot "$MNT/$point/$file" vmdk "$@") || {
 		[[ -f $TESTDIR/console-$name.log ]] && tail -n 30 "$TESTDIR/console-$name.log" >&2
-		die "$name: $point/$file did not boot"
+		fail "$name: $point/$file did not boot"
 	}
-	[[ $out == "IMGCHAIN-MARKER: $marker" ]] || die "$name: $point/$file printed '$out', expected marker '$marker'"
+	[[ $out == "IMGCHAIN-MARKER: $marker" ]] || fail "$name: $point/$file printed '$out', expected marker '$marker'"
 	grep -aq "IMGCHAIN-GUEST-WRITE: $write\$" "$TESTDIR/console-$name.log" ||
-		die "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write': $(grep -a 'IMGCHAIN-' "$TESTDIR/console-$name.log" | tr '\n' ' ')"
+		fail "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write': $(grep -a 'IMGCHAIN-' "$TESTDIR/console-$name.log" | tr '\n' ' ')"
 	! grep -aq 'IMGCHAIN-ERROR' "$TESTDIR/console-$name.log" ||
-		die "$name: guest error: $(grep -a IMGCHAIN-ERROR "$TESTDIR/console-$name.log" | tr '\n' ' ')"
+		fail "$name: guest error: $(grep -a IMGCHAIN-ERROR "$TESTDIR/console-$name.log" | tr '\n' ' ')"
 	echo "boot.sh: $name: $point/$file ${*:-writable} -> $out ($((SECONDS - s)) s)"
 }
 
@@ -122,57 +71,57 @@ sha_tree "$CHAIN" >"$TESTDIR/chain.sha"
 [[ -s $TESTDIR/chain.sha ]] || fail "the chain has no files"
 
 # ---- 1. read-only mount, snapshot=on boots of both points, both VMDK flavours ---------------
-mnt_up
-[[ -d $MNT/pa && -d $MNT/pb ]] || die "mount lists: $(ls "$MNT" | tr '\n' ' ')"
-[[ $(readlink "$MNT/latest") == pb ]] || die "latest -> $(readlink "$MNT/latest")"
+mount_chain "$CHAIN"
+[[ -d $MNT/pa && -d $MNT/pb ]] || fail "mount lists: $(ls "$MNT" | tr '\n' ' ')"
+[[ $(readlink "$MNT/latest") == pb ]] || fail "latest -> $(readlink "$MNT/latest")"
 boot ro-a-vmdk pa disk.vmdk "$MA" "ok 1" snapshot=on
 boot ro-a-sparse pa disk-sparse.vmdk "$MA" "ok 1" snapshot=on
 boot ro-b-vmdk pb disk.vmdk "$MB" "ok 1" snapshot=on
 boot ro-b-sparse pb disk-sparse.vmdk "$MB" "ok 1" snapshot=on
 # The guests wrote into qemu's temporary snapshot only.
-cmp "$MNT/pa/disk.raw" srcA.raw || die "pa/disk.raw differs from point A's source after the boots"
-cmp "$MNT/pb/disk.raw" srcB.raw || die "pb/disk.raw differs from point B's source after the boots"
-mnt_down
+cmp "$MNT/pa/disk.raw" srcA.raw || fail "pa/disk.raw differs from point A's source after the boots"
+cmp "$MNT/pb/disk.raw" srcB.raw || fail "pb/disk.raw differs from point B's source after the boots"
+unmount_chain
 check_chain "read-only boots"
 
 # ---- 2. writable boots through --overlay ------------------------------------------------------
-mnt_up --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 boot rw-a-vmdk pa disk.vmdk "$MA" "ok 1"
 boot rw-b-sparse pb disk-sparse.vmdk "$MB" "ok 1"
-mnt_down
+unmount_chain
 check_chain "writable boots"
-[[ -n $(find "$OV" -type f -size +0 -print -quit) ]] || die "the overlay directory $OV holds no data"
+[[ -n $(find "$OV" -type f -size +0 -print -quit) ]] || fail "the overlay directory $OV holds no data"
 
 # ---- 3. remount with the same overlay: the guests' writes are back ---------------------------
-mnt_up --overlay "$OV"
-cp "$MNT/pa/disk.raw" a-after.raw || die "cannot copy pa/disk.raw"
-gl=$(bootdisk_read_guest_write a-after.raw) || die "pa/disk.raw has no GUEST.LOG after the remount"
-[[ $(tr -d '\r' <<<"$gl") == "boot 1 marker $MA" ]] || die "pa GUEST.LOG: '$gl'"
+mount_chain "$CHAIN" --overlay "$OV"
+cp "$MNT/pa/disk.raw" a-after.raw || fail "cannot copy pa/disk.raw"
+gl=$(bootdisk_read_guest_write a-after.raw) || fail "pa/disk.raw has no GUEST.LOG after the remount"
+[[ $(tr -d '\r' <<<"$gl") == "boot 1 marker $MA" ]] || fail "pa GUEST.LOG: '$gl'"
 # disk-flat.vmdk is the same disk as disk.raw
-cmp "$MNT/pa/disk-flat.vmdk" a-after.raw || die "pa/disk-flat.vmdk differs from pa/disk.raw under the overlay"
-qemu-img convert -f vmdk -O raw "$MNT/pb/disk-sparse.vmdk" b-after.raw || die "cannot convert pb/disk-sparse.vmdk"
-gl=$(bootdisk_read_guest_write b-after.raw) || die "pb/disk-sparse.vmdk has no GUEST.LOG after the remount"
-[[ $(tr -d '\r' <<<"$gl") == "boot 1 marker $MB" ]] || die "pb GUEST.LOG: '$gl'"
-qemu-img check -f vmdk "$MNT/pb/disk-sparse.vmdk" >/dev/null || die "qemu-img check of the written pb/disk-sparse.vmdk"
+cmp "$MNT/pa/disk-flat.vmdk" a-after.raw || fail "pa/disk-flat.vmdk differs from pa/disk.raw under the overlay"
+qemu-img convert -f vmdk -O raw "$MNT/pb/disk-sparse.vmdk" b-after.raw || fail "cannot convert pb/disk-sparse.vmdk"
+gl=$(bootdisk_read_guest_write b-after.raw) || fail "pb/disk-sparse.vmdk has no GUEST.LOG after the remount"
+[[ $(tr -d '\r' <<<"$gl") == "boot 1 marker $MB" ]] || fail "pb GUEST.LOG: '$gl'"
+qemu-img check -f vmdk "$MNT/pb/disk-sparse.vmdk" >/dev/null || fail "qemu-img check of the written pb/disk-sparse.vmdk"
 # Outside the FAT partition (MBR, syslinux boot code, the 1 MiB tail) the guest wrote nothing:
 # those bytes are still the backup's.
 fat_end=$((64 * 1048576 - 1048576))
 for f in a-after.raw:srcA.raw b-after.raw:srcB.raw; do
-	cmp -n 512 "${f%%:*}" "${f#*:}" || die "${f%%:*}: the MBR changed"
-	cmp -i "$fat_end:$fat_end" "${f%%:*}" "${f#*:}" || die "${f%%:*}: the disk tail changed"
+	cmp -n 512 "${f%%:*}" "${f#*:}" || fail "${f%%:*}: the MBR changed"
+	cmp -i "$fat_end:$fat_end" "${f%%:*}" "${f#*:}" || fail "${f%%:*}: the disk tail changed"
 done
-cmp -s a-after.raw srcA.raw && die "pa/disk.raw shows no write at all"
+cmp -s a-after.raw srcA.raw && fail "pa/disk.raw shows no write at all"
 # the guest sees its earlier write: its log now gets a second line
 boot rw-a-again pa disk.vmdk "$MA" "ok 2"
-mnt_down
+unmount_chain
 check_chain "remount"
 
 # ---- 4. read-only again: the backups as they were ------------------------------------------
-mnt_up
-cmp "$MNT/pa/disk.raw" srcA.raw || die "read-only mount: pa/disk.raw is not point A's backup"
-cmp "$MNT/pb/disk.raw" srcB.raw || die "read-only mount: pb/disk.raw is not point B's backup"
+mount_chain "$CHAIN"
+cmp "$MNT/pa/disk.raw" srcA.raw || fail "read-only mount: pa/disk.raw is not point A's backup"
+cmp "$MNT/pb/disk.raw" srcB.raw || fail "read-only mount: pb/disk.raw is not point B's backup"
 qemu-img compare -f raw -F vmdk srcB.raw "$MNT/pb/disk-sparse.vmdk" >/dev/null ||
-	die "read-only mount: pb/disk-sparse.vmdk is not point B's backup"
-mnt_down
+	fail "read-only mount: pb/disk-sparse.vmdk is not point B's backup"
+unmount_chain
 check_chain "final"
 echo "ok ($((SECONDS - T0)) s)"

@@ -10,8 +10,8 @@
 . "$(dirname "$0")/mount-lib.sh"
 requires fio
 
-make_chain 64
-mount_chain --cache-size 8M
+make_disk_chain 64
+mount_chain "$CHAIN" --cache-size 8M
 
 fio --output="$WORK/fio.out" --runtime=6 --time_based --ioengine=psync --group_reporting \
 	--name=rand --filename="$MNT/wed/disk.raw" --rw=randread --bs=4k --direct=1 --numjobs=2 \
@@ -63,7 +63,7 @@ unmount_chain
 # write creates the overlay) while readers check the untouched rest through
 # disk-flat.vmdk and disk.raw and a third thread stats the files; afterwards every byte
 # is the pattern or the source.
-mount_chain --cache-size 8M --overlay "$WORK/overlay"
+mount_chain "$CHAIN" --cache-size 8M --overlay "$WORK/overlay"
 python3 - "$MNT" "$WORK" <<'PY' || fail "a writer or reader of the writable mount failed"
 import os, random, sys, threading
 mnt, work = sys.argv[1], sys.argv[2]

@@ -4,32 +4,22 @@
 # position; every other byte of the disk still reads correctly.
 . "$(dirname "$0")/mount-lib.sh"
 
-make_chain 64
-# The current slot's index (FORMAT.md: slots at 1024 and 2048, the valid one with the higher
-# generation; index_offset @40, index_count @48; entries of 64 bytes: pos @0, offset @8,
-# stored_len @16, kind @28).  Pick the 20th data block of the full image.
-read -r POS OFF < <(python3 - "$CHAIN/00000001.img" <<'PY'
-import struct, sys
-f = open(sys.argv[1], "r+b")
-hdr = f.read(4096)
-slots = [hdr[o:o + 512] for o in (1024, 2048)]
-s = max(slots, key=lambda x: struct.unpack_from("<Q", x, 0)[0])
-ioff, icount = struct.unpack_from("<QQ", s, 40)
-f.seek(ioff)
-idx = f.read(icount * 64)
-data = [struct.unpack_from("<QQIIIH", idx, i * 64) for i in range(icount)]
-data = [e for e in data if e[5] != 0]
-pos, off, stored = data[20][0], data[20][1], data[20][2]
-at = off + stored // 2
-f.seek(at)
-b = f.read(1)
-f.seek(at)
-f.write(bytes([b[0] ^ 0x04]))
-print(pos, at)
+make_disk_chain 64
+# Pick the 20th data block of the full image (its index read through tests/lib/icimg.py).
+read -r POS OFF < <(icimg_py "$CHAIN/00000001.img" <<'PY'
+import sys, icimg
+e = icimg.Image(sys.argv[1]).data_entries()[20]
+at = e["offset"] + e["stored_len"] // 2
+with open(sys.argv[1], "r+b") as f:
+    f.seek(at)
+    b = f.read(1)
+    f.seek(at)
+    f.write(bytes([b[0] ^ 0x04]))
+print(e["pos"], at)
 PY
 )
 B=65536
-mount_chain
+mount_chain "$CHAIN"
 
 python3 - "$MNT/mon/disk.raw" "$WORK/d0" "$POS" <<'PY' || fail "damaged range"
 import errno, os, sys

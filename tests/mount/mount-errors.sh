@@ -4,7 +4,7 @@
 # daemonized mount logs to syslog and stops cleanly on SIGTERM and on SIGINT.
 . "$(dirname "$0")/mount-lib.sh"
 
-make_chain 64
+make_disk_chain 64
 
 rc=0
 IMGCHAIN_PASSPHRASE=wrong imgmount "$CHAIN" "$MNT" 2>"$WORK/err" || rc=$?
@@ -36,7 +36,7 @@ for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05;
 ! mountpoint -q "$MNT" || fail "still mounted after SIGTERM"
 
 # foreground, SIGINT
-mount_chain
+mount_chain "$CHAIN"
 kill -INT "$MOUNT_PID"
 wait "$MOUNT_PID" || fail "SIGINT: exit $?"
 MOUNT_PID=

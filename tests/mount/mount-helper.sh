@@ -17,7 +17,7 @@ fi
 requires mount umount findmnt setpriv make
 [[ -x /sbin/mount.fuse || -x /usr/sbin/mount.fuse ]] || skip "fuse3's mount.fuse is not installed"
 
-make_chain 16
+make_disk_chain 16
 INST=$WORK/inst
 make -s -C "$top_builddir" install-exec DESTDIR="$INST" MOUNT_HELPER=yes >"$WORK/install.out" 2>&1 ||
 	{ cat "$WORK/install.out"; fail "make install-exec failed"; }

@@ -13,7 +13,7 @@
 . "$(dirname "$0")/mount-lib.sh"
 requires imgverify sha256sum
 
-make_chain 32
+make_disk_chain 32
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 OV=$WORK/overlay
 
@@ -133,10 +133,10 @@ sys.exit(1 if bad else 0)
 PY
 
 # the state before any write: the backups' bytes
-mkdir "$WORK/state"
-cp "$WORK/d1" "$WORK/state/disk"
-mount_chain
-cp "$MNT/wed/disk-sparse.vmdk" "$WORK/state/sparse"
+mkdir "$WORK/model"
+cp "$WORK/d1" "$WORK/model/disk"
+mount_chain "$CHAIN"
+cp "$MNT/wed/disk-sparse.vmdk" "$WORK/model/sparse"
 unmount_chain
 
 kill_mount() {
@@ -153,7 +153,7 @@ for spec in time:100 fsync:0 time:300 write:0 during:0 time:900 fsync:0 during:0
 	round=$((total + 1))
 	mode=${spec%%:*} delay=${spec#*:}
 	: >"$WORK/log.$round"
-	mount_chain --overlay "$OV"
+	mount_chain "$CHAIN" --overlay "$OV"
 	python3 "$WORK/writer.py" "$MNT" "$round" "$mode" "$MOUNT_PID" "$WORK/log.$round" 2>"$WORK/writer.err" &
 	wpid=$!
 	if [[ $mode == time ]]; then
@@ -167,8 +167,8 @@ for spec in time:100 fsync:0 time:300 write:0 during:0 time:900 fsync:0 during:0
 	fi
 	wait "$wpid" || fail "round $round: writer: $(cat "$WORK/writer.err")"
 	kill_mount
-	mount_chain --overlay "$OV"
-	python3 "$WORK/check.py" "$MNT" "$round" "$WORK/log.$round" "$WORK/state" >"$WORK/check.out" 2>&1 ||
+	mount_chain "$CHAIN" --overlay "$OV"
+	python3 "$WORK/check.py" "$MNT" "$round" "$WORK/log.$round" "$WORK/model" >"$WORK/check.out" 2>&1 ||
 		fail "round $round ($spec): $(cat "$WORK/check.out")"
 	sed 's/^/  /' "$WORK/check.out"
 	unmount_chain
@@ -177,11 +177,11 @@ done
 grep -c '^f' "$WORK"/log.* | awk -F: '{ n += $2 } END { print n " acknowledged fsyncs in all" }'
 
 # a clean unmount keeps the last state too; read-only shows the backups; the chain is untouched
-mount_chain --overlay "$OV"
-cmp "$MNT/tue/disk.raw" "$WORK/state/disk" || fail "the last state changed across a clean remount"
-cmp "$MNT/wed/disk-sparse.vmdk" "$WORK/state/sparse" || fail "the sparse state changed across a clean remount"
+mount_chain "$CHAIN" --overlay "$OV"
+cmp "$MNT/tue/disk.raw" "$WORK/model/disk" || fail "the last state changed across a clean remount"
+cmp "$MNT/wed/disk-sparse.vmdk" "$WORK/model/sparse" || fail "the sparse state changed across a clean remount"
 unmount_chain
-mount_chain
+mount_chain "$CHAIN"
 cmp "$MNT/tue/disk.raw" "$WORK/d1" || fail "a read-only mount shows overlay data"
 unmount_chain
 (cd "$CHAIN" && sha256sum --quiet -c "$WORK/chain.sums") || fail "chain files changed"

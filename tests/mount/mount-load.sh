@@ -49,7 +49,7 @@ imgbackup -q -n full "$CHAIN" "$WORK/full.raw"
 imgbackup -q -n inc "$CHAIN" "$WORK/inc.raw"
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 
-mount_chain --overlay "$WORK/overlay" --cache-size 16M
+mount_chain "$CHAIN" --overlay "$WORK/overlay" --cache-size 16M
 # VmRSS of the daemon every second, in KiB
 (
 	while kill -0 "$MOUNT_PID" 2>/dev/null; do

@@ -8,10 +8,10 @@
 . "$(dirname "$0")/mount-lib.sh"
 requires qemu-io qemu-img sha256sum
 
-make_chain 64
+make_disk_chain 64
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 OV=$WORK/overlay
-mount_chain --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 mopts=$(awk -v m="$MNT" '$2 == m && $3 == "fuse.imgmount" { print $4 }' /proc/mounts)
 [[ $mopts == rw,* ]] || fail "a writable mount is listed with options '$mopts'"
 
@@ -59,7 +59,7 @@ sync
 
 # 5. remount with the same directory: everything is back
 unmount_chain
-mount_chain --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 [[ $(dd if="$MNT/tue/disk.raw" bs=1 skip=1000003 count=21 status=none) == "imgchain overlay test" ]] ||
 	fail "raw write lost across a remount"
 cmp <(dd if="$MNT/tue/disk-flat.vmdk" bs=1M skip=7 count=1 status=none) "$WORK/mib" || fail "flat write lost"
@@ -79,7 +79,7 @@ cmp "$MNT/mon/disk.raw" "$WORK/d0" || fail "mon's disk.raw changed (only its spa
 unmount_chain
 
 # 6. read-only again: the backup as it was; the chain files are untouched
-mount_chain
+mount_chain "$CHAIN"
 cmp "$MNT/tue/disk.raw" "$WORK/d1" || fail "read-only mount shows overlay data"
 unmount_chain
 (cd "$CHAIN" && sha256sum --quiet -c "$WORK/chain.sums") || fail "chain files changed"

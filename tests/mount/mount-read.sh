@@ -7,8 +7,8 @@
 . "$(dirname "$0")/mount-lib.sh"
 requires qemu-img
 
-make_chain 64
-mount_chain
+make_disk_chain 64
+mount_chain "$CHAIN"
 
 [[ $(readlink "$MNT/latest") == branch ]] || fail "latest -> $(readlink "$MNT/latest")"
 ls "$MNT" | sort | tr '\n' ' ' | grep -qx "branch latest mon tue wed " || fail "root lists: $(ls "$MNT")"
@@ -79,7 +79,7 @@ sleep 1.1   # the kernel keeps root entries for a second
 cmp "$MNT/thu/disk.raw" "$WORK/d2" || fail "thu differs"
 
 unmount_chain
-mount_chain
+mount_chain "$CHAIN"
 sha256sum -c --quiet "$WORK/sums" || fail "descriptors or info.json changed across a remount"
 [[ $(head -c 2M "$MNT/wed/disk-sparse.vmdk" | sha256sum) == "$(cat "$WORK/sparse.sum")" ]] ||
 	fail "sparse VMDK header changed across a remount"

@@ -11,11 +11,13 @@ requires sha256sum
 shim=$top_builddir/tests/lib/faultsync.so
 [[ -f $shim ]] || fail "$shim not built (make check builds it)"
 
-make_chain 64
+make_disk_chain 64
 (cd "$CHAIN" && sha256sum -- * >"$WORK/chain.sums")
 OV=$WORK/overlay
 trigger=$WORK/fail-next-sync
-IMGCHAIN_FAULT_SYNC="$trigger:.data" LD_PRELOAD=$shim mount_chain --overlay "$OV"
+MOUNT_ENV=(IMGCHAIN_FAULT_SYNC="$trigger:.data" LD_PRELOAD="$shim")
+mount_chain "$CHAIN" --overlay "$OV"
+MOUNT_ENV=()
 
 python3 - "$MNT/tue/disk.raw" "$trigger" <<'PY' || fail "fsync errors were not reported"
 import errno, os, sys
@@ -51,7 +53,7 @@ grep -q "fdatasync" "$WORK/mount.log" || fail "the lost write was not logged"
 unmount_chain
 
 # remount without the fault: the synced write is there, the rest is the backup's bytes
-mount_chain --overlay "$OV"
+mount_chain "$CHAIN" --overlay "$OV"
 python3 - "$MNT/tue/disk.raw" "$WORK/d1" <<'PY' || fail "wrong bytes after the remount"
 import os, sys
 fd, src = os.open(sys.argv[1], os.O_RDONLY), open(sys.argv[2], "rb")

@@ -27,20 +27,11 @@ static struct ic_chain *ch;
 static struct ic_key *key;
 static struct ic_view *v0, *v1;
 
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Blocks: every 5th zero, every 3rd compressible text, the rest random. */
 static void make_disk(uint8_t *d, uint64_t seed)
 {
 	for (uint64_t off = 0; off < DISK; off += 8) {
-		uint64_t b = off / BS, x = rnd(&seed);
+		uint64_t b = off / BS, x = unit_rnd(&seed);
 		size_t n = DISK - off < 8 ? (size_t)(DISK - off) : 8;
 
 		if (b % 5 == 1)
@@ -87,7 +78,7 @@ static void setup(void)
 		uint64_t b = 7 + i * 13, s = 99 + i;
 
 		for (uint64_t k = 0; k < BS; k++)
-			src1[b * BS + k] = i >= 10 ? 0 : (uint8_t)rnd(&s);
+			src1[b * BS + k] = i >= 10 ? 0 : (uint8_t)unit_rnd(&s);
 	}
 	write_file(f0, src0);
 	write_file(f1, src1);
@@ -229,8 +220,9 @@ static void *reader_main(void *arg)
 	uint8_t *buf = malloc(256 * 1024);
 
 	for (int i = 0; i < 400; i++) {
-		uint64_t len = 1 + rnd(&r->seed) % (256 * 1024);
-		uint64_t off = r->sequential ? (uint64_t)i * 131072 % DISK : rnd(&r->seed) % DISK;
+		uint64_t len = 1 + unit_rnd(&r->seed) % (256 * 1024);
+		uint64_t off = r->sequential ? (uint64_t)i * 131072 % DISK :
+					       unit_rnd(&r->seed) % DISK;
 
 		if (off + len > DISK)
 			len = DISK - off;

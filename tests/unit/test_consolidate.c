@@ -264,18 +264,19 @@ static void randfill(const char *path, uint64_t size, unsigned seed, int nchange
 {
 	int fd = open(path, O_RDWR | O_CREAT | (create ? O_TRUNC : 0), 0600);
 	uint8_t buf[20000];
+	uint64_t rs = seed;
 
 	CHECK(fd >= 0);
 	if (create)
 		CHECK_EQ(ftruncate(fd, (off_t)size), 0);
-	srand(seed);
 	for (int i = 0; i < nchanges; i++) {
-		size_t len = 1 + (size_t)rand() % sizeof(buf);
-		off_t off = (off_t)((uint64_t)rand() % (size - len));
-		int kind = rand() % 4;
+		size_t len = 1 + (size_t)unit_rnd_below(&rs, sizeof(buf));
+		off_t off = (off_t)unit_rnd_below(&rs, size - len);
+		int kind = (int)unit_rnd_below(&rs, 4);
 
 		for (size_t k = 0; k < len; k++)
-			buf[k] = kind == 0 ? 0 : kind == 1 ? (uint8_t)(k / 100) : (uint8_t)rand();
+			buf[k] = kind == 0 ? 0 :
+				 kind == 1 ? (uint8_t)(k / 100) : (uint8_t)unit_rnd(&rs);
 		CHECK_EQ(pwrite(fd, buf, len, off), (ssize_t)len);
 	}
 	close(fd);

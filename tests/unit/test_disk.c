@@ -21,15 +21,6 @@
 
 static char *dir;
 
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* 4 KiB pages: runs of zero pages of every length, so that grains and blocks of each
  * size are sometimes wholly zero and sometimes partly. */
 static uint8_t *make_disk(uint64_t seed)
@@ -37,7 +28,7 @@ static uint8_t *make_disk(uint64_t seed)
 	uint8_t *d = calloc(1, DISK);
 
 	for (uint64_t page = 0; page * 4096 < DISK; page++) {
-		uint64_t x = rnd(&seed);
+		uint64_t x = unit_rnd(&seed);
 
 		if ((page / 16) % 3 == 1 || (page % 37) == 5 || (page >= 512 && page < 1024))
 			continue;

@@ -26,31 +26,17 @@
 
 /* ---- helpers: randomness, the base, the model --------------------------------- */
 
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rnd_below(uint64_t *s, uint64_t n)
-{
-	return n ? rnd(s) % n : 0;
-}
-
 static void fill_random(uint8_t *p, size_t n, uint64_t seed)
 {
 	size_t i = 0;
 
 	for (; i + 8 <= n; i += 8) {
-		uint64_t v = rnd(&seed);
+		uint64_t v = unit_rnd(&seed);
 
 		memcpy(p + i, &v, 8);
 	}
 	for (; i < n; i++)
-		p[i] = (uint8_t)rnd(&seed);
+		p[i] = (uint8_t)unit_rnd(&seed);
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -183,15 +169,15 @@ static char *with_suffix(const char *prefix, const char *suffix)
 
 static uint64_t pick_len(uint64_t *rng)
 {
-	switch (rnd_below(rng, 4)) {
+	switch (unit_rnd_below(rng, 4)) {
 	case 0:
-		return 1 + rnd_below(rng, 200);
+		return 1 + unit_rnd_below(rng, 200);
 	case 1:
-		return BS * (1 + rnd_below(rng, 16));
+		return BS * (1 + unit_rnd_below(rng, 16));
 	case 2:
-		return 1 + rnd_below(rng, 64 * 1024);
+		return 1 + unit_rnd_below(rng, 64 * 1024);
 	default:
-		return 1 + rnd_below(rng, 300 * 1024);
+		return 1 + unit_rnd_below(rng, 300 * 1024);
 	}
 }
 
@@ -199,15 +185,15 @@ static uint64_t pick_off(uint64_t *rng, uint64_t size, uint64_t base_size)
 {
 	uint64_t off;
 
-	switch (rnd_below(rng, 4)) {
+	switch (unit_rnd_below(rng, 4)) {
 	case 0:		/* around the end of the base */
-		off = base_size + rnd_below(rng, 128 * 1024) - 64 * 1024;
+		off = base_size + unit_rnd_below(rng, 128 * 1024) - 64 * 1024;
 		break;
 	case 1:
-		off = rnd_below(rng, size + 128 * 1024) / BS * BS;
+		off = unit_rnd_below(rng, size + 128 * 1024) / BS * BS;
 		break;
 	default:
-		off = rnd_below(rng, size + 128 * 1024);
+		off = unit_rnd_below(rng, size + 128 * 1024);
 	}
 	return min_u64(off, RND_CAP - 1);
 }
@@ -216,15 +202,15 @@ static uint64_t pick_size(uint64_t *rng, uint64_t size)
 {
 	uint64_t s;
 
-	switch (rnd_below(rng, 4)) {
+	switch (unit_rnd_below(rng, 4)) {
 	case 0:
-		s = rnd_below(rng, RND_CAP / 2);
+		s = unit_rnd_below(rng, RND_CAP / 2);
 		break;
 	case 1:
-		s = rnd_below(rng, RND_CAP / 2) / BS * BS;
+		s = unit_rnd_below(rng, RND_CAP / 2) / BS * BS;
 		break;
 	default:
-		s = size + rnd_below(rng, 128 * 1024);
+		s = size + unit_rnd_below(rng, 128 * 1024);
 		s = s > 64 * 1024 ? s - 64 * 1024 : 0;
 	}
 	return min_u64(s, RND_CAP);
@@ -234,15 +220,15 @@ static uint64_t pick_size(uint64_t *rng, uint64_t size)
 static bool random_op(struct ic_overlay **ov, const char *prefix, struct tbase *b,
 		      struct model *m, uint64_t *rng, uint8_t *buf)
 {
-	uint64_t r = rnd_below(rng, 100), off, len;
+	uint64_t r = unit_rnd_below(rng, 100), off, len;
 
 	if (r < 47) {
 		off = pick_off(rng, m->size, b->size);
 		len = min_u64(pick_len(rng), RND_CAP - off);
-		fill_random(buf, len, rnd(rng));
+		fill_random(buf, len, unit_rnd(rng));
 		ov_write(*ov, b, m, buf, len, off);
 	} else if (r < 89) {
-		off = rnd_below(rng, m->size + 16 * 1024);
+		off = unit_rnd_below(rng, m->size + 16 * 1024);
 		return check_range(*ov, b, m, off, pick_len(rng));
 	} else if (r < 97) {
 		uint64_t size = pick_size(rng, m->size);
@@ -661,7 +647,7 @@ static void *th_writer(void *p)
 	uint64_t rng = 1000 + (uint64_t)a->id, *buf = malloc(16 * BS);
 
 	for (uint64_t seq = 1; seq <= 1500; seq++) {
-		uint64_t first = rnd_below(&rng, TH_REGION), n = 1 + rnd_below(&rng, 16);
+		uint64_t first = unit_rnd_below(&rng, TH_REGION), n = 1 + unit_rnd_below(&rng, 16);
 		uint64_t blk0 = (uint64_t)a->id * TH_REGION + first;
 
 		n = min_u64(n, TH_REGION - first);
@@ -688,7 +674,7 @@ static void *th_reader(void *p)
 	uint64_t rng = 2000 + (uint64_t)a->id, *buf = malloc(64 * BS);
 
 	while (__atomic_load_n(&sh->writers_left, __ATOMIC_ACQUIRE) > 0) {
-		uint64_t first = rnd_below(&rng, TH_BLOCKS), n = 1 + rnd_below(&rng, 64);
+		uint64_t first = unit_rnd_below(&rng, TH_BLOCKS), n = 1 + unit_rnd_below(&rng, 64);
 		ssize_t got = ic_overlay_read(sh->ov, buf, n * BS, first * BS, t_base_read, sh->b);
 
 		if (got < 0 || got % (ssize_t)BS)
@@ -786,20 +772,20 @@ struct cr_op {
 static void cr_step(uint64_t *rng, struct model *m, struct cr_op *op, uint8_t *buf)
 {
 	memset(op, 0, sizeof(*op));
-	if (rnd_below(rng, 40) == 0) {
+	if (unit_rnd_below(rng, 40) == 0) {
 		op->trunc = true;
-		op->off = rnd_below(rng, CR_CAP);
+		op->off = unit_rnd_below(rng, CR_CAP);
 		model_truncate(m, op->off);
 	} else {
-		op->off = rnd_below(rng, min_u64(m->size + 32 * 1024, CR_CAP - 1));
-		if (rnd_below(rng, 2))
+		op->off = unit_rnd_below(rng, min_u64(m->size + 32 * 1024, CR_CAP - 1));
+		if (unit_rnd_below(rng, 2))
 			op->off = op->off / BS * BS;
-		op->len = min_u64(1 + rnd_below(rng, 4 * BS), CR_CAP - op->off);
-		op->seed = rnd(rng);
+		op->len = min_u64(1 + unit_rnd_below(rng, 4 * BS), CR_CAP - op->off);
+		op->seed = unit_rnd(rng);
 		fill_random(buf, op->len, op->seed);
 		model_write(m, buf, op->len, op->off);
 	}
-	op->sync = rnd_below(rng, 25) == 0;
+	op->sync = unit_rnd_below(rng, 25) == 0;
 }
 
 static void cr_child(const char *prefix, struct tbase *b, struct model *m, uint64_t seed,
@@ -994,10 +980,10 @@ static void test_crash(void)
 	base_init(&b, 200000, 61);
 	model_init(&m, &b, CR_CAP);
 	for (int round = 0; round < CR_ROUNDS; round++) {
-		unsigned delay = round % 4 == 0 ? (unsigned)rnd_below(&rng, 2000) :
-				 (unsigned)rnd_below(&rng, 80000);
+		unsigned delay = round % 4 == 0 ? (unsigned)unit_rnd_below(&rng, 2000) :
+				 (unsigned)unit_rnd_below(&rng, 80000);
 
-		if (!cr_round(prefix, &b, &m, rnd(&rng), delay, &rep)) {
+		if (!cr_round(prefix, &b, &m, unit_rnd(&rng), delay, &rep)) {
 			fprintf(stderr, "crash: round %d (delay %u us) failed\n", round, delay);
 			CHECK(0);
 			break;

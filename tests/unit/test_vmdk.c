@@ -304,12 +304,12 @@ static void read_chunks(const struct ic_vmdk_sparse *s, const uint8_t *whole)
 
 static void read_random(const struct ic_vmdk_sparse *s, const uint8_t *whole)
 {
-	uint64_t x = 0x9e3779b97f4a7c15ull;
+	uint64_t seed = 1, x;
 	uint8_t *buf = malloc(300000);
 	int bad = 0;
 
 	for (int i = 0; i < 3000 && !bad; i++) {
-		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		x = unit_rnd(&seed);
 		uint64_t off = x % (s->file_size + 4096);
 		size_t len = (size_t)((x >> 32) % (i % 4 ? 3000 : 300000));
 

@@ -2,6 +2,7 @@
 #ifndef IC_UNIT_H
 #define IC_UNIT_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,22 @@ static inline void unit_rmtree(char *dir)
 	if (system(cmd) != 0)
 		fprintf(stderr, "warning: could not remove %s\n", dir);
 	free(dir);
+}
+
+/* The unit tests' one pseudo-random generator (splitmix64): deterministic for a seed, so a
+ * failure reproduces.  *s is the state; unit_rnd_below(s, n) is in [0, n) (0 when n is 0). */
+static inline uint64_t unit_rnd(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t unit_rnd_below(uint64_t *s, uint64_t n)
+{
+	return n ? unit_rnd(s) % n : 0;
 }
 
 #endif
