@@ -681,7 +681,7 @@ static void test_passphrase_env_removed(void)
 	CHECK(getenv("IMGCHAIN_NEW_PASSPHRASE") == NULL);
 }
 
-/* The state file codec (FORMAT.md section 10): canonical text only. */
+/* The state file codec (FORMAT.md section 12): canonical text only. */
 static void test_state_codec(void)
 {
 	static struct ic_state st;
