@@ -1,4 +1,4 @@
-/* ic_util.c: error messages, exit codes and careful file I/O. */
+/* ic_util.c: careful file I/O, signals and small helpers. */
 #include "config.h"
 
 #include <errno.h>
@@ -13,7 +13,6 @@
 
 #include "ic_util.h"
 
-const char *ic_progname = "imgchain";
 volatile sig_atomic_t ic_interrupted;
 
 static void on_signal(int sig)
@@ -32,61 +31,6 @@ void ic_install_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-}
-
-static __thread char last_msg[1024];
-static __thread int have_msg;
-
-int ic_exit_code(int err)
-{
-	if (err >= 0)
-		return IC_EXIT_OK;
-	if (err == IC_ECORRUPT)
-		return IC_EXIT_CORRUPT;
-	if (err == IC_EKEY)
-		return IC_EXIT_KEY;
-	return IC_EXIT_ERROR;
-}
-
-int ic_fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
-	va_end(ap);
-	have_msg = 1;
-	return err;
-}
-
-const char *ic_last_error(int err)
-{
-	if (have_msg)
-		return last_msg;
-	return strerror(err < 0 ? -err : err);
-}
-
-void ic_clear_error(void)
-{
-	have_msg = 0;
-	last_msg[0] = '\0';
-}
-
-void ic_msg(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", ic_progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-int ic_report(int err)
-{
-	ic_msg("%s", ic_last_error(err));
-	return ic_exit_code(err);
 }
 
 int ic_pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path)
