@@ -175,6 +175,8 @@ static int check_mountpoint(const char *mp)
 	if (!S_ISDIR(sb.st_mode))
 		return ic_fail(-ENOTDIR, "mountpoint %s: not a directory", mp);
 	parent = ic_path_join(mp, "..");
+	if (!parent)
+		return -ENOMEM;
 	if (stat(parent, &up) == 0 && (up.st_dev != sb.st_dev || up.st_ino == sb.st_ino))
 		ret = ic_fail(-EBUSY, "mountpoint %s is busy: something is already mounted there", mp);
 	free(parent);

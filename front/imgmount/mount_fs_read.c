@@ -109,6 +109,8 @@ static int open_extra(struct mount_fs *fs, struct where *w, struct fuse_file_inf
 	if (ret)
 		return ret;
 	p = extra_path(fs, w->mp, w->rest);
+	if (!p)
+		return -ENOMEM;
 	fd = create ? open(p, fi->flags | O_CREAT | O_CLOEXEC, mode) : open(p, fi->flags | O_CLOEXEC);
 	free(p);
 	if (fd < 0)

@@ -2,6 +2,7 @@
  * abort).
  *
  *	IC_ARRAY(uint32_t) seqs = { 0 };	(or a member: IC_ARRAY(struct x) xs;)
+ *	(a named type: struct seqs IC_ARRAY_BODY(uint32_t);)
  *	if ((ret = ic_array_push(&seqs, 7)))	0 or -ENOMEM, the array unchanged
  *		goto out;
  *	for (size_t i = 0; i < seqs.n; i++) ... seqs.v[i] ...
@@ -23,15 +24,21 @@
 #define IC_ARRAY_REALLOC realloc
 #endif
 
-#define IC_ARRAY(T)                                                                                \
-	struct {                                                                                   \
+#define IC_ARRAY_BODY(T)                                                                           \
+	{                                                                                          \
 		T *v;                                                                              \
 		size_t n, cap;                                                                     \
 	}
+/* An array variable or member; a named type for arrays passed around:
+ * `struct seqs IC_ARRAY_BODY(uint32_t);` */
+#define IC_ARRAY(T) struct IC_ARRAY_BODY(T)
 
-/* Make room for need elements of esz bytes in the array whose pointer is at pv
- * (a T **, passed as void * so that one function serves every T). */
-static inline int ic_array_reserve_(void *pv, size_t *cap, size_t need, size_t esz)
+/* Make room for need elements of esz bytes in the array whose pointer is at pv (a T **,
+ * passed as void * so that one function serves every T) and whose capacity is *cap: 0 or
+ * -ENOMEM (nothing changed).  The macros below use it; an array kept in fields of other
+ * names (a public struct's `T *points; size_t npoints;`) adds a capacity field and calls
+ * it directly. */
+static inline int ic_array_grow(void *pv, size_t *cap, size_t need, size_t esz)
 {
 	void *v, *nv;
 	size_t ncap = *cap ? *cap : 8;
@@ -56,7 +63,7 @@ static inline int ic_array_reserve_(void *pv, size_t *cap, size_t need, size_t e
 
 /* Room for n more elements (v[a->n .. a->n + more) may then be written): 0 or -ENOMEM. */
 #define ic_array_reserve(a, more)                                                                  \
-	ic_array_reserve_(&(a)->v, &(a)->cap, (a)->n + (more), sizeof(*(a)->v))
+	ic_array_grow(&(a)->v, &(a)->cap, (a)->n + (more), sizeof(*(a)->v))
 
 /* Append x: 0, or -ENOMEM with the array unchanged. */
 #define ic_array_push(a, x)                                                                        \

@@ -100,9 +100,8 @@ char *ic_path_join(const char *dir, const char *name)
 	size_t n = strlen(dir) + strlen(name) + 2;
 	char *p = malloc(n);
 
-	if (!p)
-		abort();
-	snprintf(p, n, "%s/%s", dir, name);
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
 	return p;
 }
 
@@ -148,13 +147,11 @@ char *ic_sanitize(const char *s, size_t n, char *buf, size_t len)
 	return buf;
 }
 
-/* The path for messages, and the name to give openat with dirfd. */
+/* The path for messages, and the name to give openat with dirfd.  NULL: no memory. */
 static char *reg_path(int dirfd, const char *dir, const char *name, const char **at)
 {
 	char *path = dir ? ic_path_join(dir, name) : strdup(name);
 
-	if (!path)
-		abort();
 	*at = dirfd == AT_FDCWD ? path : name;
 	return path;
 }
@@ -187,6 +184,8 @@ int ic_open_regular(int dirfd, const char *dir, const char *name, int flags, mod
 	int fd = -1, pfd, ret = 0, e;
 
 	*fd_out = -1;
+	if (!path)
+		return -ENOMEM;
 	for (int tries = 0;; tries++) {
 		/* look at what the name holds without opening it (O_PATH): opening a FIFO
 		 * blocks, opening a device runs its driver */
@@ -256,6 +255,8 @@ int ic_create_tmp(int dirfd, const char *dir, const char *name, int flags, mode_
 	int ret = 0;
 
 	*fd = -1;
+	if (!path)
+		return -ENOMEM;
 	if (fstatat(dirfd, at, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		/* a leftover or a plant: remove the name (a link itself, never its target) */
 		if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
@@ -280,7 +281,11 @@ int ic_write_file_atomic(const char *dir, const char *name, const void *buf, siz
 	snprintf(tmpname, sizeof(tmpname), ".tmp-%s", name);
 	tmp = ic_path_join(dir, tmpname);
 	dst = ic_path_join(dir, name);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = !tmp || !dst ? -2 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd == -2) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
 	if (dfd < 0) {
 		ret = ic_fail(-errno, "%s: open directory: %s", dir, strerror(errno));
 		goto out_free;

@@ -21,7 +21,7 @@ int ic_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, const char
 int ic_fsync(int fd, const char *path);
 /* fsync the directory dir so that a rename or unlink in it is durable. */
 int ic_fsync_dir(const char *dir);
-/* malloc'd "dir/name". Never NULL (aborts on OOM, as for every tiny allocation). */
+/* malloc'd "dir/name", or NULL when out of memory (callers return -ENOMEM). */
 char *ic_path_join(const char *dir, const char *name);
 /* Write buf to dir/name atomically: dir/.tmp-name created O_EXCL (a leftover regular
  * file or symlink of that name is removed first, never followed), fsync, rename, fsync

@@ -379,7 +379,8 @@ int ic_keyfile_load(const char *chain_dir, struct ic_keyfile *kf)
 	ssize_t n;
 	int fd, ret;
 
-	if (!buf) {
+	if (!buf || !path) {
+		free(buf);
 		free(path);
 		return ic_fail(-ENOMEM, "out of memory");
 	}

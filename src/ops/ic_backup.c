@@ -41,8 +41,7 @@ struct batch {
 	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
 	uint8_t *act;
 	uint64_t bytes_read;
-	int err;
-	char errmsg[512];
+	struct ic_error err;        /* the worker's failure, raised by the writer */
 };
 
 struct job {
@@ -374,9 +373,7 @@ static void *worker(void *arg)
 		bt->first = k * j->per_batch;
 		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
 									 : j->per_batch);
-		bt->err = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
-		if (bt->err)
-			snprintf(bt->errmsg, sizeof(bt->errmsg), "%s", ic_last_error(bt->err));
+		ic_error_save(&bt->err, codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM);
 
 		pthread_mutex_lock(&j->mu);
 		bt->state = 2;
@@ -481,8 +478,8 @@ static int run_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal
 		pthread_mutex_unlock(&j->mu);
 		if (!started)
 			break;
-		if (bt->err)
-			ret = ic_fail(bt->err, "%s", bt->errmsg);
+		if (bt->err.code)
+			ret = ic_error_raise(&bt->err);
 		else if (ic_interrupted)
 			ret = ic_fail(-EINTR, "interrupted");
 		else
@@ -566,6 +563,8 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	int ret;
 
 	*created = false;
+	if (!kpath)
+		return -ENOMEM;
 	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
@@ -815,8 +814,10 @@ int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 		char *k = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
 		char *l = ic_path_join(o->chain_dir, ICF_LOCK_NAME);
 
-		unlink(k);
-		unlink(l);
+		if (k)
+			unlink(k);
+		if (l)
+			unlink(l);
 		rmdir(o->chain_dir);
 		free(k);
 		free(l);

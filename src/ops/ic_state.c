@@ -246,6 +246,10 @@ static int load(const uint8_t id[16], struct ic_state *st)
 	memset(st, 0, sizeof(*st));
 	file_name(id, fname, sizeof(fname));
 	path = ic_path_join(dir, fname);
+	if (!path) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
 	if (ret) {
 		ret = ret == -ENOENT ? 0 : ret;
