@@ -26,7 +26,6 @@ static int view_get(struct mount_fs *fs, struct mpoint *mp)
 	 * checked on those private copies before any per-block memory; a view rebuilt
 	 * later (the point closed and reopened) uses the same copies, which is why the
 	 * seal need not be checked again while the point keeps its identity. */
-	ic_clear_error();
 	ret = ic_view_open_nomap(mp->gen->chain, mp->pt, &v);
 	if (!ret && !mp->seal_ok)
 		ret = ic_view_check_seal(v, fs->key);

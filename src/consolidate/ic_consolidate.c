@@ -203,15 +203,15 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 	ic_chain_free(c);
 	c = NULL;
 	if (ret) {
-		char msg[1024];
+		struct ic_error err;    /* the rollback's own failures must not replace it */
 		int r2 = 0;
 
-		snprintf(msg, sizeof(msg), "%s", ic_last_error(ret));
+		ic_error_save(&err, ret);
 		if (x->j.phase == J_PREPARE)
 			r2 = ic_cons_rollback(x);
 		if (r2)
 			ic_cons_note(x, "rollback: %s", ic_last_error(r2));
-		ret = ic_fail(ret, "%s", msg);
+		ret = ic_error_raise(&err);
 		goto out;
 	}
 	for (size_t k = 0; k < ntg; k++)

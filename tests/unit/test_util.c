@@ -69,7 +69,7 @@ static void test_atomic_write(void)
 	CHECK_EQ(ic_pread_full(fd, buf, 5, 0, p), 0);
 	CHECK(memcmp(buf, "hello", 5) == 0);
 	CHECK_EQ(ic_pread_full(fd, buf, 6, 0, p), IC_ECORRUPT);    /* truncated */
-	CHECK(strstr(ic_last_error(0), "truncated") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "truncated") != NULL);
 	close(fd);
 	CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600);
 	free(p);
@@ -95,13 +95,13 @@ static void test_open_regular(void)
 	CHECK(mkfifo(fifo, 0600) == 0 && mkdir(sub, 0700) == 0);
 
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "link", O_RDWR, 0, &fd), IC_ECORRUPT);
-	CHECK(fd == -1 && strstr(ic_last_error(0), "/link: not a regular file (symlink)"));
+	CHECK(fd == -1 && strstr(ic_last_error(IC_ECORRUPT), "/link: not a regular file (symlink)"));
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "dangle", O_RDWR | O_CREAT, 0600, &fd), IC_ECORRUPT);
 	CHECK(lstat(ghost, &st) < 0 && errno == ENOENT);    /* never created */
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "fifo", O_RDONLY, 0, &fd), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "not a regular file (FIFO)") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "not a regular file (FIFO)") != NULL);
 	CHECK_EQ(ic_open_regular(AT_FDCWD, NULL, sub, O_RDONLY, 0, &fd), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "not a regular file (directory)") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "not a regular file (directory)") != NULL);
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "missing", O_RDONLY, 0, &fd), -ENOENT);
 	/* a regular file opens, blocking again */
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "outside", O_RDONLY, 0, &fd), 0);
@@ -124,7 +124,7 @@ static void test_open_regular(void)
 
 	/* rename never replaces */
 	CHECK_EQ(ic_rename_noreplace(outside, link), -EEXIST);
-	CHECK(strstr(ic_last_error(0), "/link: a file is there already") != NULL);
+	CHECK(strstr(ic_last_error(-EEXIST), "/link: a file is there already") != NULL);
 	free(outside);
 	free(ghost);
 	free(link);
