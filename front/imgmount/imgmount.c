@@ -267,13 +267,12 @@ out_unmount:
 	return ret;
 }
 
-static char *absolute(const char *path, const char *what)
+static int absolute(const char *path, const char *what, char **out)
 {
-	char *p = realpath(path, NULL);
-
-	if (!p)
-		ic_fail(-errno, "%s %s: %s", what, path, strerror(errno));
-	return p;
+	*out = realpath(path, NULL);
+	if (!*out)
+		return ic_fail(-errno, "%s %s: %s", what, path, strerror(errno));
+	return 0;
 }
 
 /* Before mounting: the key must be this chain's ("wrong key", exit 3), and the chain
@@ -330,17 +329,16 @@ int main(int argc, char **argv)
 		fuse_opt_free_args(&c.fargs);
 		return IC_EXIT_USAGE;
 	}
-	ret = -ENOENT;
-	chain = absolute(c.chain, "chain");
-	if (!chain)
+	ret = absolute(c.chain, "chain", &chain);
+	if (ret)
 		goto out;
 	if (c.overlay) {
 		if (mkdir(c.overlay, 0700) < 0 && errno != EEXIST) {
 			ret = ic_fail(-errno, "overlay %s: %s", c.overlay, strerror(errno));
 			goto out;
 		}
-		overlay = absolute(c.overlay, "overlay");
-		if (!overlay)
+		ret = absolute(c.overlay, "overlay", &overlay);
+		if (ret)
 			goto out;
 	}
 	ret = check_mountpoint(c.mountpoint);
@@ -353,8 +351,8 @@ int main(int argc, char **argv)
 			goto out;
 	}
 	/* the daemon runs in /: keep absolute paths */
-	mountpoint = absolute(c.mountpoint, "mountpoint");
-	if (!mountpoint)
+	ret = absolute(c.mountpoint, "mountpoint", &mountpoint);
+	if (ret)
 		goto out;
 	c.mountpoint = mountpoint;
 	/* the passphrase is asked before anything is mounted or forked */

@@ -449,9 +449,6 @@ int ic_keyfile_add_slot(struct ic_keyfile *kf, const struct ic_key *key, const c
 {
 	int ret;
 
-	ret = ic_sodium_ready();
-	if (ret < 0)
-		return ret;
 	ret = ic_key_matches(kf, key);
 	if (ret < 0)
 		return ret;

@@ -237,9 +237,13 @@ int ic_keyfile_finish_unlock(const struct ic_keyfile *kf, uint8_t *masters, stru
 	return 0;
 }
 
-/* The key holds exactly the generations of kf (it was unlocked from it). */
+/* The key holds exactly the generations of kf (it was unlocked from it); sodium is ready. */
 int ic_key_matches(const struct ic_keyfile *kf, const struct ic_key *key)
 {
+	int ret = ic_sodium_ready();
+
+	if (ret < 0)
+		return ret;
 	if (memcmp(key->chain_id, kf->h.chain_id, sizeof(kf->h.chain_id)) ||
 	    sodium_memcmp(key->key_check, kf->h.key_check, sizeof(kf->h.key_check)) ||
 	    key->ngen != ic_keyfile_gen(kf) + 1)
@@ -257,9 +261,6 @@ int ic_keyfile_revoke(struct ic_keyfile *kf, const struct ic_key *key, int keep,
 	struct ic_key *nkey;
 	int ret;
 
-	ret = ic_sodium_ready();
-	if (ret < 0)
-		return ret;
 	ret = ic_key_matches(kf, key);
 	if (ret < 0)
 		return ret;
