@@ -245,7 +245,7 @@ static int load(const uint8_t id[16], struct ic_state *st)
 
 	memset(st, 0, sizeof(*st));
 	file_name(id, fname, sizeof(fname));
-	path = ic_path_join(dir, fname);
+	path = dir ? ic_path_join(dir, fname) : NULL;
 	if (!path) {
 		ret = -ENOMEM;
 		goto out;
@@ -301,7 +301,7 @@ static int store(const uint8_t chain_id[16], const struct ic_state *st)
 {
 	char fname[64], *text = malloc(IC_STATE_MAX_BYTES);
 	char *dir = state_dir();
-	int ret = text ? mkdirs(dir) : ic_fail(-ENOMEM, "out of memory");
+	int ret = text && dir ? mkdirs(dir) : ic_fail(-ENOMEM, "out of memory");
 
 	if (!ret) {
 		file_name(chain_id, fname, sizeof(fname));
