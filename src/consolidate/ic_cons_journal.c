@@ -88,10 +88,10 @@ static int write_quick(const char *dir, const void *buf, size_t len)
 {
 	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
 	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
-	int fd, ret = !tmp || !dst ? -ENOMEM
-				   : ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY,
-						   0600, &fd);
+	int fd, ret = -ENOMEM;
 
+	if (tmp && dst)
+		ret = ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY, 0600, &fd);
 	if (!ret) {
 		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
 		close(fd);

@@ -331,7 +331,8 @@ int ic_cons_plan_merge(const struct ic_cons_node *nodes, size_t n, uint32_t from
 		       struct ic_cons_plan *p)
 {
 	size_t *ix = by_seq(nodes, n);
-	ssize_t f = ix ? find_node(nodes, ix, n, from) : -1, t = ix ? find_node(nodes, ix, n, to) : -1;
+	ssize_t f = ix ? find_node(nodes, ix, n, from) : -1;
+	ssize_t t = ix ? find_node(nodes, ix, n, to) : -1;
 	struct u32v rm = { 0 }, rb = { 0 };
 	struct ic_cons_step *s;
 	int ret = 0;

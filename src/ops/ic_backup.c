@@ -354,7 +354,7 @@ static void *worker(void *arg)
 	struct job *j = arg;
 	struct ic_codec *codec = ic_codec_new(j->bs, j->o->level);
 	struct ic_view_cursor *cur = NULL;
-	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0;
+	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0, ret;
 
 	pthread_mutex_lock(&j->mu);
 	while (!j->stop && j->next < j->nbatches) {
@@ -373,7 +373,8 @@ static void *worker(void *arg)
 		bt->first = k * j->per_batch;
 		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
 									 : j->per_batch);
-		ic_error_save(&bt->err, codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM);
+		ret = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
+		ic_error_save(&bt->err, ret);
 
 		pthread_mutex_lock(&j->mu);
 		bt->state = 2;
