@@ -166,6 +166,8 @@ static int check_mountpoint(const char *mp)
 	if (!S_ISDIR(sb.st_mode))
 		return ic_fail(-ENOTDIR, "mountpoint %s: not a directory", mp);
 	parent = ic_path_join(mp, "..");
+	if (!parent)
+		return -ENOMEM;
 	if (stat(parent, &up) == 0 && (up.st_dev != sb.st_dev || up.st_ino == sb.st_ino))
 		ret = ic_fail(-EBUSY, "mountpoint %s is busy: something is already mounted there", mp);
 	free(parent);
@@ -257,13 +259,12 @@ out_unmount:
 	return ret;
 }
 
-static char *absolute(const char *path, const char *what)
+static int absolute(const char *path, const char *what, char **out)
 {
-	char *p = realpath(path, NULL);
-
-	if (!p)
-		ic_fail(-errno, "%s %s: %s", what, path, strerror(errno));
-	return p;
+	*out = realpath(path, NULL);
+	if (!*out)
+		return ic_fail(-errno, "%s %s: %s", what, path, strerror(errno));
+	return 0;
 }
 
 /* Before mounting: the key must be this chain's ("wrong key", exit 3), and the chain
@@ -321,17 +322,16 @@ int main(int argc, char **argv)
 		fuse_opt_free_args(&c.fargs);
 		return ret;
 	}
-	ret = -ENOENT;
-	chain = absolute(c.chain, "chain");
-	if (!chain)
+	ret = absolute(c.chain, "chain", &chain);
+	if (ret)
 		goto out;
 	if (c.overlay) {
 		if (mkdir(c.overlay, 0700) < 0 && errno != EEXIST) {
 			ret = ic_fail(-errno, "overlay %s: %s", c.overlay, strerror(errno));
 			goto out;
 		}
-		overlay = absolute(c.overlay, "overlay");
-		if (!overlay)
+		ret = absolute(c.overlay, "overlay", &overlay);
+		if (ret)
 			goto out;
 	}
 	ret = check_mountpoint(c.mountpoint);
@@ -344,8 +344,8 @@ int main(int argc, char **argv)
 			goto out;
 	}
 	/* the daemon runs in /: keep absolute paths */
-	mountpoint = absolute(c.mountpoint, "mountpoint");
-	if (!mountpoint)
+	ret = absolute(c.mountpoint, "mountpoint", &mountpoint);
+	if (ret)
 		goto out;
 	c.mountpoint = mountpoint;
 	/* the passphrase is asked before anything is mounted or forked */

@@ -218,7 +218,7 @@ void mount_fs_free(struct mount_fs *fs)
 		mfs_point_free(fs, fs->pts[i]);
 	free(fs->pts);
 	fs->pts = NULL;
-	fs->npts = 0;
+	fs->npts = fs->pts_cap = 0;
 	while (fs->gens)
 		mfs_gen_unref(fs, fs->gens);
 	pthread_mutex_unlock(&fs->lock);

@@ -84,7 +84,7 @@ struct mount_fs {
 	pthread_mutex_t refresh_mu;
 	struct gen *gens;           /* every live scan; the first is current */
 	struct mpoint **pts;        /* sorted by name; gone ones included while busy */
-	size_t npts;
+	size_t npts, pts_cap;
 	struct timespec dir_mtime, dir_ctime;
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];

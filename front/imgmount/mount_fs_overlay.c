@@ -17,7 +17,7 @@ static char *ov_prefix(struct mount_fs *fs, const struct mpoint *mp, int k)
 	char *p;
 
 	if (asprintf(&p, "%s/%s/%s", fs->o.overlay_dir, mp->name, ov_names[k]) < 0)
-		abort();
+		return NULL;
 	return p;
 }
 
@@ -73,13 +73,19 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 	if (mp->ov[k] || mp->ov_refused[k] || (mp->ov_probed[k] && !create))
 		return mp->ov[k];
 	prefix = ov_prefix(fs, mp, k);
+	if (!prefix) {
+		*ret = -ENOMEM;
+		return NULL;
+	}
 	mp->ov_probed[k] = true;
 	if (!create && !ov_exists(prefix)) {
 		free(prefix);
 		return NULL;
 	}
 	dir = ic_path_join(fs->o.overlay_dir, mp->name);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	if (!dir)
+		*ret = ic_fail(-ENOMEM, "%s/%s: %s", fs->o.overlay_dir, mp->name, strerror(ENOMEM));
+	else if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		*ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
 	else if (lstat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode))    /* never through a link */
 		*ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,

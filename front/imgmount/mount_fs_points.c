@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "ic_array.h"
 #include "ic_lock.h"
 
 #include "mount_fs_int.h"
@@ -140,26 +141,22 @@ static bool same_identity(const struct mpoint *mp, const struct ic_point *p)
 	return (uint64_t)sb.st_dev == mp->dev && (uint64_t)sb.st_ino == mp->ino;
 }
 
-static void add_mp(struct mount_fs *fs, struct mpoint *mp)
-{
-	struct mpoint **n = realloc(fs->pts, (fs->npts + 1) * sizeof(*n));
-
-	if (!n)
-		abort();
-	fs->pts = n;
-	fs->pts[fs->npts++] = mp;
-}
-
+/* NULL (logged; the next refresh tries again) when the point cannot be served. */
 static struct mpoint *mp_new(struct mount_fs *fs, struct gen *g, struct ic_point *p)
 {
 	struct mpoint *mp = calloc(1, sizeof(*mp));
+	int ret;
 
-	if (!mp)
-		abort();
+	if (!mp) {
+		mount_log(LOG_ERR, "restore point '%s': %s", ic_point_name(p), strerror(ENOMEM));
+		fs->force_rescan = true;
+		return NULL;
+	}
 	snprintf(mp->name, sizeof(mp->name), "%s", ic_point_name(p));
 	pthread_mutex_init(&mp->mu, NULL);
-	if (mp_set_identity(fs, mp, g, p)) {
-		mount_log(LOG_ERR, "restore point '%s': %s", mp->name, ic_last_error(-EINVAL));
+	ret = mp_set_identity(fs, mp, g, p);
+	if (ret) {
+		mount_log(LOG_ERR, "restore point '%s': %s", mp->name, ic_last_error(ret));
 		pthread_mutex_destroy(&mp->mu);
 		free(mp);
 		return NULL;
@@ -179,8 +176,10 @@ static void mp_update(struct mount_fs *fs, struct mpoint *mp, struct gen *g, str
 		fs->force_rescan = true;
 		return;
 	}
-	if (mp_set_identity(fs, mp, g, p))
-		mount_log(LOG_ERR, "restore point '%s': %s", mp->name, ic_last_error(-EINVAL));
+	int ret = mp_set_identity(fs, mp, g, p);
+
+	if (ret)
+		mount_log(LOG_ERR, "restore point '%s': %s", mp->name, ic_last_error(ret));
 }
 
 static void set_latest(struct mount_fs *fs, const struct ic_chain *c)
@@ -195,15 +194,18 @@ static void set_latest(struct mount_fs *fs, const struct ic_chain *c)
 	}
 }
 
-/* Merge the new scan g into the table.  Under fs->lock. */
-static void merge_scan(struct mount_fs *fs, struct gen *g)
+/* Merge the new scan g into the table.  Under fs->lock.  -ENOMEM: nothing changed. */
+static int merge_scan(struct mount_fs *fs, struct gen *g)
 {
 	struct ic_chain *c = g->chain;
 	size_t old_n = fs->npts, j = 0;
 	bool *seen = calloc(old_n + 1, sizeof(*seen));
 
-	if (!seen)
-		abort();
+	/* room for every point of the scan: adding one below cannot fail */
+	if (!seen || ic_array_grow(&fs->pts, &fs->pts_cap, old_n + c->npoints, sizeof(*fs->pts))) {
+		free(seen);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < c->npoints; i++) {
 		struct ic_point *p = &c->points[i];
 		const char *name = ic_point_name(p);
@@ -224,7 +226,7 @@ static void merge_scan(struct mount_fs *fs, struct gen *g)
 			struct mpoint *mp = mp_new(fs, g, p);
 
 			if (mp)
-				add_mp(fs, mp);
+				fs->pts[fs->npts++] = mp;
 		}
 	}
 	/* points that left the chain: freed when idle, hidden while busy */
@@ -245,6 +247,7 @@ static void merge_scan(struct mount_fs *fs, struct gen *g)
 	free(seen);
 	qsort(fs->pts, fs->npts, sizeof(*fs->pts), cmp_mp);
 	set_latest(fs, c);
+	return 0;
 }
 
 static bool dir_changed(struct mount_fs *fs, const struct stat *sb)
@@ -293,8 +296,15 @@ int mfs_refresh(struct mount_fs *fs, bool force)
 	for (size_t i = 0; i < c->nbad; i++)
 		mount_log(LOG_WARNING, "skipping %s", c->bad[i].why);
 	g = calloc(1, sizeof(*g));
-	if (!g)
-		abort();
+	if (!g) {
+		ic_chain_free(c);
+		pthread_mutex_lock(&fs->lock);
+		relock_all(fs);    /* closing c's images dropped locks the table still needs */
+		pthread_mutex_unlock(&fs->lock);
+		pthread_mutex_unlock(&fs->refresh_mu);
+		mount_log(LOG_ERR, "rescan: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
 	g->chain = c;
 	g->refs = 1;
 	pthread_mutex_lock(&fs->lock);
@@ -303,11 +313,15 @@ int mfs_refresh(struct mount_fs *fs, bool force)
 	fs->dir_ctime = sb.st_ctim;
 	g->next = fs->gens;
 	fs->gens = g;
-	merge_scan(fs, g);
-	if (g->next)
+	ret = merge_scan(fs, g);
+	if (ret) {
+		mfs_gen_unref(fs, g);           /* the table still serves the previous scan */
+		mount_log(LOG_ERR, "rescan: %s", strerror(ENOMEM));
+	} else if (g->next) {
 		mfs_gen_unref(fs, g->next);     /* no longer current */
+	}
 	relock_all(fs);
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_unlock(&fs->refresh_mu);
-	return 0;
+	return ret;
 }

@@ -27,7 +27,6 @@ static int view_get(struct mount_fs *fs, struct mpoint *mp)
 	 * checked on those private copies before any per-block memory; a view rebuilt
 	 * later (the point closed and reopened) uses the same copies, which is why the
 	 * seal need not be checked again while the point keeps its identity. */
-	ic_clear_error();
 	ret = ic_view_open_nomap(mp->gen->chain, mp->pt, &v);
 	if (!ret && !mp->seal_ok)
 		ret = ic_view_check_seal(v, fs->key);
@@ -114,6 +113,8 @@ static int open_extra(struct mount_fs *fs, struct where *w, struct fuse_file_inf
 	if (ret)
 		return ret;
 	p = mfs_extra_path(fs, w->mp, w->rest);
+	if (!p)
+		return -ENOMEM;
 	fd = create ? open(p, fi->flags | O_CREAT | O_CLOEXEC, mode) : open(p, fi->flags | O_CLOEXEC);
 	free(p);
 	if (fd < 0)

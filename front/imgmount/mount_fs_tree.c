@@ -50,7 +50,7 @@ char *mfs_extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *r
 
 	if (asprintf(&p, "%s/%s/%s%s%s", fs->o.overlay_dir, mp->name, EXTRA_DIR, rest ? "/" : "",
 		     rest ? rest : "") < 0)
-		abort();
+		return NULL;
 	return p;
 }
 
@@ -60,12 +60,12 @@ int mfs_extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
 	char *p = ic_path_join(fs->o.overlay_dir, mp->name);
 	int ret = 0;
 
-	if (mkdir(p, 0700) < 0 && errno != EEXIST)
-		ret = -errno;
+	if (!p || (mkdir(p, 0700) < 0 && errno != EEXIST))
+		ret = p ? -errno : -ENOMEM;
 	free(p);
-	p = mfs_extra_path(fs, mp, NULL);
-	if (!ret && mkdir(p, 0755) < 0 && errno != EEXIST)
-		ret = -errno;
+	p = ret ? NULL : mfs_extra_path(fs, mp, NULL);
+	if (!ret && (!p || (mkdir(p, 0755) < 0 && errno != EEXIST)))
+		ret = p ? -errno : -ENOMEM;
 	free(p);
 	return ret;
 }
@@ -146,7 +146,7 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	case N_EXTRA: {
 		char *p = mfs_extra_path(fs, w.mp, w.rest);
 
-		ret = lstat(p, st) < 0 ? -errno : 0;
+		ret = !p ? -ENOMEM : lstat(p, st) < 0 ? -errno : 0;
 		free(p);
 		break;
 	}
@@ -169,9 +169,9 @@ int mfs_readlink(const char *path, char *buf, size_t size)
 		snprintf(buf, size, "%s", fs->latest);
 	} else if (w.node == N_EXTRA) {
 		char *p = mfs_extra_path(fs, w.mp, w.rest);
-		ssize_t n = readlink(p, buf, size - 1);
+		ssize_t n = p ? readlink(p, buf, size - 1) : -1;
 
-		ret = n < 0 ? -errno : 0;
+		ret = !p ? -ENOMEM : n < 0 ? -errno : 0;
 		if (n >= 0)
 			buf[n] = '\0';
 		free(p);
@@ -238,14 +238,17 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		if (!fs->o.overlay_dir)
 			break;
 		p = mfs_extra_path(fs, w.mp, NULL);
-		fill_extras(fs, p, buf, filler, true);
+		if (p)
+			fill_extras(fs, p, buf, filler, true);
+		else
+			ret = -ENOMEM;
 		free(p);
 		break;
 	}
 	case N_EXTRA: {
 		char *p = mfs_extra_path(fs, w.mp, w.rest);
 
-		ret = fill_extras(fs, p, buf, filler, false);
+		ret = p ? fill_extras(fs, p, buf, filler, false) : -ENOMEM;
 		free(p);
 		break;
 	}
@@ -298,8 +301,8 @@ int mfs_change_path(struct mount_fs *fs, const char *path, char **out)
 	mfs_resolve(fs, path, &w);
 	if (w.node == N_EXTRA) {
 		ret = mfs_extra_dir_make(fs, w.mp);
-		if (!ret)
-			*out = mfs_extra_path(fs, w.mp, w.rest);
+		if (!ret && !(*out = mfs_extra_path(fs, w.mp, w.rest)))
+			ret = -ENOMEM;
 	} else {
 		ret = -EPERM;
 	}

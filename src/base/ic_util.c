@@ -1,4 +1,4 @@
-/* ic_util.c: error messages, exit codes and careful file I/O. */
+/* ic_util.c: careful file I/O, signals and small helpers. */
 #include "config.h"
 
 #include <errno.h>
@@ -14,7 +14,6 @@
 #include "imgchain_format.h"
 #include "ic_util.h"
 
-const char *ic_progname = "imgchain";
 volatile sig_atomic_t ic_interrupted;
 
 static void on_signal(int sig)
@@ -33,61 +32,6 @@ void ic_install_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-}
-
-static __thread char last_msg[1024];
-static __thread int have_msg;
-
-int ic_exit_code(int err)
-{
-	if (err >= 0)
-		return IC_EXIT_OK;
-	if (err == IC_ECORRUPT)
-		return IC_EXIT_CORRUPT;
-	if (err == IC_EKEY)
-		return IC_EXIT_KEY;
-	return IC_EXIT_ERROR;
-}
-
-int ic_fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
-	va_end(ap);
-	have_msg = 1;
-	return err;
-}
-
-const char *ic_last_error(int err)
-{
-	if (have_msg)
-		return last_msg;
-	return strerror(err < 0 ? -err : err);
-}
-
-void ic_clear_error(void)
-{
-	have_msg = 0;
-	last_msg[0] = '\0';
-}
-
-void ic_msg(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", ic_progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-int ic_report(int err)
-{
-	ic_msg("%s", ic_last_error(err));
-	return ic_exit_code(err);
 }
 
 int ic_pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path)
@@ -157,9 +101,8 @@ char *ic_path_join(const char *dir, const char *name)
 	size_t n = strlen(dir) + strlen(name) + 2;
 	char *p = malloc(n);
 
-	if (!p)
-		abort();
-	snprintf(p, n, "%s/%s", dir, name);
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
 	return p;
 }
 
@@ -205,13 +148,11 @@ char *ic_sanitize(const char *s, size_t n, char *buf, size_t len)
 	return buf;
 }
 
-/* The path for messages, and the name to give openat with dirfd. */
+/* The path for messages, and the name to give openat with dirfd.  NULL: no memory. */
 static char *reg_path(int dirfd, const char *dir, const char *name, const char **at)
 {
 	char *path = dir ? ic_path_join(dir, name) : strdup(name);
 
-	if (!path)
-		abort();
 	*at = dirfd == AT_FDCWD ? path : name;
 	return path;
 }
@@ -244,6 +185,8 @@ int ic_open_regular(int dirfd, const char *dir, const char *name, int flags, mod
 	int fd = -1, pfd, ret = 0, e;
 
 	*fd_out = -1;
+	if (!path)
+		return -ENOMEM;
 	for (int tries = 0;; tries++) {
 		/* look at what the name holds without opening it (O_PATH): opening a FIFO
 		 * blocks, opening a device runs its driver */
@@ -313,6 +256,8 @@ int ic_create_tmp(int dirfd, const char *dir, const char *name, int flags, mode_
 	int ret = 0;
 
 	*fd = -1;
+	if (!path)
+		return -ENOMEM;
 	if (fstatat(dirfd, at, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		/* a leftover or a plant: remove the name (a link itself, never its target) */
 		if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
@@ -337,7 +282,11 @@ int ic_write_file_atomic(const char *dir, const char *name, const void *buf, siz
 	snprintf(tmpname, sizeof(tmpname), ".tmp-%s", name);
 	tmp = ic_path_join(dir, tmpname);
 	dst = ic_path_join(dir, name);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = !tmp || !dst ? -2 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd == -2) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
 	if (dfd < 0) {
 		ret = ic_fail(-errno, "%s: open directory: %s", dir, strerror(errno));
 		goto out_free;

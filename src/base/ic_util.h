@@ -1,4 +1,5 @@
-/* ic_util.h: error reporting, exit codes and careful file I/O shared by every module. */
+/* ic_util.h: careful file I/O and small helpers shared by every module (and, through
+ * ic_error.h, error reporting). */
 #ifndef IC_UTIL_H
 #define IC_UTIL_H
 
@@ -9,37 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Library calls return 0 (or a count) on success and a negative errno on failure.
- * Two errnos carry imgchain meanings, which the tools turn into their own exit codes: */
-#define IC_ECORRUPT (-EBADMSG)      /* checksum, structure or authentication failure */
-#define IC_EKEY (-EKEYREJECTED)     /* wrong passphrase, or a key that is not this chain's */
-
-enum ic_exit {
-	IC_EXIT_OK = 0,
-	IC_EXIT_ERROR = 1,
-	IC_EXIT_USAGE = 2,
-	IC_EXIT_KEY = 3,
-	IC_EXIT_CORRUPT = 4,
-};
-
-/* Map a negative errno from the library to a tool exit code. */
-int ic_exit_code(int err);
-
-/* Record the message of a failure for this thread ("FILE: cause") and return err
- * unchanged, so that callers write `return ic_fail(-EIO, "%s: read: %s", ...)`.
- * The message is kept until the next ic_fail() on the same thread. */
-int ic_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* The message of the last ic_fail() on this thread, or strerror(-err) if none was
- * recorded since ic_clear_error(). Never NULL. */
-const char *ic_last_error(int err);
-void ic_clear_error(void);
-
-/* Tools: the program name used in messages, and printing helpers to stderr. */
-extern const char *ic_progname;
-void ic_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Print "prog: <last error>" and return ic_exit_code(err). */
-int ic_report(int err);
+#include "ic_error.h"      /* every module reports failures through ic_fail() */
 
 /* Read exactly len bytes at off.  A short file gives IC_ECORRUPT with a "truncated"
  * message naming path; other failures -errno.  path is only used in messages. */
@@ -50,7 +21,7 @@ int ic_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, const char
 int ic_fsync(int fd, const char *path);
 /* fsync the directory dir so that a rename or unlink in it is durable. */
 int ic_fsync_dir(const char *dir);
-/* malloc'd "dir/name". Never NULL (aborts on OOM, as for every tiny allocation). */
+/* malloc'd "dir/name", or NULL when out of memory (callers return -ENOMEM). */
 char *ic_path_join(const char *dir, const char *name);
 /* Write buf to dir/name atomically: dir/.tmp-name created O_EXCL (a leftover regular
  * file or symlink of that name is removed first, never followed), fsync, rename, fsync

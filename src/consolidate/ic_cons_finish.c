@@ -63,7 +63,9 @@ int ic_cons_rollback(struct cons *x)
 		char *path = ic_cons_seq_path(x->dir, j->ip_file);
 		struct ic_image *img;
 
-		if (!ic_image_open(path, O_RDWR, &img)) {
+		if (!path && !ret)
+			ret = -ENOMEM;
+		if (path && !ic_image_open(path, O_RDWR, &img)) {
 			if (img->slot.seq == j->ip_file && img->slot.data_end == j->ip_d0 &&
 			    img->file_size > j->ip_d0) {
 				if (ftruncate(img->fd, (off_t)j->ip_d0) < 0 && !ret)
@@ -88,7 +90,7 @@ static int finish_inplace(struct cons *x)
 	struct journal *j = &x->j;
 	char *fpath = ic_cons_seq_path(x->dir, j->ip_file), *tpath = ic_cons_seq_path(x->dir, j->ip_target);
 	struct ic_image *img = NULL;
-	int ret = ic_image_open(fpath, O_RDWR, &img);
+	int ret = fpath && tpath ? ic_image_open(fpath, O_RDWR, &img) : -ENOMEM;
 
 	if (ret == -ENOENT) {    /* already renamed */
 		ret = ic_image_open(tpath, O_RDONLY, &img);
@@ -178,6 +180,8 @@ static int remove_points(struct cons *x)
 		struct ic_image *img;
 		pid_t pid;
 
+		if (!path)
+			return -ENOMEM;
 		ret = ic_image_open(path, O_RDONLY, &img);
 		if (ret) {
 			if (ret != -ENOENT)
@@ -250,6 +254,11 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 		struct ic_image *img;
 		struct stat st;
 
+		if (!tmp || !dst) {
+			free(tmp);
+			free(dst);
+			return -ENOMEM;
+		}
 		if (fstatat(AT_FDCWD, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 			/* only the regular file this step wrote is put in place, never a plant */
 			ret = S_ISREG(st.st_mode) ? 0 : ic_fail(IC_ECORRUPT, "%s: not a regular file (%s): refused",
@@ -303,8 +312,9 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 	}
 	if (ret)
 		return ret;
-	if (j->inplace && bg.keep && !in_set(&j->punch, j->ip_target))
-		u32_push(&j->punch, j->ip_target);
+	if (j->inplace && bg.keep && !in_set(&j->punch, j->ip_target) &&
+	    (ret = ic_array_push(&j->punch, j->ip_target)))
+		return ret;
 	ic_cons_journal_reset_step(j);
 	return ic_cons_journal_write(x->dir, j);
 }
@@ -323,7 +333,7 @@ static int punch_one(struct cons *x, uint32_t seq, bool bg, bool *keep, double *
 	struct ic_image *img;
 	uint64_t freed;
 	pid_t pid;
-	int r = ic_image_open(path, O_RDWR, &img);
+	int r = path ? ic_image_open(path, O_RDWR, &img) : -ENOMEM;
 
 	free(path);
 	*keep = false;

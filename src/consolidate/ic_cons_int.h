@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/types.h>
 
+#include "ic_array.h"
 #include "ic_consolidate.h"
 #include "imgchain_format.h"
 
@@ -27,21 +28,8 @@ struct ic_point;
 
 /* ---- small helpers (ic_cons_util.c) ---- */
 
-struct u32v {
-	uint32_t *v;
-	size_t n, cap;
-};
-
-static inline void u32_push(struct u32v *a, uint32_t x)
-{
-	if (a->n == a->cap) {
-		a->cap = a->cap ? a->cap * 2 : 16;
-		a->v = realloc(a->v, a->cap * sizeof(*a->v));
-		if (!a->v)
-			abort();
-	}
-	a->v[a->n++] = x;
-}
+/* Lists of sequence numbers: ic_array_push (0 or -ENOMEM), ic_array_free. */
+struct u32v IC_ARRAY_BODY(uint32_t);
 
 static inline bool u32_has(const uint32_t *v, size_t n, uint32_t x)
 {
@@ -66,6 +54,7 @@ static inline int cmp_u32_desc(const void *a, const void *b)
 struct cons;
 /* Step NAME of the run reached: the caller's step hook (ic_consolidate_opts.step). */
 void ic_cons_step(struct cons *x, const char *name);
+/* malloc'd paths of image seq and of its temporary target; NULL: no memory. */
 char *ic_cons_seq_path(const char *dir, uint32_t seq);
 char *ic_cons_tmp_path(const char *dir, uint32_t seq);
 uint64_t ic_cons_dir_alloc(const char *dir);

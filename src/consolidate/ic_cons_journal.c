@@ -54,9 +54,11 @@ void ic_cons_journal_destroy(struct journal *j)
 	memset(j, 0, sizeof(*j));
 }
 
+/* Text built by sb_printf; oom: a printf did not fit in memory (the text is cut). */
 struct sbuf {
-	char *s;
+	char *v;
 	size_t n, cap;
+	bool oom;
 };
 
 static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -69,14 +71,12 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	need = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	if (b->n + (size_t)need + 1 > b->cap) {
-		b->cap = (b->n + (size_t)need + 1) * 2;
-		b->s = realloc(b->s, b->cap);
-		if (!b->s)
-			abort();
+	if (need < 0 || b->oom || ic_array_reserve(b, (size_t)need + 1)) {
+		b->oom = true;
+		return;
 	}
 	va_start(ap, fmt);
-	vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+	vsnprintf(b->v + b->n, b->cap - b->n, fmt, ap);
 	va_end(ap);
 	b->n += (size_t)need;
 }
@@ -88,8 +88,10 @@ static int write_quick(const char *dir, const void *buf, size_t len)
 {
 	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
 	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
-	int fd, ret = ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY, 0600, &fd);
+	int fd, ret = -ENOMEM;
 
+	if (tmp && dst)
+		ret = ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY, 0600, &fd);
 	if (!ret) {
 		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
 		close(fd);
@@ -114,6 +116,8 @@ int ic_cons_journal_write(const char *dir, const struct journal *j)
 		/* no directory sync: a journal that comes back after a power loss describes
 		 * a finished step, and finishing it again changes nothing */
 		path = ic_path_join(dir, ICF_JOURNAL_NAME);
+		if (!path)
+			return -ENOMEM;
 		ret = unlink(path) < 0 && errno != ENOENT
 			      ? ic_fail(-errno, "%s: remove: %s", path, strerror(errno))
 			      : 0;
@@ -143,12 +147,14 @@ int ic_cons_journal_write(const char *dir, const struct journal *j)
 	}
 	for (size_t i = 0; i < j->punch.n; i++)
 		sb_printf(&b, "punch %u\n", j->punch.v[i]);
-	sb_printf(&b, "sum %016llx\n", (unsigned long long)XXH3_64bits(b.s, b.n));
-	if (j->phase == J_COMMIT)
-		ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.s, b.n, 0600);
+	sb_printf(&b, "sum %016llx\n", (unsigned long long)XXH3_64bits(b.v, b.n));
+	if (b.oom)
+		ret = -ENOMEM;
+	else if (j->phase == J_COMMIT)
+		ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.v, b.n, 0600);
 	else
-		ret = write_quick(dir, b.s, b.n);
-	free(b.s);
+		ret = write_quick(dir, b.v, b.n);
+	ic_array_free(&b);
 	return ret;
 }
 
@@ -163,6 +169,7 @@ static bool seq_ok(unsigned long long a)
 	return a >= 1 && a <= ICF_SEQ_MAX;
 }
 
+/* 0, -1 for a line that is not a journal's, or -ENOMEM. */
 static int journal_line(struct journal *j, char *line, const char *path)
 {
 	char *arg = strchr(line, ' ');
@@ -181,7 +188,8 @@ static int journal_line(struct journal *j, char *line, const char *path)
 			a = strtoull(tok, &end, 10);
 			if (*end || !seq_ok(a))
 				return -1;
-			u32_push(&j->remove, (uint32_t)a);
+			if (ic_array_push(&j->remove, (uint32_t)a))
+				return -ENOMEM;
 		}
 		return 0;
 	}
@@ -209,13 +217,11 @@ static int journal_line(struct journal *j, char *line, const char *path)
 	}
 	if (!strcmp(line, "target") && sscanf(arg, "%llu %llu", &a, &b) == 2 && seq_ok(a) &&
 	    b <= ICF_SEQ_MAX) {
-		u32_push(&j->tseq, (uint32_t)a);
-		u32_push(&j->tbase, (uint32_t)b);
-		return 0;
+		return ic_array_push(&j->tseq, (uint32_t)a) || ic_array_push(&j->tbase, (uint32_t)b)
+			       ? -ENOMEM : 0;
 	}
 	if (!strcmp(line, "punch") && sscanf(arg, "%llu", &a) == 1 && seq_ok(a)) {
-		u32_push(&j->punch, (uint32_t)a);
-		return 0;
+		return ic_array_push(&j->punch, (uint32_t)a);
 	}
 	return -1;
 }
@@ -235,9 +241,14 @@ int ic_cons_journal_decode(char *buf, size_t len, struct journal *j, const char 
 	    strtoull(sum + 4, NULL, 16) != XXH3_64bits(buf, (size_t)(sum - buf)))
 		goto bad;
 	*sum = '\0';
-	for (line = strtok_r(buf + 19, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-		if (journal_line(j, line, path))
+	for (line = strtok_r(buf + 19, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		int r = journal_line(j, line, path);
+
+		if (r == -ENOMEM)
+			return r;
+		if (r)
 			goto bad;
+	}
 	return 0;
 bad:
 	return ic_fail(IC_ECORRUPT, "%s: journal damaged; check the chain with imgverify, then remove the journal",
@@ -253,6 +264,8 @@ int ic_cons_journal_read(const char *dir, struct journal *j)
 	int fd, ret = 0;
 
 	memset(j, 0, sizeof(*j));
+	if (!path)
+		return -ENOMEM;
 	ret = ic_open_regular(AT_FDCWD, dir, ICF_JOURNAL_NAME, O_RDONLY, 0, &fd);
 	if (ret) {
 		if (ret == -ENOENT)

@@ -89,13 +89,14 @@ static int cmp_seq_idx(const void *a, const void *b, void *arg)
 	return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
 }
 
-/* Node indices sorted by ascending seq, for parent look-ups (the caller frees). */
+/* Node indices sorted by ascending seq, for parent look-ups (the caller frees); NULL: no
+ * memory. */
 static size_t *by_seq(const struct ic_cons_node *nodes, size_t n)
 {
 	size_t *ix = malloc((n ? n : 1) * sizeof(*ix));
 
 	if (!ix)
-		abort();
+		return NULL;
 	for (size_t i = 0; i < n; i++)
 		ix[i] = i;
 	qsort_r(ix, n, sizeof(*ix), cmp_seq_idx, (void *)nodes);
@@ -128,14 +129,17 @@ static ssize_t parent_of(const struct ic_cons_node *nodes, const size_t *ix, siz
 }
 
 /* Keep non-kept points that have kept points in two or more child subtrees. */
-static void keep_branch_points(struct ic_cons_node *nodes, size_t n)
+static int keep_branch_points(struct ic_cons_node *nodes, size_t n)
 {
 	size_t *ix = by_seq(nodes, n);
 	bool *sub = calloc(n ? n : 1, sizeof(*sub));
 	unsigned *kids = calloc(n ? n : 1, sizeof(*kids));
+	int ret = 0;
 
-	if (!sub || !kids)
-		abort();
+	if (!ix || !sub || !kids) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	/* descending seq: every child is done before its parent */
 	for (size_t k = n; k-- > 0;) {
 		size_t i = ix[k];
@@ -154,9 +158,11 @@ static void keep_branch_points(struct ic_cons_node *nodes, size_t n)
 			sub[par] = true;
 		}
 	}
+out:
 	free(ix);
 	free(sub);
 	free(kids);
+	return ret;
 }
 
 int ic_retention_select(struct ic_cons_node *nodes, size_t n, const struct ic_retention *r)
@@ -201,8 +207,7 @@ int ic_retention_select(struct ic_cons_node *nodes, size_t n, const struct ic_re
 		}
 	}
 	free(order);
-	keep_branch_points(nodes, n);
-	return 0;
+	return keep_branch_points(nodes, n);
 }
 
 /* ---- plans ------------------------------------------------------------------------ */
@@ -219,13 +224,13 @@ void ic_cons_plan_free(struct ic_cons_plan *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* A zeroed step at the end of the plan, or NULL (no memory). */
 static struct ic_cons_step *new_step(struct ic_cons_plan *p)
 {
-	struct ic_cons_step *s = realloc(p->steps, (p->nsteps + 1) * sizeof(*s));
+	struct ic_cons_step *s;
 
-	if (!s)
-		abort();
-	p->steps = s;
+	if (ic_array_grow(&p->steps, &p->steps_cap, p->nsteps + 1, sizeof(*p->steps)))
+		return NULL;
 	s = &p->steps[p->nsteps++];
 	memset(s, 0, sizeof(*s));
 	return s;
@@ -255,11 +260,14 @@ int ic_cons_plan_retention(const struct ic_cons_node *nodes, size_t n, struct ic
 	size_t *ix = by_seq(nodes, n);
 	bool *done = calloc(n ? n : 1, sizeof(*done));
 	struct u32v prune = { 0 };
+	int ret = 0;
 
-	if (!done)
-		abort();
 	memset(p, 0, sizeof(*p));
-	for (size_t k = 0; k < n; k++) {
+	if (!ix || !done) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < n && !ret; k++) {
 		size_t t = ix[k];
 		ssize_t from, par = parent_of(nodes, ix, n, t);
 		struct ic_cons_step *s;
@@ -272,6 +280,10 @@ int ic_cons_plan_retention(const struct ic_cons_node *nodes, size_t n, struct ic
 		     up = parent_of(nodes, ix, n, (size_t)up))
 			from = up;
 		s = new_step(p);
+		if (!s) {
+			ret = -ENOMEM;
+			break;
+		}
 		s->target = nodes[t].seq;
 		s->from = nodes[from].seq;
 		s->base = nodes[from].parent_seq;
@@ -280,33 +292,48 @@ int ic_cons_plan_retention(const struct ic_cons_node *nodes, size_t n, struct ic
 		for (size_t i = 0; i < n; i++)
 			if (!nodes[i].broken && is_ancestor(nodes, ix, n, from, (ssize_t)i) &&
 			    !is_ancestor(nodes, ix, n, (ssize_t)t, (ssize_t)i)) {
-				u32_push(&rm, nodes[i].seq);
+				if (!ret)
+					ret = ic_array_push(&rm, nodes[i].seq);
 				done[i] = true;
 			}
-		finish_step(s, &rm, NULL);
+		finish_step(s, &rm, NULL);    /* the step owns rm, freed with the plan */
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && !ret; i++)
 		if (!nodes[i].keep && !nodes[i].broken && !done[i])
-			u32_push(&prune, nodes[i].seq);
-	if (prune.n)
-		finish_step(new_step(p), &prune, NULL);
-	else
-		free(prune.v);
+			ret = ic_array_push(&prune, nodes[i].seq);
+	if (!ret && prune.n) {
+		struct ic_cons_step *ps = new_step(p);
+
+		if (ps)
+			finish_step(ps, &prune, NULL);
+		else
+			ret = -ENOMEM;
+	}
+	if (!prune.n || ret)
+		ic_array_free(&prune);
+out:
+	if (ret)
+		ic_cons_plan_free(p);
 	free(ix);
 	free(done);
-	return 0;
+	return ret;
 }
 
 int ic_cons_plan_merge(const struct ic_cons_node *nodes, size_t n, uint32_t from, uint32_t to,
 		       struct ic_cons_plan *p)
 {
 	size_t *ix = by_seq(nodes, n);
-	ssize_t f = find_node(nodes, ix, n, from), t = find_node(nodes, ix, n, to);
+	ssize_t f = ix ? find_node(nodes, ix, n, from) : -1;
+	ssize_t t = ix ? find_node(nodes, ix, n, to) : -1;
 	struct u32v rm = { 0 }, rb = { 0 };
 	struct ic_cons_step *s;
 	int ret = 0;
 
 	memset(p, 0, sizeof(*p));
+	if (!ix) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	if (f < 0 || t < 0) {
 		ret = ic_fail(-ENOENT, "no such restore point (sequence %u)", f < 0 ? from : to);
 		goto out;
@@ -322,19 +349,26 @@ int ic_cons_plan_merge(const struct ic_cons_node *nodes, size_t n, uint32_t from
 	}
 	if (f == t)
 		goto out;
-	for (ssize_t i = parent_of(nodes, ix, n, (size_t)t);; i = parent_of(nodes, ix, n, (size_t)i)) {
-		u32_push(&rm, nodes[i].seq);
+	for (ssize_t i = parent_of(nodes, ix, n, (size_t)t); !ret;
+	     i = parent_of(nodes, ix, n, (size_t)i)) {
+		ret = ic_array_push(&rm, nodes[i].seq);
 		if (i == f)
 			break;
 	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !ret; i++) {
 		ssize_t par = parent_of(nodes, ix, n, i);
 
 		if ((ssize_t)i != t && par >= 0 && u32_has(rm.v, rm.n, nodes[par].seq) &&
 		    !u32_has(rm.v, rm.n, nodes[i].seq))
-			u32_push(&rb, nodes[i].seq);
+			ret = ic_array_push(&rb, nodes[i].seq);
 	}
-	s = new_step(p);
+	s = ret ? NULL : new_step(p);
+	if (!s) {
+		ic_array_free(&rm);
+		ic_array_free(&rb);
+		ret = -ENOMEM;
+		goto out;
+	}
 	s->target = to;
 	s->from = from;
 	s->base = nodes[f].parent_seq;
@@ -352,7 +386,7 @@ static struct ic_cons_node *chain_nodes(const struct ic_chain *c)
 	struct ic_cons_node *nodes = calloc(c->npoints + 1, sizeof(*nodes));
 
 	if (!nodes)
-		abort();
+		return NULL;
 	for (size_t i = 0; i < c->npoints; i++) {
 		const struct ic_point *p = &c->points[i];
 
@@ -480,6 +514,8 @@ int ic_cons_make_plan(struct cons *x, struct ic_chain *c, struct ic_cons_node **
 	int ret;
 
 	*nodes = chain_nodes(c);
+	if (!*nodes)
+		return -ENOMEM;
 	if (x->o->merge) {
 		uint32_t from = 0, to = 0;
 

@@ -65,8 +65,7 @@ struct checker {
 	pthread_cond_t cv;
 	struct check_job *head, **tail;
 	bool done;                  /* no more jobs will come */
-	int ret;                    /* the first failure */
-	char msg[1024];             /* its message (messages are per thread) */
+	struct ic_error err;        /* the first failure, raised by the copier */
 	uint8_t *buf;
 	size_t buflen;
 	struct ic_pool pool;
@@ -89,14 +88,13 @@ static void *checker_main(void *arg)
 		k->head = j->next;
 		if (!k->head)
 			k->tail = &k->head;
-		ret = k->ret;
+		ret = k->err.code;
 		pthread_mutex_unlock(&k->mu);
 		if (!ret) {
 			ret = ic_image_check_records(j->src, j->ents, j->n, k->buf, k->buflen);
 			if (ret) {
 				pthread_mutex_lock(&k->mu);
-				snprintf(k->msg, sizeof(k->msg), "%s", ic_last_error(ret));
-				k->ret = ret;
+				ic_error_save(&k->err, ret);
 				pthread_mutex_unlock(&k->mu);
 			}
 		}
@@ -144,10 +142,10 @@ static int checker_push(struct checker *k, const struct ic_image *src,
 	pthread_mutex_lock(&k->mu);
 	*k->tail = j;
 	k->tail = &j->next;
-	ret = k->ret;
+	ret = ic_error_raise(&k->err);
 	pthread_cond_signal(&k->cv);
 	pthread_mutex_unlock(&k->mu);
-	return ret ? ic_fail(ret, "%s", k->msg) : 0;
+	return ret;
 }
 
 /* No more jobs: wait until every queued record was checked.  The first failure. */
@@ -160,7 +158,7 @@ static int checker_finish(struct checker *k)
 	pthread_cond_signal(&k->cv);
 	pthread_mutex_unlock(&k->mu);
 	ic_pool_join(&k->pool);
-	ret = k->ret ? ic_fail(k->ret, "%s", k->msg) : 0;
+	ret = ic_error_raise(&k->err);
 	pthread_mutex_destroy(&k->mu);
 	pthread_cond_destroy(&k->cv);
 	free(k->buf);
@@ -635,7 +633,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		f.start = t->rw->slot.data_end;
 	} else {
 		tmp = ic_cons_tmp_path(x->dir, t->seq);
-		ret = open_new_image(tmp, t->p->img, &fd);
+		ret = tmp ? open_new_image(tmp, t->p->img, &fd) : -ENOMEM;
 		if (ret)
 			goto out;
 		f.dfd = fd;

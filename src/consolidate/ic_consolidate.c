@@ -99,8 +99,8 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 	ic_cons_journal_reset_step(j);
 	j->phase = J_PREPARE;
 	for (size_t i = 0; i < c->npoints; i++)
-		if (in_d[i])
-			u32_push(&j->remove, c->points[i].seq);
+		if (in_d[i] && (ret = ic_array_push(&j->remove, c->points[i].seq)))
+			return ret;
 	qsort(j->remove.v, j->remove.n, sizeof(*j->remove.v), cmp_u32_desc);
 	for (size_t k = 0; k < ntg; k++)
 		if (tg[k].in_place) {
@@ -127,7 +127,7 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 			if (t->in_place) {
 				char *fpath = ic_cons_seq_path(x->dir, j->ip_file);
 
-				ret = ic_image_open(fpath, O_RDWR, &t->rw);
+				ret = fpath ? ic_image_open(fpath, O_RDWR, &t->rw) : -ENOMEM;
 				free(fpath);
 				if (!ret && (t->rw->slot.seq != j->ip_file || t->rw->slot.data_end != j->ip_d0))
 					ret = ic_fail(-EAGAIN, "%s: changed under the merge", t->rw->path);
@@ -146,8 +146,11 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 			j->have_slot = true;
 			j->ip_slot = tg[k].slot;
 		} else {
-			u32_push(&j->tseq, tg[k].seq);
-			u32_push(&j->tbase, tg[k].base);
+			ret = ic_array_push(&j->tseq, tg[k].seq);
+			if (!ret)
+				ret = ic_array_push(&j->tbase, tg[k].base);
+			if (ret)
+				return ret;
 		}
 	}
 	ret = ic_cons_journal_write(x->dir, j);
@@ -200,15 +203,15 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 	ic_chain_free(c);
 	c = NULL;
 	if (ret) {
-		char msg[1024];
+		struct ic_error err;    /* the rollback's own failures must not replace it */
 		int r2 = 0;
 
-		snprintf(msg, sizeof(msg), "%s", ic_last_error(ret));
+		ic_error_save(&err, ret);
 		if (x->j.phase == J_PREPARE)
 			r2 = ic_cons_rollback(x);
 		if (r2)
 			ic_cons_note(x, "rollback: %s", ic_last_error(r2));
-		ret = ic_fail(ret, "%s", msg);
+		ret = ic_error_raise(&err);
 		goto out;
 	}
 	for (size_t k = 0; k < ntg; k++)

@@ -96,7 +96,7 @@ struct ic_cons_step {
 
 struct ic_cons_plan {
 	struct ic_cons_step *steps;
-	size_t nsteps;
+	size_t nsteps, steps_cap;
 };
 
 void ic_cons_plan_free(struct ic_cons_plan *p);

@@ -221,6 +221,8 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	int ret;
 
 	*created = false;
+	if (!kpath)
+		return -ENOMEM;
 	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
@@ -472,8 +474,10 @@ int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 		char *k = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
 		char *l = ic_path_join(o->chain_dir, ICF_LOCK_NAME);
 
-		unlink(k);
-		unlink(l);
+		if (k)
+			unlink(k);
+		if (l)
+			unlink(l);
 		rmdir(o->chain_dir);
 		free(k);
 		free(l);

@@ -10,6 +10,7 @@
 
 #include "ic_backup.h"
 #include "ic_codec.h"
+#include "ic_error.h"
 #include "ic_image.h"
 #include "ic_keys.h"
 #include "ic_view.h"
@@ -30,8 +31,7 @@ struct batch {
 	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
 	uint8_t *act;
 	uint64_t bytes_read;
-	int err;
-	char errmsg[512];
+	struct ic_error err;        /* the worker's failure, raised by the writer */
 };
 
 struct job {

@@ -160,7 +160,7 @@ static void *worker(void *arg)
 	struct job *j = arg;
 	struct ic_codec *codec = ic_codec_new(j->bs, j->o->level);
 	struct ic_view_cursor *cur = NULL;
-	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0;
+	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0, ret;
 
 	pthread_mutex_lock(&j->mu);
 	while (!j->stop && j->next < j->nbatches) {
@@ -179,9 +179,8 @@ static void *worker(void *arg)
 		bt->first = k * j->per_batch;
 		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
 									 : j->per_batch);
-		bt->err = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
-		if (bt->err)
-			snprintf(bt->errmsg, sizeof(bt->errmsg), "%s", ic_last_error(bt->err));
+		ret = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
+		ic_error_save(&bt->err, ret);
 
 		pthread_mutex_lock(&j->mu);
 		bt->state = 2;
@@ -274,8 +273,8 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		pthread_mutex_unlock(&j->mu);
 		if (!pool.n)
 			break;
-		if (bt->err)
-			ret = ic_fail(bt->err, "%s", bt->errmsg);
+		if (bt->err.code)
+			ret = ic_error_raise(&bt->err);
 		else if (ic_interrupted)
 			ret = ic_fail(-EINTR, "interrupted");
 		else

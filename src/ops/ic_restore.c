@@ -35,8 +35,7 @@ struct rjob {
 	uint64_t per_chunk, nchunks;
 	pthread_mutex_t mu;
 	uint64_t next, done_blocks, data_blocks, zero_blocks, bytes_written;
-	int err;
-	char errmsg[512];
+	struct ic_error err;        /* the first worker's failure */
 };
 
 static int write_block(struct rjob *j, struct ic_codec *codec, const struct ic_block_ref *ref,
@@ -106,11 +105,9 @@ static void *rworker(void *arg)
 		int ret;
 
 		pthread_mutex_lock(&j->mu);
-		if (j->err || j->next >= j->nchunks || ic_interrupted) {
-			if (ic_interrupted && !j->err) {
-				j->err = -EINTR;
-				snprintf(j->errmsg, sizeof(j->errmsg), "interrupted");
-			}
+		if (j->err.code || j->next >= j->nchunks || ic_interrupted) {
+			if (ic_interrupted && !j->err.code)
+				ic_error_save(&j->err, ic_fail(-EINTR, "interrupted"));
 			pthread_mutex_unlock(&j->mu);
 			break;
 		}
@@ -121,10 +118,8 @@ static void *rworker(void *arg)
 		else
 			ret = restore_chunk(j, cur, codec, buf, rec, k, &ndata, &nbytes);
 		pthread_mutex_lock(&j->mu);
-		if (ret && !j->err) {
-			j->err = ret;
-			snprintf(j->errmsg, sizeof(j->errmsg), "%s", ic_last_error(ret));
-		}
+		if (ret && !j->err.code)
+			ic_error_save(&j->err, ret);
 		j->data_blocks += ndata;
 		j->bytes_written += nbytes;
 		j->done_blocks += j->per_chunk;
@@ -221,7 +216,7 @@ static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
 
 		pthread_mutex_lock(&j->mu);
 		d = j->done_blocks * j->v->block_size;
-		fin = j->err || j->done_blocks >= j->nchunks * j->per_chunk;
+		fin = j->err.code || j->done_blocks >= j->nchunks * j->per_chunk;
 		pthread_mutex_unlock(&j->mu);
 		if (fin || !pool.n)
 			break;
@@ -231,9 +226,7 @@ static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
 	ic_pool_join(&pool);
 	ic_progress_done(&prog);
 	pthread_mutex_destroy(&j->mu);
-	if (j->err)
-		return ic_fail(j->err, "%s", j->errmsg);
-	return 0;
+	return ic_error_raise(&j->err);
 }
 
 int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)

@@ -245,7 +245,11 @@ static int load(const uint8_t id[ICF_ID_LEN], struct ic_state *st)
 
 	memset(st, 0, sizeof(*st));
 	file_name(id, fname, sizeof(fname));
-	path = ic_path_join(dir, fname);
+	path = dir ? ic_path_join(dir, fname) : NULL;
+	if (!path) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
 	if (ret) {
 		ret = ret == -ENOENT ? 0 : ret;
@@ -297,7 +301,7 @@ static int store(const uint8_t chain_id[ICF_ID_LEN], const struct ic_state *st)
 {
 	char fname[64], *text = malloc(IC_STATE_MAX_BYTES);
 	char *dir = state_dir();
-	int ret = text ? mkdirs(dir) : ic_fail(-ENOMEM, "out of memory");
+	int ret = text && dir ? mkdirs(dir) : ic_fail(-ENOMEM, "out of memory");
 
 	if (!ret) {
 		file_name(chain_id, fname, sizeof(fname));

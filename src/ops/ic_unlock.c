@@ -36,7 +36,7 @@ int ic_key_unlock_keyfile(const char *chain_dir, const char *passphrase_file,
 	ret = ic_keyfile_unlock(kf, pass, passlen, out, slot_out);
 	if (ret < 0) {
 		path = ic_path_join(chain_dir, ICF_KEYFILE_NAME);
-		ret = ic_fail_prefixed(ret, path);
+		ret = path ? ic_fail_prefixed(ret, path) : ret;
 		free(path);
 	} else {
 		ic_state_note_key(*out);

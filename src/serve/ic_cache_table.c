@@ -243,7 +243,6 @@ void cache_entry_load(struct ic_cache_src *s, struct shard *sh, struct ic_centry
 	struct tctx *t = tctx_get(c);
 	int ret;
 
-	ic_clear_error();
 	if (!t)
 		ret = ic_fail(-ENOMEM, "no memory for a block decoder");
 	else

@@ -270,7 +270,7 @@ static char *ovl_concat(const char *a, const char *b)
 	char *p = malloc(la + lb + 1);
 
 	if (!p)
-		abort();
+		return NULL;
 	memcpy(p, a, la);
 	memcpy(p + la, b, lb + 1);
 	return p;
@@ -288,8 +288,8 @@ static int ovl_open_files(struct ic_overlay *ov, const char *prefix)
 		ov->dir = ovl_concat("/", "");
 	else
 		ov->dir = strndup(prefix, (size_t)(slash - prefix));
-	if (!ov->dir)
-		abort();
+	if (!ov->dir || !ov->data_path || !ov->map_path)
+		return -ENOMEM;
 	ov->data_fd = ovl_open_file(ov->data_path, &ov->need_dirsync);
 	if (ov->data_fd < 0)
 		return ov->data_fd;

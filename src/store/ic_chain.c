@@ -11,25 +11,29 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "ic_array.h"
 #include "ic_chain.h"
 #include "ic_util.h"
 
-static void add_bad(struct ic_chain *c, const char *path, int err)
+static int add_bad(struct ic_chain *c, const char *path, int err)
 {
-	struct ic_bad_file *nb = realloc(c->bad, (c->nbad + 1) * sizeof(*nb));
+	struct ic_bad_file *b;
+	const char *base = strrchr(path, '/');
 
-	if (!nb)
-		abort();
-	c->bad = nb;
-	nb[c->nbad].path = strdup(path);
-	nb[c->nbad].why = strdup(ic_last_error(err));
-	nb[c->nbad].err = err;
-	{
-		const char *base = strrchr(path, '/');
-
-		nb[c->nbad].name_seq = (uint32_t)strtoul(base ? base + 1 : path, NULL, 10);
+	if (ic_array_grow(&c->bad, &c->bad_cap, c->nbad + 1, sizeof(*c->bad)))
+		return -ENOMEM;
+	b = &c->bad[c->nbad];
+	b->path = strdup(path);
+	b->why = strdup(ic_last_error(err));
+	b->err = err;
+	b->name_seq = (uint32_t)strtoul(base ? base + 1 : path, NULL, 10);
+	if (!b->path || !b->why) {
+		free(b->path);
+		free(b->why);
+		return -ENOMEM;
 	}
 	c->nbad++;
+	return 0;
 }
 
 static bool image_name(const char *n)
@@ -75,26 +79,27 @@ static int cmp_point(const void *a, const void *b)
 	return 0;
 }
 
-static void add_stale(struct ic_chain *c, struct ic_image *img)
+static int add_stale(struct ic_chain *c, struct ic_image *img)
 {
-	struct ic_image **ns = realloc(c->stale, (c->nstale + 1) * sizeof(*ns));
-
-	if (!ns)
-		abort();
-	c->stale = ns;
-	ns[c->nstale++] = img;
+	if (ic_array_grow(&c->stale, &c->stale_cap, c->nstale + 1, sizeof(*c->stale)))
+		return -ENOMEM;
+	c->stale[c->nstale++] = img;
+	return 0;
 }
 
-/* Sort, drop duplicates of a seq, link parents, compute depth and broken. */
-static void build_tree(struct ic_chain *c)
+/* Sort, drop duplicates of a seq, link parents, compute depth and broken.  -ENOMEM leaves
+ * every image in points[] or stale[] (freed by ic_chain_free). */
+static int build_tree(struct ic_chain *c)
 {
 	size_t j = 0;
 
 	if (c->npoints)
 		qsort(c->points, c->npoints, sizeof(*c->points), cmp_point);
+	if (ic_array_grow(&c->stale, &c->stale_cap, c->nstale + c->npoints, sizeof(*c->stale)))
+		return -ENOMEM;
 	for (size_t i = 0; i < c->npoints; i++) {
 		if (j && c->points[j - 1].seq == c->points[i].seq) {
-			add_stale(c, c->points[i].img);
+			add_stale(c, c->points[i].img);    /* room was made above */
 			continue;
 		}
 		c->points[j++] = c->points[i];
@@ -119,6 +124,7 @@ static void build_tree(struct ic_chain *c)
 		p->parent->nchildren++;
 		p->depth = p->parent->depth + 1;
 	}
+	return 0;
 }
 
 int ic_chain_open(const char *dir, struct ic_chain **out)
@@ -126,52 +132,65 @@ int ic_chain_open(const char *dir, struct ic_chain **out)
 	struct ic_chain *c;
 	struct dirent *de;
 	DIR *d = opendir(dir);
+	int ret = 0;
 
 	if (!d)
 		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
 	c = calloc(1, sizeof(*c));
-	if (!c) {
+	if (!c || !(c->dir = strdup(dir))) {
+		free(c);
 		closedir(d);
 		return -ENOMEM;
 	}
-	c->dir = strdup(dir);
-	while ((de = readdir(d))) {
+	while (!ret && (de = readdir(d))) {
 		struct ic_image *img;
 		char *path;
-		int ret;
 
 		if (!image_name(de->d_name))
 			continue;
 		path = ic_path_join(dir, de->d_name);
+		if (!path) {
+			ret = -ENOMEM;
+			break;
+		}
 		if ((uint32_t)strtoul(de->d_name, NULL, 10) > c->name_max || !c->name_max_path) {
 			c->name_max = (uint32_t)strtoul(de->d_name, NULL, 10);
 			free(c->name_max_path);
 			c->name_max_path = strdup(path);
+			if (!c->name_max_path)
+				ret = -ENOMEM;
 		}
 		/* a name that is not a regular file is a bad file, never opened (ic_open_regular) */
-		ret = ic_image_open(path, O_RDONLY, &img);
+		if (!ret)
+			ret = ic_image_open(path, O_RDONLY, &img);
 		if (!ret) {
 			ret = same_chain(c, img);
 			if (ret)
 				ic_image_close(img);
 		}
-		if (ret) {
-			add_bad(c, path, ret);
+		if (ret == -ENOMEM) {
+			/* out of memory is not a fact about the file: the scan fails */
+		} else if (ret) {
+			ret = add_bad(c, path, ret);
+		} else if (ic_array_grow(&c->points, &c->points_cap, c->npoints + 1,
+					 sizeof(*c->points))) {
+			ic_image_close(img);
+			ret = -ENOMEM;
 		} else {
-			struct ic_point *np = realloc(c->points, (c->npoints + 1) * sizeof(*np));
-
-			if (!np)
-				abort();
-			c->points = np;
-			memset(&np[c->npoints], 0, sizeof(*np));
-			np[c->npoints].img = img;
-			np[c->npoints].seq = img->slot.seq;
+			memset(&c->points[c->npoints], 0, sizeof(*c->points));
+			c->points[c->npoints].img = img;
+			c->points[c->npoints].seq = img->slot.seq;
 			c->npoints++;
 		}
 		free(path);
 	}
 	closedir(d);
-	build_tree(c);
+	if (!ret)
+		ret = build_tree(c);
+	if (ret) {
+		ic_chain_free(c);
+		return ret == -ENOMEM ? ic_fail(ret, "%s: scan: %s", dir, strerror(ENOMEM)) : ret;
+	}
 	*out = c;
 	return 0;
 }
@@ -326,7 +345,8 @@ int ic_chain_lock(const char *dir, bool wait, int *fd_out)
 
 	/* a regular file only, created if missing, never truncated: what is there may be
 	 * a link to someone else's file, which must not be touched */
-	ret = ic_open_regular(AT_FDCWD, dir, ICF_LOCK_NAME, O_RDWR | O_CREAT, 0600, &fd);
+	ret = path ? ic_open_regular(AT_FDCWD, dir, ICF_LOCK_NAME, O_RDWR | O_CREAT, 0600, &fd)
+		   : -ENOMEM;
 	if (ret)
 		goto out;
 	if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {

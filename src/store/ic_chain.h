@@ -32,11 +32,11 @@ struct ic_chain {
 	uint8_t chain_id[ICF_ID_LEN];
 	uint8_t key_check[ICF_CHECK_LEN];
 	struct ic_point *points;    /* ascending seq */
-	size_t npoints;
+	size_t npoints, points_cap;
 	struct ic_bad_file *bad;    /* damaged or foreign files, skipped */
-	size_t nbad;
+	size_t nbad, bad_cap;
 	struct ic_image **stale;    /* images superseded by another file with the same seq */
-	size_t nstale;
+	size_t nstale, stale_cap;
 	uint32_t name_max;          /* the highest seq any image file's name claims */
 	char *name_max_path;        /* that file */
 };

@@ -517,14 +517,17 @@ int ic_image_check_index(struct ic_image *img)
 	if (!img->index_state) {
 		ret = load_index(img);
 		img->index_state = ret ? ret : 1;
-		if (ret == IC_ECORRUPT)
-			img->index_err = strdup(ic_last_error(ret));
-		else if (ret)
+		if (ret == IC_ECORRUPT) {
+			img->index_err = malloc(sizeof(*img->index_err));
+			if (img->index_err)
+				ic_error_save(img->index_err, ret);
+		} else if (ret)
 			img->index_state = 0;    /* no memory, an I/O error: may work next time */
 	} else {
 		ret = img->index_state > 0 ? 0 : img->index_state;
 		if (ret)    /* the same message as the first time */
-			ic_fail(ret, "%s", img->index_err ? img->index_err : "index damaged");
+			ret = img->index_err ? ic_error_raise(img->index_err)
+					     : ic_fail(ret, "%s: index damaged", img->path);
 	}
 	pthread_mutex_unlock(&img->index_mu);
 	return ret;
@@ -641,7 +644,7 @@ int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t 
 	w->wbuf = malloc(WBUF_SIZE);
 	w->ibuf = malloc(IBUF_ENTRIES * sizeof(struct icf_entry));
 	w->ih = XXH3_createState();
-	if (!w->wbuf || !w->ibuf || !w->ih) {
+	if (!w->dir || !w->path || !w->ipath || !w->wbuf || !w->ibuf || !w->ih) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -793,7 +796,7 @@ int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot)
 	ic_image_filename(w->seq, fname, sizeof(fname));
 	final = ic_path_join(w->dir, fname);
 	/* never replace a file: even a damaged image there is someone's data */
-	ret = ic_rename_noreplace(w->path, final);
+	ret = final ? ic_rename_noreplace(w->path, final) : -ENOMEM;
 	if (ret)
 		goto out;
 	free(w->path);

@@ -22,7 +22,7 @@ struct ic_image {
 	uint8_t *index;             /* NULL until checked */
 	pthread_mutex_t index_mu;   /* serialises the loading */
 	int index_state;            /* 0 not read, 1 good, <0 error (cached) */
-	char *index_err;            /* the message of a cached error */
+	struct ic_error *index_err; /* a cached error (code and message) */
 };
 
 /* Open and validate header and slots (not the index; that is ic_image_check_index).

@@ -223,7 +223,7 @@ static void test_lock(void)
 	}
 	CHECK(read(pipefd[0], &ch, 1) == 1);
 	CHECK_EQ(ic_chain_lock(dir, false, &fd2), -EBUSY);
-	CHECK(strstr(ic_last_error(0), "locked") && strstr(ic_last_error(0), "pid"));
+	CHECK(strstr(ic_last_error(-EBUSY), "locked") && strstr(ic_last_error(-EBUSY), "pid"));
 	kill(pid, SIGKILL);    /* a dead holder leaves nothing stuck */
 	waitpid(pid, NULL, 0);
 	CHECK_EQ(ic_chain_lock(dir, false, &fd2), 0);

@@ -151,15 +151,15 @@ static void test_damage(void)
 	flip(p, idx + 64 + 3);    /* an index entry */
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
 	CHECK_EQ(ic_image_check_index(img), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "index checksum mismatch") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "index checksum mismatch") != NULL);
 	CHECK_EQ(ic_image_check_index(img), IC_ECORRUPT);    /* cached, same message */
-	CHECK(strstr(ic_last_error(0), "index checksum mismatch") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "index checksum mismatch") != NULL);
 	CHECK_EQ(ic_image_entry(img, 0, &e), -EINVAL);    /* a damaged index is never used */
 	ic_image_close(img);
 	flip(p, idx + 64 + 3);
 	CHECK_EQ(truncate(p, (off_t)idx + 10), 0);    /* truncated */
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "truncated") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "truncated") != NULL);
 	unlink(p);
 	free(p);
 }
@@ -262,7 +262,7 @@ static void test_v2_rules(void)
 	expect_entry(p, 0, 1);       /* block 0: origin 4, another point's id: fine */
 	edit_entry(p, 1, other_point_id);    /* block 2: its own record, another point id */
 	expect_entry(p, 1, 0);
-	CHECK(strstr(ic_last_error(0), "index entry 1 (block 2): fields out of bounds"));
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "index entry 1 (block 2): fields out of bounds"));
 	unlink(p);
 	free(p);
 	p = write_image(5);
@@ -280,7 +280,7 @@ static void test_v2_rules(void)
 	ic_slot_encode(&s, sbuf);
 	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "bad slot: point id 0"));
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "bad slot: point id 0"));
 	s.point_id = POINT_ID;
 	s.seal_keygen = ICF_KEY_GEN_MAX + 1;
 	ic_slot_encode(&s, sbuf);
@@ -303,7 +303,7 @@ static void test_v2_rules(void)
 	ic_slot_encode(&s, sbuf);
 	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
 	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "reserved fields are not zero"));
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "reserved fields are not zero"));
 	unlink(p);
 	free(p);
 }

@@ -787,7 +787,7 @@ static void test_state_keygen(void)
 
 int main(void)
 {
-	int fd = open("/dev/null", O_RDONLY);
+	int fd = open("/dev/null", O_RDONLY), ret;
 
 	/* never prompt, even when run by hand from a terminal */
 	if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
@@ -805,8 +805,9 @@ int main(void)
 	RUN(test_passphrase_sources);
 	RUN(test_passphrase_new);
 	RUN(test_passphrase_env_removed);
-	if (ic_keyfile_create(chain_a, PASS1, strlen(PASS1), &fixture_kf, &fixture_key) != 0) {
-		fprintf(stderr, "ic_keyfile_create: %s\n", ic_last_error(-1));
+	ret = ic_keyfile_create(chain_a, PASS1, strlen(PASS1), &fixture_kf, &fixture_key);
+	if (ret) {
+		fprintf(stderr, "ic_keyfile_create: %s\n", ic_last_error(ret));
 		return 1;
 	}
 	RUN(test_roundtrip);

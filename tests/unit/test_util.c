@@ -1,12 +1,27 @@
-/* test_util.c: size parsing, names, exit codes, atomic writes, regular-file opens, sanitising. */
+/* test_util.c: size parsing, names, exit codes, errors (codes and messages, across threads),
+ * the growable array, atomic writes, regular-file opens, sanitising. */
 #include "config.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "imgchain.h"
 #include "unit.h"
+
+/* The array's growth goes through this allocator here: it counts, and fails on demand. */
+static int realloc_calls, realloc_fail;
+
+static void *test_realloc(void *p, size_t n)
+{
+	realloc_calls++;
+	return realloc_fail ? NULL : realloc(p, n);
+}
+
+#define IC_ARRAY_REALLOC test_realloc
+#include "ic_array.h"
 
 static void test_parse_size(void)
 {
@@ -55,6 +70,110 @@ static void test_exit_codes(void)
 	CHECK(strcmp(ic_last_error(-ENOENT), strerror(ENOENT)) == 0);
 }
 
+/* A message is reported only for the code it was recorded with. */
+static void test_error_codes(void)
+{
+	CHECK_EQ(ic_fail(IC_ECORRUPT, "img: bad slot"), IC_ECORRUPT);
+	CHECK(strcmp(ic_last_error(IC_ECORRUPT), "img: bad slot") == 0);
+	/* a later ENOMEM that recorded nothing is not reported as "bad slot" */
+	CHECK(strcmp(ic_last_error(-ENOMEM), strerror(ENOMEM)) == 0);
+	CHECK_EQ(ic_fail(-EIO, "img: read: %s", strerror(EIO)), -EIO);
+	CHECK(strcmp(ic_last_error(IC_ECORRUPT), strerror(EBADMSG)) == 0);    /* replaced */
+	CHECK(strstr(ic_last_error(-EIO), "img: read: ") == ic_last_error(-EIO));
+	CHECK(strcmp(ic_last_error(0), strerror(0)) == 0);
+}
+
+struct worker {
+	struct ic_error err;
+	int code;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	/* fail here; the message is this thread's own until saved */
+	ic_error_save(&w->err, ic_fail(w->code, "block %d: checksum mismatch", 7));
+	return NULL;
+}
+
+/* A failure crosses threads with its message: saved by the worker, raised by the caller. */
+static void test_error_handoff(void)
+{
+	struct worker w = { .code = IC_ECORRUPT };
+	struct ic_error none = { 0 }, nomsg;
+	pthread_t th;
+
+	ic_fail(-EAGAIN, "main: something else");
+	CHECK_EQ(pthread_create(&th, NULL, worker_main, &w), 0);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK(strcmp(ic_last_error(IC_ECORRUPT), strerror(EBADMSG)) == 0);    /* not ours yet */
+	CHECK_EQ(w.err.code, IC_ECORRUPT);
+	CHECK_EQ(ic_error_raise(&w.err), IC_ECORRUPT);
+	CHECK(strcmp(ic_last_error(IC_ECORRUPT), "block 7: checksum mismatch") == 0);
+	CHECK(strcmp(ic_last_error(-EAGAIN), strerror(EAGAIN)) == 0);
+	/* nothing to raise: 0, and the current failure stays */
+	CHECK_EQ(ic_error_raise(&none), 0);
+	CHECK(strcmp(ic_last_error(IC_ECORRUPT), "block 7: checksum mismatch") == 0);
+	/* a code saved without a message of its own carries strerror's */
+	ic_error_save(&nomsg, -ENOMEM);
+	CHECK_EQ(ic_error_raise(&nomsg), -ENOMEM);
+	CHECK(strcmp(ic_last_error(-ENOMEM), strerror(ENOMEM)) == 0);
+	/* success saved: nothing raised */
+	ic_error_save(&nomsg, 0);
+	CHECK_EQ(ic_error_raise(&nomsg), 0);
+}
+
+struct pair {
+	uint32_t a;
+	uint64_t b;
+};
+
+static void test_array(void)
+{
+	IC_ARRAY(uint32_t) u = { 0 };
+	IC_ARRAY(struct pair) p = { 0 };
+	struct pair *q;
+	size_t cap;
+
+	realloc_calls = realloc_fail = 0;
+	for (uint32_t i = 0; i < 100000; i++)
+		CHECK_EQ(ic_array_push(&u, i * 3), 0);
+	CHECK_EQ(u.n, 100000);
+	CHECK(u.cap >= u.n && u.cap < 2 * u.n);
+	for (uint32_t i = 0; i < 100000; i += 997)
+		CHECK_EQ(u.v[i], i * 3);
+	CHECK(realloc_calls <= 15);    /* doubling: log2(100000 / 8) + 1 */
+	/* a failed growth: -ENOMEM, the array as it was */
+	cap = u.cap;
+	while (u.n < cap)
+		CHECK_EQ(ic_array_push(&u, 1), 0);
+	realloc_fail = 1;
+	CHECK_EQ(ic_array_push(&u, 5), -ENOMEM);
+	CHECK_EQ(u.n, cap);
+	CHECK_EQ(u.cap, cap);
+	CHECK_EQ(u.v[3], 9);
+	CHECK_EQ(ic_array_reserve(&u, 1), -ENOMEM);
+	CHECK_EQ(ic_array_reserve(&u, 0), 0);    /* room enough: no allocation */
+	ic_array_free(&u);
+	CHECK(u.v == NULL && u.n == 0 && u.cap == 0);
+	/* the first allocation fails too; ic_array_add gives NULL */
+	CHECK(ic_array_add(&p) == NULL);
+	CHECK(p.v == NULL && p.n == 0);
+	realloc_fail = 0;
+	q = ic_array_add(&p);
+	CHECK(q != NULL && q->a == 0 && q->b == 0 && p.n == 1);
+	q->b = 42;
+	CHECK_EQ(ic_array_push(&p, ((struct pair){ 1, 2 })), 0);
+	CHECK(p.n == 2 && p.v[0].b == 42 && p.v[1].a == 1);
+	/* sizes that overflow are refused before any allocation */
+	realloc_calls = 0;
+	CHECK_EQ(ic_array_grow(&p.v, &p.cap, SIZE_MAX / 2, sizeof(*p.v)), -ENOMEM);
+	CHECK_EQ(realloc_calls, 0);
+	CHECK(p.n == 2 && p.v[0].b == 42);
+	ic_array_free(&p);
+}
+
 static void test_atomic_write(void)
 {
 	char *dir = unit_tmpdir();
@@ -69,7 +188,7 @@ static void test_atomic_write(void)
 	CHECK_EQ(ic_pread_full(fd, buf, 5, 0, p), 0);
 	CHECK(memcmp(buf, "hello", 5) == 0);
 	CHECK_EQ(ic_pread_full(fd, buf, 6, 0, p), IC_ECORRUPT);    /* truncated */
-	CHECK(strstr(ic_last_error(0), "truncated") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "truncated") != NULL);
 	close(fd);
 	CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600);
 	free(p);
@@ -95,13 +214,13 @@ static void test_open_regular(void)
 	CHECK(mkfifo(fifo, 0600) == 0 && mkdir(sub, 0700) == 0);
 
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "link", O_RDWR, 0, &fd), IC_ECORRUPT);
-	CHECK(fd == -1 && strstr(ic_last_error(0), "/link: not a regular file (symlink)"));
+	CHECK(fd == -1 && strstr(ic_last_error(IC_ECORRUPT), "/link: not a regular file (symlink)"));
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "dangle", O_RDWR | O_CREAT, 0600, &fd), IC_ECORRUPT);
 	CHECK(lstat(ghost, &st) < 0 && errno == ENOENT);    /* never created */
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "fifo", O_RDONLY, 0, &fd), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "not a regular file (FIFO)") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "not a regular file (FIFO)") != NULL);
 	CHECK_EQ(ic_open_regular(AT_FDCWD, NULL, sub, O_RDONLY, 0, &fd), IC_ECORRUPT);
-	CHECK(strstr(ic_last_error(0), "not a regular file (directory)") != NULL);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "not a regular file (directory)") != NULL);
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "missing", O_RDONLY, 0, &fd), -ENOENT);
 	/* a regular file opens, blocking again */
 	CHECK_EQ(ic_open_regular(AT_FDCWD, dir, "outside", O_RDONLY, 0, &fd), 0);
@@ -124,7 +243,7 @@ static void test_open_regular(void)
 
 	/* rename never replaces */
 	CHECK_EQ(ic_rename_noreplace(outside, link), -EEXIST);
-	CHECK(strstr(ic_last_error(0), "/link: a file is there already") != NULL);
+	CHECK(strstr(ic_last_error(-EEXIST), "/link: a file is there already") != NULL);
 	free(outside);
 	free(ghost);
 	free(link);
@@ -160,6 +279,9 @@ int main(void)
 	RUN(test_parse_size);
 	RUN(test_names);
 	RUN(test_exit_codes);
+	RUN(test_error_codes);
+	RUN(test_error_handoff);
+	RUN(test_array);
 	RUN(test_atomic_write);
 	RUN(test_open_regular);
 	RUN(test_sanitize);
