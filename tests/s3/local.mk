@@ -1,0 +1,8 @@
+# tests of s3:// chains against a real single-node Ceph RGW (scripts/ceph-rgw.sh; automake
+# fragment included by Makefile.am).  Each test starts its own cluster (about 12 s).
+check_PROGRAMS += tests/s3/test_s3
+tests_s3_test_s3_SOURCES = tests/s3/test_s3.c tests/unit/unit.h
+tests_s3_test_s3_LDADD = $(LIBDEPS)
+SH_TESTS += \
+	tests/s3/client.sh
+EXTRA_DIST += tests/s3/s3-lib.sh scripts/ceph-rgw.sh
