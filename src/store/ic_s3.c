@@ -411,7 +411,6 @@ static bool transient(CURLcode rc, const struct ic_s3_req *r)
 	case CURLE_OK:
 		break;
 	case CURLE_COULDNT_CONNECT:
-	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
