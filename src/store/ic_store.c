@@ -158,6 +158,45 @@ uint64_t ic_store_allocated(const char *dir)
 	return sum;
 }
 
+int ic_store_create(const char *dir, bool *created)
+{
+	struct stat st;
+
+	*created = false;
+	if (stat(dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return ic_fail(-ENOTDIR, "%s: not a directory", dir);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	if (mkdir(dir, 0700) < 0)
+		return ic_fail(-errno, "%s: create chain directory: %s", dir, strerror(errno));
+	*created = true;
+	return 0;
+}
+
+bool ic_store_exists(const char *dir, const char *name)
+{
+	char *path = ic_path_join(dir, name);
+	bool yes = faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+
+	free(path);
+	return yes;
+}
+
+void ic_store_discard(const char *dir)
+{
+	char *k = ic_path_join(dir, ICF_KEYFILE_NAME);
+	char *l = ic_path_join(dir, ICF_LOCK_NAME);
+
+	unlink(k);
+	unlink(l);
+	rmdir(dir);
+	free(k);
+	free(l);
+}
+
 /* ---- the key file: bytes from the store, encoding and decoding by ic_keys ----------- */
 
 #define IC_KF_MAX (sizeof(struct icf_keyfile) + ICF_KEY_GEN_MAX * sizeof(struct icf_key_gen))

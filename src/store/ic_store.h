@@ -14,6 +14,15 @@
 struct ic_image;
 struct ic_keyfile;
 
+/* The chain directory dir: made (0700) when absent (*created), else it must be a
+ * directory. */
+int ic_store_create(const char *dir, bool *created);
+/* Undo ic_store_create of a chain that got no point: its key file, its lock file and the
+ * directory removed (best effort; a directory with anything else in it stays). */
+void ic_store_discard(const char *dir);
+/* Is there a file (of any kind, a link not followed) CHAIN/name? */
+bool ic_store_exists(const char *dir, const char *name);
+
 /* Read CHAIN/name, a regular file (never through a link: ic_open_regular's refusals),
  * into *buf (malloc'd, NUL-terminated), at most max + 1 bytes: *len > max says the file
  * is larger than max.  -ENOENT when absent (with ic_open_regular's message). */
