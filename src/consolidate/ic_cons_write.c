@@ -235,7 +235,7 @@ static int place(struct flat *f, size_t n, bool copy)
 
 	while (i < n) {
 		struct ment *m0;
-		uint64_t next, len = 0, d;
+		uint64_t next, len = 0, d, at = 0;
 		size_t k, nrun = 0;
 		int ret;
 
@@ -266,8 +266,6 @@ static int place(struct flat *f, size_t n, bool copy)
 		if (copy) {
 			if (ic_interrupted)
 				return ic_fail(-EINTR, "interrupted");
-			uint64_t at = 0;
-
 			/* checked by the checker thread, or in line by the writer */
 			ret = f->ck ? checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun) : 0;
 			if (!ret)
