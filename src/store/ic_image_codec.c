@@ -9,15 +9,8 @@
 #include <xxhash.h>
 
 #include "ic_image.h"
+#include "ic_mem.h"
 #include "ic_util.h"
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	while (n--)
-		if (*p++)
-			return false;
-	return true;
-}
 
 void ic_header_encode(const struct icf_header *h, void *buf)
 {
@@ -59,7 +52,7 @@ int ic_header_decode(const void *buf, struct icf_header *h, const char *path)
 	if (h->version != ICF_IMAGE_V1 && h->version != ICF_IMAGE_V2)
 		return ic_fail(IC_ECORRUPT, "%s: unsupported format version %u", path, h->version);
 	if (h->header_size != ICF_HEADER_SIZE || h->cipher != ICF_CIPHER_XCHACHA20POLY1305 ||
-	    h->compress != ICF_COMPRESS_ZSTD || o.reserved0 || !all_zero(o.reserved, sizeof(o.reserved)))
+	    h->compress != ICF_COMPRESS_ZSTD || o.reserved0 || !ic_is_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: unsupported header fields", path);
 	if (bs < ICF_BLOCK_MIN || bs > ICF_BLOCK_MAX || (bs & (bs - 1)))
 		return ic_fail(IC_ECORRUPT, "%s: bad block size %u", path, bs);
@@ -125,7 +118,7 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 	else if (s->n_data + s->n_zero != s->index_count)
 		why = "entry counts disagree";
 	else if (memchr(s->name, 0, sizeof(s->name)) == NULL || !ic_name_valid(s->name) ||
-		 !all_zero((const uint8_t *)s->name + strlen(s->name),
+		 !ic_is_zero((const uint8_t *)s->name + strlen(s->name),
 			   sizeof(s->name) - strlen(s->name)))
 		why = "bad name";
 	if (why)
@@ -162,7 +155,7 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const 
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
-	if (s->flags || !all_zero(o.reserved, sizeof(o.reserved)))
+	if (s->flags || !ic_is_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
 	return slot_check(s, version, path);
 }
