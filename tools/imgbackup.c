@@ -62,6 +62,8 @@ int main(int argc, char **argv)
 {
 	struct ic_backup_opts o = { .level = 1 };
 	struct ic_backup_stats st;
+	struct ic_s3_chain *sc = NULL;
+	const char *chain;
 	uint64_t v;
 	int c, ret;
 
@@ -104,13 +106,19 @@ int main(int argc, char **argv)
 	o.passphrase_file = cli.passphrase_file;
 	o.quiet = cli.quiet;
 	o.accept_rollback = cli.accept_rollback;
-	o.chain_dir = argv[cli.optind];
+	chain = argv[cli.optind];
 	o.source = argv[cli.optind + 1];
 	ic_install_signals();
-	ret = ic_backup(&o, &st);
+	/* s3://BUCKET/PREFIX: under the lease, the indexes cached, the new point uploaded */
+	ret = ic_s3_chain_arg(chain, true, IC_S3_NEED_INDEX, NULL, 0, &sc, &o.chain_dir);
+	if (!ret)
+		ret = ic_backup(&o, &st);
+	if (!ret && sc)
+		ret = ic_s3_chain_push(sc);
+	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);
 	if (!o.quiet)
-		summary(&st, o.chain_dir);
+		summary(&st, chain);
 	return IC_EXIT_OK;
 }

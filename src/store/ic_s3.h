@@ -42,6 +42,9 @@ struct ic_s3_cond {
  * only at the object's end).  len 0: the whole object, at most cap bytes (-EFBIG beyond). */
 int ic_s3_get(struct ic_s3 *s, const char *key, uint64_t off, size_t len, void *buf,
 	      size_t *got);
+/* The same, only while the object's ETag is etag (-EEXIST when it changed). */
+int ic_s3_get_if(struct ic_s3 *s, const char *key, const char *etag, uint64_t off, size_t len,
+		 void *buf, size_t *got);
 /* GET a whole small object (at most cap bytes) into a malloc'd buffer. */
 int ic_s3_get_all(struct ic_s3 *s, const char *key, size_t cap, void **buf, size_t *len,
 		  char etag[IC_S3_ETAG_MAX]);

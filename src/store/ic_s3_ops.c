@@ -10,16 +10,43 @@
 
 #define LIST_ANSWER_MAX (16u << 20)   /* one page of a listing (1000 keys) is far less */
 
+/* "If-Match: ETAG" into buf (the quotes dropped: RGW 16 compares without them). */
+static int if_match_hdr(const char *etag, char *buf, size_t cap)
+{
+	size_t n = strlen(etag);
+
+	if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+		etag++;
+		n -= 2;
+	}
+	if (n >= IC_S3_ETAG_MAX)
+		return -EINVAL;
+	snprintf(buf, cap, "If-Match: %.*s", (int)n, etag);
+	return 0;
+}
+
 int ic_s3_get(struct ic_s3 *s, const char *key, uint64_t off, size_t len, void *buf,
 	      size_t *got)
 {
+	return ic_s3_get_if(s, key, NULL, off, len, buf, got);
+}
+
+int ic_s3_get_if(struct ic_s3 *s, const char *key, const char *etag, uint64_t off, size_t len,
+		 void *buf, size_t *got)
+{
 	struct ic_s3_req r = { .method = "GET", .key = key, .out = buf, .out_cap = len,
 			       .range = true, .off = off, .len = len };
+	char im[IC_S3_ETAG_MAX + 16];
 	int err;
 
 	*got = 0;
 	if (len == 0)
 		return 0;
+	if (etag && etag[0]) {
+		if (if_match_hdr(etag, im, sizeof(im)))
+			return -EINVAL;
+		r.hdr[0] = im;
+	}
 	err = ic_s3_request(s, &r);
 	if (err == -EIO && r.status == 416)
 		return 0;               /* the range starts at or after the object's end */
@@ -61,17 +88,8 @@ int ic_s3_put(struct ic_s3 *s, const char *key, const void *buf, size_t len,
 	if (cond && cond->if_none_match)
 		r.hdr[0] = "If-None-Match: *";
 	if (cond && cond->if_match) {
-		/* RGW 16 compares If-Match with the ETag without its quotes; AWS takes both */
-		size_t n = strlen(cond->if_match);
-		const char *e = cond->if_match;
-
-		if (n >= 2 && e[0] == '"' && e[n - 1] == '"') {
-			e++;
-			n -= 2;
-		}
-		if (n >= IC_S3_ETAG_MAX)
+		if (if_match_hdr(cond->if_match, im, sizeof(im)))
 			return -EINVAL;
-		snprintf(im, sizeof(im), "If-Match: %.*s", (int)n, e);
 		r.hdr[1] = im;
 	}
 	err = ic_s3_request(s, &r);
