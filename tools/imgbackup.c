@@ -65,7 +65,7 @@ int main(int argc, char **argv)
 	struct ic_s3_chain *sc = NULL;
 	const char *chain;
 	uint64_t v;
-	int c, ret;
+	int c, ret, sret;
 
 	ic_progname = cli.prog;
 	ic_no_dumps();
@@ -110,11 +110,19 @@ int main(int argc, char **argv)
 	o.source = argv[cli.optind + 1];
 	ic_install_signals();
 	/* s3://BUCKET/PREFIX: under the lease, the indexes cached, the new point uploaded */
+	o.record_later = ic_s3_is_url(chain);
 	ret = ic_s3_chain_arg(chain, true, IC_S3_NEED_INDEX, NULL, 0, &sc, &o.chain_dir);
 	if (!ret)
 		ret = ic_backup(&o, &st);
-	if (!ret && sc)
+	if (!ret && sc) {
 		ret = ic_s3_chain_push(sc);
+		/* remembered (rollback detection) only once published: a killed upload's
+		 * point never was */
+		sret = ret ? 0 : ic_state_record(st.chain_id, st.seq, st.name, st.seal);
+		if (sret)
+			ic_msg("warning: %s (rollback detection will not know this point)",
+			       ic_last_error(sret));
+	}
 	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);

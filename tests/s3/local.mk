@@ -5,5 +5,6 @@ tests_s3_test_s3_SOURCES = tests/s3/test_s3.c tests/unit/unit.h
 tests_s3_test_s3_LDADD = $(LIBDEPS)
 SH_TESTS += \
 	tests/s3/client.sh \
-	tests/s3/chain.sh
+	tests/s3/chain.sh \
+	tests/s3/kill.sh
 EXTRA_DIST += tests/s3/s3-lib.sh scripts/ceph-rgw.sh
