@@ -1,7 +1,8 @@
 #!/bin/bash
 # chain.sh: s3:// chains on a real Ceph RGW.  A full backup, incrementals and a branch go to
 # the bucket; every point restores from the bucket (into an empty cache) byte for byte;
-# imginfo lists the tree from the objects' headers only; a second writer is refused while
+# imginfo lists the tree from the objects' headers only; imgverify (keyless and keyed),
+# imgkey and imgmount on the bucket; imgconsolidate refuses it; a second writer is refused while
 # the lease is held; wrong credentials give a clear error and exit 1; radosgw stopped during
 # a backup: the requests wait for it and the backup completes.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
@@ -57,6 +58,37 @@ expect_out "branch +incremental +mon"
 alloc=$(du -sk "$IMGCHAIN_S3_CACHE" | cut -f1)
 ((alloc < 256)) || fail "imginfo fetched ${alloc} KiB"
 expect_exit 0 imginfo --json "$C"
+
+# verification from the bucket: keyless (every image fetched) and with the key
+rm -rf "$IMGCHAIN_S3_CACHE"
+expect_exit 0 imgverify "$C"
+expect_out "^$C: 4 points, 4 images, .* checked: no problems"
+expect_exit 0 imgverify --data "$C" tue
+expect_out "authenticated: no problems"
+
+# key management: a second passphrase added (the key file replaced in the bucket under the
+# lease, If-Match of the version read), then it unlocks a restore from an empty cache
+echo "second passphrase" >second.txt
+expect_exit 0 imgkey add --new-passphrase-file second.txt "$C"
+[[ -z $(s3t ls hosts/web01/lease) ]] || fail "imgkey left its lease"
+rm -rf "$IMGCHAIN_S3_CACHE"
+expect_exit 0 imgkey list "$C"
+expect_out "slot 1"
+expect_exit 0 env -u IMGCHAIN_PASSPHRASE imgrestore --passphrase-file second.txt "$C" tue r.tue2
+cmp r.tue2 s.tue || fail "tue (second passphrase) differs"
+
+# a mount of the bucket's chain (cached first) serves every point byte for byte
+if fuse_usable; then
+	mount_chain "$C"
+	for p in full mon tue branch; do
+		cmp "$MNT/$p/disk.raw" "s.$p" || fail "mounted $p differs"
+	done
+	unmount_chain
+fi
+
+# consolidation in a bucket: refused clearly, nothing changed
+expect_exit 1 imgconsolidate --keep-last 1 "$C"
+expect_msg "consolidating a chain in a bucket is not supported yet"
 
 # a second writer while the lease is held (a live writer on another host)
 printf 'imgchain-lease 1\nowner 0123456789abcdef0123456789abcdef\nhost otherhost\npid 1\nexpires %s\n' \

@@ -121,6 +121,10 @@ static void unit(void)
 	CHECK_EQ(ic_s3_put(s3, "lease", "six", 3, &cond, NULL), -EEXIST);   /* etag changed */
 	CHECK_EQ(ic_s3_get(s3, "lease", 0, 3, buf, &got), 0);
 	CHECK(got == 3 && memcmp(buf, "two", 3) == 0);
+	/* range GETs bound to a version: another ETag is refused */
+	CHECK_EQ(ic_s3_get_if(s3, "lease", etag2, 1, 2, buf, &got), 0);
+	CHECK(got == 2 && memcmp(buf, "wo", 2) == 0);
+	CHECK_EQ(ic_s3_get_if(s3, "lease", etag, 1, 2, buf, &got), -EEXIST);
 
 	/* listing, paged (more than one page of 1000), by 4 threads at once */
 	for (i = 0; i < 4; i++) {
