@@ -6,5 +6,6 @@ tests_s3_test_s3_LDADD = $(LIBDEPS)
 SH_TESTS += \
 	tests/s3/client.sh \
 	tests/s3/chain.sh \
-	tests/s3/kill.sh
+	tests/s3/kill.sh \
+	tests/s3/tamper.sh
 EXTRA_DIST += tests/s3/s3-lib.sh scripts/ceph-rgw.sh
