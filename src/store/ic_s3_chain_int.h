@@ -36,6 +36,9 @@ int ic_s3_fill(struct ic_s3_chain *sc, struct ic_s3_obj **objs, size_t n, enum i
 int ic_s3_list_remote(struct ic_s3_chain *sc);
 /* 0 while this writer holds the lease, -EBUSY once a renewal failed. */
 int ic_s3_lease_check(struct ic_s3_chain *sc);
+/* Bring the cache under IMGCHAIN_S3_CACHE_MAX (default 16G): images not held by a reader
+ * back to their header, largest first. */
+void ic_s3_cache_trim(struct ic_s3_chain *sc);
 /* Parallel requests of a mirror operation: IMGCHAIN_S3_THREADS, default 8. */
 unsigned ic_s3_threads(void);
 

@@ -2,7 +2,7 @@
 # chain.sh: s3:// chains on a real Ceph RGW.  A full backup, incrementals and a branch go to
 # the bucket; every point restores from the bucket (into an empty cache) byte for byte;
 # imginfo lists the tree from the objects' headers only; imgverify (keyless and keyed),
-# imgkey and imgmount on the bucket; imgconsolidate refuses it; a second writer is refused while
+# imgkey and imgmount on the bucket; the cache's bound; imgconsolidate refuses it; a second writer is refused while
 # the lease is held; wrong credentials give a clear error and exit 1; radosgw stopped during
 # a backup: the requests wait for it and the backup completes.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
@@ -58,6 +58,18 @@ expect_out "branch +incremental +mon"
 alloc=$(du -sk "$IMGCHAIN_S3_CACHE" | cut -f1)
 ((alloc < 256)) || fail "imginfo fetched ${alloc} KiB"
 expect_exit 0 imginfo --json "$C"
+
+# the cache's bound: what a restore fetched goes back to headers at the next run (the
+# 23 MiB full; the two small incrementals fit under 1 MiB and stay)
+expect_exit 0 imgrestore "$C" tue r.tue3
+cmp r.tue3 s.tue || fail "tue differs"
+(($(du -sk "$IMGCHAIN_S3_CACHE" | cut -f1) > 20000)) || fail "the restore cached too little"
+expect_exit 0 env IMGCHAIN_S3_CACHE_MAX=1M imginfo "$C"
+alloc=$(du -sk "$IMGCHAIN_S3_CACHE" | cut -f1)
+# images fully cached: at most 1 MiB (largest trimmed first), plus headers and state
+((alloc < 1300)) || fail "the cache was not trimmed to its bound (${alloc} KiB)"
+expect_exit 0 env IMGCHAIN_S3_CACHE_MAX=1M imgrestore "$C" tue r.tue4
+cmp r.tue4 s.tue || fail "tue after trimming differs"
 
 # verification from the bucket: keyless (every image fetched) and with the key
 rm -rf "$IMGCHAIN_S3_CACHE"
