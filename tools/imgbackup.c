@@ -26,7 +26,8 @@ static struct ic_cli cli = {
 		"Back up SOURCE (a raw disk image or block device) into the chain directory\n"
 		"CHAIN.  The first backup creates the chain (a full image) in CHAIN, which must\n"
 		"be absent or empty; later ones store only the blocks that changed since the\n"
-		"newest point (or --parent).\n",
+		"newest point (or --parent).  CHAIN may be s3://BUCKET/PREFIX (a bucket; see\n"
+		"imgbackup(1), S3 BUCKETS).\n",
 	.opts = opts,
 	.common = IC_CLI_KEYED | IC_CLI_QUIET,
 	.epilog =
