@@ -7,5 +7,6 @@ SH_TESTS += \
 	tests/s3/client.sh \
 	tests/s3/chain.sh \
 	tests/s3/kill.sh \
-	tests/s3/tamper.sh
-EXTRA_DIST += tests/s3/s3-lib.sh scripts/ceph-rgw.sh
+	tests/s3/tamper.sh \
+	tests/s3/faults.sh
+EXTRA_DIST += tests/s3/s3-lib.sh tests/s3/faultproxy.py scripts/ceph-rgw.sh
