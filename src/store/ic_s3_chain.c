@@ -13,6 +13,7 @@
 
 #include "ic_chain.h"
 #include "ic_error.h"
+#include "ic_lock.h"
 #include "ic_pool.h"
 #include "ic_s3_chain_int.h"
 #include "ic_store.h"
@@ -167,10 +168,14 @@ static int list_fn(void *arg, const struct ic_s3_object *o)
 {
 	struct ic_s3_chain *sc = arg;
 	size_t pl = strlen(sc->prefix) + (*sc->prefix ? 1 : 0);
-	const char *name = o->key + pl;
+	const char *name;
 	struct ic_s3_obj *r;
 
-	if (strlen(o->key) < pl || (!image_name(name) && strcmp(name, "imgchain.key") != 0))
+	if (strlen(o->key) < pl || strncmp(o->key, sc->prefix, pl - (*sc->prefix ? 1 : 0)) != 0 ||
+	    (*sc->prefix && o->key[pl - 1] != '/'))
+		return 0;               /* not under the prefix (a server's mistake) */
+	name = o->key + pl;
+	if (!image_name(name) && strcmp(name, "imgchain.key") != 0)
 		return 0;               /* the lease, foreign objects: not the chain's */
 	if (sc->nremote == OBJECTS_MAX)
 		return ic_fail(-EFBIG, "%s/%s: more than %u objects", ic_s3_name(sc->s3),
@@ -237,6 +242,10 @@ static void *fetch_worker(void *arg)
 			size_t want = r->len - done < CHUNK ? (size_t)(r->len - done) : CHUNK, got;
 
 			err = ic_s3_get_if(j->sc->s3, r->key, r->etag, r->off + done, want, buf, &got);
+			if (err == -EEXIST)
+				err = ic_fail(-EAGAIN, "%s/%s: the object changed while it was "
+					      "being read: run again", ic_s3_name(j->sc->s3),
+					      r->key);
 			if (!err && got != want)
 				err = ic_fail(IC_ECORRUPT, "%s/%s: shorter than its listing said",
 					      ic_s3_name(j->sc->s3), r->key);
@@ -378,4 +387,57 @@ int ic_s3_fill(struct ic_s3_chain *sc, struct ic_s3_obj **objs, size_t n, enum i
 	if (!err)
 		err = ic_s3_state_save(sc);
 	return err;
+}
+
+/* ---- the cache's bound ------------------------------------------------------------ */
+
+/* Bytes of the cached images past their first 4 KiB: IMGCHAIN_S3_CACHE_MAX (a size, "0"
+ * for no bound; default 16G).  Over it, whole images (largest first) go back to their
+ * header, except those a reader holds (byte 0 locked: a mount serving them). */
+void ic_s3_cache_trim(struct ic_s3_chain *sc)
+{
+	const char *v = getenv("IMGCHAIN_S3_CACHE_MAX");
+	uint64_t max = 16ull << 30, total = 0;
+	bool changed = false;
+	size_t i;
+
+	if (v && ic_parse_size(v, &max) != 0)
+		return;
+	if (max == 0)
+		return;
+	for (i = 0; i < sc->nobjs; i++)
+		if (sc->objs[i].have > IC_S3_NEED_HEADER)
+			total += sc->objs[i].size;
+	while (total > max) {
+		struct ic_s3_obj *big = NULL;
+		pid_t pid = 0;
+		int fd;
+
+		for (i = 0; i < sc->nobjs; i++) {
+			struct ic_s3_obj *o = &sc->objs[i];
+
+			if (o->have > IC_S3_NEED_HEADER && strcmp(o->name, "imgchain.key") != 0 &&
+			    (!big || o->size > big->size))
+				big = o;
+		}
+		if (!big)
+			break;
+		total -= big->size;
+		if (ic_open_regular(AT_FDCWD, sc->dir, big->name, O_RDWR, 0, &fd) != 0)
+			continue;
+		if (ic_lock_holder(fd, 0, &pid) == 0 && pid == 0 && big->size > ICF_HEADER_SIZE &&
+		    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ICF_HEADER_SIZE,
+			      (off_t)(big->size - ICF_HEADER_SIZE)) == 0) {
+			big->have = IC_S3_NEED_HEADER;
+			changed = true;
+		} else {
+			big->have = -big->have;     /* skipped this time; restored below */
+		}
+		close(fd);
+	}
+	for (i = 0; i < sc->nobjs; i++)
+		if (sc->objs[i].have < 0)
+			sc->objs[i].have = -sc->objs[i].have;
+	if (changed)
+		ic_s3_state_save(sc);
 }

@@ -1,6 +1,6 @@
 /* ic_s3_chain_int.h: what the parts of the bucket mirror share (ic_s3_chain.c: cache,
- * listing, parallel fills; ic_s3_sync.c: the state file, pull, push, the tools' entry;
- * ic_s3_lease.c: the writers' lease). */
+ * listing, parallel fills, the bound; ic_s3_sync.c: the state file, pull, push, the
+ * tools' entry; ic_s3_lease.c: the writers' lease). */
 #ifndef IC_S3_CHAIN_INT_H
 #define IC_S3_CHAIN_INT_H
 

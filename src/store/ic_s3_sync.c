@@ -13,7 +13,6 @@
 
 #include "ic_chain.h"
 #include "ic_error.h"
-#include "ic_lock.h"
 #include "ic_pool.h"
 #include "ic_s3_chain_int.h"
 #include "ic_store.h"
@@ -522,57 +521,4 @@ int ic_s3_chain_arg(const char *arg, bool writer, enum ic_s3_need need, const ch
 	*scp = sc;
 	*dir = sc->dir;
 	return 0;
-}
-
-/* ---- the cache's bound ------------------------------------------------------------ */
-
-/* Bytes of the cached images past their first 4 KiB: IMGCHAIN_S3_CACHE_MAX (a size, "0"
- * for no bound; default 16G).  Over it, whole images (largest first) go back to their
- * header, except those a reader holds (byte 0 locked: a mount serving them). */
-void ic_s3_cache_trim(struct ic_s3_chain *sc)
-{
-	const char *v = getenv("IMGCHAIN_S3_CACHE_MAX");
-	uint64_t max = 16ull << 30, total = 0;
-	bool changed = false;
-	size_t i;
-
-	if (v && ic_parse_size(v, &max) != 0)
-		return;
-	if (max == 0)
-		return;
-	for (i = 0; i < sc->nobjs; i++)
-		if (sc->objs[i].have > IC_S3_NEED_HEADER)
-			total += sc->objs[i].size;
-	while (total > max) {
-		struct ic_s3_obj *big = NULL;
-		pid_t pid = 0;
-		int fd;
-
-		for (i = 0; i < sc->nobjs; i++) {
-			struct ic_s3_obj *o = &sc->objs[i];
-
-			if (o->have > IC_S3_NEED_HEADER && strcmp(o->name, "imgchain.key") != 0 &&
-			    (!big || o->size > big->size))
-				big = o;
-		}
-		if (!big)
-			break;
-		total -= big->size;
-		if (ic_open_regular(AT_FDCWD, sc->dir, big->name, O_RDWR, 0, &fd) != 0)
-			continue;
-		if (ic_lock_holder(fd, 0, &pid) == 0 && pid == 0 && big->size > ICF_HEADER_SIZE &&
-		    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ICF_HEADER_SIZE,
-			      (off_t)(big->size - ICF_HEADER_SIZE)) == 0) {
-			big->have = IC_S3_NEED_HEADER;
-			changed = true;
-		} else {
-			big->have = -big->have;     /* skipped this time; restored below */
-		}
-		close(fd);
-	}
-	for (i = 0; i < sc->nobjs; i++)
-		if (sc->objs[i].have < 0)
-			sc->objs[i].have = -sc->objs[i].have;
-	if (changed)
-		ic_s3_state_save(sc);
 }
