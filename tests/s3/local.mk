@@ -1,6 +1,10 @@
 # tests of s3:// chains against a real single-node Ceph RGW (scripts/ceph-rgw.sh; automake
 # fragment included by Makefile.am).  Each test starts its own cluster (about 12 s).
 check_PROGRAMS += tests/s3/test_s3
+# the answers' scanning needs no server: a unit test (also in the asan phase)
+UNIT_TESTS += tests/s3/test_s3_xml
+tests_s3_test_s3_xml_SOURCES = tests/s3/test_s3_xml.c tests/unit/unit.h
+tests_s3_test_s3_xml_LDADD = $(LIBDEPS)
 tests_s3_test_s3_SOURCES = tests/s3/test_s3.c tests/unit/unit.h
 tests_s3_test_s3_LDADD = $(LIBDEPS)
 SH_TESTS += \
