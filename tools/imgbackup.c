@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 	struct ic_backup_opts o = { .level = 1 };
 	struct ic_backup_stats st;
 	struct ic_s3_chain *sc = NULL;
+	struct ic_s3_pre *pre = NULL;
 	const char *chain;
 	uint64_t v;
 	int c, ret, sret;
@@ -113,8 +114,14 @@ int main(int argc, char **argv)
 	/* s3://BUCKET/PREFIX: under the lease, the indexes cached, the new point uploaded */
 	o.record_later = ic_s3_is_url(chain);
 	ret = ic_s3_chain_arg(chain, true, IC_S3_NEED_INDEX, NULL, 0, &sc, &o.chain_dir);
+	if (!ret && sc)
+		ret = ic_s3_pre_start(sc, &pre);
 	if (!ret)
 		ret = ic_backup(&o, &st);
+	if (!ret && pre)
+		ret = ic_s3_pre_finish(pre, st.seq);
+	else
+		ic_s3_pre_abort(pre);
 	if (!ret && sc) {
 		ret = ic_s3_chain_push(sc);
 		/* remembered (rollback detection) only once published: a killed upload's

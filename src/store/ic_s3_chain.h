@@ -40,6 +40,14 @@ int ic_s3_chain_fetch_path(struct ic_s3_chain *sc, const char *name, enum ic_s3_
  * only over the version pulled), then each new image, ascending.  Under the lease. */
 int ic_s3_chain_push(struct ic_s3_chain *sc);
 
+/* A backup's image uploaded while it is written (ic_s3_pre.c): start before ic_backup;
+ * after it, finish with the new point's seq (the key file first, then the upload is
+ * completed; 0 and nothing done when the image is left to ic_s3_chain_push), or abort. */
+struct ic_s3_pre;
+int ic_s3_pre_start(struct ic_s3_chain *sc, struct ic_s3_pre **out);
+int ic_s3_pre_finish(struct ic_s3_pre *p, unsigned seq);
+void ic_s3_pre_abort(struct ic_s3_pre *p);
+
 /* The writers' lease (FORMAT.md 13.3): taken with If-None-Match, taken over only when
  * expired (or its holder, on this host, is dead) with If-Match, renewed by a thread, and
  * checked by reading it back.  -EBUSY naming the holder.  Taking it also aborts incomplete

@@ -39,6 +39,10 @@ int ic_s3_lease_check(struct ic_s3_chain *sc);
 /* Bring the cache under IMGCHAIN_S3_CACHE_MAX (default 16G): images not held by a reader
  * back to their header, largest first. */
 void ic_s3_cache_trim(struct ic_s3_chain *sc);
+/* Upload the cache's key file if the bucket lacks it or it changed (ic_s3_sync.c). */
+int ic_s3_push_keyfile(struct ic_s3_chain *sc);
+/* Record o in the cache's state (replacing an entry of that name); NULL without memory. */
+struct ic_s3_obj *ic_s3_obj_put(struct ic_s3_chain *sc, const struct ic_s3_obj *o);
 /* Parallel requests of a mirror operation: IMGCHAIN_S3_THREADS, default 8. */
 unsigned ic_s3_threads(void);
 

@@ -52,6 +52,16 @@ static struct ic_s3_obj *obj_add(struct ic_s3_chain *sc)
 	return &sc->objs[sc->nobjs++];
 }
 
+struct ic_s3_obj *ic_s3_obj_put(struct ic_s3_chain *sc, const struct ic_s3_obj *o)
+{
+	struct ic_s3_obj *c = obj_find(sc->objs, sc->nobjs, o->name);
+
+	if (!c && !(c = obj_add(sc)))
+		return NULL;
+	*c = *o;
+	return c;
+}
+
 int ic_s3_state_load(struct ic_s3_chain *sc)
 {
 	char *buf = NULL, *line, *save = NULL;
@@ -382,7 +392,7 @@ out:
 	return err;
 }
 
-static int push_keyfile(struct ic_s3_chain *sc)
+int ic_s3_push_keyfile(struct ic_s3_chain *sc)
 {
 	struct ic_s3_cond cond = { 0 };
 	struct ic_s3_obj *c = obj_find(sc->objs, sc->nobjs, "imgchain.key");
@@ -445,7 +455,7 @@ int ic_s3_chain_push(struct ic_s3_chain *sc)
 	if (!err)
 		err = ic_s3_list_remote(sc);
 	if (!err)
-		err = push_keyfile(sc);
+		err = ic_s3_push_keyfile(sc);
 	if (err)
 		return err;
 	d = opendir(sc->dir);
