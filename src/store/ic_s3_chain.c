@@ -32,16 +32,27 @@ unsigned ic_s3_threads(void)
 #define PART_MIN (16u << 20)        /* one part of an upload (5 MiB is S3's least) */
 #define OBJECTS_MAX 200000u
 
-static bool image_name(const char *n)
+bool ic_s3_chain_file(const char *n)
 {
 	size_t i;
 
+	if (strcmp(n, "imgchain.key") == 0)
+		return true;
 	if (strlen(n) != 12 || strcmp(n + 8, ".img") != 0)
 		return false;
 	for (i = 0; i < 8; i++)
 		if (n[i] < '0' || n[i] > '9')
 			return false;
 	return true;
+}
+
+void ic_s3_fail_once(pthread_mutex_t *mu, struct ic_error *e, bool *failed, int err)
+{
+	pthread_mutex_lock(mu);
+	if (!*failed)
+		ic_error_save(e, err);
+	*failed = true;
+	pthread_mutex_unlock(mu);
 }
 
 static int mkdirs(char *path)
@@ -175,7 +186,7 @@ static int list_fn(void *arg, const struct ic_s3_object *o)
 	    (*sc->prefix && o->key[pl - 1] != '/'))
 		return 0;               /* not under the prefix (a server's mistake) */
 	name = o->key + pl;
-	if (!image_name(name) && strcmp(name, "imgchain.key") != 0)
+	if (!ic_s3_chain_file(name))
 		return 0;               /* the lease, foreign objects: not the chain's */
 	if (sc->nremote == OBJECTS_MAX)
 		return ic_fail(-EFBIG, "%s/%s: more than %u objects", ic_s3_name(sc->s3),
@@ -253,13 +264,8 @@ static void *fetch_worker(void *arg)
 				err = ic_fail(-errno, "%s: cache write: %s", j->sc->dir, strerror(errno));
 			done += got;
 		}
-		if (err) {
-			pthread_mutex_lock(&j->mu);
-			if (!j->failed)
-				ic_error_save(&j->err, err);
-			j->failed = true;
-			pthread_mutex_unlock(&j->mu);
-		}
+		if (err)
+			ic_s3_fail_once(&j->mu, &j->err, &j->failed, err);
 	}
 	free(buf);
 	return NULL;

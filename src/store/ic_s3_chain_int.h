@@ -4,6 +4,7 @@
 #ifndef IC_S3_CHAIN_INT_H
 #define IC_S3_CHAIN_INT_H
 
+#include "ic_error.h"
 #include "ic_s3_chain.h"
 #include "ic_s3_int.h"
 
@@ -28,6 +29,10 @@ struct ic_s3_chain {
 	struct ic_s3_lease *lease;
 };
 
+/* Is n a name of the chain's objects ("imgchain.key", "NNNNNNNN.img")? */
+bool ic_s3_chain_file(const char *n);
+/* A worker's failure kept once (the first) for the thread that reports it. */
+void ic_s3_fail_once(pthread_mutex_t *mu, struct ic_error *e, bool *failed, int err);
 /* PREFIX/name (malloc'd). */
 char *ic_s3_chain_key(const struct ic_s3_chain *sc, const char *name);
 int ic_s3_state_load(struct ic_s3_chain *sc);

@@ -115,20 +115,6 @@ int ic_s3_state_save(struct ic_s3_chain *sc)
 	return err;
 }
 
-static bool chain_file(const char *n)
-{
-	size_t i;
-
-	if (strcmp(n, "imgchain.key") == 0)
-		return true;
-	if (strlen(n) != 12 || strcmp(n + 8, ".img") != 0)
-		return false;
-	for (i = 0; i < 8; i++)
-		if (n[i] < '0' || n[i] > '9')
-			return false;
-	return true;
-}
-
 static void sha_hex(const void *buf, size_t len, char out[65])
 {
 	unsigned char h[crypto_hash_sha256_BYTES];
@@ -172,7 +158,7 @@ static int prune_cache(struct ic_s3_chain *sc)
 	if (!d)
 		return ic_fail(-errno, "%s: %s", sc->dir, strerror(errno));
 	while (!err && (de = readdir(d)))
-		if (chain_file(de->d_name) && !obj_find(sc->objs, sc->nobjs, de->d_name))
+		if (ic_s3_chain_file(de->d_name) && !obj_find(sc->objs, sc->nobjs, de->d_name))
 			err = remove_cached(sc, de->d_name);
 	closedir(d);
 	return err;
@@ -319,13 +305,8 @@ static void *up_worker(void *arg)
 			err = ic_fail(-EIO, "upload: short read of the cached image");
 		if (!err)
 			err = ic_s3_mp_part(j->u, k, buf, len);
-		if (err) {
-			pthread_mutex_lock(&j->mu);
-			if (!j->failed)
-				ic_error_save(&j->err, err);
-			j->failed = true;
-			pthread_mutex_unlock(&j->mu);
-		}
+		if (err)
+			ic_s3_fail_once(&j->mu, &j->err, &j->failed, err);
 	}
 	free(buf);
 	return NULL;
@@ -462,7 +443,7 @@ int ic_s3_chain_push(struct ic_s3_chain *sc)
 	if (!d)
 		return ic_fail(-errno, "%s: %s", sc->dir, strerror(errno));
 	while (!err && (de = readdir(d))) {
-		if (!chain_file(de->d_name) || strcmp(de->d_name, "imgchain.key") == 0 ||
+		if (!ic_s3_chain_file(de->d_name) || strcmp(de->d_name, "imgchain.key") == 0 ||
 		    obj_find(sc->remote, sc->nremote, de->d_name))
 			continue;
 		if (n == cap) {

@@ -6,7 +6,6 @@
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgrestore imginfo cmp python3
 source "$top_srcdir/tests/s3/s3-lib.sh"
-export IMGCHAIN_S3_CACHE=$TESTDIR/cache
 rgw_port=${AWS_ENDPOINT_URL##*:}
 
 start_proxy() {

@@ -9,7 +9,6 @@ requires imgbackup imgrestore imginfo cmp
 CEPH_RGW_MEM_MB=2048
 export CEPH_RGW_MEM_MB
 source "$top_srcdir/tests/s3/s3-lib.sh"
-export IMGCHAIN_S3_CACHE=$TESTDIR/cache
 C=s3://$BUCKET/k
 mkrandom disk 8 1
 cp disk s.full

@@ -3,6 +3,7 @@
 # single-node Ceph RGW (scripts/ceph-rgw.sh, skip when the Ceph packages are missing) in
 # $TESTDIR/ceph, stopped at exit, exports its AWS_* environment and makes a fresh bucket:
 #   BUCKET                 the bucket's name (s3://$BUCKET)
+#   IMGCHAIN_S3_CACHE      $TESTDIR/cache (exported)
 #   s3t CMD ARG...         tests/s3/test_s3 on the bucket (ls, get, put, uploads, rm)
 #   rgw_stop / rgw_start   stop radosgw / start it again (fault tests)
 requires curl python3
@@ -25,6 +26,7 @@ fi
 echo "s3-lib: RGW up in $((SECONDS - _t0)) s" >&2
 source "$TESTDIR/rgw.env"
 BUCKET=imgchain-test
+export IMGCHAIN_S3_CACHE=$TESTDIR/cache
 s3t() { "$S3T" "$1" "s3://$BUCKET" "${@:2}"; }
 s3t mkbucket
 rgw_stop() { "$rgw_script" rgw-stop "$TESTDIR/ceph"; }

@@ -6,7 +6,6 @@
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgrestore imginfo imgverify cmp
 source "$top_srcdir/tests/s3/s3-lib.sh"
-export IMGCHAIN_S3_CACHE=$TESTDIR/cache
 C=s3://$BUCKET/t
 mkrandom disk 6 1
 cp disk s.full
