@@ -460,6 +460,17 @@ static double mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Cleanups after a failure (aborting an upload, dropping the lease) make requests whose
+ * own failures must not replace the message of the failure being reported. */
+static __thread int quiet;
+
+void ic_s3_quiet(bool on)
+{
+	quiet += on ? 1 : -1;
+}
+
+#define S3_FAIL(code, ...) (quiet ? (code) : ic_fail(code, __VA_ARGS__))
+
 int ic_s3_request(struct ic_s3 *s, struct ic_s3_req *r)
 {
 	char *url = build_url(s, r);
@@ -490,23 +501,23 @@ int ic_s3_request(struct ic_s3 *s, struct ic_s3_req *r)
 	if (err)
 		return err;
 	if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && r->overflow))
-		return ic_fail(-EIO, "%s/%s: %s %s (after %u attempts)", s->name, key, r->method,
+		return S3_FAIL(-EIO, "%s/%s: %s %s (after %u attempts)", s->name, key, r->method,
 			       curl_easy_strerror(rc), r->attempts);
 	if (r->overflow)
-		return ic_fail(-EFBIG, "%s/%s: answer larger than %zu bytes", s->name, key,
+		return S3_FAIL(-EFBIG, "%s/%s: answer larger than %zu bytes", s->name, key,
 			       r->out_cap);
 	if (r->status >= 200 && r->status < 300)
 		return 0;
 	if (r->status == 404)
-		return ic_fail(-ENOENT, "%s/%s: not found (%s)", s->name, key,
+		return S3_FAIL(-ENOENT, "%s/%s: not found (%s)", s->name, key,
 			       r->code[0] ? r->code : "404");
 	if (r->status == 403)
-		return ic_fail(-EACCES, "%s/%s: access denied (%s): check the credentials "
+		return S3_FAIL(-EACCES, "%s/%s: access denied (%s): check the credentials "
 			       "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE)", s->name,
 			       key, r->code[0] ? r->code : "403");
 	if (r->status == 412)
-		return ic_fail(-EEXIST, "%s/%s: precondition failed", s->name, key);
-	return ic_fail(-EIO, "%s/%s: %s: HTTP %ld %s (after %u attempts)", s->name, key,
+		return S3_FAIL(-EEXIST, "%s/%s: precondition failed", s->name, key);
+	return S3_FAIL(-EIO, "%s/%s: %s: HTTP %ld %s (after %u attempts)", s->name, key,
 		       r->method, r->status, r->code, r->attempts);
 }
 

@@ -66,6 +66,9 @@ struct ic_s3_req {
  * server's code.  r->status etc. are set whatever the outcome. */
 int ic_s3_request(struct ic_s3 *s, struct ic_s3_req *r);
 
+/* While on (nested), failed requests of this thread record no message (cleanups). */
+void ic_s3_quiet(bool on);
+
 /* Percent-encode src (AWS style: unreserved kept, '/' kept when keep_slash) into a new
  * string. */
 char *ic_s3_encode(const char *src, bool keep_slash);

@@ -32,7 +32,16 @@ struct ic_s3_lease {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop, lost;
+	time_t renewed;             /* when the lease was last written (CLOCK_MONOTONIC s) */
 };
+
+static time_t mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
 
 static unsigned lease_ttl(void)
 {
@@ -115,14 +124,17 @@ static void *renew_thread(void *arg)
 		{
 			struct ic_s3_cond cond = { .if_match = l->etag };
 			char etag[IC_S3_ETAG_MAX];
+			time_t now = mono_s();
 			int n = lease_body(l, body, sizeof(body));
 			int err = ic_s3_put(l->sc->s3, l->key, body, (size_t)n, &cond, etag);
 
 			pthread_mutex_lock(&l->mu);
-			if (err)
+			if (err) {
 				l->lost = true;
-			else
+			} else {
 				strcpy(l->etag, etag);
+				l->renewed = now;
+			}
 		}
 	}
 	pthread_mutex_unlock(&l->mu);
@@ -196,6 +208,7 @@ int ic_s3_lease_take(struct ic_s3_chain *sc)
 		return err;
 	}
 	strcpy(l->etag, etag);
+	l->renewed = mono_s();
 	/* incomplete uploads under the prefix are killed writers' leftovers */
 	if (*sc->prefix && asprintf(&pfx, "%s/", sc->prefix) < 0)
 		pfx = NULL;
@@ -219,6 +232,10 @@ int ic_s3_lease_check(struct ic_s3_chain *sc)
 		return ic_fail(-EINVAL, "%s/%s: writing without the lease", ic_s3_name(sc->s3),
 			       sc->prefix);
 	pthread_mutex_lock(&l->mu);
+	/* a writer stopped (SIGSTOP, a suspended VM) past its lease's end has lost it even
+	 * before its renewal thread finds out */
+	if (mono_s() - l->renewed >= (time_t)l->ttl - 1)
+		l->lost = true;
 	lost = l->lost;
 	pthread_mutex_unlock(&l->mu);
 	if (lost)
@@ -244,8 +261,10 @@ void ic_s3_lease_drop(struct ic_s3_chain *sc)
 	}
 	/* delete it only while it is ours (S3 has no conditional DELETE on RGW 16: a
 	 * takeover between this read and the delete is the window 13.3 names) */
+	ic_s3_quiet(true);
 	if (l->key && lease_read(l, &h, etag) == 0 && strcmp(h.owner, l->owner) == 0)
 		ic_s3_delete(sc->s3, l->key);
+	ic_s3_quiet(false);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);
 	free(l->key);

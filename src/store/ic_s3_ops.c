@@ -378,7 +378,9 @@ void ic_s3_mp_abort(struct ic_s3_upload *u)
 	if (u->key && u->id && asprintf(&q, "uploadId=%s", u->id) >= 0) {
 		r.key = u->key;
 		r.query = q;
+		ic_s3_quiet(true);
 		ic_s3_request(u->s, &r);
+		ic_s3_quiet(false);
 		free(q);
 	}
 	pthread_mutex_destroy(&u->mu);
