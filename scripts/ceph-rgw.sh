@@ -8,7 +8,9 @@
 #   scripts/ceph-rgw.sh rgw-stop DIR  stop radosgw only (fault tests); rgw-start DIR restarts it
 # Environment: CEPH_RGW_STORE=memstore (default: data in RAM, CEPH_RGW_MEM_MB, default 1024) or
 # bluestore (a sparse file DIR/osd.0/block of CEPH_RGW_FILE_MB, default 4096);
-# CEPH_RGW_MGR=1 also starts a manager (nothing here needs one); CEPH_RGW_TIMEOUT (s, 120).
+# CEPH_RGW_MGR=1 also starts a manager (nothing here needs one); CEPH_RGW_TIMEOUT (s, 120);
+# CEPH_RGW_TLS=1 also serves HTTPS on another port with a fresh self-signed certificate for
+# 127.0.0.1 (DIR/tls.crt): the environment then has CEPH_RGW_HTTPS_URL and CEPH_RGW_CA.
 # One monitor, one OSD, no authentication between the daemons (they listen on 127.0.0.1 only),
 # radosgw's beast frontend on a free port of 127.0.0.1, one S3 user with generated keys.
 # Exit 77 when the Ceph packages are missing (tests skip), 1 when a daemon fails (its log tail
@@ -78,6 +80,10 @@ export AWS_REGION=us-east-1
 export IMGCHAIN_S3_ALLOW_HTTP=1
 export CEPH_RGW_DIR=$DIR
 EOF
+	if [ -s "$DIR/rgw.tlsport" ]; then
+		echo "export CEPH_RGW_HTTPS_URL=https://127.0.0.1:$(cat "$DIR/rgw.tlsport")"
+		echo "export CEPH_RGW_CA=$DIR/tls.crt"
+	fi
 }
 
 cmd_start() {
@@ -96,6 +102,17 @@ cmd_start() {
 	mem=${CEPH_RGW_MEM_MB:-1024}
 	file_mb=${CEPH_RGW_FILE_MB:-4096}
 	echo "$rgwport" >"$DIR/rgw.port"
+	local frontends="beast endpoint=127.0.0.1:$rgwport"
+	if [ "${CEPH_RGW_TLS:-0}" = 1 ]; then
+		local tlsport
+		tlsport=$(free_port)
+		echo "$tlsport" >"$DIR/rgw.tlsport"
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+			-addext subjectAltName=IP:127.0.0.1 -keyout "$DIR/tls.key" -out "$DIR/tls.crt" \
+			>/dev/null 2>&1 || die "openssl could not make a certificate"
+		frontends="$frontends ssl_endpoint=127.0.0.1:$tlsport"
+		frontends="$frontends ssl_certificate=$DIR/tls.crt ssl_private_key=$DIR/tls.key"
+	fi
 	CONF=$DIR/ceph.conf
 	cat >"$CONF" <<EOF
 [global]
@@ -132,7 +149,7 @@ bluestore block size = $((file_mb * 1024 * 1024))
 bluestore fsck on mkfs = false
 osd memory target = 939524096
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$rgwport
+rgw frontends = $frontends
 pid file = $DIR/run/rgw.pid
 rgw dns name = localhost
 rgw multipart min part size = 65536

@@ -3,6 +3,7 @@
 # HEAD, DELETE, conditional writes, paged listings, multipart uploads by parallel threads
 # (invisible until completed), abandoned uploads found and aborted (tests/s3/test_s3.c);
 # then configuration and failures: wrong credentials, plain HTTP refused unless asked,
+# HTTPS with the certificate checked (refused self-signed, trusted with AWS_CA_BUNDLE),
 # credentials from an AWS profile, virtual-hosted addressing, retries while radosgw is down.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 source "$top_srcdir/tests/s3/s3-lib.sh"
@@ -22,6 +23,19 @@ expect_msg "no credentials"
 # plain HTTP only when asked
 expect_exit 1 env -u IMGCHAIN_S3_ALLOW_HTTP "$S3T" ls "s3://$BUCKET"
 expect_msg "plain HTTP: set IMGCHAIN_S3_ALLOW_HTTP=1"
+
+# HTTPS: the certificate is checked (a self-signed one is refused), AWS_CA_BUNDLE trusts it
+if [[ -n ${CEPH_RGW_HTTPS_URL:-} ]]; then
+	expect_exit 1 env -u IMGCHAIN_S3_ALLOW_HTTP AWS_ENDPOINT_URL="$CEPH_RGW_HTTPS_URL" \
+		IMGCHAIN_S3_RETRY_SECONDS=2 "$S3T" ls "s3://$BUCKET"
+	expect_msg "certificate"
+	expect_exit 0 env -u IMGCHAIN_S3_ALLOW_HTTP AWS_ENDPOINT_URL="$CEPH_RGW_HTTPS_URL" \
+		AWS_CA_BUNDLE="$CEPH_RGW_CA" "$S3T" put "s3://$BUCKET" tls obj
+	expect_exit 0 env -u IMGCHAIN_S3_ALLOW_HTTP AWS_ENDPOINT_URL="$CEPH_RGW_HTTPS_URL" \
+		AWS_CA_BUNDLE="$CEPH_RGW_CA" "$S3T" get "s3://$BUCKET" tls got.tls
+	cmp obj got.tls || fail "GET over HTTPS differs"
+	echo "client.sh: HTTPS with certificate checks: ok"
+fi
 
 # a profile of ~/.aws/credentials and ~/.aws/config (endpoint_url there too)
 mkdir -p home/.aws

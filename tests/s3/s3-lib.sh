@@ -16,7 +16,7 @@ S3T=$top_builddir/tests/s3/test_s3
 cleanup_fn "$rgw_script" stop "$TESTDIR/ceph"
 _t0=$SECONDS
 rc=0
-"$rgw_script" start "$TESTDIR/ceph" >"$TESTDIR/rgw.env" 2>"$TESTDIR/rgw.err" || rc=$?
+CEPH_RGW_TLS=$(command -v openssl >/dev/null && echo 1 || echo 0) "$rgw_script" start "$TESTDIR/ceph" >"$TESTDIR/rgw.env" 2>"$TESTDIR/rgw.err" || rc=$?
 if [[ $rc -eq 77 ]]; then
 	skip "$(cat "$TESTDIR/rgw.err")"
 elif [[ $rc -ne 0 ]]; then
