@@ -194,13 +194,12 @@ static void mp_update(struct mount_fs *fs, struct mpoint *mp, struct gen *g, str
 
 static void set_latest(struct mount_fs *fs, const struct ic_chain *c)
 {
+	const struct ic_point *p = ic_chain_latest(c);
+
 	fs->latest[0] = '\0';
-	for (size_t i = c->npoints; i-- > 0;) {
-		if (!c->points[i].broken) {
-			snprintf(fs->latest, sizeof(fs->latest), "%s", ic_point_name(&c->points[i]));
-			fs->latest_time.tv_sec = c->points[i].img->slot.created;
-			return;
-		}
+	if (p) {
+		snprintf(fs->latest, sizeof(fs->latest), "%s", ic_point_name(p));
+		fs->latest_time.tv_sec = p->img->slot.created;
 	}
 }
 
