@@ -134,4 +134,6 @@ wait "$starter"
 rm -rf "$IMGCHAIN_S3_CACHE"
 expect_exit 0 imgrestore "$C" thu r.thu
 cmp r.thu s.thu || fail "thu differs"
+expect_exit 0 imgrestore "$C" latest r.latest
+cmp r.latest s.thu || fail "latest differs"
 echo "chain.sh: ok"

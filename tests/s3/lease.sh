@@ -1,6 +1,7 @@
 #!/bin/bash
-# lease.sh: the writers' lease across hosts (two caches stand for two hosts).  A backup is
-# stopped (SIGSTOP) past its lease's time; another host's backup takes the expired lease
+# lease.sh: the writers' lease across hosts (two caches and state directories stand for two
+# hosts).  A backup is stopped (SIGSTOP) past its lease's time; another host's backup
+# takes the expired lease
 # over, aborts the stopped writer's upload and publishes its point.  The stopped backup,
 # continued, finds its lease lost and publishes nothing (exit 1).  While a writer is
 # alive and renewing, another host is refused, naming it.
@@ -29,11 +30,11 @@ kill -STOP "$pid"
 # alive (stopped, not dead) and within its time: refused
 write_at disk 0 100000 3
 cp disk s.other
-expect_exit 1 env IMGCHAIN_S3_CACHE="$TESTDIR/cache2" imgbackup --name other "$C" disk
+expect_exit 1 env IMGCHAIN_S3_CACHE="$TESTDIR/cache2" IMGCHAIN_STATE_DIR="$TESTDIR/state2" imgbackup --name other "$C" disk
 expect_msg "another writer holds the chain: host .* pid $pid"
 # past its time: taken over
 sleep 5
-expect_exit 0 env IMGCHAIN_S3_CACHE="$TESTDIR/cache2" imgbackup --name other "$C" disk
+expect_exit 0 env IMGCHAIN_S3_CACHE="$TESTDIR/cache2" IMGCHAIN_STATE_DIR="$TESTDIR/state2" imgbackup --name other "$C" disk
 kill -CONT "$pid"
 rc=0
 wait "$pid" || rc=$?
