@@ -1,10 +1,9 @@
 #!/bin/bash
 # lease.sh: the writers' lease across hosts (two caches and state directories stand for two
-# hosts).  A backup is stopped (SIGSTOP) past its lease's time; another host's backup
-# takes the expired lease
-# over, aborts the stopped writer's upload and publishes its point.  The stopped backup,
-# continued, finds its lease lost and publishes nothing (exit 1).  While a writer is
-# alive and renewing, another host is refused, naming it.
+# hosts).  A backup is stopped (SIGSTOP) past its lease's time; another host's backup takes
+# the expired lease over, aborts the stopped writer's upload and publishes its point.  The
+# stopped backup, continued, finds its lease lost and publishes nothing (exit 1).  While a
+# writer is alive and within its time, another host is refused, naming it.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 requires imgbackup imgrestore imginfo cmp
 CEPH_RGW_MEM_MB=2048
