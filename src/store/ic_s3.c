@@ -310,7 +310,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		}
 		while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
 			vlen--;
-		if (vlen < IC_S3_ETAG_MAX) {
+		if (vlen < IC_S3_ETAG_MAX && ic_s3_etag_ok(v, vlen)) {
 			memcpy(x->r->etag, v, vlen);
 			x->r->etag[vlen] = '\0';
 		}
@@ -522,6 +522,16 @@ int ic_s3_request(struct ic_s3 *s, struct ic_s3_req *r)
 }
 
 /* ---- XML of an untrusted answer ------------------------------------------------ */
+
+bool ic_s3_etag_ok(const char *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (v[i] <= ' ' || v[i] > '~')
+			return false;   /* it goes into headers and the cache's state lines */
+	return n > 0;
+}
 
 const char *ic_s3_xml_find(const char *p, const char *end, const char *tag, const char **v,
 			   size_t *vlen)

@@ -77,6 +77,8 @@ char *ic_s3_encode(const char *src, bool keep_slash);
  * raw content; returns the position after it, or NULL. */
 const char *ic_s3_xml_find(const char *p, const char *end, const char *tag, const char **v,
 			   size_t *vlen);
+/* An ETag as a server may send it: printable ASCII without spaces, not empty. */
+bool ic_s3_etag_ok(const char *v, size_t n);
 /* Decode the five XML entities of [v, v + n) into dst[cap] (NUL-terminated); -EINVAL
  * when it does not fit or holds an unknown entity or a NUL byte. */
 int ic_s3_xml_text(const char *v, size_t n, char *dst, size_t cap);

@@ -201,6 +201,8 @@ int ic_s3_list(struct ic_s3 *s, const char *prefix,
 			}
 			if (!err && ic_s3_xml_find(c, c + cn, "ETag", &v, &n))
 				err = text_dup(v, n, etag, sizeof(etag), "ETag", s);
+			if (!err && etag[0] && !ic_s3_etag_ok(etag, strlen(etag)))
+				err = ic_fail(-EIO, "%s: listing: bad ETag from the server", s->name);
 			if (!err)
 				err = fn(arg, &o);
 		}

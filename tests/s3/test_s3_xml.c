@@ -52,6 +52,11 @@ int main(void)
 	CHECK(find("<Key>012345678</Key>", "Key", out, 10, &rc));
 	CHECK_EQ(rc, 0);
 	CHECK_EQ(ic_s3_xml_text("a\0b", 3, out, sizeof(out)), -EINVAL);
+	/* ETags go into headers and the cache's state file: no spaces or control bytes */
+	CHECK(ic_s3_etag_ok("\"0123abcd-2\"", 12));
+	CHECK(!ic_s3_etag_ok("\"a b\"", 5));
+	CHECK(!ic_s3_etag_ok("a\nb", 3));
+	CHECK(!ic_s3_etag_ok("", 0));
 	/* keys: AWS's encoding (unreserved kept, '/' kept in paths only, uppercase hex) */
 	e = ic_s3_encode("a b/c~d_e.f-g&h=é", true);
 	CHECK(e && strcmp(e, "a%20b/c~d_e.f-g%26h%3D%C3%A9") == 0);
