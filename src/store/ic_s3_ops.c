@@ -1,5 +1,6 @@
 /* ic_s3_ops.c: the S3 operations over ic_s3_request: GET (ranges), PUT (conditional),
- * HEAD, DELETE, ListObjectsV2, multipart uploads, bucket creation. */
+ * HEAD, DELETE, ListObjectsV2, multipart uploads, bucket creation; the scanning of the
+ * answers' XML (untrusted, bounded). */
 #include "config.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -428,4 +429,83 @@ int ic_s3_list_uploads(struct ic_s3 *s, const char *prefix,
 	free(q);
 	free(pfx);
 	return err;
+}
+
+/* ---- XML of an untrusted answer ------------------------------------------------ */
+
+bool ic_s3_etag_ok(const char *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (v[i] <= ' ' || v[i] > '~')
+			return false;   /* it goes into headers and the cache's state lines */
+	return n > 0;
+}
+
+const char *ic_s3_xml_find(const char *p, const char *end, const char *tag, const char **v,
+			   size_t *vlen)
+{
+	size_t tl = strlen(tag);
+
+	while (p && p < end) {
+		const char *lt = memchr(p, '<', (size_t)(end - p)), *c;
+
+		if (!lt || (size_t)(end - lt) < tl + 2)
+			return NULL;
+		if (memcmp(lt + 1, tag, tl) == 0 && lt[1 + tl] == '>') {
+			const char *vs = lt + 2 + tl;
+
+			for (c = vs; c + tl + 3 <= end; c++) {
+				c = memchr(c, '<', (size_t)(end - c));
+				if (!c || c + tl + 3 > end)
+					return NULL;
+				if (c[1] == '/' && memcmp(c + 2, tag, tl) == 0 && c[2 + tl] == '>') {
+					*v = vs;
+					*vlen = (size_t)(c - vs);
+					return c + 3 + tl;
+				}
+			}
+			return NULL;
+		}
+		p = lt + 1;
+	}
+	return NULL;
+}
+
+int ic_s3_xml_text(const char *v, size_t n, char *dst, size_t cap)
+{
+	static const struct { const char *ent; char ch; } ents[] = {
+		{ "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' }, { "&quot;", '"' },
+		{ "&apos;", '\'' }, { "&#34;", '"' }, { "&#39;", '\'' },
+	};
+	size_t i = 0, o = 0, k;
+
+	while (i < n) {
+		char ch = v[i];
+
+		if (ch == '\0')
+			return -EINVAL;
+		if (ch == '&') {
+			for (k = 0; k < sizeof(ents) / sizeof(ents[0]); k++) {
+				size_t el = strlen(ents[k].ent);
+
+				if (n - i >= el && memcmp(v + i, ents[k].ent, el) == 0) {
+					ch = ents[k].ch;
+					i += el - 1;
+					break;
+				}
+			}
+			if (k == sizeof(ents) / sizeof(ents[0]))
+				return -EINVAL;
+		}
+		if (o + 1 >= cap)
+			return -EINVAL;
+		dst[o++] = ch;
+		i++;
+	}
+	if (o >= cap)
+		return -EINVAL;
+	dst[o] = '\0';
+	return 0;
 }
