@@ -157,6 +157,8 @@ rgw enable usage log = false
 rgw thread pool size = 64
 EOF
 	local t0=$SECONDS
+	# a failed start stops what it started (DIR and its logs stay for a look)
+	trap 'stop_daemons' EXIT
 	monmaptool --create --addv a "[v1:127.0.0.1:$monport]" --fsid "$fsid" "$DIR/monmap" >/dev/null
 	ceph-mon --mkfs -i a --monmap "$DIR/monmap" -c "$CONF" >"$DIR/mkfs.out" 2>&1 ||
 		{ cat "$DIR/mkfs.out" >&2; die "ceph-mon --mkfs failed"; }
@@ -182,17 +184,23 @@ EOF
 		{ cat "$DIR/user.err" >&2; die "radosgw-admin user create failed"; }
 	echo "$ak" >"$DIR/access.key"
 	echo "$sk" >"$DIR/secret.key"
+	trap - EXIT
 	echo "ceph-rgw: up in $((SECONDS - t0)) s ($store, S3 on 127.0.0.1:$rgwport)" >&2
 	print_env
+}
+
+stop_daemons() {
+	local pf
+	for pf in "$DIR/run/rgw.pid" "$DIR"/run/mgr.*.pid "$DIR"/run/osd.*.pid "$DIR/run/mon.a.pid"; do
+		[ -e "$pf" ] && stop_pidfile "$pf"
+	done
+	return 0
 }
 
 cmd_stop() {
 	[ -d "$DIR" ] || return 0
 	[ -f "$DIR/ceph.conf" ] || die "$DIR is not a ceph-rgw directory"
-	local pf
-	for pf in "$DIR/run/rgw.pid" "$DIR"/run/mgr.*.pid "$DIR"/run/osd.*.pid "$DIR/run/mon.a.pid"; do
-		[ -e "$pf" ] && stop_pidfile "$pf"
-	done
+	stop_daemons
 	rm -rf "$DIR"
 }
 
