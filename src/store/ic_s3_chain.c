@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +89,7 @@ int ic_s3_chain_open(const char *url, struct ic_s3_chain **out)
 	*out = NULL;
 	if (!sc)
 		return -ENOMEM;
+	sc->lockfd = -1;
 	err = ic_s3_open(url, &sc->s3, &sc->prefix);
 	if (err) {
 		free(sc);
@@ -140,6 +142,7 @@ void ic_s3_chain_close(struct ic_s3_chain *sc)
 	if (!sc)
 		return;
 	ic_s3_lease_drop(sc);
+	ic_s3_cache_unlock(sc);
 	ic_s3_close(sc->s3);
 	free(sc->prefix);
 	free(sc->base);
@@ -147,6 +150,25 @@ void ic_s3_chain_close(struct ic_s3_chain *sc)
 	free(sc->objs);
 	free(sc->remote);
 	free(sc);
+}
+
+int ic_s3_cache_lock(struct ic_s3_chain *sc)
+{
+	int err = ic_open_regular(AT_FDCWD, sc->base, "lock", O_RDWR | O_CREAT, 0600, &sc->lockfd);
+
+	if (err)
+		return err;
+	while (flock(sc->lockfd, LOCK_EX) != 0)
+		if (errno != EINTR)
+			return ic_fail(-errno, "%s/lock: %s", sc->base, strerror(errno));
+	return 0;
+}
+
+void ic_s3_cache_unlock(struct ic_s3_chain *sc)
+{
+	if (sc->lockfd >= 0)
+		close(sc->lockfd);
+	sc->lockfd = -1;
 }
 
 const char *ic_s3_chain_dir(const struct ic_s3_chain *sc)

@@ -27,6 +27,8 @@ struct ic_s3_chain {
 	struct ic_s3_obj *remote;   /* the last listing */
 	size_t nremote, remote_cap;
 	struct ic_s3_lease *lease;
+	int lockfd;                 /* base/lock, flock: one process uses the cache at a
+				     * time (ic_s3_chain_arg to ic_s3_chain_close) */
 };
 
 /* Is n a name of the chain's objects ("imgchain.key", "NNNNNNNN.img")? */
@@ -48,6 +50,9 @@ void ic_s3_cache_trim(struct ic_s3_chain *sc);
 int ic_s3_push_keyfile(struct ic_s3_chain *sc);
 /* Record o in the cache's state (replacing an entry of that name); NULL without memory. */
 struct ic_s3_obj *ic_s3_obj_put(struct ic_s3_chain *sc, const struct ic_s3_obj *o);
+/* The cache's lock (waits for the holder); unlock is a no-op when not held. */
+int ic_s3_cache_lock(struct ic_s3_chain *sc);
+void ic_s3_cache_unlock(struct ic_s3_chain *sc);
 /* Parallel requests of a mirror operation: IMGCHAIN_S3_THREADS, default 8. */
 unsigned ic_s3_threads(void);
 

@@ -498,8 +498,13 @@ int ic_s3_chain_arg(const char *arg, bool writer, enum ic_s3_need need, const ch
 	err = ic_s3_chain_open(arg, &sc);
 	if (err)
 		return err;
-	ic_s3_cache_trim(sc);       /* what earlier runs left, before this one's needs */
-	if (writer)
+	/* one process uses the cache at a time, until ic_s3_chain_close: a reader's pull
+	 * would drop a writer's image not yet uploaded, a trim punch what a reader is about
+	 * to open */
+	err = ic_s3_cache_lock(sc);
+	if (!err)
+		ic_s3_cache_trim(sc);   /* what earlier runs left, before this one's needs */
+	if (!err && writer)
 		err = ic_s3_lease_take(sc);
 	if (!err)
 		err = ic_s3_chain_pull(sc, need);

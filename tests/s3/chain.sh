@@ -122,6 +122,21 @@ expect_msg "access denied \(SignatureDoesNotMatch\): check the credentials"
 expect_exit 1 env AWS_SECRET_ACCESS_KEY=wrong imgrestore "$C" wed r.bad
 expect_msg "access denied"
 
+# readers of the same cache while a backup runs wait for it (the cache's lock): each
+# finishes, and the point the backup reported is in the bucket
+write_at disk $((5 << 20)) 300000 7
+cp disk s.fri
+imgbackup --name fri "$C" disk >fri.out 2>&1 &
+bpid=$!
+for i in 1 2 3; do
+	expect_exit 0 imginfo "$C"
+done
+wait "$bpid" || fail "the backup failed: $(cat fri.out)"
+seq=$(sed -n 's/.*point .fri. (seq \([0-9]*\)).*/\1/p' fri.out)
+[[ -n $seq ]] || fail "no seq in: $(cat fri.out)"
+s3t ls hosts/web01/ | grep -q "$(printf %08u "$seq").img" ||
+	fail "fri (seq $seq) is not in the bucket: $(s3t ls hosts/web01/)"
+
 # radosgw down for a few seconds during a backup: retried, the backup completes
 write_at disk $((12 << 20)) 400000 6
 cp disk s.thu
