@@ -124,6 +124,8 @@ int main(int argc, char **argv)
 		ic_s3_pre_abort(pre);
 	if (!ret && sc) {
 		ret = ic_s3_chain_push(sc);
+		if (!ret)
+			ret = ic_s3_chain_published(sc, st.seq);
 		/* remembered (rollback detection) only once published: a killed upload's
 		 * point never was */
 		sret = ret ? 0 : ic_state_record(st.chain_id, st.seq, st.name, st.seal);

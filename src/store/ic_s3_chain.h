@@ -40,6 +40,10 @@ int ic_s3_chain_fetch_path(struct ic_s3_chain *sc, const char *name, enum ic_s3_
  * only over the version pulled), then each new image, ascending.  Under the lease. */
 int ic_s3_chain_push(struct ic_s3_chain *sc);
 
+/* 0 when this run uploaded the image of point seq (pushed or pre-uploaded), else -EIO
+ * naming it: a backup never reports a point the bucket does not hold. */
+int ic_s3_chain_published(struct ic_s3_chain *sc, unsigned seq);
+
 /* A backup's image uploaded while it is written (ic_s3_pre.c): start before ic_backup;
  * after it, finish with the new point's seq (the key file first, then the upload is
  * completed; 0 and nothing done when the image is left to ic_s3_chain_push), or abort. */

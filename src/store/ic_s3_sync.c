@@ -518,3 +518,16 @@ int ic_s3_chain_arg(const char *arg, bool writer, enum ic_s3_need need, const ch
 	*dir = sc->dir;
 	return 0;
 }
+
+int ic_s3_chain_published(struct ic_s3_chain *sc, unsigned seq)
+{
+	char name[16];
+	struct ic_s3_obj *o;
+
+	snprintf(name, sizeof(name), "%08u.img", seq);
+	o = obj_find(sc->objs, sc->nobjs, name);
+	if (o && o->etag[0] && o->have == IC_S3_NEED_FULL)
+		return 0;
+	return ic_fail(-EIO, "%s/%s/%s: the new point was not uploaded", ic_s3_name(sc->s3),
+		       sc->prefix, name);
+}
