@@ -1,5 +1,5 @@
-/* test_vmdk.c: identity, descriptors and the synthesized monolithicSparse file, checked
- * by an independent decoder here and by qemu-img (check, compare, map, info). */
+/* test_vmdk.c: identity, descriptors and the synthesized compact monolithicSparse file,
+ * checked by an independent decoder here and by qemu-img (check, compare, map, info). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,21 +29,12 @@ struct tdisk {
 	uint64_t size;
 	bool *zero;                 /* per grain, found by scanning the bytes */
 	uint64_t n_grains;
+	struct ic_rank alloc;       /* the grains that are not zero */
 	unsigned read_calls;
-	unsigned zero_calls;
 	int fail;                   /* read_disk returns this when non-zero */
 };
 
 static struct tdisk disk;
-
-static bool t_grain_is_zero(void *arg, uint64_t g)
-{
-	struct tdisk *d = arg;
-
-	d->zero_calls++;
-	CHECK(g < d->n_grains);
-	return g < d->n_grains ? d->zero[g] : true;
-}
 
 static int t_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 {
@@ -60,7 +51,6 @@ static int t_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 }
 
 static const struct ic_vmdk_source tsrc = {
-	.grain_is_zero = t_grain_is_zero,
 	.read_disk = t_read_disk,
 	.arg = &disk,
 };
@@ -68,6 +58,16 @@ static const struct ic_vmdk_source tsrc = {
 static uint8_t pattern(uint64_t off)
 {
 	return (uint8_t)(((off >> 9) * 31 + off * 7) | 1);
+}
+
+/* The sealed map of the grains that are not zero. */
+static void alloc_of(const bool *zero, uint64_t n, struct ic_rank *r)
+{
+	CHECK_EQ(ic_rank_init(r, n), 0);
+	for (uint64_t g = 0; g < n; g++)
+		if (!zero[g])
+			ic_rank_set_range(r, g, g + 1);
+	ic_rank_seal(r);
 }
 
 /* Grains 20..39 are data (a long run); elsewhere every third grain is a hole; grain 5
@@ -98,6 +98,7 @@ static void disk_fill(void)
 		for (uint64_t o = a; o < b && disk.zero[g]; o++)
 			disk.zero[g] = disk.bytes[o] == 0;
 	}
+	alloc_of(disk.zero, disk.n_grains, &disk.alloc);
 }
 
 /* ---- helpers ---------------------------------------------------------------------- */
@@ -120,6 +121,14 @@ static uint64_t div_up(uint64_t a, uint64_t b)
 static void ident_of(const char *seed, struct ic_vmdk_ident *id)
 {
 	ic_vmdk_ident_derive(seed, strlen(seed), id);
+}
+
+/* A sparse file of the test disk: planned, then its grains given. */
+static int sparse_of(struct ic_vmdk_sparse *s, const struct ic_vmdk_ident *id)
+{
+	int ret = ic_vmdk_sparse_init(s, DISK_SIZE, GRAIN, SPARSE_NAME, id);
+
+	return ret ? ret : ic_vmdk_sparse_set_alloc(s, &disk.alloc);
 }
 
 static uint8_t *sparse_whole(const struct ic_vmdk_sparse *s)
@@ -195,8 +204,27 @@ static void check_formulas(uint64_t size, uint32_t grain_bytes)
 	CHECK_EQ(s.rgd_offset, 21);
 	CHECK_EQ(s.gd_offset, gd);
 	CHECK_EQ(s.overhead, oh);
-	CHECK_EQ(s.file_size, (oh + g * ng) * 512);
+	CHECK_EQ(s.max_file_size, (oh + g * ng) * 512);
+	CHECK_EQ(s.file_size, s.max_file_size);
+	CHECK(s.alloc == NULL);
 	CHECK_EQ(s.descriptor_len, strlen(s.descriptor));
+	/* stored: metadata and a third of the grains (the size counts nothing else) */
+	{
+		struct ic_rank r;
+		uint8_t b;
+
+		CHECK_EQ(ic_vmdk_sparse_read(&s, &b, 1, 0, NULL), -ENXIO);
+		CHECK_EQ(ic_rank_init(&r, ng + 1), 0);
+		CHECK_EQ(ic_vmdk_sparse_set_alloc(&s, &r), -EINVAL);
+		ic_rank_free(&r);
+		CHECK_EQ(ic_rank_init(&r, ng), 0);
+		for (uint64_t i = 0; i < ng; i += 3)
+			ic_rank_set_range(&r, i, i + 1);
+		ic_rank_seal(&r);
+		CHECK_EQ(ic_vmdk_sparse_set_alloc(&s, &r), 0);
+		CHECK_EQ(s.file_size, (oh + g * ((ng + 2) / 3)) * 512);
+		ic_rank_free(&r);
+	}
 }
 
 static void test_layout_numbers(void)
@@ -213,7 +241,7 @@ static void test_layout_numbers(void)
 	CHECK_EQ(s.rgd_offset, 21);
 	CHECK_EQ(s.gd_offset, 21 + 1 + 4 * 32);
 	CHECK_EQ(s.overhead, 384);  /* roundup(150 + 1 + 128, 128) */
-	CHECK_EQ(s.file_size, (384ull + 128 * 16384) * 512);
+	CHECK_EQ(s.max_file_size, (384ull + 128 * 16384) * 512);
 	check_formulas(1ull << 30, GRAIN);
 	check_formulas(DISK_SIZE, GRAIN);
 	check_formulas(1, GRAIN);
@@ -236,6 +264,7 @@ static void test_limits(void)
 	while (ic_vmdk_sparse_init(&s, d, GRAIN, SPARSE_NAME, &id) == -EFBIG)
 		d -= GRAIN;
 	CHECK(s.overhead + s.grain * s.n_grains <= UINT32_MAX);
+	CHECK_EQ(s.max_file_size, (s.overhead + s.grain * s.n_grains) * 512);
 	CHECK(s.overhead + s.grain * (s.n_grains + 1) > UINT32_MAX);
 	CHECK_EQ(ic_vmdk_sparse_init(&s, d + GRAIN, GRAIN, SPARSE_NAME, &id), -EFBIG);
 	CHECK(d > (1ull << 41) - (1ull << 30));
@@ -253,7 +282,7 @@ static void test_limits(void)
 /* Decode the file as a reader would: header, both directories, every grain. */
 static void check_decoded(const struct ic_vmdk_sparse *s, const uint8_t *f)
 {
-	uint64_t gd = le64(f + 56), rgd = le64(f + 48), oh = le64(f + 64);
+	uint64_t gd = le64(f + 56), rgd = le64(f + 48), oh = le64(f + 64), stored = 0;
 
 	CHECK(memcmp(f, "KDMV", 4) == 0);
 	CHECK_EQ(le32(f + 4), 1);
@@ -277,14 +306,26 @@ static void check_decoded(const struct ic_vmdk_sparse *s, const uint8_t *f)
 
 		CHECK(gte_sec != rgte_sec);
 		CHECK_EQ(le32(f + (uint64_t)rgte_sec * 512 + 4 * (g % 512)), e);
-		CHECK_EQ(e, disk.zero[g] ? 0 : oh + GSECT * g);
-	}
-	for (uint64_t o = 0; o < DISK_SIZE; o++)
-		if (f[oh * 512 + o] != disk.bytes[o]) {
-			CHECK(!"grain data differs from the disk");
-			break;
+		if (disk.zero[g]) {
+			CHECK_EQ(e, 0);
+			continue;
 		}
-	for (uint64_t o = oh * 512 + DISK_SIZE; o < s->file_size; o++)
+		/* stored grains one after another, in disk order */
+		CHECK_EQ(e, oh + GSECT * stored);
+		for (uint64_t o = 0; o < GRAIN; o++) {
+			uint64_t at = g * GRAIN + o;
+
+			if (f[(uint64_t)e * 512 + o] != (at < DISK_SIZE ? disk.bytes[at] : 0)) {
+				CHECK(!"grain data differs from the disk");
+				break;
+			}
+		}
+		stored++;
+	}
+	/* the file is exactly the metadata and the stored grains */
+	CHECK_EQ(s->file_size, (oh + GSECT * stored) * 512);
+	CHECK_EQ(stored, disk.alloc.count);
+	for (uint64_t o = le32(f + gd * 512) * 512ull + 4 * 512 * s->n_gts; o < oh * 512; o++)
 		CHECK_EQ(f[o], 0);
 }
 
@@ -322,27 +363,42 @@ static void read_random(const struct ic_vmdk_sparse *s, const uint8_t *whole)
 	free(buf);
 }
 
-/* One read_disk per run of data grains, none for holes or metadata. */
+/* Runs of stored grains [k, k + count) that are neighbours on the disk too. */
+static unsigned runs_of(uint64_t k, uint64_t count)
+{
+	unsigned runs = 0;
+	uint64_t prev = UINT64_MAX;
+
+	for (uint64_t i = k; i < k + count; i++) {
+		uint64_t g = ic_rank_select(&disk.alloc, i);
+
+		runs += g != prev + 1;
+		prev = g;
+	}
+	return runs;
+}
+
+/* One read_disk per run of stored grains that follow each other on the disk, none for
+ * metadata. */
 static void read_efficiency(const struct ic_vmdk_sparse *s)
 {
 	uint8_t *buf = malloc(4 << 20);
-	uint64_t grains = s->overhead * 512;
+	uint64_t grains = s->overhead * 512, at20 = grains + ic_rank_of(&disk.alloc, 20) * GRAIN;
 
 	disk.read_calls = 0;
-	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 1 << 20, grains + 20ull * GRAIN, &tsrc), 0);
+	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 1 << 20, at20, &tsrc), 0);
 	CHECK_EQ(disk.read_calls, 1);
 	disk.read_calls = 0;
-	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 1 << 20, grains + 20ull * GRAIN + 333, &tsrc), 0);
+	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 1 << 20, at20 + 333, &tsrc), 0);
 	CHECK_EQ(disk.read_calls, 1);
-	/* grains 17..48: data runs 17-18 | 20-39 | 41-42 | 44-45 | 47-48 */
+	/* stored grains 10..41: 17-18 | 20-39 | 41-42 | 44-45 | ... */
 	disk.read_calls = 0;
-	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 32 * GRAIN, grains + 17ull * GRAIN, &tsrc), 0);
-	CHECK_EQ(disk.read_calls, 5);
+	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 32 * GRAIN, grains + 10ull * GRAIN, &tsrc), 0);
+	CHECK_EQ(disk.read_calls, runs_of(10, 32));
+	CHECK(runs_of(10, 32) > 3);
 	disk.read_calls = 0;
-	disk.zero_calls = 0;
 	CHECK_EQ(ic_vmdk_sparse_read(s, buf, grains, 0, &tsrc), 0);
 	CHECK_EQ(disk.read_calls, 0);
-	CHECK(disk.zero_calls <= 2 * 4 * 128 * s->n_gts);
 	disk.fail = -EIO;
 	CHECK_EQ(ic_vmdk_sparse_read(s, buf, 4096, grains, &tsrc), -EIO);
 	disk.fail = 0;
@@ -388,7 +444,7 @@ static void test_sparse_bytes(void)
 	uint8_t *f, *f2;
 
 	ident_of("rp-7", &id);
-	CHECK_EQ(ic_vmdk_sparse_init(&s, DISK_SIZE, GRAIN, SPARSE_NAME, &id), 0);
+	CHECK_EQ(sparse_of(&s, &id), 0);
 	f = sparse_whole(&s);
 	check_decoded(&s, f);
 	check_descriptor_text((const char *)f + 512, "\nRW 10243 SPARSE \"" SPARSE_NAME "\"\n");
@@ -403,12 +459,12 @@ static void test_sparse_bytes(void)
 	read_efficiency(&s);
 
 	/* determinism: same seed, same bytes; another seed, another identity */
-	CHECK_EQ(ic_vmdk_sparse_init(&s2, DISK_SIZE, GRAIN, SPARSE_NAME, &id), 0);
+	CHECK_EQ(sparse_of(&s2, &id), 0);
 	f2 = sparse_whole(&s2);
 	CHECK(memcmp(f, f2, s.file_size) == 0);
 	free(f2);
 	ident_of("rp-8", &id2);
-	CHECK_EQ(ic_vmdk_sparse_init(&s2, DISK_SIZE, GRAIN, SPARSE_NAME, &id2), 0);
+	CHECK_EQ(sparse_of(&s2, &id2), 0);
 	f2 = sparse_whole(&s2);
 	CHECK(memcmp(f, f2, s.file_size) != 0);
 	CHECK(memcmp(f + 1024 * 11, f2 + 1024 * 11, s.file_size - 1024 * 11) == 0);
@@ -542,7 +598,7 @@ static void test_qemu(void)
 
 	tmp = unit_tmpdir();
 	ident_of("rp-7", &id);
-	CHECK_EQ(ic_vmdk_sparse_init(&s, DISK_SIZE, GRAIN, SPARSE_NAME, &id), 0);
+	CHECK_EQ(sparse_of(&s, &id), 0);
 	f = sparse_whole(&s);
 	write_file(tmp, SPARSE_NAME, f, s.file_size);
 	free(f);
@@ -593,12 +649,6 @@ static void big_fill(uint64_t n_grains)
 		big_zero[data[i]] = false;
 }
 
-static bool b_grain_is_zero(void *arg, uint64_t g)
-{
-	(void)arg;
-	return big_zero[g];
-}
-
 static int b_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
@@ -611,7 +661,6 @@ static int b_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 }
 
 static const struct ic_vmdk_source bsrc = {
-	.grain_is_zero = b_grain_is_zero,
 	.read_disk = b_read_disk,
 };
 
@@ -626,26 +675,26 @@ static int open_in_tmp(const char *name)
 	return fd;
 }
 
-/* Write the sparse file and disk.raw with holes where the disk has zero grains. */
-static void write_big(const struct ic_vmdk_sparse *s, uint8_t *meta)
+/* Write the compact sparse file whole, and big.raw with holes where the disk has zero
+ * grains. */
+static void write_big(const struct ic_vmdk_sparse *s)
 {
-	uint64_t grains = s->overhead * 512;
 	int fd = open_in_tmp(BIG_NAME), raw = open_in_tmp("big.raw");
-	uint8_t buf[BIG_GRAIN];
+	uint8_t *f = malloc(s->file_size), buf[BIG_GRAIN];
 
-	CHECK_EQ(pwrite(fd, meta, grains, 0), (ssize_t)grains);
+	CHECK_EQ(ic_vmdk_sparse_read(s, f, s->file_size, 0, &bsrc), 0);
+	CHECK_EQ(pwrite(fd, f, s->file_size, 0), (ssize_t)s->file_size);
 	for (uint64_t g = 0; g < s->n_grains; g++) {
 		uint64_t len = BIG_SIZE - g * BIG_GRAIN < BIG_GRAIN ? BIG_SIZE - g * BIG_GRAIN
 								 : BIG_GRAIN;
 
 		if (big_zero[g])
 			continue;
-		CHECK_EQ(ic_vmdk_sparse_read(s, buf, BIG_GRAIN, grains + g * BIG_GRAIN, &bsrc), 0);
-		CHECK_EQ(pwrite(fd, buf, BIG_GRAIN, grains + g * BIG_GRAIN), BIG_GRAIN);
+		CHECK_EQ(b_read_disk(NULL, buf, len, g * BIG_GRAIN), 0);
 		CHECK_EQ(pwrite(raw, buf, len, g * BIG_GRAIN), (ssize_t)len);
 	}
-	CHECK_EQ(ftruncate(fd, s->file_size), 0);
 	CHECK_EQ(ftruncate(raw, BIG_SIZE), 0);
+	free(f);
 	close(fd);
 	close(raw);
 }
@@ -654,6 +703,7 @@ static void test_qemu_big(void)
 {
 	struct ic_vmdk_ident id;
 	struct ic_vmdk_sparse s;
+	struct ic_rank alloc;
 	uint8_t *meta;
 	char *js;
 
@@ -663,13 +713,17 @@ static void test_qemu_big(void)
 	CHECK_EQ(s.n_gts, 151);
 	CHECK_EQ(s.gd_sectors, 2);
 	big_fill(s.n_grains);
+	alloc_of(big_zero, s.n_grains, &alloc);
+	CHECK_EQ(ic_vmdk_sparse_set_alloc(&s, &alloc), 0);
+	CHECK_EQ(s.file_size, (s.overhead + s.grain * alloc.count) * 512);
+	CHECK(s.file_size < (2u << 20));  /* of a 300 MiB disk */
 	meta = malloc(s.overhead * 512);
 	CHECK_EQ(ic_vmdk_sparse_read(&s, meta, s.overhead * 512, 0, &bsrc), 0);
 	CHECK(memcmp(meta + s.rgd_offset * 512, meta + s.gd_offset * 512, 1024) != 0);
 	CHECK(memcmp(meta + (s.rgd_offset + 2) * 512, meta + (s.gd_offset + 2) * 512,
 		     4 * 151 * 512) == 0);
-	write_big(&s, meta);
 	free(meta);
+	write_big(&s);
 	CHECK_EQ(run_expect(0, "qemu-img check -f vmdk " BIG_NAME), 0);
 	CHECK_EQ(run_expect(0, "qemu-img compare -f raw -F vmdk big.raw " BIG_NAME), 0);
 	CHECK_EQ(run_expect(0, "qemu-img map --output=json -f vmdk " BIG_NAME), 0);
@@ -677,6 +731,7 @@ static void test_qemu_big(void)
 	check_map(js, big_zero, BIG_GRAIN, BIG_SIZE);
 	free(js);
 	free(big_zero);
+	ic_rank_free(&alloc);
 	unit_rmtree(tmp);
 }
 
@@ -703,6 +758,7 @@ int main(void)
 	}
 	free(disk.bytes);
 	free(disk.zero);
+	ic_rank_free(&disk.alloc);
 	if (!have_qemu && !unit_failures)
 		return 77;
 	UNIT_EXIT();
