@@ -2,7 +2,7 @@
  * descriptor + flat-extent pair, and a compact monolithicSparse file whose every byte is
  * derived from the disk and its allocation map: the grains that hold data, stored one
  * after another in disk order, and nothing for the others (their grain table entries are
- * 0).  Pure computation: no I/O of its own.  FORMAT.md section "VMDK views" gives the
+ * 0).  Pure computation: no I/O of its own.  FORMAT.md section 13 gives the
  * layout; /work/shared/reference/VMDK.md the constraints hypervisors put on it. */
 #ifndef IC_VMDK_H
 #define IC_VMDK_H
