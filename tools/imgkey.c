@@ -111,7 +111,7 @@ static int with_lock(const struct imgkey_opts *o, int (*fn)(const struct imgkey_
 }
 
 /* The chain argument: a directory, or s3://BUCKET/PREFIX whose key file is cached (and, for
- * a change, pushed back under the writers' lease: FORMAT.md 13). */
+ * a change, pushed back under the writers' lease: FORMAT.md 14). */
 static int with_chain(struct imgkey_opts *o, bool writer,
 		      int (*fn)(const struct imgkey_opts *))
 {

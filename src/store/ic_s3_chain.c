@@ -1,5 +1,5 @@
 /* ic_s3_chain.c: a chain in a bucket mirrored by a local cache directory (ic_s3_chain.h;
- * FORMAT.md section 13): pull (list, key file, images filled by parallel range GETs), the
+ * FORMAT.md section 14): pull (list, key file, images filled by parallel range GETs), the
  * path of a point, push (multipart uploads of new images). */
 #include "config.h"
 

@@ -1,4 +1,4 @@
-/* ic_s3_chain.h: a chain in a bucket (s3://BUCKET/PREFIX, FORMAT.md section 13) served to
+/* ic_s3_chain.h: a chain in a bucket (s3://BUCKET/PREFIX, FORMAT.md section 14) served to
  * the tools through a local cache directory that mirrors it.  The bucket is the truth: a
  * pull makes the cache hold what the bucket holds (names, ETags), filling each image only
  * as far as the tool needs (header, index, or every byte) with parallel range GETs bound to
@@ -52,7 +52,7 @@ int ic_s3_pre_start(struct ic_s3_chain *sc, struct ic_s3_pre **out);
 int ic_s3_pre_finish(struct ic_s3_pre *p, unsigned seq);
 void ic_s3_pre_abort(struct ic_s3_pre *p);
 
-/* The writers' lease (FORMAT.md 13.3): taken with If-None-Match, taken over only when
+/* The writers' lease (FORMAT.md 14.3): taken with If-None-Match, taken over only when
  * expired (or its holder, on this host, is dead) with If-Match, renewed by a thread, and
  * checked by reading it back.  -EBUSY naming the holder.  Taking it also aborts incomplete
  * uploads left under the prefix by killed writers. */

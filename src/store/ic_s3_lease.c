@@ -1,10 +1,10 @@
-/* ic_s3_lease.c: the writers' lease of a chain in a bucket (FORMAT.md 13.3).
+/* ic_s3_lease.c: the writers' lease of a chain in a bucket (FORMAT.md 14.3).
  * PREFIX/lease holds "imgchain-lease 1\nowner HEX\nhost NAME\npid N\nexpires T\n".  Taken
  * with If-None-Match: * (created only if absent); an expired lease, or one whose holder ran
  * on this host and is dead, is taken over with If-Match: its ETag (only one of two racing
  * writers wins).  Read back after every write: an endpoint that ignores the conditions is
  * caught when two writers overlap in time unluckily less often, not never (the single-writer
- * rule of 13.3 then applies).  A thread renews it every third of its time; a writer whose
+ * rule of 14.3 then applies).  A thread renews it every third of its time; a writer whose
  * renewal failed (lost or taken over) publishes nothing more. */
 #include "config.h"
 
@@ -260,7 +260,7 @@ void ic_s3_lease_drop(struct ic_s3_chain *sc)
 		pthread_join(l->thread, NULL);
 	}
 	/* delete it only while it is ours (S3 has no conditional DELETE on RGW 16: a
-	 * takeover between this read and the delete is the window 13.3 names) */
+	 * takeover between this read and the delete is the window 14.3 names) */
 	ic_s3_quiet(true);
 	if (l->key && lease_read(l, &h, etag) == 0 && strcmp(h.owner, l->owner) == 0)
 		ic_s3_delete(sc->s3, l->key);

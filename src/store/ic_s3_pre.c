@@ -1,4 +1,4 @@
-/* ic_s3_pre.c: a backup's image uploaded while it is being written (FORMAT.md 13.2).
+/* ic_s3_pre.c: a backup's image uploaded while it is being written (FORMAT.md 14.2).
  * The writer (ic_writer_new) appends records to CHAIN/.tmp-SEQ-PID.img from offset 4096 on
  * and writes nothing behind them until its commit, which puts the index after the last
  * record and slot A into the first 4 KiB.  So while the backup runs, every 16 MiB part
@@ -262,7 +262,7 @@ int ic_s3_pre_finish(struct ic_s3_pre *p, unsigned seq)
 	free(path);
 	if (p->failed)
 		err = ic_error_raise(&p->err);
-	/* the key file first: no point is visible before it (FORMAT.md 13.2) */
+	/* the key file first: no point is visible before it (FORMAT.md 14.2) */
 	if (!err)
 		err = ic_s3_push_keyfile(p->sc);
 	if (!err)

@@ -1,5 +1,5 @@
 /* ic_s3_sync.c: the bucket mirror's state file, pull, the path of a point, push, and the
- * tools' entry (ic_s3_chain_arg).  FORMAT.md section 13. */
+ * tools' entry (ic_s3_chain_arg).  FORMAT.md section 14. */
 #include "config.h"
 
 #include <dirent.h>
