@@ -329,20 +329,31 @@ int ic_session_fsync(struct ic_session *s, struct ic_spoint *sp, int file)
 	return ret;
 }
 
-/* The block map's run from off: zero blocks (owner 0) or stored ones. */
+/* Does block b read as zero without being stored (no entry, or a zero entry)?  A lookup
+ * is owner[b] plus one binary search; one that fails counts as data (its read fails). */
+static bool block_zero(const struct ic_view *v, uint64_t b)
+{
+	struct ic_block_ref ref;
+
+	if (v->owner && !v->owner[b])
+		return true;
+	return ic_view_lookup(v, b, &ref) == 0 && !ref.img;
+}
+
+/* The block map's run from off: zero blocks or stored ones. */
 static uint64_t map_extent(const struct ic_view *v, uint64_t off, uint64_t len, bool *zero)
 {
 	uint64_t bs = v->block_size, b = off / bs, end = off + len, last, stop;
 
-	if (!v->owner || b >= v->nblocks) {
+	if (b >= v->nblocks) {
 		*zero = false;
 		return len;
 	}
-	*zero = v->owner[b] == 0;
+	*zero = block_zero(v, b);
 	last = (end + bs - 1) / bs;
 	if (last > v->nblocks)
 		last = v->nblocks;
-	while (++b < last && (v->owner[b] == 0) == *zero)
+	while (++b < last && block_zero(v, b) == *zero)
 		;
 	stop = b * bs;
 	return (stop < end ? stop : end) - off;

@@ -1,0 +1,8 @@
+# shell tests of tests/nbd (automake fragment included by Makefile.am): the nbdkit plugin
+# (the NBD export) with real clients: qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, qemu.
+SH_TESTS += \
+	tests/nbd/nbd-read.sh \
+	tests/nbd/nbd-damage.sh \
+	tests/nbd/nbd-overlay.sh \
+	tests/nbd/nbd-errors.sh
+dist_check_DATA += tests/nbd/nbd-lib.sh
