@@ -2,9 +2,10 @@
 # tests/mount/mount-lib.sh (its chain: points mon, tue, wed and branch of tue, sources d0..d3;
 # imgmount for the overlay tests).  The plugin is loaded by path from the build tree.
 #
-#   start_nbd NAME [PARAM=VALUE]...   nbdkit (in the background, as a daemon: the plugin's
-#                                     after_fork path) serving $CHAIN on $WORK/NAME.sock with
-#                                     the test passphrase file; stopped at exit
+#   start_nbd NAME [PARAM=VALUE]...   nbdkit -f in the background (a daemonized nbdkit sends
+#                                     its messages to nowhere) serving $CHAIN on
+#                                     $WORK/NAME.sock with the test passphrase file, its
+#                                     messages in $WORK/NAME.log; stopped at exit
 #   stop_nbd NAME                     SIGTERM, wait until it is gone (fails after 30 s)
 #   nbd_uri NAME [EXPORT]             nbd+unix:///EXPORT?socket=$WORK/NAME.sock
 #   zero_runs FILE [BLOCK]            "OFFSET LENGTH" of every run of all-zero blocks of FILE
@@ -22,12 +23,14 @@ start_nbd()
 	local name=$1 i
 	shift
 	rm -f "$WORK/$name.sock" "$WORK/$name.pid"
-	nbdkit -U "$WORK/$name.sock" -P "$WORK/$name.pid" "$NBD_PLUGIN" "$CHAIN" \
-		passphrase-file="$PASSFILE" "$@" 2>>"$WORK/$name.log" </dev/null ||
-		fail "nbdkit $name did not start: $(cat "$WORK/$name.log")"
+	nbdkit -f -U "$WORK/$name.sock" -P "$WORK/$name.pid" "$NBD_PLUGIN" "$CHAIN" \
+		passphrase-file="$PASSFILE" "$@" 2>>"$WORK/$name.log" </dev/null &
+	NBD_PID=$!
 	cleanup_fn stop_nbd_quiet "$name"
 	for ((i = 0; i < 600; i++)); do
 		[[ -S $WORK/$name.sock && -s $WORK/$name.pid ]] && return 0
+		kill -0 "$NBD_PID" 2>/dev/null ||
+			fail "nbdkit $name did not start: $(cat "$WORK/$name.log")"
 		sleep 0.05
 	done
 	fail "nbdkit $name not ready after 30 s: $(cat "$WORK/$name.log")"
