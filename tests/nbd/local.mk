@@ -6,3 +6,5 @@ SH_TESTS += \
 	tests/nbd/nbd-overlay.sh \
 	tests/nbd/nbd-errors.sh
 dist_check_DATA += tests/nbd/nbd-lib.sh
+# the test disk boots over NBD under qemu-system-x86_64 (read-only, and with an overlay)
+SH_TESTS += tests/nbd/nbd-boot.sh
