@@ -22,7 +22,7 @@
 #       ${XDG_CACHE_HOME:-$HOME/.cache}/imgchain-bootdisk).
 #   bootdisk_set_marker DISK MARKER
 #       Rewrites MARKER.TXT in place with mtools: a few 512-byte sectors change.
-#   bootdisk_boot DISK FORMAT [DRIVE_OPT...]   (DISK may be an nbd:// or nbd+unix:// URI)
+#   bootdisk_boot DISK FORMAT [DRIVE_OPT...]   (DISK may be a URI: nbd+unix://, iscsi://)
 #       Boots DISK (any qemu format: raw, vmdk, qcow2...) as a virtio disk, with each DRIVE_OPT
 #       appended to -drive (e.g. snapshot=on, readonly=on, cache=none). Prints the guest's
 #       "IMGCHAIN-MARKER: <marker>" line; fails if it does not appear within $BOOTDISK_TIMEOUT
@@ -273,7 +273,7 @@ _bootdisk_read_guest_write() {
 _bootdisk_boot() {
 	local disk=$1 format=$2 opt drive
 	shift 2
-	[[ -e $disk || $disk == nbd*://* ]] || _bootdisk_die "no such disk: $disk"
+	[[ -e $disk || $disk == *://* ]] || _bootdisk_die "no such disk: $disk"
 	_bootdisk_need qemu-system-x86_64 timeout
 	# qemu option values escape commas by doubling them.
 	drive="file=${disk//,/,,},format=$format,if=virtio"
