@@ -32,6 +32,8 @@ static uint64_t cache_bytes;
 static bool accept_rollback;
 static struct ic_key *key;
 static struct ic_session *ss;
+static char last_logged[1024];      /* before serving: the last message, not said twice */
+static bool serving;
 
 struct handle {
 	struct ic_spoint *p;
@@ -42,6 +44,8 @@ struct handle {
 static void session_log(void *arg, int prio, const char *msg)
 {
 	(void)arg;
+	if (!serving)
+		snprintf(last_logged, sizeof(last_logged), "%s", msg);
 	if (prio <= LOG_WARNING)
 		nbdkit_error("%s", msg);
 	else
@@ -67,7 +71,10 @@ static int fail_errno(int err)
  * cause, so the plugin exits here, before any socket is bound or client served. */
 static void refuse(int err)
 {
-	nbdkit_error("%s", ic_last_error(err));
+	const char *msg = ic_last_error(err);
+
+	if (!strstr(last_logged, msg))
+		nbdkit_error("%s", msg);
 	ic_session_free(ss);
 	ic_key_free(key);
 	exit(ic_exit_code(err));
@@ -212,6 +219,7 @@ static int imgchain_after_fork(void)
 {
 	int ret = ic_session_start(ss);
 
+	serving = true;
 	if (ret) {
 		nbdkit_error("%s", ic_last_error(ret));
 		return -1;

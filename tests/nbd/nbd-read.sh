@@ -8,7 +8,8 @@
 #      blocks of the source) as "hole,zero", everything else as data; `qemu-img map` agrees;
 #   4. several clients at once: nbdcopy with 4 connections and 16 requests in flight
 #      (multi-conn) and four parallel qemu-img compares of different points read correct data;
-#   5. the chain's files never changed (sha256).
+#   5. a backup made while nbdkit runs is listed and becomes the default export;
+#   6. the chain's files never changed (sha256) except for that new image.
 source "$(dirname "$0")/nbd-lib.sh"
 requires nbdcopy python3 sha256sum
 
@@ -76,6 +77,12 @@ for pid in "${pids[@]}"; do
 	wait "$pid" || fail "a parallel qemu-img compare failed"
 done
 
-stop_nbd all
+# 5. a new point while serving
 (cd "$CHAIN" && sha256sum -c --quiet "$WORK/chain.sums") || fail "the chain's files changed"
+imgbackup -q -n thu "$CHAIN" "$WORK/d0"
+nbdinfo --list --json "$(nbd_uri all)" | python3 -c 'import json,sys; sys.exit("thu" not in [e["export-name"] for e in json.load(sys.stdin)["exports"]])' ||
+	fail "a point backed up while serving is not listed"
+qemu-img compare -f raw -F raw "$(nbd_uri all)" "$WORK/d0" >/dev/null || fail "the default export is not the new point thu"
+qemu-img compare -f raw -F raw "$(nbd_uri all thu)" "$WORK/d0" >/dev/null || fail "export thu differs from d0"
+stop_nbd all
 ! grep -q "error" "$WORK/all.log" || fail "nbdkit logged errors: $(cat "$WORK/all.log")"
