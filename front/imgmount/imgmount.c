@@ -267,20 +267,6 @@ static int absolute(const char *path, const char *what, char **out)
 	return 0;
 }
 
-/* A sixteenth of the machine's memory, from 64 MiB to 1 GiB: random reads of a
- * backup hit the cache far more often once it holds a good share of the disk. */
-static uint64_t default_cache_bytes(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	uint64_t b = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 16 : 0;
-
-	if (b < (64ull << 20))
-		b = 64ull << 20;
-	if (b > (1ull << 30))
-		b = 1ull << 30;
-	return b;
-}
-
 int main(int argc, char **argv)
 {
 	struct cli c = { .fargs = FUSE_ARGS_INIT(0, NULL) };
@@ -335,7 +321,7 @@ int main(int argc, char **argv)
 		goto out;
 	mo.chain_dir = chain;
 	mo.overlay_dir = overlay;
-	mo.cache_bytes = c.cache_bytes ? c.cache_bytes : default_cache_bytes();
+	mo.cache_bytes = c.cache_bytes;     /* 0: the session's default */
 	mo.mountpoint = mountpoint;
 	ret = mount_fs_new(&mo, key, &fs);
 	if (ret)

@@ -29,7 +29,7 @@
 struct mount_opts {
 	const char *chain_dir;      /* absolute */
 	const char *overlay_dir;    /* absolute, or NULL for a read-only mount */
-	uint64_t cache_bytes;       /* 0: the cache's default */
+	uint64_t cache_bytes;       /* 0: the session's default (1/16 of RAM, 64M..1G) */
 	const char *mountpoint;     /* absolute; its kernel readahead is raised to 1 MiB */
 };
 

@@ -154,19 +154,6 @@ static int imgchain_config_complete(void)
 	return 0;
 }
 
-/* A sixteenth of the machine's memory, from 64 MiB to 1 GiB (as imgmount). */
-static uint64_t default_cache_bytes(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	uint64_t b = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 16 : 0;
-
-	if (b < (64ull << 20))
-		b = 64ull << 20;
-	if (b > (1ull << 30))
-		b = 1ull << 30;
-	return b;
-}
-
 /* Before serving (and before nbdkit forks into the background): unlock the key, check
  * the chain, the point and the overlay, so that any of them refuses the start. */
 static int imgchain_get_ready(void)
@@ -174,7 +161,7 @@ static int imgchain_get_ready(void)
 	struct ic_session_opts so = {
 		.chain_dir = chain_dir,
 		.overlay_dir = overlay_dir,
-		.cache_bytes = cache_bytes ? cache_bytes : default_cache_bytes(),
+		.cache_bytes = cache_bytes,         /* 0: the session's default */
 		.log = session_log,
 	};
 	struct ic_point *pt;

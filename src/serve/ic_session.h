@@ -79,7 +79,7 @@ struct ic_spoint {
 struct ic_session_opts {
 	const char *chain_dir;      /* absolute */
 	const char *overlay_dir;    /* absolute (created if needed), or NULL: read-only */
-	uint64_t cache_bytes;       /* 0: the cache's default */
+	uint64_t cache_bytes;       /* 0: a sixteenth of the memory, 64 MiB to 1 GiB */
 	/* Messages (syslog priorities), from any thread; NULL: none. */
 	void (*log)(void *arg, int prio, const char *msg);
 	void *log_arg;
