@@ -69,6 +69,7 @@ struct ic_spoint {
 	bool ov_refused[IC_SOV_N];  /* made on another point: never opened again */
 	bool ov_locked;             /* the image's IC_LOCK_OVERLAY byte held */
 	int ov_dir_fd;              /* OVERLAY/POINT, flock'ed while an overlay is open; -1 */
+	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;

@@ -221,9 +221,12 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 		*ret = create ? -EROFS : 0;
 		ov = NULL;
 	} else if (*ret) {
-		ic_session_log(s, LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
+		if (*ret != -EBUSY || !sp->ov_busy_said)
+			ic_session_log(s, LOG_ERR, "overlay %s: %s", prefix, ic_last_error(*ret));
+		sp->ov_busy_said = *ret == -EBUSY;
 		ov = NULL;
 	} else {
+		sp->ov_busy_said = false;
 		/* readers and writers load it without s->lock: publish it fully built */
 		__atomic_store_n(&sp->ov[k], ov, __ATOMIC_RELEASE);
 		/* tell imgconsolidate not to merge this point away while we serve it writable */
