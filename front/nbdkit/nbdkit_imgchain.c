@@ -274,8 +274,9 @@ static void *imgchain_open(int readonly)
 	h->p = ic_session_find(ss, name, strlen(name));
 	if (!h->p || h->p->gone)
 		ret = ic_fail(-ENOENT, "%s: no restore point named '%s'", chain_dir, name);
-	else
-		ret = ic_session_open(ss, h->p, IC_DISK_RAW, h->write);
+	else    /* an existing overlay is opened (and locked); a new one is made by the first
+		 * write, so that clients that only read leave nothing behind */
+		ret = ic_session_open(ss, h->p, IC_DISK_RAW, false);
 	pthread_mutex_unlock(&ss->lock);
 	if (ret) {
 		nbdkit_error("%s", ic_last_error(ret));

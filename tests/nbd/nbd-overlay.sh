@@ -7,7 +7,9 @@
 #   3. imgmount --overlay on the same directory shows the same disk.raw; while one server
 #      holds the overlay the other is refused (nbdkit: exit 1 with the message; the mount:
 #      EBUSY for that point), a daemonized nbdkit keeping the lock after its fork;
-#   4. an overlay made on another point is refused (exit 1); the export without overlay= is
+#   4. the other way round: a write through imgmount --overlay is served over NBD afterwards;
+#      without point= every export is writable into its own DIR/POINT;
+#   5. an overlay made on another point is refused (exit 1); the export without overlay= is
 #      still the backup, read-only; the chain's files never changed.
 source "$(dirname "$0")/nbd-lib.sh"
 requires sha256sum python3
@@ -76,7 +78,25 @@ mount_chain "$CHAIN" --overlay "$OV"
 unmount_chain
 stop_nbd d
 
-# 4. an overlay of another point, refused; without overlay= the backup
+# 4. mount first, NBD next; every export writable without point=
+mount_chain "$CHAIN" --overlay "$OV"
+printf 'written through the mount' | dd of="$MNT/tue/disk.raw" bs=1 seek=5000000 conv=notrunc,fsync status=none
+unmount_chain
+printf 'written through the mount' | dd of="$WORK/expected" bs=1 seek=5000000 conv=notrunc status=none
+start_nbd all overlay="$OV"
+qemu-img compare -f raw -F raw "$(nbd_uri all tue)" "$WORK/expected" >/dev/null ||
+	fail "a write through imgmount --overlay is not served over NBD"
+qemu-io -f raw -c 'write -P 0x77 0 64k' "$(nbd_uri all mon)" >/dev/null || fail "write to export mon"
+stop_nbd all
+[[ -s $OV/mon/disk.raw.map ]] || fail "no overlay made for mon in $OV/mon"
+start_nbd all overlay="$OV"
+qemu-io -f raw -c 'read -P 0x77 0 64k' "$(nbd_uri all mon)" | grep -q "^read 65536/65536" ||
+	fail "mon's write lost across a restart"
+qemu-img compare -f raw -F raw "$(nbd_uri all wed)" "$WORK/d2" >/dev/null || fail "wed (not written) is not its backup"
+stop_nbd all
+[[ ! -e $OV/wed ]] || fail "a client that only read wed left an overlay behind"
+
+# 5. an overlay of another point, refused; without overlay= the backup
 cp -r "$OV/tue" "$OV/wed"
 expect_exit 1 nbdkit -U - "$NBD_PLUGIN" "$CHAIN" passphrase-file="$PASSFILE" \
 	point=wed overlay="$OV" --run true
