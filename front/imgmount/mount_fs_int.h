@@ -70,13 +70,13 @@ static inline struct mount_fs *mfs_get(void)
 int mfs_errno(int err);
 
 /* mount_fs_tree.c */
-/* Resolve path.  Under fs->lock. */
+/* Resolve path.  Under fs->ss->lock. */
 void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w);
 /* OVERLAY/POINT/extra[/rest], malloc'ed. */
 char *mfs_extra_path(struct mount_fs *fs, const struct ic_spoint *mp, const char *rest);
 /* mkdir -p OVERLAY/POINT/extra */
 int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp);
-/* The real path of an extra entry for a change, or an errno.  Takes fs->lock. */
+/* The real path of an extra entry for a change, or an errno.  Takes fs->ss->lock. */
 int mfs_change_path(struct mount_fs *fs, const char *path, char **out);
 
 /* The FUSE operations, by file. */
