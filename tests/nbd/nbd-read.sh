@@ -8,6 +8,7 @@
 #      blocks of the source) as "hole,zero", everything else as data; `qemu-img map` agrees;
 #   4. several clients at once: nbdcopy with 4 connections and 16 requests in flight
 #      (multi-conn) and four parallel qemu-img compares of different points read correct data;
+#   4b. over TCP (nbd://127.0.0.1:PORT/POINT, what a remote hypervisor uses) the same bytes;
 #   5. a backup made while nbdkit runs is listed and becomes the default export;
 #   6. the chain's files never changed (sha256) except for that new image.
 source "$(dirname "$0")/nbd-lib.sh"
@@ -76,6 +77,19 @@ done
 for pid in "${pids[@]}"; do
 	wait "$pid" || fail "a parallel qemu-img compare failed"
 done
+
+# 4b. TCP on the loopback
+port=$((30000 + $$ % 20000))
+nbdkit -f -i 127.0.0.1 -p "$port" -P "$WORK/tcp.pid" "$NBD_PLUGIN" "$CHAIN" \
+	passphrase-file="$PASSFILE" 2>"$WORK/tcp.log" </dev/null &
+cleanup_fn stop_nbd_quiet tcp
+for ((i = 0; i < 600; i++)); do
+	nbdinfo --size "nbd://127.0.0.1:$port/tue" >/dev/null 2>&1 && break
+	kill -0 $! 2>/dev/null || fail "nbdkit on TCP port $port did not start: $(cat "$WORK/tcp.log")"
+	sleep 0.05
+done
+qemu-img compare -f raw -F raw "nbd://127.0.0.1:$port/tue" "$WORK/d1" >/dev/null || fail "tue over TCP differs from d1"
+stop_nbd tcp
 
 # 5. a new point while serving
 (cd "$CHAIN" && sha256sum -c --quiet "$WORK/chain.sums") || fail "the chain's files changed"
