@@ -41,6 +41,22 @@ bootdisk_fetch_kernel()     { bash "$BOOTDISK_LIB" --fetch-kernel "$@"; }
 bootdisk_create()           { bash "$BOOTDISK_LIB" --create "$@"; }
 bootdisk_set_marker()       { bash "$BOOTDISK_LIB" --set-marker "$@"; }
 bootdisk_boot()             { bash "$BOOTDISK_LIB" --boot "$@"; }
+# bootdisk_expect NAME DISK FORMAT MARKER WRITE [DRIVE_OPT...]: for tests (functions.sh's fail):
+# bootdisk_boot with the console in $TESTDIR/console-NAME.log; fails unless the guest printed
+# MARKER and, when WRITE is not empty, "IMGCHAIN-GUEST-WRITE: WRITE".
+bootdisk_expect() {
+	local name=$1 disk=$2 format=$3 marker=$4 write=$5 out s=$SECONDS log
+	shift 5
+	log=$TESTDIR/console-$name.log
+	out=$(BOOTDISK_LOG=$log bootdisk_boot "$disk" "$format" "$@") || {
+		[[ -f $log ]] && tail -n 30 "$log" >&2
+		fail "$name: $disk did not boot"
+	}
+	[[ $out == "IMGCHAIN-MARKER: $marker" ]] || fail "$name: printed '$out', expected marker '$marker'"
+	[[ -z $write ]] || grep -aq "IMGCHAIN-GUEST-WRITE: $write\$" "$log" ||
+		fail "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write'"
+	echo "$name: $disk ${*:-writable} -> $out ($((SECONDS - s)) s)"
+}
 bootdisk_read_guest_write() { bash "$BOOTDISK_LIB" --read-guest-write "$@"; }
 
 # Everything below runs only in the child process.

@@ -63,10 +63,6 @@ qemu-img compare -f raw -F raw "iscsi://127.0.0.1:$PORT/$IQN/2" srcB.raw >/dev/n
 [[ $(tgtadm -C "$CTL" --lld iscsi --op show --mode target | grep -c 'Readonly: Yes') -ge 2 ]] ||
 	fail "the LUNs are not read-only"
 # 3. boot over iSCSI
-out=$(BOOTDISK_LOG=$WORK/console.log bootdisk_boot "iscsi://127.0.0.1:$PORT/$IQN/2" raw snapshot=on) || {
-	tail -n 30 "$WORK/console.log" >&2
-	fail "pb did not boot over iSCSI"
-}
-[[ $out == "IMGCHAIN-MARKER: $MB" ]] || fail "iSCSI boot printed '$out', expected '$MB'"
+bootdisk_expect iscsi-pb "iscsi://127.0.0.1:$PORT/$IQN/2" raw "$MB" "" snapshot=on
 stop_tgt
 unmount_chain

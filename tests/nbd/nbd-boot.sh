@@ -19,20 +19,6 @@ bootdisk_fetch_kernel "$BOOTDISK_CACHE" >/dev/null || skip "cannot fetch the Deb
 export BOOTDISK_TIMEOUT=${BOOTDISK_TIMEOUT:-120}
 OV=$WORK/overlay
 
-# boot NAME URI EXPECTED_MARKER EXPECTED_WRITE [DRIVE_OPT...]
-boot() {
-	local name=$1 uri=$2 marker=$3 write=$4 out s=$SECONDS
-	shift 4
-	out=$(BOOTDISK_LOG=$WORK/console-$name.log bootdisk_boot "$uri" raw "$@") || {
-		[[ -f $WORK/console-$name.log ]] && tail -n 30 "$WORK/console-$name.log" >&2
-		fail "$name: $uri did not boot"
-	}
-	[[ $out == "IMGCHAIN-MARKER: $marker" ]] || fail "$name: printed '$out', expected marker '$marker'"
-	grep -aq "IMGCHAIN-GUEST-WRITE: $write\$" "$WORK/console-$name.log" ||
-		fail "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write'"
-	echo "nbd-boot.sh: $name -> $out ($((SECONDS - s)) s)"
-}
-
 MA="imgchain nbd boot: point A"
 MB="imgchain nbd boot: point B"
 bootdisk_create src.raw "$MA" || fail "bootdisk_create failed"
@@ -44,16 +30,16 @@ sha_tree "$CHAIN" >"$WORK/chain.sha"
 
 # 1. read-only
 start_nbd ro
-boot ro-a "$(nbd_uri ro pa)" "$MA" "ok 1" snapshot=on
-boot ro-default "$(nbd_uri ro)" "$MB" "ok 1" snapshot=on
+bootdisk_expect ro-a "$(nbd_uri ro pa)" raw "$MA" "ok 1" snapshot=on
+bootdisk_expect ro-default "$(nbd_uri ro)" raw "$MB" "ok 1" snapshot=on
 stop_nbd ro
 
 # 2. writable through the overlay, across a restart of nbdkit
 start_nbd rw point=pa overlay="$OV"
-boot rw-a "$(nbd_uri rw pa)" "$MA" "ok 1"
+bootdisk_expect rw-a "$(nbd_uri rw pa)" raw "$MA" "ok 1"
 stop_nbd rw
 start_nbd rw point=pa overlay="$OV"
-boot rw-a-again "$(nbd_uri rw pa)" "$MA" "ok 2"
+bootdisk_expect rw-a-again "$(nbd_uri rw pa)" raw "$MA" "ok 2"
 stop_nbd rw
 
 # 3. the same overlay through imgmount
