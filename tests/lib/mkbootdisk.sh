@@ -57,6 +57,17 @@ bootdisk_expect() {
 		fail "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write'"
 	echo "$name: $disk ${*:-writable} -> $out ($((SECONDS - s)) s)"
 }
+# bootdisk_chain CHAIN MARKER_A MARKER_B: for tests: the boot disk with MARKER_A backed up as
+# point pa, then with MARKER_B as pb, into CHAIN; their sources kept as srcA.raw, srcB.raw.
+bootdisk_chain() {
+	bootdisk_create src.raw "$2" || fail "bootdisk_create failed"
+	cp --sparse=always src.raw srcA.raw
+	imgbackup -q -n pa "$1" src.raw || fail "imgbackup of point A failed"
+	bootdisk_set_marker src.raw "$3" || fail "bootdisk_set_marker failed"
+	cmp -s src.raw srcA.raw && fail "the marker change did not change the disk"
+	mv src.raw srcB.raw
+	imgbackup -q -n pb "$1" srcB.raw || fail "imgbackup of point B failed"
+}
 bootdisk_read_guest_write() { bash "$BOOTDISK_LIB" --read-guest-write "$@"; }
 
 # Everything below runs only in the child process.

@@ -22,12 +22,7 @@ export BOOTDISK_TIMEOUT=${BOOTDISK_TIMEOUT:-120}
 
 MA="imgchain iscsi boot: point A"
 MB="imgchain iscsi boot: point B"
-bootdisk_create src.raw "$MA" || fail "bootdisk_create failed"
-cp --sparse=always src.raw srcA.raw
-imgbackup -q -n pa "$CHAIN" src.raw || fail "imgbackup of point A failed"
-bootdisk_set_marker src.raw "$MB" || fail "bootdisk_set_marker failed"
-cp --sparse=always src.raw srcB.raw
-imgbackup -q -n pb "$CHAIN" src.raw || fail "imgbackup of point B failed"
+bootdisk_chain "$CHAIN" "$MA" "$MB"
 mount_chain "$CHAIN"
 
 CTL=$((1000 + $$ % 8000))

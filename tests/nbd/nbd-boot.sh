@@ -21,11 +21,7 @@ OV=$WORK/overlay
 
 MA="imgchain nbd boot: point A"
 MB="imgchain nbd boot: point B"
-bootdisk_create src.raw "$MA" || fail "bootdisk_create failed"
-cp --sparse=always src.raw srcA.raw
-imgbackup -q -n pa "$CHAIN" src.raw || fail "imgbackup of point A failed"
-bootdisk_set_marker src.raw "$MB" || fail "bootdisk_set_marker failed"
-imgbackup -q -n pb "$CHAIN" src.raw || fail "imgbackup of point B failed"
+bootdisk_chain "$CHAIN" "$MA" "$MB"
 sha_tree "$CHAIN" >"$WORK/chain.sha"
 
 # 1. read-only
