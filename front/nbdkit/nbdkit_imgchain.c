@@ -253,7 +253,7 @@ static void *imgchain_open(int readonly)
 	struct handle *h;
 	int ret;
 
-	if (!name || !*name)
+	if (!name || !*name || !strcmp(name, "latest"))    /* "latest" as in the tools */
 		name = imgchain_default_export(readonly, 0);
 	if (!name || !*name) {
 		nbdkit_error("%s: no restore point to serve", chain_dir);

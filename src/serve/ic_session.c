@@ -35,14 +35,24 @@ void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
 
 /* POSIX record locks vanish when ANY descriptor of the file is closed by this process,
  * so after closing images (a scan dropped, a damaged file skipped) take them all again. */
+static void relock(struct ic_session *s, const struct ic_image *img, int which)
+{
+	int ret = ic_lock_hold(img->fd, which);
+
+	/* taken at open, so only a lock someone else took since (or a lost NFS lock) */
+	if (ret)
+		ic_session_log(s, LOG_WARNING, "%s: cannot take the %s lock again: %s", img->path,
+			       which == IC_LOCK_READER ? "reader" : "overlay", strerror(-ret));
+}
+
 static void relock_all(struct ic_session *s)
 {
 	for (struct ic_sgen *g = s->gens; g; g = g->next)
 		for (size_t i = 0; i < g->chain->npoints; i++)
-			(void)ic_lock_hold(g->chain->points[i].img->fd, IC_LOCK_READER);
+			relock(s, g->chain->points[i].img, IC_LOCK_READER);
 	for (size_t i = 0; i < s->npts; i++)
 		if (s->pts[i]->ov_locked)
-			(void)ic_lock_hold(s->pts[i]->pt->img->fd, IC_LOCK_OVERLAY);
+			relock(s, s->pts[i]->pt->img, IC_LOCK_OVERLAY);
 }
 
 static void gen_unref(struct ic_session *s, struct ic_sgen *g)
@@ -210,13 +220,12 @@ static void sp_update(struct ic_session *s, struct ic_spoint *sp, struct ic_sgen
 
 static void set_latest(struct ic_session *s, const struct ic_chain *c)
 {
+	const struct ic_point *p = ic_chain_latest(c);
+
 	s->latest[0] = '\0';
-	for (size_t i = c->npoints; i-- > 0;) {
-		if (!c->points[i].broken) {
-			snprintf(s->latest, sizeof(s->latest), "%s", ic_point_name(&c->points[i]));
-			s->latest_time.tv_sec = c->points[i].img->slot.created;
-			return;
-		}
+	if (p) {
+		snprintf(s->latest, sizeof(s->latest), "%s", ic_point_name(p));
+		s->latest_time.tv_sec = p->img->slot.created;
 	}
 }
 
