@@ -2,7 +2,8 @@
 # nbd-read.sh: the NBD export of every point of a chain with a branch (mon, tue, wed, and
 # branch of tue), read-only, through the nbdkit plugin (nbdkit daemonized, so the cache starts
 # after the fork):
-#   1. the exports are the point names; the default export (empty name) is the newest point;
+#   1. the exports are the point names; the default export (empty name, or "latest") is the
+#      newest point;
 #   2. `qemu-img compare` of every export (nbd+unix:// URI) against its source disk;
 #   3. `nbdinfo --map` shows exactly the point's zero ranges (the runs of all-zero 64 KiB
 #      blocks of the source) as "hole,zero", everything else as data; `qemu-img map` agrees;
@@ -31,6 +32,8 @@ for e in json.load(open(sys.argv[1]))["exports"]:
 PY
 qemu-img compare -f raw -F raw "$(nbd_uri all)" "$WORK/d3" >/dev/null ||
 	fail "the default export is not the newest point (branch)"
+qemu-img compare -f raw -F raw "$(nbd_uri all latest)" "$WORK/d3" >/dev/null ||
+	fail "export 'latest' is not the newest point (branch)"
 
 # 2. every point, byte for byte
 for pd in $POINTS; do
