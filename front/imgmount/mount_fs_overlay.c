@@ -63,7 +63,9 @@ int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		mfs_resolve(fs, path, &w);
 	}
 	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
-		ov = ic_session_ov_get(fs->ss, w.mp, w.file, true, &ret);
+		ret = ic_session_size_file(fs->ss, w.mp, w.file);
+		if (!ret)
+			ov = ic_session_ov_get(fs->ss, w.mp, w.file, true, &ret);
 		if (ov)
 			ret = ic_overlay_truncate(ov, (uint64_t)size);
 		else if (!ret)

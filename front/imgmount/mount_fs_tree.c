@@ -86,14 +86,14 @@ static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_
 static int file_attr(struct mount_fs *fs, struct ic_spoint *mp, int file, struct stat *st)
 {
 	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
-	struct ic_overlay *ov;
-	uint64_t size = ic_disk_size(mp->disk, file);
+	uint64_t size;
 	bool rw;
-	int ret;
+	int ret = ic_session_size_file(fs->ss, mp, file);
 
-	ov = ic_session_ov_get(fs->ss, mp, file, false, &ret);
-	if (ov)
-		size = ic_overlay_size(ov);
+	if (ret)
+		return mfs_errno(ret);
+	ic_session_ov_get(fs->ss, mp, file, false, &ret);
+	size = ic_session_size(mp, file);
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
 	     !(ic_session_ov_of(file) >= 0 && mp->ov_refused[ic_session_ov_of(file)]);

@@ -126,6 +126,10 @@ void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
  * it drops while the view is built.  0 or -errno (-EROFS: write without an overlay,
  * -EBUSY: the overlay is served by another process). */
 int ic_session_open(struct ic_session *s, struct ic_spoint *p, int file, bool write);
+/* Make ic_disk_size(p->disk, file) final (disk-sparse.vmdk's depends on which grains hold
+ * data: the point's view is built once if needed).  Under s->lock, dropped meanwhile with
+ * the point pinned; 0 or the view's error. */
+int ic_session_size_file(struct ic_session *s, struct ic_spoint *p, int file);
 /* Undo ic_session_open (takes s->lock; rescans when one waited for p to be idle). */
 void ic_session_close(struct ic_session *s, struct ic_spoint *p, int file);
 
@@ -135,7 +139,8 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *p, 
 				     bool create, int *ret);
 /* The overlay of file of p if open (no lock: an atomic load). */
 struct ic_overlay *ic_session_ov_load(struct ic_spoint *p, int file);
-/* Size of file as its reader sees it (the overlay's when there is one). */
+/* Size of file as its reader sees it (the overlay's when there is one; disk-flat.vmdk over
+ * the disk's overlay padded to whole sectors). */
 uint64_t ic_session_size(struct ic_spoint *p, int file);
 
 /* Read up to len bytes of file of open point p at off (short at EOF); st is the

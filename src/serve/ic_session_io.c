@@ -71,16 +71,44 @@ int ic_session_open(struct ic_session *s, struct ic_spoint *sp, int file, bool w
 {
 	int ret = 0;
 
+	bool viewed = false;
+
 	if (write && (!s->o.overlay_dir || ic_session_ov_of(file) < 0))
 		return -EROFS;
 	sp->handles++;
-	ic_session_ov_get(s, sp, file, write, &ret);
 	pthread_mutex_unlock(&s->lock);
-	if (!ret && ic_disk_needs_view(file))
+	if (ic_disk_needs_view(file)) {
 		ret = view_get(s, sp);
+		viewed = ret == 0;
+	}
 	pthread_mutex_lock(&s->lock);
-	if (ret)
+	/* after the view: the seal passed, and the file's size (the overlay's base) is known */
+	if (!ret)
+		ic_session_ov_get(s, sp, file, write, &ret);
+	if (ret) {
+		if (viewed) {
+			pthread_mutex_unlock(&s->lock);
+			view_put(sp);
+			pthread_mutex_lock(&s->lock);
+		}
 		sp->handles--;
+	}
+	return ret;
+}
+
+int ic_session_size_file(struct ic_session *s, struct ic_spoint *sp, int file)
+{
+	int ret;
+
+	if (ic_disk_sized(sp->disk, file))
+		return 0;
+	sp->handles++;
+	pthread_mutex_unlock(&s->lock);
+	ret = view_get(s, sp);
+	if (!ret)
+		view_put(sp);
+	pthread_mutex_lock(&s->lock);
+	sp->handles--;
 	return ret;
 }
 
@@ -192,6 +220,11 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 	*ret = 0;
 	if (!s->o.overlay_dir || k < 0)
 		return NULL;
+	/* an overlay's base size must be the file's final one (ic_session_size_file first) */
+	if (!ic_disk_sized(sp->disk, file)) {
+		*ret = create ? -EIO : 0;
+		return NULL;
+	}
 	if (sp->ov_refused[k])
 		*ret = create ? -EROFS : 0;
 	if (sp->ov[k] || sp->ov_refused[k] || (sp->ov_probed[k] && !create))
@@ -212,7 +245,9 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 
 		sp->ov_probed[k] = true;
 		ov_binding(sp, &b);
-		*ret = ic_overlay_open(prefix, ic_disk_size(sp->disk, file), &b, &ov);
+		/* disk.raw's size for both names of the disk (disk-flat.vmdk pads it) */
+		*ret = ic_overlay_open(prefix, ic_disk_size(sp->disk, k == IC_SOV_DISK ? IC_DISK_RAW :
+							    file), &b, &ov);
 	}
 	if (*ret == -ESTALE) {
 		ic_session_log(s, LOG_ERR, "%s: not applied, '%s' is served read-only",
@@ -254,11 +289,19 @@ struct ic_overlay *ic_session_ov_load(struct ic_spoint *sp, int file)
 	return k < 0 ? NULL : __atomic_load_n(&sp->ov[k], __ATOMIC_ACQUIRE);
 }
 
+/* disk-flat.vmdk over an overlay of size bytes: whole sectors, the tail zeros. */
+static uint64_t flat_size(uint64_t size)
+{
+	return (size + 511) / 512 * 512;
+}
+
 uint64_t ic_session_size(struct ic_spoint *sp, int file)
 {
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
 
-	return ov ? ic_overlay_size(ov) : ic_disk_size(sp->disk, file);
+	if (!ov)
+		return ic_disk_size(sp->disk, file);
+	return file == IC_DISK_FLAT ? flat_size(ic_overlay_size(ov)) : ic_overlay_size(ov);
 }
 
 /* ---- data ------------------------------------------------------------------------------ */
@@ -282,12 +325,29 @@ static int base_read(void *arg, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* disk-flat.vmdk over the disk's overlay: its bytes, then zeros to a whole sector (the
+ * descriptor counts sectors; the overlay, shared with disk.raw, is sized in bytes). */
+static ssize_t flat_read(struct ic_overlay *ov, char *buf, size_t size, uint64_t off,
+			 struct base_arg *a)
+{
+	uint64_t end = flat_size(ic_overlay_size(ov));
+	ssize_t n = ic_overlay_read(ov, buf, size, off, base_read, a);
+	size_t want = off < end ? (end - off < size ? (size_t)(end - off) : size) : 0;
+
+	if (n < 0 || (size_t)n >= want)
+		return n;
+	memset(buf + n, 0, want - (size_t)n);
+	return (ssize_t)want;
+}
+
 ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *st, void *buf,
 			size_t len, uint64_t off)
 {
 	struct base_arg a = { .sp = sp, .file = file, .st = st };
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
 
+	if (ov && file == IC_DISK_FLAT)
+		return flat_read(ov, buf, len, off, &a);
 	if (ov)
 		return ic_overlay_read(ov, buf, len, off, base_read, &a);
 	return ic_disk_read(sp->disk, file, st, buf, len, off);
