@@ -10,4 +10,6 @@ SH_TESTS += \
 	tests/cmd/corrupt_meta.sh \
 	tests/cmd/verify.sh \
 	tests/cmd/changed_blocks.sh \
-	tests/cmd/blockdev.sh
+	tests/cmd/blockdev.sh \
+	tests/cmd/restore_sync.sh
+EXTRA_DIST += tests/cmd/restore_sync_lib.sh
