@@ -11,5 +11,6 @@ SH_TESTS += \
 	tests/cmd/verify.sh \
 	tests/cmd/changed_blocks.sh \
 	tests/cmd/blockdev.sh \
-	tests/cmd/restore_sync.sh
+	tests/cmd/restore_sync.sh \
+	tests/cmd/restore_sync_dev.sh
 EXTRA_DIST += tests/cmd/restore_sync_lib.sh
