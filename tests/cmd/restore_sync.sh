@@ -95,6 +95,26 @@ cmp d s2 || fail "--sync onto nothing: DEST differs"
 traced_sync /dev/null s1 file "$I1" -- --sync C p1 d
 cmp d s1 || fail "--sync onto an empty file: DEST differs"
 
+# ---- digests rewritten by the storage (not sealed) never hide a difference ----------------------
+# block 3 of p2 gets p1's digest for block 3 (a real tag of the bytes DEST holds, under p1's
+# one-time key), block 4 a zero digest; DEST holds p1 there: both are still written
+cp C/00000002.img saved2
+icimg_py C/00000001.img C/00000002.img <<'EOF2'
+import sys, icimg
+i1, i2 = icimg.Image(sys.argv[1]), icimg.Image(sys.argv[2])
+e = i2.entry(3)
+e["digest"] = i1.entry(3)["digest"]
+i2.write_entry(e)
+e = i2.entry(4)
+e["digest"] = bytes(16)
+i2.write_entry(e)
+EOF2
+cp s1 d
+cp d before
+traced_sync before s2 file "$I2" -- --sync C p2 d
+cmp d s2 || fail "--sync with replayed digests: DEST differs from p2"
+mv saved2 C/00000002.img
+
 # ---- damaged records: equal blocks' never read, a differing block's fails -----------------------
 cp s2 d
 read -r off len pos < <(image_record_of_pos C/00000002.img 50)
