@@ -40,17 +40,8 @@ static bool ov_exists(const char *prefix)
 static void ov_binding(const struct mpoint *mp, struct ic_overlay_bind *b)
 {
 	const struct icf_slot *s = &mp->pt->img->slot;
-	int n;
 
-	memset(b, 0, sizeof(*b));
-	memcpy(b->id, ic_disk_get_info(mp->disk)->chain_id, ICF_ID_LEN);
-	memcpy(b->id + ICF_ID_LEN, s->seal, ICF_SEAL_LEN);
-	n = snprintf(b->label, sizeof(b->label), "restore point '%s' (seq %u, seal ", mp->name,
-		     s->seq);
-	for (int i = 0; i < 8 && n > 0 && (size_t)n + 3 < sizeof(b->label); i++, n += 2)
-		snprintf(b->label + n, 3, "%02x", s->seal[i]);
-	if (n > 0 && (size_t)n + 2 < sizeof(b->label))
-		memcpy(b->label + n, ")", 2);
+	ic_overlay_bind_point(b, ic_disk_get_info(mp->disk)->chain_id, s->seal, mp->name, s->seq);
 }
 
 /* The overlay of file f of mp: opened if it exists on disk, or created when create.

@@ -7,6 +7,8 @@
 
 #include "imgchain_format.h"
 
+struct ic_key;
+
 struct ic_backup_opts {
 	const char *chain_dir;
 	const char *source;
@@ -23,6 +25,8 @@ struct ic_backup_opts {
 	bool accept_rollback;       /* accept a chain older than this machine last saw */
 	uint32_t format_version;    /* tests only: image version of a new full (0: current);
 				     * an incremental always takes its parent's */
+	struct ic_key *key;         /* the chain's key, unlocked and checked by the caller
+				     * (imgbackup --from-overlay): no second unlock; not freed */
 };
 
 struct ic_backup_stats {
