@@ -8,7 +8,8 @@
 # the writer goes on after it; a second point taken after the writer stopped equals the
 # mount's disk byte for byte (online, then again with the mount gone); every block outside
 # the writer's region is the base's; `imgverify --data` passes; the overlay's files are not
-# changed by a snapshot; an overlay of another point is refused.
+# changed by a snapshot; an overlay of another point is refused.  As root with mkfs.xfs, the
+# same online cut once more with the overlay on XFS, where the cut is a reflink.
 . "$(dirname "$0")/mount-lib.sh"
 requires imgrestore imgverify cmp sha256sum
 
@@ -111,3 +112,34 @@ expect_exit 0 imgbackup -q --from-overlay "$OV/p1" --name cut3 "$CHAIN"
 restore_cmp "$CHAIN" cut3 "$WORK/final"
 expect_exit 0 imgverify --data "$CHAIN"
 expect_out " no problems"
+
+# ---- on XFS: the cut is a reflink ----------------------------------------------------------------
+if [[ $(id -u) -ne 0 ]] || ! command -v mkfs.xfs >/dev/null; then
+	echo "not run: the cut on XFS (needs root and mkfs.xfs)"
+	exit 0
+fi
+truncate -s 400M "$WORK/xfs.img"
+mkfs.xfs -q "$WORK/xfs.img" || fail "mkfs.xfs failed"
+mkdir "$WORK/xfs"
+if ! mount -o loop "$WORK/xfs.img" "$WORK/xfs" 2>"$WORK/xfs.err"; then
+	echo "not run: the cut on XFS (cannot mount a loop device: $(cat "$WORK/xfs.err"))"
+	exit 0
+fi
+xfs_cleanup() { _unmount_quiet; kill_quiet "${writer2:-}"; umount "$WORK/xfs" || umount -l "$WORK/xfs"; }
+cleanup_fn xfs_cleanup
+rm -f "$WORK/stop" "$WORK/count"
+mount_chain "$CHAIN" --overlay "$WORK/xfs/ov"
+python3 "$WORK/writer.py" "$MNT/p2/disk.raw" $REC0 $CNT "$WORK/stop" "$WORK/count" &
+writer2=$!
+for ((i = 0; i < 400; i++)); do
+	[[ -s $WORK/count && $(cat "$WORK/count") -ge 30 ]] && break
+	sleep 0.05
+done
+expect_exit 0 imgbackup --from-overlay "$WORK/xfs/ov/p2" --name xfscut "$CHAIN"
+expect_out "writes held [0-9.]+ s \(reflink\)$"
+touch "$WORK/stop"
+wait $writer2 || fail "the writer failed"
+expect_exit 0 imgrestore -q "$CHAIN" xfscut "$WORK/xfscut"
+python3 "$WORK/check.py" "$WORK/xfscut" "$WORK/s" $REC0 $CNT >/dev/null || fail "the cut on XFS is not consistent"
+unmount_chain
+expect_exit 0 imgverify --data "$CHAIN"
