@@ -16,6 +16,7 @@
 
 #include "ic_chain.h"
 #include "ic_codec.h"
+#include "ic_dest.h"
 #include "ic_keys.h"
 #include "ic_pool.h"
 #include "ic_restore_int.h"
@@ -320,6 +321,11 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 		goto out0;
 	if (o->sync || o->sync_from) {
 		ret = ic_restore_sync(o, &x, st);
+		goto out;
+	}
+	if (ic_dest_is_uri(o->dest)) {
+		ret = ic_fail(-EINVAL, "%s: an NBD export is written with --sync or --sync-from",
+			      o->dest);
 		goto out;
 	}
 	j.v = x.v;

@@ -6,21 +6,17 @@
  * digest; an equal block is skipped without its record being read or decrypted.
  * --sync-from POINT0: the destination holds POINT0 exactly; the two points' sealed block
  * maps alone say which blocks differ, and the destination is never read.
- * Workers take 4 MiB chunks as imgrestore's do (ic_chunks, ic_restore.c). */
+ * Workers take 4 MiB chunks as imgrestore's do (ic_chunks, ic_restore.c).  The destination
+ * is a file, a block device or an NBD export (ic_dest.c). */
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 
 #include "ic_codec.h"
+#include "ic_dest.h"
 #include "ic_mem.h"
 #include "ic_restore_int.h"
 #include "ic_util.h"
@@ -34,9 +30,7 @@ struct sjob {
 	const struct ic_view *v;    /* the point restored */
 	const struct ic_view *v0;   /* --sync-from: the point dest holds; NULL for --sync */
 	const struct ic_key *key;
-	int fd;
-	const char *dest;
-	bool regular;               /* zero blocks become holes (when the file system can) */
+	struct ic_dest d;
 	bool tail_zero;             /* v0: dest's bytes past v0's disk read as zeros (grown file) */
 	struct counts tot;          /* under q.mu */
 };
@@ -54,7 +48,7 @@ struct sworker {
 	struct sjob *j;
 	struct ic_codec *codec;
 	uint8_t *buf, *rec, *dbuf;
-	bool punch;                 /* this file system punches holes (until it says it cannot) */
+	bool punch;                 /* dest makes zeros without writing them (until it cannot) */
 	struct walk w, w0;
 	struct counts c;
 };
@@ -121,14 +115,13 @@ static int zero_block(struct sworker *w, uint64_t pos, uint32_t len)
 
 	w->c.zeroed++;
 	if (w->punch) {
-		if (!fallocate(j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, len))
-			return 0;
-		if (errno != EOPNOTSUPP && errno != ENOSYS)
-			return ic_fail(-errno, "%s: punch a hole: %s", j->dest, strerror(errno));
+		ret = ic_dest_zero(&j->d, len, off);
+		if (ret)
+			return ret < 0 ? ret : 0;
 		w->punch = false;
 	}
 	memset(w->buf, 0, len);
-	ret = ic_pwrite_full(j->fd, w->buf, len, off, j->dest);
+	ret = ic_dest_pwrite(&j->d, w->buf, len, off);
 	if (!ret)
 		w->c.bytes_written += len;
 	return ret;
@@ -147,7 +140,7 @@ static int write_ref(struct sworker *w, const struct ic_block_ref *ref)
 	w->c.written++;
 	w->c.chain_bytes += ref->e.stored_len;
 	w->c.bytes_written += (uint64_t)n;
-	return ic_pwrite_full(j->fd, w->buf, (size_t)n, ref->e.pos * j->v->block_size, j->dest);
+	return ic_dest_pwrite(&j->d, w->buf, (size_t)n, ref->e.pos * j->v->block_size);
 }
 
 /* Is dest's block pos, which holds v0's, already the point's block ref? */
@@ -182,8 +175,8 @@ static int sync_chunk(struct sworker *w, uint64_t k)
 	} else {
 		uint64_t lim = end * v->block_size < v->disk_size ? end * v->block_size : v->disk_size;
 
-		ret = ic_pread_full(j->fd, w->dbuf, lim - first * v->block_size,
-				    first * v->block_size, j->dest);
+		ret = ic_dest_pread(&j->d, w->dbuf, lim - first * v->block_size,
+				    first * v->block_size);
 		if (ret)
 			return ret;
 	}
@@ -218,7 +211,7 @@ static void *sworker_main(void *arg)
 
 	memset(&w, 0, sizeof(w));
 	w.j = j;
-	w.punch = j->regular;
+	w.punch = true;
 	w.w.v = j->v;
 	w.w0.v = j->v0;
 	w.codec = ic_codec_new(bs, 0);
@@ -255,42 +248,20 @@ static void *sworker_main(void *arg)
 }
 
 /* dest opened in place: read-write for --sync (created when absent), write-only for
- * --sync-from (it is never read); a regular file is given the point's size, a block device
- * must hold it. */
+ * --sync-from (it is never read); a regular file is given the point's size, a device or
+ * export must hold it. */
 static int open_dest(const struct ic_restore_opts *o, struct sjob *j)
 {
-	int flags = (j->v0 ? O_WRONLY : O_RDWR) | O_CLOEXEC;
-	uint64_t size = j->v->disk_size;
-	struct stat st;
+	int ret = ic_dest_open(&j->d, o->dest, !j->v0, !j->v0, j->v->disk_size);
 
-	j->fd = open(o->dest, flags);
-	if (j->fd < 0 && errno == ENOENT && !j->v0)
-		j->fd = open(o->dest, flags | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-	if (j->fd < 0)
-		return ic_fail(-errno, "%s: %s", o->dest, strerror(errno));
-	if (fstat(j->fd, &st) < 0)
-		return ic_fail(-errno, "%s: %s", o->dest, strerror(errno));
-	if (S_ISBLK(st.st_mode)) {
-		uint64_t devsize;
-
-		if (ioctl(j->fd, BLKGETSIZE64, &devsize) < 0 || devsize < size)
-			return ic_fail(-ENOSPC, "%s: device is smaller than the disk (%llu bytes)",
-				       o->dest, (unsigned long long)size);
-		return 0;
-	}
-	if (!S_ISREG(st.st_mode))
-		return ic_fail(-EINVAL, "%s: not a regular file or block device", o->dest);
-	if (j->v0 && (uint64_t)st.st_size != j->v0->disk_size)
+	if (ret || !j->d.regular)
+		return ret;
+	if (j->v0 && j->d.size != j->v0->disk_size)
 		return ic_fail(-EINVAL, "%s: %llu bytes, not the size of '%s' (%llu bytes): it does not hold "
-			       "that point (use --sync)", o->dest, (unsigned long long)st.st_size,
+			       "that point (use --sync)", o->dest, (unsigned long long)j->d.size,
 			       o->sync_from, (unsigned long long)j->v0->disk_size);
-	j->regular = true;
 	j->tail_zero = true;    /* a file of v0's size grown below: the new bytes read as zeros */
-	if ((uint64_t)st.st_size != size && ftruncate(j->fd, (off_t)size) < 0)
-		return ic_fail(-errno, "%s: set size: %s", o->dest, strerror(errno));
-	if (!j->v0)
-		posix_fadvise(j->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	return 0;
+	return ic_dest_resize(&j->d, j->v->disk_size);
 }
 
 int ic_restore_sync(const struct ic_restore_opts *o, struct ic_restore_ctx *x,
@@ -301,10 +272,9 @@ int ic_restore_sync(const struct ic_restore_opts *o, struct ic_restore_ctx *x,
 	int ret = 0;
 
 	memset(&j, 0, sizeof(j));
-	j.fd = -1;
+	j.d.fd = -1;
 	j.v = x->v;
 	j.key = x->key;
-	j.dest = o->dest;
 	if (o->sync_from) {
 		/* its seal too: which blocks are equal is decided on sealed maps only */
 		ret = ic_restore_open_point(x, o->sync_from, &v0);
@@ -319,7 +289,7 @@ int ic_restore_sync(const struct ic_restore_opts *o, struct ic_restore_ctx *x,
 		ret = ic_chunks_run(&j.q, j.v->nblocks, j.v->block_size, o->threads, o->quiet,
 				    "sync", sworker_main, &j);
 	if (!ret)
-		ret = ic_fsync(j.fd, o->dest);
+		ret = ic_dest_flush(&j.d);
 	st->disk_size = j.v->disk_size;
 	st->compared = j.v->nblocks;
 	st->skipped = j.tot.skipped;
@@ -328,8 +298,7 @@ int ic_restore_sync(const struct ic_restore_opts *o, struct ic_restore_ctx *x,
 	st->chain_bytes = j.tot.chain_bytes;
 	st->bytes_written = j.tot.bytes_written;
 	st->data_blocks = j.tot.written;
-	if (j.fd >= 0)
-		close(j.fd);
+	ic_dest_close(&j.d);
 	ic_view_free(v0);
 	return ret;
 }

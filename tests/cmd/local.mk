@@ -12,5 +12,6 @@ SH_TESTS += \
 	tests/cmd/changed_blocks.sh \
 	tests/cmd/blockdev.sh \
 	tests/cmd/restore_sync.sh \
-	tests/cmd/restore_sync_dev.sh
+	tests/cmd/restore_sync_dev.sh \
+	tests/cmd/restore_sync_nbd.sh
 EXTRA_DIST += tests/cmd/restore_sync_lib.sh

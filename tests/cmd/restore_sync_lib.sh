@@ -4,7 +4,9 @@
 #   traced_sync BEFORE AFTER MODE IMAGES -- IMGRESTORE_ARGS...
 #     BEFORE  a copy of DEST's bytes before the sync (a missing file: DEST is empty)
 #     AFTER   the disk the point holds (the source the backup read)
-#     MODE    "file" (zero blocks become holes: fallocate) or "dev" (zeros are written)
+#     MODE    "file" (zero blocks become holes: fallocate), "dev" (zeros are written) or
+#             "nbd:LOG" (DEST an NBD URI served by nbdkit --filter=log logfile=LOG: its
+#             requests are counted instead of system calls, zero blocks as WRITE_ZEROES)
 #     IMAGES  the images of the point's path, root first, comma-separated
 #   DEST is the last of IMGRESTORE_ARGS.  Fails unless:
 #   - the bytes written to DEST (pwrite64) are exactly the blocks of AFTER that differ from
@@ -20,16 +22,18 @@ traced_sync()
 	local before=$1 after=$2 mode=$3 images=$4 tr="$TESTDIR/trace"
 	shift 5
 	rm -f "$tr".*
+	[[ $mode != nbd:* ]] || wc -l <"${mode#nbd:}" >"$TESTDIR/nbdlog.skip"
 	strace -ff -y -s 0 -o "$tr" -e trace=openat,open,read,pread64,pwrite64,fallocate \
 		imgrestore "$@" >"$TESTDIR/last.out" 2>"$TESTDIR/last.err" ||
 		fail "imgrestore $* failed: $(cat "$TESTDIR/last.err")"
 	cat "$TESTDIR/last.out"
 	icimg_py "$before" "$after" "$mode" "$images" "${!#}" "$tr" "$TESTDIR/last.out" \
-		"$*" <<'EOF' || fail "traced_sync: imgrestore $* did not read and write what differs"
+		"$*" "$TESTDIR/nbdlog.skip" <<'EOF' || fail "traced_sync: imgrestore $* did not read and write what differs"
 import glob, os, re, sys, icimg
-before, after, mode, images, dest, tr, out, args = sys.argv[1:9]
+before, after, mode, images, dest, tr, out, args, skip = sys.argv[1:10]
 sync_from = "--sync-from" in args.split()
-dest = os.path.realpath(dest)
+nbdlog = mode[4:] if mode.startswith("nbd:") else None
+dest = dest if nbdlog else os.path.realpath(dest)
 imgs = [icimg.Image(p) for p in images.split(",")]
 bs = imgs[-1].header["block_size"]
 new = open(after, "rb").read()
@@ -99,6 +103,22 @@ for f in glob.glob(tr + ".*"):
         if ent.get(p, (None, None))[1] is not hit[0]:
             problems.append("block %d: not the point's record read" % p)
         rec_reads[p] = ln
+if nbdlog:    # the export's requests, from nbdkit's log filter
+    req = re.compile(r' connection=\d+ (Read|Write|Zero) id=\d+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)')
+    for l in open(nbdlog).readlines()[int(open(skip).read()):]:
+        m = req.search(l)
+        if not m:
+            continue
+        off, ln = int(m.group(2), 16), int(m.group(3), 16)
+        if m.group(1) == "Read":
+            dest_reads += ln
+        elif off % bs:
+            problems.append("odd request: " + l.strip())
+        elif m.group(1) == "Write":
+            writes[off // bs] = writes.get(off // bs, 0) + ln
+        else:
+            punches.add(off // bs)
+    mode = "file"
 exp_writes = dict(data)
 if mode == "dev":
     for p in zero:
