@@ -39,7 +39,7 @@ static void print_sync(const struct ic_restore_opts *o, const struct ic_restore_
 {
 	char a[32], r[32], w[32];
 
-	printf("synced '%s' to %s: %s, %llu blocks compared, %llu equal, %llu written, "
+	printf("synced '%s' to %s: %s, %llu blocks compared, %llu skipped (equal), %llu written, "
 	       "%llu zeroed; read from the chain %s, written %s, %.1f s\n", o->name, o->dest,
 	       ic_human_bytes(st->disk_size, a, sizeof(a)), (unsigned long long)st->compared,
 	       (unsigned long long)st->skipped, (unsigned long long)st->written,

@@ -16,7 +16,7 @@
 #     exactly those of the differing non-zero blocks, each the point's entry at its
 #     position, read once;
 #   - with --sync-from, DEST is opened write-only and never read (read, pread64);
-#   - the summary's counts (equal, written, zeroed) are those numbers.
+#   - the summary's counts (skipped, written, zeroed) are those numbers.
 traced_sync()
 {
 	local before=$1 after=$2 mode=$3 images=$4 tr="$TESTDIR/trace"
@@ -136,9 +136,9 @@ if sync_from and dest_reads:
 if not sync_from and dest_reads != len(new):
     problems.append("--sync read %d bytes of DEST, not the disk's %d" % (dest_reads, len(new)))
 s = open(out).read()
-m = re.search(r"(\d+) blocks compared, (\d+) equal, (\d+) written, (\d+) zeroed", s)
+m = re.search(r"(\d+) blocks compared, (\d+) skipped \(equal\), (\d+) written, (\d+) zeroed", s)
 if not m or list(map(int, m.groups())) != [n, n - len(data) - len(zero), len(data), len(zero)]:
-    problems.append("summary %r, expected %d compared, %d equal, %d written, %d zeroed" %
+    problems.append("summary %r, expected %d compared, %d skipped, %d written, %d zeroed" %
                     (s, n, n - len(data) - len(zero), len(data), len(zero)))
 for p in problems:
     print("  " + p, file=sys.stderr)
