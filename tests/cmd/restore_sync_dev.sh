@@ -17,15 +17,7 @@ loopdev()
 
 bs=65536
 size1=$((6 * 1048576))
-mkrandom_bytes s1 $size1 one
-zero_at s1 $((10 * bs)) $((12 * bs))      # blocks 10..21 zero
-expect_exit 0 imgbackup -q --name p1 C s1
-cp s1 s2
-for b in 2 30 31 90; do write_at s2 $((b * bs + 100)) 500 "b$b"; done
-zero_at s2 $((40 * bs)) $((2 * bs))
-write_at s2 $((12 * bs)) 10 z
-expect_exit 0 imgbackup -q --name p2 C s2
-I1=C/00000001.img I2=C/00000001.img,C/00000002.img
+two_points $size1 "2 30 31 90" 40
 
 devsize=$((8 * 1048576))
 

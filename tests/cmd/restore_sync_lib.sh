@@ -17,6 +17,23 @@
 #     position, read once;
 #   - with --sync-from, DEST is opened write-only and never read (read, pread64);
 #   - the summary's counts (skipped, written, zeroed) are those numbers.
+# two_points SIZE "CHANGED..." ZEROED: chain C with p1 (s1: SIZE random bytes, blocks 10..17
+# zero) and p2 (s2: s1 with 500 bytes rewritten in each CHANGED block, blocks ZEROED and
+# ZEROED+1 zeroed, 10 bytes written in zero block 12); I1, I2 their paths' images.
+two_points()
+{
+	local b
+	mkrandom_bytes s1 "$1" one
+	zero_at s1 $((10 * 65536)) $((8 * 65536))
+	expect_exit 0 imgbackup -q --name p1 C s1
+	cp s1 s2
+	for b in $2; do write_at s2 $((b * 65536 + 100)) 500 "b$b"; done
+	zero_at s2 $(($3 * 65536)) $((2 * 65536))
+	write_at s2 $((12 * 65536)) 10 z
+	expect_exit 0 imgbackup -q --name p2 C s2
+	I1=C/00000001.img I2=C/00000001.img,C/00000002.img
+}
+
 traced_sync()
 {
 	local before=$1 after=$2 mode=$3 images=$4 tr="$TESTDIR/trace"

@@ -11,15 +11,7 @@ requires imgbackup imgrestore nbdkit strace cmp python3
 
 bs=65536
 size=$((5 * 1048576))
-mkrandom_bytes s1 $size one
-zero_at s1 $((10 * bs)) $((8 * bs))
-expect_exit 0 imgbackup -q --name p1 C s1
-cp s1 s2
-for b in 1 33 34 70; do write_at s2 $((b * bs + 9)) 700 "b$b"; done
-zero_at s2 $((50 * bs)) $((2 * bs))
-write_at s2 $((12 * bs)) 30 z
-expect_exit 0 imgbackup -q --name p2 C s2
-I1=C/00000001.img I2=C/00000001.img,C/00000002.img
+two_points $size "1 33 34 70" 50
 
 # serve FILE: nbdkit on $PWD/sock over FILE, requests logged to nbd.log; sets URI
 serve()
