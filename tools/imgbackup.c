@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ic_cli.h"
+#include "imgbackup_overlay.h"
 #include "imgchain.h"
 
 static const struct ic_cli_opt opts[] = {
@@ -16,6 +17,10 @@ static const struct ic_cli_opt opts[] = {
 	{ "level", 'l', "N", "zstd level 1..19, 0 = no compression (default 1)" },
 	{ "changed-blocks", 'c', "FILE", "read only the ranges listed in FILE\n(lines \"OFFSET LENGTH\" in bytes)" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU)" },
+	{ "from-overlay", 256, "DIR", "no SOURCE: the writes an imgmount overlay holds\n"
+				      "for a point (DIR = the mount's --overlay\n"
+				      "directory/POINT) become a new point, child of\n"
+				      "POINT, taken while the mount keeps serving" },
 	{ 0 },
 };
 
@@ -23,6 +28,7 @@ static struct ic_cli cli = {
 	.prog = "imgbackup",
 	.synopsis =
 		"Usage: imgbackup [OPTION]... CHAIN SOURCE\n"
+		"  or:  imgbackup [OPTION]... --from-overlay DIR CHAIN\n"
 		"Back up SOURCE (a raw disk image or block device) into the chain directory\n"
 		"CHAIN.  The first backup creates the chain (a full image) in CHAIN, which must\n"
 		"be absent or empty; later ones store only the blocks that changed since the\n"
@@ -66,6 +72,8 @@ int main(int argc, char **argv)
 	struct ic_s3_chain *sc = NULL;
 	struct ic_s3_pre *pre = NULL;
 	const char *chain;
+	struct ic_overlay_snap_info cut;
+	const char *overlay = NULL;
 	uint64_t v;
 	int c, ret, sret;
 
@@ -97,11 +105,16 @@ int main(int argc, char **argv)
 			if (ic_cli_int(&cli, 1, 64, &o.threads))
 				return IC_EXIT_USAGE;
 			break;
+		case 256: overlay = cli.optarg; break;
 		}
 	}
 	if (c < 0)
 		return cli.status;
-	if (argc - cli.optind != 2)
+	if (overlay && (o.full || o.changed_blocks))
+		return ic_cli_usage("--from-overlay makes an incremental of the overlay's point: no --full or --changed-blocks");
+	if (overlay && argc - cli.optind != 1)
+		return ic_cli_usage("expected CHAIN after --from-overlay DIR");
+	if (!overlay && argc - cli.optind != 2)
 		return ic_cli_usage("expected CHAIN and SOURCE");
 	if (o.full && o.parent)
 		return ic_cli_usage("--full and --parent exclude each other");
@@ -109,7 +122,7 @@ int main(int argc, char **argv)
 	o.quiet = cli.quiet;
 	o.accept_rollback = cli.accept_rollback;
 	chain = argv[cli.optind];
-	o.source = argv[cli.optind + 1];
+	o.source = overlay ? overlay : argv[cli.optind + 1];
 	ic_install_signals();
 	/* s3://BUCKET/PREFIX: under the lease, the indexes cached, the new point uploaded */
 	o.record_later = ic_s3_is_url(chain);
@@ -117,7 +130,8 @@ int main(int argc, char **argv)
 	if (!ret && sc)
 		ret = ic_s3_pre_start(sc, &pre);
 	if (!ret)
-		ret = ic_backup(&o, &st);
+		ret = overlay ? ic_backup_from_overlay(&o, overlay, &st, &cut)
+			      : ic_backup(&o, &st);
 	if (!ret && pre)
 		ret = ic_s3_pre_finish(pre, st.seq);
 	else
@@ -136,6 +150,10 @@ int main(int argc, char **argv)
 	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);
+	if (overlay && !o.quiet)
+		printf("overlay %s: cut at map generation %llu, %llu blocks of 4 KiB, writes held "
+		       "%.3f s (%s)\n", overlay, (unsigned long long)cut.generation,
+		       (unsigned long long)cut.blocks, cut.frozen, cut.cloned ? "reflink" : "copied");
 	if (!o.quiet)
 		summary(&st, chain);
 	return IC_EXIT_OK;

@@ -204,6 +204,11 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	int ret;
 
 	*created = false;
+	if (o->key) {
+		*key = o->key;
+		free(kpath);
+		return 0;
+	}
 	if (!kpath)
 		return -ENOMEM;
 	if (ic_store_exists(o->chain_dir, ICF_KEYFILE_NAME) || c->have_images) {
@@ -426,7 +431,8 @@ out:
 	st->seconds = ic_now() - t0;
 	free(j.plan);
 	ic_view_free(j.pv);
-	ic_key_free(j.key);
+	if (j.key != o->key)
+		ic_key_free(j.key);
 	if (j.fd >= 0)
 		close(j.fd);
 	ic_chain_free(c);

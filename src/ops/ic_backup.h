@@ -7,6 +7,8 @@
 
 #include "imgchain_format.h"
 
+struct ic_key;
+
 struct ic_backup_opts {
 	const char *chain_dir;
 	const char *source;
@@ -26,6 +28,8 @@ struct ic_backup_opts {
 	bool record_later;          /* the caller remembers the point (ic_state_record with
 				     * st's chain_id, seq, name, seal) once it is published
 				     * (s3://: after its upload), not at the local commit */
+	struct ic_key *key;         /* the chain's key, unlocked and checked by the caller
+				     * (imgbackup --from-overlay): no second unlock; not freed */
 };
 
 struct ic_backup_stats {
