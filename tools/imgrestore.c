@@ -5,11 +5,15 @@
 #include <stdlib.h>
 
 #include "ic_cli.h"
+#include "ic_cdp_cli.h"
 #include "imgchain.h"
 
 static const struct ic_cli_opt opts[] = {
 	{ "force", 256, NULL, "replace DEST if it is an existing non-empty file" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU)" },
+	{ "at", 320, "TIME", "restore the CDP journal's disk as of the last checkpoint at\n"
+			     "or before TIME (seconds since 1970, or UTC\n"
+			     "YYYY-MM-DDTHH:MM:SS[.F]): CHAIN DEST, no NAME" },
 	{ 0 },
 };
 
@@ -17,6 +21,7 @@ static struct ic_cli cli = {
 	.prog = "imgrestore",
 	.synopsis =
 		"Usage: imgrestore [OPTION]... CHAIN NAME DEST\n"
+		"  or:  imgrestore [OPTION]... --at TIME CHAIN DEST\n"
 		"Write the disk of restore point NAME to DEST: a block device (every byte\n"
 		"written) or a file (created sparse: zero blocks are holes).  Every block is\n"
 		"authenticated; the first bad block stops the restore with exit status 4 and no\n"
@@ -30,6 +35,7 @@ static struct ic_cli cli = {
 int main(int argc, char **argv)
 {
 	struct ic_restore_opts o = { 0 };
+	const char *at = NULL;
 	struct ic_restore_stats st;
 	char a[32], r[32];
 	int c, ret;
@@ -43,10 +49,13 @@ int main(int argc, char **argv)
 			if (ic_cli_int(&cli, 1, 64, &o.threads))
 				return IC_EXIT_USAGE;
 			break;
+		case 320: at = cli.optarg; break;
 		}
 	}
 	if (c < 0)
 		return cli.status;
+	if (at)
+		return ic_cdp_restore_main(at, &cli, argc, argv);
 	if (argc - cli.optind != 3)
 		return ic_cli_usage("expected CHAIN, NAME and DEST");
 	o.passphrase_file = cli.passphrase_file;

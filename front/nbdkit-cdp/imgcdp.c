@@ -1,0 +1,331 @@
+/* imgcdp: an nbdkit filter that journals every write, zero and trim of the disk beneath
+ * it into an imgchain chain's CDP journal (FORMAT.md section 13), encrypted under the
+ * chain key, and acknowledges a flush (or FUA) only once the journal holds everything up
+ * to it durably.  Every flush is a checkpoint with its time (`imgrestore --at`).
+ *
+ *   nbdkit --filter=imgcdp file /vm/web01.raw chain=/backups/web01 \
+ *          passphrase-file=/etc/imgchain/web01.pass
+ *
+ * The only nbdkit code of the project's CDP; the journal is src/ops/ic_cdp*. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "imgchain.h"
+#include "ic_cdp.h"
+
+static char *chain_dir, *pass_file;
+static uint32_t block_size;
+static int level;
+static struct ic_key *key;
+static struct ic_cdp_writer *writer;
+static bool started;
+static uint8_t *blockbuf;
+/* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
+ * are journalled one at a time (reads go on in parallel) */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void report(int err)
+{
+	nbdkit_error("imgcdp: %s", ic_last_error(err));
+}
+
+static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *k,
+			 const char *v)
+{
+	if (!strcmp(k, "chain")) {
+		free(chain_dir);
+		chain_dir = nbdkit_realpath(v);
+		return chain_dir ? 0 : -1;
+	}
+	if (!strcmp(k, "passphrase-file")) {
+		free(pass_file);
+		pass_file = nbdkit_realpath(v);
+		return pass_file ? 0 : -1;
+	}
+	if (!strcmp(k, "block-size")) {
+		uint64_t n;
+
+		if (ic_parse_size(v, &n) || n > ICF_BLOCK_MAX) {
+			nbdkit_error("imgcdp: block-size=%s: not a size", v);
+			return -1;
+		}
+		block_size = (uint32_t)n;
+		return 0;
+	}
+	if (!strcmp(k, "level")) {
+		if (nbdkit_parse_int("level", v, &level) == -1)
+			return -1;
+		return 0;
+	}
+	return next(nxdata, k, v);
+}
+
+static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_backend *nxdata)
+{
+	if (!chain_dir) {
+		nbdkit_error("imgcdp: chain=DIR is required");
+		return -1;
+	}
+	return next(nxdata);
+}
+
+#define imgcdp_config_help \
+	"chain=DIR             (required) the imgchain chain whose journal gets the writes\n" \
+	"passphrase-file=FILE  the chain's passphrase (else $IMGCHAIN_PASSPHRASE_FILE,\n" \
+	"                      $IMGCHAIN_PASSPHRASE)\n" \
+	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
+	"level=N               zstd level (default 3)"
+
+/* Unlock the key before serving: a wrong passphrase refuses to start. */
+static int imgcdp_get_ready(int thread_model)
+{
+	struct ic_cdp_writer_opts o = { .chain_dir = chain_dir, .block_size = block_size,
+					.level = level };
+	int ret;
+
+	ic_progname = "imgcdp";
+	ret = ic_key_unlock(chain_dir, pass_file, &key);
+	if (!ret)
+		ret = ic_cdp_writer_new(&o, key, &writer);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	blockbuf = malloc(ic_cdp_block_size(writer));
+	if (!blockbuf) {
+		nbdkit_error("imgcdp: out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static void imgcdp_unload(void)
+{
+	ic_cdp_writer_free(writer);
+	ic_key_free(key);
+	free(blockbuf);
+	free(chain_dir);
+	free(pass_file);
+}
+
+static uint32_t blen(uint64_t size, uint64_t pos)
+{
+	uint64_t b = ic_cdp_block_size(writer), start = pos * b;
+
+	return (uint32_t)(size - start < b ? size - start : b);
+}
+
+/* Journal the whole of every block that [off, off + count) touches, as the disk beneath
+ * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
+ * zeros). */
+static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t off, bool zeroed,
+		   int *err)
+{
+	uint64_t b = ic_cdp_block_size(writer), size = (uint64_t)next->get_size(next);
+	uint64_t pos, end;
+	int ret;
+
+	if (!count)
+		return 0;
+	end = (off + count - 1) / b;
+	for (pos = off / b; pos <= end; pos++) {
+		uint64_t start = pos * b;
+		uint32_t len = blen(size, pos);
+		const void *src = blockbuf;
+
+		if (start >= off && start + len <= off + count) {
+			if (buf) {
+				src = (const uint8_t *)buf + (start - off);
+			} else if (zeroed) {
+				memset(blockbuf, 0, len);
+			} else if (next->pread(next, blockbuf, len, start, 0, err) == -1) {
+				return -1;
+			}
+		} else if (next->pread(next, blockbuf, len, start, 0, err) == -1) {
+			return -1;
+		}
+		ret = ic_cdp_put_block(writer, pos, src, len, false);
+		if (ret) {
+			report(ret);
+			*err = EIO;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int checkpoint(int *err)
+{
+	struct timespec t;
+	int ret = ic_cdp_checkpoint(writer, &t);
+
+	if (ret) {
+		report(ret);
+		*err = EIO;
+		return -1;
+	}
+	nbdkit_debug("imgcdp: checkpoint at %lld.%09ld", (long long)t.tv_sec, t.tv_nsec);
+	return 0;
+}
+
+/* The first connection starts the session: the disk as it is now (capture, interval
+ * 0), then checkpoint 0. */
+static int start(nbdkit_next *next, int *err)
+{
+	int64_t size = next->get_size(next);
+	uint64_t pos, n;
+	int ret;
+
+	if (started)
+		return 0;
+	if (size <= 0) {
+		nbdkit_error("imgcdp: the disk beneath has no size");
+		return -1;
+	}
+	ret = ic_cdp_writer_start(writer, (uint64_t)size);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	n = ((uint64_t)size + ic_cdp_block_size(writer) - 1) / ic_cdp_block_size(writer);
+	for (pos = 0; pos < n; pos++) {
+		uint32_t len = blen((uint64_t)size, pos);
+
+		if (next->pread(next, blockbuf, len, pos * ic_cdp_block_size(writer), 0, err) == -1)
+			return -1;
+		ret = ic_cdp_put_block(writer, pos, blockbuf, len, true);
+		if (ret) {
+			report(ret);
+			return -1;
+		}
+	}
+	if (checkpoint(err))
+		return -1;
+	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
+	started = true;
+	return 0;
+}
+
+static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
+{
+	int err = 0, r;
+
+	pthread_mutex_lock(&lock);
+	r = start(next, &err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* A flush: the disk's, then the journal's checkpoint; acknowledged after both. */
+static int do_flush(nbdkit_next *next, int *err)
+{
+	if (next->can_flush(next) == 1 && next->flush(next, 0, err) == -1)
+		return -1;
+	return checkpoint(err);
+}
+
+static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count,
+			 uint64_t off, uint32_t flags, int *err)
+{
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = next->pwrite(next, buf, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	if (r != -1)
+		r = capture(next, buf, count, off, false, err);
+	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
+		r = do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int imgcdp_zero(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
+		       uint32_t flags, int *err)
+{
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = next->zero(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	if (r != -1)
+		r = capture(next, NULL, count, off, true, err);
+	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
+		r = do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int imgcdp_trim(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
+		       uint32_t flags, int *err)
+{
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = next->trim(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	if (r != -1)
+		r = capture(next, NULL, count, off, false, err);
+	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
+		r = do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int imgcdp_flush(nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* Flush and FUA are always offered: the journal makes them mean something even when
+ * the disk beneath has no flush of its own. */
+static int imgcdp_can_flush(nbdkit_next *next, void *handle)
+{
+	return 1;
+}
+
+static int imgcdp_can_fua(nbdkit_next *next, void *handle)
+{
+	return NBDKIT_FUA_NATIVE;
+}
+
+/* The disk must not change under the journal other than through this filter. */
+static int imgcdp_can_cache(nbdkit_next *next, void *handle)
+{
+	return NBDKIT_CACHE_NONE;
+}
+
+static int imgcdp_can_fast_zero(nbdkit_next *next, void *handle)
+{
+	return 0;
+}
+
+static struct nbdkit_filter filter = {
+	.name = "imgcdp",
+	.longname = "imgchain continuous data protection filter",
+	.config = imgcdp_config,
+	.config_complete = imgcdp_config_complete,
+	.config_help = imgcdp_config_help,
+	.get_ready = imgcdp_get_ready,
+	.unload = imgcdp_unload,
+	.prepare = imgcdp_prepare,
+	.can_flush = imgcdp_can_flush,
+	.can_fua = imgcdp_can_fua,
+	.can_cache = imgcdp_can_cache,
+	.can_fast_zero = imgcdp_can_fast_zero,
+	.pwrite = imgcdp_pwrite,
+	.zero = imgcdp_zero,
+	.trim = imgcdp_trim,
+	.flush = imgcdp_flush,
+};
+
+NBDKIT_REGISTER_FILTER(filter)

@@ -1,0 +1,381 @@
+/* ic_cdp_write.c: the CDP journal's writer (FORMAT.md section 13), and what the
+ * writer and the reader share (keys, ids, MACs). */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <xxhash.h>
+
+#include "ic_cdp.h"
+#include "ic_cdp_int.h"
+#include "ic_chain.h"
+#include "ic_codec.h"
+#include "ic_mem.h"
+#include "ic_util.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the CDP journal is written in host order, which is little-endian only"
+#endif
+
+struct ic_cdp_writer {
+	char *chain_dir, *cdp_dir, *path;
+	const struct ic_key *key;
+	struct ic_codec *codec;
+	uint8_t *frame;             /* head + record */
+	struct icf_cdp_header h;
+	uint8_t kcdp[32], mac[32];
+	crypto_generichash_state hk;
+	uint64_t k, frames, off, nblocks;
+	struct timespec last;
+	int fd;
+	int failed;                 /* sticky: the first failure */
+};
+
+int ic_cdp_mac_key(const struct ic_key *key, uint16_t g, uint8_t out[32])
+{
+	const struct ic_subkeys *sk = ic_key_gen(key, g);
+	uint8_t in[8 + ICF_ID_LEN];
+
+	if (!sk)
+		return ic_fail(IC_EKEY, "journal written under key generation %u, which this key file does not hold",
+			       g);
+	memcpy(in, "ICCDPKEY", 8);
+	memcpy(in + 8, key->chain_id, ICF_ID_LEN);
+	crypto_generichash(out, 32, in, sizeof(in), sk->k_seal, ICF_KEY_LEN);
+	return 0;
+}
+
+uint64_t ic_cdp_interval_id(uint64_t session_id, uint64_t k)
+{
+	uint8_t in[24], h[8];
+	uint64_t id;
+
+	memcpy(in, "ICCDPJID", 8);
+	memcpy(in + 8, &session_id, 8);
+	memcpy(in + 16, &k, 8);
+	crypto_generichash(h, sizeof(h), in, sizeof(in), NULL, 0);
+	memcpy(&id, h, 8);
+	return id ? id : 1;
+}
+
+void ic_cdp_header_mac(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPHD1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)h, offsetof(struct icf_cdp_header, mac0));
+	crypto_generichash_final(&st, out, 32);
+}
+
+void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struct icf_cdp_ckpt *c,
+		     const uint8_t hk[32], uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPCK1", 8);
+	crypto_generichash_update(&st, prev, 32);
+	crypto_generichash_update(&st, (const uint8_t *)c, offsetof(struct icf_cdp_ckpt, mac));
+	crypto_generichash_update(&st, hk, 32);
+	crypto_generichash_final(&st, out, 32);
+}
+
+void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec)
+{
+	crypto_generichash_update(h, (const uint8_t *)r, offsetof(struct icf_cdp_rec, frame_hash));
+	if (r->stored_len) {
+		crypto_generichash_update(h, rec, ICF_NONCE_LEN);
+		crypto_generichash_update(h, rec + r->stored_len - ICF_TAG_LEN, ICF_TAG_LEN);
+	}
+}
+
+void ic_cdp_entry(const struct icf_cdp_header *h, uint64_t k, uint64_t pos, uint32_t plain_len,
+		  struct icf_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->pos = pos;
+	e->plain_len = plain_len;
+	e->origin = ICF_CDP_ORIGIN;
+	e->origin_id = ic_cdp_interval_id(h->session_id, k);
+	e->keygen = h->keygen;
+}
+
+static int fail(struct ic_cdp_writer *w, int err)
+{
+	if (!w->failed)
+		w->failed = err;
+	return err;
+}
+
+int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *key,
+		      struct ic_cdp_writer **out)
+{
+	struct ic_cdp_writer *w;
+	struct ic_chain *c = NULL;
+	struct stat st;
+	int ret;
+
+	*out = NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->fd = -1;
+	w->key = key;
+	w->chain_dir = strdup(o->chain_dir);
+	w->cdp_dir = ic_path_join(o->chain_dir, ICF_CDP_DIR);
+	if (!w->chain_dir || !w->cdp_dir) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ret = ic_chain_open(o->chain_dir, &c);
+	if (ret)
+		goto err;
+	if (c->have_images && (memcmp(key->chain_id, c->chain_id, ICF_ID_LEN) ||
+			       memcmp(key->key_check, c->key_check, ICF_CHECK_LEN))) {
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      o->chain_dir);
+		goto err;
+	}
+	w->h.block_size = o->block_size ? o->block_size
+					: c->have_images ? c->block_size : ICF_BLOCK_DEFAULT;
+	if (c->have_images && w->h.block_size != c->block_size) {
+		ret = ic_fail(-EINVAL, "%s: block size %u differs from the chain's %u", o->chain_dir,
+			      w->h.block_size, c->block_size);
+		goto err;
+	}
+	if (w->h.block_size < ICF_BLOCK_MIN || w->h.block_size > ICF_BLOCK_MAX ||
+	    (w->h.block_size & (w->h.block_size - 1))) {
+		ret = ic_fail(-EINVAL, "block size %u: must be a power of two from 4096 to 4 MiB",
+			      w->h.block_size);
+		goto err;
+	}
+	if (mkdir(w->cdp_dir, 0700) < 0 && errno != EEXIST) {
+		ret = ic_fail(-errno, "%s: %s", w->cdp_dir, strerror(errno));
+		goto err;
+	}
+	if (lstat(w->cdp_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", w->cdp_dir,
+			      ic_file_kind(st.st_mode));
+		goto err;
+	}
+	w->codec = ic_codec_new(w->h.block_size, o->level ? o->level : 3);
+	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
+	if (!w->codec || !w->frame) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ic_chain_free(c);
+	*out = w;
+	return 0;
+err:
+	ic_chain_free(c);
+	ic_cdp_writer_free(w);
+	return ret;
+}
+
+uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w)
+{
+	return w->h.block_size;
+}
+
+const char *ic_cdp_path(const struct ic_cdp_writer *w)
+{
+	return w->path ? w->path : w->cdp_dir;
+}
+
+/* One above the highest session number in the directory. */
+static int next_session(const char *dir, uint32_t *out)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	uint32_t top = 0;
+
+	if (!d)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		unsigned s;
+		char tail[8];
+
+		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
+		    !strcmp(tail, ICF_CDP_SUFFIX) && s > top)
+			top = s;
+	}
+	closedir(d);
+	if (top >= ICF_SEQ_MAX)
+		return ic_fail(-ENOSPC, "%s: no session number left", dir);
+	*out = top + 1;
+	return 0;
+}
+
+int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
+{
+	char name[32];
+	int ret, tries;
+
+	if (w->fd >= 0)
+		return 0;
+	if (disk_size == 0 || disk_size > ICF_DISK_MAX)
+		return fail(w, ic_fail(-EINVAL, "disk size %llu out of range",
+				       (unsigned long long)disk_size));
+	memcpy(w->h.magic, ICF_CDP_MAGIC, 8);
+	w->h.version = ICF_CDP_VERSION;
+	memcpy(w->h.chain_id, w->key->chain_id, ICF_ID_LEN);
+	memcpy(w->h.key_check, w->key->key_check, ICF_CHECK_LEN);
+	w->h.keygen = ic_key_current_gen(w->key);
+	w->h.base_kind = 0;
+	do
+		randombytes_buf(&w->h.session_id, sizeof(w->h.session_id));
+	while (!w->h.session_id);
+	w->h.disk_size = disk_size;
+	w->h.created = time(NULL);
+	w->nblocks = (disk_size + w->h.block_size - 1) / w->h.block_size;
+	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
+	if (ret)
+		return fail(w, ret);
+	for (tries = 0;; tries++) {
+		uint32_t session = 0;
+
+		ret = next_session(w->cdp_dir, &session);
+		if (ret)
+			return fail(w, ret);
+		w->h.session = session;
+		snprintf(name, sizeof(name), "%08u%s", w->h.session, ICF_CDP_SUFFIX);
+		ret = ic_open_regular(AT_FDCWD, w->cdp_dir, name, O_RDWR | O_CREAT | O_EXCL, 0600,
+				      &w->fd);
+		if (ret != -EEXIST || tries > 100)
+			break;
+	}
+	if (ret)
+		return fail(w, ret);
+	w->path = ic_path_join(w->cdp_dir, name);
+	if (!w->path)
+		return fail(w, -ENOMEM);
+	ic_cdp_header_mac(w->kcdp, &w->h, w->h.mac0);
+	w->h.hdr_hash = XXH3_64bits(&w->h, offsetof(struct icf_cdp_header, hdr_hash));
+	ret = ic_pwrite_full(w->fd, &w->h, sizeof(w->h), 0, w->path);
+	if (!ret)
+		ret = ic_fsync(w->fd, w->path);
+	if (!ret)
+		ret = ic_fsync_dir(w->cdp_dir);
+	if (ret)
+		return fail(w, ret);
+	memcpy(w->mac, w->h.mac0, 32);
+	w->off = ICF_CDP_HEADER_SIZE;
+	w->k = 0;
+	crypto_generichash_init(&w->hk, NULL, 0, 32);
+	return 0;
+}
+
+int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uint32_t len,
+		     bool skip_zero)
+{
+	struct icf_cdp_rec *r = (struct icf_cdp_rec *)w->frame;
+	uint8_t *rec = w->frame + sizeof(*r);
+	struct icf_entry e;
+	uint64_t want;
+	int ret;
+
+	if (w->failed)
+		return w->failed;
+	if (w->fd < 0 || pos >= w->nblocks)
+		return fail(w, ic_fail(-EINVAL, "%s: block %llu outside the disk", ic_cdp_path(w),
+				       (unsigned long long)pos));
+	want = pos + 1 < w->nblocks ? w->h.block_size
+				    : w->h.disk_size - pos * (uint64_t)w->h.block_size;
+	if (len != want)
+		return fail(w, ic_fail(-EINVAL, "block %llu: %u bytes, not %llu",
+				       (unsigned long long)pos, len, (unsigned long long)want));
+	memset(r, 0, sizeof(*r));
+	r->magic = ICF_CDP_REC_MAGIC;
+	r->pos = pos;
+	r->interval = w->k;
+	r->plain_len = len;
+	if (ic_is_zero(buf, len)) {
+		if (skip_zero)
+			return 0;
+		r->kind = ICF_ENTRY_ZERO;
+	} else {
+		ic_cdp_entry(&w->h, w->k, pos, len, &e);
+		ret = ic_codec_encode(w->codec, w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec,
+				      &e);
+		if (ret)
+			return fail(w, ret);
+		r->kind = e.kind;
+		r->stored_len = e.stored_len;
+		r->rec_hash = e.rec_hash;
+	}
+	r->frame_hash = XXH3_64bits(r, offsetof(struct icf_cdp_rec, frame_hash));
+	ret = ic_pwrite_full(w->fd, w->frame, sizeof(*r) + r->stored_len, w->off, w->path);
+	if (ret)
+		return fail(w, ret);
+	ic_cdp_h_add(&w->hk, r, rec);
+	w->off += sizeof(*r) + r->stored_len;
+	w->frames++;
+	return 0;
+}
+
+int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
+{
+	struct icf_cdp_ckpt c;
+	struct timespec now;
+	uint8_t hk[32];
+	int ret;
+
+	if (w->failed)
+		return w->failed;
+	if (w->fd < 0)
+		return fail(w, ic_fail(-EINVAL, "journal not started"));
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* times never go back inside a session: the reader picks by time */
+	if (now.tv_sec < w->last.tv_sec ||
+	    (now.tv_sec == w->last.tv_sec && now.tv_nsec < w->last.tv_nsec))
+		now = w->last;
+	memset(&c, 0, sizeof(c));
+	c.magic = ICF_CDP_CKPT_MAGIC;
+	c.interval = w->k;
+	c.time_s = now.tv_sec;
+	c.time_ns = (uint32_t)now.tv_nsec;
+	c.frames = w->frames;
+	c.offset = w->off;
+	crypto_generichash_final(&w->hk, hk, 32);
+	ic_cdp_ckpt_mac(w->kcdp, w->mac, &c, hk, c.mac);
+	c.frame_hash = XXH3_64bits(&c, offsetof(struct icf_cdp_ckpt, frame_hash));
+	ret = ic_pwrite_full(w->fd, &c, sizeof(c), w->off, w->path);
+	if (!ret && fdatasync(w->fd) < 0)
+		ret = ic_fail(-errno, "%s: fdatasync: %s", w->path, strerror(errno));
+	if (ret)
+		return fail(w, ret);
+	memcpy(w->mac, c.mac, 32);
+	w->off += sizeof(c);
+	w->k++;
+	w->frames = 0;
+	w->last = now;
+	crypto_generichash_init(&w->hk, NULL, 0, 32);
+	if (when)
+		*when = now;
+	return 0;
+}
+
+void ic_cdp_writer_free(struct ic_cdp_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	ic_codec_free(w->codec);
+	sodium_memzero(w->kcdp, sizeof(w->kcdp));
+	free(w->frame);
+	free(w->path);
+	free(w->cdp_dir);
+	free(w->chain_dir);
+	free(w);
+}

@@ -1,0 +1,44 @@
+/* ic_cdp_cli.c: imgrestore --at TIME CHAIN DEST: the disk as of the last CDP checkpoint
+ * at or before TIME (src/ops/ic_cdp_read.c). */
+#include "config.h"
+
+#include <stdio.h>
+#include <time.h>
+
+#include "ic_cdp.h"
+#include "ic_cdp_cli.h"
+#include "imgchain.h"
+
+int ic_cdp_restore_main(const char *at, const struct ic_cli *cli, int argc, char **argv)
+{
+	struct ic_cdp_restore_opts o = { 0 };
+	struct ic_cdp_restore_stats st;
+	char tb[64], a[32];
+	struct tm tm;
+	time_t s;
+	int ret;
+
+	if (argc - cli->optind != 2)
+		return ic_cli_usage("--at: expected CHAIN and DEST");
+	if (ic_cdp_parse_time(at, &o.at))
+		return ic_cli_usage("--at %s: %s", at, ic_last_error(-EINVAL));
+	o.chain_dir = argv[cli->optind];
+	o.dest = argv[cli->optind + 1];
+	o.passphrase_file = cli->passphrase_file;
+	o.quiet = cli->quiet;
+	ic_install_signals();
+	ret = ic_cdp_restore(&o, &st);
+	if (ret)
+		return ic_report(ret);
+	if (!o.quiet) {
+		s = st.when.tv_sec;
+		if (!gmtime_r(&s, &tm) || !strftime(tb, sizeof(tb), "%Y-%m-%dT%H:%M:%S", &tm))
+			tb[0] = 0;
+		printf("restored checkpoint %llu of journal session %u (%s.%09ldZ, @%lld.%09ld) to %s: %s, %llu records, %.1f s\n",
+		       (unsigned long long)st.interval, st.session, tb, st.when.tv_nsec,
+		       (long long)st.when.tv_sec, st.when.tv_nsec, o.dest,
+		       ic_human_bytes(st.disk_size, a, sizeof(a)), (unsigned long long)st.records,
+		       st.seconds);
+	}
+	return IC_EXIT_OK;
+}
