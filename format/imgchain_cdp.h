@@ -55,7 +55,8 @@ struct icf_cdp_ckpt {
 	uint64_t frames;
 	uint64_t offset;
 	uint8_t mac[32];
-	uint8_t reserved2[40];
+	uint8_t tmac[32];		/* offset 80 */
+	uint8_t reserved2[8];
 	uint64_t frame_hash;
 } __attribute__((packed));
 

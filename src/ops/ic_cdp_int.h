@@ -19,6 +19,9 @@ void ic_cdp_header_mac(const uint8_t kcdp[32], const struct icf_cdp_header *h, u
 /* mac(k) from mac(k-1), the checkpoint's stored bytes 0..47 and H(k). */
 void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struct icf_cdp_ckpt *c,
 		     const uint8_t hk[32], uint8_t out[32]);
+/* tmac: the checkpoint's interval and time alone, under the session. */
+void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct icf_cdp_ckpt *c,
+		      uint8_t out[32]);
 /* Add a record frame to H(k): head bytes 0..55, then the record's nonce and tag. */
 void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec);
 /* The entry a record frame stands for (for ic_codec_encode/decode). */

@@ -26,7 +26,8 @@ struct ckpt {
 	uint32_t session;
 	uint64_t interval;
 	struct timespec when;
-	bool ok;
+	bool ok;                    /* the MAC chain verified up to it */
+	bool time_ok;               /* its own tmac verified: its time is the writer's */
 };
 
 struct journal {
@@ -109,6 +110,11 @@ struct walk {
 				     * torn tail (the flush was never acknowledged) */
 };
 
+static bool time_le(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec <= b->tv_nsec);
+}
+
 static uint32_t block_len(const struct journal *j, uint64_t pos)
 {
 	return pos + 1 < j->nblocks ? j->h.block_size
@@ -121,7 +127,8 @@ static uint32_t block_len(const struct journal *j, uint64_t pos)
 static int walk(struct journal *j, struct walk *w)
 {
 	uint32_t bound = ic_codec_bound(j->h.block_size);
-	uint8_t *rec = malloc(bound), mac[32], prev[32], hk[32];
+	uint8_t *rec = malloc(bound), mac[32], prev[32], hk[32], tmac[32];
+	struct timespec last = { 0, 0 };
 	crypto_generichash_state hs;
 	uint64_t off = ICF_CDP_HEADER_SIZE, k = 0, frames = 0;
 	size_t first = w->ck.n;
@@ -214,6 +221,10 @@ static int walk(struct journal *j, struct walk *w)
 			ck->when.tv_sec = c->time_s;
 			ck->when.tv_nsec = c->time_ns;
 			ck->ok = !broken;
+			ic_cdp_ckpt_tmac(j->kcdp, j->h.session_id, c, tmac);
+			ck->time_ok = !sodium_memcmp(tmac, c->tmac, 32) && time_le(&last, &ck->when);
+			if (ck->time_ok)
+				last = ck->when;
 			if (w->dest >= 0 && k == w->stop) {
 				if (broken)
 					ret = ic_fail(IC_ECORRUPT, "%s: checkpoint %llu fails authentication: the journal changed while it was read",
@@ -287,11 +298,6 @@ static int list_sessions(const char *dir, struct sessions *out)
 	return ret;
 }
 
-static bool time_le(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec <= b->tv_nsec);
-}
-
 static const char *fmt_time(const struct timespec *t, char *buf, size_t len)
 {
 	struct tm tm;
@@ -305,23 +311,33 @@ static const char *fmt_time(const struct timespec *t, char *buf, size_t len)
 	return buf;
 }
 
-/* The checkpoint to restore: the last whose time is at or before at.  It and the one
- * after it (whose time says that it is the last) must have verified. */
+/* The checkpoint to restore: the last whose time is at or before at, among those whose
+ * time verified (tmac), up to the first verified time after at.  A checkpoint between
+ * them whose time did not verify might be the last one before at: refused.  The one
+ * chosen must have verified (the MAC chain up to it). */
 static int choose(const struct walk *w, const char *dir, const struct timespec *at, size_t *out)
 {
 	char tb[64];
-	size_t i, c = SIZE_MAX, bad = SIZE_MAX;
+	size_t i, c = SIZE_MAX, unsure = SIZE_MAX, bad = SIZE_MAX;
 
-	for (i = 0; i < w->ck.n; i++)
-		if (time_le(&w->ck.v[i].when, at))
+	for (i = 0; i < w->ck.n; i++) {
+		if (!w->ck.v[i].time_ok) {
+			if (unsure == SIZE_MAX)
+				unsure = i;
+		} else if (time_le(&w->ck.v[i].when, at)) {
 			c = i;
-	if (c == SIZE_MAX)
+			unsure = SIZE_MAX;
+		} else {
+			break;
+		}
+	}
+	if (unsure != SIZE_MAX)
+		bad = unsure;
+	else if (c == SIZE_MAX)
 		return ic_fail(-ENOENT, "%s: no checkpoint at or before %s%s", dir,
 			       fmt_time(at, tb, sizeof(tb)), w->ck.n ? "" : " (the journal is empty)");
-	if (!w->ck.v[c].ok)
+	else if (!w->ck.v[c].ok)
 		bad = c;
-	else if (c + 1 < w->ck.n && !w->ck.v[c + 1].ok)
-		bad = c + 1;
 	if (bad != SIZE_MAX) {
 		const struct ckpt *b = &w->ck.v[bad];
 
@@ -415,10 +431,9 @@ int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_st
 		struct journal j = { 0 };
 
 		ret = journal_open(dir, sessions.v[i], key, &j);
-		if (ret == IC_ECORRUPT && j.size <= ICF_CDP_HEADER_SIZE) {
+		if (ret == IC_ECORRUPT && j.fd >= 0 && j.size <= ICF_CDP_HEADER_SIZE) {
 			/* a session that died while its header was written: nothing acknowledged */
-			ic_msg("%s: %s: ignored (a session that never started)", j.path,
-			       ic_last_error(ret));
+			ic_msg("%s: ignored (a session that never started)", ic_last_error(ret));
 			ret = 0;
 		} else if (!ret) {
 			ret = walk(&j, &w);

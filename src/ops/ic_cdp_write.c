@@ -89,6 +89,21 @@ void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struc
 	crypto_generichash_final(&st, out, 32);
 }
 
+void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct icf_cdp_ckpt *c,
+		      uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPTM1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)&session_id, 8);
+	/* interval, time_s, time_ns: not the offset or count, which records before it move */
+	crypto_generichash_update(&st, (const uint8_t *)c + offsetof(struct icf_cdp_ckpt, interval),
+				  offsetof(struct icf_cdp_ckpt, reserved1) -
+					  offsetof(struct icf_cdp_ckpt, interval));
+	crypto_generichash_final(&st, out, 32);
+}
+
 void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec)
 {
 	crypto_generichash_update(h, (const uint8_t *)r, offsetof(struct icf_cdp_rec, frame_hash));
@@ -348,6 +363,7 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 	c.offset = w->off;
 	crypto_generichash_final(&w->hk, hk, 32);
 	ic_cdp_ckpt_mac(w->kcdp, w->mac, &c, hk, c.mac);
+	ic_cdp_ckpt_tmac(w->kcdp, w->h.session_id, &c, c.tmac);
 	c.frame_hash = XXH3_64bits(&c, offsetof(struct icf_cdp_ckpt, frame_hash));
 	ret = ic_pwrite_full(w->fd, &c, sizeof(c), w->off, w->path);
 	if (!ret && fdatasync(w->fd) < 0)
