@@ -57,6 +57,10 @@ for f in format/*.h src/*.h src/*/*.[ch] tools/*.[ch] front/*/*.[ch]; do
 		echo "FAIL: $f includes FUSE: the library knows nothing of FUSE (only front/imgmount/ does)"
 		bad=1
 	fi
+	if [[ $dir == src* ]] && grep -Eq '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]nbdkit-' "$f"; then
+		echo "FAIL: $f includes nbdkit: the library knows nothing of nbdkit (only front/ does)"
+		bad=1
+	fi
 	while IFS= read -r inc; do
 		[[ $inc == config.h ]] && continue
 		hd=${where[$inc]:-}
