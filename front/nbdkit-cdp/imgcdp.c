@@ -223,12 +223,41 @@ static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
 	return r;
 }
 
-/* A flush: the disk's, then the journal's checkpoint; acknowledged after both. */
+struct ckpt_job {
+	int r, err;
+};
+
+static void *ckpt_thread(void *arg)
+{
+	struct ckpt_job *j = arg;
+
+	j->r = checkpoint(&j->err);
+	return NULL;
+}
+
+/* A flush: the disk's and the journal's checkpoint at once (two fdatasyncs of different
+ * files overlap); acknowledged after both.  The journal holds every block itself, so a
+ * checkpoint written while the disk's flush failed still restores what was written. */
 static int do_flush(nbdkit_next *next, int *err)
 {
-	if (next->can_flush(next) == 1 && next->flush(next, 0, err) == -1)
+	struct ckpt_job j = { 0, 0 };
+	pthread_t t;
+	int r = 0;
+
+	if (next->can_flush(next) != 1)
+		return checkpoint(err);
+	if (pthread_create(&t, NULL, ckpt_thread, &j)) {
+		j.r = checkpoint(&j.err);
+		r = next->flush(next, 0, err);
+	} else {
+		r = next->flush(next, 0, err);
+		pthread_join(t, NULL);
+	}
+	if (j.r == -1) {
+		*err = j.err;
 		return -1;
-	return checkpoint(err);
+	}
+	return r;
 }
 
 static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count,

@@ -2,3 +2,4 @@
 SH_TESTS += \
 	tests/cdp/cdp-restore.sh \
 	tests/cdp/cdp-damage.sh
+EXTRA_DIST += tests/cdp/cdp-lib.sh tests/cdp/cdpj.py
