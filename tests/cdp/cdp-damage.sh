@@ -82,6 +82,25 @@ expect_exit 4 imgrestore -P pass --at "${T[1]}" C r
 expect_msg "journal header fails authentication"
 cp good.cdp "$j"
 
+# ---- torn anywhere (a crash inside a flush's fdatasync): the last whole checkpoint, exactly ---
+# the disk at checkpoint i is snap.k for the first mark k whose checkpoint is i or later
+cdpj good.cdp ends >ends
+jsize=$(stat -c %s good.cdp)
+for cut in 4000 4096 4200 $(awk '{print $1 - 1; print $1; print $1 + 30}' ends | shuf -n 24 --random-source=<(yes)); do
+	((cut <= jsize)) || continue
+	head -c "$cut" good.cdp >"$j"
+	last=$(awk -v c="$cut" '$1 <= c { i = $2 } END { print (i == "" ? -1 : i) }' ends)
+	if ((last < 0)); then
+		expect_exit 1 imgrestore -P pass --at "$(date +%s)" C r
+		continue
+	fi
+	for k in 0 1 2 3; do ((I[k] >= last)) && break; done
+	expect_exit 0 imgrestore -P pass --at "$(date +%s)" C r
+	cmp r "snap.$k" || fail "journal cut at $cut (last whole checkpoint $last): not mark $k's disk"
+	rm -f r
+done
+cp good.cdp "$j"
+
 # ---- a session that died while its header was written: ignored, said ---------------------------
 head -c 1000 /dev/urandom >C/cdp/00000005.cdp
 expect_exit 0 imgrestore -P pass --at "${T[3]}" C r

@@ -9,6 +9,7 @@
                                first interval with records after checkpoint AFTER (interval field, checkpoints'
                                offsets, counts and checksums fixed: only the key can tell)
   cdpj.py J retime K SECONDS   set checkpoint K's time (checksum fixed)
+  cdpj.py J ends               "END INTERVAL" of every checkpoint frame (END: its last byte + 1)
 """
 import struct
 import sys
@@ -58,6 +59,11 @@ def main():
         sec, _, frac = args[0].partition(".")
         t = (int(sec), int((frac + "000000000")[:9]))
         print(max(f["interval"] for f in fs if f["ck"] and f["t"] <= t))
+        return
+    if op == "ends":
+        for f in fs:
+            if f["ck"]:
+                print(f["off"] + 128, f["interval"])
         return
     if op == "flip":
         f = [f for f in recs_after(fs, int(args[0])) if f["kind"]][0]
