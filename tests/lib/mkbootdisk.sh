@@ -23,9 +23,9 @@
 #   bootdisk_set_marker DISK MARKER
 #       Rewrites MARKER.TXT in place with mtools: a few 512-byte sectors change.
 #   bootdisk_boot DISK FORMAT [DRIVE_OPT...]
-#       Boots DISK (any qemu format: raw, vmdk, qcow2...) as a virtio disk, with each DRIVE_OPT
-#       appended to -drive (e.g. snapshot=on, readonly=on, cache=none). Prints the guest's
-#       "IMGCHAIN-MARKER: <marker>" line; fails if it does not appear within $BOOTDISK_TIMEOUT
+#       Boots DISK (any qemu format: raw, vmdk, qcow2...; or an nbd+unix: URI) as a virtio
+#       disk, with each DRIVE_OPT appended to -drive (e.g. snapshot=on, readonly=on,
+#       cache=none). Prints the guest's "IMGCHAIN-MARKER: <marker>" line; fails if it does not appear within $BOOTDISK_TIMEOUT
 #       seconds (default 120). The whole console goes to $BOOTDISK_LOG if that is set.
 #       BOOTDISK_ACCEL (default tcg) is passed to qemu -accel.
 #       On each boot the guest appends "boot N marker <marker>" to GUEST.LOG on the partition
@@ -273,7 +273,7 @@ _bootdisk_read_guest_write() {
 _bootdisk_boot() {
 	local disk=$1 format=$2 opt drive
 	shift 2
-	[[ -e $disk ]] || _bootdisk_die "no such disk: $disk"
+	[[ -e $disk || $disk == nbd+unix:* ]] || _bootdisk_die "no such disk: $disk"
 	_bootdisk_need qemu-system-x86_64 timeout
 	# qemu option values escape commas by doubling them.
 	drive="file=${disk//,/,,},format=$format,if=virtio"
