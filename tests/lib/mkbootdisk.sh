@@ -26,7 +26,8 @@
 #       Boots DISK (any qemu format: raw, vmdk, qcow2...; or an nbd+unix: URI) as a virtio
 #       disk, with each DRIVE_OPT appended to -drive (e.g. snapshot=on, readonly=on,
 #       cache=none). Prints the guest's "IMGCHAIN-MARKER: <marker>" line; fails if it does
-#       not appear within $BOOTDISK_TIMEOUT seconds (default 120). The whole console goes to $BOOTDISK_LOG if that is set.
+#       not appear within $BOOTDISK_TIMEOUT seconds (default 120). The whole console goes
+#       to $BOOTDISK_LOG if that is set.
 #       BOOTDISK_ACCEL (default tcg) is passed to qemu -accel.
 #       On each boot the guest appends "boot N marker <marker>" to GUEST.LOG on the partition
 #       and prints "IMGCHAIN-GUEST-WRITE: ok N", or "read-only" when the disk cannot be written.
