@@ -26,7 +26,10 @@ struct icf_cdp_header {
 	uint64_t session_id;
 	uint64_t disk_size;
 	int64_t created;
-	uint8_t reserved0[944];
+	uint32_t gap_prev;		/* 0, or the session before a gap (FORMAT.md 13.4) */
+	uint32_t gap_since_ns;
+	int64_t gap_since;		/* when that session stopped journalling */
+	uint8_t reserved0[928];
 	uint8_t mac0[32];		/* offset 1024 */
 	uint8_t reserved1[3032];
 	uint64_t hdr_hash;		/* offset 4088 */

@@ -26,6 +26,9 @@ static int level;
 static struct ic_key *key;
 static struct ic_cdp_writer *writer;
 static bool started;
+/* on-error=gap: journalling stopped at gap_since; every flush tries a new session */
+static bool gap_policy, in_gap;
+static struct timespec gap_since;
 static uint8_t *blockbuf;
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
  * are journalled one at a time (reads go on in parallel) */
@@ -59,6 +62,14 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 		block_size = (uint32_t)n;
 		return 0;
 	}
+	if (!strcmp(k, "on-error")) {
+		if (strcmp(v, "fail") && strcmp(v, "gap")) {
+			nbdkit_error("imgcdp: on-error=%s: must be fail or gap", v);
+			return -1;
+		}
+		gap_policy = !strcmp(v, "gap");
+		return 0;
+	}
 	if (!strcmp(k, "level")) {
 		if (nbdkit_parse_int("level", v, &level) == -1)
 			return -1;
@@ -81,7 +92,9 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"passphrase-file=FILE  the chain's passphrase (else $IMGCHAIN_PASSPHRASE_FILE,\n" \
 	"                      $IMGCHAIN_PASSPHRASE)\n" \
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
-	"level=N               zstd level (default 3)"
+	"level=N               zstd level (default 3)\n" \
+	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
+	"                      (default), or keep serving and start a new session later"
 
 /* Unlock the key before serving: a wrong passphrase refuses to start. */
 static int imgcdp_get_ready(int thread_model)
@@ -122,6 +135,22 @@ static uint32_t blen(uint64_t size, uint64_t pos)
 	return (uint32_t)(size - start < b ? size - start : b);
 }
 
+/* The journal failed (ret): fail the request, or (on-error=gap) note the gap and go on. */
+static int journal_failed(int ret, int *err)
+{
+	report(ret);
+	if (gap_policy) {
+		if (!in_gap) {
+			in_gap = true;
+			clock_gettime(CLOCK_REALTIME, &gap_since);
+			nbdkit_error("imgcdp: on-error=gap: journalling stopped; serving on, a new session will be tried at each flush");
+		}
+		return 0;
+	}
+	*err = EIO;
+	return -1;
+}
+
 /* Journal the whole of every block that [off, off + count) touches, as the disk beneath
  * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
  * zeros). */
@@ -132,7 +161,7 @@ static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t 
 	uint64_t pos, end;
 	int ret;
 
-	if (!count)
+	if (!count || in_gap)
 		return 0;
 	end = (off + count - 1) / b;
 	for (pos = off / b; pos <= end; pos++) {
@@ -152,35 +181,68 @@ static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t 
 			return -1;
 		}
 		ret = ic_cdp_put_block(writer, pos, src, len, false);
-		if (ret) {
-			report(ret);
-			*err = EIO;
-			return -1;
-		}
+		if (ret)
+			return journal_failed(ret, err);
 	}
 	return 0;
+}
+
+/* on-error=fail: once the journal failed, nothing more reaches the disk. */
+static int refused(int *err)
+{
+	if (gap_policy || !ic_cdp_failed(writer))
+		return 0;
+	nbdkit_error("imgcdp: refused: the journal failed earlier (%s)", ic_cdp_path(writer));
+	*err = EIO;
+	return 1;
 }
 
 static int checkpoint(int *err)
 {
 	struct timespec t;
-	int ret = ic_cdp_checkpoint(writer, &t);
+	int ret;
 
-	if (ret) {
-		report(ret);
-		*err = EIO;
-		return -1;
-	}
+	if (in_gap)
+		return 0;
+	ret = ic_cdp_checkpoint(writer, &t);
+	if (ret)
+		return journal_failed(ret, err);
 	nbdkit_debug("imgcdp: checkpoint at %lld.%09ld", (long long)t.tv_sec, t.tv_nsec);
 	return 0;
 }
 
-/* The first connection starts the session: the disk as it is now (capture, interval
- * 0), then checkpoint 0. */
+/* A session's start: the disk as it is now (capture, interval 0), then checkpoint 0. */
+static int capture_all(nbdkit_next *next, uint64_t size, int *err)
+{
+	struct timespec t;
+	uint64_t pos, n;
+	int ret;
+
+	n = (size + ic_cdp_block_size(writer) - 1) / ic_cdp_block_size(writer);
+	for (pos = 0; pos < n; pos++) {
+		uint32_t len = blen(size, pos);
+
+		if (next->pread(next, blockbuf, len, pos * ic_cdp_block_size(writer), 0, err) == -1)
+			return -1;
+		ret = ic_cdp_put_block(writer, pos, blockbuf, len, true);
+		if (ret) {
+			report(ret);
+			return -1;
+		}
+	}
+	ret = ic_cdp_checkpoint(writer, &t);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
+	return 0;
+}
+
+/* The first connection starts the session. */
 static int start(nbdkit_next *next, int *err)
 {
 	int64_t size = next->get_size(next);
-	uint64_t pos, n;
 	int ret;
 
 	if (started)
@@ -194,23 +256,27 @@ static int start(nbdkit_next *next, int *err)
 		report(ret);
 		return -1;
 	}
-	n = ((uint64_t)size + ic_cdp_block_size(writer) - 1) / ic_cdp_block_size(writer);
-	for (pos = 0; pos < n; pos++) {
-		uint32_t len = blen((uint64_t)size, pos);
-
-		if (next->pread(next, blockbuf, len, pos * ic_cdp_block_size(writer), 0, err) == -1)
-			return -1;
-		ret = ic_cdp_put_block(writer, pos, blockbuf, len, true);
-		if (ret) {
-			report(ret);
-			return -1;
-		}
-	}
-	if (checkpoint(err))
+	if (capture_all(next, (uint64_t)size, err))
 		return -1;
-	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
 	started = true;
 	return 0;
+}
+
+/* on-error=gap, at a flush: try a new session after the gap. */
+static void resume(nbdkit_next *next)
+{
+	int64_t size = next->get_size(next);
+	int err = 0, ret;
+
+	ret = ic_cdp_writer_restart(writer, (uint64_t)size, &gap_since);
+	if (ret) {
+		report(ret);
+		return;
+	}
+	if (capture_all(next, (uint64_t)size, &err) == 0) {
+		in_gap = false;
+		nbdkit_error("imgcdp: journalling again after the gap: %s", ic_cdp_path(writer));
+	}
 }
 
 static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
@@ -244,6 +310,12 @@ static int do_flush(nbdkit_next *next, int *err)
 	pthread_t t;
 	int r = 0;
 
+	if (in_gap) {
+		r = next->can_flush(next) == 1 ? next->flush(next, 0, err) : 0;
+		if (r != -1)
+			resume(next);
+		return r;
+	}
 	if (next->can_flush(next) != 1)
 		return checkpoint(err);
 	if (pthread_create(&t, NULL, ckpt_thread, &j)) {
@@ -266,7 +338,9 @@ static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint3
 	int r;
 
 	pthread_mutex_lock(&lock);
-	r = next->pwrite(next, buf, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	r = refused(err) ? -1 : 0;
+	if (r != -1)
+		r = next->pwrite(next, buf, count, off, flags & ~NBDKIT_FLAG_FUA, err);
 	if (r != -1)
 		r = capture(next, buf, count, off, false, err);
 	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
@@ -281,7 +355,9 @@ static int imgcdp_zero(nbdkit_next *next, void *handle, uint32_t count, uint64_t
 	int r;
 
 	pthread_mutex_lock(&lock);
-	r = next->zero(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	r = refused(err) ? -1 : 0;
+	if (r != -1)
+		r = next->zero(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
 	if (r != -1)
 		r = capture(next, NULL, count, off, true, err);
 	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
@@ -296,7 +372,9 @@ static int imgcdp_trim(nbdkit_next *next, void *handle, uint32_t count, uint64_t
 	int r;
 
 	pthread_mutex_lock(&lock);
-	r = next->trim(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+	r = refused(err) ? -1 : 0;
+	if (r != -1)
+		r = next->trim(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
 	if (r != -1)
 		r = capture(next, NULL, count, off, false, err);
 	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
@@ -310,7 +388,7 @@ static int imgcdp_flush(nbdkit_next *next, void *handle, uint32_t flags, int *er
 	int r;
 
 	pthread_mutex_lock(&lock);
-	r = do_flush(next, err);
+	r = refused(err) ? -1 : do_flush(next, err);
 	pthread_mutex_unlock(&lock);
 	return r;
 }

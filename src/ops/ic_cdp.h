@@ -27,6 +27,13 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 /* Start the session: a new journal file CHAIN/cdp/NNNNNNNN.cdp for a disk of
  * disk_size bytes, header written and synced.  Then interval 0 (the capture) is open. */
 int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size);
+/* After a failure (on-error=gap): close the failed session and start a new one (as
+ * ic_cdp_writer_start) whose header records the gap: the session before it and
+ * gap_since, when journalling stopped (FORMAT.md 13.4). */
+int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
+			  const struct timespec *gap_since);
+/* The writer's sticky failure (0: none). */
+int ic_cdp_failed(const struct ic_cdp_writer *w);
 uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w);
 /* The session's file (after start), for messages. */
 const char *ic_cdp_path(const struct ic_cdp_writer *w);

@@ -24,6 +24,8 @@
 
 struct ckpt {
 	uint32_t session;
+	uint32_t gap_prev;          /* the session's header's (13.4) */
+	struct timespec gap_since;
 	uint64_t interval;
 	struct timespec when;
 	bool ok;                    /* the MAC chain verified up to it */
@@ -75,6 +77,8 @@ static int journal_open(const char *dir, uint32_t session, const struct ic_key *
 	    h->hdr_hash != XXH3_64bits(h, offsetof(struct icf_cdp_header, hdr_hash)))
 		return ic_fail(IC_ECORRUPT, "%s: not a journal header (magic or checksum)", j->path);
 	if (h->version != ICF_CDP_VERSION || h->base_kind != 0 || h->session != session ||
+	    h->gap_prev >= session || h->gap_since_ns > 999999999u ||
+	    (!h->gap_prev && (h->gap_since || h->gap_since_ns)) ||
 	    h->block_size < ICF_BLOCK_MIN || h->block_size > ICF_BLOCK_MAX ||
 	    (h->block_size & (h->block_size - 1)) || !h->session_id || !h->disk_size ||
 	    h->disk_size > ICF_DISK_MAX || h->keygen > ICF_KEY_GEN_MAX ||
@@ -217,6 +221,9 @@ static int walk(struct journal *j, struct walk *w)
 				goto out;
 			}
 			ck->session = j->h.session;
+			ck->gap_prev = j->h.gap_prev;
+			ck->gap_since.tv_sec = j->h.gap_since;
+			ck->gap_since.tv_nsec = j->h.gap_since_ns;
 			ck->interval = k;
 			ck->when.tv_sec = c->time_s;
 			ck->when.tv_nsec = c->time_ns;
@@ -338,6 +345,22 @@ static int choose(const struct walk *w, const char *dir, const struct timespec *
 			       fmt_time(at, tb, sizeof(tb)), w->ck.n ? "" : " (the journal is empty)");
 	else if (!w->ck.v[c].ok)
 		bad = c;
+	/* a gap (13.4): a later session that says journalling stopped before at, and
+	 * started again after it */
+	for (i = 0; bad == SIZE_MAX && i < w->ck.n; i++) {
+		const struct ckpt *g = &w->ck.v[i];
+		const struct timespec since = g->gap_since;
+
+		if (g->gap_prev && g->time_ok && (i == 0 || g->session != w->ck.v[i - 1].session) &&
+		    time_le(&since, at) && !time_le(&g->when, at)) {
+			char tb2[64], tb3[64];
+
+			return ic_fail(-ENOENT, "%s: %s is in a gap of the journal: session %u stopped journalling at %s, session %u started again at %s",
+				       dir, fmt_time(at, tb, sizeof(tb)), g->gap_prev,
+				       fmt_time(&since, tb2, sizeof(tb2)), g->session,
+				       fmt_time(&g->when, tb3, sizeof(tb3)));
+		}
+	}
 	if (bad != SIZE_MAX) {
 		const struct ckpt *b = &w->ck.v[bad];
 

@@ -237,7 +237,7 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 	int ret, tries;
 
 	if (w->fd >= 0)
-		return 0;
+		return w->failed;
 	if (disk_size == 0 || disk_size > ICF_DISK_MAX)
 		return fail(w, ic_fail(-EINVAL, "disk size %llu out of range",
 				       (unsigned long long)disk_size));
@@ -379,6 +379,31 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 	if (when)
 		*when = now;
 	return 0;
+}
+
+int ic_cdp_failed(const struct ic_cdp_writer *w)
+{
+	return w->failed;
+}
+
+int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
+			  const struct timespec *gap_since)
+{
+	uint32_t prev = w->h.session;
+
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	free(w->path);
+	w->path = NULL;
+	w->failed = 0;
+	w->frames = 0;
+	memset(w->h.mac0, 0, sizeof(w->h.mac0));
+	w->h.gap_prev = prev;
+	w->h.gap_since = prev ? (int64_t)gap_since->tv_sec : 0;
+	w->h.gap_since_ns = prev ? (uint32_t)gap_since->tv_nsec : 0;
+	return ic_cdp_writer_start(w, disk_size);
 }
 
 void ic_cdp_writer_free(struct ic_cdp_writer *w)

@@ -3,7 +3,8 @@
 #                             it, which makes the key) and the passphrase file `pass`
 #   cdp_start                 nbdkit with the imgcdp filter in front of the file plugin
 #                             serving `disk` on $SOCK (pid in $NBDKIT_PID); stopped at exit
-#   cdp_io CMD...             a qemu-io session over NBD running each CMD (one -c each)
+#   cdp_io CMD...             a qemu-io session over NBD running each CMD (one -c each);
+#                             writeback: writes without FUA, flushes where asked (and at exit)
 #   cdp_mark K                after an acknowledged flush: T[K] = now, snap.K = the disk
 #   cdp_journal               the path of the newest journal file
 requires nbdkit qemu-io imgbackup imgrestore cmp
@@ -30,24 +31,25 @@ cdp_stop()
 
 cdp_start()
 {
-	rm -f "$SOCK" nbdkit.pid
-	nbdkit -U "$SOCK" -P "$TESTDIR/nbdkit.pid" --filter="$FILTER" file disk chain=C \
-		passphrase-file=pass "$@" 2>>nbdkit.log || { cat nbdkit.log >&2; fail "nbdkit did not start"; }
-	# the daemon writes its pid file once it serves (the parent may exit first)
+	rm -f "$SOCK"
+	# in the foreground (in the background nbdkit's messages would go nowhere)
+	nbdkit -f --log=stderr -U "$SOCK" --filter="$FILTER" file disk chain=C \
+		passphrase-file=pass "$@" 2>>nbdkit.log &
+	NBDKIT_PID=$!
+	cleanup_fn cdp_stop
 	for _ in $(seq 600); do
-		[[ -s nbdkit.pid && -S $SOCK ]] && break
+		[[ -S $SOCK ]] && break
+		kill -0 "$NBDKIT_PID" 2>/dev/null || { cat nbdkit.log >&2; fail "nbdkit did not start"; }
 		sleep 0.1
 	done
-	[[ -s nbdkit.pid ]] || fail "nbdkit wrote no pid file in 60 s"
-	NBDKIT_PID=$(cat nbdkit.pid)
-	cleanup_fn cdp_stop
+	[[ -S $SOCK ]] || fail "nbdkit did not serve in 60 s"
 }
 
 cdp_io()
 {
 	local a=()
 	for c in "$@"; do a+=(-c "$c"); done
-	qemu-io -f raw "$URI" "${a[@]}" >>io.log 2>&1 || { tail io.log >&2; fail "qemu-io ${a[*]} failed"; }
+	qemu-io -t writeback -f raw "$URI" "${a[@]}" >>io.log 2>&1 || { tail io.log >&2; fail "qemu-io ${a[*]} failed"; }
 }
 
 cdp_mark()

@@ -42,7 +42,7 @@ for i in $(seq 0 1999); do
 	((i % 10)) || cmds+=(-c flush)
 done
 : >kill-io.log
-qemu-io -f raw "$URI" "${cmds[@]}" >kill-io.log 2>&1 &
+qemu-io -t writeback -f raw "$URI" "${cmds[@]}" >kill-io.log 2>&1 &
 io=$!
 for _ in $(seq 600); do          # kill once 30 writes went through (60 s at most)
 	n=$(grep -c '^wrote' kill-io.log || true)
