@@ -28,6 +28,11 @@ static struct ic_cdp_writer *writer;
 static bool started;
 /* on-error=gap: journalling stopped at gap_since; every flush tries a new session */
 static bool gap_policy, in_gap;
+/* session-size=: a new session once the current one holds that much; keep-sessions= */
+static uint64_t session_size;
+/* a new session's capture failed: it has no checkpoint 0 and must get nothing more */
+static bool broken;
+static int keep_sessions;
 static struct timespec gap_since;
 static uint8_t *blockbuf;
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
@@ -62,6 +67,16 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 		block_size = (uint32_t)n;
 		return 0;
 	}
+	if (!strcmp(k, "session-size")) {
+		if (ic_parse_size(v, &session_size)) {
+			nbdkit_error("imgcdp: session-size=%s: not a size", v);
+			return -1;
+		}
+		return 0;
+	}
+	if (!strcmp(k, "keep-sessions"))
+		return nbdkit_parse_int("keep-sessions", v, &keep_sessions) == -1 ||
+		       keep_sessions < 0 ? -1 : 0;
 	if (!strcmp(k, "on-error")) {
 		if (strcmp(v, "fail") && strcmp(v, "gap")) {
 			nbdkit_error("imgcdp: on-error=%s: must be fail or gap", v);
@@ -94,7 +109,10 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
 	"level=N               zstd level (default 3)\n" \
 	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
-	"                      (default), or keep serving and start a new session later"
+	"                      (default), or keep serving and start a new session later\n" \
+	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
+	"                      SIZE journalled since the capture (default: never)\n" \
+	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)"
 
 /* Unlock the key before serving: a wrong passphrase refuses to start. */
 static int imgcdp_get_ready(int thread_model)
@@ -190,7 +208,7 @@ static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t 
 /* on-error=fail: once the journal failed, nothing more reaches the disk. */
 static int refused(int *err)
 {
-	if (gap_policy || !ic_cdp_failed(writer))
+	if (gap_policy || (!broken && !ic_cdp_failed(writer)))
 		return 0;
 	nbdkit_error("imgcdp: refused: the journal failed earlier (%s)", ic_cdp_path(writer));
 	*err = EIO;
@@ -262,20 +280,32 @@ static int start(nbdkit_next *next, int *err)
 	return 0;
 }
 
-/* on-error=gap, at a flush: try a new session after the gap. */
+/* At a flush: a new session, after a gap (on-error=gap) or when the current one is full
+ * (session-size=), then the oldest removed (keep-sessions=). */
 static void resume(nbdkit_next *next)
 {
 	int64_t size = next->get_size(next);
 	int err = 0, ret;
 
-	ret = ic_cdp_writer_restart(writer, (uint64_t)size, &gap_since);
-	if (ret) {
+	ret = ic_cdp_writer_restart(writer, (uint64_t)size, in_gap ? &gap_since : NULL);
+	if (ret)
 		report(ret);
+	if (ret || capture_all(next, (uint64_t)size, &err)) {
+		/* no checkpoint 0: nothing may be journalled into this session */
+		if (gap_policy && !in_gap) {
+			in_gap = true;
+			clock_gettime(CLOCK_REALTIME, &gap_since);
+		}
+		broken = !gap_policy;
 		return;
 	}
-	if (capture_all(next, (uint64_t)size, &err) == 0) {
-		in_gap = false;
+	if (in_gap)
 		nbdkit_error("imgcdp: journalling again after the gap: %s", ic_cdp_path(writer));
+	in_gap = false;
+	if (keep_sessions) {
+		ret = ic_cdp_prune(writer, (unsigned)keep_sessions);
+		if (ret < 0)
+			report(ret);
 	}
 }
 
@@ -328,6 +358,14 @@ static int do_flush(nbdkit_next *next, int *err)
 	if (j.r == -1) {
 		*err = j.err;
 		return -1;
+	}
+	/* rotation: a new session, the disk as it is now; a failure there is the journal's */
+	if (r != -1 && session_size && !in_gap && ic_cdp_session_bytes(writer) >= session_size) {
+		resume(next);
+		if (broken) {
+			*err = EIO;
+			return -1;
+		}
 	}
 	return r;
 }

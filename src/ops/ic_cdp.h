@@ -27,11 +27,16 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 /* Start the session: a new journal file CHAIN/cdp/NNNNNNNN.cdp for a disk of
  * disk_size bytes, header written and synced.  Then interval 0 (the capture) is open. */
 int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size);
-/* After a failure (on-error=gap): close the failed session and start a new one (as
- * ic_cdp_writer_start) whose header records the gap: the session before it and
- * gap_since, when journalling stopped (FORMAT.md 13.4). */
+/* Close the session and start a new one (as ic_cdp_writer_start): after a failure
+ * (on-error=gap) with gap_since, when journalling stopped, which the new header records
+ * with the session before it (FORMAT.md 13.4); NULL for a rotation without a gap. */
 int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
 			  const struct timespec *gap_since);
+/* Bytes the session journalled after its checkpoint 0 (the capture not counted). */
+uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w);
+/* Remove the oldest sessions of the chain's journal so that keep remain (never the
+ * writer's own).  Returns how many were removed, or a negative errno. */
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep);
 /* The writer's sticky failure (0: none). */
 int ic_cdp_failed(const struct ic_cdp_writer *w);
 uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w);

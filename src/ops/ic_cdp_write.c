@@ -14,6 +14,7 @@
 #include <sodium.h>
 #include <xxhash.h>
 
+#include "ic_array.h"
 #include "ic_cdp.h"
 #include "ic_cdp_int.h"
 #include "ic_chain.h"
@@ -34,6 +35,7 @@ struct ic_cdp_writer {
 	uint8_t kcdp[32], mac[32];
 	crypto_generichash_state hk;
 	uint64_t k, frames, off, nblocks;
+	uint64_t off0;              /* the end of checkpoint 0 */
 	struct timespec last;
 	int fd;
 	int failed;                 /* sticky: the first failure */
@@ -372,6 +374,8 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 		return fail(w, ret);
 	memcpy(w->mac, c.mac, 32);
 	w->off += sizeof(c);
+	if (w->k == 0)
+		w->off0 = w->off;
 	w->k++;
 	w->frames = 0;
 	w->last = now;
@@ -379,6 +383,60 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 	if (when)
 		*when = now;
 	return 0;
+}
+
+uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w)
+{
+	return w->k ? w->off - w->off0 : 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
+{
+	IC_ARRAY(uint32_t) s = { 0 };
+	struct dirent *de;
+	char name[32];
+	size_t i;
+	int ret = 0, n = 0;
+	DIR *d = opendir(w->cdp_dir);
+
+	if (!d)
+		return ic_fail(-errno, "%s: %s", w->cdp_dir, strerror(errno));
+	while (!ret && (de = readdir(d))) {
+		unsigned v;
+		char tail[8];
+
+		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8u%7s", &v, tail) == 2 &&
+		    !strcmp(tail, ICF_CDP_SUFFIX) && v != w->h.session)
+			ret = ic_array_push(&s, v);
+	}
+	closedir(d);
+	if (!ret && s.n)
+		qsort(s.v, s.n, sizeof(*s.v), cmp_u32);
+	/* keep - 1 others besides the writer's own session */
+	for (i = 0; !ret && keep && i + (keep - 1) < s.n; i++) {
+		char *path;
+
+		snprintf(name, sizeof(name), "%08u%s", s.v[i], ICF_CDP_SUFFIX);
+		path = ic_path_join(w->cdp_dir, name);
+		if (!path)
+			ret = -ENOMEM;
+		else if (unlink(path) < 0 && errno != ENOENT)
+			ret = ic_fail(-errno, "%s: remove: %s", path, strerror(errno));
+		else
+			n++;
+		free(path);
+	}
+	ic_array_free(&s);
+	if (!ret && n)
+		ret = ic_fsync_dir(w->cdp_dir);
+	return ret ? ret : n;
 }
 
 int ic_cdp_failed(const struct ic_cdp_writer *w)
@@ -400,9 +458,9 @@ int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
 	w->failed = 0;
 	w->frames = 0;
 	memset(w->h.mac0, 0, sizeof(w->h.mac0));
-	w->h.gap_prev = prev;
-	w->h.gap_since = prev ? (int64_t)gap_since->tv_sec : 0;
-	w->h.gap_since_ns = prev ? (uint32_t)gap_since->tv_nsec : 0;
+	w->h.gap_prev = gap_since ? prev : 0;
+	w->h.gap_since = w->h.gap_prev ? (int64_t)gap_since->tv_sec : 0;
+	w->h.gap_since_ns = w->h.gap_prev ? (uint32_t)gap_since->tv_nsec : 0;
 	return ic_cdp_writer_start(w, disk_size);
 }
 

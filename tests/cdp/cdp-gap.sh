@@ -6,6 +6,9 @@
 #   on-error=gap: the flush succeeds and the filter serves on; the next flush starts a new
 #     session (the disk as it then is) that records the gap: a time inside the gap is refused
 #     (exit 1, "in a gap"), times before it and after it restore exactly.
+# Bounded: session-size= starts a new session at the flush that finds the current one that
+# big, keep-sessions= removes the oldest: the newest checkpoints restore exactly, the removed
+# ones are gone (exit 1).
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 source "$top_srcdir/tests/cdp/cdp-lib.sh"
 
@@ -72,3 +75,25 @@ expect_exit 1 imgrestore -P pass --at "$gap" C r
 expect_msg "is in a gap of the journal: session 1 stopped journalling at"
 [[ ! -e r ]] || fail "a refused restore left DEST"
 cdp_stop
+
+# ---- session-size= and keep-sessions= --------------------------------------------------------
+rm -rf C/cdp
+cdp_start session-size=200K keep-sessions=2
+cdp_io flush; cdp_mark 0
+for k in 1 2 3 4 5; do                  # 300 KB of random bytes: one new session each
+	mkrandom_bytes "rnd.$k" 300000 "r$k"
+	cdp_io "write -s rnd.$k $((k * 300000)) 300000" flush; cdp_mark $k
+done
+cdp_stop
+n=$(ls C/cdp | wc -l)
+((n == 2)) || fail "keep-sessions=2: $n sessions: $(ls C/cdp)"
+for f in C/cdp/*.cdp; do
+	(($(stat -c %s "$f") < 2 * 1048576)) || fail "$f: not bounded by session-size"
+done
+for k in 4 5; do
+	expect_exit 0 imgrestore -P pass --at "${T[$k]}" C r
+	cmp r "snap.$k" || fail "rotated sessions: checkpoint $k differs"
+	rm r
+done
+expect_exit 1 imgrestore -P pass --at "${T[1]}" C r
+expect_msg "no checkpoint at or before"
