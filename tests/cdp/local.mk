@@ -5,3 +5,8 @@ SH_TESTS += \
 	tests/cdp/cdp-gap.sh \
 	tests/cdp/cdp-boot.sh
 EXTRA_DIST += tests/cdp/cdp-lib.sh tests/cdp/cdpj.py
+
+# the journal's writer and reader without nbdkit
+UNIT_TESTS += test_cdp
+test_cdp_SOURCES = tests/unit/test_cdp.c tests/unit/unit.h
+test_cdp_LDADD = $(LIBDEPS)
