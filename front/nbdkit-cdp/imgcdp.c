@@ -370,55 +370,46 @@ static int do_flush(nbdkit_next *next, int *err)
 	return r;
 }
 
-static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count,
-			 uint64_t off, uint32_t flags, int *err)
+enum change { WRITE, ZERO, TRIM };
+
+/* A write, zero or trim: forwarded (FUA stripped), then its blocks journalled as the disk
+ * beneath now reads, then with FUA a flush of both. */
+static int change(nbdkit_next *next, enum change op, const void *buf, uint32_t count,
+		  uint64_t off, uint32_t flags, int *err)
 {
+	uint32_t f = flags & ~NBDKIT_FLAG_FUA;
 	int r;
 
 	pthread_mutex_lock(&lock);
 	r = refused(err) ? -1 : 0;
 	if (r != -1)
-		r = next->pwrite(next, buf, count, off, flags & ~NBDKIT_FLAG_FUA, err);
+		r = op == WRITE ? next->pwrite(next, buf, count, off, f, err)
+		  : op == ZERO ? next->zero(next, count, off, f, err)
+			       : next->trim(next, count, off, f, err);
 	if (r != -1)
-		r = capture(next, buf, count, off, false, err);
+		r = capture(next, buf, count, off, op == ZERO, err);
 	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
 		r = do_flush(next, err);
 	pthread_mutex_unlock(&lock);
 	return r;
+}
+
+static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count,
+			 uint64_t off, uint32_t flags, int *err)
+{
+	return change(next, WRITE, buf, count, off, flags, err);
 }
 
 static int imgcdp_zero(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
 		       uint32_t flags, int *err)
 {
-	int r;
-
-	pthread_mutex_lock(&lock);
-	r = refused(err) ? -1 : 0;
-	if (r != -1)
-		r = next->zero(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
-	if (r != -1)
-		r = capture(next, NULL, count, off, true, err);
-	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
-		r = do_flush(next, err);
-	pthread_mutex_unlock(&lock);
-	return r;
+	return change(next, ZERO, NULL, count, off, flags, err);
 }
 
 static int imgcdp_trim(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
 		       uint32_t flags, int *err)
 {
-	int r;
-
-	pthread_mutex_lock(&lock);
-	r = refused(err) ? -1 : 0;
-	if (r != -1)
-		r = next->trim(next, count, off, flags & ~NBDKIT_FLAG_FUA, err);
-	if (r != -1)
-		r = capture(next, NULL, count, off, false, err);
-	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
-		r = do_flush(next, err);
-	pthread_mutex_unlock(&lock);
-	return r;
+	return change(next, TRIM, NULL, count, off, flags, err);
 }
 
 static int imgcdp_flush(nbdkit_next *next, void *handle, uint32_t flags, int *err)

@@ -10,6 +10,12 @@
 #include "imgchain_format.h"
 #include "ic_keys.h"
 
+#include "ic_array.h"
+
+/* The session numbers of dir (CHAIN/cdp: a directory, not a link), ascending. */
+struct ic_cdp_sessions IC_ARRAY_BODY(uint32_t);
+int ic_cdp_list_sessions(const char *dir, struct ic_cdp_sessions *out);
+
 /* K_cdp of generation g: BLAKE2b-256(key = seal key of g, "ICCDPKEY" || chain_id). */
 int ic_cdp_mac_key(const struct ic_key *key, uint16_t g, uint8_t out[32]);
 /* J(k): the origin_id of interval k's records. */

@@ -265,46 +265,6 @@ out:
 	return ret;
 }
 
-struct sessions IC_ARRAY_BODY(uint32_t);
-
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* The session numbers of dir (CHAIN/cdp), ascending. */
-static int list_sessions(const char *dir, struct sessions *out)
-{
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
-	int ret = 0;
-
-	if (lstat(dir, &st) < 0)
-		return ic_fail(-errno, "%s: %s (no journal: was the chain written through the imgcdp filter?)",
-			       dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
-			       ic_file_kind(st.st_mode));
-	d = opendir(dir);
-	if (!d)
-		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
-	while (!ret && (de = readdir(d))) {
-		unsigned s;
-		char tail[8];
-
-		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
-		    !strcmp(tail, ICF_CDP_SUFFIX) && s >= 1 && s <= ICF_SEQ_MAX)
-			ret = ic_array_push(out, s);
-	}
-	closedir(d);
-	if (!ret && out->n)
-		qsort(out->v, out->n, sizeof(*out->v), cmp_u32);
-	return ret;
-}
-
 static const char *fmt_time(const struct timespec *t, char *buf, size_t len)
 {
 	struct tm tm;
@@ -436,7 +396,7 @@ out:
 
 int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_stats *st)
 {
-	struct sessions sessions = { 0 };
+	struct ic_cdp_sessions sessions = { 0 };
 	struct ic_key *key = NULL;
 	struct walk w = { .dest = -1 };
 	char *dir = ic_path_join(o->chain_dir, ICF_CDP_DIR), tb[64];
@@ -447,7 +407,7 @@ int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_st
 	memset(st, 0, sizeof(*st));
 	if (!dir)
 		return -ENOMEM;
-	ret = list_sessions(dir, &sessions);
+	ret = ic_cdp_list_sessions(dir, &sessions);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &key);
 	for (i = 0; !ret && i < sessions.n; i++) {

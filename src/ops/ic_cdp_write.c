@@ -209,28 +209,42 @@ const char *ic_cdp_path(const struct ic_cdp_writer *w)
 	return w->path ? w->path : w->cdp_dir;
 }
 
-/* One above the highest session number in the directory. */
-static int next_session(const char *dir, uint32_t *out)
+static int cmp_u32(const void *a, const void *b)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	uint32_t top = 0;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
+	return x < y ? -1 : x > y;
+}
+
+int ic_cdp_list_sessions(const char *dir, struct ic_cdp_sessions *out)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int ret = 0;
+
+	if (lstat(dir, &st) < 0)
+		return ic_fail(-errno, "%s: %s (no journal: was the chain written through the imgcdp filter?)",
+			       dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
+			       ic_file_kind(st.st_mode));
+	d = opendir(dir);
 	if (!d)
 		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
-	while ((de = readdir(d))) {
+	while (!ret && (de = readdir(d))) {
 		unsigned s;
 		char tail[8];
 
-		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
-		    !strcmp(tail, ICF_CDP_SUFFIX) && s > top)
-			top = s;
+		if (strlen(de->d_name) == 12 && strspn(de->d_name, "0123456789") == 8 &&
+		    sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
+		    !strcmp(tail, ICF_CDP_SUFFIX) && s >= 1 && s <= ICF_SEQ_MAX)
+			ret = ic_array_push(out, s);
 	}
 	closedir(d);
-	if (top >= ICF_SEQ_MAX)
-		return ic_fail(-ENOSPC, "%s: no session number left", dir);
-	*out = top + 1;
-	return 0;
+	if (!ret && out->n)
+		qsort(out->v, out->n, sizeof(*out->v), cmp_u32);
+	return ret;
 }
 
 int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
@@ -259,12 +273,15 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 	if (ret)
 		return fail(w, ret);
 	for (tries = 0;; tries++) {
-		uint32_t session = 0;
+		struct ic_cdp_sessions all = { 0 };
 
-		ret = next_session(w->cdp_dir, &session);
+		ret = ic_cdp_list_sessions(w->cdp_dir, &all);
+		if (!ret && all.n && all.v[all.n - 1] >= ICF_SEQ_MAX)
+			ret = ic_fail(-ENOSPC, "%s: no session number left", w->cdp_dir);
+		w->h.session = all.n ? all.v[all.n - 1] + 1 : 1;
+		ic_array_free(&all);
 		if (ret)
 			return fail(w, ret);
-		w->h.session = session;
 		snprintf(name, sizeof(name), "%08u%s", w->h.session, ICF_CDP_SUFFIX);
 		ret = ic_open_regular(AT_FDCWD, w->cdp_dir, name, O_RDWR | O_CREAT | O_EXCL, 0600,
 				      &w->fd);
@@ -390,37 +407,16 @@ uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w)
 	return w->k ? w->off - w->off0 : 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
 {
-	IC_ARRAY(uint32_t) s = { 0 };
-	struct dirent *de;
+	struct ic_cdp_sessions s = { 0 };
 	char name[32];
 	size_t i;
-	int ret = 0, n = 0;
-	DIR *d = opendir(w->cdp_dir);
+	int ret, n = 0;
 
-	if (!d)
-		return ic_fail(-errno, "%s: %s", w->cdp_dir, strerror(errno));
-	while (!ret && (de = readdir(d))) {
-		unsigned v;
-		char tail[8];
-
-		if (strlen(de->d_name) == 12 && sscanf(de->d_name, "%8u%7s", &v, tail) == 2 &&
-		    !strcmp(tail, ICF_CDP_SUFFIX) && v != w->h.session)
-			ret = ic_array_push(&s, v);
-	}
-	closedir(d);
-	if (!ret && s.n)
-		qsort(s.v, s.n, sizeof(*s.v), cmp_u32);
-	/* keep - 1 others besides the writer's own session */
-	for (i = 0; !ret && keep && i + (keep - 1) < s.n; i++) {
+	ret = ic_cdp_list_sessions(w->cdp_dir, &s);
+	/* the oldest, leaving keep of them (the writer's own, the newest, among them) */
+	for (i = 0; !ret && keep && i + keep < s.n && s.v[i] != w->h.session; i++) {
 		char *path;
 
 		snprintf(name, sizeof(name), "%08u%s", s.v[i], ICF_CDP_SUFFIX);
