@@ -26,6 +26,7 @@ int ic_cdp_restore_main(const char *at, const struct ic_cli *cli, int argc, char
 	o.dest = argv[cli->optind + 1];
 	o.passphrase_file = cli->passphrase_file;
 	o.quiet = cli->quiet;
+	o.accept_rollback = cli->accept_rollback;
 	ic_install_signals();
 	ret = ic_cdp_restore(&o, &st);
 	if (ret)

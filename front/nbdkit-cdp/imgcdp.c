@@ -123,6 +123,8 @@ static int imgcdp_get_ready(int thread_model)
 
 	ic_progname = "imgcdp";
 	ret = ic_key_unlock(chain_dir, pass_file, &key);
+	if (!ret)       /* a key file older than the key holder saw is refused */
+		ret = ic_state_check_key(chain_dir, key->chain_id, false);
 	if (!ret)
 		ret = ic_cdp_writer_new(&o, key, &writer);
 	if (ret) {

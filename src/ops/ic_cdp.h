@@ -61,6 +61,7 @@ struct ic_cdp_restore_opts {
 	const char *passphrase_file;
 	struct timespec at;             /* the last checkpoint at or before it */
 	bool quiet;
+	bool accept_rollback;           /* a key file older than the key holder saw */
 };
 
 struct ic_cdp_restore_stats {

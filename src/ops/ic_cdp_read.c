@@ -19,6 +19,7 @@
 #include "ic_cdp_int.h"
 #include "ic_codec.h"
 #include "ic_mem.h"
+#include "ic_state.h"
 #include "ic_unlock.h"
 #include "ic_util.h"
 
@@ -408,8 +409,12 @@ int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_st
 	if (!dir)
 		return -ENOMEM;
 	ret = ic_cdp_list_sessions(dir, &sessions);
+	if (!ret && access(o->dest, F_OK) == 0)
+		ret = ic_fail(-EEXIST, "%s: exists (--at writes a new file)", o->dest);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &key);
+	if (!ret)       /* the key file's generation, as every keyed tool checks it */
+		ret = ic_state_check_key(o->chain_dir, key->chain_id, o->accept_rollback);
 	for (i = 0; !ret && i < sessions.n; i++) {
 		struct journal j = { 0 };
 

@@ -31,6 +31,10 @@ cmp r.iso snap.2 || fail "--at in UTC ISO form differs"
 expect_exit 1 imgrestore -P pass --at 1000000000 C r.none
 expect_msg "no checkpoint at or before 2001-09-09T01:46:40"
 [[ ! -e r.none ]] || fail "a failed restore left DEST"
+cp snap.0 r.exists
+expect_exit 1 imgrestore -P pass --at "${T[1]}" C r.exists
+expect_msg "r.exists: exists"
+cmp r.exists snap.0 || fail "an existing DEST was changed"
 expect_exit 2 imgrestore -P pass --at yesterday C r.none
 expect_exit 2 imgrestore -P pass --at 1000000000 C
 
