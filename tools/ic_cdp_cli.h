@@ -4,8 +4,8 @@
 
 #include "ic_cli.h"
 
-/* Run `imgrestore --at TIME CHAIN DEST` once the options are parsed; returns the exit
- * status. */
+/* Run `imgrestore --at TIME CHAIN DEST`, or with at NULL `imgrestore --checkpoints
+ * CHAIN`, once the options are parsed; returns the exit status. */
 int ic_cdp_restore_main(const char *at, const struct ic_cli *cli, int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const struct ic_cli_opt opts[] = {
 	{ "at", 320, "TIME", "restore the CDP journal's disk as of the last checkpoint at\n"
 			     "or before TIME (seconds since 1970, or UTC\n"
 			     "YYYY-MM-DDTHH:MM:SS[.F]): CHAIN DEST, no NAME" },
+	{ "checkpoints", 321, NULL, "list the CDP journal's checkpoints (verified): CHAIN" },
 	{ 0 },
 };
 
@@ -22,6 +23,7 @@ static struct ic_cli cli = {
 	.synopsis =
 		"Usage: imgrestore [OPTION]... CHAIN NAME DEST\n"
 		"  or:  imgrestore [OPTION]... --at TIME CHAIN DEST\n"
+		"  or:  imgrestore [OPTION]... --checkpoints CHAIN\n"
 		"Write the disk of restore point NAME (\"latest\": the newest) to DEST: a block\n"
 		"device (every byte written) or a file (created sparse: zero blocks are holes).\n"
 		"Every block is authenticated; the first bad block stops the restore with exit\n"
@@ -36,6 +38,7 @@ int main(int argc, char **argv)
 {
 	struct ic_restore_opts o = { 0 };
 	const char *at = NULL;
+	bool list = false;
 	struct ic_restore_stats st;
 	char a[32], r[32];
 	int c, ret;
@@ -50,11 +53,12 @@ int main(int argc, char **argv)
 				return IC_EXIT_USAGE;
 			break;
 		case 320: at = cli.optarg; break;
+		case 321: list = true; break;
 		}
 	}
 	if (c < 0)
 		return cli.status;
-	if (at)
+	if (at || list)
 		return ic_cdp_restore_main(at, &cli, argc, argv);
 	if (argc - cli.optind != 3)
 		return ic_cli_usage("expected CHAIN, NAME and DEST");

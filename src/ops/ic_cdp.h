@@ -77,6 +77,20 @@ struct ic_cdp_restore_stats {
  * the journal fails authentication on the way; no DEST is left on failure. */
 int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_stats *st);
 
+/* Every checkpoint of every session, in order (sessions ascending), after the unlock
+ * and a scan that verifies them (o->at and o->dest unused). */
+struct ic_cdp_ckpt_info {
+	uint32_t session;
+	uint64_t interval;
+	struct timespec when;
+	bool ok;                        /* the MAC chain verified up to it: restorable */
+	bool time_ok;                   /* its time verified */
+	uint32_t gap_prev;              /* the first of a session after a gap: the session before */
+	struct timespec gap_since;      /* with gap_prev: when journalling stopped */
+};
+int ic_cdp_checkpoints(const struct ic_cdp_restore_opts *o,
+		       int (*fn)(void *arg, const struct ic_cdp_ckpt_info *c), void *arg);
+
 /* Parse TIME: seconds since the epoch "[@]S[.FRACTION]" or UTC "YYYY-MM-DD[T ]HH:MM:SS[.F][Z]". */
 int ic_cdp_parse_time(const char *s, struct timespec *out);
 

@@ -395,21 +395,17 @@ out:
 	return ret;
 }
 
-int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_stats *st)
+/* Unlock, then scan every session of dir into w (the checkpoints, verified). */
+static int scan_all(const struct ic_cdp_restore_opts *o, const char *dir, struct ic_key **keyp,
+		    struct walk *w)
 {
 	struct ic_cdp_sessions sessions = { 0 };
 	struct ic_key *key = NULL;
-	struct walk w = { .dest = -1 };
-	char *dir = ic_path_join(o->chain_dir, ICF_CDP_DIR), tb[64];
-	double t0 = ic_now();
-	size_t i, c = 0;
+	size_t i;
 	int ret;
 
-	memset(st, 0, sizeof(*st));
-	if (!dir)
-		return -ENOMEM;
 	ret = ic_cdp_list_sessions(dir, &sessions);
-	if (!ret && access(o->dest, F_OK) == 0)
+	if (!ret && o->dest && access(o->dest, F_OK) == 0)
 		ret = ic_fail(-EEXIST, "%s: exists (--at writes a new file)", o->dest);
 	if (!ret)
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &key);
@@ -424,13 +420,60 @@ int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_st
 			ic_msg("%s: ignored (a session that never started)", ic_last_error(ret));
 			ret = 0;
 		} else if (!ret) {
-			ret = walk(&j, &w);
-			if (!ret && w.tail_dropped == sessions.v[i] && !o->quiet)
+			ret = walk(&j, w);
+			if (!ret && w->tail_dropped == sessions.v[i] && !o->quiet)
 				ic_msg("%s: its last checkpoint fails authentication: taken for an unacknowledged tail (a crash inside a flush) and ignored",
 				       j.path);
 		}
 		journal_close(&j);
 	}
+	ic_array_free(&sessions);
+	*keyp = key;
+	return ret;
+}
+
+int ic_cdp_checkpoints(const struct ic_cdp_restore_opts *o,
+		       int (*fn)(void *arg, const struct ic_cdp_ckpt_info *c), void *arg)
+{
+	struct ic_key *key = NULL;
+	struct walk w = { .dest = -1 };
+	char *dir = ic_path_join(o->chain_dir, ICF_CDP_DIR);
+	size_t i;
+	int ret;
+
+	if (!dir)
+		return -ENOMEM;
+	ret = scan_all(o, dir, &key, &w);
+	for (i = 0; !ret && i < w.ck.n; i++) {
+		const struct ckpt *c = &w.ck.v[i];
+		struct ic_cdp_ckpt_info info = {
+			.session = c->session, .interval = c->interval, .when = c->when,
+			.ok = c->ok, .time_ok = c->time_ok,
+			.gap_prev = (i == 0 || w.ck.v[i - 1].session != c->session) ? c->gap_prev : 0,
+			.gap_since = c->gap_since,
+		};
+
+		ret = fn(arg, &info);
+	}
+	ic_array_free(&w.ck);
+	ic_key_free(key);
+	free(dir);
+	return ret;
+}
+
+int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_stats *st)
+{
+	struct ic_key *key = NULL;
+	struct walk w = { .dest = -1 };
+	char *dir = ic_path_join(o->chain_dir, ICF_CDP_DIR), tb[64];
+	double t0 = ic_now();
+	size_t c = 0;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	if (!dir)
+		return -ENOMEM;
+	ret = scan_all(o, dir, &key, &w);
 	if (!ret)
 		ret = choose(&w, dir, &o->at, &c);
 	if (!ret) {
@@ -445,7 +488,6 @@ int ic_cdp_restore(const struct ic_cdp_restore_opts *o, struct ic_cdp_restore_st
 	}
 	st->seconds = ic_now() - t0;
 	ic_array_free(&w.ck);
-	ic_array_free(&sessions);
 	ic_key_free(key);
 	free(dir);
 	return ret;

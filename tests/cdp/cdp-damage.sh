@@ -54,7 +54,12 @@ check()
 	cp good.cdp "$j"
 }
 
+expect_exit 0 imgrestore -P pass --checkpoints C
+expect_out "session 1 checkpoint ${I[3]} "
 cdpj "$j" flip "${I[1]}"                 # a record's bytes, checksum not fixed
+expect_exit 4 imgrestore -P pass --checkpoints C
+expect_out "session 1 checkpoint ${I[1]} [^ ]+ [^ ]+\$"
+expect_out "session 1 checkpoint ${I[2]} .* FAILS AUTHENTICATION\$"
 check "changed record" 2
 expect_msg "checkpoints [0-9]+ to [0-9]+ fail authentication"
 cdpj "$j" flip "${I[1]}" fix             # the same with its checksums fixed: the MAC covers them

@@ -71,6 +71,9 @@ m = (a + b) // 2
 print("%d.%09d" % (m // 10**9, m % 10**9))
 PY
 )
+expect_exit 0 imgrestore -P pass --checkpoints C
+expect_out "gap: session 1 stopped journalling at "
+expect_out "session 2 checkpoint 0 "
 expect_exit 1 imgrestore -P pass --at "$gap" C r
 expect_msg "is in a gap of the journal: session 1 stopped journalling at"
 [[ ! -e r ]] || fail "a refused restore left DEST"
