@@ -19,6 +19,7 @@
 
 #include "imgchain.h"
 #include "ic_cdp.h"
+#include "ic_pool.h"
 
 static char *chain_dir, *pass_file;
 static uint32_t block_size;
@@ -35,6 +36,9 @@ static bool broken;
 static int keep_sessions;
 static struct timespec gap_since;
 static uint8_t *blockbuf;
+static uint8_t *stage;          /* the blocks of one request (capture) */
+static uint64_t stage_len;
+static int threads;
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
  * are journalled one at a time (reads go on in parallel) */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,6 +89,8 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 		gap_policy = !strcmp(v, "gap");
 		return 0;
 	}
+	if (!strcmp(k, "threads"))
+		return nbdkit_parse_int("threads", v, &threads) == -1 || threads < 0 ? -1 : 0;
 	if (!strcmp(k, "level")) {
 		if (nbdkit_parse_int("level", v, &level) == -1)
 			return -1;
@@ -108,6 +114,7 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"                      $IMGCHAIN_PASSPHRASE)\n" \
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
 	"level=N               zstd level (default 3)\n" \
+	"threads=N             encoders of a large write (default: one per CPU)\n" \
 	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
 	"                      (default), or keep serving and start a new session later\n" \
 	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
@@ -118,7 +125,7 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 static int imgcdp_get_ready(int thread_model)
 {
 	struct ic_cdp_writer_opts o = { .chain_dir = chain_dir, .block_size = block_size,
-					.level = level };
+					.level = level, .threads = (int)ic_thread_cap(threads, 16) };
 	int ret;
 
 	ic_progname = "imgcdp";
@@ -144,6 +151,7 @@ static void imgcdp_unload(void)
 	ic_cdp_writer_free(writer);
 	ic_key_free(key);
 	free(blockbuf);
+	free(stage);
 	free(chain_dir);
 	free(pass_file);
 }
@@ -173,38 +181,46 @@ static int journal_failed(int ret, int *err)
 
 /* Journal the whole of every block that [off, off + count) touches, as the disk beneath
  * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
- * zeros). */
+ * zeros): the blocks are put together in one buffer (the edges read back from the disk)
+ * and encoded by the writer's threads. */
 static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t off, bool zeroed,
 		   int *err)
 {
 	uint64_t b = ic_cdp_block_size(writer), size = (uint64_t)next->get_size(next);
-	uint64_t pos, end;
+	uint64_t first, pos, end, need;
 	int ret;
 
 	if (!count || in_gap)
 		return 0;
+	first = off / b;
 	end = (off + count - 1) / b;
-	for (pos = off / b; pos <= end; pos++) {
-		uint64_t start = pos * b;
-		uint32_t len = blen(size, pos);
-		const void *src = blockbuf;
+	need = (end - first + 1) * b;
+	if (need > stage_len) {
+		uint8_t *n = realloc(stage, need);
 
-		if (start >= off && start + len <= off + count) {
-			if (buf) {
-				src = (const uint8_t *)buf + (start - off);
-			} else if (zeroed) {
-				memset(blockbuf, 0, len);
-			} else if (next->pread(next, blockbuf, len, start, 0, err) == -1) {
-				return -1;
-			}
-		} else if (next->pread(next, blockbuf, len, start, 0, err) == -1) {
+		if (!n) {
+			*err = ENOMEM;
 			return -1;
 		}
-		ret = ic_cdp_put_block(writer, pos, src, len, false);
-		if (ret)
-			return journal_failed(ret, err);
+		stage = n;
+		stage_len = need;
 	}
-	return 0;
+	for (pos = first; pos <= end; pos++) {
+		uint64_t start = pos * b;
+		uint32_t len = blen(size, pos);
+		uint8_t *dst = stage + (pos - first) * b;
+
+		if (start >= off && start + len <= off + count && (buf || zeroed)) {
+			if (buf)
+				memcpy(dst, (const uint8_t *)buf + (start - off), len);
+			else
+				memset(dst, 0, len);
+		} else if (next->pread(next, dst, len, start, 0, err) == -1) {
+			return -1;
+		}
+	}
+	ret = ic_cdp_put_range(writer, first, end - first + 1, stage, false);
+	return ret ? journal_failed(ret, err) : 0;
 }
 
 /* on-error=fail: once the journal failed, nothing more reaches the disk. */

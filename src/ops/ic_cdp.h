@@ -17,6 +17,7 @@ struct ic_cdp_writer_opts {
 	const char *chain_dir;
 	uint32_t block_size;        /* 0: the chain's (its images'), else 65536 */
 	int level;                  /* zstd level, 0: the default (3) */
+	int threads;                /* encoders of ic_cdp_put_range, 0: 1 */
 };
 
 /* Prepare a writer for chain_dir with key (unlocked by the caller; borrowed until
@@ -46,6 +47,11 @@ const char *ic_cdp_path(const struct ic_cdp_writer *w);
  * geometry): a zero frame when it is all zero (unless skip_zero: nothing), else a
  * record.  Not yet durable. */
 int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uint32_t len,
+		     bool skip_zero);
+/* The same for the n consecutive whole blocks from pos0 in buf (each at (p - pos0) x
+ * block size; the disk's short last block shorter), encoded by the writer's threads
+ * and journalled in position order. */
+int ic_cdp_put_range(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n, const uint8_t *buf,
 		     bool skip_zero);
 /* End the interval: a checkpoint frame with the current time, then fdatasync.  Only
  * when it returned 0 is everything journalled before it durable.  *when gets the

@@ -26,20 +26,6 @@
 #error "the CDP journal is written in host order, which is little-endian only"
 #endif
 
-struct ic_cdp_writer {
-	char *chain_dir, *cdp_dir, *path;
-	const struct ic_key *key;
-	struct ic_codec *codec;
-	uint8_t *frame;             /* head + record */
-	struct icf_cdp_header h;
-	uint8_t kcdp[32], mac[32];
-	crypto_generichash_state hk;
-	uint64_t k, frames, off, nblocks;
-	uint64_t off0;              /* the end of checkpoint 0 */
-	struct timespec last;
-	int fd;
-	int failed;                 /* sticky: the first failure */
-};
 
 int ic_cdp_mac_key(const struct ic_key *key, uint16_t g, uint8_t out[32])
 {
@@ -184,7 +170,9 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 			      ic_file_kind(st.st_mode));
 		goto err;
 	}
-	w->codec = ic_codec_new(w->h.block_size, o->level ? o->level : 3);
+	w->level = o->level ? o->level : 3;
+	w->nthreads = o->threads ? (unsigned)o->threads : 1;
+	w->codec = ic_codec_new(w->h.block_size, w->level);
 	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
 	if (!w->codec || !w->frame) {
 		ret = -ENOMEM;
@@ -309,25 +297,26 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 	return 0;
 }
 
-int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uint32_t len,
-		     bool skip_zero)
+uint32_t ic_cdp_block_len(const struct ic_cdp_writer *w, uint64_t pos)
 {
-	struct icf_cdp_rec *r = (struct icf_cdp_rec *)w->frame;
-	uint8_t *rec = w->frame + sizeof(*r);
+	return pos + 1 < w->nblocks ? w->h.block_size
+				    : (uint32_t)(w->h.disk_size - pos * (uint64_t)w->h.block_size);
+}
+
+int ic_cdp_encode_frame(const struct ic_cdp_writer *w, struct ic_codec *codec, uint64_t pos,
+			const void *buf, uint32_t len, bool skip_zero, uint8_t *frame)
+{
+	struct icf_cdp_rec *r = (struct icf_cdp_rec *)frame;
+	uint8_t *rec = frame + sizeof(*r);
 	struct icf_entry e;
-	uint64_t want;
 	int ret;
 
-	if (w->failed)
-		return w->failed;
 	if (w->fd < 0 || pos >= w->nblocks)
-		return fail(w, ic_fail(-EINVAL, "%s: block %llu outside the disk", ic_cdp_path(w),
-				       (unsigned long long)pos));
-	want = pos + 1 < w->nblocks ? w->h.block_size
-				    : w->h.disk_size - pos * (uint64_t)w->h.block_size;
-	if (len != want)
-		return fail(w, ic_fail(-EINVAL, "block %llu: %u bytes, not %llu",
-				       (unsigned long long)pos, len, (unsigned long long)want));
+		return ic_fail(-EINVAL, "%s: block %llu outside the disk", ic_cdp_path(w),
+			       (unsigned long long)pos);
+	if (len != ic_cdp_block_len(w, pos))
+		return ic_fail(-EINVAL, "block %llu: %u bytes, not %u", (unsigned long long)pos,
+			       len, ic_cdp_block_len(w, pos));
 	memset(r, 0, sizeof(*r));
 	r->magic = ICF_CDP_REC_MAGIC;
 	r->pos = pos;
@@ -339,22 +328,44 @@ int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uin
 		r->kind = ICF_ENTRY_ZERO;
 	} else {
 		ic_cdp_entry(&w->h, w->k, pos, len, &e);
-		ret = ic_codec_encode(w->codec, w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec,
-				      &e);
+		ret = ic_codec_encode(codec, w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec, &e);
 		if (ret)
-			return fail(w, ret);
+			return ret;
 		r->kind = e.kind;
 		r->stored_len = e.stored_len;
 		r->rec_hash = e.rec_hash;
 	}
 	r->frame_hash = XXH3_64bits(r, offsetof(struct icf_cdp_rec, frame_hash));
-	ret = ic_pwrite_full(w->fd, w->frame, sizeof(*r) + r->stored_len, w->off, w->path);
+	return (int)(sizeof(*r) + r->stored_len);
+}
+
+int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
+{
+	const struct icf_cdp_rec *r = (const struct icf_cdp_rec *)frame;
+	int ret;
+
+	if (w->failed)
+		return w->failed;
+	ret = ic_pwrite_full(w->fd, frame, sizeof(*r) + r->stored_len, w->off, w->path);
 	if (ret)
 		return fail(w, ret);
-	ic_cdp_h_add(&w->hk, r, rec);
+	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
 	w->off += sizeof(*r) + r->stored_len;
 	w->frames++;
 	return 0;
+}
+
+int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uint32_t len,
+		     bool skip_zero)
+{
+	int n;
+
+	if (w->failed)
+		return w->failed;
+	n = ic_cdp_encode_frame(w, w->codec, pos, buf, len, skip_zero, w->frame);
+	if (n < 0)
+		return fail(w, n);
+	return n ? ic_cdp_append_frame(w, w->frame) : 0;
 }
 
 int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
@@ -467,6 +478,7 @@ void ic_cdp_writer_free(struct ic_cdp_writer *w)
 	if (w->fd >= 0)
 		close(w->fd);
 	ic_codec_free(w->codec);
+	ic_cdp_range_free(w);
 	sodium_memzero(w->kcdp, sizeof(w->kcdp));
 	free(w->frame);
 	free(w->path);

@@ -1,7 +1,8 @@
 /* test_cdp.c: the CDP journal's writer and reader (src/ops/ic_cdp*) without nbdkit: a
- * modelled disk changes over eight intervals (data, zero blocks, the short last block);
- * every checkpoint restores exactly, one nanosecond before a checkpoint gives the one
- * before it, before the first none; times parse. */
+ * modelled disk changes over eight intervals (data, zero blocks, the short last block),
+ * journalled a block at a time and in ranges (two encoder threads); every checkpoint
+ * restores exactly, one nanosecond before a checkpoint gives the one before it, before
+ * the first none; times parse. */
 #include "config.h"
 
 #include <errno.h>
@@ -54,7 +55,7 @@ static void put(struct ic_cdp_writer *w, const uint8_t *disk, uint64_t p, bool s
 
 static void test_roundtrip(void)
 {
-	struct ic_cdp_writer_opts o = { .block_size = BS };
+	struct ic_cdp_writer_opts o = { .block_size = BS, .threads = 2 };
 	struct ic_cdp_writer *w = NULL;
 	struct ic_key *key = NULL;
 	uint64_t seed = 42;
@@ -69,8 +70,7 @@ static void test_roundtrip(void)
 	CHECK_EQ(ic_cdp_writer_start(w, DISK), 0);
 	for (uint64_t i = 0; i < DISK; i++)     /* blocks 2, 5 and the last hold data */
 		model[0][i] = (i / BS == 2 || i / BS == 5 || i / BS == NB - 1) ? (uint8_t)(i * 7 + 1) : 0;
-	for (uint64_t p = 0; p < NB; p++)
-		put(w, model[0], p, true);
+	CHECK_EQ(ic_cdp_put_range(w, 0, NB, model[0], true), 0);    /* two encoders */
 	CHECK_EQ(ic_cdp_checkpoint(w, &when[0]), 0);
 	for (int k = 1; k < NK; k++) {
 		memcpy(model[k], model[k - 1], DISK);
@@ -86,6 +86,10 @@ static void test_roundtrip(void)
 				for (uint32_t i = 0; i < blen(p); i += 97)
 					model[k][at + i] = (uint8_t)(k * 31 + n + i);
 			put(w, model[k], p, false);
+		}
+		if (k % 2) {            /* the last three blocks at once, one changed */
+			model[k][DISK - 1] ^= (uint8_t)k;
+			CHECK_EQ(ic_cdp_put_range(w, NB - 3, 3, model[k] + (NB - 3) * BS, false), 0);
 		}
 		usleep(2000);
 		CHECK_EQ(ic_cdp_checkpoint(w, &when[k]), 0);
