@@ -11,10 +11,12 @@
 static const struct ic_cli_opt opts[] = {
 	{ "force", 256, NULL, "replace DEST if it is an existing non-empty file" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU)" },
-	{ "at", 320, "TIME", "restore the CDP journal's disk as of the last checkpoint at\n"
-			     "or before TIME (seconds since 1970, or UTC\n"
-			     "YYYY-MM-DDTHH:MM:SS[.F]): CHAIN DEST, no NAME" },
-	{ "checkpoints", 321, NULL, "list the CDP journal's checkpoints (verified): CHAIN" },
+	{ "at", 320, "TIME", "restore the CDP journal's disk as of the last\n"
+			     "checkpoint at or before TIME (seconds since\n"
+			     "1970, or UTC YYYY-MM-DDTHH:MM:SS[.F]):\n"
+			     "operands CHAIN DEST" },
+	{ "checkpoints", 321, NULL, "list the CDP journal's checkpoints, verified:\n"
+				    "operand CHAIN" },
 	{ 0 },
 };
 
