@@ -1,4 +1,4 @@
-/* imgchain_cdp.h: the continuous data protection journal (FORMAT.md section 13).
+/* imgchain_cdp.h: the continuous data protection journal (FORMAT.md section 14).
  * Little-endian, packed; FORMAT.md is normative. */
 #ifndef IMGCHAIN_CDP_H
 #define IMGCHAIN_CDP_H
@@ -26,7 +26,7 @@ struct icf_cdp_header {
 	uint64_t session_id;
 	uint64_t disk_size;
 	int64_t created;
-	uint32_t gap_prev;		/* 0, or the session before a gap (FORMAT.md 13.4) */
+	uint32_t gap_prev;		/* 0, or the session before a gap (FORMAT.md 14.4) */
 	uint32_t gap_since_ns;
 	int64_t gap_since;		/* when that session stopped journalling */
 	uint8_t reserved0[928];

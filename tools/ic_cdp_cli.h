@@ -1,4 +1,4 @@
-/* ic_cdp_cli.h: imgrestore --at (the CDP journal, FORMAT.md section 13). */
+/* ic_cdp_cli.h: imgrestore --at (the CDP journal, FORMAT.md section 14). */
 #ifndef IC_CDP_CLI_H
 #define IC_CDP_CLI_H
 

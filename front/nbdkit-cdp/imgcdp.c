@@ -1,5 +1,5 @@
 /* imgcdp: an nbdkit filter that journals every write, zero and trim of the disk beneath
- * it into an imgchain chain's CDP journal (FORMAT.md section 13), encrypted under the
+ * it into an imgchain chain's CDP journal (FORMAT.md section 14), encrypted under the
  * chain key, and acknowledges a flush (or FUA) only once the journal holds everything up
  * to it durably.  Every flush is a checkpoint with its time (`imgrestore --at`).
  *

@@ -1,5 +1,5 @@
 # The CDP journal (src/ops/ic_cdp*) and the nbdkit filter that writes it
-# (front/nbdkit-cdp/; FORMAT.md section 13).  Included by Makefile.am.
+# (front/nbdkit-cdp/; FORMAT.md section 14).  Included by Makefile.am.
 libimgchain_a_SOURCES += format/imgchain_cdp.h src/ops/ic_cdp.h src/ops/ic_cdp_int.h \
 	src/ops/ic_cdp_write.c src/ops/ic_cdp_read.c src/ops/ic_cdp_range.c
 # position-independent, so that the filter (a shared object) can link it in

@@ -1,5 +1,5 @@
 /* ic_cdp.h: continuous data protection, the journal of every write to a disk
- * (FORMAT.md section 13): the writer the nbdkit filter drives, and the reader behind
+ * (FORMAT.md section 14): the writer the nbdkit filter drives, and the reader behind
  * `imgrestore --at`.  Nothing here knows nbdkit. */
 #ifndef IC_CDP_H
 #define IC_CDP_H
@@ -30,7 +30,7 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size);
 /* Close the session and start a new one (as ic_cdp_writer_start): after a failure
  * (on-error=gap) with gap_since, when journalling stopped, which the new header records
- * with the session before it (FORMAT.md 13.4); NULL for a rotation without a gap. */
+ * with the session before it (FORMAT.md 14.4); NULL for a rotation without a gap. */
 int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
 			  const struct timespec *gap_since);
 /* Bytes the session journalled after its checkpoint 0 (the capture not counted). */

@@ -1,4 +1,4 @@
-/* ic_cdp_int.h: what the journal's writer and reader share (FORMAT.md 13.2). */
+/* ic_cdp_int.h: what the journal's writer and reader share (FORMAT.md 14.2). */
 #ifndef IC_CDP_INT_H
 #define IC_CDP_INT_H
 

@@ -1,4 +1,4 @@
-/* ic_cdp_read.c: the CDP journal's reader (FORMAT.md 13.3): the checkpoints of every
+/* ic_cdp_read.c: the CDP journal's reader (FORMAT.md 14.3): the checkpoints of every
  * session, and the disk as of one of them (imgrestore --at). */
 #include "config.h"
 
@@ -25,7 +25,7 @@
 
 struct ckpt {
 	uint32_t session;
-	uint32_t gap_prev;          /* the session's header's (13.4) */
+	uint32_t gap_prev;          /* the session's header's (14.4) */
 	struct timespec gap_since;
 	uint64_t interval;
 	struct timespec when;
@@ -126,7 +126,7 @@ static uint32_t block_len(const struct journal *j, uint64_t pos)
 				    : (uint32_t)(j->h.disk_size - pos * (uint64_t)j->h.block_size);
 }
 
-/* Walk the frames of j (FORMAT.md 13.3).  Scan mode (w->dest < 0): list the
+/* Walk the frames of j (FORMAT.md 14.3).  Scan mode (w->dest < 0): list the
  * checkpoints.  Apply mode: also decode and write every record up to checkpoint w->stop,
  * which must verify; stops there. */
 static int walk(struct journal *j, struct walk *w)
@@ -306,7 +306,7 @@ static int choose(const struct walk *w, const char *dir, const struct timespec *
 			       fmt_time(at, tb, sizeof(tb)), w->ck.n ? "" : " (the journal is empty)");
 	else if (!w->ck.v[c].ok)
 		bad = c;
-	/* a gap (13.4): a later session that says journalling stopped before at, and
+	/* a gap (14.4): a later session that says journalling stopped before at, and
 	 * started again after it */
 	for (i = 0; bad == SIZE_MAX && i < w->ck.n; i++) {
 		const struct ckpt *g = &w->ck.v[i];

@@ -1,4 +1,4 @@
-/* ic_cdp_write.c: the CDP journal's writer (FORMAT.md section 13), and what the
+/* ic_cdp_write.c: the CDP journal's writer (FORMAT.md section 14), and what the
  * writer and the reader share (keys, ids, MACs). */
 #include "config.h"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""cdpj.py: read and edit a CDP journal (FORMAT.md section 13) for the damage tests.
+"""cdpj.py: read and edit a CDP journal (FORMAT.md section 14) for the damage tests.
 
   cdpj.py J at TIME            interval of the last checkpoint at or before TIME
   cdpj.py J flip AFTER [fix]   flip a ciphertext byte of the first data record after
