@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "ic_cli.h"
+#include "ic_cdp_cli.h"
 #include "imgchain.h"
 
 static const struct ic_cli_opt opts[] = {
@@ -16,6 +17,12 @@ static const struct ic_cli_opt opts[] = {
 	{ "sync-from", 258, "POINT", "DEST holds restore point POINT exactly: write\n"
 				     "the blocks whose entries differ, without\n"
 				     "reading DEST" },
+	{ "at", 320, "TIME", "restore the CDP journal's disk as of the last\n"
+			     "checkpoint at or before TIME (seconds since\n"
+			     "1970, or UTC YYYY-MM-DDTHH:MM:SS[.F]):\n"
+			     "operands CHAIN DEST" },
+	{ "checkpoints", 321, NULL, "list the CDP journal's checkpoints, verified:\n"
+				    "operand CHAIN" },
 	{ 0 },
 };
 
@@ -23,6 +30,8 @@ static struct ic_cli cli = {
 	.prog = "imgrestore",
 	.synopsis =
 		"Usage: imgrestore [OPTION]... CHAIN NAME DEST\n"
+		"  or:  imgrestore [OPTION]... --at TIME CHAIN DEST\n"
+		"  or:  imgrestore [OPTION]... --checkpoints CHAIN\n"
 		"Write the disk of restore point NAME (\"latest\": the newest) to DEST: a block\n"
 		"device (every byte written) or a file (created sparse: zero blocks are holes).\n"
 		"Every block is authenticated; the first bad block stops the restore with exit\n"
@@ -50,6 +59,8 @@ static void print_sync(const struct ic_restore_opts *o, const struct ic_restore_
 int main(int argc, char **argv)
 {
 	struct ic_restore_opts o = { 0 };
+	const char *at = NULL;
+	bool list = false;
 	struct ic_restore_stats st;
 	struct ic_s3_chain *sc = NULL;
 	char a[32], r[32];
@@ -66,10 +77,14 @@ int main(int argc, char **argv)
 			if (ic_cli_int(&cli, 1, 64, &o.threads))
 				return IC_EXIT_USAGE;
 			break;
+		case 320: at = cli.optarg; break;
+		case 321: list = true; break;
 		}
 	}
 	if (c < 0)
 		return cli.status;
+	if (at || list)
+		return ic_cdp_restore_main(at, &cli, argc, argv);
 	if (argc - cli.optind != 3)
 		return ic_cli_usage("expected CHAIN, NAME and DEST");
 	if (o.force && (o.sync || o.sync_from))
