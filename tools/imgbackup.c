@@ -15,7 +15,9 @@ static const struct ic_cli_opt opts[] = {
 	{ "block-size", 'b', "SIZE", "block size of a new chain: 4K..4M, a power\nof two (default 64K)" },
 	{ "level", 'l', "N", "zstd level 1..19, 0 = no compression (default 1)" },
 	{ "changed-blocks", 'c', "FILE", "read only the ranges listed in FILE\n(lines \"OFFSET LENGTH\" in bytes)" },
-	{ "threads", 'j', "N", "worker threads (default: one per CPU)" },
+	{ "dirty-bitmap", 256, "NAME", "NBD source: read only the extents marked in\nqemu:dirty-bitmap:NAME (recorded for the parent\nby --next-bitmap, else refused)" },
+	{ "next-bitmap", 257, "NAME", "record that dirty bitmap NAME tracks the\nwrites made after this point" },
+	{ "threads", 'j', "N", "worker threads (default: one per CPU, two per\nCPU for an NBD source)" },
 	{ 0 },
 };
 
@@ -23,10 +25,11 @@ static struct ic_cli cli = {
 	.prog = "imgbackup",
 	.synopsis =
 		"Usage: imgbackup [OPTION]... CHAIN SOURCE\n"
-		"Back up SOURCE (a raw disk image or block device) into the chain directory\n"
-		"CHAIN.  The first backup creates the chain (a full image) in CHAIN, which must\n"
-		"be absent or empty; later ones store only the blocks that changed since the\n"
-		"newest point (or --parent).\n",
+		"Back up SOURCE (a raw disk image, a block device, or an NBD export:\n"
+		"nbd://HOST[:PORT]/EXPORT, nbds://..., nbd+unix:///EXPORT?socket=PATH)\n"
+		"into the chain directory CHAIN.  The first backup creates the chain (a full\n"
+		"image) in CHAIN, which must be absent or empty; later ones store only the\n"
+		"blocks that changed since the newest point (or --parent).\n",
 	.opts = opts,
 	.common = IC_CLI_KEYED | IC_CLI_QUIET,
 	.epilog =
@@ -89,6 +92,13 @@ int main(int argc, char **argv)
 				return IC_EXIT_USAGE;
 			break;
 		case 'c': o.changed_blocks = cli.optarg; break;
+		case 256:
+		case 257:
+			if (!ic_name_valid(cli.optarg))
+				return ic_cli_usage("%s '%s': invalid bitmap name (1-127 of A-Z a-z 0-9 . _ + : -, not starting with . or -)",
+						    cli.optname, cli.optarg);
+			*(c == 256 ? &o.dirty_bitmap : &o.next_bitmap) = cli.optarg;
+			break;
 		case 'j':
 			if (ic_cli_int(&cli, 1, 64, &o.threads))
 				return IC_EXIT_USAGE;
@@ -101,6 +111,8 @@ int main(int argc, char **argv)
 		return ic_cli_usage("expected CHAIN and SOURCE");
 	if (o.full && o.parent)
 		return ic_cli_usage("--full and --parent exclude each other");
+	if (o.changed_blocks && o.dirty_bitmap)
+		return ic_cli_usage("--changed-blocks and --dirty-bitmap exclude each other");
 	o.passphrase_file = cli.passphrase_file;
 	o.quiet = cli.quiet;
 	o.accept_rollback = cli.accept_rollback;

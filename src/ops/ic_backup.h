@@ -1,4 +1,4 @@
-/* ic_backup.h: creating a restore point from a raw image or block device. */
+/* ic_backup.h: creating a restore point from a raw image, block device or NBD export. */
 #ifndef IC_BACKUP_H
 #define IC_BACKUP_H
 
@@ -13,6 +13,9 @@ struct ic_backup_opts {
 	const char *name;           /* NULL: UTC time, e.g. 20261122T161400Z */
 	const char *parent;         /* NULL: the newest point */
 	const char *changed_blocks; /* NULL: read everything (holes skipped) */
+	const char *dirty_bitmap;   /* NBD: read only what qemu:dirty-bitmap:NAME marks; it
+				     * must have been recorded for the parent (next_bitmap) */
+	const char *next_bitmap;    /* record that this bitmap tracks writes after the point */
 	const char *passphrase_file;
 	bool full;                  /* no parent */
 	bool quiet;

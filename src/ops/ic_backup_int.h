@@ -13,6 +13,7 @@
 #include "ic_error.h"
 #include "ic_image.h"
 #include "ic_keys.h"
+#include "ic_source.h"
 #include "ic_view.h"
 
 
@@ -36,7 +37,8 @@ struct batch {
 
 struct job {
 	const struct ic_backup_opts *o;
-	int fd;
+	struct ic_source *src;
+	unsigned threads;           /* workers */
 	uint64_t disk_size, nblocks;
 	uint32_t bs, bound, seq, per_batch;
 	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
@@ -55,7 +57,15 @@ struct job {
 	bool stop;
 };
 
-/* The pipeline: workers (j->o->threads) read, digest, compress and encrypt batches of
+/* The bitmap bookkeeping (ic_source_track.c, FORMAT.md section 13): refuse a dirty bitmap
+ * that was not recorded for the parent point (seq, seal, name); record that bitmap name
+ * tracks the writes made after point (seq, seal, name). */
+int ic_bitmap_check(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
+		    const uint8_t seal[ICF_SEAL_LEN], const char *name);
+int ic_bitmap_record(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
+		     const uint8_t seal[ICF_SEAL_LEN], const char *name);
+
+/* The pipeline: workers (j->threads) read, digest, compress and encrypt batches of
  * blocks; the calling thread appends them to w in order and adds them to the seal. */
 int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		       struct ic_backup_stats *st);

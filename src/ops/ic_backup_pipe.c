@@ -26,31 +26,15 @@ static uint32_t block_len(const struct job *j, uint64_t b)
 
 static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
 {
-	uint64_t off = (bt->first + i0) * j->bs;
 	size_t len = 0;
-	uint8_t *dst = bt->plain + (size_t)i0 * j->bs;
+	int ret;
 
 	for (uint32_t i = i0; i < i0 + n; i++)
 		len += block_len(j, bt->first + i);
-	while (len) {
-		ssize_t r = pread(j->fd, dst, len, (off_t)off);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return ic_fail(-errno, "%s: read at offset %llu: %s", j->o->source,
-				       (unsigned long long)off, strerror(errno));
-		}
-		if (r == 0)
-			return ic_fail(-EIO, "%s: source shrank while being read (ends before %llu of %llu bytes)",
-				       j->o->source, (unsigned long long)off,
-				       (unsigned long long)j->disk_size);
-		bt->bytes_read += (uint64_t)r;
-		dst += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
+	ret = ic_source_read(j->src, bt->plain + (size_t)i0 * j->bs, len, (bt->first + i0) * j->bs);
+	if (!ret)
+		bt->bytes_read += len;
+	return ret;
 }
 
 /* pref: the parent's block at this position (zero ref when unmapped or past its end). */
@@ -236,7 +220,7 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		       struct ic_backup_stats *st)
 {
-	unsigned nthreads = ic_thread_cap(j->o->threads, IC_THREADS_MAX);
+	unsigned nthreads = j->threads;
 	struct ic_pool pool = { 0 };
 	struct ic_progress prog;
 	int ret = 0;
