@@ -16,6 +16,7 @@ static const struct ic_cli_opt opts[] = {
 	{ "level", 'l', "N", "zstd level 1..19, 0 = no compression (default 1)" },
 	{ "changed-blocks", 'c', "FILE", "read only the ranges listed in FILE\n(lines \"OFFSET LENGTH\" in bytes)" },
 	{ "dirty-bitmap", 256, "NAME", "NBD source: read only the extents marked in\nqemu:dirty-bitmap:NAME (recorded for the parent\nby --next-bitmap, else refused)" },
+	{ "bitmap-export", 258, "NAME", "the export offers --dirty-bitmap's content under\nNAME (a frozen copy, as in a pull-mode backup)" },
 	{ "next-bitmap", 257, "NAME", "record that dirty bitmap NAME tracks the\nwrites made after this point" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU, two per\nCPU for an NBD source)" },
 	{ 0 },
@@ -92,6 +93,12 @@ int main(int argc, char **argv)
 				return IC_EXIT_USAGE;
 			break;
 		case 'c': o.changed_blocks = cli.optarg; break;
+		case 258:
+			if (!ic_name_valid(cli.optarg))
+				return ic_cli_usage("--bitmap-export '%s': invalid bitmap name",
+						    cli.optarg);
+			o.bitmap_export = cli.optarg;
+			break;
 		case 256:
 		case 257:
 			if (!ic_name_valid(cli.optarg))
@@ -111,6 +118,8 @@ int main(int argc, char **argv)
 		return ic_cli_usage("expected CHAIN and SOURCE");
 	if (o.full && o.parent)
 		return ic_cli_usage("--full and --parent exclude each other");
+	if (o.bitmap_export && !o.dirty_bitmap)
+		return ic_cli_usage("--bitmap-export needs --dirty-bitmap");
 	if (o.changed_blocks && o.dirty_bitmap)
 		return ic_cli_usage("--changed-blocks and --dirty-bitmap exclude each other");
 	o.passphrase_file = cli.passphrase_file;

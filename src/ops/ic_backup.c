@@ -260,7 +260,8 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (!ret)
 		ret = pick_name(o, c, st->name, sizeof(st->name));
 	if (!ret)
-		ret = ic_source_open(o->source, parent ? o->dirty_bitmap : NULL, &j.src);
+		ret = ic_source_open(o->source, !parent ? NULL : o->bitmap_export ? o->bitmap_export
+								       : o->dirty_bitmap, &j.src);
 	if (ret)
 		goto out;
 	j.disk_size = ic_source_size(j.src);

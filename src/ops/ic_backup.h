@@ -15,6 +15,7 @@ struct ic_backup_opts {
 	const char *changed_blocks; /* NULL: read everything (holes skipped) */
 	const char *dirty_bitmap;   /* NBD: read only what qemu:dirty-bitmap:NAME marks; it
 				     * must have been recorded for the parent (next_bitmap) */
+	const char *bitmap_export;  /* NULL: dirty_bitmap; else the name the export gives it */
 	const char *next_bitmap;    /* record that this bitmap tracks writes after the point */
 	const char *passphrase_file;
 	bool full;                  /* no parent */

@@ -1,0 +1,7 @@
+# shell tests of tests/live: NBD sources, dirty bitmaps, fleecing (automake fragment)
+SH_TESTS += \
+	tests/live/nbd_source.sh \
+	tests/live/nbd_bitmap.sh \
+	tests/live/nbd_bad.sh \
+	tests/live/fleecing.sh
+EXTRA_DIST += tests/live/live-lib.sh

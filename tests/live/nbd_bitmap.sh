@@ -1,0 +1,103 @@
+#!/bin/bash
+# nbd_bitmap.sh: --dirty-bitmap NAME reads only what qemu:dirty-bitmap:NAME marks.  A qcow2 with
+# persistent bitmaps, written through qemu-io between backups, served by `qemu-nbd -B`: every
+# point equals `qemu-img convert` of the qcow2 at its moment, and the server's own trace shows
+# that an incremental read only the dirty extents (and the parent's last block).  A bitmap must
+# have been recorded for the parent (--next-bitmap): another point's, an unknown one, one the
+# server does not export, or one given for a file are refused with no point made.
+source "${top_srcdir:-.}/tests/lib/functions.sh"
+source "$top_srcdir/tests/live/live-lib.sh"
+requires imgbackup imgrestore imginfo qemu-img qemu-io qemu-nbd
+
+bs=65536
+sock=$PWD/s.sock
+uri=$(nbd_uri "$sock")
+qemu-img create -q -f qcow2 -o compat=1.1 d.qcow2 64M
+qemu-io -c "write -P 0x11 0 8M" -c "write -P 0x12 30M 4M" -c "write -P 0x13 $((64 * 1048576 - bs)) $bs" \
+	d.qcow2 >/dev/null
+
+# ---- the full, and the bitmap that tracks what comes after it -------------------------------
+qemu-img bitmap --add --granularity 64K d.qcow2 b0
+qemu-img convert -O raw d.qcow2 m1.raw
+start_qemu_nbd "$sock" d.qcow2
+expect_exit 0 imgbackup --next-bitmap b0 --name p1 C "$uri"
+stop_qemu_nbd "$sock"
+restore_cmp C p1 m1.raw
+grep -qx "bitmap b0 1 [0-9a-f]\{64\} p1" state/*.bitmaps || fail "b0 not recorded for p1: $(cat state/*.bitmaps)"
+
+# ---- writes: unaligned, across a block boundary, a written zero range, a discard ------------
+qemu-io -c "write -P 0x21 $((3 * bs + 100)) 10" -c "write -P 0x22 $((10 * bs - 1000)) 2000" \
+	-c "write -z $((30 * 1048576)) $((2 * bs))" -c "discard $((31 * 1048576)) $bs" \
+	-c "write -P 0x23 $((50 * 1048576)) $((3 * bs))" d.qcow2 >/dev/null
+qemu-img bitmap --add --granularity 64K d.qcow2 b1
+qemu-img convert -O raw d.qcow2 m2.raw
+start_qemu_nbd "$sock" d.qcow2 -B b0
+expect_exit 0 imgbackup --dirty-bitmap b0 --next-bitmap b1 --name p2 C "$uri"
+expect_out "incremental point 'p2' \(seq 2\) based on 'p1'"
+restore_cmp C p2 m2.raw
+# dirty: block 3, blocks 9 and 10, 480..481 (now zero: not read), 496 (discarded: zero, not
+# read), 800..802; and the parent's last block 1023 is always read
+want="$((3 * bs)) $bs
+$((9 * bs)) $((2 * bs))
+$((800 * bs)) $((3 * bs))
+$((1023 * bs)) $bs"
+got=$(served_ranges "$sock" | sort -n | python3 -c '
+import sys
+runs = []
+for line in sys.stdin:
+    off, n = map(int, line.split())
+    if runs and runs[-1][0] + runs[-1][1] == off:
+        runs[-1][1] += n
+    else:
+        runs.append([off, n])
+print("\n".join("%d %d" % tuple(r) for r in runs))')
+[[ $got == "$want" ]] || fail "the server read
+$got
+expected only the dirty extents
+$want"
+stop_qemu_nbd "$sock"
+
+# ---- the next one on b1 --------------------------------------------------------------------------
+qemu-io -c "write -P 0x31 $((7 * bs)) 1" d.qcow2 >/dev/null
+qemu-img bitmap --add --granularity 64K d.qcow2 b2
+qemu-img convert -O raw d.qcow2 m3.raw
+start_qemu_nbd "$sock" d.qcow2 -B b1
+expect_exit 0 imgbackup --dirty-bitmap b1 --next-bitmap b2 --name p3 C "$uri"
+expect_out "changed 64.0 KiB \(1 blocks?\)"
+restore_cmp C p3 m3.raw
+[[ $(served_bytes "$sock") -eq $((2 * bs)) ]] || fail "read $(served_bytes "$sock") bytes for one dirty block"
+stop_qemu_nbd "$sock"
+
+# ---- refused: a bitmap recorded for another point ---------------------------------------------
+qemu-io -c "write -P 0x41 $((12 * bs)) 1" d.qcow2 >/dev/null
+qemu-img convert -O raw d.qcow2 m4.raw
+start_qemu_nbd "$sock" d.qcow2 -B b1
+expect_exit 1 imgbackup --dirty-bitmap b1 --name bad1 C "$uri"
+expect_msg "dirty bitmap 'b1' tracks the writes after point 'p2' \(seq 2\), not after the parent 'p3' \(seq 3\): refused"
+# ... and the right bitmap's point given as the parent is taken
+expect_exit 0 imgbackup --dirty-bitmap b1 --parent p2 --name p2b C "$uri"
+restore_cmp C p2b m4.raw
+stop_qemu_nbd "$sock"
+
+# ---- refused: a bitmap never recorded (made by someone else) ----------------------------------
+qemu-img bitmap --add d.qcow2 stranger
+start_qemu_nbd "$sock" d.qcow2 -B stranger
+expect_exit 1 imgbackup --dirty-bitmap stranger --parent p3 --name bad2 C "$uri"
+expect_msg "dirty bitmap 'stranger' was not recorded for the parent 'p3' \(seq 3\)"
+# ---- refused: a bitmap the server does not export ---------------------------------------------
+expect_exit 1 imgbackup --dirty-bitmap b2 --parent p3 --name bad3 C "$uri"
+expect_msg "the server does not export dirty bitmap 'b2' \(qemu:dirty-bitmap:b2\)"
+stop_qemu_nbd "$sock"
+# ---- refused: a bitmap for a file -----------------------------------------------------------------
+expect_exit 1 imgbackup --dirty-bitmap b2 --name bad4 C m4.raw
+expect_msg "m4.raw: a dirty bitmap needs an NBD source"
+expect_exit 2 imgbackup --dirty-bitmap b2 --changed-blocks /dev/null C m4.raw
+expect_exit 2 imgbackup --dirty-bitmap 'no/slash' C m4.raw
+[[ $(point_count C) -eq 4 ]] || fail "a refused backup made a point"
+no_tmp_files C
+
+# ---- what the refusal says to do: read everything -----------------------------------------------
+start_qemu_nbd "$sock" d.qcow2
+expect_exit 0 imgbackup --parent p3 --next-bitmap b2 --name p4 C "$uri"
+restore_cmp C p4 m4.raw
+expect_exit 0 imgverify -q --data C
