@@ -353,8 +353,9 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 		for (unsigned i = 0; i < k && !ret; i++) {
 			if (!reqs[i].err)
 				continue;
-			ret = ic_fail(reqs[i].err, "%s: read at offset %llu: %s", s->spec,
+			ret = ic_fail(reqs[i].err, "%s: read at offset %llu: %s%s", s->spec,
 				      (unsigned long long)reqs[i].off,
+				      reqs[i].err == -ENOTCONN ? "lost the connection to the server: " : "",
 				      n->dead_err ? n->dead_msg : strerror(-reqs[i].err));
 		}
 		pthread_mutex_unlock(&n->mu);
