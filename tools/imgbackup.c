@@ -17,6 +17,9 @@ static const struct ic_cli_opt opts[] = {
 	{ "changed-blocks", 'c', "FILE", "read only the ranges listed in FILE\n(lines \"OFFSET LENGTH\" in bytes)" },
 	{ "dirty-bitmap", 256, "NAME", "NBD source: read only the extents marked in\nqemu:dirty-bitmap:NAME (recorded for the parent\nby --next-bitmap, else refused)" },
 	{ "bitmap-export", 258, "NAME", "the export offers --dirty-bitmap's content under\nNAME (a frozen copy, as in a pull-mode backup)" },
+	{ "head-start", 259, "URI", "first read the blocks --dirty-bitmap marks from\nthe live disk URI, then run --snapshot-cmd, then\nread from SOURCE what --late-bitmap marks" },
+	{ "late-bitmap", 260, "NAME", "head start: SOURCE's bitmap of the writes made\nsince the head start began" },
+	{ "snapshot-cmd", 261, "CMD", "head start: the shell command that takes the\nsnapshot and exports it as SOURCE" },
 	{ "next-bitmap", 257, "NAME", "record that dirty bitmap NAME tracks the\nwrites made after this point" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU, two per\nCPU for an NBD source)" },
 	{ 0 },
@@ -49,6 +52,10 @@ static void summary(const struct ic_backup_stats *st, const char *chain)
 	printf("%s point '%s' (seq %u)%s%s%s in %s\n",
 	       st->parent[0] ? "incremental" : "full", st->name, st->seq,
 	       st->parent[0] ? " based on '" : "", st->parent, st->parent[0] ? "'" : "", chain);
+	if (st->bytes_read_head)
+		printf("  head start read %s from the live disk, then %s from the snapshot\n",
+		       ic_human_bytes(st->bytes_read_head, a, sizeof(a)),
+		       ic_human_bytes(st->bytes_read - st->bytes_read_head, b, sizeof(b)));
 	printf("  disk %s, read %s, changed %s (%llu blocks), zeroed %llu blocks\n",
 	       ic_human_bytes(st->disk_size, a, sizeof(a)), ic_human_bytes(st->bytes_read, b, sizeof(b)),
 	       ic_human_bytes(st->bytes_changed, c, sizeof(c)),
@@ -93,6 +100,14 @@ int main(int argc, char **argv)
 				return IC_EXIT_USAGE;
 			break;
 		case 'c': o.changed_blocks = cli.optarg; break;
+		case 259: o.head_start = cli.optarg; break;
+		case 261: o.snapshot_cmd = cli.optarg; break;
+		case 260:
+			if (!ic_name_valid(cli.optarg))
+				return ic_cli_usage("--late-bitmap '%s': invalid bitmap name",
+						    cli.optarg);
+			o.late_bitmap = cli.optarg;
+			break;
 		case 258:
 			if (!ic_name_valid(cli.optarg))
 				return ic_cli_usage("--bitmap-export '%s': invalid bitmap name",
@@ -120,6 +135,10 @@ int main(int argc, char **argv)
 		return ic_cli_usage("--full and --parent exclude each other");
 	if (o.bitmap_export && !o.dirty_bitmap)
 		return ic_cli_usage("--bitmap-export needs --dirty-bitmap");
+	if (o.head_start && (!o.dirty_bitmap || !o.late_bitmap))
+		return ic_cli_usage("--head-start needs --dirty-bitmap and --late-bitmap");
+	if ((o.late_bitmap || o.snapshot_cmd) && !o.head_start)
+		return ic_cli_usage("--late-bitmap and --snapshot-cmd need --head-start");
 	if (o.changed_blocks && o.dirty_bitmap)
 		return ic_cli_usage("--changed-blocks and --dirty-bitmap exclude each other");
 	o.passphrase_file = cli.passphrase_file;

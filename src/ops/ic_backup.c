@@ -237,13 +237,17 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		return ret;
 	ret = pick_parent(o, c, &parent);
+	if (!ret && o->head_start && !parent)
+		ret = ic_fail(-EINVAL, "%s: --head-start needs a parent point (it reads what changed since)",
+			      o->chain_dir);
 	if (!ret && o->block_size && c->have_images && o->block_size != c->block_size)
 		ret = ic_fail(-EINVAL, "%s: the chain uses a block size of %u; --block-size %u does not match",
 			      o->chain_dir, c->block_size, o->block_size);
 	if (!ret)
 		ret = pick_name(o, c, st->name, sizeof(st->name));
 	if (!ret)
-		ret = ic_source_open(o->source, !parent ? NULL : o->bitmap_export ? o->bitmap_export
+		ret = ic_source_open(o->head_start && parent ? o->head_start : o->source,
+				     !parent ? NULL : o->bitmap_export ? o->bitmap_export
 								       : o->dirty_bitmap, &j.src);
 	if (ret)
 		goto out;
@@ -326,7 +330,10 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		goto out;
 	ic_seal_begin(&seal, j.version);
 	st->disk_size = j.disk_size;
-	ret = ic_backup_pipeline(&j, w, &seal, st);
+	if (o->head_start && parent)
+		ret = ic_backup_head_start(&j, w, &seal, st);
+	if (!ret)
+		ret = ic_backup_pipeline(&j, w, &seal, st);
 	if (!ret)
 		ret = ic_source_check_end(j.src);
 	if (ret)
@@ -365,6 +372,7 @@ out:
 	ic_writer_abort(w);
 	st->seconds = ic_now() - t0;
 	free(j.plan);
+	ic_array_free(&j.staged);
 	ic_view_free(j.pv);
 	ic_key_free(j.key);
 	ic_source_close(j.src);

@@ -16,6 +16,12 @@ struct ic_backup_opts {
 	const char *dirty_bitmap;   /* NBD: read only what qemu:dirty-bitmap:NAME marks; it
 				     * must have been recorded for the parent (next_bitmap) */
 	const char *bitmap_export;  /* NULL: dirty_bitmap; else the name the export gives it */
+	const char *head_start;     /* NBD URI of the live disk: the blocks dirty in
+				     * dirty_bitmap are read from it first (staged, not
+				     * visible), then snapshot_cmd runs, then source is read
+				     * for the blocks late_bitmap marks */
+	const char *late_bitmap;
+	const char *snapshot_cmd;
 	const char *next_bitmap;    /* record that this bitmap tracks writes after the point */
 	const char *passphrase_file;
 	bool full;                  /* no parent */
@@ -35,7 +41,8 @@ struct ic_backup_stats {
 	uint32_t seq;
 	bool created_chain;
 	uint64_t disk_size;
-	uint64_t bytes_read;        /* read from the source */
+	uint64_t bytes_read;        /* read from the source (and the head start's) */
+	uint64_t bytes_read_head;   /* of which: read by the head start */
 	uint64_t blocks_changed;    /* new data records */
 	uint64_t bytes_changed;     /* their plaintext bytes */
 	uint64_t blocks_zeroed;     /* new zero entries */

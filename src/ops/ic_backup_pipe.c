@@ -52,6 +52,16 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 
 	if (j->pv && pos < j->pv->nblocks)
 		pzero = pref.img == NULL && pref.e.plain_len == len;
+	if (j->plan[pos] == PLAN_STAGED) {
+		const struct staged *sg = ic_backup_staged(j, pos);
+
+		if (!sg)
+			return ic_fail(-EINVAL, "head start: block %llu was not staged",
+				       (unsigned long long)pos);
+		*e = sg->e;
+		bt->act[i] = sg->act == ACT_DATA ? ACT_STAGED : sg->act;
+		return 0;
+	}
 	if (j->plan[pos] == PLAN_SKIP) {
 		bt->act[i] = ACT_INHERIT;
 		*e = pref.e;
@@ -178,16 +188,54 @@ static void *worker(void *arg)
 
 /* ---- the writer (calling thread) ------------------------------------------ */
 
+/* Head start: append the new records, keep every processed block's entry for later. */
+static int stage(struct job *j, struct batch *bt, struct ic_writer *w)
+{
+	for (uint32_t i = 0; i < bt->n; i++) {
+		uint64_t pos = bt->first + i, off;
+		struct staged *sg;
+		int ret;
+
+		if (j->plan[pos] == PLAN_SKIP)
+			continue;
+		sg = ic_array_add(&j->staged);
+		if (!sg)
+			return ic_fail(-ENOMEM, "out of memory");
+		sg->pos = pos;
+		sg->act = bt->act[i];
+		sg->e = bt->ents[i];
+		if (bt->act[i] == ACT_DATA) {
+			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, sg->e.stored_len,
+					       &off);
+			if (ret)
+				return ret;
+			sg->e.offset = off;
+		}
+	}
+	return 0;
+}
+
 static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct ic_seal *seal,
 		   struct ic_backup_stats *st)
 {
 	int ret;
 
 	st->bytes_read += bt->bytes_read;
+	if (j->staging)
+		return stage(j, bt, w);
 	for (uint32_t i = 0; i < bt->n; i++) {
 		struct icf_entry *e = &bt->ents[i];
 
 		switch (bt->act[i]) {
+		case ACT_STAGED:
+			ret = ic_writer_add_entry(w, e);
+			if (ret)
+				return ret;
+			st->blocks_changed++;
+			st->bytes_changed += e->plain_len;
+			st->bytes_stored += e->stored_len;
+			ic_seal_add(seal, e);
+			break;
 		case ACT_DATA: {
 			uint64_t off;
 
@@ -225,6 +273,8 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 	struct ic_progress prog;
 	int ret = 0;
 
+	j->next = 0;                /* the head start runs the pipeline twice */
+	j->stop = false;
 	j->nring = nthreads * 2 + 2;
 	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
 	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;

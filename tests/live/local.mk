@@ -3,5 +3,6 @@ SH_TESTS += \
 	tests/live/nbd_source.sh \
 	tests/live/nbd_bitmap.sh \
 	tests/live/nbd_bad.sh \
-	tests/live/fleecing.sh
-EXTRA_DIST += tests/live/live-lib.sh
+	tests/live/fleecing.sh \
+	tests/live/head_start.sh
+EXTRA_DIST += tests/live/live-lib.sh tests/live/qmp.py
