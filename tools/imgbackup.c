@@ -102,24 +102,15 @@ int main(int argc, char **argv)
 		case 'c': o.changed_blocks = cli.optarg; break;
 		case 259: o.head_start = cli.optarg; break;
 		case 261: o.snapshot_cmd = cli.optarg; break;
-		case 260:
-			if (!ic_name_valid(cli.optarg))
-				return ic_cli_usage("--late-bitmap '%s': invalid bitmap name",
-						    cli.optarg);
-			o.late_bitmap = cli.optarg;
-			break;
-		case 258:
-			if (!ic_name_valid(cli.optarg))
-				return ic_cli_usage("--bitmap-export '%s': invalid bitmap name",
-						    cli.optarg);
-			o.bitmap_export = cli.optarg;
-			break;
 		case 256:
 		case 257:
+		case 258:
+		case 260:
 			if (!ic_name_valid(cli.optarg))
 				return ic_cli_usage("%s '%s': invalid bitmap name (1-127 of A-Z a-z 0-9 . _ + : -, not starting with . or -)",
 						    cli.optname, cli.optarg);
-			*(c == 256 ? &o.dirty_bitmap : &o.next_bitmap) = cli.optarg;
+			*(c == 256 ? &o.dirty_bitmap : c == 257 ? &o.next_bitmap
+			  : c == 258 ? &o.bitmap_export : &o.late_bitmap) = cli.optarg;
 			break;
 		case 'j':
 			if (ic_cli_int(&cli, 1, 64, &o.threads))

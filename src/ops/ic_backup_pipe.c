@@ -225,8 +225,16 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 		return stage(j, bt, w);
 	for (uint32_t i = 0; i < bt->n; i++) {
 		struct icf_entry *e = &bt->ents[i];
+		uint64_t off;
 
 		switch (bt->act[i]) {
+		case ACT_DATA:
+			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
+			if (ret)
+				return ret;
+			/* the record is in the file now, as a staged one is */
+			e->offset = off;
+			/* fall through */
 		case ACT_STAGED:
 			ret = ic_writer_add_entry(w, e);
 			if (ret)
@@ -236,21 +244,6 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 			st->bytes_stored += e->stored_len;
 			ic_seal_add(seal, e);
 			break;
-		case ACT_DATA: {
-			uint64_t off;
-
-			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
-			e->offset = off;
-			if (!ret)
-				ret = ic_writer_add_entry(w, e);
-			if (ret)
-				return ret;
-			st->blocks_changed++;
-			st->bytes_changed += e->plain_len;
-			st->bytes_stored += e->stored_len;
-			ic_seal_add(seal, e);
-			break;
-		}
 		case ACT_ZERO:
 			ret = ic_writer_add_entry(w, e);
 			if (ret)
