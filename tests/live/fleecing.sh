@@ -4,8 +4,10 @@
 # that export) keeps writing during both backups; each point equals the disk at the instant the
 # fleecing started: a state the disk had between the writes completed before the helper's
 # --freeze-cmd and those completed when its --thaw-cmd ran, never a mix of later writes.  The
-# second point reads only the extents the bitmap started with the first marks; afterwards the
-# node holds only the newest point's bitmap.  A failed imgbackup leaves the parent's bitmap.
+# second point reads only the extents the bitmap started with the first marks; the third is
+# made with a head start (--head-start: copied from the running disk first, then only the late
+# writes from the snapshot); afterwards the node holds only the newest point's bitmap.  A failed
+# imgbackup, with or without a head start, leaves the parent's bitmap.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 source "$top_srcdir/tests/live/live-lib.sh"
 requires imgbackup imgrestore imginfo qemu-img qemu-io qemu-storage-daemon stdbuf
@@ -121,11 +123,26 @@ PY
 }
 [[ $(bitmaps) == "imgchain-p2" ]] || fail "bitmaps on the node after p2: $(bitmaps)"
 
+# ---- a head start: the changes since p2 copied from the running disk, then the snapshot -------
+expect_exit 0 "$helper" --qmp "$PWD/qmp.sock" --node disk0 --nbd-socket "$PWD/nbd.sock" --head-start \
+	--freeze-cmd "grep -c \"wrote [0-9]\" writer.log >lo3 || true" \
+	--thaw-cmd "grep -c \"wrote [0-9]\" writer.log >hi3 || true" --name p3 C
+expect_out "incremental point 'p3' \(seq 3\) based on 'p2'"
+expect_out "head start read "
+imgrestore -q C p3 p3.raw
+m3=$(check_instant p3.raw "$(cat lo3)" $(($(cat hi3) + 1))) || fail "p3 is not the disk at one instant"
+echo "p3: the disk after $m3 writes (between $(cat lo3) and $(($(cat hi3) + 1)))" >&2
+[[ $m3 -gt $m2 ]] || fail "p3 ($m3 writes) is not after p2 ($m2)"
+[[ $(bitmaps) == "imgchain-p3" ]] || fail "bitmaps on the node after p3: $(bitmaps)"
+
 # ---- a failed imgbackup: no point, the parent's bitmap stays, the new one goes ------------------
-expect_exit 2 "$helper" --qmp "$PWD/qmp.sock" --node disk0 --nbd-socket "$PWD/nbd.sock" --name p3 \
+expect_exit 2 "$helper" --qmp "$PWD/qmp.sock" --node disk0 --nbd-socket "$PWD/nbd.sock" --name p4 \
 	C -- --level 99
-[[ $(bitmaps) == "imgchain-p2" ]] || fail "bitmaps on the node after a failed run: $(bitmaps)"
-[[ $(point_count C) -eq 2 ]] || fail "a failed run made a point"
+[[ $(bitmaps) == "imgchain-p3" ]] || fail "bitmaps on the node after a failed run: $(bitmaps)"
+expect_exit 2 "$helper" --qmp "$PWD/qmp.sock" --node disk0 --nbd-socket "$PWD/nbd.sock" --name p4 \
+	--head-start C -- --level 99
+[[ $(bitmaps) == "imgchain-p3" ]] || fail "bitmaps on the node after a failed head start: $(bitmaps)"
+[[ $(point_count C) -eq 3 ]] || fail "a failed run made a point"
 
 kill_quiet $wpid
 wait $wpid 2>/dev/null || true
