@@ -36,21 +36,20 @@ struct recs {
 	struct rec r[MAX_LINES];
 };
 
-static int bad(const char *what, unsigned line)
+static int bad(const char *path, const char *what, unsigned line)
 {
-	return ic_fail(-EINVAL, "state file HEX." SUFFIX ": line %u: %s (FORMAT.md section 13)",
-		       line, what);
+	return ic_fail(-EINVAL, "%s: line %u: %s (FORMAT.md section 13)", path, line, what);
 }
 
-/* Parse buf (len bytes, NUL added by the caller) exactly as encode() writes it. */
-static int decode(char *buf, size_t len, struct recs *rs)
+/* Parse buf (len bytes, NUL added by the caller) as ic_bitmap_record() writes it. */
+static int decode(char *buf, size_t len, struct recs *rs, const char *path)
 {
 	char *p = buf, *nl;
 	unsigned line = 1;
 
 	rs->n = 0;
 	if (len < strlen(MAGIC) || strncmp(buf, MAGIC, strlen(MAGIC)))
-		return bad("not \"imgchain-bitmaps 1\"", line);
+		return bad(path, "not \"imgchain-bitmaps 1\"", line);
 	for (p += strlen(MAGIC); *p; p = nl + 1) {
 		char bm[ICF_NAME_MAX + 1], nm[ICF_NAME_MAX + 1], sealhex[ICF_SEAL_LEN * 2 + 2];
 		unsigned long seq;
@@ -60,43 +59,43 @@ static int decode(char *buf, size_t len, struct recs *rs)
 		line++;
 		nl = strchr(p, '\n');
 		if (!nl)
-			return bad("no newline at the end", line);
+			return bad(path, "no newline at the end", line);
 		*nl = '\0';
 		if (rs->n == MAX_LINES)
-			return bad("too many lines", line);
+			return bad(path, "too many lines", line);
 		if (sscanf(p, "bitmap %127s %10lu %65s %127s%n", bm, &seq, sealhex, nm, &used) != 4 ||
 		    p[used] || !ic_name_valid(bm) || !ic_name_valid(nm) || seq == 0 ||
 		    seq > 99999999 || strlen(sealhex) != ICF_SEAL_LEN * 2)
-			return bad("expected \"bitmap NAME SEQ SEAL POINT\"", line);
+			return bad(path, "expected \"bitmap NAME SEQ SEAL POINT\"", line);
 		r = &rs->r[rs->n++];
 		snprintf(r->bitmap, sizeof(r->bitmap), "%s", bm);
 		snprintf(r->name, sizeof(r->name), "%s", nm);
 		r->seq = (uint32_t)seq;
 		if (sodium_hex2bin(r->seal, sizeof(r->seal), sealhex, strlen(sealhex), NULL, NULL,
 				   NULL))
-			return bad("the seal is not hexadecimal", line);
+			return bad(path, "the seal is not hexadecimal", line);
 		for (size_t i = 0; i + 1 < rs->n; i++)
 			if (!strcmp(rs->r[i].bitmap, r->bitmap))
-				return bad("a bitmap named twice", line);
+				return bad(path, "a bitmap named twice", line);
 	}
 	return 0;
 }
 
 static int load(const uint8_t id[ICF_ID_LEN], struct recs *rs)
 {
-	char *buf = malloc(MAX_BYTES + 1);
+	char *buf = malloc(MAX_BYTES + 1), path[4096];
 	size_t len;
 	int ret;
 
 	if (!buf)
 		return -ENOMEM;
 	rs->n = 0;
-	ret = ic_state_side_load(id, SUFFIX, buf, MAX_BYTES, &len);
+	ret = ic_state_side_load(id, SUFFIX, buf, MAX_BYTES, &len, path, sizeof(path));
 	if (ret == -ENOENT) {
 		ret = 0;
 	} else if (!ret) {
 		buf[len] = '\0';
-		ret = strlen(buf) == len ? decode(buf, len, rs) : bad("a NUL byte", 1);
+		ret = strlen(buf) == len ? decode(buf, len, rs, path) : bad(path, "a NUL byte", 1);
 	}
 	free(buf);
 	return ret;

@@ -527,7 +527,7 @@ static void side_name(const uint8_t id[ICF_ID_LEN], const char *suffix, char *bu
 }
 
 int ic_state_side_load(const uint8_t chain_id[ICF_ID_LEN], const char *suffix, char *buf,
-		       size_t max, size_t *len)
+		       size_t max, size_t *len, char *path, size_t pathlen)
 {
 	char fname[96], *dir = state_dir();
 	ssize_t n;
@@ -537,6 +537,7 @@ int ic_state_side_load(const uint8_t chain_id[ICF_ID_LEN], const char *suffix, c
 	if (!dir)
 		return -ENOMEM;
 	side_name(chain_id, suffix, fname, sizeof(fname));
+	snprintf(path, pathlen, "%s/%s", dir, fname);
 	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
 	if (!ret) {
 		n = read(fd, buf, max + 1);

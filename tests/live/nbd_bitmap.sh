@@ -4,7 +4,8 @@
 # point equals `qemu-img convert` of the qcow2 at its moment, and the server's own trace shows
 # that an incremental read only the dirty extents (and the parent's last block).  A bitmap must
 # have been recorded for the parent (--next-bitmap): another point's, an unknown one, one the
-# server does not export, or one given for a file are refused with no point made.
+# server does not export, or one given for a file are refused with no point made; so is any
+# use of a damaged record.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 source "$top_srcdir/tests/live/live-lib.sh"
 requires imgbackup imgrestore imginfo qemu-img qemu-io qemu-nbd
@@ -93,6 +94,15 @@ expect_exit 1 imgbackup --dirty-bitmap b2 --name bad4 C m4.raw
 expect_msg "m4.raw: a dirty bitmap needs an NBD source"
 expect_exit 2 imgbackup --dirty-bitmap b2 --changed-blocks /dev/null C m4.raw
 expect_exit 2 imgbackup --dirty-bitmap 'no/slash' C m4.raw
+# ---- refused: a damaged bitmap record (named, with its line) --------------------------------------
+rec=$(echo state/*.bitmaps)
+cp "$rec" good.bitmaps
+printf 'imgchain-bitmaps 1\nbitmap b1 2 %s p2\nbitmap b2 x\n' "$(printf '%064d' 0)" >"$rec"
+start_qemu_nbd "$sock" d.qcow2 -B b1
+expect_exit 1 imgbackup --dirty-bitmap b1 --parent p2 --name bad5 C "$uri"
+expect_msg "$rec: line 3: expected \"bitmap NAME SEQ SEAL POINT\" \(FORMAT.md section 13\)"
+stop_qemu_nbd "$sock"
+cp good.bitmaps "$rec"
 [[ $(point_count C) -eq 4 ]] || fail "a refused backup made a point"
 no_tmp_files C
 
