@@ -16,10 +16,11 @@ mib=1048576
 bs=65536
 qemu-img create -q -f qcow2 disk.qcow2 64M
 qemu-io -c "write -P 1 0 64M" disk.qcow2 >/dev/null
-# reads of the head start and of the snapshot are throttled (4 MiB/s) so that a kill lands
-# inside them; every read an export serves is traced
+# reads of the head start (4 MiB/s) and of the snapshot (1 MiB/s) are throttled so that a kill
+# lands inside them, even on a loaded machine; every read an export serves is traced
 qemu-storage-daemon \
 	--object throttle-group,id=tg0,x-bps-read=4194304 \
+	--object throttle-group,id=tg1,x-bps-read=1048576 \
 	--blockdev driver=file,node-name=file0,filename=disk.qcow2 \
 	--blockdev driver=qcow2,node-name=disk0,file=file0 \
 	--nbd-server addr.type=unix,addr.path="$PWD/nbd.sock" \
@@ -70,7 +71,7 @@ Q '{"execute": "transaction", "arguments": {"actions": [
 	{"type": "blockdev-backup", "data": {"device": "disk0", "target": "fleece", "sync": "none", "job-id": "fj"}}]}}' >/dev/null
 qemu-img convert -f raw -O raw "$live" ref.raw
 qemu-io -f raw -c "write -P $((0x70 + RUN)) 3M 1M" -c "write -P $((0x78 + RUN)) 60M 1M" "$live" >/dev/null
-Q '{"execute": "blockdev-add", "arguments": {"driver": "throttle", "node-name": "t2", "throttle-group": "tg0", "file": "fleece"}}' \
+Q '{"execute": "blockdev-add", "arguments": {"driver": "throttle", "node-name": "t2", "throttle-group": "tg1", "file": "fleece"}}' \
   '{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "snap", "node-name": "t2", "name": "snap", "writable": false, "bitmaps": ["frozen2"]}}' >/dev/null
 lines >marker1
 SH
