@@ -196,6 +196,16 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 		return 0;
 	if (o->parent)
 		return ic_chain_lookup(c, o->parent, p);
+	/* change tracking goes on from the point its bitmap was recorded for, not from a
+	 * side branch made since (a quiesced snapshot's own writes); checked later */
+	if (o->dirty_bitmap && c->have_images) {
+		uint32_t seq;
+
+		if (!ic_bitmap_point(c->chain_id, o->dirty_bitmap, &seq))
+			*p = ic_chain_find_seq(c, seq);
+		if (*p)
+			return 0;
+	}
 	*p = ic_chain_newest(c);
 	return 0;
 }

@@ -73,6 +73,8 @@ struct job {
  * tracks the writes made after point (seq, seal, name). */
 int ic_bitmap_check(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
 		    const uint8_t seal[ICF_SEAL_LEN], const char *name);
+/* The sequence of the point bitmap was recorded for: 0, or -ENOENT (none, or no record). */
+int ic_bitmap_point(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t *seq);
 int ic_bitmap_record(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
 		     const uint8_t seal[ICF_SEAL_LEN], const char *name);
 

@@ -128,6 +128,22 @@ out:
 	return ret;
 }
 
+int ic_bitmap_point(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t *seq)
+{
+	struct recs *rs = malloc(sizeof(*rs));
+	int ret = rs ? load(chain_id, rs) : -ENOMEM;
+
+	for (size_t i = 0; !ret && i < rs->n; i++) {
+		if (!strcmp(rs->r[i].bitmap, bitmap)) {
+			*seq = rs->r[i].seq;
+			free(rs);
+			return 0;
+		}
+	}
+	free(rs);
+	return -ENOENT;
+}
+
 int ic_bitmap_record(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
 		     const uint8_t seal[ICF_SEAL_LEN], const char *name)
 {

@@ -5,7 +5,8 @@
 # that an incremental read only the dirty extents (and the parent's last block).  A bitmap must
 # have been recorded for the parent (--next-bitmap): another point's, an unknown one, one the
 # server does not export, or one given for a file are refused with no point made; so is any
-# use of a damaged record.
+# use of a damaged record.  Without --parent, the parent is the point the bitmap was recorded for:
+# a side branch made since (a quiesced snapshot's post-snapshot writes) is not the base.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
 source "$top_srcdir/tests/live/live-lib.sh"
 requires imgbackup imgrestore imginfo qemu-img qemu-io qemu-nbd
@@ -73,10 +74,11 @@ stop_qemu_nbd "$sock"
 qemu-io -c "write -P 0x41 $((12 * bs)) 1" d.qcow2 >/dev/null
 qemu-img convert -O raw d.qcow2 m4.raw
 start_qemu_nbd "$sock" d.qcow2 -B b1
-expect_exit 1 imgbackup --dirty-bitmap b1 --name bad1 C "$uri"
+expect_exit 1 imgbackup --dirty-bitmap b1 --parent p3 --name bad1 C "$uri"
 expect_msg "dirty bitmap 'b1' tracks the writes after point 'p2' \(seq 2\), not after the parent 'p3' \(seq 3\): refused"
-# ... and the right bitmap's point given as the parent is taken
-expect_exit 0 imgbackup --dirty-bitmap b1 --parent p2 --name p2b C "$uri"
+# ... and without --parent the point b1 was recorded for is the parent
+expect_exit 0 imgbackup --dirty-bitmap b1 --name p2b C "$uri"
+expect_out "incremental point 'p2b' \(seq 4\) based on 'p2'"
 restore_cmp C p2b m4.raw
 stop_qemu_nbd "$sock"
 
@@ -110,4 +112,21 @@ no_tmp_files C
 start_qemu_nbd "$sock" d.qcow2
 expect_exit 0 imgbackup --parent p3 --next-bitmap b2 --name p4 C "$uri"
 restore_cmp C p4 m4.raw
+stop_qemu_nbd "$sock"
+
+# ---- post-snapshot writes on a side branch: p4 is the crash-consistent snapshot; what its
+# quiescing wrote into it (a journal replay) is q4, a child of p4 made from the modified copy.
+# Change tracking goes on from p4: without --parent, the next --dirty-bitmap b2 point is based
+# on p4 (the point b2 was recorded for), not on the newest point q4.
+cp m4.raw q4.raw
+write_at q4.raw $((5 * bs + 7)) 300 replay
+expect_exit 0 imgbackup --parent p4 --name q4 C q4.raw
+expect_out "incremental point 'q4' \(seq 6\) based on 'p4'"
+restore_cmp C q4 q4.raw
+qemu-io -c "write -P 0x51 $((20 * bs)) 1" d.qcow2 >/dev/null
+qemu-img convert -O raw d.qcow2 m5.raw
+start_qemu_nbd "$sock" d.qcow2 -B b2
+expect_exit 0 imgbackup --dirty-bitmap b2 --name p5 C "$uri"
+expect_out "incremental point 'p5' \(seq 7\) based on 'p4'"
+restore_cmp C p5 m5.raw
 expect_exit 0 imgverify -q --data C
