@@ -68,7 +68,7 @@ struct job {
 	bool stop;
 };
 
-/* The bitmap bookkeeping (ic_source_track.c, FORMAT.md section 13): refuse a dirty bitmap
+/* The bitmap bookkeeping (ic_source_track.c, FORMAT.md section 14): refuse a dirty bitmap
  * that was not recorded for the parent point (seq, seal, name); record that bitmap name
  * tracks the writes made after point (seq, seal, name). */
 int ic_bitmap_check(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,

@@ -1,4 +1,4 @@
-/* ic_source_track.c: which point a dirty bitmap belongs to (FORMAT.md section 13).
+/* ic_source_track.c: which point a dirty bitmap belongs to (FORMAT.md section 14).
  *
  * A qemu dirty bitmap tells what was written since it started.  It can make an
  * incremental only on the point that was captured when it started (or later, while it
@@ -38,7 +38,7 @@ struct recs {
 
 static int bad(const char *path, const char *what, unsigned line)
 {
-	return ic_fail(-EINVAL, "%s: line %u: %s (FORMAT.md section 13)", path, line, what);
+	return ic_fail(-EINVAL, "%s: line %u: %s (FORMAT.md section 14)", path, line, what);
 }
 
 /* Parse buf (len bytes, NUL added by the caller) as ic_bitmap_record() writes it. */

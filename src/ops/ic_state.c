@@ -518,7 +518,7 @@ out:
 	return ret < 0 ? ret : n;
 }
 
-/* ---- side files (FORMAT.md section 13) ----------------------------------------------- */
+/* ---- side files (FORMAT.md section 14) ----------------------------------------------- */
 
 static void side_name(const uint8_t id[ICF_ID_LEN], const char *suffix, char *buf, size_t len)
 {

@@ -71,7 +71,7 @@ int ic_state_review(const struct ic_chain *c,
 		    void *arg);
 
 /* Side files of the state directory, "HEX.SUFFIX" beside the state file, for what else
- * the key holder remembers of a chain (FORMAT.md section 13).  Load: the whole file into
+ * the key holder remembers of a chain (FORMAT.md section 14).  Load: the whole file into
  * buf (-ENOENT when absent, -EINVAL when longer than max), its path into path (for
  * messages); store: replaced atomically. */
 int ic_state_side_load(const uint8_t chain_id[ICF_ID_LEN], const char *suffix, char *buf,

@@ -102,7 +102,7 @@ cp "$rec" good.bitmaps
 printf 'imgchain-bitmaps 1\nbitmap b1 2 %s p2\nbitmap b2 x\n' "$(printf '%064d' 0)" >"$rec"
 start_qemu_nbd "$sock" d.qcow2 -B b1
 expect_exit 1 imgbackup --dirty-bitmap b1 --parent p2 --name bad5 C "$uri"
-expect_msg "$rec: line 3: expected \"bitmap NAME SEQ SEAL POINT\" \(FORMAT.md section 13\)"
+expect_msg "$rec: line 3: expected \"bitmap NAME SEQ SEAL POINT\" \(FORMAT.md section 14\)"
 stop_qemu_nbd "$sock"
 cp good.bitmaps "$rec"
 [[ $(point_count C) -eq 4 ]] || fail "a refused backup made a point"
