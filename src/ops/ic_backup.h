@@ -1,4 +1,4 @@
-/* ic_backup.h: creating a restore point from a raw image or block device. */
+/* ic_backup.h: creating a restore point from a raw image, block device or NBD export. */
 #ifndef IC_BACKUP_H
 #define IC_BACKUP_H
 
@@ -15,6 +15,16 @@ struct ic_backup_opts {
 	const char *name;           /* NULL: UTC time, e.g. 20261122T161400Z */
 	const char *parent;         /* NULL: the newest point */
 	const char *changed_blocks; /* NULL: read everything (holes skipped) */
+	const char *dirty_bitmap;   /* NBD: read only what qemu:dirty-bitmap:NAME marks; it
+				     * must have been recorded for the parent (next_bitmap) */
+	const char *bitmap_export;  /* NULL: dirty_bitmap; else the name the export gives it */
+	const char *head_start;     /* NBD URI of the live disk: the blocks dirty in
+				     * dirty_bitmap are read from it first (staged, not
+				     * visible), then snapshot_cmd runs, then source is read
+				     * for the blocks late_bitmap marks */
+	const char *late_bitmap;
+	const char *snapshot_cmd;
+	const char *next_bitmap;    /* record that this bitmap tracks writes after the point */
 	const char *passphrase_file;
 	bool full;                  /* no parent */
 	bool quiet;
@@ -38,7 +48,8 @@ struct ic_backup_stats {
 	uint32_t seq;
 	bool created_chain;
 	uint64_t disk_size;
-	uint64_t bytes_read;        /* read from the source */
+	uint64_t bytes_read;        /* read from the source (and the head start's) */
+	uint64_t bytes_read_head;   /* of which: read by the head start */
 	uint64_t blocks_changed;    /* new data records */
 	uint64_t bytes_changed;     /* their plaintext bytes */
 	uint64_t blocks_zeroed;     /* new zero entries */
