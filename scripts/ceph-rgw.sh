@@ -163,9 +163,18 @@ EOF
 	ceph-mon --mkfs -i a --monmap "$DIR/monmap" -c "$CONF" >"$DIR/mkfs.out" 2>&1 ||
 		{ cat "$DIR/mkfs.out" >&2; die "ceph-mon --mkfs failed"; }
 	ceph-mon -i a -c "$CONF" || { logtail; die "ceph-mon failed"; }
-	local id
-	id=$(timeout "$TIMEOUT" ceph -c "$CONF" --connect-timeout 30 osd new "$osd_uuid" 2>"$DIR/osdnew.err") ||
-		{ cat "$DIR/osdnew.err" >&2; logtail; die "ceph osd new failed"; }
+	local id tries=0
+	# a monitor just started can answer its first commands with EPERM ("problem getting
+	# command descriptions": seen under load); `osd new UUID` is idempotent, so ask again
+	until id=$(timeout "$TIMEOUT" ceph -c "$CONF" --connect-timeout 30 osd new "$osd_uuid" \
+		   2>"$DIR/osdnew.err"); do
+		if ((++tries >= 10)); then
+			cat "$DIR/osdnew.err" >&2
+			logtail
+			die "ceph osd new failed"
+		fi
+		sleep 1
+	done
 	mkdir -p "$DIR/osd.$id"
 	ceph-osd -i "$id" --mkfs --osd-uuid "$osd_uuid" --no-mon-config -c "$CONF" \
 		>"$DIR/osdmkfs.out" 2>&1 || { cat "$DIR/osdmkfs.out" >&2; die "ceph-osd --mkfs failed"; }
