@@ -270,7 +270,7 @@ _bootdisk_create() {
 		LABEL imgchain
 		  LINUX /vmlinuz
 		  INITRD /initrd.gz
-		  APPEND console=ttyS0 quiet panic=-1
+		  APPEND console=ttyS0 quiet panic=-1 no_timer_check
 	EOF
 	printf '%s\n' "$marker" >"$w/MARKER.TXT"
 	local img="$out@@$((2048 * 512))"
