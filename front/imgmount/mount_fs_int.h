@@ -32,7 +32,7 @@
 #define IO_MAX (1u << 20)
 
 /* Overlays of a point: disk.raw and disk-flat.vmdk show one disk and share one. */
-enum { OV_DISK, OV_DESC, OV_SPARSE, OV_N };
+enum { OV_DISK, OV_DESC, OV_SPARSE, OV_VHD, OV_VHDX, OV_N };
 
 static inline int ov_of(int file)
 {
@@ -41,6 +41,8 @@ static inline int ov_of(int file)
 	case IC_DISK_FLAT: return OV_DISK;
 	case IC_DISK_DESC: return OV_DESC;
 	case IC_DISK_SPARSE: return OV_SPARSE;
+	case IC_DISK_VHD: return OV_VHD;
+	case IC_DISK_VHDX: return OV_VHDX;
 	default: return -1;
 	}
 }
@@ -155,6 +157,9 @@ struct ic_overlay *mfs_ov_load(struct mpoint *mp, int file);
 /* mount_fs_read.c */
 /* ic_overlay's base reader: the handle's own bytes, zero past the end. */
 int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off);
+/* Make file's size final (disk.vhdx's needs the point's view once: built and dropped
+ * here, under fs->lock, the first time only).  0 or an errno. */
+int mfs_disk_ready(struct mount_fs *fs, struct mpoint *mp, int file);
 
 /* The FUSE operations, by file. */
 int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);

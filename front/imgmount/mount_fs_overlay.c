@@ -10,7 +10,8 @@
 
 #include "mount_fs_int.h"
 
-static const char *const ov_names[OV_N] = { "disk.raw", "disk.vmdk", "disk-sparse.vmdk" };
+static const char *const ov_names[OV_N] = { "disk.raw", "disk.vmdk", "disk-sparse.vmdk",
+					     "disk.vhd", "disk.vhdx" };
 
 static char *ov_prefix(struct mount_fs *fs, const struct mpoint *mp, int k)
 {
@@ -91,6 +92,8 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 		*ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
 			       ic_file_kind(sb.st_mode));
 	free(dir);
+	if (!*ret)
+		*ret = mfs_disk_ready(fs, mp, file);
 	if (!*ret) {
 		struct ic_overlay_bind b;
 

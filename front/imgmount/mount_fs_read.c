@@ -57,6 +57,18 @@ static void view_put(struct mpoint *mp)
 	}
 	pthread_mutex_unlock(&mp->mu);
 }
+int mfs_disk_ready(struct mount_fs *fs, struct mpoint *mp, int file)
+{
+	int ret;
+
+	if (ic_disk_size_known(mp->disk, file))
+		return 0;
+	ret = view_get(fs, mp);     /* attaching computes the layout */
+	if (!ret)
+		view_put(mp);
+	return ret;
+}
+
 /* The kernel reads ahead 128 KiB on a FUSE mount whatever max_readahead says; 1 MiB
  * requests halve the per-request cost of sequential reads.  Done once after the INIT
  * exchange (which would reset it), by root only: a failure changes nothing else. */

@@ -87,10 +87,13 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 {
 	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
 	struct ic_overlay *ov;
-	uint64_t size = ic_disk_size(mp->disk, file);
+	uint64_t size;
 	bool rw;
-	int ret;
+	int ret = mfs_disk_ready(fs, mp, file);
 
+	if (ret)
+		return mfs_errno(ret);
+	size = ic_disk_size(mp->disk, file);
 	ov = mfs_ov_get(fs, mp, file, false, &ret);
 	if (ov)
 		size = ic_overlay_size(ov);

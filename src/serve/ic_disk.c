@@ -1,4 +1,5 @@
-/* ic_disk.c: a restore point's disk files (raw, VMDK pair, sparse VMDK, info.json). */
+/* ic_disk.c: a restore point's disk files (raw, VMDK pair, sparse VMDK, info.json, VHD,
+ * VHDX). */
 #include "config.h"
 
 #include <endian.h>
@@ -12,6 +13,8 @@
 #include "ic_disk.h"
 #include "ic_util.h"
 #include "ic_vmdk.h"
+#include "ic_vhd.h"
+#include "ic_vhdx.h"
 
 #define DESC_CAP 4096u
 #define INFO_CAP 2048u
@@ -25,7 +28,14 @@ struct ic_disk {
 	bool has_sparse;
 	struct ic_vmdk_sparse sparse;
 	struct ic_cache_src *src;   /* non-NULL while attached */
+	bool has_vhd, has_vhdx;
+	bool vhdx_done;             /* layout built (atomic: sizes are read without the lock) */
+	struct ic_vhd vhd;
+	struct ic_vhdx vhdx;
 };
+
+static int hv_new(struct ic_disk *d);
+static int hv_layout(struct ic_disk *d, const struct ic_view *v);
 
 static const char *const file_names[IC_DISK_NFILES] = {
 	[IC_DISK_RAW] = "disk.raw",
@@ -33,6 +43,8 @@ static const char *const file_names[IC_DISK_NFILES] = {
 	[IC_DISK_DESC] = "disk.vmdk",
 	[IC_DISK_SPARSE] = "disk-sparse.vmdk",
 	[IC_DISK_INFO] = "info.json",
+	[IC_DISK_VHD] = "disk.vhd",
+	[IC_DISK_VHDX] = "disk.vhdx",
 };
 
 const char *ic_disk_file_name(enum ic_disk_file f)
@@ -171,6 +183,9 @@ int ic_disk_new(const struct ic_disk_info *info, struct ic_disk **out)
 	if (ret && ret != -EFBIG)
 		goto fail;
 	d->has_sparse = ret == 0;
+	ret = hv_new(d);
+	if (ret)
+		goto fail;
 	ret = build_json(d);
 	if (ret)
 		goto fail;
@@ -187,6 +202,7 @@ void ic_disk_free(struct ic_disk *d)
 	if (!d)
 		return;
 	ic_disk_detach(d);
+	ic_vhdx_free(&d->vhdx);
 	free(d);
 }
 
@@ -199,6 +215,10 @@ bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f)
 {
 	if (f == IC_DISK_SPARSE)
 		return d->has_sparse;
+	if (f == IC_DISK_VHD)
+		return d->has_vhd;
+	if (f == IC_DISK_VHDX)
+		return d->has_vhdx;
 	return (unsigned)f < IC_DISK_NFILES;
 }
 
@@ -214,9 +234,18 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 		return d->has_sparse ? d->sparse.file_size : 0;
 	case IC_DISK_INFO:
 		return d->json_len;
+	case IC_DISK_VHD:
+		return d->has_vhd ? d->vhd.file_size : 0;
+	case IC_DISK_VHDX:
+		return ic_disk_size_known(d, f) ? d->vhdx.file_size : 0;
 	default:
 		return 0;
 	}
+}
+
+bool ic_disk_size_known(const struct ic_disk *d, enum ic_disk_file f)
+{
+	return f != IC_DISK_VHDX || !d->has_vhdx || __atomic_load_n(&d->vhdx_done, __ATOMIC_ACQUIRE);
 }
 
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
@@ -229,7 +258,7 @@ int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_vi
 	d->src = ic_cache_src_new(cache, v);
 	if (!d->src)
 		return ic_fail(-errno, "restore point '%s': %s", d->info.name, strerror(errno));
-	return 0;
+	return hv_layout(d, v);
 }
 
 void ic_disk_detach(struct ic_disk *d)
@@ -273,6 +302,64 @@ static int sparse_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 	struct sparse_arg *a = arg;
 
 	return ic_cache_read(a->d->src, a->st, buf, len, off);
+}
+
+/* ---- VHD and VHDX ------------------------------------------------------------------ */
+
+/* Their identities derive from the chain and the point like the VMDKs' (ident_for). */
+static int hv_new(struct ic_disk *d)
+{
+	struct ic_vmdk_ident id;
+	struct ic_vhdx_ids xid;
+	uint32_t block = d->info.block_size > IC_DISK_VHDX_BLOCK_MIN ? d->info.block_size :
+			 IC_DISK_VHDX_BLOCK_MIN;
+	int ret;
+
+	ident_for(&d->info, "vhd", &id);
+	ret = ic_vhd_init(&d->vhd, d->info.disk_size, d->info.created, id.uuid);
+	if (ret && ret != -EFBIG)
+		return ret;
+	d->has_vhd = ret == 0;
+	ident_for(&d->info, "vhdx", &id);
+	memcpy(xid.disk_id, id.uuid, 16);
+	memcpy(xid.file_write, id.uuid_image, 16);
+	memcpy(xid.data_write, id.uuid_modification, 16);
+	ret = ic_vhdx_init(&d->vhdx, d->info.disk_size, block, &xid);
+	if (ret && ret != -EFBIG)
+		return ret;
+	d->has_vhdx = ret == 0;
+	return 0;
+}
+
+static int hv_mark(void *arg, const struct ic_block_ref *ref)
+{
+	struct ic_disk *d = arg;
+
+	ic_vhdx_mark(&d->vhdx, ref->e.pos * d->info.block_size, d->info.block_size);
+	return 0;
+}
+
+/* disk.vhdx's payload blocks are the ones holding a non-zero block of the point: a walk
+ * of the block map, once per point (called under the caller's attach serialisation). */
+static int hv_layout(struct ic_disk *d, const struct ic_view *v)
+{
+	int ret;
+
+	if (!d->has_vhdx || d->vhdx_done)
+		return 0;
+	ret = ic_vhdx_alloc_start(&d->vhdx);
+	if (!ret)
+		ret = ic_view_walk(v, hv_mark, d);
+	if (!ret)
+		ret = ic_vhdx_alloc_end(&d->vhdx);
+	if (ret) {
+		ic_vhdx_free(&d->vhdx);
+		ic_disk_detach(d);
+		return ic_fail(ret, "restore point '%s': disk.vhdx: %s", d->info.name,
+			       ic_last_error(ret));
+	}
+	__atomic_store_n(&d->vhdx_done, true, __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* ---- reads ------------------------------------------------------------------------- */
@@ -319,6 +406,18 @@ ssize_t ic_disk_read(struct ic_disk *d, enum ic_disk_file f, struct ic_cache_str
 		};
 
 		ret = ic_vmdk_sparse_read(&d->sparse, buf, n, off, &src);
+		break;
+	}
+	case IC_DISK_VHD: {
+		struct sparse_arg a = { .d = d, .st = st };
+
+		ret = ic_vhd_read(&d->vhd, buf, n, off, sparse_read_disk, &a);
+		break;
+	}
+	case IC_DISK_VHDX: {
+		struct sparse_arg a = { .d = d, .st = st };
+
+		ret = ic_vhdx_read(&d->vhdx, buf, n, off, sparse_read_disk, &a);
 		break;
 	}
 	default:

@@ -5,6 +5,9 @@
  *   disk-sparse.vmdk  a monolithicSparse VMDK computed on the fly, zero blocks as holes
  *                     (only below the format's limit of about 2 TiB)
  *   info.json         the point's metadata
+ *   disk.vhd          a fixed VHD (ic_vhd): the disk up to a whole MiB, then the footer
+ *   disk.vhdx         a compact dynamic VHDX (ic_vhdx) whose layout follows the block map:
+ *                     its size is known once a view was attached (ic_disk_size_known)
  * CIDs and UUIDs derive from the chain id and the point's sequence, so a remount shows
  * identical bytes.  Knows nothing of FUSE or overlays.
  *
@@ -32,10 +35,14 @@ enum ic_disk_file {
 	IC_DISK_DESC,
 	IC_DISK_SPARSE,
 	IC_DISK_INFO,
+	IC_DISK_VHD,
+	IC_DISK_VHDX,
 	IC_DISK_NFILES
 };
 
 #define IC_DISK_SPARSE_GRAIN 65536u
+/* disk.vhdx's payload blocks: the chain's block size, at least the format's 1 MiB */
+#define IC_DISK_VHDX_BLOCK_MIN (1u << 20)
 
 /* What a disk needs to know of its point (copied: nothing of the chain is kept). */
 struct ic_disk_info {
@@ -67,6 +74,9 @@ bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f);
 /* Do reads of the file need a view attached (every file does: see above)? */
 bool ic_disk_needs_view(enum ic_disk_file f);
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
+/* Is that size final?  disk.vhdx's is only after the first ic_disk_attach, which computes
+ * its layout from the view's block map (and keeps it: a point's map never changes). */
+bool ic_disk_size_known(const struct ic_disk *d, enum ic_disk_file f);
 
 /* Serve disk reads from view v through cache (neither owned; both must outlive the
  * attachment).  The caller serialises attach/detach against reads: reads of the
