@@ -11,6 +11,10 @@
 #   entry FILE OFFSET         "STATE FILE_OFFSET" of the BAT entry of that disk offset
 #   seq FILE                  the current header's sequence number
 #   uuid FILE                 the VHD footer's UUID (hex)
+#   log-crash FILE OFFSET     make FILE what a crash leaves between a logged BAT update and the
+#                             BAT write: the BAT entry of that disk offset back to 0, the log
+#                             GUID of the newest log entry set in a new current header (the next
+#                             writer must replay the log)
 . "$(dirname "${BASH_SOURCE[0]}")/mount-lib.sh"
 
 VHDX_PY=$WORK/vhdx.py
@@ -93,7 +97,35 @@ def parse(path):
     sb = [struct.unpack_from("<Q", bat, 8 * i)[0] for i in range(cr, n_ent, cr + 1)]
     f.seek(0, 2)
     return dict(block=block, vsize=vsize, ent=ent, sb=sb, seq=seq, size=f.tell(),
-                end=max(bat_off + bat_len, meta_off + meta_len, log_off + log_len))
+                end=max(bat_off + bat_len, meta_off + meta_len, log_off + log_len),
+                cr=cr, bat_off=bat_off, log_off=log_off, log_len=log_len, head=cur)
+
+def log_crash(path, at):
+    v = parse(path)
+    f = open(path, "r+b")
+    newest = None
+    for o in range(v["log_off"], v["log_off"] + v["log_len"], 4096):
+        f.seek(o)
+        e = f.read(64)
+        if e[:4] == b"loge":
+            seq = struct.unpack_from("<Q", e, 16)[0]
+            if newest is None or seq > newest[0]:
+                newest = (seq, e[32:48])
+    assert newest, "no log entry"
+    b = at // v["block"]
+    f.seek(v["bat_off"] + 8 * (b + b // v["cr"]))
+    f.write(bytes(8))
+    h = bytearray(v["head"])
+    h[8:16] = struct.pack("<Q", v["seq"] + 1)
+    h[48:64] = newest[1]
+    h[4:8] = bytes(4)
+    h[4:8] = struct.pack("<I", crc32c(h))
+    f.seek(64 << 10)
+    old = f.read(16)
+    slot = 128 << 10 if struct.unpack_from("<Q", old, 8)[0] == v["seq"] and old[:4] == b"head" else 64 << 10
+    f.seek(slot)
+    f.write(h)
+    f.close()
 
 def check_vhdx(path, src):
     v = parse(path)
@@ -158,6 +190,8 @@ elif cmd == "entry":
     v = parse(path)
     e = v["ent"][int(sys.argv[3]) // v["block"]]
     print(e & 7, e & ~((1 << 20) - 1))
+elif cmd == "log-crash":
+    log_crash(path, int(sys.argv[3]))
 elif cmd == "seq":
     print(parse(path)["seq"])
 elif cmd == "uuid":
