@@ -1,5 +1,4 @@
 /* ic_vhd.c: the fixed VHD of a disk (the disk, zeros to a whole MiB, the footer). */
-#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
@@ -11,22 +10,13 @@
 #define VHD_TYPE_FIXED 2u
 #define CHS_MAX_SECTORS (65535ull * 16 * 255)
 
-static void put_be16(uint8_t *p, uint16_t v)
+/* An n-byte big-endian field at p. */
+static void put_be(uint8_t *p, uint64_t v, unsigned n)
 {
-	v = htobe16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	v = htobe32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	v = htobe64(v);
-	memcpy(p, &v, 8);
+	while (n--) {
+		p[n] = (uint8_t)v;
+		v >>= 8;
+	}
 }
 
 /* The specification's appendix, step by step (sectors per track 17, 31, then 63). */
@@ -81,27 +71,27 @@ int ic_vhd_init(struct ic_vhd *h, uint64_t disk_size, int64_t created, const uin
 		return -EFBIG;
 	h->file_size = h->cur_size + IC_VHD_FOOTER;
 	memcpy(f, "conectix", 8);
-	put_be32(f + 8, VHD_FEATURES);
-	put_be32(f + 12, VHD_VERSION);
-	put_be64(f + 16, UINT64_MAX);           /* data offset: none (fixed) */
-	put_be32(f + 24, t < 0 ? 0 : t > UINT32_MAX ? UINT32_MAX : (uint32_t)t);
+	put_be(f + 8, VHD_FEATURES, 4);
+	put_be(f + 12, VHD_VERSION, 4);
+	put_be(f + 16, UINT64_MAX, 8);  /* data offset: none (fixed) */
+	put_be(f + 24, t < 0 ? 0 : t > UINT32_MAX ? UINT32_MAX : (uint32_t)t, 4);
 	/* "win ": the creators for which readers (qemu up to 8.x) take the size from the
 	 * footer's current size rather than from CHS, which cannot express a MiB multiple */
 	memcpy(f + 28, "win ", 4);
-	put_be32(f + 32, 0x00010000u);          /* creator version */
-	memcpy(f + 36, "Wi2k", 4);              /* creator host OS */
-	put_be64(f + 40, h->cur_size);          /* original size */
-	put_be64(f + 48, h->cur_size);          /* current size */
+	put_be(f + 32, 0x00010000u, 4); /* creator version */
+	memcpy(f + 36, "Wi2k", 4);      /* creator host OS */
+	put_be(f + 40, h->cur_size, 8); /* original size */
+	put_be(f + 48, h->cur_size, 8); /* current size */
 	ic_vhd_chs(h->cur_size / 512, &cyl, &heads, &spt);
-	put_be16(f + 56, cyl);
+	put_be(f + 56, cyl, 2);
 	f[58] = heads;
 	f[59] = spt;
-	put_be32(f + 60, VHD_TYPE_FIXED);
+	put_be(f + 60, VHD_TYPE_FIXED, 4);
 	memcpy(f + 68, uuid, 16);
-	f[84] = 0;                              /* saved state */
+	f[84] = 0;                      /* saved state */
 	for (unsigned i = 0; i < IC_VHD_FOOTER; i++)
 		sum += f[i];
-	put_be32(f + 64, ~sum);
+	put_be(f + 64, ~sum, 4);
 	return 0;
 }
 

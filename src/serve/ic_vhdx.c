@@ -1,6 +1,5 @@
 /* ic_vhdx.c: the compact dynamic VHDX of a disk (headers, region table, metadata, BAT,
  * payload blocks of data one after another). */
-#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -71,23 +70,16 @@ static uint32_t crc_padded(const uint8_t *p, size_t len, size_t total)
 
 /* ---- little-endian fields and GUIDs --------------------------------------------------- */
 
-static void put16(uint8_t *p, uint16_t v)
+/* An n-byte little-endian field at p. */
+static void put_le(uint8_t *p, uint64_t v, unsigned n)
 {
-	v = htole16(v);
-	memcpy(p, &v, 2);
+	for (unsigned i = 0; i < n; i++, v >>= 8)
+		p[i] = (uint8_t)v;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
+#define put16(p, v) put_le(p, v, 2)
+#define put32(p, v) put_le(p, v, 4)
+#define put64(p, v) put_le(p, v, 8)
 
 /* A GUID written as text d1-d2-d3-d4 (d4: its last 16 hex digits), stored as Microsoft's
  * GUID structure: three little-endian fields, then 8 bytes in order. */
@@ -96,8 +88,8 @@ static void put_guid(uint8_t *p, uint32_t d1, uint16_t d2, uint16_t d3, uint64_t
 	put32(p, d1);
 	put16(p + 4, d2);
 	put16(p + 6, d3);
-	d4 = htobe64(d4);
-	memcpy(p + 8, &d4, 8);
+	for (int i = 7; i >= 0; i--, d4 >>= 8)
+		p[8 + i] = (uint8_t)d4;
 }
 
 #define GUID_BAT(p) put_guid(p, 0x2dc27766, 0xf623, 0x4200, 0x9d64115e9bfd4a08ull)
@@ -380,15 +372,9 @@ int ic_vhdx_read(const struct ic_vhdx *x, void *buf, size_t len, uint64_t off,
 
 	if (!x->ready)
 		return -ENXIO;
-	if (off >= x->file_size) {
-		memset(p, 0, len);
-		return 0;
-	}
-	if (len > x->file_size - off) {
-		n = (size_t)(x->file_size - off);
-		memset(p + n, 0, len - n);
-		len = n;
-	}
+	n = off >= x->file_size ? 0 : x->file_size - off < len ? (size_t)(x->file_size - off) : len;
+	memset(p + n, 0, len - n);      /* past the end of the file */
+	len = n;
 	if (off < x->data_offset) {
 		n = x->data_offset - off < len ? (size_t)(x->data_offset - off) : len;
 		read_meta(x, p, n, off);
