@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "ic_cache.h"
+#include "ic_disk.h"
 #include "ic_vhd.h"
 #include "ic_vhdx.h"
 #include "unit.h"
@@ -299,16 +303,84 @@ static void test_qemu(void)
 	unit_rmtree(dir);
 }
 
+/* ic_disk's registration: names, limits (VHD 2040 GiB, VHDX 64 TiB), the VHDX size known from
+ * the first attach on (and kept after a detach), identities per point.  A view without images
+ * stands for a point of zero blocks whose seal passed. */
+static struct ic_disk *disk_new(uint64_t size, uint32_t seq)
+{
+	struct ic_disk_info info = { .name = "p", .seq = seq, .kind = ICF_KIND_FULL,
+				     .created = 1700000000, .disk_size = size,
+				     .block_size = 65536 };
+	struct ic_disk *d = NULL;
+
+	CHECK_EQ(ic_disk_new(&info, &d), 0);
+	return d;
+}
+
+static void test_disk_files(void)
+{
+	struct ic_view fake = { .disk_size = 64 * MIB, .block_size = 65536, .nblocks = 1024 };
+	struct ic_cache *cache = ic_cache_new(65536, NULL, NULL);
+	struct ic_disk *a = disk_new(64 * MIB, 3), *b = disk_new(64 * MIB, 3);
+	struct ic_disk *c = disk_new(64 * MIB, 4);
+	uint8_t fa[512], fb[512], fc[512];
+
+	CHECK(cache && a && b && c);
+	CHECK_EQ(ic_disk_file_from_name("disk.vhd"), IC_DISK_VHD);
+	CHECK_EQ(ic_disk_file_from_name("disk.vhdx"), IC_DISK_VHDX);
+	CHECK(ic_disk_has(a, IC_DISK_VHD) && ic_disk_has(a, IC_DISK_VHDX));
+	CHECK_EQ(ic_disk_size(a, IC_DISK_VHD), 64 * MIB + 512);
+	CHECK(ic_disk_size_known(a, IC_DISK_VHD) && ic_disk_size_known(a, IC_DISK_RAW));
+	CHECK(!ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK_EQ(ic_disk_read(a, IC_DISK_VHD, NULL, fa, 512, 64 * MIB), -ENXIO);
+	CHECK_EQ(ic_disk_attach(a, cache, &fake), 0);
+	CHECK_EQ(ic_disk_attach(b, cache, &fake), 0);
+	CHECK_EQ(ic_disk_attach(c, cache, &fake), 0);
+	CHECK(ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK_EQ(ic_disk_size(a, IC_DISK_VHDX), 4 * MIB);   /* all zero: metadata only */
+	CHECK_EQ(ic_disk_read(a, IC_DISK_VHD, NULL, fa, 512, 64 * MIB), 512);
+	CHECK_EQ(ic_disk_read(b, IC_DISK_VHD, NULL, fb, 512, 64 * MIB), 512);
+	CHECK_EQ(ic_disk_read(c, IC_DISK_VHD, NULL, fc, 512, 64 * MIB), 512);
+	CHECK(!memcmp(fa, "conectix", 8) && !memcmp(fa, fb, 512));
+	CHECK(memcmp(fa + 68, fc + 68, 16) != 0);             /* another point, another UUID */
+	CHECK_EQ(ic_disk_read(a, IC_DISK_VHDX, NULL, fa, 8, 0), 8);
+	CHECK(!memcmp(fa, "vhdxfile", 8));
+	ic_disk_detach(a);
+	CHECK(ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK_EQ(ic_disk_size(a, IC_DISK_VHDX), 4 * MIB);
+	ic_disk_free(a);
+	ic_disk_free(b);
+	ic_disk_free(c);
+	/* the limits */
+	a = disk_new(IC_VHD_MAX_SIZE, 1);
+	b = disk_new(IC_VHD_MAX_SIZE + 1, 1);
+	c = disk_new(IC_VHDX_MAX_SIZE + 1, 1);
+	CHECK(ic_disk_has(a, IC_DISK_VHD) && ic_disk_has(a, IC_DISK_VHDX));
+	CHECK(!ic_disk_has(b, IC_DISK_VHD) && ic_disk_has(b, IC_DISK_VHDX));
+	CHECK(!ic_disk_has(c, IC_DISK_VHD) && !ic_disk_has(c, IC_DISK_VHDX));
+	CHECK(ic_disk_size_known(c, IC_DISK_VHDX));             /* not offered: nothing to wait for */
+	CHECK_EQ(ic_disk_read(c, IC_DISK_VHDX, NULL, fa, 8, 0), -ENOENT);
+	ic_disk_free(a);
+	ic_disk_free(b);
+	ic_disk_free(c);
+	ic_cache_free(cache);
+}
+
 int main(void)
 {
 	bool have_qemu;
 
+	if (sodium_init() < 0) {        /* ic_disk's identities hash with BLAKE2b */
+		fprintf(stderr, "sodium_init failed\n");
+		return 1;
+	}
 	disk_fill();
 	RUN(test_crc32c);
 	RUN(test_chs);
 	RUN(test_vhd);
 	RUN(test_vhdx_layout);
 	RUN(test_vhdx_bytes);
+	RUN(test_disk_files);
 	have_qemu = system("qemu-img --version >/dev/null 2>&1") == 0;
 	if (have_qemu)
 		RUN(test_qemu);
