@@ -245,7 +245,8 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 
 bool ic_disk_size_known(const struct ic_disk *d, enum ic_disk_file f)
 {
-	return f != IC_DISK_VHDX || !d->has_vhdx || __atomic_load_n(&d->vhdx_done, __ATOMIC_ACQUIRE);
+	return f != IC_DISK_VHDX || !d->has_vhdx ||
+	       __atomic_load_n(&d->vhdx_done, __ATOMIC_ACQUIRE);
 }
 
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
