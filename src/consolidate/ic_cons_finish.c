@@ -20,6 +20,7 @@
 #include "ic_image.h"
 #include "ic_lock.h"
 #include "ic_pool.h"
+#include "ic_store.h"
 #include "ic_util.h"
 
 /* Make the non-current slot a copy of the current one, so that the file can only ever
@@ -68,10 +69,9 @@ int ic_cons_rollback(struct cons *x)
 		if (path && !ic_image_open(path, O_RDWR, &img)) {
 			if (img->slot.seq == j->ip_file && img->slot.data_end == j->ip_d0 &&
 			    img->file_size > j->ip_d0) {
-				if (ftruncate(img->fd, (off_t)j->ip_d0) < 0 && !ret)
-					ret = ic_fail(-errno, "%s: truncate: %s", path, strerror(errno));
-				else if (!ret)
-					ret = ic_fsync(img->fd, path);
+				r2 = ic_store_truncate(img, j->ip_d0);
+				if (!ret)
+					ret = r2;
 			}
 			ic_image_close(img);
 		}
@@ -136,10 +136,9 @@ static int finish_inplace(struct cons *x)
 	ic_cons_step(x, "dup");
 	/* made durable with the removals that follow (one directory sync): until then a
 	 * crash leaves both files claiming the target, and the chain takes this one */
-	if (rename(fpath, tpath) < 0) {
-		ret = ic_fail(-errno, "%s: rename to %s: %s", fpath, tpath, strerror(errno));
+	ret = ic_store_rename(fpath, tpath);
+	if (ret)
 		goto out;
-	}
 	ic_cons_step(x, "moved");
 out:
 	ic_image_close(img);
@@ -204,14 +203,13 @@ static int remove_points(struct cons *x)
 			return ret;
 		}
 		ic_image_close(img);
-		if (unlink(path) < 0 && errno != ENOENT)
-			ret = ic_fail(-errno, "%s: remove: %s", path, strerror(errno));
+		ret = ic_store_remove(path);
 		free(path);
 		if (ret)
 			return ret;
 		ic_cons_step(x, "delete");
 	}
-	ret = ic_fsync_dir(x->dir);
+	ret = ic_store_sync(x->dir);
 	ic_cons_step(x, "deleted");
 	return ret;
 }
@@ -252,19 +250,15 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 	for (size_t i = 0; i < j->tseq.n; i++) {
 		char *tmp = ic_cons_tmp_path(x->dir, j->tseq.v[i]), *dst = ic_cons_seq_path(x->dir, j->tseq.v[i]);
 		struct ic_image *img;
-		struct stat st;
 
 		if (!tmp || !dst) {
 			free(tmp);
 			free(dst);
 			return -ENOMEM;
 		}
-		if (fstatat(AT_FDCWD, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-			/* only the regular file this step wrote is put in place, never a plant */
-			ret = S_ISREG(st.st_mode) ? 0 : ic_fail(IC_ECORRUPT, "%s: not a regular file (%s): refused",
-								tmp, ic_file_kind(st.st_mode));
-			if (!ret)
-				ret = rename(tmp, dst) < 0 ? ic_fail(-errno, "%s: rename: %s", dst, strerror(errno)) : 0;
+		/* only the regular file this step wrote is put in place, never a plant */
+		ret = ic_store_put(tmp, dst);
+		if (ret != -ENOENT) {
 			x->st->points_rewritten++;
 			ic_cons_step(x, "rename");
 		} else {
@@ -283,7 +277,7 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 	}
 	/* the renamed points no longer depend on the points to remove: durable before
 	 * the full's slot switch makes those vanish */
-	if (j->tseq.n && (ret = ic_fsync_dir(x->dir)))
+	if (j->tseq.n && (ret = ic_store_sync(x->dir)))
 		return ret;
 	ic_cons_step(x, "renamed");
 	if (cannot || (recovering && unexpected_dependents(x))) {

@@ -14,11 +14,12 @@
 
 #include "ic_cons_int.h"
 #include "ic_image.h"
+#include "ic_store.h"
 #include "ic_util.h"
 
 /* ---- the journal ---------------------------------------------------------------------
  *
- * CHAIN/journal, a text file replaced atomically (ic_write_file_atomic), last line a
+ * CHAIN/journal, a text file replaced atomically (ic_store_write_file), last line a
  * checksum of the others:
  *
  *   imgchain-journal 1
@@ -81,30 +82,6 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	b->n += (size_t)need;
 }
 
-/* Replace the journal atomically but without syncing: for the prepare and idle
- * phases, whose loss in a crash costs nothing but space (an unused tail of the full,
- * cut at its next merge; holes not punched).  Only commit must be durable. */
-static int write_quick(const char *dir, const void *buf, size_t len)
-{
-	char *tmp = ic_path_join(dir, ".tmp-" ICF_JOURNAL_NAME);
-	char *dst = ic_path_join(dir, ICF_JOURNAL_NAME);
-	int fd, ret = -ENOMEM;
-
-	if (tmp && dst)
-		ret = ic_create_tmp(AT_FDCWD, dir, ".tmp-" ICF_JOURNAL_NAME, O_WRONLY, 0600, &fd);
-	if (!ret) {
-		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
-		close(fd);
-		if (!ret && rename(tmp, dst) < 0)
-			ret = ic_fail(-errno, "%s: rename: %s", dst, strerror(errno));
-		if (ret)
-			unlink(tmp);
-	}
-	free(tmp);
-	free(dst);
-	return ret;
-}
-
 int ic_cons_journal_write(const char *dir, const struct journal *j)
 {
 	static const char *const phases[] = { "idle", "prepare", "commit" };
@@ -118,9 +95,7 @@ int ic_cons_journal_write(const char *dir, const struct journal *j)
 		path = ic_path_join(dir, ICF_JOURNAL_NAME);
 		if (!path)
 			return -ENOMEM;
-		ret = unlink(path) < 0 && errno != ENOENT
-			      ? ic_fail(-errno, "%s: remove: %s", path, strerror(errno))
-			      : 0;
+		ret = ic_store_remove(path);
 		free(path);
 		return ret;
 	}
@@ -148,12 +123,11 @@ int ic_cons_journal_write(const char *dir, const struct journal *j)
 	for (size_t i = 0; i < j->punch.n; i++)
 		sb_printf(&b, "punch %u\n", j->punch.v[i]);
 	sb_printf(&b, "sum %016llx\n", (unsigned long long)XXH3_64bits(b.v, b.n));
-	if (b.oom)
-		ret = -ENOMEM;
-	else if (j->phase == J_COMMIT)
-		ret = ic_write_file_atomic(dir, ICF_JOURNAL_NAME, b.v, b.n, 0600);
-	else
-		ret = write_quick(dir, b.v, b.n);
+	/* only commit must be durable: the loss of a prepare or idle journal in a crash
+	 * costs nothing but space (an unused tail of the full, cut at its next merge;
+	 * holes not punched) */
+	ret = b.oom ? -ENOMEM : ic_store_write_file(dir, ICF_JOURNAL_NAME, b.v, b.n,
+						     j->phase == J_COMMIT);
 	ic_array_free(&b);
 	return ret;
 }
@@ -260,29 +234,19 @@ int ic_cons_journal_read(const char *dir, struct journal *j)
 {
 	char *path = ic_path_join(dir, ICF_JOURNAL_NAME);
 	char *buf = NULL;
-	struct stat st;
-	int fd, ret = 0;
+	size_t len;
+	int ret;
 
 	memset(j, 0, sizeof(*j));
 	if (!path)
 		return -ENOMEM;
-	ret = ic_open_regular(AT_FDCWD, dir, ICF_JOURNAL_NAME, O_RDONLY, 0, &fd);
-	if (ret) {
-		if (ret == -ENOENT)
-			ret = 0;
-		goto out;
-	}
-	if (fstat(fd, &st) < 0 || st.st_size > (1 << 24) || !(buf = calloc(1, (size_t)st.st_size + 1))) {
+	ret = ic_store_read_file(dir, ICF_JOURNAL_NAME, 1 << 24, &buf, &len);
+	if (ret == -ENOENT)
+		ret = 0;
+	else if (!ret && len > 1 << 24)
 		ret = ic_fail(-EIO, "%s: cannot read the journal", path);
-		goto out;
-	}
-	ret = ic_pread_full(fd, buf, (size_t)st.st_size, 0, path);
-	if (ret)
-		goto out;
-	ret = ic_cons_journal_decode(buf, (size_t)st.st_size, j, path);
-out:
-	if (fd >= 0)
-		close(fd);
+	else if (!ret)
+		ret = ic_cons_journal_decode(buf, len, j, path);
 	free(buf);
 	free(path);
 	return ret;

@@ -2,7 +2,6 @@
  * image paths, the allocation of the chain directory, messages. */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -15,6 +14,7 @@
 #include "ic_cons_int.h"
 #include "ic_image.h"
 #include "ic_lock.h"
+#include "ic_store.h"
 #include "ic_util.h"
 
 void ic_cons_step(struct cons *x, const char *name)
@@ -44,20 +44,7 @@ char *ic_cons_tmp_path(const char *dir, uint32_t seq)
 /* Bytes allocated to the files of the chain directory. */
 uint64_t ic_cons_dir_alloc(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	uint64_t sum = 0;
-
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		struct stat st;
-
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-			sum += (uint64_t)st.st_blocks * 512;
-	}
-	closedir(d);
-	return sum;
+	return ic_store_allocated(dir);
 }
 
 void ic_cons_note(struct cons *x, const char *fmt, ...)

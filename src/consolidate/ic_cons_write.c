@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +10,6 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-
-#include <xxhash.h>
 
 #include "ic_chain.h"
 #include "ic_codec.h"
@@ -28,9 +25,7 @@
 #define COPY_BUF (1u << 20)         /* read-and-check buffer of the record copier: small
 				     * enough to stay in the CPU cache between the read, the
 				     * check and the copy; grown to hold the largest record */
-#define ALIGN_RUN (256u << 10)      /* runs this long are placed reflink-friendly */
 #define ISLAND_MAX (128u << 10)     /* the full's records relocated to join two holes */
-#define KICK_BYTES (8u << 20)       /* writeback is started every this many bytes copied */
 
 /* ---- flattening: a target's block map folded onto its new base ------------------------
  *
@@ -177,43 +172,19 @@ struct flat {
 	uint8_t *reloc;             /* in place: the full's entries to copy all the same */
 	struct ment *win;           /* the window's entries, ascending pos (collect, place) */
 	struct icf_entry *run;      /* the records of one run: contiguous in one source */
-	uint8_t *ibuf;              /* the window's index entries, encoded */
 	uint8_t *cbuf;              /* read-and-check buffer of the record copier */
 	size_t cbuf_len;
-	XXH3_state_t *ih;           /* XXH3-128 of the index written so far */
-	int dfd;                    /* destination: the new file, or the full opened O_RDWR */
-	const char *dpath;
+	struct ic_writer *w;        /* the store's image writer: the records, the index */
 	uint64_t start;             /* where the records go: after the header, or the full's end */
-	uint64_t cur;               /* the next record's place in dfd */
-	uint64_t idx_off;           /* where the index goes: after the records, 64-byte aligned */
-	uint64_t count;             /* of this pass: entries, */
-	uint64_t n_data, n_zero;    /* data and zero entries, */
-	uint64_t data_bytes;        /* bytes of every record the entries reference, */
+	uint64_t cur;               /* the next record's place in the target */
+	uint64_t count;             /* entries of this pass */
 	uint64_t copy_bytes;        /* bytes of the records copied, */
 	uint64_t reloc_bytes;       /* of copy_bytes: the full's own records moved (islands) */
 	struct ic_progress prog;
 	uint64_t done;              /* record bytes copied so far (progress) */
-	uint64_t kicked;            /* writeback started up to here */
 	struct checker *ck;         /* the checking thread, NULL: check in line */
 	struct cons *x;             /* the run (its options, the step hook) */
 };
-
-/* Start the writeback of what was copied since the last call, without waiting for it:
- * the device writes while the next records are read and checked, and the fsync that
- * makes the step durable finds most of the data on its way.  Only a hint: errors are
- * reported by that fsync. */
-static void kick_writeback(struct flat *f)
-{
-#ifdef HAVE_SYNC_FILE_RANGE
-	if (f->cur - f->kicked >= KICK_BYTES) {
-		(void)sync_file_range(f->dfd, (off_t)f->kicked, (off_t)(f->cur - f->kicked),
-				      SYNC_FILE_RANGE_WRITE);
-		f->kicked = f->cur;
-	}
-#else
-	(void)f;
-#endif
-}
 
 static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
 {
@@ -273,7 +244,7 @@ static int place(struct flat *f, size_t n, bool copy)
 
 	while (i < n) {
 		struct ment *m0;
-		uint64_t next, len = 0, d;
+		uint64_t next, len = 0, d, at = 0;
 		size_t k, nrun = 0;
 		int ret;
 
@@ -294,8 +265,7 @@ static int place(struct flat *f, size_t n, bool copy)
 			next += m->e.stored_len;
 			len += m->e.stored_len;
 		}
-		if (len >= ALIGN_RUN)
-			f->cur += ((m0->e.offset & 4095) - (f->cur & 4095)) & 4095;
+		f->cur = ic_writer_run_start(f->cur, m0->e.offset, len);
 		d = f->cur;
 		for (size_t r = i; r < k; r++)
 			if (f->win[r].copy) {
@@ -305,17 +275,15 @@ static int place(struct flat *f, size_t n, bool copy)
 		if (copy) {
 			if (ic_interrupted)
 				return ic_fail(-EINTR, "interrupted");
-			if (f->ck) {
-				ret = checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun);
-				if (!ret)
-					ret = ic_image_copy_bytes(f->vt->path[m0->lvl], m0->e.offset,
-								  len, f->dfd, f->cur, f->dpath,
-								  f->cbuf, f->cbuf_len);
-			} else {
-				ret = ic_image_copy_records(f->vt->path[m0->lvl], f->run, nrun,
-							    f->dfd, f->cur, f->dpath, f->cbuf,
-							    f->cbuf_len);
-			}
+			/* checked by the checker thread, or in line by the writer */
+			ret = f->ck ? checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun) : 0;
+			if (!ret)
+				ret = ic_writer_copy(f->w, f->vt->path[m0->lvl], f->run, nrun, !f->ck,
+						     f->cbuf, f->cbuf_len, &at);
+			if (!ret && at != f->cur)
+				ret = ic_fail(-EIO, "merge into seq %u: records placed at %llu, not %llu",
+					      f->tseq, (unsigned long long)at,
+					      (unsigned long long)f->cur);
 			if (ret)
 				return ret;
 			f->done += len;
@@ -324,8 +292,6 @@ static int place(struct flat *f, size_t n, bool copy)
 		}
 		f->cur += len;
 		i = k;
-		if (copy)
-			kick_writeback(f);
 	}
 	return 0;
 }
@@ -334,15 +300,15 @@ static int emit_index(struct flat *f, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
 		struct icf_entry e = f->win[k].e;
+		int ret;
 
 		if (f->win[k].copy)
 			e.offset = f->win[k].dst;
-		ic_entry_encode(&e, f->ibuf + k * sizeof(struct icf_entry),
-				f->vt->point->img->hdr.version);
+		ret = ic_writer_add_entry(f->w, &e);
+		if (ret)
+			return ret;
 	}
-	XXH3_128bits_update(f->ih, f->ibuf, n * sizeof(struct icf_entry));
-	return ic_pwrite_full(f->dfd, f->ibuf, n * sizeof(struct icf_entry),
-			      f->idx_off + f->count * sizeof(struct icf_entry), f->dpath);
+	return 0;
 }
 
 static int flat_pass(struct flat *f, bool copy)
@@ -352,7 +318,7 @@ static int flat_pass(struct flat *f, bool copy)
 
 	memset(f->cursor, 0, f->vt->depth * sizeof(*f->cursor));
 	f->cur = f->start;
-	f->count = f->n_data = f->n_zero = f->data_bytes = f->copy_bytes = f->reloc_bytes = 0;
+	f->count = f->copy_bytes = f->reloc_bytes = 0;
 	for (uint64_t p0 = 0; p0 < nblocks; p0 += WINDOW_BLOCKS) {
 		uint64_t p1 = p0 + WINDOW_BLOCKS < nblocks ? p0 + WINDOW_BLOCKS : nblocks;
 		ssize_t n = collect(f, p0, p1);
@@ -367,30 +333,25 @@ static int flat_pass(struct flat *f, bool copy)
 		for (ssize_t k = 0; k < n; k++) {
 			const struct ment *m = &f->win[k];
 
-			if (m->e.kind == ICF_ENTRY_ZERO) {
-				f->n_zero++;
-			} else {
-				f->n_data++;
-				f->data_bytes += m->e.stored_len;
-				if (m->copy)
-					f->copy_bytes += m->e.stored_len;
-				if (m->copy && f->keep_root && m->lvl == 0)
-					f->reloc_bytes += m->e.stored_len;
-			}
+			if (m->e.kind == ICF_ENTRY_ZERO)
+				continue;
+			if (m->copy)
+				f->copy_bytes += m->e.stored_len;
+			if (m->copy && f->keep_root && m->lvl == 0)
+				f->reloc_bytes += m->e.stored_len;
 		}
 		f->count += (uint64_t)n;
 	}
 	return 0;
 }
 
-static void fill_slot(struct tgt *t, struct flat *f)
+/* The merged point's identity: its totals and index are the writer's (ic_writer_finish). */
+static void fill_slot(struct tgt *t)
 {
 	const struct icf_slot *old = &t->p->img->slot;
-	XXH128_canonical_t c;
 	struct icf_slot *s = &t->slot;
 
 	memset(s, 0, sizeof(*s));
-	s->generation = 1;
 	s->seq = old->seq;
 	s->parent_seq = t->base;
 	s->kind = t->base ? ICF_KIND_CONSOLIDATED : ICF_KIND_SYNTHETIC_FULL;
@@ -400,14 +361,6 @@ static void fill_slot(struct tgt *t, struct flat *f)
 	memcpy(s->seal, old->seal, sizeof(s->seal));
 	s->point_id = old->point_id;        /* the merged point keeps its identity and seal */
 	s->seal_keygen = old->seal_keygen;
-	s->index_offset = f->idx_off;
-	s->index_count = f->count;
-	s->data_bytes = f->data_bytes;
-	s->n_data = f->n_data;
-	s->n_zero = f->n_zero;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->ih));
-	memcpy(s->index_hash, c.digest, ICF_INDEX_HASH_LEN);
-	s->data_end = f->idx_off + f->count * sizeof(struct icf_entry);
 }
 
 static void flat_free(struct flat *f)
@@ -418,10 +371,8 @@ static void flat_free(struct flat *f)
 	free(f->reloc);
 	free(f->win);
 	free(f->run);
-	free(f->ibuf);
 	free(f->cbuf);
-	if (f->ih)
-		XXH3_freeState(f->ih);
+	ic_writer_abort(f->w);
 }
 
 /* ---- islands: the full's records left between two superseded ones --------------------
@@ -562,37 +513,6 @@ out:
 	return ret;
 }
 
-/* Start a new image file for t: the header, both slots empty. */
-static int open_new_image(const char *path, const struct ic_image *like, int *fd)
-{
-	uint8_t *hb = calloc(1, ICF_HEADER_SIZE);
-	int ret;
-
-	if (!hb)
-		return -ENOMEM;
-	ret = ic_create_tmp(AT_FDCWD, NULL, path, O_RDWR, 0600, fd);
-	if (ret) {
-		free(hb);
-		return ret;
-	}
-	ic_header_encode(&like->hdr, hb);
-	ret = ic_pwrite_full(*fd, hb, ICF_HEADER_SIZE, 0, path);
-	free(hb);
-	return ret;
-}
-
-static int finish_new_image(int fd, const char *path, struct icf_slot *s)
-{
-	uint8_t raw[ICF_SLOT_SIZE];
-	int ret = ic_fsync(fd, path);
-
-	if (ret)
-		return ret;
-	ic_slot_encode(s, raw);
-	ret = ic_pwrite_full(fd, raw, sizeof(raw), ICF_SLOT_A_OFF, path);
-	return ret ? ret : ic_fsync(fd, path);
-}
-
 int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 {
 	struct ic_consolidate_stats *st = x->st;
@@ -600,7 +520,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	struct checker ck;
 	struct flat f;
 	char *tmp = NULL, what[160];
-	int fd = -1, ret;
+	int ret;
 
 	memset(&f, 0, sizeof(f));
 	f.x = x;
@@ -617,31 +537,25 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	f.cursor = calloc(f.vt->depth, sizeof(*f.cursor));
 	f.win = malloc(WINDOW_BLOCKS * sizeof(*f.win));
 	f.run = malloc(WINDOW_BLOCKS * sizeof(*f.run));
-	f.ibuf = malloc(WINDOW_BLOCKS * sizeof(struct icf_entry));
 	f.cbuf_len = COPY_BUF;
 	if (f.cbuf_len < 2 * (size_t)ic_codec_bound(c->block_size))
 		f.cbuf_len = 2 * (size_t)ic_codec_bound(c->block_size);
 	f.cbuf = malloc(f.cbuf_len);
-	f.ih = XXH3_createState();
-	if (!f.cursor || !f.win || !f.run || !f.ibuf || !f.cbuf || !f.ih) {
+	if (!f.cursor || !f.win || !f.run || !f.cbuf) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	if (t->in_place) {
-		f.dfd = t->rw->fd;
-		f.dpath = t->rw->path;
-		f.start = t->rw->slot.data_end;
+		ret = ic_writer_in_place(t->rw, &f.w);
 	} else {
 		tmp = ic_cons_tmp_path(x->dir, t->seq);
-		ret = tmp ? open_new_image(tmp, t->p->img, &fd) : -ENOMEM;
-		if (ret)
-			goto out;
-		f.dfd = fd;
-		f.dpath = tmp;
-		f.start = ICF_HEADER_SIZE;
+		ret = tmp ? ic_writer_create(tmp, &t->p->img->hdr, &f.w) : -ENOMEM;
 	}
+	if (ret)
+		goto out;
+	f.start = ic_writer_offset(f.w);
 	ret = flat_pass(&f, false);
-	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(f.dpath))) {
+	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(t->rw->path))) {
 		uint64_t merged = 0;
 
 		for (uint32_t l = 1; l < f.vt->depth; l++)
@@ -650,13 +564,13 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		if (!ret && f.reloc)
 			ret = flat_pass(&f, false);
 	}
+	/* the index follows the records (FORMAT.md section 7) */
+	if (!ret)
+		ret = ic_writer_place_index(f.w, f.cur);
 	if (ret)
 		goto out;
-	f.idx_off = (f.cur + 63) & ~(uint64_t)63;
 	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
-	XXH3_128bits_reset(f.ih);
-	f.kicked = f.start;
 	f.ck = checker_start(&ck, f.cbuf_len) ? NULL : &ck;
 	ret = flat_pass(&f, true);
 	if (f.ck) {
@@ -670,23 +584,17 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	ic_progress_done(&f.prog);
 	if (ret)
 		goto out;
-	fill_slot(t, &f);
-	ret = ic_slot_validate(&t->slot, t->p->img->hdr.version, f.dpath);
-	if (ret)
-		goto out;
 	st->bytes_copied += f.copy_bytes;
 	st->bytes_relocated += f.reloc_bytes;
 	st->bytes_index += f.count * sizeof(struct icf_entry);
 	t1 = ic_now();
 	st->phase_seconds[IC_CONS_T_COPY] += t1 - t0;
-	if (t->in_place)
-		ret = ic_fsync(f.dfd, f.dpath);
-	else
-		ret = finish_new_image(fd, tmp, &t->slot);
+	/* the totals, the index hash, the rest of the index; fsync; a new file's slot A */
+	fill_slot(t);
+	ret = ic_writer_finish(f.w, &t->slot);
+	f.w = NULL;
 	st->phase_seconds[IC_CONS_T_SYNC] += ic_now() - t1;
 out:
-	if (fd >= 0)
-		close(fd);
 	free(tmp);
 	flat_free(&f);
 	return ret;

@@ -89,10 +89,8 @@ size_t ic_keyfile_size(const struct ic_keyfile *kf);
 /* Encode kf (host order) into buf[ic_keyfile_size(kf)], computing the file hash
  * (kf->h.file_hash is ignored).  Returns the size. */
 size_t ic_keyfile_encode(const struct ic_keyfile *kf, void *buf);
-/* Read and decode CHAIN/imgchain.key.  -ENOENT (with a message) if absent. */
-int ic_keyfile_load(const char *chain_dir, struct ic_keyfile *kf);
-/* Write kf to CHAIN/imgchain.key atomically (tmp, fsync, rename, fsync dir), mode 0600. */
-int ic_keyfile_store(const char *chain_dir, const struct ic_keyfile *kf);
+/* Reading and writing the key file is the store's (ic_keyfile_load/_store, ic_store.h):
+ * this module only encodes and decodes it. */
 
 /* Try the used slots with the passphrase, each only if its KDF cost is within
  * ic_kdf_cap() (the others are skipped and named in the message).  On success *out is

@@ -21,6 +21,7 @@
 #include "ic_codec.h"
 #include "ic_keys.h"
 #include "ic_state.h"
+#include "ic_store.h"
 #include "ic_unlock.h"
 #include "ic_util.h"
 #include "ic_view.h"
@@ -192,24 +193,6 @@ static int check_not_shrunk(const struct job *j, bool regular)
 
 /* ---- setting up ----------------------------------------------------------- */
 
-static int ensure_dir(const char *dir, bool *created)
-{
-	struct stat st;
-
-	*created = false;
-	if (stat(dir, &st) == 0) {
-		if (!S_ISDIR(st.st_mode))
-			return ic_fail(-ENOTDIR, "%s: not a directory", dir);
-		return 0;
-	}
-	if (errno != ENOENT)
-		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
-	if (mkdir(dir, 0700) < 0)
-		return ic_fail(-errno, "%s: create chain directory: %s", dir, strerror(errno));
-	*created = true;
-	return 0;
-}
-
 static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic_key **key,
 		   bool *created)
 {
@@ -223,7 +206,7 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	*created = false;
 	if (!kpath)
 		return -ENOMEM;
-	if (faccessat(AT_FDCWD, kpath, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || c->have_images) {
+	if (ic_store_exists(o->chain_dir, ICF_KEYFILE_NAME) || c->have_images) {
 		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, key);
 		if (!ret && c->have_images &&
 		    (memcmp((*key)->chain_id, c->chain_id, ICF_ID_LEN) ||
@@ -458,7 +441,7 @@ int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 			      (o->block_size & (o->block_size - 1))))
 		return ic_fail(-EINVAL, "block size %u: must be a power of two from 4K to 4M",
 			       o->block_size);
-	ret = ensure_dir(o->chain_dir, &created);
+	ret = ic_store_create(o->chain_dir, &created);
 	if (!ret && !created)
 		ret = ic_chain_check_dir(o->chain_dir);
 	if (ret)
@@ -469,18 +452,7 @@ int ic_backup(const struct ic_backup_opts *o, struct ic_backup_stats *st)
 	if (!ret)
 		ret = backup_locked(o, st);
 	ic_chain_unlock(lock);
-	if (ret && created) {
-		/* a chain this run created and could not fill leaves nothing behind */
-		char *k = ic_path_join(o->chain_dir, ICF_KEYFILE_NAME);
-		char *l = ic_path_join(o->chain_dir, ICF_LOCK_NAME);
-
-		if (k)
-			unlink(k);
-		if (l)
-			unlink(l);
-		rmdir(o->chain_dir);
-		free(k);
-		free(l);
-	}
+	if (ret && created)
+		ic_store_discard(o->chain_dir);    /* a chain this run created leaves nothing */
 	return ret;
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "ic_keys.h"
+#include "ic_store.h"    /* ic_keyfile_load, ic_keyfile_store */
 
 /* The whole unlock for tools: load the key file of chain_dir, get the passphrase
  * (never confirmed), unlock.  Messages and codes as above.  The key's generations are

@@ -66,22 +66,52 @@ int ic_entry_decode(const void *buf, struct icf_entry *e, uint32_t version);
  * then fsync.  On success img->slot becomes s. */
 int ic_image_switch_slot(struct ic_image *img, struct icf_slot *s);
 
-/* Writer of a new image: records are appended, entries added in ascending order,
- * and commit makes the point visible atomically. */
+/* The one writer of image files (ic_writer.c; layout: FORMAT.md section 7).  Records
+ * are appended or copied, entries added in ascending order; the index follows the last
+ * record; the slot's counts, offsets and index hash are computed here only. */
 struct ic_writer;
 
-/* Start CHAIN/.tmp-SEQ-PID.img with header hdr (host order). */
+/* A new point in CHAIN/.tmp-SEQ-PID.img with header hdr (host order); its index goes to a
+ * side file until commit.  ic_writer_commit makes it visible. */
 int ic_writer_new(const char *chain_dir, const struct icf_header *hdr, uint32_t seq,
 		  struct ic_writer **out);
-/* Append a record; *offset gets its file offset. */
+/* A new image at path (created O_EXCL, never through a link), which the caller renames
+ * itself after ic_writer_finish.  Records are copied (ic_writer_copy); the index must
+ * be placed (ic_writer_place_index) before the first entry.  Abort leaves the file. */
+int ic_writer_create(const char *path, const struct icf_header *hdr, struct ic_writer **out);
+/* Append to img (open O_RDWR) after its current data_end; records copied, index placed,
+ * as ic_writer_create.  ic_writer_finish writes no slot: the caller switches img to the
+ * slot it filled in (ic_image_switch_slot) when its journal allows.  img outlives w. */
+int ic_writer_in_place(struct ic_image *img, struct ic_writer **out);
+
+/* Append a record; *offset gets its file offset (ic_writer_new only). */
 int ic_writer_append(struct ic_writer *w, const void *rec, uint32_t len, uint64_t *offset);
+/* Copy the n records ents[] of src, contiguous in src, to the end of w; *offset gets the
+ * first one's new offset.  A run of 256 KiB or more starts at the same offset modulo
+ * 4 KiB as in src (ic_writer_run_start), so that a reflink can share it.  check: read
+ * and check each record first (ic_image_copy_records); else unchecked
+ * (ic_image_copy_bytes: the caller checks them, ic_image_check_records).  buf[buflen]
+ * holds at least the largest record.  Writeback is started every 8 MiB. */
+int ic_writer_copy(struct ic_writer *w, const struct ic_image *src, const struct icf_entry *ents,
+		   size_t n, bool check, void *buf, size_t buflen, uint64_t *offset);
+/* Where a run of len bytes copied from src_off lands when the records end at end. */
+uint64_t ic_writer_run_start(uint64_t end, uint64_t src_off, uint64_t len);
+/* The end of the records so far. */
+uint64_t ic_writer_offset(const struct ic_writer *w);
+/* Write the entries straight to off (the caller knows where its records will end: the
+ * index must start exactly there at finish).  Before the first entry. */
+int ic_writer_place_index(struct ic_writer *w, uint64_t off);
 /* Add an index entry (host order; in v1 entry_hash is computed here). Positions ascend. */
 int ic_writer_add_entry(struct ic_writer *w, const struct icf_entry *e);
-/* Write the index and slot A (slot: seq, parent_seq, kind, created, disk_size, name,
- * seal, and in v2 point_id and seal_keygen filled by the caller; counts, offsets, hashes computed here), fsync, rename
- * to CHAIN/%08u.img, fsync the directory.  Frees w whatever the outcome. */
+/* Fill in slot's generation (1), index offset and count, n_data, n_zero, data_bytes,
+ * data_end and index hash (the caller filled seq, parent_seq, kind, created, disk_size,
+ * name, seal and in v2 point_id and seal_keygen), check it, write the index, fsync; a new
+ * file gets slot A (fsync again).  Frees w whatever the outcome. */
+int ic_writer_finish(struct ic_writer *w, struct icf_slot *slot);
+/* ic_writer_new's: finish, rename to CHAIN/%08u.img (never over a file), fsync the
+ * directory.  Frees w whatever the outcome. */
 int ic_writer_commit(struct ic_writer *w, struct icf_slot *slot);
-/* Remove the temporary file and free w (NULL is fine). */
+/* Free w (NULL is fine); ic_writer_new's temporary files are removed. */
 void ic_writer_abort(struct ic_writer *w);
 
 /* "%08u.img" into buf[16]. */

@@ -1,4 +1,5 @@
-/* test_image.c: image writer and reader: round trip, slots A/B, damage detection. */
+/* test_image.c: image writer and reader: round trip, slots A/B, damage detection, the
+ * writer's modes. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -325,6 +326,98 @@ static void test_abort(void)
 	CHECK_EQ(ic_chain_cleanup_tmp(dir), 0);
 }
 
+/* Build the slot of a copy of src (seq, name and identity) for the writer to complete. */
+static void copy_slot(const struct ic_image *src, struct icf_slot *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->seq = src->slot.seq;
+	s->kind = ICF_KIND_FULL;
+	s->created = src->slot.created;
+	s->disk_size = src->slot.disk_size;
+	strcpy(s->name, src->slot.name);
+	s->point_id = src->slot.point_id;
+}
+
+/* Copy src's entries with the writer w (records moved, checked), index after them. */
+static void copy_all(struct ic_image *src, struct ic_writer *w, bool check)
+{
+	struct icf_entry e[3];
+	uint8_t buf[4096];
+	uint64_t at;
+
+	for (uint64_t i = 0; i < 3; i++)
+		CHECK_EQ(ic_image_entry(src, i, &e[i]), 0);
+	CHECK_EQ(ic_writer_add_entry(w, &e[0]), -EINVAL);    /* index not placed */
+	CHECK_EQ(ic_writer_copy(w, src, e, 2, check, buf, sizeof(buf), &at), 0);
+	CHECK_EQ(ic_writer_place_index(w, at + 200), 0);
+	e[0].offset = at;
+	e[1].offset = at + 100;
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(ic_writer_add_entry(w, &e[i]), 0);
+}
+
+/* The writer's other modes: a new image at a path of the caller's, and records appended
+ * to an image in place (its slot switched by the caller); the index follows the records. */
+static void test_writer_modes(void)
+{
+	char *p = write_image(1), *q = ic_path_join(dir, ".tmp-copy.img");
+	struct ic_image *src, *img;
+	struct ic_writer *w;
+	struct icf_slot s;
+	struct icf_entry e;
+	uint8_t rec[100];
+	uint64_t end;
+
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &src), 0);
+	CHECK_EQ(ic_image_check_index(src), 0);
+	CHECK_EQ(ic_writer_create(q, &src->hdr, &w), 0);
+	CHECK_EQ(ic_writer_offset(w), ICF_HEADER_SIZE);
+	copy_all(src, w, true);
+	copy_slot(src, &s);
+	CHECK_EQ(ic_writer_finish(w, &s), 0);
+	CHECK_EQ(ic_image_open(q, O_RDWR, &img), 0);
+	CHECK_EQ(img->slot.index_offset, ICF_HEADER_SIZE + 200);
+	CHECK_EQ(img->slot.n_data, 2);
+	CHECK_EQ(img->slot.data_bytes, 200);
+	CHECK_EQ(ic_image_check_index(img), 0);
+	CHECK_EQ(ic_image_entry(img, 1, &e), 0);
+	CHECK_EQ(ic_image_read_record(img, &e, rec), 0);
+	CHECK_EQ(rec[0], 'c');
+
+	/* in place: appended after data_end, found once the slot is switched */
+	end = img->slot.data_end;
+	CHECK_EQ(ic_writer_in_place(img, &w), 0);
+	CHECK_EQ(ic_writer_offset(w), end);
+	copy_all(src, w, false);
+	copy_slot(src, &s);
+	CHECK_EQ(ic_writer_finish(w, &s), 0);
+	CHECK_EQ(s.index_offset, end + 200);
+	CHECK_EQ(img->slot.data_end, end);    /* not switched yet */
+	CHECK_EQ(ic_image_switch_slot(img, &s), 0);
+	ic_image_close(img);
+	CHECK_EQ(ic_image_open(q, O_RDONLY, &img), 0);
+	CHECK_EQ(img->slot.index_offset, end + 200);
+	CHECK_EQ(img->slot.generation, 2);
+	CHECK_EQ(ic_image_check_index(img), 0);
+	CHECK_EQ(ic_image_entry(img, 0, &e), 0);
+	CHECK_EQ(e.offset, end);
+	CHECK_EQ(ic_image_read_record(img, &e, rec), 0);
+	CHECK_EQ(rec[0], 'a');
+	ic_image_close(img);
+
+	/* an index placed elsewhere than right after the records is refused at finish */
+	unlink(q);
+	CHECK_EQ(ic_writer_create(q, &src->hdr, &w), 0);
+	CHECK_EQ(ic_writer_place_index(w, ICF_HEADER_SIZE + 64), 0);
+	copy_slot(src, &s);
+	CHECK_EQ(ic_writer_finish(w, &s), -EINVAL);
+	ic_image_close(src);
+	unlink(q);
+	unlink(p);
+	free(q);
+	free(p);
+}
+
 int main(void)
 {
 	dir = unit_tmpdir();
@@ -333,6 +426,7 @@ int main(void)
 		RUN(test_damage);
 		RUN(test_slots);
 		RUN(test_abort);
+		RUN(test_writer_modes);
 	}
 	RUN(test_v2_rules);
 	unit_rmtree(dir);
