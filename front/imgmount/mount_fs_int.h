@@ -155,11 +155,11 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 struct ic_overlay *mfs_ov_load(struct mpoint *mp, int file);
 
 /* mount_fs_read.c */
+/* Make ic_disk_size(mp->disk, file) final (builds the point's view once if needed).  Under
+ * fs->lock, dropped meanwhile with the point pinned; 0 or the view's error. */
+int mfs_size_file(struct mount_fs *fs, struct mpoint *mp, int file);
 /* ic_overlay's base reader: the handle's own bytes, zero past the end. */
 int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off);
-/* Make file's size final (disk.vhdx's needs the point's view once: built and dropped
- * here, under fs->lock, the first time only).  0 or an errno. */
-int mfs_disk_ready(struct mount_fs *fs, struct mpoint *mp, int file);
 
 /* The FUSE operations, by file. */
 int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);

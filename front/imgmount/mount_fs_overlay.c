@@ -69,6 +69,11 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 	*ret = 0;
 	if (!fs->o.overlay_dir || k < 0)
 		return NULL;
+	/* an overlay's base size must be the file's final one (mfs_size_file first) */
+	if (!ic_disk_sized(mp->disk, file)) {
+		*ret = create ? -EIO : 0;
+		return NULL;
+	}
 	if (mp->ov_refused[k])
 		*ret = create ? -EROFS : 0;
 	if (mp->ov[k] || mp->ov_refused[k] || (mp->ov_probed[k] && !create))
@@ -92,8 +97,6 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 		*ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
 			       ic_file_kind(sb.st_mode));
 	free(dir);
-	if (!*ret)
-		*ret = mfs_disk_ready(fs, mp, file);
 	if (!*ret) {
 		struct ic_overlay_bind b;
 
@@ -202,7 +205,9 @@ int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		mfs_resolve(fs, path, &w);
 	}
 	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
-		ov = mfs_ov_get(fs, w.mp, w.file, true, &ret);
+		ret = mfs_size_file(fs, w.mp, w.file);
+		if (!ret)
+			ov = mfs_ov_get(fs, w.mp, w.file, true, &ret);
 		if (ov)
 			ret = ic_overlay_truncate(ov, (uint64_t)size);
 		else if (!ret)

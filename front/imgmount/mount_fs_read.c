@@ -57,15 +57,22 @@ static void view_put(struct mpoint *mp)
 	}
 	pthread_mutex_unlock(&mp->mu);
 }
-int mfs_disk_ready(struct mount_fs *fs, struct mpoint *mp, int file)
+/* Make the size of file of mp final: disk.vhdx's depends on which of the point's blocks
+ * hold data, found when its view is first attached (ic_disk_sized).  Called and returns
+ * under fs->lock, which it drops meanwhile, the point pinned like an open file. */
+int mfs_size_file(struct mount_fs *fs, struct mpoint *mp, int file)
 {
 	int ret;
 
-	if (ic_disk_size_known(mp->disk, file))
+	if (ic_disk_sized(mp->disk, file))
 		return 0;
-	ret = view_get(fs, mp);     /* attaching computes the layout */
+	mp->handles++;
+	pthread_mutex_unlock(&fs->lock);
+	ret = view_get(fs, mp);
 	if (!ret)
 		view_put(mp);
+	pthread_mutex_lock(&fs->lock);
+	mp->handles--;
 	return ret;
 }
 
@@ -160,14 +167,21 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	h->file = w->file;
 	h->fd = -1;
 	mp->handles++;
-	mfs_ov_get(fs, mp, w->file, wr, &ret);
 	pthread_mutex_unlock(&fs->lock);
-	if (!ret && ic_disk_needs_view(w->file)) {
+	if (ic_disk_needs_view(w->file)) {
 		ret = view_get(fs, mp);
 		h->viewed = ret == 0;
 	}
 	pthread_mutex_lock(&fs->lock);
+	/* after the view: the seal passed, and the file's size (the overlay's base) is known */
+	if (!ret)
+		mfs_ov_get(fs, mp, w->file, wr, &ret);
 	if (ret) {
+		if (h->viewed) {
+			pthread_mutex_unlock(&fs->lock);
+			view_put(mp);
+			pthread_mutex_lock(&fs->lock);
+		}
 		mp->handles--;
 		free(h);
 		return mfs_errno(ret);

@@ -89,7 +89,7 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 	struct ic_overlay *ov;
 	uint64_t size;
 	bool rw;
-	int ret = mfs_disk_ready(fs, mp, file);
+	int ret = mfs_size_file(fs, mp, file);
 
 	if (ret)
 		return mfs_errno(ret);

@@ -237,13 +237,13 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 	case IC_DISK_VHD:
 		return d->has_vhd ? d->vhd.file_size : 0;
 	case IC_DISK_VHDX:
-		return ic_disk_size_known(d, f) ? d->vhdx.file_size : 0;
+		return ic_disk_sized(d, f) ? d->vhdx.file_size : 0;
 	default:
 		return 0;
 	}
 }
 
-bool ic_disk_size_known(const struct ic_disk *d, enum ic_disk_file f)
+bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f)
 {
 	return f != IC_DISK_VHDX || !d->has_vhdx ||
 	       __atomic_load_n(&d->vhdx_done, __ATOMIC_ACQUIRE);

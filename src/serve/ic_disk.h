@@ -7,7 +7,7 @@
  *   info.json         the point's metadata
  *   disk.vhd          a fixed VHD (ic_vhd): the disk up to a whole MiB, then the footer
  *   disk.vhdx         a compact dynamic VHDX (ic_vhdx) whose layout follows the block map:
- *                     its size is known once a view was attached (ic_disk_size_known)
+ *                     its size is known once a view was attached (ic_disk_sized)
  * CIDs and UUIDs derive from the chain id and the point's sequence, so a remount shows
  * identical bytes.  Knows nothing of FUSE or overlays.
  *
@@ -76,7 +76,7 @@ bool ic_disk_needs_view(enum ic_disk_file f);
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
 /* Is that size final?  disk.vhdx's is only after the first ic_disk_attach, which computes
  * its layout from the view's block map (and keeps it: a point's map never changes). */
-bool ic_disk_size_known(const struct ic_disk *d, enum ic_disk_file f);
+bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f);
 
 /* Serve disk reads from view v through cache (neither owned; both must outlive the
  * attachment).  The caller serialises attach/detach against reads: reads of the

@@ -332,13 +332,13 @@ static void test_disk_files(void)
 	CHECK_EQ(ic_disk_file_from_name("disk.vhdx"), IC_DISK_VHDX);
 	CHECK(ic_disk_has(a, IC_DISK_VHD) && ic_disk_has(a, IC_DISK_VHDX));
 	CHECK_EQ(ic_disk_size(a, IC_DISK_VHD), 64 * MIB + 512);
-	CHECK(ic_disk_size_known(a, IC_DISK_VHD) && ic_disk_size_known(a, IC_DISK_RAW));
-	CHECK(!ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK(ic_disk_sized(a, IC_DISK_VHD) && ic_disk_sized(a, IC_DISK_RAW));
+	CHECK(!ic_disk_sized(a, IC_DISK_VHDX));
 	CHECK_EQ(ic_disk_read(a, IC_DISK_VHD, NULL, fa, 512, 64 * MIB), -ENXIO);
 	CHECK_EQ(ic_disk_attach(a, cache, &fake), 0);
 	CHECK_EQ(ic_disk_attach(b, cache, &fake), 0);
 	CHECK_EQ(ic_disk_attach(c, cache, &fake), 0);
-	CHECK(ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK(ic_disk_sized(a, IC_DISK_VHDX));
 	CHECK_EQ(ic_disk_size(a, IC_DISK_VHDX), 4 * MIB);   /* all zero: metadata only */
 	CHECK_EQ(ic_disk_read(a, IC_DISK_VHD, NULL, fa, 512, 64 * MIB), 512);
 	CHECK_EQ(ic_disk_read(b, IC_DISK_VHD, NULL, fb, 512, 64 * MIB), 512);
@@ -348,7 +348,7 @@ static void test_disk_files(void)
 	CHECK_EQ(ic_disk_read(a, IC_DISK_VHDX, NULL, fa, 8, 0), 8);
 	CHECK(!memcmp(fa, "vhdxfile", 8));
 	ic_disk_detach(a);
-	CHECK(ic_disk_size_known(a, IC_DISK_VHDX));
+	CHECK(ic_disk_sized(a, IC_DISK_VHDX));
 	CHECK_EQ(ic_disk_size(a, IC_DISK_VHDX), 4 * MIB);
 	ic_disk_free(a);
 	ic_disk_free(b);
@@ -360,7 +360,7 @@ static void test_disk_files(void)
 	CHECK(ic_disk_has(a, IC_DISK_VHD) && ic_disk_has(a, IC_DISK_VHDX));
 	CHECK(!ic_disk_has(b, IC_DISK_VHD) && ic_disk_has(b, IC_DISK_VHDX));
 	CHECK(!ic_disk_has(c, IC_DISK_VHD) && !ic_disk_has(c, IC_DISK_VHDX));
-	CHECK(ic_disk_size_known(c, IC_DISK_VHDX));     /* not offered: nothing to wait for */
+	CHECK(ic_disk_sized(c, IC_DISK_VHDX));     /* not offered: nothing to wait for */
 	CHECK_EQ(ic_disk_read(c, IC_DISK_VHDX, NULL, fa, 8, 0), -ENOENT);
 	ic_disk_free(a);
 	ic_disk_free(b);
