@@ -1,6 +1,6 @@
 #!/bin/bash
 # mount-vhd.sh: every point of a chain with a branch (and of a chain whose disk is no multiple of
-# 512) shows disk.vhd and disk.vhdx: qemu-img reads both identical to the source (-F vpc, -F
+# 512, in 2 MiB blocks) shows disk.vhd and disk.vhdx: qemu-img reads both identical to the source (-F vpc, -F
 # vhdx), `qemu-img check -f vhdx` is clean, an independent reader (mount-vhd-lib.sh) finds every
 # structure and checksum valid, the VHD footer as the specification says and the VHDX compact
 # (zero 1 MiB blocks not present, data blocks one after another, nothing else); a plain `cp` of
@@ -11,13 +11,14 @@
 requires qemu-img vhdiinfo vhdimount 7zz cmp
 
 make_disk_chain 64
-# a second chain: 3 MiB + 1000 bytes (VHD pads to 4 MiB, VHDX declares 3 MiB + 1024)
+# a second chain, of 2 MiB blocks (the VHDX's payload blocks follow them): 5 MiB + 1000 bytes
+# (VHD pads to 6 MiB, VHDX declares 5 MiB + 1024); its second 2 MiB block is zero in "one"
 ODD=$WORK/odd
-mkrandom_bytes "$WORK/o0" $((3 * 1048576 + 1000)) 11
-zero_at "$WORK/o0" 1048576 1048576
+mkrandom_bytes "$WORK/o0" $((5 * 1048576 + 1000)) 11
+zero_at "$WORK/o0" 2097152 2097152
 cp "$WORK/o0" "$WORK/o1"
-write_at "$WORK/o1" 1300000 5000 12
-imgbackup -q -n one "$ODD" "$WORK/o0"
+write_at "$WORK/o1" 2300000 5000 12
+imgbackup -q -b 2M -n one "$ODD" "$WORK/o0"
 imgbackup -q -n two "$ODD" "$WORK/o1"
 
 mkdir -p "$WORK/vm"
@@ -86,5 +87,7 @@ unmount_chain
 mount_chain "$ODD"
 check_point "$MNT/one" "$WORK/o0" one
 check_point "$MNT/two" "$WORK/o1" two
+[[ $(stat -c %s "$MNT/one/disk.vhdx") == $(((4 + 2 + 2) << 20)) ]] ||
+	fail "one/disk.vhdx: $(stat -c %s "$MNT/one/disk.vhdx") bytes, not 4 MiB of metadata + its two 2 MiB data blocks"
 unmount_chain
 echo "ok"
