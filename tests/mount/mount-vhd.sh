@@ -1,12 +1,12 @@
 #!/bin/bash
-# mount-vhd.sh: every point of a chain with a branch (and of a chain whose disk is no multiple of
-# 512, in 2 MiB blocks) shows disk.vhd and disk.vhdx: qemu-img reads both identical to the source (-F vpc, -F
-# vhdx), `qemu-img check -f vhdx` is clean, an independent reader (mount-vhd-lib.sh) finds every
-# structure and checksum valid, the VHD footer as the specification says and the VHDX compact
-# (zero 1 MiB blocks not present, data blocks one after another, nothing else); a plain `cp` of
-# disk.vhdx is that compact file and, standalone, still identical to the source; libvhdi
-# (vhdiinfo, vhdimount) and 7-Zip extract byte-identical disks; a remount shows identical bytes
-# and the identities are distinct per point.
+# mount-vhd.sh: every point of a chain with a branch (and of a chain in 2 MiB blocks whose disk
+# is no multiple of 512) shows disk.vhd and disk.vhdx: qemu-img reads both identical to the
+# source (-F vpc, -F vhdx), `qemu-img check -f vhdx` is clean, an independent reader
+# (mount-vhd-lib.sh) finds every structure and checksum valid, the VHD footer as the
+# specification says and the VHDX compact (zero payload blocks not present, data blocks one
+# after another, nothing else); a plain `cp` of disk.vhdx is that compact file and, standalone,
+# still identical to the source; libvhdi (vhdiinfo, vhdimount) and 7-Zip extract byte-identical
+# disks; a remount shows identical bytes and the identities are distinct per point.
 . "$(dirname "$0")/mount-vhd-lib.sh"
 requires qemu-img vhdiinfo vhdimount 7zz cmp
 
