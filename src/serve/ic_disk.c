@@ -151,11 +151,14 @@ static int build_json(struct ic_disk *d)
 		     "  \"disk_size\": %" PRIu64 ",\n"
 		     "  \"block_size\": %" PRIu32 ",\n"
 		     "  \"chain_id\": \"%s\",\n"
-		     "  \"sparse_vmdk\": %s\n"
+		     "  \"sparse_vmdk\": %s,\n"
+		     "  \"vhd\": %s,\n"
+		     "  \"vhdx\": %s\n"
 		     "}\n",
 		     name, in->seq, parent, in->parent_seq, ic_kind_name(in->kind), iso,
 		     (long long)in->created, in->disk_size, in->block_size, chain,
-		     d->has_sparse ? "true" : "false");
+		     d->has_sparse ? "true" : "false", d->has_vhd ? "true" : "false",
+		     d->has_vhdx ? "true" : "false");
 	if (n < 0 || (size_t)n >= sizeof(d->json))
 		return -ENAMETOOLONG;
 	d->json_len = (size_t)n;

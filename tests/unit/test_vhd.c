@@ -326,6 +326,7 @@ static void test_disk_files(void)
 	struct ic_disk *a = disk_new(64 * MIB, 3), *b = disk_new(64 * MIB, 3);
 	struct ic_disk *c = disk_new(64 * MIB, 4);
 	uint8_t fa[512], fb[512], fc[512];
+	char json[2048];
 
 	CHECK(cache && a && b && c);
 	CHECK_EQ(ic_disk_file_from_name("disk.vhd"), IC_DISK_VHD);
@@ -362,6 +363,13 @@ static void test_disk_files(void)
 	CHECK(!ic_disk_has(c, IC_DISK_VHD) && !ic_disk_has(c, IC_DISK_VHDX));
 	CHECK(ic_disk_sized(c, IC_DISK_VHDX));     /* not offered: nothing to wait for */
 	CHECK_EQ(ic_disk_read(c, IC_DISK_VHDX, NULL, fa, 8, 0), -ENOENT);
+	/* info.json says which are offered */
+	fake.disk_size = IC_VHD_MAX_SIZE + 1;
+	fake.nblocks = (fake.disk_size + 65535) / 65536;
+	CHECK_EQ(ic_disk_attach(b, cache, &fake), 0);
+	memset(json, 0, sizeof(json));
+	CHECK(ic_disk_read(b, IC_DISK_INFO, NULL, json, sizeof(json) - 1, 0) > 0);
+	CHECK(strstr(json, "\"vhd\": false,") && strstr(json, "\"vhdx\": true\n"));
 	ic_disk_free(a);
 	ic_disk_free(b);
 	ic_disk_free(c);
