@@ -21,6 +21,7 @@
 #define ITEMS_AT KIB64              /* metadata items, relative to the region */
 #define SECTOR 512u
 #define SECTORS_PER_CHUNK (1ull << 23) /* chunk ratio = 2^23 x sector / block */
+#define BAT_ZERO 2u                 /* PAYLOAD_BLOCK_ZERO: reads as zeros, no file offset */
 #define BAT_FULLY_PRESENT 6u
 #define META_VIRTUAL 0x2u
 #define META_REQUIRED 0x4u
@@ -293,7 +294,7 @@ static uint64_t bat_entry(const struct ic_vhdx *x, uint64_t i)
 		return 0;                       /* sector bitmap: not present (no parent) */
 	b = i / group * x->chunk_ratio + i % group;
 	if (!ic_vhdx_present(x, b))
-		return 0;                       /* PAYLOAD_BLOCK_NOT_PRESENT: reads as zeros */
+		return BAT_ZERO;    /* not NOT_PRESENT (0), whose contents are undefined */
 	return ic_vhdx_block_offset(x, b) | BAT_FULLY_PRESENT;
 }
 

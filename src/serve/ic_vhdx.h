@@ -1,6 +1,7 @@
 /* ic_vhdx.h: a dynamic VHDX view of a disk, computed on the fly and compact: the
  * payload blocks holding data follow each other after the metadata, blocks of zeros are
- * not present (BAT state 0), so the file is the metadata plus the allocated blocks.
+ * absent (BAT state 2, PAYLOAD_BLOCK_ZERO: zeros by the specification, where state 0, not
+ * present, would leave them undefined), so the file is the metadata plus the data blocks.
  * Offsets resolve in O(1) both ways: a BAT entry by a rank over the allocation bitmap,
  * a payload block's disk block by the order array.  Every byte is a function of the
  * disk's size, its allocation and the ids: identical on every remount.  Pure

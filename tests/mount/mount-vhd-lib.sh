@@ -2,17 +2,19 @@
 # top of mount-lib.sh.  Gives $VHDX_PY, a reader of VHDX and VHD files written from the
 # specification (independent of src/serve/ic_vhdx.c): `python3 "$VHDX_PY" CMD FILE [ARG]...`
 #   check-vhdx FILE SOURCE    every structure and CRC-32C valid, BAT entry b fully present iff
-#                             the source's payload block b holds a non-zero byte, payload blocks
+#                             the source's payload block b holds a non-zero byte, else zero (state
+#                             2, offset 0: zeros by the specification), payload blocks
 #                             one after another from the first free MiB after the BAT, file size
 #                             exactly metadata + present blocks
 #   check-vhd FILE SOURCE     footer (cookie, checksum, fixed type, current size = source up to a
 #                             MiB, CHS of the specification's algorithm), file = size + 512
-#   hole FILE                 the disk offset of the first payload block not present
+#   hole FILE                 the disk offset of the first payload block not in the file (state
+#                             2, zero, or 0, not present)
 #   entry FILE OFFSET         "STATE FILE_OFFSET" of the BAT entry of that disk offset
 #   seq FILE                  the current header's sequence number
 #   uuid FILE                 the VHD footer's UUID (hex)
 #   log-crash FILE OFFSET     make FILE what a crash leaves between a logged BAT update and the
-#                             BAT write: the BAT entry of that disk offset back to 0, the log
+#                             BAT write: the BAT entry of that disk offset back to 2, the log
 #                             GUID of the newest log entry set in a new current header (the next
 #                             writer must replay the log)
 . "$(dirname "${BASH_SOURCE[0]}")/mount-lib.sh"
@@ -114,7 +116,7 @@ def log_crash(path, at):
     assert newest, "no log entry"
     b = at // v["block"]
     f.seek(v["bat_off"] + 8 * (b + b // v["cr"]))
-    f.write(bytes(8))
+    f.write(struct.pack("<Q", 2))
     h = bytearray(v["head"])
     h[8:16] = struct.pack("<Q", v["seq"] + 1)
     h[48:64] = newest[1]
@@ -137,7 +139,7 @@ def check_vhdx(path, src):
         nonzero = any(data[b * B:(b + 1) * B])
         state, off = e & 7, e & ~((1 << 20) - 1)
         if not nonzero:
-            assert e == 0, "block %d: zero on the disk, BAT entry %#x" % (b, e)
+            assert e == 2, "block %d: zero on the disk, BAT entry %#x" % (b, e)
             continue
         assert state == 6 and off == nxt, "block %d: entry %#x, expected at %#x" % (b, e, nxt)
         nxt += B
@@ -185,7 +187,7 @@ elif cmd == "check-vhd":
     check_vhd(path, sys.argv[3])
 elif cmd == "hole":
     v = parse(path)
-    print(next(b * v["block"] for b, e in enumerate(v["ent"]) if e & 7 == 0))
+    print(next(b * v["block"] for b, e in enumerate(v["ent"]) if e & 7 in (0, 2)))
 elif cmd == "entry":
     v = parse(path)
     e = v["ent"][int(sys.argv[3]) // v["block"]]

@@ -3,7 +3,7 @@
 # is no multiple of 512) shows disk.vhd and disk.vhdx: qemu-img reads both identical to the
 # source (-F vpc, -F vhdx), `qemu-img check -f vhdx` is clean, an independent reader
 # (mount-vhd-lib.sh) finds every structure and checksum valid, the VHD footer as the
-# specification says and the VHDX compact (zero payload blocks not present, data blocks one
+# specification says and the VHDX compact (zero payload blocks in state zero, data blocks one
 # after another, nothing else); a plain `cp` of disk.vhdx is that compact file and, standalone,
 # still identical to the source; libvhdi (vhdiinfo, vhdimount) and 7-Zip extract byte-identical
 # disks; a remount shows identical bytes and the identities are distinct per point.
