@@ -1,0 +1,99 @@
+/* fuzz_vhdx.c: VHD and VHDX synthesis on arbitrary disk sizes, block sizes, allocations and
+ * read ranges; a read must equal the same range read in two pieces, and every payload byte
+ * must be the disk's byte of the block the order array names (zero past the disk). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ic_vhd.h"
+#include "ic_vhdx.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static uint8_t pattern(uint64_t off)
+{
+	return (uint8_t)((off * 2654435761u) >> 7) | 1;
+}
+
+static int read_disk(void *arg, void *buf, size_t len, uint64_t off)
+{
+	const uint64_t *disk_size = arg;
+	uint8_t *p = buf;
+
+	if (off + len > *disk_size)
+		abort();                /* never asked past the disk */
+	for (size_t i = 0; i < len; i++)
+		p[i] = pattern(off + i);
+	return 0;
+}
+
+static void check_vhdx(const struct ic_vhdx *x, const uint8_t *buf, size_t len, uint64_t off)
+{
+	for (size_t i = 0; i < len; i++) {
+		uint64_t fo = off + i, rel, pos;
+
+		if (fo < x->data_offset)
+			continue;
+		if (fo >= x->file_size) {
+			if (buf[i])
+				abort();
+			continue;
+		}
+		rel = fo - x->data_offset;
+		pos = (uint64_t)x->order[rel / x->block] * x->block + rel % x->block;
+		if (buf[i] != (pos < x->disk_size ? pattern(pos) : 0))
+			abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static uint8_t a[1 << 20], b[1 << 20];
+	static const struct ic_vhdx_ids ids = { .disk_id = { 1 } };
+	static const uint8_t uuid[16] = { 2 };
+	struct ic_vhdx x;
+	struct ic_vhd v;
+	uint64_t disk, off;
+	uint32_t len, split;
+	uint8_t shift;
+
+	if (size < 21)
+		return 0;
+	memcpy(&disk, data, 8);
+	memcpy(&off, data + 8, 8);
+	memcpy(&len, data + 16, 4);
+	shift = data[20];
+	data += 21;
+	size -= 21;
+	disk %= 1ull << 40;             /* up to 1 TiB: the bitmap stays small */
+	len %= sizeof(a);
+	split = len ? (uint32_t)(off % len) : 0;
+	if (ic_vhd_init(&v, disk, (int64_t)off, uuid) == 0) {
+		off %= v.file_size + 4096;
+		if (ic_vhd_read(&v, a, len, off, read_disk, &disk) ||
+		    ic_vhd_read(&v, b, split, off, read_disk, &disk) ||
+		    ic_vhd_read(&v, b + split, len - split, off + split, read_disk, &disk) ||
+		    memcmp(a, b, len))
+			abort();
+	}
+	if (ic_vhdx_init(&x, disk, 1u << (20 + shift % 9), &ids) || ic_vhdx_alloc_start(&x))
+		return 0;
+	/* the allocation: runs from the input (offset, length pairs of 4 bytes in blocks) */
+	for (size_t i = 0; i + 4 <= size; i += 4) {
+		uint64_t first = ((uint64_t)data[i] << 8 | data[i + 1]) % x.nblocks;
+
+		ic_vhdx_mark(&x, first * x.block, (uint64_t)(data[i + 2] + 1) * data[i + 3]);
+	}
+	if (ic_vhdx_alloc_end(&x) == 0) {
+		off %= x.file_size + 4096;
+		if (ic_vhdx_read(&x, a, len, off, read_disk, &disk) ||
+		    ic_vhdx_read(&x, b, split, off, read_disk, &disk) ||
+		    ic_vhdx_read(&x, b + split, len - split, off + split, read_disk, &disk) ||
+		    memcmp(a, b, len))
+			abort();
+		check_vhdx(&x, a, len, off);
+	}
+	ic_vhdx_free(&x);
+	return 0;
+}
