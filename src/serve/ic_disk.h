@@ -80,7 +80,9 @@ bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f);
 
 /* Serve disk reads from view v through cache (neither owned; both must outlive the
  * attachment).  The caller serialises attach/detach against reads: reads of the
- * files that need a view happen only while attached.  0, -ENOMEM or -EINVAL. */
+ * files that need a view happen only while attached.  The first attach also lays out
+ * disk.vhdx (one walk of the view's map, no disk read).  0, -ENOMEM, -EINVAL, or
+ * IC_ECORRUPT for a map that disagrees with the point's geometry. */
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v);
 void ic_disk_detach(struct ic_disk *d);
 
