@@ -47,6 +47,28 @@ static void check_vhdx(const struct ic_vhdx *x, const uint8_t *buf, size_t len, 
 	}
 }
 
+/* The file of a VHD or a VHDX (one of the two set). */
+struct file {
+	const struct ic_vhd *v;
+	const struct ic_vhdx *x;
+	uint64_t *disk_size;
+};
+
+static int file_read(const struct file *f, uint8_t *buf, size_t len, uint64_t off)
+{
+	return f->v ? ic_vhd_read(f->v, buf, len, off, read_disk, f->disk_size) :
+		      ic_vhdx_read(f->x, buf, len, off, read_disk, f->disk_size);
+}
+
+/* A read of [off, off+len) into a equals the same range read in two pieces. */
+static void read_twice(const struct file *f, uint8_t *a, uint8_t *b, size_t len, uint64_t off,
+		       size_t split)
+{
+	if (file_read(f, a, len, off) || file_read(f, b, split, off) ||
+	    file_read(f, b + split, len - split, off + split) || memcmp(a, b, len))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t a[1 << 20], b[1 << 20];
@@ -67,15 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data += 21;
 	size -= 21;
 	disk %= 1ull << 40;             /* up to 1 TiB: the bitmap stays small */
-	len %= sizeof(a);
+	len %= 1u << 18;                /* reads up to 256 KiB: many runs a second */
 	split = len ? (uint32_t)(off % len) : 0;
 	if (ic_vhd_init(&v, disk, (int64_t)off, uuid) == 0) {
-		off %= v.file_size + 4096;
-		if (ic_vhd_read(&v, a, len, off, read_disk, &disk) ||
-		    ic_vhd_read(&v, b, split, off, read_disk, &disk) ||
-		    ic_vhd_read(&v, b + split, len - split, off + split, read_disk, &disk) ||
-		    memcmp(a, b, len))
-			abort();
+		struct file f = { .v = &v, .disk_size = &disk };
+
+		read_twice(&f, a, b, len, off % (v.file_size + 4096), split);
 	}
 	if (ic_vhdx_init(&x, disk, 1u << (20 + shift % 9), &ids) || ic_vhdx_alloc_start(&x))
 		return 0;
@@ -86,12 +105,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ic_vhdx_mark(&x, first * x.block, (uint64_t)(data[i + 2] + 1) * data[i + 3]);
 	}
 	if (ic_vhdx_alloc_end(&x) == 0) {
+		struct file f = { .x = &x, .disk_size = &disk };
+
 		off %= x.file_size + 4096;
-		if (ic_vhdx_read(&x, a, len, off, read_disk, &disk) ||
-		    ic_vhdx_read(&x, b, split, off, read_disk, &disk) ||
-		    ic_vhdx_read(&x, b + split, len - split, off + split, read_disk, &disk) ||
-		    memcmp(a, b, len))
-			abort();
+		read_twice(&f, a, b, len, off, split);
 		check_vhdx(&x, a, len, off);
 	}
 	ic_vhdx_free(&x);
