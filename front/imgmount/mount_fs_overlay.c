@@ -101,7 +101,9 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 		struct ic_overlay_bind b;
 
 		ov_binding(mp, &b);
-		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &b, &ov);
+		/* disk.raw's size for both names of the disk (disk-flat.vmdk pads it) */
+		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, k == OV_DISK ? IC_DISK_RAW :
+							    file), &b, &ov);
 	}
 	if (*ret == -ESTALE) {
 		mount_log(LOG_ERR, "%s: not applied, '%s' is served read-only",

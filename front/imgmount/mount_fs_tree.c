@@ -96,7 +96,7 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 	size = ic_disk_size(mp->disk, file);
 	ov = mfs_ov_get(fs, mp, file, false, &ret);
 	if (ov)
-		size = ic_overlay_size(ov);
+		size = file == IC_DISK_FLAT ? mfs_flat_size(ic_overlay_size(ov)) : ic_overlay_size(ov);
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
 	     !(ov_of(file) >= 0 && mp->ov_refused[ov_of(file)]);

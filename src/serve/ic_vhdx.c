@@ -2,7 +2,6 @@
  * payload blocks of data one after another). */
 #include <errno.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "ic_vhdx.h"
@@ -196,81 +195,24 @@ int ic_vhdx_init(struct ic_vhdx *x, uint64_t disk_size, uint32_t block_bytes,
 
 /* ---- allocation ------------------------------------------------------------------------ */
 
-static uint64_t words(const struct ic_vhdx *x)
+int ic_vhdx_set_alloc(struct ic_vhdx *x, const struct ic_rank *alloc)
 {
-	return ((uint64_t)x->nblocks + 63) / 64;
-}
-
-int ic_vhdx_alloc_start(struct ic_vhdx *x)
-{
-	ic_vhdx_free(x);
-	x->bits = calloc(words(x), sizeof(*x->bits));
-	return x->bits ? 0 : -ENOMEM;
-}
-
-void ic_vhdx_mark(struct ic_vhdx *x, uint64_t off, uint64_t len)
-{
-	uint64_t b, end;
-
-	if (!len || off >= x->disk_size || x->ready)
-		return;
-	if (len > x->disk_size - off)
-		len = x->disk_size - off;
-	end = (off + len - 1) / x->block;
-	for (b = off / x->block; b <= end; b++)
-		x->bits[b / 64] |= 1ull << (b % 64);
-}
-
-int ic_vhdx_alloc_end(struct ic_vhdx *x)
-{
-	uint64_t nw = words(x), k = 0;
-
-	x->rank = malloc(nw * sizeof(*x->rank));
-	if (!x->rank)
-		return -ENOMEM;
-	for (uint64_t w = 0; w < nw; w++) {
-		x->rank[w] = (uint32_t)k;
-		k += (uint64_t)__builtin_popcountll(x->bits[w]);
-	}
-	x->order = malloc((k ? k : 1) * sizeof(*x->order));
-	if (!x->order) {
-		free(x->rank);
-		x->rank = NULL;
-		return -ENOMEM;
-	}
-	x->nalloc = (uint32_t)k;
-	k = 0;
-	for (uint64_t w = 0; w < nw; w++)
-		for (uint64_t m = x->bits[w]; m; m &= m - 1)
-			x->order[k++] = (uint32_t)(w * 64 + (uint64_t)__builtin_ctzll(m));
-	x->file_size = x->data_offset + (uint64_t)x->nalloc * x->block;
+	if (alloc->n != x->nblocks)
+		return -EINVAL;
+	x->alloc = alloc;
+	x->file_size = x->data_offset + alloc->count * x->block;
 	x->ready = true;
 	return 0;
 }
 
-void ic_vhdx_free(struct ic_vhdx *x)
-{
-	free(x->bits);
-	free(x->rank);
-	free(x->order);
-	x->bits = NULL;
-	x->rank = NULL;
-	x->order = NULL;
-	x->nalloc = 0;
-	x->ready = false;
-}
-
 bool ic_vhdx_present(const struct ic_vhdx *x, uint64_t b)
 {
-	return b < x->nblocks && (x->bits[b / 64] >> (b % 64) & 1);
+	return b < x->nblocks && ic_rank_test(x->alloc, b);
 }
 
 uint64_t ic_vhdx_block_offset(const struct ic_vhdx *x, uint64_t b)
 {
-	uint64_t below = x->bits[b / 64] & ((1ull << (b % 64)) - 1);
-
-	return x->data_offset +
-	       ((uint64_t)x->rank[b / 64] + (uint64_t)__builtin_popcountll(below)) * x->block;
+	return x->data_offset + ic_rank_of(x->alloc, b) * x->block;
 }
 
 /* ---- reads ---------------------------------------------------------------------------- */
@@ -346,15 +288,14 @@ static int read_payload(const struct ic_vhdx *x, uint8_t *p, size_t len, uint64_
 			ic_vhd_read_fn read_disk, void *arg)
 {
 	while (len) {
-		uint64_t k = rel / x->block, in = rel % x->block;
-		uint64_t pos = (uint64_t)x->order[k] * x->block + in;
+		uint64_t in = rel % x->block, b = ic_rank_select(x->alloc, rel / x->block);
+		uint64_t pos = b * x->block + in;
 		size_t n = x->block - in < len ? (size_t)(x->block - in) : len;
 		int ret;
 
-		while (n < len && k + 1 < x->nalloc && x->order[k + 1] == x->order[k] + 1) {
-			k++;
+		/* the next stored block is b + 1 exactly when b + 1 is present */
+		while (n < len && ic_vhdx_present(x, ++b))
 			n += x->block < len - n ? x->block : len - n;
-		}
 		ret = read_tail(x, p, n, pos, read_disk, arg);
 		if (ret)
 			return ret;

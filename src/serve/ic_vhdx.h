@@ -2,8 +2,9 @@
  * payload blocks holding data follow each other after the metadata, blocks of zeros are
  * absent (BAT state 2, PAYLOAD_BLOCK_ZERO: zeros by the specification, where state 0, not
  * present, would leave them undefined), so the file is the metadata plus the data blocks.
- * Offsets resolve in O(1) both ways: a BAT entry by a rank over the allocation bitmap,
- * a payload block's disk block by the order array.  Every byte is a function of the
+ * Offsets resolve through the allocation map (ic_rank): a BAT entry in O(1) by a rank, a
+ * payload block's disk block by a select (a binary search over the map's counts, once per
+ * run of consecutive blocks of a read).  Every byte is a function of the
  * disk's size, its allocation and the ids: identical on every remount.  Pure
  * computation: no I/O of its own, nothing of chains, keys or FUSE.
  * Layout: format/FORMAT.md section 14.2; facts: /work/shared/reference/HYPERV.md. */
@@ -14,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ic_rank.h"
 #include "ic_vhd.h"
 
 #define IC_VHDX_MAX_SIZE (64ull << 40)     /* the format's limit: 64 TiB */
@@ -35,12 +37,8 @@ struct ic_vhdx {
 	uint32_t nblocks;           /* payload blocks of the disk */
 	uint32_t chunk_ratio;       /* payload entries between two sector bitmap entries */
 	uint64_t bat_entries, bat_len, data_offset;
-	/* allocation: bits from ic_vhdx_alloc_start, rank/order from ic_vhdx_alloc_end */
-	uint64_t *bits;             /* bit b: payload block b holds data */
-	uint32_t *rank;             /* per 64-bit word: set bits before it */
-	uint32_t *order;            /* k-th present payload block -> its block number */
-	uint32_t nalloc;
-	bool ready;                 /* ic_vhdx_alloc_end done: file_size and reads valid */
+	const struct ic_rank *alloc; /* unit b set: payload block b holds data (not owned) */
+	bool ready;                 /* ic_vhdx_set_alloc done: file_size and reads valid */
 	uint64_t file_size;
 	uint8_t header[2][4096];    /* the two headers (sequence numbers 1 and 2) */
 	uint8_t region[4096];       /* head of the region table (the rest of 64 KiB is 0) */
@@ -53,23 +51,22 @@ uint32_t ic_crc32c(uint32_t crc, const void *p, size_t n);
 
 /* Plan the file of a disk of disk_size bytes in payload blocks of block_bytes (power of
  * two, IC_VHDX_BLOCK_MIN..MAX).  -EINVAL, -EFBIG past IC_VHDX_MAX_SIZE.  Allocates
- * nothing: ic_vhdx_free is needed only after ic_vhdx_alloc_start. */
+ * nothing. */
 int ic_vhdx_init(struct ic_vhdx *x, uint64_t disk_size, uint32_t block_bytes,
 		 const struct ic_vhdx_ids *ids);
 
-/* The allocation: start (0 or -ENOMEM), mark every disk range holding data (the
- * blocks it touches become present), end (0 or -ENOMEM; then x->ready). */
-int ic_vhdx_alloc_start(struct ic_vhdx *x);
-void ic_vhdx_mark(struct ic_vhdx *x, uint64_t off, uint64_t len);
-int ic_vhdx_alloc_end(struct ic_vhdx *x);
-void ic_vhdx_free(struct ic_vhdx *x);
+/* The allocation: a sealed map of nblocks units, unit b set when payload block b holds
+ * data (kept, not copied: it must outlive every read).  0, or -EINVAL for another count
+ * of units; then x->ready. */
+int ic_vhdx_set_alloc(struct ic_vhdx *x, const struct ic_rank *alloc);
 
-/* Is payload block b present, and the file offset of a present one (O(1)). */
+/* Is payload block b present, and the file offset of a present one (O(1): a rank). */
 bool ic_vhdx_present(const struct ic_vhdx *x, uint64_t b);
 uint64_t ic_vhdx_block_offset(const struct ic_vhdx *x, uint64_t b);
 
 /* Fill buf with bytes [off, off+len) of the file (zeros past file_size); needs
- * x->ready (-ENXIO otherwise).  One read_disk per run of consecutive disk blocks.
+ * x->ready (-ENXIO otherwise).  One read_disk (and one select) per run of payload blocks
+ * consecutive on the disk.
  * Returns 0 or the reader's error. */
 int ic_vhdx_read(const struct ic_vhdx *x, void *buf, size_t len, uint64_t off,
 		 ic_vhd_read_fn read_disk, void *arg);

@@ -1,6 +1,6 @@
 /* fuzz_vhdx.c: VHD and VHDX synthesis on arbitrary disk sizes, block sizes, allocations and
  * read ranges; a read must equal the same range read in two pieces, and every payload byte
- * must be the disk's byte of the block the order array names (zero past the disk). */
+ * must be the disk's byte of the block the allocation map selects (zero past the disk). */
 #include "config.h"
 
 #include <stdlib.h>
@@ -41,7 +41,7 @@ static void check_vhdx(const struct ic_vhdx *x, const uint8_t *buf, size_t len, 
 			continue;
 		}
 		rel = fo - x->data_offset;
-		pos = (uint64_t)x->order[rel / x->block] * x->block + rel % x->block;
+		pos = ic_rank_select(x->alloc, rel / x->block) * x->block + rel % x->block;
 		if (buf[i] != (pos < x->disk_size ? pattern(pos) : 0))
 			abort();
 	}
@@ -75,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const struct ic_vhdx_ids ids = { .disk_id = { 1 } };
 	static const uint8_t uuid[16] = { 2 };
 	struct ic_vhdx x;
+	struct ic_rank alloc;
 	struct ic_vhd v;
 	uint64_t disk, off;
 	uint32_t len, split;
@@ -96,21 +97,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		read_twice(&f, a, b, len, off % (v.file_size + 4096), split);
 	}
-	if (ic_vhdx_init(&x, disk, 1u << (20 + shift % 9), &ids) || ic_vhdx_alloc_start(&x))
+	if (ic_vhdx_init(&x, disk, 1u << (20 + shift % 9), &ids) ||
+	    ic_rank_init(&alloc, x.nblocks))
 		return 0;
-	/* the allocation: runs from the input (offset, length pairs of 4 bytes in blocks) */
+	/* the allocation: runs of blocks from the input (4 bytes each: first, length) */
 	for (size_t i = 0; i + 4 <= size; i += 4) {
 		uint64_t first = ((uint64_t)data[i] << 8 | data[i + 1]) % x.nblocks;
 
-		ic_vhdx_mark(&x, first * x.block, (uint64_t)(data[i + 2] + 1) * data[i + 3]);
+		ic_rank_set_range(&alloc, first, first + (uint64_t)(data[i + 2] + 1) * data[i + 3]);
 	}
-	if (ic_vhdx_alloc_end(&x) == 0) {
+	ic_rank_seal(&alloc);
+	if (ic_vhdx_set_alloc(&x, &alloc) == 0) {
 		struct file f = { .x = &x, .disk_size = &disk };
 
 		off %= x.file_size + 4096;
 		read_twice(&f, a, b, len, off, split);
 		check_vhdx(&x, a, len, off);
 	}
-	ic_vhdx_free(&x);
+	ic_rank_free(&alloc);
 	return 0;
 }

@@ -131,17 +131,19 @@ static void test_vhd(void)
 	free(buf);
 }
 
+static struct ic_rank alloc;       /* the data blocks, as ic_disk finds them */
+
 static void vhdx_alloc(struct ic_vhdx *x)
 {
 	CHECK_EQ(ic_vhdx_init(x, DISK_SIZE, MIB, &ids), 0);
-	CHECK_EQ(ic_vhdx_alloc_start(x), 0);
-	/* marks as a block map walk gives them: 64 KiB blocks, some twice */
-	for (unsigned b = 0; b < NBLK; b++)
-		if (data_block[b])
-			for (uint64_t o = 0; o < MIB; o += 65536)
-				ic_vhdx_mark(x, (uint64_t)b * MIB + o, 65536);
-	ic_vhdx_mark(x, 4 * MIB + 100, 10);
-	CHECK_EQ(ic_vhdx_alloc_end(x), 0);
+	if (!alloc.bits) {
+		CHECK_EQ(ic_rank_init(&alloc, NBLK), 0);
+		for (unsigned b = 0; b < NBLK; b++)
+			if (data_block[b])
+				ic_rank_set_range(&alloc, b, b + 1);
+		ic_rank_seal(&alloc);
+	}
+	CHECK_EQ(ic_vhdx_set_alloc(x, &alloc), 0);
 }
 
 static void test_vhdx_layout(void)
@@ -165,18 +167,16 @@ static void test_vhdx_layout(void)
 	vhdx_alloc(&x);
 	CHECK_EQ(x.virt_size, DISK_SIZE - 1234 + 1536);
 	CHECK_EQ(x.nblocks, NBLK);
-	CHECK_EQ(x.nalloc, 5);
+	CHECK_EQ(x.alloc->count, 5);
 	CHECK_EQ(x.data_offset, 4ull * MIB);
 	CHECK_EQ(x.file_size, 4ull * MIB + 5ull * MIB);
 	for (unsigned b = 0; b < NBLK; b++) {
 		CHECK_EQ(ic_vhdx_present(&x, b), data_block[b]);
 		if (data_block[b]) {
 			CHECK_EQ(ic_vhdx_block_offset(&x, b), x.data_offset + k * MIB);
-			CHECK_EQ(x.order[k], b);
 			k++;
 		}
 	}
-	ic_vhdx_free(&x);
 }
 
 static uint64_t get64(const uint8_t *p)
@@ -241,12 +241,10 @@ static void test_vhdx_bytes(void)
 	vhdx_alloc(&y);
 	CHECK(!memcmp(x.header, y.header, sizeof(x.header)));
 	CHECK(!memcmp(x.meta, y.meta, sizeof(x.meta)));
-	ic_vhdx_free(&y);
 	CHECK_EQ(ic_vhdx_init(&y, DISK_SIZE, MIB, &(struct ic_vhdx_ids){ .disk_id = { 9 } }), 0);
 	CHECK(memcmp(x.header, y.header, sizeof(x.header)));
 	CHECK(memcmp(x.items, y.items, sizeof(x.items)));
 	CHECK_EQ(ic_vhdx_read(&y, part, 1, 0, t_read, NULL), -ENXIO);     /* no allocation yet */
-	ic_vhdx_free(&x);
 	free(whole);
 	free(part);
 }
@@ -300,7 +298,6 @@ static void test_qemu(void)
 	CHECK_EQ(sh("printf x | dd of=%s/disk.vhdx bs=1 seek=196700 conv=notrunc status=none &&"
 		    "printf x | dd of=%s/disk.vhdx bs=1 seek=262236 conv=notrunc status=none &&"
 		    "! qemu-img info -f vhdx %s/disk.vhdx >/dev/null 2>&1", dir, dir, dir), 0);
-	ic_vhdx_free(&x);
 	free(buf);
 	unit_rmtree(dir);
 }
@@ -397,6 +394,7 @@ int main(void)
 	else
 		fprintf(stderr, "skip test_qemu: qemu-img is not installed\n");
 	free(disk);
+	ic_rank_free(&alloc);
 	if (!have_qemu && !unit_failures)
 		return 77;
 	UNIT_EXIT();
