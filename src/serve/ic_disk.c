@@ -32,7 +32,7 @@ struct ic_disk {
 	int sized;                  /* grains built (atomic: sizes are asked without mu) */
 	struct ic_cache_src *src;   /* non-NULL while attached */
 	bool has_vhd, has_vhdx;
-	bool vhdx_done;             /* layout built (atomic: sizes are read without the lock) */
+	int vhdx_done;              /* layout built (atomic: sizes are read without the lock) */
 	struct ic_vhd vhd;
 	struct ic_vhdx vhdx;
 	struct ic_rank vhdx_blocks; /* its payload blocks holding data, from the first attach */
@@ -308,24 +308,40 @@ static int alloc_map(const struct ic_view *v, uint64_t unit, struct ic_rank *r)
 	return 0;
 }
 
-/* The sparse file's grains, once per disk: a point's content never changes, so every
- * later attach (another view of the same point) would find the same ones. */
-static int size_sparse(struct ic_disk *d, const struct ic_view *v)
+/* The allocation r of a compact file (units of unit bytes), handed to the file by set, once
+ * per disk (*done then set): a point's content never changes, so every later attach
+ * (another view of the same point) would find the same units. */
+static int alloc_file(struct ic_disk *d, const struct ic_view *v, uint64_t unit,
+		      struct ic_rank *r, int (*set)(struct ic_disk *d), const char *name, int *done)
 {
 	int ret;
 
-	if (!d->has_sparse || sparse_sized(d))
+	if (__atomic_load_n(done, __ATOMIC_ACQUIRE))
 		return 0;
-	ret = alloc_map(v, IC_DISK_SPARSE_GRAIN, &d->grains);
+	ret = alloc_map(v, unit, r);
 	if (!ret)
-		ret = ic_vmdk_sparse_set_alloc(&d->sparse, &d->grains);
+		ret = set(d);
 	if (ret) {
-		ic_rank_free(&d->grains);
-		return ic_fail(ret, "restore point '%s': disk-sparse.vmdk: %s", d->info.name,
+		ic_rank_free(r);
+		return ic_fail(ret, "restore point '%s': %s: %s", d->info.name, name,
 			       ic_last_error(ret));
 	}
-	__atomic_store_n(&d->sized, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(done, 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+static int set_sparse(struct ic_disk *d)
+{
+	return ic_vmdk_sparse_set_alloc(&d->sparse, &d->grains);
+}
+
+/* The sparse file's grains. */
+static int size_sparse(struct ic_disk *d, const struct ic_view *v)
+{
+	if (!d->has_sparse)
+		return 0;
+	return alloc_file(d, v, IC_DISK_SPARSE_GRAIN, &d->grains, set_sparse,
+			  file_names[IC_DISK_SPARSE], &d->sized);
 }
 
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
@@ -395,24 +411,18 @@ static int hv_new(struct ic_disk *d)
 	return 0;
 }
 
-/* disk.vhdx's payload blocks are the ones holding a non-zero block of the point (alloc_map),
- * once per point (called under the caller's attach serialisation). */
+static int set_vhdx(struct ic_disk *d)
+{
+	return ic_vhdx_set_alloc(&d->vhdx, &d->vhdx_blocks);
+}
+
+/* disk.vhdx's payload blocks are the ones holding a non-zero block of the point. */
 static int hv_layout(struct ic_disk *d, const struct ic_view *v)
 {
-	int ret;
-
-	if (!d->has_vhdx || hv_sized(d))
+	if (!d->has_vhdx)
 		return 0;
-	ret = alloc_map(v, d->vhdx.block, &d->vhdx_blocks);
-	if (!ret)
-		ret = ic_vhdx_set_alloc(&d->vhdx, &d->vhdx_blocks);
-	if (ret) {
-		ic_rank_free(&d->vhdx_blocks);
-		return ic_fail(ret, "restore point '%s': disk.vhdx: %s", d->info.name,
-			       ic_last_error(ret));
-	}
-	__atomic_store_n(&d->vhdx_done, true, __ATOMIC_RELEASE);
-	return 0;
+	return alloc_file(d, v, d->vhdx.block, &d->vhdx_blocks, set_vhdx,
+			  file_names[IC_DISK_VHDX], &d->vhdx_done);
 }
 
 /* ---- reads ------------------------------------------------------------------------- */
