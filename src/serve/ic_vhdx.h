@@ -4,9 +4,9 @@
  * present, would leave them undefined), so the file is the metadata plus the data blocks.
  * Offsets resolve through the allocation map (ic_rank): a BAT entry in O(1) by a rank, a
  * payload block's disk block by a select (a binary search over the map's counts, once per
- * run of consecutive blocks of a read).  Every byte is a function of the
- * disk's size, its allocation and the ids: identical on every remount.  Pure
- * computation: no I/O of its own, nothing of chains, keys or FUSE.
+ * run of consecutive blocks of a read).  Every byte is a function of the disk's size, its
+ * allocation and the ids: identical on every remount.  Pure computation: no I/O of its
+ * own, nothing of chains, keys or FUSE.
  * Layout: format/FORMAT.md section 14.2; facts: /work/shared/reference/HYPERV.md. */
 #ifndef IC_VHDX_H
 #define IC_VHDX_H
