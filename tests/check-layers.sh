@@ -60,7 +60,7 @@ for f in format/*.h src/*.h src/*/*.[ch] tools/*.[ch] front/*/*.[ch]; do
 		bad=1
 	fi
 	if [[ $dir == src* ]] && grep -Eq '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]nbdkit-' "$f"; then
-		echo "FAIL: $f includes nbdkit: the library knows nothing of nbdkit (only front/nbdkit/ does)"
+		echo "FAIL: $f includes nbdkit: the library knows nothing of nbdkit (only front/ does)"
 		bad=1
 	fi
 	while IFS= read -r inc; do

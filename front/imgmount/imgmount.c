@@ -289,7 +289,19 @@ int main(int argc, char **argv)
 		fuse_opt_free_args(&c.fargs);
 		return ret;
 	}
-	ret = absolute(c.chain, "chain", &chain);
+	if (ic_s3_is_url(c.chain)) {
+		/* s3://BUCKET/PREFIX: every image cached first, then the cache is mounted
+		 * (no request after this: nothing of the client crosses the daemon's fork) */
+		struct ic_s3_chain *sc;
+		const char *dir;
+
+		ret = ic_s3_chain_arg(c.chain, false, IC_S3_NEED_FULL, NULL, 0, &sc, &dir);
+		if (!ret && !(chain = strdup(dir)))
+			ret = -ENOMEM;
+		ic_s3_chain_close(sc);
+	} else {
+		ret = absolute(c.chain, "chain", &chain);
+	}
 	if (ret)
 		goto out;
 	if (c.overlay) {

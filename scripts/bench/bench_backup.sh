@@ -16,20 +16,8 @@ build=${BUILD:-$top/build}
 export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
 unset IMGCHAIN_PASSPHRASE_FILE
-source "$top/tests/lib/mkdisk.sh"
-mkdir -p "$dir"
-disk="$dir/disk-${size}m.raw"
-if [ ! -f "$disk" ]; then
-	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
-new="$dir/disk-${size}m-1pct.raw"
-if [ ! -f "$new" ]; then
-	cp --sparse=always "$disk" "$new.tmp"
-	mkdisk_mutate "$new.tmp" 1
-	mv "$new.tmp" "$new"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk_1pct "$dir" "$size"
 mkdisk_changed_ranges "$disk" "$new" > "$dir/changed.txt"
 changed=$(awk '{s+=$2} END{print s+0}' "$dir/changed.txt")
 data=$(du -B1 "$disk" | cut -f1)

@@ -25,14 +25,8 @@ unset IMGCHAIN_PASSPHRASE_FILE
 for c in imgbackup imgconsolidate qemu-img qemu-io bc; do
 	command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 1; }
 done
-source "$top/tests/lib/mkdisk.sh"
-mkdir -p "$dir"
-disk="$dir/disk-${size}m.raw"
-if [ ! -f "$disk" ]; then
-	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk "$dir" "$size"
 w="$dir/consolidate"
 rm -rf "$w"
 mkdir -p "$w"

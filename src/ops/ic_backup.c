@@ -1,17 +1,16 @@
-/* ic_backup.c: one backup: the source and what to read of it (holes, changed blocks),
+/* ic_backup.c: one backup: the source (ic_source) and what to read of it (zero extents,
+ * changed blocks, a dirty bitmap),
  * the chain, key, name and parent, then the new image around the pipeline
  * (ic_backup_pipe.c) and its slot. */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <sodium.h>
@@ -20,72 +19,15 @@
 #include "ic_chain.h"
 #include "ic_codec.h"
 #include "ic_keys.h"
+#include "ic_pool.h"
+#include "ic_source.h"
 #include "ic_state.h"
 #include "ic_store.h"
 #include "ic_unlock.h"
 #include "ic_util.h"
 #include "ic_view.h"
 
-/* ---- the source ---------------------------------------------------------- */
-
-static int open_source(const char *path, int *fd, uint64_t *size, bool *regular)
-{
-	struct stat st;
-
-	/* O_NONBLOCK: a FIFO must be refused, not waited on */
-	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (*fd < 0)
-		return ic_fail(-errno, "%s: %s", path, strerror(errno));
-	if (fstat(*fd, &st) < 0 || fcntl(*fd, F_SETFL, 0) < 0)
-		goto err;
-	*regular = S_ISREG(st.st_mode);
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(*fd, BLKGETSIZE64, size) < 0)
-			goto err;
-	} else if (S_ISREG(st.st_mode)) {
-		*size = (uint64_t)st.st_size;
-	} else {
-		close(*fd);
-		return ic_fail(-EINVAL, "%s: not a regular file or block device", path);
-	}
-	if (*size == 0) {
-		close(*fd);
-		return ic_fail(-EINVAL, "%s: source is empty", path);
-	}
-	return 0;
-err:
-	{
-		int e = errno;
-
-		close(*fd);
-		return ic_fail(-e, "%s: %s", path, strerror(e));
-	}
-}
-
-/* Mark blocks lying wholly inside holes of a sparse file (SEEK_DATA/SEEK_HOLE). */
-static void plan_holes(struct job *j)
-{
-	uint64_t off = 0, bs = j->bs;
-
-	while (off < j->disk_size) {
-		off_t data = lseek(j->fd, (off_t)off, SEEK_DATA);
-		uint64_t hole_end = data < 0 ? j->disk_size : (uint64_t)data;
-		off_t hole;
-
-		if (data < 0 && errno != ENXIO)
-			return;    /* no SEEK_DATA: read everything */
-		for (uint64_t b = (off + bs - 1) / bs; (b + 1) * bs <= hole_end && b < j->nblocks; b++)
-			j->plan[b] = PLAN_HOLE;
-		if (hole_end == j->disk_size && (j->disk_size % bs) && off <= (j->nblocks - 1) * bs)
-			j->plan[j->nblocks - 1] = PLAN_HOLE;
-		if (data < 0)
-			return;
-		hole = lseek(j->fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return;
-		off = (uint64_t)hole;
-	}
-}
+/* ---- what to read ------------------------------------------------------------- */
 
 /*
  * One number of a changed-blocks line: decimal, or hexadecimal after "0x".
@@ -150,6 +92,9 @@ out:
 	return ret;
 }
 
+/* What the parent holds need not be read: only the blocks a changed-blocks file or the
+ * dirty bitmap lists, and the parent's last block and anything past it (their length
+ * may differ). */
 static int plan_changed(struct job *j)
 {
 	uint8_t *listed = calloc(j->nblocks, 1);
@@ -158,37 +103,18 @@ static int plan_changed(struct job *j)
 
 	if (!listed)
 		return -ENOMEM;
-	ret = ic_parse_changed_blocks(j->o->changed_blocks, j->disk_size, j->bs, listed);
+	if (j->o->dirty_bitmap)
+		ret = ic_source_dirty_blocks(j->src, j->bs, listed);
+	else
+		ret = ic_parse_changed_blocks(j->o->changed_blocks, j->disk_size, j->bs, listed);
 	if (!ret) {
 		for (uint64_t b = 0; b < j->nblocks; b++) {
-			/* the parent's last block and anything past it may differ in length */
-			bool must = b + 1 >= pn || listed[b];
-
-			if (!must)
+			if (b + 1 < pn && !listed[b])
 				j->plan[b] = PLAN_SKIP;
 		}
 	}
 	free(listed);
 	return ret;
-}
-
-/* Holes past a new end of file read as zeros: a source that shrank while it was
- * read must fail the backup, not store zeros. */
-static int check_not_shrunk(const struct job *j, bool regular)
-{
-	struct stat st;
-	uint64_t size;
-
-	if (!regular)
-		return 0;    /* a block device's size is fixed; short reads are caught */
-	if (fstat(j->fd, &st) < 0)
-		return ic_fail(-errno, "%s: %s", j->o->source, strerror(errno));
-	size = (uint64_t)st.st_size;
-	if (size < j->disk_size)
-		return ic_fail(-EIO, "%s: source shrank while being read (%llu bytes, was %llu)",
-			       j->o->source, (unsigned long long)size,
-			       (unsigned long long)j->disk_size);
-	return 0;
 }
 
 /* ---- setting up ----------------------------------------------------------- */
@@ -204,6 +130,11 @@ static int get_key(const struct ic_backup_opts *o, struct ic_chain *c, struct ic
 	int ret;
 
 	*created = false;
+	if (o->key) {
+		*key = o->key;
+		free(kpath);
+		return 0;
+	}
 	if (!kpath)
 		return -ENOMEM;
 	if (ic_store_exists(o->chain_dir, ICF_KEYFILE_NAME) || c->have_images) {
@@ -270,6 +201,16 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 		return 0;
 	if (o->parent)
 		return ic_chain_lookup(c, o->parent, p);
+	/* change tracking goes on from the point its bitmap was recorded for, not from a
+	 * side branch made since (a quiesced snapshot's own writes); checked later */
+	if (o->dirty_bitmap && c->have_images) {
+		uint32_t seq;
+
+		if (!ic_bitmap_point(c->chain_id, o->dirty_bitmap, &seq))
+			*p = ic_chain_find_seq(c, seq);
+		if (*p)
+			return 0;
+	}
 	*p = ic_chain_newest(c);
 	return 0;
 }
@@ -301,26 +242,35 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	struct icf_header hdr;
 	struct icf_slot slot;
 	struct ic_seal seal;
-	bool regular = false, key_created = false;
+	bool key_created = false;
 	double t0 = ic_now(), t_key;
 	int ret;
 
 	memset(&j, 0, sizeof(j));
 	j.o = o;
-	j.fd = -1;
 	ret = ic_chain_open(o->chain_dir, &c);
 	if (ret)
 		return ret;
 	ret = pick_parent(o, c, &parent);
+	if (!ret && o->head_start && !parent)
+		ret = ic_fail(-EINVAL, "%s: --head-start needs a parent point (it reads what changed since)",
+			      o->chain_dir);
 	if (!ret && o->block_size && c->have_images && o->block_size != c->block_size)
 		ret = ic_fail(-EINVAL, "%s: the chain uses a block size of %u; --block-size %u does not match",
 			      o->chain_dir, c->block_size, o->block_size);
 	if (!ret)
 		ret = pick_name(o, c, st->name, sizeof(st->name));
 	if (!ret)
-		ret = open_source(o->source, &j.fd, &j.disk_size, &regular);
+		ret = ic_source_open(o->head_start && parent ? o->head_start : o->source,
+				     !parent ? NULL : o->bitmap_export ? o->bitmap_export
+								       : o->dirty_bitmap, &j.src);
 	if (ret)
 		goto out;
+	j.disk_size = ic_source_size(j.src);
+	/* an NBD source: twice the workers, so that one computes while another waits */
+	j.threads = ic_thread_cap(o->threads ? o->threads
+				  : (int)ic_thread_cap(0, IC_THREADS_MAX) * (ic_source_remote(j.src) ? 2 : 1),
+				  IC_THREADS_MAX);
 	j.bs = c->have_images ? c->block_size : (o->block_size ? o->block_size : ICF_BLOCK_DEFAULT);
 	j.bound = ic_codec_bound(j.bs);
 	j.nblocks = (j.disk_size + j.bs - 1) / j.bs;
@@ -361,6 +311,9 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 			goto out;
 	}
 	ret = ic_state_check(c, o->accept_rollback);
+	if (!ret && parent && o->dirty_bitmap)
+		ret = ic_bitmap_check(j.chain_id, o->dirty_bitmap, parent->seq, parent->img->slot.seal,
+				      ic_point_name(parent));
 	if (ret)
 		goto out;
 	j.plan = calloc(j.nblocks, 1);
@@ -368,12 +321,14 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (regular)
-		plan_holes(&j);
-	if (o->changed_blocks && parent)
+	ret = ic_source_zero_blocks(j.src, j.bs, j.plan, PLAN_HOLE);
+	if (ret)
+		goto out;
+	if ((o->changed_blocks || o->dirty_bitmap) && parent)
 		ret = plan_changed(&j);
-	else if (o->changed_blocks)
-		ic_msg("warning: no parent point: --changed-blocks ignored, reading the whole source");
+	else if (o->changed_blocks || o->dirty_bitmap)
+		ic_msg("warning: no parent point: %s ignored, reading the whole source",
+		       o->changed_blocks ? "--changed-blocks" : "--dirty-bitmap");
 	if (ret)
 		goto out;
 
@@ -390,9 +345,12 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 		goto out;
 	ic_seal_begin(&seal, j.version);
 	st->disk_size = j.disk_size;
-	ret = ic_backup_pipeline(&j, w, &seal, st);
+	if (o->head_start && parent)
+		ret = ic_backup_head_start(&j, w, &seal, st);
 	if (!ret)
-		ret = check_not_shrunk(&j, regular);
+		ret = ic_backup_pipeline(&j, w, &seal, st);
+	if (!ret)
+		ret = ic_source_check_end(j.src);
 	if (ret)
 		goto out;
 
@@ -413,9 +371,17 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		goto out;
 	st->seq = j.seq;
-	ret = ic_state_record(j.chain_id, j.seq, slot.name, slot.seal);
+	memcpy(st->chain_id, j.chain_id, ICF_ID_LEN);
+	memcpy(st->seal, slot.seal, ICF_SEAL_LEN);
+	ret = o->record_later ? 0 : ic_state_record(j.chain_id, j.seq, slot.name, slot.seal);
 	if (ret)
 		ic_msg("warning: %s (rollback detection will not know this point)", ic_last_error(ret));
+	if (o->next_bitmap) {
+		ret = ic_bitmap_record(j.chain_id, o->next_bitmap, j.seq, slot.seal, slot.name);
+		if (ret)
+			ic_msg("warning: %s (the next --dirty-bitmap %s will be refused)",
+			       ic_last_error(ret), o->next_bitmap);
+	}
 	ret = 0;
 	if (parent)
 		snprintf(st->parent, sizeof(st->parent), "%s", ic_point_name(parent));
@@ -423,10 +389,11 @@ out:
 	ic_writer_abort(w);
 	st->seconds = ic_now() - t0;
 	free(j.plan);
+	ic_array_free(&j.staged);
 	ic_view_free(j.pv);
-	ic_key_free(j.key);
-	if (j.fd >= 0)
-		close(j.fd);
+	if (j.key != o->key)
+		ic_key_free(j.key);
+	ic_source_close(j.src);
 	ic_chain_free(c);
 	return ret;
 }

@@ -9,15 +9,25 @@
 #include <stdint.h>
 
 #include "ic_backup.h"
+#include "ic_array.h"
 #include "ic_codec.h"
 #include "ic_error.h"
 #include "ic_image.h"
 #include "ic_keys.h"
+#include "ic_source.h"
 #include "ic_view.h"
 
 
-enum plan { PLAN_READ = 0, PLAN_HOLE = 1, PLAN_SKIP = 2 };
-enum action { ACT_INHERIT = 0, ACT_ZERO = 1, ACT_DATA = 2 };
+enum plan { PLAN_READ = 0, PLAN_HOLE = 1, PLAN_SKIP = 2, PLAN_STAGED = 3 };
+/* ACT_STAGED: a record the head start appended already; only its entry is added */
+enum action { ACT_INHERIT = 0, ACT_ZERO = 1, ACT_DATA = 2, ACT_STAGED = 3 };
+
+/* A block the head start processed: what it found and the entry it made. */
+struct staged {
+	uint64_t pos;
+	uint8_t act;
+	struct icf_entry e;
+};
 
 #define BATCH_BYTES (4u << 20)
 
@@ -36,7 +46,8 @@ struct batch {
 
 struct job {
 	const struct ic_backup_opts *o;
-	int fd;
+	struct ic_source *src;
+	unsigned threads;           /* workers */
 	uint64_t disk_size, nblocks;
 	uint32_t bs, bound, seq, per_batch;
 	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
@@ -46,6 +57,8 @@ struct job {
 	struct ic_view *pv;         /* parent view or NULL */
 	struct ic_key *key;
 	uint8_t chain_id[ICF_ID_LEN];
+	bool staging;               /* head start: records appended, entries kept in staged */
+	IC_ARRAY(struct staged) staged;  /* ascending pos */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -55,7 +68,24 @@ struct job {
 	bool stop;
 };
 
-/* The pipeline: workers (j->o->threads) read, digest, compress and encrypt batches of
+/* The bitmap bookkeeping (ic_source_track.c, FORMAT.md section 16): refuse a dirty bitmap
+ * that was not recorded for the parent point (seq, seal, name); record that bitmap name
+ * tracks the writes made after point (seq, seal, name). */
+int ic_bitmap_check(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
+		    const uint8_t seal[ICF_SEAL_LEN], const char *name);
+/* The sequence of the point bitmap was recorded for: 0, or -ENOENT (none, or no record). */
+int ic_bitmap_point(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t *seq);
+int ic_bitmap_record(const uint8_t chain_id[ICF_ID_LEN], const char *bitmap, uint32_t seq,
+		     const uint8_t seal[ICF_SEAL_LEN], const char *name);
+
+/* The head start (ic_backup_head.c): with j->src the live disk and j->plan the blocks
+ * dirty since the parent, stage them; run the snapshot command; switch j->src to the
+ * snapshot and plan what is left: the late blocks, the staged ones, the parent's. */
+int ic_backup_head_start(struct job *j, struct ic_writer *w, struct ic_seal *seal,
+			 struct ic_backup_stats *st);
+const struct staged *ic_backup_staged(const struct job *j, uint64_t pos);
+
+/* The pipeline: workers (j->threads) read, digest, compress and encrypt batches of
  * blocks; the calling thread appends them to w in order and adds them to the seal. */
 int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		       struct ic_backup_stats *st);

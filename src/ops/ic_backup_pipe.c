@@ -26,31 +26,15 @@ static uint32_t block_len(const struct job *j, uint64_t b)
 
 static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
 {
-	uint64_t off = (bt->first + i0) * j->bs;
 	size_t len = 0;
-	uint8_t *dst = bt->plain + (size_t)i0 * j->bs;
+	int ret;
 
 	for (uint32_t i = i0; i < i0 + n; i++)
 		len += block_len(j, bt->first + i);
-	while (len) {
-		ssize_t r = pread(j->fd, dst, len, (off_t)off);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return ic_fail(-errno, "%s: read at offset %llu: %s", j->o->source,
-				       (unsigned long long)off, strerror(errno));
-		}
-		if (r == 0)
-			return ic_fail(-EIO, "%s: source shrank while being read (ends before %llu of %llu bytes)",
-				       j->o->source, (unsigned long long)off,
-				       (unsigned long long)j->disk_size);
-		bt->bytes_read += (uint64_t)r;
-		dst += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
+	ret = ic_source_read(j->src, bt->plain + (size_t)i0 * j->bs, len, (bt->first + i0) * j->bs);
+	if (!ret)
+		bt->bytes_read += len;
+	return ret;
 }
 
 /* pref: the parent's block at this position (zero ref when unmapped or past its end). */
@@ -68,6 +52,16 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 
 	if (j->pv && pos < j->pv->nblocks)
 		pzero = pref.img == NULL && pref.e.plain_len == len;
+	if (j->plan[pos] == PLAN_STAGED) {
+		const struct staged *sg = ic_backup_staged(j, pos);
+
+		if (!sg)
+			return ic_fail(-EINVAL, "head start: block %llu was not staged",
+				       (unsigned long long)pos);
+		*e = sg->e;
+		bt->act[i] = sg->act == ACT_DATA ? ACT_STAGED : sg->act;
+		return 0;
+	}
 	if (j->plan[pos] == PLAN_SKIP) {
 		bt->act[i] = ACT_INHERIT;
 		*e = pref.e;
@@ -194,23 +188,55 @@ static void *worker(void *arg)
 
 /* ---- the writer (calling thread) ------------------------------------------ */
 
+/* Head start: append the new records, keep every processed block's entry for later. */
+static int stage(struct job *j, struct batch *bt, struct ic_writer *w)
+{
+	for (uint32_t i = 0; i < bt->n; i++) {
+		uint64_t pos = bt->first + i, off;
+		struct staged *sg;
+		int ret;
+
+		if (j->plan[pos] == PLAN_SKIP)
+			continue;
+		sg = ic_array_add(&j->staged);
+		if (!sg)
+			return ic_fail(-ENOMEM, "out of memory");
+		sg->pos = pos;
+		sg->act = bt->act[i];
+		sg->e = bt->ents[i];
+		if (bt->act[i] == ACT_DATA) {
+			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, sg->e.stored_len,
+					       &off);
+			if (ret)
+				return ret;
+			sg->e.offset = off;
+		}
+	}
+	return 0;
+}
+
 static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct ic_seal *seal,
 		   struct ic_backup_stats *st)
 {
 	int ret;
 
 	st->bytes_read += bt->bytes_read;
+	if (j->staging)
+		return stage(j, bt, w);
 	for (uint32_t i = 0; i < bt->n; i++) {
 		struct icf_entry *e = &bt->ents[i];
+		uint64_t off;
 
 		switch (bt->act[i]) {
-		case ACT_DATA: {
-			uint64_t off;
-
+		case ACT_DATA:
 			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
+			if (ret)
+				return ret;
+			/* the record is in the file now, as a staged one is */
 			e->offset = off;
-			if (!ret)
-				ret = ic_writer_add_entry(w, e);
+			/* fall through */
+		case ACT_STAGED:
+			ret = ic_writer_add_entry(w, e);
 			if (ret)
 				return ret;
 			st->blocks_changed++;
@@ -218,7 +244,6 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 			st->bytes_stored += e->stored_len;
 			ic_seal_add(seal, e);
 			break;
-		}
 		case ACT_ZERO:
 			ret = ic_writer_add_entry(w, e);
 			if (ret)
@@ -236,11 +261,13 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		       struct ic_backup_stats *st)
 {
-	unsigned nthreads = ic_thread_cap(j->o->threads, IC_THREADS_MAX);
+	unsigned nthreads = j->threads;
 	struct ic_pool pool = { 0 };
 	struct ic_progress prog;
 	int ret = 0;
 
+	j->next = 0;                /* the head start runs the pipeline twice */
+	j->stop = false;
 	j->nring = nthreads * 2 + 2;
 	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
 	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;

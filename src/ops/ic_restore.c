@@ -1,5 +1,6 @@
 /* ic_restore.c: writing a restore point's disk to a file or block device, with
- * worker threads decoding and writing disjoint ranges in parallel. */
+ * worker threads decoding and writing disjoint ranges in parallel; the opening of a point
+ * and the chunk queue that the block-sync restore (ic_sync.c) shares. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,8 +16,10 @@
 
 #include "ic_chain.h"
 #include "ic_codec.h"
+#include "ic_dest.h"
 #include "ic_keys.h"
 #include "ic_pool.h"
+#include "ic_restore_int.h"
 #include "ic_progress.h"
 #include "ic_state.h"
 #include "ic_unlock.h"
@@ -24,19 +27,77 @@
 #include "ic_verify.h"
 #include "ic_view.h"
 
-#define CHUNK_BLOCKS_BYTES (4u << 20)
-
 struct rjob {
+	struct ic_chunks q;
 	struct ic_view *v;
 	struct ic_key *key;
 	int fd;
 	const char *dest;
 	bool write_zeros;
-	uint64_t per_chunk, nchunks;
-	pthread_mutex_t mu;
-	uint64_t next, done_blocks, data_blocks, zero_blocks, bytes_written;
-	struct ic_error err;        /* the first worker's failure */
+	uint64_t data_blocks, bytes_written;    /* under q.mu */
 };
+
+bool ic_chunks_take(struct ic_chunks *q, uint64_t *k)
+{
+	bool more;
+
+	pthread_mutex_lock(&q->mu);
+	if (ic_interrupted && !q->err.code)
+		ic_error_save(&q->err, ic_fail(-EINTR, "interrupted"));
+	more = !q->err.code && q->next < q->nchunks;
+	if (more)
+		*k = q->next++;
+	pthread_mutex_unlock(&q->mu);
+	return more;
+}
+
+void ic_chunks_range(const struct ic_chunks *q, uint64_t k, uint64_t *first, uint64_t *end)
+{
+	*first = k * q->per_chunk;
+	*end = *first + q->per_chunk < q->nblocks ? *first + q->per_chunk : q->nblocks;
+}
+
+void ic_chunks_done_locked(struct ic_chunks *q, int ret)
+{
+	if (ret && !q->err.code)
+		ic_error_save(&q->err, ret);
+	q->done_blocks += q->per_chunk;
+}
+
+int ic_chunks_run(struct ic_chunks *q, uint64_t nblocks, uint32_t block_size, int threads,
+		  bool quiet, const char *what, void *(*fn)(void *), void *arg)
+{
+	unsigned n = ic_thread_cap(threads, IC_THREADS_MAX);
+	uint64_t total = nblocks * block_size;
+	struct ic_pool pool;
+	struct ic_progress prog;
+
+	q->nblocks = nblocks;
+	q->per_chunk = IC_RESTORE_CHUNK_BYTES / block_size ? IC_RESTORE_CHUNK_BYTES / block_size : 1;
+	q->nchunks = (nblocks + q->per_chunk - 1) / q->per_chunk;
+	pthread_mutex_init(&q->mu, NULL);
+	ic_pool_start(&pool, n, fn, arg);    /* fewer threads will do */
+	if (!pool.n)
+		fn(arg);
+	ic_progress_init(&prog, what, total, quiet);
+	for (;;) {
+		uint64_t d;
+		bool fin;
+
+		pthread_mutex_lock(&q->mu);
+		d = q->done_blocks * block_size;
+		fin = q->err.code || q->done_blocks >= q->nchunks * q->per_chunk;
+		pthread_mutex_unlock(&q->mu);
+		if (fin || !pool.n)
+			break;
+		ic_progress_update(&prog, d > total ? total : d);
+		usleep(100000);
+	}
+	ic_pool_join(&pool);
+	ic_progress_done(&prog);
+	pthread_mutex_destroy(&q->mu);
+	return ic_error_raise(&q->err);
+}
 
 static int write_block(struct rjob *j, struct ic_codec *codec, const struct ic_block_ref *ref,
 		       uint8_t *buf, uint8_t *rec, uint64_t *ndata, uint64_t *nbytes)
@@ -59,10 +120,11 @@ static int restore_chunk(struct rjob *j, struct ic_view_cursor *cur, struct ic_c
 			 uint8_t *buf, uint8_t *rec, uint64_t k, uint64_t *ndata, uint64_t *nbytes)
 {
 	struct ic_view *v = j->v;
-	uint64_t first = k * j->per_chunk, pos = first;
-	uint64_t end = first + j->per_chunk < v->nblocks ? first + j->per_chunk : v->nblocks;
+	uint64_t first, end, pos;
 	struct ic_block_ref ref;
 
+	ic_chunks_range(&j->q, k, &first, &end);
+	pos = first;
 	ic_view_cursor_seek(cur, first);
 	for (;;) {
 		int got = ic_view_cursor_next(cur, end, &ref), ret;
@@ -99,31 +161,21 @@ static void *rworker(void *arg)
 	uint8_t *rec = malloc(ic_codec_bound(j->v->block_size));
 	struct ic_view_cursor *cur = NULL;
 	int cret = ic_view_cursor_open(j->v, &cur);
+	uint64_t k;
 
-	for (;;) {
-		uint64_t k, ndata = 0, nbytes = 0;
+	while (ic_chunks_take(&j->q, &k)) {
+		uint64_t ndata = 0, nbytes = 0;
 		int ret;
 
-		pthread_mutex_lock(&j->mu);
-		if (j->err.code || j->next >= j->nchunks || ic_interrupted) {
-			if (ic_interrupted && !j->err.code)
-				ic_error_save(&j->err, ic_fail(-EINTR, "interrupted"));
-			pthread_mutex_unlock(&j->mu);
-			break;
-		}
-		k = j->next++;
-		pthread_mutex_unlock(&j->mu);
 		if (!codec || !buf || !rec || cret)
 			ret = -ENOMEM;
 		else
 			ret = restore_chunk(j, cur, codec, buf, rec, k, &ndata, &nbytes);
-		pthread_mutex_lock(&j->mu);
-		if (ret && !j->err.code)
-			ic_error_save(&j->err, ret);
+		pthread_mutex_lock(&j->q.mu);
+		ic_chunks_done_locked(&j->q, ret);
 		j->data_blocks += ndata;
 		j->bytes_written += nbytes;
-		j->done_blocks += j->per_chunk;
-		pthread_mutex_unlock(&j->mu);
+		pthread_mutex_unlock(&j->q.mu);
 	}
 	ic_view_cursor_free(cur);
 	ic_codec_free(codec);
@@ -197,42 +249,64 @@ static int open_dest(const struct ic_restore_opts *o, uint64_t size, int *fd, ch
 	return 0;
 }
 
-static int run_restore(struct rjob *j, const struct ic_restore_opts *o)
+void ic_restore_close(struct ic_restore_ctx *x)
 {
-	unsigned n = ic_thread_cap(o->threads, IC_THREADS_MAX);
-	struct ic_pool pool;
-	struct ic_progress prog;
+	ic_key_free(x->key);
+	ic_view_free(x->v);
+	ic_chain_free(x->c);
+	memset(x, 0, sizeof(*x));
+}
 
-	j->per_chunk = CHUNK_BLOCKS_BYTES / j->v->block_size ? CHUNK_BLOCKS_BYTES / j->v->block_size : 1;
-	j->nchunks = (j->v->nblocks + j->per_chunk - 1) / j->per_chunk;
-	pthread_mutex_init(&j->mu, NULL);
-	ic_pool_start(&pool, n, rworker, j);    /* fewer threads will do */
-	if (!pool.n)
-		rworker(j);
-	ic_progress_init(&prog, "restore", j->v->disk_size, o->quiet);
-	for (;;) {
-		uint64_t d;
-		bool fin;
+static int open_nomap(struct ic_restore_ctx *x, const char *name, struct ic_view **out)
+{
+	struct ic_point *p;
+	int ret = ic_chain_lookup(x->c, name, &p);
 
-		pthread_mutex_lock(&j->mu);
-		d = j->done_blocks * j->v->block_size;
-		fin = j->err.code || j->done_blocks >= j->nchunks * j->per_chunk;
-		pthread_mutex_unlock(&j->mu);
-		if (fin || !pool.n)
-			break;
-		ic_progress_update(&prog, d > j->v->disk_size ? j->v->disk_size : d);
-		usleep(100000);
+	*out = NULL;
+	return ret ? ret : ic_view_open_nomap(x->c, p, out);
+}
+
+/* the seal (streaming, no per-block memory); the workers then resolve blocks with
+ * cursors over the same private indexes: no owner map, nothing read twice */
+int ic_restore_open_point(struct ic_restore_ctx *x, const char *name, struct ic_view **out)
+{
+	int ret = open_nomap(x, name, out);
+
+	if (!ret)
+		ret = ic_view_check_seal(*out, x->key);
+	if (ret) {
+		ic_view_free(*out);
+		*out = NULL;
 	}
-	ic_pool_join(&pool);
-	ic_progress_done(&prog);
-	pthread_mutex_destroy(&j->mu);
-	return ic_error_raise(&j->err);
+	return ret;
+}
+
+int ic_restore_open(const struct ic_restore_opts *o, struct ic_restore_ctx *x)
+{
+	int ret;
+
+	memset(x, 0, sizeof(*x));
+	ret = ic_chain_open(o->chain_dir, &x->c);
+	if (!ret)
+		ret = open_nomap(x, o->name, &x->v);
+	if (!ret)
+		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &x->key);
+	if (!ret && (memcmp(x->key->chain_id, x->c->chain_id, ICF_ID_LEN) ||
+		     memcmp(x->key->key_check, x->c->key_check, ICF_CHECK_LEN)))
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      o->chain_dir);
+	if (!ret)
+		ret = ic_view_check_seal(x->v, x->key);
+	if (!ret)
+		ret = ic_state_check(x->c, o->accept_rollback);
+	if (ret)
+		ic_restore_close(x);
+	return ret;
 }
 
 int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 {
-	struct ic_chain *c = NULL;
-	struct ic_point *p;
+	struct ic_restore_ctx x;
 	struct rjob j;
 	char *tmp = NULL;
 	bool blockdev;
@@ -242,33 +316,27 @@ int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st)
 	memset(st, 0, sizeof(*st));
 	memset(&j, 0, sizeof(j));
 	j.fd = -1;
-	ret = ic_chain_open(o->chain_dir, &c);
+	ret = ic_restore_open(o, &x);
 	if (ret)
-		return ret;
-	ret = ic_chain_lookup(c, o->name, &p);
-	if (!ret)
-		ret = ic_view_open_nomap(c, p, &j.v);
-	if (!ret)
-		ret = ic_key_unlock(o->chain_dir, o->passphrase_file, &j.key);
-	if (ret)
-		goto out;
-	if (memcmp(j.key->chain_id, c->chain_id, ICF_ID_LEN) || memcmp(j.key->key_check, c->key_check, ICF_CHECK_LEN)) {
-		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
-			      o->chain_dir);
+		goto out0;
+	if (o->sync || o->sync_from) {
+		ret = ic_restore_sync(o, &x, st);
 		goto out;
 	}
-	/* the seal (streaming, no per-block memory); the workers then resolve blocks with
-	 * cursors over the same private indexes: no owner map, nothing read twice */
-	ret = ic_view_check_seal(j.v, j.key);
-	if (!ret)
-		ret = ic_state_check(c, o->accept_rollback);
-	if (!ret)
-		ret = open_dest(o, j.v->disk_size, &j.fd, &tmp, &blockdev);
+	if (ic_dest_is_uri(o->dest)) {
+		ret = ic_fail(-EINVAL, "%s: an NBD export is written with --sync or --sync-from",
+			      o->dest);
+		goto out;
+	}
+	j.v = x.v;
+	j.key = x.key;
+	ret = open_dest(o, j.v->disk_size, &j.fd, &tmp, &blockdev);
 	if (ret)
 		goto out;
 	j.dest = o->dest;
 	j.write_zeros = blockdev;
-	ret = run_restore(&j, o);
+	ret = ic_chunks_run(&j.q, j.v->nblocks, j.v->block_size, o->threads, o->quiet, "restore",
+			    rworker, &j);
 	if (!ret)
 		ret = ic_fsync(j.fd, o->dest);
 	if (!ret && tmp && rename(tmp, o->dest) < 0)
@@ -283,9 +351,8 @@ out:
 	if (ret && tmp)
 		unlink(tmp);
 	free(tmp);
-	ic_key_free(j.key);
-	ic_view_free(j.v);
-	ic_chain_free(c);
+	ic_restore_close(&x);
+out0:
 	st->seconds = ic_now() - t0;
 	return ret;
 }

@@ -517,3 +517,52 @@ out:
 	free(st);
 	return ret < 0 ? ret : n;
 }
+
+/* ---- side files (FORMAT.md section 16) ----------------------------------------------- */
+
+static void side_name(const uint8_t id[ICF_ID_LEN], const char *suffix, char *buf, size_t len)
+{
+	file_name(id, buf, len);
+	snprintf(strrchr(buf, '.') + 1, 32, "%s", suffix);
+}
+
+int ic_state_side_load(const uint8_t chain_id[ICF_ID_LEN], const char *suffix, char *buf,
+		       size_t max, size_t *len, char *path, size_t pathlen)
+{
+	char fname[96], *dir = state_dir();
+	ssize_t n;
+	int fd, ret;
+
+	*len = 0;
+	if (!dir)
+		return -ENOMEM;
+	side_name(chain_id, suffix, fname, sizeof(fname));
+	snprintf(path, pathlen, "%s/%s", dir, fname);
+	ret = ic_open_regular(AT_FDCWD, dir, fname, O_RDONLY, 0, &fd);
+	if (!ret) {
+		n = read(fd, buf, max + 1);
+		if (n < 0)
+			ret = ic_fail(-errno, "%s/%s: %s", dir, fname, strerror(errno));
+		else if ((size_t)n > max)
+			ret = ic_fail(-EINVAL, "%s/%s: longer than %zu bytes", dir, fname, max);
+		else
+			*len = (size_t)n;
+		close(fd);
+	}
+	free(dir);
+	return ret;
+}
+
+int ic_state_side_store(const uint8_t chain_id[ICF_ID_LEN], const char *suffix,
+			const char *buf, size_t len)
+{
+	char fname[96], *dir = state_dir();
+	int ret = dir ? mkdirs(dir) : -ENOMEM;
+
+	if (!ret) {
+		side_name(chain_id, suffix, fname, sizeof(fname));
+		ret = ic_write_file_atomic(dir, fname, buf, len, 0600);
+	}
+	free(dir);
+	return ret;
+}

@@ -70,4 +70,13 @@ int ic_state_review(const struct ic_chain *c,
 		    void (*report)(const struct ic_state_point *p, bool replaced, void *arg),
 		    void *arg);
 
+/* Side files of the state directory, "HEX.SUFFIX" beside the state file, for what else
+ * the key holder remembers of a chain (FORMAT.md section 16).  Load: the whole file into
+ * buf (-ENOENT when absent, -EINVAL when longer than max), its path into path (for
+ * messages); store: replaced atomically. */
+int ic_state_side_load(const uint8_t chain_id[ICF_ID_LEN], const char *suffix, char *buf,
+		       size_t max, size_t *len, char *path, size_t pathlen);
+int ic_state_side_store(const uint8_t chain_id[ICF_ID_LEN], const char *suffix,
+			const char *buf, size_t len);
+
 #endif

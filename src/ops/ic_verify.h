@@ -33,16 +33,23 @@ struct ic_restore_opts {
 	bool accept_rollback;
 	bool quiet;
 	int threads;                /* 0: one per CPU */
+	bool sync;                  /* dest holds some version of the disk: write what differs */
+	const char *sync_from;      /* dest holds this point exactly: the indexes say what differs */
 };
 
 struct ic_restore_stats {
 	uint64_t disk_size, data_blocks, zero_blocks, bytes_written;
+	/* a sync: blocks compared, equal (skipped), data blocks written, zero blocks written or
+	 * punched, record bytes read from the chain */
+	uint64_t compared, skipped, written, zeroed, chain_bytes;
 	double seconds;
 };
 
 /* Write point name's disk to dest: a regular file (created through a temporary
  * name, zero blocks left as holes) or a block device (every byte written).
- * Stops at the first block that fails authentication (IC_ECORRUPT). */
+ * Stops at the first block that fails authentication (IC_ECORRUPT).
+ * With sync or sync_from, dest is updated in place and only the blocks that differ are
+ * written (ic_sync.c; doc/imgrestore.1). */
 int ic_restore(const struct ic_restore_opts *o, struct ic_restore_stats *st);
 
 #endif

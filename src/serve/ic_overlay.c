@@ -49,6 +49,11 @@
  * shown only below base_limit, zeros above it.  No bit is set at or past the block that holds
  * the end of size, and the bytes of an overlay block past size are zero.
  *
+ * Cut (FORMAT.md 10.6): every change of the files (a write, a truncate, a commit with its
+ * punching) is made holding a shared OFD lock on byte 0 of prefix.map; a snapshot taken by
+ * another process (ic_overlay_snap.c) holds the exclusive lock while it reads the committed
+ * map and copies the data, so it sees the files as they were at one instant.
+ *
  * Locking: one rwlock.  Reads share it (so the base callback may run in several threads at
  * once); writes, truncates and commits hold it exclusively, so no read sees half a write.
  * fsync first flushes data without the lock, then commits under it.  A failed fdatasync
@@ -67,6 +72,19 @@
 
 #include "ic_overlay_int.h"
 #include "ic_util.h"
+
+/* ---- the cut lock (FORMAT.md 10.6) --------------------------------------------------- */
+
+int ovl_cut_lock(struct ic_overlay *ov, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+	while (fcntl(ov->map_fd, F_OFD_SETLKW, &fl) < 0) {
+		if (errno != EINTR)
+			return ic_fail(-errno, "%s: lock: %s", ov->map_path, strerror(errno));
+	}
+	return 0;
+}
 
 /* ---- reading -------------------------------------------------------------------- */
 
@@ -210,7 +228,11 @@ ssize_t ic_overlay_write(struct ic_overlay *ov, const void *buf, size_t len, uin
 			       ov->data_path, (unsigned long long)OVL_MAX_SIZE);
 	len = ovl_min(len, SSIZE_MAX);
 	pthread_rwlock_wrlock(&ov->lock);
-	ret = ov->err ? ov->err : ovl_write_locked(ov, buf, len, off, base, arg);
+	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	if (!ret) {
+		ret = ovl_write_locked(ov, buf, len, off, base, arg);
+		ovl_cut_lock(ov, F_UNLCK);
+	}
 	pthread_rwlock_unlock(&ov->lock);
 	return ret ? ret : (ssize_t)len;
 }
@@ -244,11 +266,14 @@ int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size)
 		return ic_fail(-EFBIG, "%s: size past the overlay's limit of %llu bytes",
 			       ov->data_path, (unsigned long long)OVL_MAX_SIZE);
 	pthread_rwlock_wrlock(&ov->lock);
-	ret = ov->err;
-	if (!ret && size < ov->size)
-		ret = ovl_shrink(ov, size);
-	if (!ret && size != ov->size)
-		ovl_note_size(ov, size);
+	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	if (!ret) {
+		if (size < ov->size)
+			ret = ovl_shrink(ov, size);
+		if (!ret && size != ov->size)
+			ovl_note_size(ov, size);
+		ovl_cut_lock(ov, F_UNLCK);
+	}
 	pthread_rwlock_unlock(&ov->lock);
 	return ret;
 }
@@ -270,7 +295,11 @@ int ic_overlay_fsync(struct ic_overlay *ov)
 	pthread_rwlock_wrlock(&ov->lock);
 	if (ret && !ov->err)
 		ov->err = ic_fail(ret, "%s: fdatasync: %s", ov->data_path, strerror(-ret));
-	ret = ov->err ? ov->err : ovl_commit(ov);
+	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	if (!ret) {
+		ret = ovl_commit(ov);
+		ovl_cut_lock(ov, F_UNLCK);
+	}
 	pthread_rwlock_unlock(&ov->lock);
 	return ret;
 }
@@ -332,7 +361,7 @@ static int ovl_init_lock(struct ic_overlay *ov)
 	return ret ? ic_fail(ret, "overlay lock: %s", strerror(-ret)) : 0;
 }
 
-static void ovl_free(struct ic_overlay *ov, bool lock)
+void ovl_free(struct ic_overlay *ov, bool lock)
 {
 	for (uint64_t p = 0; p < ov->nr_pages; p++)
 		free(ov->pages[p].bits);
@@ -381,9 +410,13 @@ int ic_overlay_open(const char *prefix, uint64_t base_size, const struct ic_over
 	if (!ret)
 		ret = ovl_open_files(ov, prefix);
 	if (!ret)
+		ret = ovl_cut_lock(ov, F_RDLCK);    /* loading repairs what unsynced writes broke */
+	if (!ret) {
 		ret = ovl_load_header(ov);
-	if (!ret)
-		ret = ovl_load_pages(ov);
+		if (!ret)
+			ret = ovl_load_pages(ov);
+		ovl_cut_lock(ov, F_UNLCK);
+	}
 	if (ret) {
 		ovl_free(ov, true);
 		return ret;

@@ -33,6 +33,11 @@ struct ic_overlay_bind {
 	char label[IC_OVERLAY_LABEL_MAX + 1];
 };
 
+/* The binding of a restore point's overlays (FORMAT.md 10.3): id = the chain id (16 bytes)
+ * and the point's seal (32), label "restore point 'NAME' (seq N, seal 16 hex digits)". */
+void ic_overlay_bind_point(struct ic_overlay_bind *b, const uint8_t chain_id[16],
+			   const uint8_t seal[32], const char *name, uint32_t seq);
+
 /* Open or create the overlay whose files are prefix + ".data" / ".map" (the
  * directory must exist).  base_size is the size of the base file; bind (NULL: an
  * all-zero id, no label) is what the overlay belongs to: a new overlay records it at
@@ -61,5 +66,28 @@ uint64_t ic_overlay_extent(struct ic_overlay *ov, uint64_t off, uint64_t len, bo
 int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size);
 /* Make every completed write durable (data, then the block map and size). */
 int ic_overlay_fsync(struct ic_overlay *ov);
+
+/* A consistent cut of an overlay that another process (imgmount) may be writing
+ * (FORMAT.md 10.6): waits for the overlay's cut lock, reads its committed map and copies
+ * its data file into a private unlinked file beside it (a reflink where the file system
+ * has them, else the overlay's blocks copied), then lets the writer go on.  The cut is
+ * the files as they were at that instant, which is what the overlay would hold after a
+ * crash there: every write flushed before it, never half a write.  -ENOENT when there is
+ * no overlay; -ESTALE (nothing read) when it belongs to another base than bind/base_size.
+ * The snapshot reads like an overlay (ic_overlay_read, ic_overlay_size) and is freed with
+ * ic_overlay_snap_free; it never writes to the overlay's files. */
+struct ic_overlay_snap_info {
+	uint64_t size;              /* of the file seen through the overlay at the cut */
+	uint64_t base_limit;        /* base bytes below it, zeros above */
+	uint64_t generation;        /* of the committed map taken */
+	uint64_t blocks;            /* overlay blocks present */
+	double frozen;              /* seconds the writers waited */
+	bool cloned;                /* the data was reflinked (else copied) */
+};
+int ic_overlay_snapshot(const char *prefix, uint64_t base_size, const struct ic_overlay_bind *bind,
+			struct ic_overlay **out, struct ic_overlay_snap_info *info);
+/* The first overlay block in [blk, limit) whose presence differs from present, or limit. */
+uint64_t ic_overlay_run(struct ic_overlay *snap, uint64_t blk, uint64_t limit, bool present);
+void ic_overlay_snap_free(struct ic_overlay *snap);
 
 #endif

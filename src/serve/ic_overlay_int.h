@@ -83,6 +83,7 @@ struct ic_overlay {
 	uint64_t max_gen;		/* highest generation ever stamped or seen */
 	uint64_t punch_lo, punch_hi;	/* blocks dropped by truncate, space not yet freed */
 	bool modified, hdr_dirty, unsynced, need_dirsync;
+	bool readonly;			/* a snapshot's: loading repairs nothing */
 	int err;			/* sticky: a failed fdatasync may have lost writes */
 };
 
@@ -132,6 +133,11 @@ int ovl_load_pages(struct ic_overlay *ov);
 
 /* ---- ic_overlay.c ---------------------------------------------------------------------- */
 
+/* Take (F_RDLCK: a change; F_WRLCK: a snapshot) or drop (F_UNLCK) the cut lock, the OFD
+ * lock on byte 0 of the map (FORMAT.md 10.6), waiting for it. */
+int ovl_cut_lock(struct ic_overlay *ov, short type);
+/* Free ov, closing its files (its rwlock too when lock); commits nothing. */
+void ovl_free(struct ic_overlay *ov, bool lock);
 /* Write len bytes of data at off into prefix.data (not yet durable). */
 int ovl_pwrite_data(struct ic_overlay *ov, const void *buf, uint64_t len, uint64_t off);
 

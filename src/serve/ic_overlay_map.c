@@ -443,6 +443,8 @@ int ovl_load_pages(struct ic_overlay *ov)
 	if (ret)
 		return ret;
 	ovl_update_range(ov, nblk, n * OVL_PAGE_BITS, false);
+	if (ov->readonly)
+		return 0;    /* a snapshot reads nothing past size */
 	if (ov->size % OVL_BS && ovl_test(ov, ov->size / OVL_BS))
 		ret = ovl_pwrite_data(ov, zeros, OVL_BS - ov->size % OVL_BS, ov->size);
 	if (!ret && fstat(ov->data_fd, &st) == 0 && (uint64_t)st.st_size > nblk * OVL_BS &&

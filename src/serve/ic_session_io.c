@@ -159,17 +159,8 @@ static bool ov_exists(const char *prefix)
 static void ov_binding(const struct ic_spoint *sp, struct ic_overlay_bind *b)
 {
 	const struct icf_slot *sl = &sp->pt->img->slot;
-	int n;
 
-	memset(b, 0, sizeof(*b));
-	memcpy(b->id, ic_disk_get_info(sp->disk)->chain_id, ICF_ID_LEN);
-	memcpy(b->id + ICF_ID_LEN, sl->seal, ICF_SEAL_LEN);
-	n = snprintf(b->label, sizeof(b->label), "restore point '%s' (seq %u, seal ", sp->name,
-		     sl->seq);
-	for (int i = 0; i < 8 && n > 0 && (size_t)n + 3 < sizeof(b->label); i++, n += 2)
-		snprintf(b->label + n, 3, "%02x", sl->seal[i]);
-	if (n > 0 && (size_t)n + 2 < sizeof(b->label))
-		memcpy(b->label + n, ")", 2);
+	ic_overlay_bind_point(b, ic_disk_get_info(sp->disk)->chain_id, sl->seal, sp->name, sl->seq);
 }
 
 /* OVERLAY/POINT, made if needed (never through a link) and locked exclusively while any

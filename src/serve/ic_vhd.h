@@ -1,7 +1,7 @@
 /* ic_vhd.h: a fixed VHD view of a disk, computed on the fly: the disk's bytes, zeros up
  * to a whole MiB (what Azure requires), then the 512-byte footer.  Pure computation: no
  * I/O of its own, nothing of chains, keys or FUSE.  See /work/shared/reference/HYPERV.md
- * and format/FORMAT.md section 14. */
+ * and format/FORMAT.md section 17. */
 #ifndef IC_VHD_H
 #define IC_VHD_H
 

@@ -7,7 +7,7 @@
  * run of consecutive blocks of a read).  Every byte is a function of the disk's size, its
  * allocation and the ids: identical on every remount.  Pure computation: no I/O of its
  * own, nothing of chains, keys or FUSE.
- * Layout: format/FORMAT.md section 14.2; facts: /work/shared/reference/HYPERV.md. */
+ * Layout: format/FORMAT.md section 17.2; facts: /work/shared/reference/HYPERV.md. */
 #ifndef IC_VHDX_H
 #define IC_VHDX_H
 

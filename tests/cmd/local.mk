@@ -10,4 +10,8 @@ SH_TESTS += \
 	tests/cmd/corrupt_meta.sh \
 	tests/cmd/verify.sh \
 	tests/cmd/changed_blocks.sh \
-	tests/cmd/blockdev.sh
+	tests/cmd/blockdev.sh \
+	tests/cmd/restore_sync.sh \
+	tests/cmd/restore_sync_dev.sh \
+	tests/cmd/restore_sync_nbd.sh
+EXTRA_DIST += tests/cmd/restore_sync_lib.sh

@@ -7,6 +7,7 @@ SH_TESTS += \
 	tests/mount/mount-concurrent.sh \
 	tests/mount/mount-errors.sh \
 	tests/mount/mount-vhd.sh \
+	tests/mount/mount-overlay-backup.sh \
 	tests/mount/mount-vmdk.sh
 dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)

@@ -1,0 +1,485 @@
+/* imgcdp: an nbdkit filter that journals every write, zero and trim of the disk beneath
+ * it into an imgchain chain's CDP journal (FORMAT.md section 15), encrypted under the
+ * chain key, and acknowledges a flush (or FUA) only once the journal holds everything up
+ * to it durably.  Every flush is a checkpoint with its time (`imgrestore --at`).
+ *
+ *   nbdkit --filter=imgcdp file /vm/web01.raw chain=/backups/web01 \
+ *          passphrase-file=/etc/imgchain/web01.pass
+ *
+ * The only nbdkit code of the project's CDP; the journal is src/ops/ic_cdp*. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "imgchain.h"
+#include "ic_cdp.h"
+#include "ic_pool.h"
+
+static char *chain_dir, *pass_file;
+static uint32_t block_size;
+static int level;
+static struct ic_key *key;
+static struct ic_cdp_writer *writer;
+static bool started;
+/* on-error=gap: journalling stopped at gap_since; every flush tries a new session */
+static bool gap_policy, in_gap;
+/* session-size=: a new session once the current one holds that much; keep-sessions= */
+static uint64_t session_size;
+/* a new session's capture failed: it has no checkpoint 0 and must get nothing more */
+static bool broken;
+static int keep_sessions;
+static struct timespec gap_since;
+static uint8_t *blockbuf;
+static uint8_t *stage;          /* the blocks of one request (capture) */
+static uint64_t stage_len;
+static int threads;
+/* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
+ * are journalled one at a time (reads go on in parallel) */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void report(int err)
+{
+	nbdkit_error("imgcdp: %s", ic_last_error(err));
+}
+
+static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *k,
+			 const char *v)
+{
+	if (!strcmp(k, "chain")) {
+		free(chain_dir);
+		chain_dir = nbdkit_realpath(v);
+		return chain_dir ? 0 : -1;
+	}
+	if (!strcmp(k, "passphrase-file")) {
+		free(pass_file);
+		pass_file = nbdkit_realpath(v);
+		return pass_file ? 0 : -1;
+	}
+	if (!strcmp(k, "block-size")) {
+		uint64_t n;
+
+		if (ic_parse_size(v, &n) || n > ICF_BLOCK_MAX) {
+			nbdkit_error("imgcdp: block-size=%s: not a size", v);
+			return -1;
+		}
+		block_size = (uint32_t)n;
+		return 0;
+	}
+	if (!strcmp(k, "session-size")) {
+		if (ic_parse_size(v, &session_size)) {
+			nbdkit_error("imgcdp: session-size=%s: not a size", v);
+			return -1;
+		}
+		return 0;
+	}
+	if (!strcmp(k, "keep-sessions"))
+		return nbdkit_parse_int("keep-sessions", v, &keep_sessions) == -1 ||
+		       keep_sessions < 0 ? -1 : 0;
+	if (!strcmp(k, "on-error")) {
+		if (strcmp(v, "fail") && strcmp(v, "gap")) {
+			nbdkit_error("imgcdp: on-error=%s: must be fail or gap", v);
+			return -1;
+		}
+		gap_policy = !strcmp(v, "gap");
+		return 0;
+	}
+	if (!strcmp(k, "threads"))
+		return nbdkit_parse_int("threads", v, &threads) == -1 || threads < 0 ? -1 : 0;
+	if (!strcmp(k, "level")) {
+		if (nbdkit_parse_int("level", v, &level) == -1)
+			return -1;
+		return 0;
+	}
+	return next(nxdata, k, v);
+}
+
+static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_backend *nxdata)
+{
+	if (!chain_dir) {
+		nbdkit_error("imgcdp: chain=DIR is required");
+		return -1;
+	}
+	return next(nxdata);
+}
+
+#define imgcdp_config_help \
+	"chain=DIR             (required) the imgchain chain whose journal gets the writes\n" \
+	"passphrase-file=FILE  the chain's passphrase (else $IMGCHAIN_PASSPHRASE_FILE,\n" \
+	"                      $IMGCHAIN_PASSPHRASE)\n" \
+	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
+	"level=N               zstd level (default 3)\n" \
+	"threads=N             encoders of a large write (default: one per CPU)\n" \
+	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
+	"                      (default), or keep serving and start a new session later\n" \
+	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
+	"                      SIZE journalled since the capture (default: never)\n" \
+	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)"
+
+/* Unlock the key before serving: a wrong passphrase refuses to start. */
+static int imgcdp_get_ready(int thread_model)
+{
+	struct ic_cdp_writer_opts o = { .chain_dir = chain_dir, .block_size = block_size,
+					.level = level, .threads = (int)ic_thread_cap(threads, 16) };
+	int ret;
+
+	ic_progname = "imgcdp";
+	ret = ic_key_unlock(chain_dir, pass_file, &key);
+	if (!ret)       /* a key file older than the key holder saw is refused */
+		ret = ic_state_check_key(chain_dir, key->chain_id, false);
+	if (!ret)
+		ret = ic_cdp_writer_new(&o, key, &writer);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	blockbuf = malloc(ic_cdp_block_size(writer));
+	if (!blockbuf) {
+		nbdkit_error("imgcdp: out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static void imgcdp_unload(void)
+{
+	ic_cdp_writer_free(writer);
+	ic_key_free(key);
+	free(blockbuf);
+	free(stage);
+	free(chain_dir);
+	free(pass_file);
+}
+
+static uint32_t blen(uint64_t size, uint64_t pos)
+{
+	uint64_t b = ic_cdp_block_size(writer), start = pos * b;
+
+	return (uint32_t)(size - start < b ? size - start : b);
+}
+
+/* The journal failed (ret): fail the request, or (on-error=gap) note the gap and go on. */
+static int journal_failed(int ret, int *err)
+{
+	report(ret);
+	if (gap_policy) {
+		if (!in_gap) {
+			in_gap = true;
+			clock_gettime(CLOCK_REALTIME, &gap_since);
+			nbdkit_error("imgcdp: on-error=gap: journalling stopped; serving on, a new session will be tried at each flush");
+		}
+		return 0;
+	}
+	*err = EIO;
+	return -1;
+}
+
+/* Journal the whole of every block that [off, off + count) touches, as the disk beneath
+ * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
+ * zeros): the blocks are put together in one buffer (the edges read back from the disk)
+ * and encoded by the writer's threads. */
+static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t off, bool zeroed,
+		   int *err)
+{
+	uint64_t b = ic_cdp_block_size(writer), size = (uint64_t)next->get_size(next);
+	uint64_t first, pos, end, need;
+	int ret;
+
+	if (!count || in_gap)
+		return 0;
+	first = off / b;
+	end = (off + count - 1) / b;
+	need = (end - first + 1) * b;
+	if (need > stage_len) {
+		uint8_t *n = realloc(stage, need);
+
+		if (!n) {
+			*err = ENOMEM;
+			return -1;
+		}
+		stage = n;
+		stage_len = need;
+	}
+	for (pos = first; pos <= end; pos++) {
+		uint64_t start = pos * b;
+		uint32_t len = blen(size, pos);
+		uint8_t *dst = stage + (pos - first) * b;
+
+		if (start >= off && start + len <= off + count && (buf || zeroed)) {
+			if (buf)
+				memcpy(dst, (const uint8_t *)buf + (start - off), len);
+			else
+				memset(dst, 0, len);
+		} else if (next->pread(next, dst, len, start, 0, err) == -1) {
+			return -1;
+		}
+	}
+	ret = ic_cdp_put_range(writer, first, end - first + 1, stage, false);
+	return ret ? journal_failed(ret, err) : 0;
+}
+
+/* on-error=fail: once the journal failed, nothing more reaches the disk. */
+static int refused(int *err)
+{
+	if (gap_policy || (!broken && !ic_cdp_failed(writer)))
+		return 0;
+	nbdkit_error("imgcdp: refused: the journal failed earlier (%s)", ic_cdp_path(writer));
+	*err = EIO;
+	return 1;
+}
+
+static int checkpoint(int *err)
+{
+	struct timespec t;
+	int ret;
+
+	if (in_gap)
+		return 0;
+	ret = ic_cdp_checkpoint(writer, &t);
+	if (ret)
+		return journal_failed(ret, err);
+	nbdkit_debug("imgcdp: checkpoint at %lld.%09ld", (long long)t.tv_sec, t.tv_nsec);
+	return 0;
+}
+
+/* A session's start: the disk as it is now (capture, interval 0), then checkpoint 0. */
+static int capture_all(nbdkit_next *next, uint64_t size, int *err)
+{
+	struct timespec t;
+	uint64_t pos, n;
+	int ret;
+
+	n = (size + ic_cdp_block_size(writer) - 1) / ic_cdp_block_size(writer);
+	for (pos = 0; pos < n; pos++) {
+		uint32_t len = blen(size, pos);
+
+		if (next->pread(next, blockbuf, len, pos * ic_cdp_block_size(writer), 0, err) == -1)
+			return -1;
+		ret = ic_cdp_put_block(writer, pos, blockbuf, len, true);
+		if (ret) {
+			report(ret);
+			return -1;
+		}
+	}
+	ret = ic_cdp_checkpoint(writer, &t);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
+	return 0;
+}
+
+/* The first connection starts the session. */
+static int start(nbdkit_next *next, int *err)
+{
+	int64_t size = next->get_size(next);
+	int ret;
+
+	if (started)
+		return 0;
+	if (size <= 0) {
+		nbdkit_error("imgcdp: the disk beneath has no size");
+		return -1;
+	}
+	ret = ic_cdp_writer_start(writer, (uint64_t)size);
+	if (ret) {
+		report(ret);
+		return -1;
+	}
+	if (capture_all(next, (uint64_t)size, err))
+		return -1;
+	started = true;
+	return 0;
+}
+
+/* At a flush: a new session, after a gap (on-error=gap) or when the current one is full
+ * (session-size=), then the oldest removed (keep-sessions=). */
+static void resume(nbdkit_next *next)
+{
+	int64_t size = next->get_size(next);
+	int err = 0, ret;
+
+	ret = ic_cdp_writer_restart(writer, (uint64_t)size, in_gap ? &gap_since : NULL);
+	if (ret)
+		report(ret);
+	if (ret || capture_all(next, (uint64_t)size, &err)) {
+		/* no checkpoint 0: nothing may be journalled into this session */
+		if (gap_policy && !in_gap) {
+			in_gap = true;
+			clock_gettime(CLOCK_REALTIME, &gap_since);
+		}
+		broken = !gap_policy;
+		return;
+	}
+	if (in_gap)
+		nbdkit_error("imgcdp: journalling again after the gap: %s", ic_cdp_path(writer));
+	in_gap = false;
+	if (keep_sessions) {
+		ret = ic_cdp_prune(writer, (unsigned)keep_sessions);
+		if (ret < 0)
+			report(ret);
+	}
+}
+
+static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
+{
+	int err = 0, r;
+
+	pthread_mutex_lock(&lock);
+	r = start(next, &err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+struct ckpt_job {
+	int r, err;
+};
+
+static void *ckpt_thread(void *arg)
+{
+	struct ckpt_job *j = arg;
+
+	j->r = checkpoint(&j->err);
+	return NULL;
+}
+
+/* A flush: the disk's and the journal's checkpoint at once (two fdatasyncs of different
+ * files overlap); acknowledged after both.  The journal holds every block itself, so a
+ * checkpoint written while the disk's flush failed still restores what was written. */
+static int do_flush(nbdkit_next *next, int *err)
+{
+	struct ckpt_job j = { 0, 0 };
+	pthread_t t;
+	int r = 0;
+
+	if (in_gap) {
+		r = next->can_flush(next) == 1 ? next->flush(next, 0, err) : 0;
+		if (r != -1)
+			resume(next);
+		return r;
+	}
+	if (next->can_flush(next) != 1)
+		return checkpoint(err);
+	if (pthread_create(&t, NULL, ckpt_thread, &j)) {
+		j.r = checkpoint(&j.err);
+		r = next->flush(next, 0, err);
+	} else {
+		r = next->flush(next, 0, err);
+		pthread_join(t, NULL);
+	}
+	if (j.r == -1) {
+		*err = j.err;
+		return -1;
+	}
+	/* rotation: a new session, the disk as it is now; a failure there is the journal's */
+	if (r != -1 && session_size && !in_gap && ic_cdp_session_bytes(writer) >= session_size) {
+		resume(next);
+		if (broken) {
+			*err = EIO;
+			return -1;
+		}
+	}
+	return r;
+}
+
+enum change { WRITE, ZERO, TRIM };
+
+/* A write, zero or trim: forwarded (FUA stripped), then its blocks journalled as the disk
+ * beneath now reads, then with FUA a flush of both. */
+static int change(nbdkit_next *next, enum change op, const void *buf, uint32_t count,
+		  uint64_t off, uint32_t flags, int *err)
+{
+	uint32_t f = flags & ~NBDKIT_FLAG_FUA;
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = refused(err) ? -1 : 0;
+	if (r != -1)
+		r = op == WRITE ? next->pwrite(next, buf, count, off, f, err)
+		  : op == ZERO ? next->zero(next, count, off, f, err)
+			       : next->trim(next, count, off, f, err);
+	if (r != -1)
+		r = capture(next, buf, count, off, op == ZERO, err);
+	if (r != -1 && (flags & NBDKIT_FLAG_FUA))
+		r = do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int imgcdp_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32_t count,
+			 uint64_t off, uint32_t flags, int *err)
+{
+	return change(next, WRITE, buf, count, off, flags, err);
+}
+
+static int imgcdp_zero(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
+		       uint32_t flags, int *err)
+{
+	return change(next, ZERO, NULL, count, off, flags, err);
+}
+
+static int imgcdp_trim(nbdkit_next *next, void *handle, uint32_t count, uint64_t off,
+		       uint32_t flags, int *err)
+{
+	return change(next, TRIM, NULL, count, off, flags, err);
+}
+
+static int imgcdp_flush(nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+	int r;
+
+	pthread_mutex_lock(&lock);
+	r = refused(err) ? -1 : do_flush(next, err);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* Flush and FUA are always offered: the journal makes them mean something even when
+ * the disk beneath has no flush of its own. */
+static int imgcdp_can_flush(nbdkit_next *next, void *handle)
+{
+	return 1;
+}
+
+static int imgcdp_can_fua(nbdkit_next *next, void *handle)
+{
+	return NBDKIT_FUA_NATIVE;
+}
+
+/* The disk must not change under the journal other than through this filter. */
+static int imgcdp_can_cache(nbdkit_next *next, void *handle)
+{
+	return NBDKIT_CACHE_NONE;
+}
+
+static int imgcdp_can_fast_zero(nbdkit_next *next, void *handle)
+{
+	return 0;
+}
+
+static struct nbdkit_filter filter = {
+	.name = "imgcdp",
+	.longname = "imgchain continuous data protection filter",
+	.config = imgcdp_config,
+	.config_complete = imgcdp_config_complete,
+	.config_help = imgcdp_config_help,
+	.get_ready = imgcdp_get_ready,
+	.unload = imgcdp_unload,
+	.prepare = imgcdp_prepare,
+	.can_flush = imgcdp_can_flush,
+	.can_fua = imgcdp_can_fua,
+	.can_cache = imgcdp_can_cache,
+	.can_fast_zero = imgcdp_can_fast_zero,
+	.pwrite = imgcdp_pwrite,
+	.zero = imgcdp_zero,
+	.trim = imgcdp_trim,
+	.flush = imgcdp_flush,
+};
+
+NBDKIT_REGISTER_FILTER(filter)

@@ -1,0 +1,28 @@
+# bench_lib.sh: what the benchmarks share (sourced, not run): the realistic test disks of
+# tests/lib/mkdisk.sh, made once and cached in the bench directory.
+#   bench_disk DIR SIZE_MIB       sets disk=DIR/disk-SIZEm.raw (mkdisk_create, once)
+#   bench_disk_1pct DIR SIZE_MIB  also sets new=DIR/disk-SIZEm-1pct.raw: that disk after one
+#                                 mkdisk_mutate round (about 1% of its 64 KiB blocks), once
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/lib/mkdisk.sh"
+
+bench_disk()
+{
+	mkdir -p "$1"
+	disk="$1/disk-${2}m.raw"
+	if [ ! -f "$disk" ]; then
+		echo "bench: creating a ${2} MiB disk of real files (once, cached in $1)"
+		mkdisk_create "$disk.tmp" "$2"
+		mv "$disk.tmp" "$disk"
+	fi
+}
+
+bench_disk_1pct()
+{
+	bench_disk "$1" "$2"
+	new="$1/disk-${2}m-1pct.raw"
+	if [ ! -f "$new" ]; then
+		cp --sparse=always "$disk" "$new.tmp"
+		mkdisk_mutate "$new.tmp" 1
+		mv "$new.tmp" "$new"
+	fi
+}

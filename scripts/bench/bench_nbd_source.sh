@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# NBD source throughput (issue 13), one run on the same realistic 2 GiB disk as bench_backup.sh,
+# converted to qcow2 and served by qemu-nbd on a unix socket:
+#   imgbackup full over NBD  vs  nbdcopy URI null: (the transport's ceiling)
+#                            vs  qemu-img convert from the URI to zstd qcow2
+#   an 8 GiB qcow2 (the 2 GiB disk four times), full over NBD, then writes to 1% of its 64 KiB
+#   blocks after a bitmap was added: imgbackup --dirty-bitmap against the full's time
+# The qcow2 files are in the page cache (each is read once first).  Each figure is one run
+# (RUNS=N for the median of N).
+#
+#   scripts/bench/bench_nbd_source.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
+# Env: RUNS (default 1), BUILD (default ./build)
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+dir=${1:-/var/tmp/imgchain-bench}
+runs=${RUNS:-1}
+size=2048
+build=${BUILD:-$top/build}
+export PATH="$build:$PATH"
+export IMGCHAIN_PASSPHRASE=bench IMGCHAIN_STATE_DIR="$dir/state"
+unset IMGCHAIN_PASSPHRASE_FILE
+source "$top/tests/lib/mkdisk.sh"
+mkdir -p "$dir"
+disk="$dir/disk-${size}m.raw"
+if [ ! -f "$disk" ]; then
+	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
+	mkdisk_create "$disk.tmp" "$size"
+	mv "$disk.tmp" "$disk"
+fi
+q2="$dir/disk-${size}m.qcow2"
+[ -f "$q2" ] || qemu-img convert -O qcow2 "$disk" "$q2"
+q8="$dir/disk-8g.qcow2"
+sock="$dir/nbd.sock"
+uri="nbd+unix:///exp?socket=$sock"
+pid=
+
+serve() { # IMAGE [QEMU-NBD-OPTION]...
+	local img=$1
+	shift
+	rm -f "$sock"
+	qemu-nbd -r -f qcow2 -t -x exp -k "$sock" "$@" "$img" &
+	pid=$!
+	while [ ! -S "$sock" ]; do sleep 0.05; done
+}
+unserve() { [ -z "$pid" ] || { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }; }
+trap unserve EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+kdf() { "$@" | sed -n 's/.*passphrase KDF \([0-9.]*\) s.*/\1/p'; }
+
+full=() copy=() conv=() kdfs=()
+cat "$q2" >/dev/null
+serve "$q2"
+for r in $(seq "$runs"); do
+	rm -rf "$dir/nchain" "$dir/nz.qcow2"
+	full+=("$(t imgbackup -q --name full "$dir/nchain" "$uri")")
+	copy+=("$(t nbdcopy "$uri" null:)")
+	conv+=("$(t qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$uri" "$dir/nz.qcow2")")
+	kdfs+=("$(kdf imgbackup --name "k$r" --parent full "$dir/nchain" "$uri")")
+done
+unserve
+F=$(printf '%s\n' "${full[@]}" | median)
+N=$(printf '%s\n' "${copy[@]}" | median)
+Q=$(printf '%s\n' "${conv[@]}" | median)
+K=$(printf '%s\n' "${kdfs[@]}" | median)
+
+# ---- 8 GiB, 1% dirty --------------------------------------------------------------------------
+if [ ! -f "$q8" ]; then
+	echo "bench: creating the 8 GiB qcow2 (once)"
+	cat "$disk" "$disk" "$disk" "$disk" >"$q8.raw"
+	qemu-img convert -O qcow2 "$q8.raw" "$q8.tmp"
+	rm -f "$q8.raw"
+	mv "$q8.tmp" "$q8"
+fi
+cp "$q8" "$dir/d8.qcow2"
+cat "$dir/d8.qcow2" >/dev/null
+rm -rf "$dir/chain8"
+serve "$dir/d8.qcow2"
+F8=$(t imgbackup -q --name full --next-bitmap b0 "$dir/chain8" "$uri")
+unserve
+qemu-img bitmap --add --granularity 64K "$dir/d8.qcow2" b0
+# 1% of the 131072 blocks, spread evenly, each written with new bytes
+python3 -c '
+import random
+random.seed(13)
+for b in sorted(random.sample(range(131072), 1311)):
+    print("write -P %d %d 64K" % (random.randrange(1, 255), b * 65536))
+' | qemu-io -f qcow2 "$dir/d8.qcow2" >/dev/null
+serve "$dir/d8.qcow2" -B b0
+I8=$(t imgbackup -q --name inc --dirty-bitmap b0 "$dir/chain8" "$uri")
+unserve
+
+mb() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
+echo
+echo "imgchain NBD benchmark: ${size} MiB disk as qcow2 over qemu-nbd (unix socket), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), median of $runs"
+printf '%-50s %9s %12s\n' "run" "seconds" "MiB/s (disk)"
+printf '%-50s %9.2f %12s\n' "imgbackup full over NBD (zstd -1 + XChaCha20)" "$F" "$(mb $((size * 1048576)) "$F")"
+printf '%-50s %9.2f %12s\n' "nbdcopy URI null: (transport ceiling)" "$N" "$(mb $((size * 1048576)) "$N")"
+printf '%-50s %9.2f %12s\n' "qemu-img convert URI -> zstd qcow2" "$Q" "$(mb $((size * 1048576)) "$Q")"
+printf '%-50s %9.2f %12s\n' "8 GiB: imgbackup full over NBD" "$F8" "$(mb $((8192 * 1048576)) "$F8")"
+printf '%-50s %9.2f %12s\n' "8 GiB: imgbackup --dirty-bitmap, 1% dirty" "$I8" "$(mb $((8192 * 1048576)) "$I8")"
+echo "full / qemu-img convert time:  $(echo "scale=2; $F / $Q" | bc -l)   (target <= 0.5)"
+echo "full / nbdcopy time:           $(echo "scale=2; $F / $N" | bc -l)   (target <= 1.5)"
+echo "1% incremental / full (8 GiB): $(echo "scale=3; $I8 / $F8" | bc -l)  (target < 0.05)"
+echo "each imgbackup includes the passphrase KDF, $K s (a fixed cost); without it:"
+echo "  full / nbdcopy $(echo "scale=2; ($F - $K) / $N" | bc -l), 1% incremental / full $(echo "scale=3; ($I8 - $K) / ($F8 - $K)" | bc -l)"

@@ -1,0 +1,488 @@
+/* ic_cdp_write.c: the CDP journal's writer (FORMAT.md section 15), and what the
+ * writer and the reader share (keys, ids, MACs). */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <xxhash.h>
+
+#include "ic_array.h"
+#include "ic_cdp.h"
+#include "ic_cdp_int.h"
+#include "ic_chain.h"
+#include "ic_codec.h"
+#include "ic_mem.h"
+#include "ic_util.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the CDP journal is written in host order, which is little-endian only"
+#endif
+
+
+int ic_cdp_mac_key(const struct ic_key *key, uint16_t g, uint8_t out[32])
+{
+	const struct ic_subkeys *sk = ic_key_gen(key, g);
+	uint8_t in[8 + ICF_ID_LEN];
+
+	if (!sk)
+		return ic_fail(IC_EKEY, "journal written under key generation %u, which this key file does not hold",
+			       g);
+	memcpy(in, "ICCDPKEY", 8);
+	memcpy(in + 8, key->chain_id, ICF_ID_LEN);
+	crypto_generichash(out, 32, in, sizeof(in), sk->k_seal, ICF_KEY_LEN);
+	return 0;
+}
+
+uint64_t ic_cdp_interval_id(uint64_t session_id, uint64_t k)
+{
+	uint8_t in[24], h[8];
+	uint64_t id;
+
+	memcpy(in, "ICCDPJID", 8);
+	memcpy(in + 8, &session_id, 8);
+	memcpy(in + 16, &k, 8);
+	crypto_generichash(h, sizeof(h), in, sizeof(in), NULL, 0);
+	memcpy(&id, h, 8);
+	return id ? id : 1;
+}
+
+void ic_cdp_header_mac(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPHD1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)h, offsetof(struct icf_cdp_header, mac0));
+	crypto_generichash_final(&st, out, 32);
+}
+
+void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struct icf_cdp_ckpt *c,
+		     const uint8_t hk[32], uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPCK1", 8);
+	crypto_generichash_update(&st, prev, 32);
+	crypto_generichash_update(&st, (const uint8_t *)c, offsetof(struct icf_cdp_ckpt, mac));
+	crypto_generichash_update(&st, hk, 32);
+	crypto_generichash_final(&st, out, 32);
+}
+
+void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct icf_cdp_ckpt *c,
+		      uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPTM1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)&session_id, 8);
+	/* interval, time_s, time_ns: not the offset or count, which records before it move */
+	crypto_generichash_update(&st, (const uint8_t *)c + offsetof(struct icf_cdp_ckpt, interval),
+				  offsetof(struct icf_cdp_ckpt, reserved1) -
+					  offsetof(struct icf_cdp_ckpt, interval));
+	crypto_generichash_final(&st, out, 32);
+}
+
+void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec)
+{
+	crypto_generichash_update(h, (const uint8_t *)r, offsetof(struct icf_cdp_rec, frame_hash));
+	if (r->stored_len) {
+		crypto_generichash_update(h, rec, ICF_NONCE_LEN);
+		crypto_generichash_update(h, rec + r->stored_len - ICF_TAG_LEN, ICF_TAG_LEN);
+	}
+}
+
+void ic_cdp_entry(const struct icf_cdp_header *h, uint64_t k, uint64_t pos, uint32_t plain_len,
+		  struct icf_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->pos = pos;
+	e->plain_len = plain_len;
+	e->origin = ICF_CDP_ORIGIN;
+	e->origin_id = ic_cdp_interval_id(h->session_id, k);
+	e->keygen = h->keygen;
+}
+
+static int fail(struct ic_cdp_writer *w, int err)
+{
+	if (!w->failed)
+		w->failed = err;
+	return err;
+}
+
+int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *key,
+		      struct ic_cdp_writer **out)
+{
+	struct ic_cdp_writer *w;
+	struct ic_chain *c = NULL;
+	struct stat st;
+	int ret;
+
+	*out = NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->fd = -1;
+	w->key = key;
+	w->chain_dir = strdup(o->chain_dir);
+	w->cdp_dir = ic_path_join(o->chain_dir, ICF_CDP_DIR);
+	if (!w->chain_dir || !w->cdp_dir) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ret = ic_chain_open(o->chain_dir, &c);
+	if (ret)
+		goto err;
+	if (c->have_images && (memcmp(key->chain_id, c->chain_id, ICF_ID_LEN) ||
+			       memcmp(key->key_check, c->key_check, ICF_CHECK_LEN))) {
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      o->chain_dir);
+		goto err;
+	}
+	w->h.block_size = o->block_size ? o->block_size
+					: c->have_images ? c->block_size : ICF_BLOCK_DEFAULT;
+	if (c->have_images && w->h.block_size != c->block_size) {
+		ret = ic_fail(-EINVAL, "%s: block size %u differs from the chain's %u", o->chain_dir,
+			      w->h.block_size, c->block_size);
+		goto err;
+	}
+	if (w->h.block_size < ICF_BLOCK_MIN || w->h.block_size > ICF_BLOCK_MAX ||
+	    (w->h.block_size & (w->h.block_size - 1))) {
+		ret = ic_fail(-EINVAL, "block size %u: must be a power of two from 4096 to 4 MiB",
+			      w->h.block_size);
+		goto err;
+	}
+	if (mkdir(w->cdp_dir, 0700) < 0 && errno != EEXIST) {
+		ret = ic_fail(-errno, "%s: %s", w->cdp_dir, strerror(errno));
+		goto err;
+	}
+	if (lstat(w->cdp_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		ret = ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", w->cdp_dir,
+			      ic_file_kind(st.st_mode));
+		goto err;
+	}
+	w->level = o->level ? o->level : 3;
+	w->nthreads = o->threads ? (unsigned)o->threads : 1;
+	w->codec = ic_codec_new(w->h.block_size, w->level);
+	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
+	if (!w->codec || !w->frame) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ic_chain_free(c);
+	*out = w;
+	return 0;
+err:
+	ic_chain_free(c);
+	ic_cdp_writer_free(w);
+	return ret;
+}
+
+uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w)
+{
+	return w->h.block_size;
+}
+
+const char *ic_cdp_path(const struct ic_cdp_writer *w)
+{
+	return w->path ? w->path : w->cdp_dir;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int ic_cdp_list_sessions(const char *dir, struct ic_cdp_sessions *out)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int ret = 0;
+
+	if (lstat(dir, &st) < 0)
+		return ic_fail(-errno, "%s: %s (no journal: was the chain written through the imgcdp filter?)",
+			       dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
+			       ic_file_kind(st.st_mode));
+	d = opendir(dir);
+	if (!d)
+		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
+	while (!ret && (de = readdir(d))) {
+		unsigned s;
+		char tail[8];
+
+		if (strlen(de->d_name) == 12 && strspn(de->d_name, "0123456789") == 8 &&
+		    sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
+		    !strcmp(tail, ICF_CDP_SUFFIX) && s >= 1 && s <= ICF_SEQ_MAX)
+			ret = ic_array_push(out, s);
+	}
+	closedir(d);
+	if (!ret && out->n)
+		qsort(out->v, out->n, sizeof(*out->v), cmp_u32);
+	return ret;
+}
+
+int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
+{
+	char name[32];
+	int ret, tries;
+
+	if (w->fd >= 0)
+		return w->failed;
+	if (disk_size == 0 || disk_size > ICF_DISK_MAX)
+		return fail(w, ic_fail(-EINVAL, "disk size %llu out of range",
+				       (unsigned long long)disk_size));
+	memcpy(w->h.magic, ICF_CDP_MAGIC, 8);
+	w->h.version = ICF_CDP_VERSION;
+	memcpy(w->h.chain_id, w->key->chain_id, ICF_ID_LEN);
+	memcpy(w->h.key_check, w->key->key_check, ICF_CHECK_LEN);
+	w->h.keygen = ic_key_current_gen(w->key);
+	w->h.base_kind = 0;
+	do
+		randombytes_buf(&w->h.session_id, sizeof(w->h.session_id));
+	while (!w->h.session_id);
+	w->h.disk_size = disk_size;
+	w->h.created = time(NULL);
+	w->nblocks = (disk_size + w->h.block_size - 1) / w->h.block_size;
+	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
+	if (ret)
+		return fail(w, ret);
+	for (tries = 0;; tries++) {
+		struct ic_cdp_sessions all = { 0 };
+
+		ret = ic_cdp_list_sessions(w->cdp_dir, &all);
+		if (!ret && all.n && all.v[all.n - 1] >= ICF_SEQ_MAX)
+			ret = ic_fail(-ENOSPC, "%s: no session number left", w->cdp_dir);
+		w->h.session = all.n ? all.v[all.n - 1] + 1 : 1;
+		ic_array_free(&all);
+		if (ret)
+			return fail(w, ret);
+		snprintf(name, sizeof(name), "%08u%s", w->h.session, ICF_CDP_SUFFIX);
+		ret = ic_open_regular(AT_FDCWD, w->cdp_dir, name, O_RDWR | O_CREAT | O_EXCL, 0600,
+				      &w->fd);
+		if (ret != -EEXIST || tries > 100)
+			break;
+	}
+	if (ret)
+		return fail(w, ret);
+	w->path = ic_path_join(w->cdp_dir, name);
+	if (!w->path)
+		return fail(w, -ENOMEM);
+	ic_cdp_header_mac(w->kcdp, &w->h, w->h.mac0);
+	w->h.hdr_hash = XXH3_64bits(&w->h, offsetof(struct icf_cdp_header, hdr_hash));
+	ret = ic_pwrite_full(w->fd, &w->h, sizeof(w->h), 0, w->path);
+	if (!ret)
+		ret = ic_fsync(w->fd, w->path);
+	if (!ret)
+		ret = ic_fsync_dir(w->cdp_dir);
+	if (ret)
+		return fail(w, ret);
+	memcpy(w->mac, w->h.mac0, 32);
+	w->off = ICF_CDP_HEADER_SIZE;
+	w->k = 0;
+	crypto_generichash_init(&w->hk, NULL, 0, 32);
+	return 0;
+}
+
+uint32_t ic_cdp_block_len(const struct ic_cdp_writer *w, uint64_t pos)
+{
+	return pos + 1 < w->nblocks ? w->h.block_size
+				    : (uint32_t)(w->h.disk_size - pos * (uint64_t)w->h.block_size);
+}
+
+int ic_cdp_encode_frame(const struct ic_cdp_writer *w, struct ic_codec *codec, uint64_t pos,
+			const void *buf, uint32_t len, bool skip_zero, uint8_t *frame)
+{
+	struct icf_cdp_rec *r = (struct icf_cdp_rec *)frame;
+	uint8_t *rec = frame + sizeof(*r);
+	struct icf_entry e;
+	int ret;
+
+	if (w->fd < 0 || pos >= w->nblocks)
+		return ic_fail(-EINVAL, "%s: block %llu outside the disk", ic_cdp_path(w),
+			       (unsigned long long)pos);
+	if (len != ic_cdp_block_len(w, pos))
+		return ic_fail(-EINVAL, "block %llu: %u bytes, not %u", (unsigned long long)pos,
+			       len, ic_cdp_block_len(w, pos));
+	memset(r, 0, sizeof(*r));
+	r->magic = ICF_CDP_REC_MAGIC;
+	r->pos = pos;
+	r->interval = w->k;
+	r->plain_len = len;
+	if (ic_is_zero(buf, len)) {
+		if (skip_zero)
+			return 0;
+		r->kind = ICF_ENTRY_ZERO;
+	} else {
+		ic_cdp_entry(&w->h, w->k, pos, len, &e);
+		ret = ic_codec_encode(codec, w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec, &e);
+		if (ret)
+			return ret;
+		r->kind = e.kind;
+		r->stored_len = e.stored_len;
+		r->rec_hash = e.rec_hash;
+	}
+	r->frame_hash = XXH3_64bits(r, offsetof(struct icf_cdp_rec, frame_hash));
+	return (int)(sizeof(*r) + r->stored_len);
+}
+
+int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
+{
+	const struct icf_cdp_rec *r = (const struct icf_cdp_rec *)frame;
+	int ret;
+
+	if (w->failed)
+		return w->failed;
+	ret = ic_pwrite_full(w->fd, frame, sizeof(*r) + r->stored_len, w->off, w->path);
+	if (ret)
+		return fail(w, ret);
+	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
+	w->off += sizeof(*r) + r->stored_len;
+	w->frames++;
+	return 0;
+}
+
+int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uint32_t len,
+		     bool skip_zero)
+{
+	int n;
+
+	if (w->failed)
+		return w->failed;
+	n = ic_cdp_encode_frame(w, w->codec, pos, buf, len, skip_zero, w->frame);
+	if (n < 0)
+		return fail(w, n);
+	return n ? ic_cdp_append_frame(w, w->frame) : 0;
+}
+
+int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
+{
+	struct icf_cdp_ckpt c;
+	struct timespec now;
+	uint8_t hk[32];
+	int ret;
+
+	if (w->failed)
+		return w->failed;
+	if (w->fd < 0)
+		return fail(w, ic_fail(-EINVAL, "journal not started"));
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* times never go back inside a session: the reader picks by time */
+	if (now.tv_sec < w->last.tv_sec ||
+	    (now.tv_sec == w->last.tv_sec && now.tv_nsec < w->last.tv_nsec))
+		now = w->last;
+	memset(&c, 0, sizeof(c));
+	c.magic = ICF_CDP_CKPT_MAGIC;
+	c.interval = w->k;
+	c.time_s = now.tv_sec;
+	c.time_ns = (uint32_t)now.tv_nsec;
+	c.frames = w->frames;
+	c.offset = w->off;
+	crypto_generichash_final(&w->hk, hk, 32);
+	ic_cdp_ckpt_mac(w->kcdp, w->mac, &c, hk, c.mac);
+	ic_cdp_ckpt_tmac(w->kcdp, w->h.session_id, &c, c.tmac);
+	c.frame_hash = XXH3_64bits(&c, offsetof(struct icf_cdp_ckpt, frame_hash));
+	ret = ic_pwrite_full(w->fd, &c, sizeof(c), w->off, w->path);
+	if (!ret && fdatasync(w->fd) < 0)
+		ret = ic_fail(-errno, "%s: fdatasync: %s", w->path, strerror(errno));
+	if (ret)
+		return fail(w, ret);
+	memcpy(w->mac, c.mac, 32);
+	w->off += sizeof(c);
+	if (w->k == 0)
+		w->off0 = w->off;
+	w->k++;
+	w->frames = 0;
+	w->last = now;
+	crypto_generichash_init(&w->hk, NULL, 0, 32);
+	if (when)
+		*when = now;
+	return 0;
+}
+
+uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w)
+{
+	return w->k ? w->off - w->off0 : 0;
+}
+
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
+{
+	struct ic_cdp_sessions s = { 0 };
+	char name[32];
+	size_t i;
+	int ret, n = 0;
+
+	ret = ic_cdp_list_sessions(w->cdp_dir, &s);
+	/* the oldest, leaving keep of them (the writer's own, the newest, among them) */
+	for (i = 0; !ret && keep && i + keep < s.n && s.v[i] != w->h.session; i++) {
+		char *path;
+
+		snprintf(name, sizeof(name), "%08u%s", s.v[i], ICF_CDP_SUFFIX);
+		path = ic_path_join(w->cdp_dir, name);
+		if (!path)
+			ret = -ENOMEM;
+		else if (unlink(path) < 0 && errno != ENOENT)
+			ret = ic_fail(-errno, "%s: remove: %s", path, strerror(errno));
+		else
+			n++;
+		free(path);
+	}
+	ic_array_free(&s);
+	if (!ret && n)
+		ret = ic_fsync_dir(w->cdp_dir);
+	return ret ? ret : n;
+}
+
+int ic_cdp_failed(const struct ic_cdp_writer *w)
+{
+	return w->failed;
+}
+
+int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
+			  const struct timespec *gap_since)
+{
+	uint32_t prev = w->h.session;
+
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	free(w->path);
+	w->path = NULL;
+	w->failed = 0;
+	w->frames = 0;
+	memset(w->h.mac0, 0, sizeof(w->h.mac0));
+	w->h.gap_prev = gap_since ? prev : 0;
+	w->h.gap_since = w->h.gap_prev ? (int64_t)gap_since->tv_sec : 0;
+	w->h.gap_since_ns = w->h.gap_prev ? (uint32_t)gap_since->tv_nsec : 0;
+	return ic_cdp_writer_start(w, disk_size);
+}
+
+void ic_cdp_writer_free(struct ic_cdp_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	ic_codec_free(w->codec);
+	ic_cdp_range_free(w);
+	sodium_memzero(w->kcdp, sizeof(w->kcdp));
+	free(w->frame);
+	free(w->path);
+	free(w->cdp_dir);
+	free(w->chain_dir);
+	free(w);
+}

@@ -1,0 +1,160 @@
+/* test_cdp.c: the CDP journal's writer and reader (src/ops/ic_cdp*) without nbdkit: a
+ * modelled disk changes over eight intervals (data, zero blocks, the short last block),
+ * journalled a block at a time and in ranges (two encoder threads); every checkpoint
+ * restores exactly, one nanosecond before a checkpoint gives the one before it, before
+ * the first none; times parse. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "ic_cdp.h"
+#include "imgchain.h"
+#include "unit.h"
+
+#define BS 4096u
+#define NB 11u
+#define DISK ((uint64_t)(NB - 1) * BS + 1000)
+#define NK 9
+
+static char *chain;
+static uint8_t model[NK][DISK];
+static struct timespec when[NK];
+
+static uint32_t blen(uint64_t p)
+{
+	return p + 1 < NB ? BS : (uint32_t)(DISK - p * BS);
+}
+
+static void make_chain(void)
+{
+	struct ic_keyfile kf;
+	struct ic_key *k = NULL;
+	uint8_t id[ICF_ID_LEN];
+	char sd[4200];
+
+	chain = unit_tmpdir();
+	snprintf(sd, sizeof(sd), "%s/state", chain);
+	setenv("IMGCHAIN_STATE_DIR", sd, 1);
+	setenv("IMGCHAIN_PASSPHRASE", "cdp unit test", 1);
+	setenv("IMGCHAIN_KDF", "interactive", 1);
+	unsetenv("IMGCHAIN_PASSPHRASE_FILE");
+	randombytes_buf(id, sizeof(id));
+	CHECK_EQ(ic_keyfile_create(id, "cdp unit test", 13, &kf, &k), 0);
+	CHECK_EQ(ic_keyfile_store(chain, &kf), 0);
+	ic_key_free(k);
+}
+
+static void put(struct ic_cdp_writer *w, const uint8_t *disk, uint64_t p, bool skip_zero)
+{
+	CHECK_EQ(ic_cdp_put_block(w, p, disk + p * BS, blen(p), skip_zero), 0);
+}
+
+static void test_roundtrip(void)
+{
+	struct ic_cdp_writer_opts o = { .block_size = BS, .threads = 2 };
+	struct ic_cdp_writer *w = NULL;
+	struct ic_key *key = NULL;
+	uint64_t seed = 42;
+	char dest[4200];
+
+	make_chain();
+	o.chain_dir = chain;
+	CHECK_EQ(ic_key_unlock(chain, NULL, &key), 0);
+	CHECK_EQ(ic_cdp_writer_new(&o, key, &w), 0);
+	if (!w)
+		return;
+	CHECK_EQ(ic_cdp_writer_start(w, DISK), 0);
+	for (uint64_t i = 0; i < DISK; i++)     /* blocks 2, 5 and the last hold data */
+		model[0][i] = (i / BS == 2 || i / BS == 5 || i / BS == NB - 1) ? (uint8_t)(i * 7 + 1) : 0;
+	CHECK_EQ(ic_cdp_put_range(w, 0, NB, model[0], true), 0);    /* two encoders */
+	CHECK_EQ(ic_cdp_checkpoint(w, &when[0]), 0);
+	for (int k = 1; k < NK; k++) {
+		memcpy(model[k], model[k - 1], DISK);
+		for (int n = 0; n < 3; n++) {
+			uint64_t p = (seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33;
+			uint64_t at;
+
+			p %= NB;
+			at = p * BS;
+			if (n == 2 && k % 3 == 0)
+				memset(model[k] + at, 0, blen(p));      /* a zeroed block */
+			else
+				for (uint32_t i = 0; i < blen(p); i += 97)
+					model[k][at + i] = (uint8_t)(k * 31 + n + i);
+			put(w, model[k], p, false);
+		}
+		if (k % 2) {            /* the last three blocks at once, one changed */
+			model[k][DISK - 1] ^= (uint8_t)k;
+			CHECK_EQ(ic_cdp_put_range(w, NB - 3, 3, model[k] + (NB - 3) * BS, false), 0);
+		}
+		usleep(2000);
+		CHECK_EQ(ic_cdp_checkpoint(w, &when[k]), 0);
+	}
+	ic_cdp_writer_free(w);
+	for (int k = 0; k < NK; k++) {
+		for (int before = 0; before < 2; before++) {
+			struct ic_cdp_restore_opts r = { .chain_dir = chain, .dest = dest, .quiet = true };
+			struct ic_cdp_restore_stats st;
+			uint8_t *got = malloc(DISK);
+			int fd, want = before ? k - 1 : k;
+
+			snprintf(dest, sizeof(dest), "%s/r%d-%d", chain, k, before);
+			r.at = when[k];
+			if (before && r.at.tv_nsec-- == 0) {
+				r.at.tv_sec--;
+				r.at.tv_nsec = 999999999;
+			}
+			if (want < 0) {
+				CHECK_EQ(ic_cdp_restore(&r, &st), -ENOENT);
+				CHECK(access(dest, F_OK) != 0);
+				free(got);
+				continue;
+			}
+			CHECK_EQ(ic_cdp_restore(&r, &st), 0);
+			CHECK_EQ(st.interval, (uint64_t)want);
+			fd = open(dest, O_RDONLY);
+			CHECK(fd >= 0);
+			CHECK_EQ(pread(fd, got, DISK, 0), (long long)DISK);
+			CHECK_EQ(lseek(fd, 0, SEEK_END), (long long)DISK);
+			CHECK(memcmp(got, model[want], DISK) == 0);
+			close(fd);
+			free(got);
+		}
+	}
+	ic_key_free(key);
+}
+
+static void test_parse_time(void)
+{
+	struct timespec t;
+
+	CHECK_EQ(ic_cdp_parse_time("@1.5", &t), 0);
+	CHECK_EQ(t.tv_sec, 1);
+	CHECK_EQ(t.tv_nsec, 500000000);
+	CHECK_EQ(ic_cdp_parse_time("1000000000", &t), 0);
+	CHECK_EQ(t.tv_sec, 1000000000);
+	CHECK_EQ(t.tv_nsec, 0);
+	CHECK_EQ(ic_cdp_parse_time("2001-09-09T01:46:40Z", &t), 0);
+	CHECK_EQ(t.tv_sec, 1000000000);
+	CHECK_EQ(ic_cdp_parse_time("2001-09-09 01:46:40.000000001234", &t), 0);
+	CHECK_EQ(t.tv_sec, 1000000000);
+	CHECK_EQ(t.tv_nsec, 1);
+	CHECK_EQ(ic_cdp_parse_time("yesterday", &t), -EINVAL);
+	CHECK_EQ(ic_cdp_parse_time("1.2.3", &t), -EINVAL);
+	CHECK_EQ(ic_cdp_parse_time("12Z", &t), -EINVAL);
+	CHECK_EQ(ic_cdp_parse_time("2001-09-09", &t), -EINVAL);
+}
+
+int main(void)
+{
+	if (sodium_init() < 0)
+		return 1;
+	RUN(test_parse_time);
+	RUN(test_roundtrip);
+	unit_rmtree(chain);
+	UNIT_EXIT();
+}
