@@ -1,4 +1,5 @@
-/* ic_disk.c: a restore point's disk files (raw, VMDK pair, sparse VMDK, info.json). */
+/* ic_disk.c: a restore point's disk files (raw, VMDK pair, sparse VMDK, info.json, VHD,
+ * VHDX). */
 #include "config.h"
 
 #include <endian.h>
@@ -13,6 +14,8 @@
 #include "ic_rank.h"
 #include "ic_util.h"
 #include "ic_vmdk.h"
+#include "ic_vhd.h"
+#include "ic_vhdx.h"
 
 #define DESC_CAP 4096u
 #define INFO_CAP 2048u
@@ -28,7 +31,15 @@ struct ic_disk {
 	struct ic_rank grains;      /* the sparse file's stored grains, from the first attach */
 	int sized;                  /* grains built (atomic: sizes are asked without mu) */
 	struct ic_cache_src *src;   /* non-NULL while attached */
+	bool has_vhd, has_vhdx;
+	int vhdx_done;              /* layout built (atomic: sizes are read without the lock) */
+	struct ic_vhd vhd;
+	struct ic_vhdx vhdx;
+	struct ic_rank vhdx_blocks; /* its payload blocks holding data, from the first attach */
 };
+
+static int hv_new(struct ic_disk *d);
+static int hv_layout(struct ic_disk *d, const struct ic_view *v);
 
 static const char *const file_names[IC_DISK_NFILES] = {
 	[IC_DISK_RAW] = "disk.raw",
@@ -36,6 +47,8 @@ static const char *const file_names[IC_DISK_NFILES] = {
 	[IC_DISK_DESC] = "disk.vmdk",
 	[IC_DISK_SPARSE] = "disk-sparse.vmdk",
 	[IC_DISK_INFO] = "info.json",
+	[IC_DISK_VHD] = "disk.vhd",
+	[IC_DISK_VHDX] = "disk.vhdx",
 };
 
 const char *ic_disk_file_name(enum ic_disk_file f)
@@ -142,11 +155,14 @@ static int build_json(struct ic_disk *d)
 		     "  \"disk_size\": %" PRIu64 ",\n"
 		     "  \"block_size\": %" PRIu32 ",\n"
 		     "  \"chain_id\": \"%s\",\n"
-		     "  \"sparse_vmdk\": %s\n"
+		     "  \"sparse_vmdk\": %s,\n"
+		     "  \"vhd\": %s,\n"
+		     "  \"vhdx\": %s\n"
 		     "}\n",
 		     name, in->seq, parent, in->parent_seq, ic_kind_name(in->kind), iso,
 		     (long long)in->created, in->disk_size, in->block_size, chain,
-		     d->has_sparse ? "true" : "false");
+		     d->has_sparse ? "true" : "false", d->has_vhd ? "true" : "false",
+		     d->has_vhdx ? "true" : "false");
 	if (n < 0 || (size_t)n >= sizeof(d->json))
 		return -ENAMETOOLONG;
 	d->json_len = (size_t)n;
@@ -174,6 +190,9 @@ int ic_disk_new(const struct ic_disk_info *info, struct ic_disk **out)
 	if (ret && ret != -EFBIG)
 		goto fail;
 	d->has_sparse = ret == 0;
+	ret = hv_new(d);
+	if (ret)
+		goto fail;
 	ret = build_json(d);
 	if (ret)
 		goto fail;
@@ -191,6 +210,7 @@ void ic_disk_free(struct ic_disk *d)
 		return;
 	ic_disk_detach(d);
 	ic_rank_free(&d->grains);
+	ic_rank_free(&d->vhdx_blocks);
 	free(d);
 }
 
@@ -203,6 +223,10 @@ bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f)
 {
 	if (f == IC_DISK_SPARSE)
 		return d->has_sparse;
+	if (f == IC_DISK_VHD)
+		return d->has_vhd;
+	if (f == IC_DISK_VHDX)
+		return d->has_vhdx;
 	return (unsigned)f < IC_DISK_NFILES;
 }
 
@@ -211,8 +235,15 @@ static bool sparse_sized(const struct ic_disk *d)
 	return __atomic_load_n(&d->sized, __ATOMIC_ACQUIRE);
 }
 
+static bool hv_sized(const struct ic_disk *d)
+{
+	return __atomic_load_n(&d->vhdx_done, __ATOMIC_ACQUIRE);
+}
+
 bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f)
 {
+	if (f == IC_DISK_VHDX)
+		return !d->has_vhdx || hv_sized(d);
 	return f != IC_DISK_SPARSE || !d->has_sparse || sparse_sized(d);
 }
 
@@ -231,6 +262,10 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 		return sparse_sized(d) ? d->sparse.file_size : d->sparse.max_file_size;
 	case IC_DISK_INFO:
 		return d->json_len;
+	case IC_DISK_VHD:
+		return d->has_vhd ? d->vhd.file_size : 0;
+	case IC_DISK_VHDX:
+		return ic_disk_sized(d, f) ? d->vhdx.file_size : 0;
 	default:
 		return 0;
 	}
@@ -273,24 +308,40 @@ static int alloc_map(const struct ic_view *v, uint64_t unit, struct ic_rank *r)
 	return 0;
 }
 
-/* The sparse file's grains, once per disk: a point's content never changes, so every
- * later attach (another view of the same point) would find the same ones. */
-static int size_sparse(struct ic_disk *d, const struct ic_view *v)
+/* The allocation r of a compact file (units of unit bytes), handed to the file by set, once
+ * per disk (*done then set): a point's content never changes, so every later attach
+ * (another view of the same point) would find the same units. */
+static int alloc_file(struct ic_disk *d, const struct ic_view *v, uint64_t unit,
+		      struct ic_rank *r, int (*set)(struct ic_disk *d), const char *name, int *done)
 {
 	int ret;
 
-	if (!d->has_sparse || sparse_sized(d))
+	if (__atomic_load_n(done, __ATOMIC_ACQUIRE))
 		return 0;
-	ret = alloc_map(v, IC_DISK_SPARSE_GRAIN, &d->grains);
+	ret = alloc_map(v, unit, r);
 	if (!ret)
-		ret = ic_vmdk_sparse_set_alloc(&d->sparse, &d->grains);
+		ret = set(d);
 	if (ret) {
-		ic_rank_free(&d->grains);
-		return ic_fail(ret, "restore point '%s': disk-sparse.vmdk: %s", d->info.name,
+		ic_rank_free(r);
+		return ic_fail(ret, "restore point '%s': %s: %s", d->info.name, name,
 			       ic_last_error(ret));
 	}
-	__atomic_store_n(&d->sized, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(done, 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+static int set_sparse(struct ic_disk *d)
+{
+	return ic_vmdk_sparse_set_alloc(&d->sparse, &d->grains);
+}
+
+/* The sparse file's grains. */
+static int size_sparse(struct ic_disk *d, const struct ic_view *v)
+{
+	if (!d->has_sparse)
+		return 0;
+	return alloc_file(d, v, IC_DISK_SPARSE_GRAIN, &d->grains, set_sparse,
+			  file_names[IC_DISK_SPARSE], &d->sized);
 }
 
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
@@ -303,6 +354,8 @@ int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_vi
 		return ic_fail(-EINVAL, "restore point '%s': view does not match the disk",
 			       d->info.name);
 	ret = size_sparse(d, v);
+	if (!ret)
+		ret = hv_layout(d, v);
 	if (ret)
 		return ret;
 	d->src = ic_cache_src_new(cache, v);
@@ -330,6 +383,49 @@ static int sparse_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 
 	return ic_cache_read(a->d->src, a->st, buf, len, off);
 }
+
+/* ---- VHD and VHDX ------------------------------------------------------------------ */
+
+/* Their identities derive from the chain and the point like the VMDKs' (ident_for). */
+static int hv_new(struct ic_disk *d)
+{
+	struct ic_vmdk_ident id;
+	struct ic_vhdx_ids xid;
+	uint32_t block = d->info.block_size > IC_DISK_VHDX_BLOCK_MIN ? d->info.block_size :
+			 IC_DISK_VHDX_BLOCK_MIN;
+	int ret;
+
+	ident_for(&d->info, "vhd", &id);
+	ret = ic_vhd_init(&d->vhd, d->info.disk_size, d->info.created, id.uuid);
+	if (ret && ret != -EFBIG)
+		return ret;
+	d->has_vhd = ret == 0;
+	ident_for(&d->info, "vhdx", &id);
+	memcpy(xid.disk_id, id.uuid, 16);
+	memcpy(xid.file_write, id.uuid_image, 16);
+	memcpy(xid.data_write, id.uuid_modification, 16);
+	ret = ic_vhdx_init(&d->vhdx, d->info.disk_size, block, &xid);
+	if (ret && ret != -EFBIG)
+		return ret;
+	d->has_vhdx = ret == 0;
+	return 0;
+}
+
+static int set_vhdx(struct ic_disk *d)
+{
+	return ic_vhdx_set_alloc(&d->vhdx, &d->vhdx_blocks);
+}
+
+/* disk.vhdx's payload blocks are the ones holding a non-zero block of the point. */
+static int hv_layout(struct ic_disk *d, const struct ic_view *v)
+{
+	if (!d->has_vhdx)
+		return 0;
+	return alloc_file(d, v, d->vhdx.block, &d->vhdx_blocks, set_vhdx,
+			  file_names[IC_DISK_VHDX], &d->vhdx_done);
+}
+
+/* ---- reads ------------------------------------------------------------------------- */
 
 static size_t clamp(uint64_t size, size_t len, uint64_t off)
 {
@@ -379,6 +475,18 @@ ssize_t ic_disk_read(struct ic_disk *d, enum ic_disk_file f, struct ic_cache_str
 		};
 
 		ret = ic_vmdk_sparse_read(&d->sparse, buf, n, off, &src);
+		break;
+	}
+	case IC_DISK_VHD: {
+		struct sparse_arg a = { .d = d, .st = st };
+
+		ret = ic_vhd_read(&d->vhd, buf, n, off, sparse_read_disk, &a);
+		break;
+	}
+	case IC_DISK_VHDX: {
+		struct sparse_arg a = { .d = d, .st = st };
+
+		ret = ic_vhdx_read(&d->vhdx, buf, n, off, sparse_read_disk, &a);
 		break;
 	}
 	default:

@@ -7,6 +7,9 @@
  *                     the 64 KiB grains that hold data one after another; zero grains are
  *                     not stored (only below the format's limit of about 2 TiB)
  *   info.json         the point's metadata
+ *   disk.vhd          a fixed VHD (ic_vhd): the disk up to a whole MiB, then the footer
+ *   disk.vhdx         a compact dynamic VHDX (ic_vhdx) whose layout follows the block map:
+ *                     its size is known once a view was attached (ic_disk_sized)
  * CIDs and UUIDs derive from the chain id and the point's sequence, so a remount shows
  * identical bytes.  Knows nothing of FUSE or overlays.
  *
@@ -36,10 +39,14 @@ enum ic_disk_file {
 	IC_DISK_DESC,
 	IC_DISK_SPARSE,
 	IC_DISK_INFO,
+	IC_DISK_VHD,
+	IC_DISK_VHDX,
 	IC_DISK_NFILES
 };
 
 #define IC_DISK_SPARSE_GRAIN 65536u
+/* disk.vhdx's payload blocks: the chain's block size, at least the format's 1 MiB */
+#define IC_DISK_VHDX_BLOCK_MIN (1u << 20)
 
 /* What a disk needs to know of its point (copied: nothing of the chain is kept). */
 struct ic_disk_info {
@@ -73,15 +80,17 @@ bool ic_disk_needs_view(enum ic_disk_file f);
 /* Size of file f: for disk-sparse.vmdk before any attach, the size with every grain stored
  * (an upper bound; not the file's size). */
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
-/* Is ic_disk_size final (all but disk-sparse.vmdk always; it once a view was attached)?
- * A caller that must know the size (a stat, an overlay over the file) attaches first. */
+/* Is ic_disk_size final (all but disk-sparse.vmdk and disk.vhdx always; they once a view
+ * was attached, and from then on: a point's map never changes)?  A caller that must know
+ * the size (a stat, an overlay over the file) attaches first. */
 bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f);
 
 /* Serve disk reads from view v through cache (neither owned; both must outlive the
  * attachment).  The caller serialises attach/detach against reads: reads of the
  * files that need a view happen only while attached.  The first attach also finds the
- * grains of disk-sparse.vmdk (one pass over the view's map, no disk read).  0, -ENOMEM,
- * -EINVAL, or IC_ECORRUPT for a map that disagrees with the point's geometry. */
+ * grains of disk-sparse.vmdk and the payload blocks of disk.vhdx that hold data (one pass
+ * over the view's map each, no disk read).  0, -ENOMEM, -EINVAL, or IC_ECORRUPT for a map
+ * that disagrees with the point's geometry. */
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v);
 void ic_disk_detach(struct ic_disk *d);
 

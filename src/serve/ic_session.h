@@ -33,7 +33,7 @@
 #include "ic_overlay.h"
 
 /* Overlays of a point: disk.raw and disk-flat.vmdk show one disk and share one. */
-enum { IC_SOV_DISK, IC_SOV_DESC, IC_SOV_SPARSE, IC_SOV_N };
+enum { IC_SOV_DISK, IC_SOV_DESC, IC_SOV_SPARSE, IC_SOV_VHD, IC_SOV_VHDX, IC_SOV_N };
 
 static inline int ic_session_ov_of(int file)
 {
@@ -42,6 +42,8 @@ static inline int ic_session_ov_of(int file)
 	case IC_DISK_FLAT: return IC_SOV_DISK;
 	case IC_DISK_DESC: return IC_SOV_DESC;
 	case IC_DISK_SPARSE: return IC_SOV_SPARSE;
+	case IC_DISK_VHD: return IC_SOV_VHD;
+	case IC_DISK_VHDX: return IC_SOV_VHDX;
 	default: return -1;
 	}
 }

@@ -128,7 +128,8 @@ void ic_session_close(struct ic_session *s, struct ic_spoint *sp, int file)
 
 /* ---- overlays ------------------------------------------------------------------------- */
 
-static const char *const ov_names[IC_SOV_N] = { "disk.raw", "disk.vmdk", "disk-sparse.vmdk" };
+static const char *const ov_names[IC_SOV_N] = { "disk.raw", "disk.vmdk", "disk-sparse.vmdk",
+						  "disk.vhd", "disk.vhdx" };
 
 static char *ov_prefix(struct ic_session *s, const struct ic_spoint *sp, int k)
 {

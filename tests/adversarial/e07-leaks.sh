@@ -7,7 +7,8 @@
 #     dump can hold keys or decoded blocks.  tests/lib/dumpable.so reports the flag at exit.
 #     The block cache's slabs are excluded from dumps as well (MADV_DONTDUMP: "dd" in smaps).
 #  3. A point whose seal fails shows no metadata: opening its info.json and disk.vmdk gives
-#     EIO as disk.raw does (the forged creation time never reaches a reader), while a sound
+#     EIO as disk.raw does, and so do disk.vhd (whose footer holds the time) and disk.vhdx
+#     (the forged creation time never reaches a reader), while a sound
 #     point's info.json and descriptor read normally.
 source "${top_srcdir:-.}/tests/adversarial/adv-lib.sh"
 make_chain
@@ -106,7 +107,8 @@ if fuse_usable; then
 	python3 - mnt/p2 mnt/p3 <<'EOF' || fail "metadata of a point whose seal fails was shown"
 import errno, json, os, sys
 bad, good = sys.argv[1], sys.argv[2]
-for f in ("info.json", "disk.vmdk", "disk.raw", "disk-flat.vmdk", "disk-sparse.vmdk"):
+for f in ("info.json", "disk.vmdk", "disk.raw", "disk-flat.vmdk", "disk-sparse.vmdk",
+          "disk.vhd", "disk.vhdx"):
     try:
         fd = os.open(os.path.join(bad, f), os.O_RDONLY)
         data = os.pread(fd, 4096, 0)

@@ -39,6 +39,9 @@ put('fuzz_changed', 'simple', b'0 65536\n131072 4096\n# comment\n\n  8192\t100\n
 put('fuzz_changed', 'hex', b'0x1000 0x2000\n')
 put('fuzz_vmdk', 'small', struct.pack('<QIQI', 5 * 2**20 + 1234, 65536, 0, 65536))
 put('fuzz_vmdk', 'big', struct.pack('<QIQI', 2**40, 65536, 2**20, 2**20))
+put('fuzz_vhdx', 'small', struct.pack('<QQIB', 9 * 2**20 + 1234, 4 * 2**20 - 100, 65536, 0) +
+    bytes([0, 1, 0, 1, 0, 4, 2, 3, 0, 9, 0, 1]))
+put('fuzz_vhdx', 'big', struct.pack('<QQIB', 2**36 - 512, 2**20 * 3, 2**18 - 1, 3) + bytes(range(64)))
 
 # fuzz_overlay: a map (format/FORMAT.md "Overlay") with slot 0 blank, a header of generation 1
 # in slot 1 and bitmap page 0 in its slot 0; checksums are left to the fuzzer's fix-up (the

@@ -13,6 +13,9 @@
 #      and the parts of the disks the guests did not write are the backup's;
 #   4. a read-only mount shows the backups as they were, and the sha256 of every chain file
 #      never changed (checked after every step).
+# The same for disk.vhd (format=vpc) and disk.vhdx (format=vhdx): A boots read-only from disk.vhd
+# and writable from disk.vhdx, B read-only from disk.vhdx and writable from disk.vhd; after the
+# remount each guest's GUEST.LOG is in that file (qemu-img convert) and the VHDX checks clean.
 # Skips (77) only when the kernel cannot be fetched or qemu-system-x86_64 is missing.
 source "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/lib/functions.sh"
 source "$top_srcdir/tests/lib/mkbootdisk.sh"
@@ -38,12 +41,13 @@ check_chain() {
 		{ diff "$TESTDIR/chain.sha" "$TESTDIR/chain.now" >&2 || true; fail "chain files changed ($1)"; }
 }
 
-# boot NAME POINT FILE EXPECTED_MARKER EXPECTED_WRITE [DRIVE_OPT...]: boot $MNT/POINT/FILE as a
-# vmdk, check the guest printed EXPECTED_MARKER and "IMGCHAIN-GUEST-WRITE: EXPECTED_WRITE".
+# boot NAME POINT FILE EXPECTED_MARKER EXPECTED_WRITE [DRIVE_OPT...]: boot $MNT/POINT/FILE (a
+# vmdk, or by its extension vpc or vhdx), check the guest printed EXPECTED_MARKER and "IMGCHAIN-GUEST-WRITE: EXPECTED_WRITE".
 boot() {
-	local name=$1 point=$2 file=$3 marker=$4 write=$5 out s=$SECONDS
+	local name=$1 point=$2 file=$3 marker=$4 write=$5 out s=$SECONDS fmt=vmdk
 	shift 5
-	out=$(BOOTDISK_LOG=$TESTDIR/console-$name.log bootdisk_boot "$MNT/$point/$file" vmdk "$@") || {
+	case $file in *.vhd) fmt=vpc ;; *.vhdx) fmt=vhdx ;; esac
+	out=$(BOOTDISK_LOG=$TESTDIR/console-$name.log bootdisk_boot "$MNT/$point/$file" $fmt "$@") || {
 		[[ -f $TESTDIR/console-$name.log ]] && tail -n 30 "$TESTDIR/console-$name.log" >&2
 		fail "$name: $point/$file did not boot"
 	}
@@ -78,6 +82,8 @@ boot ro-a-vmdk pa disk.vmdk "$MA" "ok 1" snapshot=on
 boot ro-a-sparse pa disk-sparse.vmdk "$MA" "ok 1" snapshot=on
 boot ro-b-vmdk pb disk.vmdk "$MB" "ok 1" snapshot=on
 boot ro-b-sparse pb disk-sparse.vmdk "$MB" "ok 1" snapshot=on
+boot ro-a-vhd pa disk.vhd "$MA" "ok 1" snapshot=on
+boot ro-b-vhdx pb disk.vhdx "$MB" "ok 1" snapshot=on
 # The guests wrote into qemu's temporary snapshot only.
 cmp "$MNT/pa/disk.raw" srcA.raw || fail "pa/disk.raw differs from point A's source after the boots"
 cmp "$MNT/pb/disk.raw" srcB.raw || fail "pb/disk.raw differs from point B's source after the boots"
@@ -88,6 +94,8 @@ check_chain "read-only boots"
 mount_chain "$CHAIN" --overlay "$OV"
 boot rw-a-vmdk pa disk.vmdk "$MA" "ok 1"
 boot rw-b-sparse pb disk-sparse.vmdk "$MB" "ok 1"
+boot rw-a-vhdx pa disk.vhdx "$MA" "ok 1"
+boot rw-b-vhd pb disk.vhd "$MB" "ok 1"
 unmount_chain
 check_chain "writable boots"
 [[ -n $(find "$OV" -type f -size +0 -print -quit) ]] || fail "the overlay directory $OV holds no data"
@@ -111,6 +119,16 @@ for f in a-after.raw:srcA.raw b-after.raw:srcB.raw; do
 	cmp -i "$fat_end:$fat_end" "${f%%:*}" "${f#*:}" || fail "${f%%:*}: the disk tail changed"
 done
 cmp -s a-after.raw srcA.raw && fail "pa/disk.raw shows no write at all"
+qemu-img check -f vhdx "$MNT/pa/disk.vhdx" >/dev/null || fail "qemu-img check of the written pa/disk.vhdx"
+# hv_log FILE FORMAT MARKER: the guest's write is in that file of the mount
+hv_log() {
+	qemu-img convert -f "$2" -O raw "$MNT/$1" hv-after.raw || fail "cannot convert $1"
+	gl=$(bootdisk_read_guest_write hv-after.raw) || fail "$1 has no GUEST.LOG after the remount"
+	[[ $(tr -d '\r' <<<"$gl") == "boot 1 marker $3" ]] || fail "$1 GUEST.LOG: '$gl'"
+	rm -f hv-after.raw
+}
+hv_log pa/disk.vhdx vhdx "$MA"
+hv_log pb/disk.vhd vpc "$MB"
 # the guest sees its earlier write: its log now gets a second line
 boot rw-a-again pa disk.vmdk "$MA" "ok 2"
 unmount_chain

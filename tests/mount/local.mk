@@ -6,9 +6,10 @@ SH_TESTS += \
 	tests/mount/mount-damage.sh \
 	tests/mount/mount-concurrent.sh \
 	tests/mount/mount-errors.sh \
+	tests/mount/mount-vhd.sh \
 	tests/mount/mount-overlay-backup.sh \
 	tests/mount/mount-vmdk.sh
-dist_check_DATA = tests/mount/mount-lib.sh
+dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)

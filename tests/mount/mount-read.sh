@@ -13,7 +13,7 @@ mount_chain "$CHAIN"
 [[ $(readlink "$MNT/latest") == branch ]] || fail "latest -> $(readlink "$MNT/latest")"
 ls "$MNT" | sort | tr '\n' ' ' | grep -qx "branch latest mon tue wed " || fail "root lists: $(ls "$MNT")"
 ls "$MNT/tue" | sort | tr '\n' ' ' |
-	grep -qx "disk-flat.vmdk disk-sparse.vmdk disk.raw disk.vmdk info.json " || fail "point lists: $(ls "$MNT/tue")"
+	grep -qx "disk-flat.vmdk disk-sparse.vmdk disk.raw disk.vhd disk.vhdx disk.vmdk info.json " || fail "point lists: $(ls "$MNT/tue")"
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["name"]=="tue" and j["parent"]=="mon" and j["kind"]=="incremental", j' \
 	"$MNT/tue/info.json" || fail "info.json"
 
