@@ -184,6 +184,9 @@ struct flat {
 	uint64_t done;              /* record bytes copied so far (progress) */
 	struct checker *ck;         /* the checking thread, NULL: check in line */
 	struct cons *x;             /* the run (its options, the step hook) */
+	bool clone;                 /* records shared rather than copied (ic_cons_clone.c) */
+	struct clone_plan cp;
+	uint64_t k;                 /* copied records met so far in this pass */
 };
 
 static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
@@ -241,6 +244,24 @@ static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
 static int place(struct flat *f, size_t n, bool copy)
 {
 	size_t i = 0;
+
+	if (f->clone) {    /* the sizing pass lists the records, the clones place them */
+		for (; i < n; i++) {
+			struct ment *m = &f->win[i];
+			int ret;
+
+			if (!m->copy)
+				continue;
+			if (copy) {
+				m->dst = f->cp.dst[f->k++];
+				continue;
+			}
+			ret = ic_clone_add(&f->cp, m->lvl, &m->e);
+			if (ret)
+				return ret;
+		}
+		return 0;
+	}
 
 	while (i < n) {
 		struct ment *m0;
@@ -317,6 +338,9 @@ static int flat_pass(struct flat *f, bool copy)
 	int ret;
 
 	memset(f->cursor, 0, f->vt->depth * sizeof(*f->cursor));
+	if (f->clone && !copy)
+		ic_clone_reset(&f->cp);
+	f->k = 0;
 	f->cur = f->start;
 	f->count = f->copy_bytes = f->reloc_bytes = 0;
 	for (uint64_t p0 = 0; p0 < nblocks; p0 += WINDOW_BLOCKS) {
@@ -372,6 +396,7 @@ static void flat_free(struct flat *f)
 	free(f->win);
 	free(f->run);
 	free(f->cbuf);
+	ic_clone_free(&f->cp);
 	ic_writer_abort(f->w);
 }
 
@@ -513,6 +538,39 @@ out:
 	return ret;
 }
 
+static int clone_check(void *arg, const struct ic_image *src, const struct icf_entry *ents,
+		       size_t n)
+{
+	struct flat *f = arg;
+
+	return checker_push(f->ck, src, ents, n);
+}
+
+static int clone_done(void *arg, uint64_t bytes)
+{
+	struct flat *f = arg;
+
+	if (ic_interrupted)
+		return ic_fail(-EINTR, "interrupted");
+	f->done += bytes;
+	ic_progress_update(&f->prog, f->done);
+	ic_cons_step(f->x, "copy");
+	return 0;
+}
+
+/* Copy pass: the clones first (clone mode), then the index (and in copy mode the
+ * records with it). */
+static int copy_all(struct flat *f)
+{
+	struct clone_ops ops = {
+		.verify = f->x->o->verify, .check = f->ck ? clone_check : NULL,
+		.done = clone_done, .arg = f, .buf = f->cbuf, .buflen = f->cbuf_len,
+	};
+	int ret = f->clone ? ic_clone_run(&f->cp, f->w, f->vt->path, &ops) : 0;
+
+	return ret ? ret : flat_pass(f, true);
+}
+
 int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 {
 	struct ic_consolidate_stats *st = x->st;
@@ -554,6 +612,8 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	if (ret)
 		goto out;
 	f.start = ic_writer_offset(f.w);
+	/* a file system that shares extents: the records are cloned, not copied */
+	f.clone = ic_writer_clone_probe(f.w, f.vt->path[f.fl]) != 0;
 	ret = flat_pass(&f, false);
 	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(t->rw->path))) {
 		uint64_t merged = 0;
@@ -564,6 +624,8 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		if (!ret && f.reloc)
 			ret = flat_pass(&f, false);
 	}
+	if (!ret && f.clone)
+		ret = ic_clone_layout(&f.cp, f.w, f.start, &f.cur);
 	/* the index follows the records (FORMAT.md section 7) */
 	if (!ret)
 		ret = ic_writer_place_index(f.w, f.cur);
@@ -572,7 +634,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
 	f.ck = checker_start(&ck, f.cbuf_len) ? NULL : &ck;
-	ret = flat_pass(&f, true);
+	ret = copy_all(&f);
 	if (f.ck) {
 		int r2 = checker_finish(&ck);
 
@@ -584,7 +646,9 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	ic_progress_done(&f.prog);
 	if (ret)
 		goto out;
-	st->bytes_copied += f.copy_bytes;
+	st->bytes_copied += f.clone ? f.cp.copied : f.copy_bytes;
+	st->bytes_shared += f.clone ? f.cp.shared : 0;
+	x->shared_alloc += f.clone ? f.cp.alloc : 0;
 	st->bytes_relocated += f.reloc_bytes;
 	st->bytes_index += f.count * sizeof(struct icf_entry);
 	t1 = ic_now();
