@@ -3,6 +3,8 @@
  *   ic_consolidate.c   the run: recovery first, then each step prepared and committed
  *   ic_cons_plan.c     planner: retention, merge and retention plans, the printed plan
  *   ic_cons_write.c    writer: a target's block map flattened, its records copied
+ *   ic_cons_clone.c    its records cloned instead where the file system shares extents
+ *   ic_cons_check.c    the thread checking the records copied
  *   ic_cons_finish.c   roll back / roll forward a step, hole punching, recovery
  *   ic_cons_journal.c  CHAIN/journal, read and written
  *   ic_cons_util.c     crash test hook, paths, messages
@@ -11,12 +13,15 @@
 #ifndef IC_CONS_INT_H
 #define IC_CONS_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/types.h>
 
 #include "ic_array.h"
+#include "ic_error.h"
+#include "ic_pool.h"
 #include "ic_consolidate.h"
 #include "imgchain_format.h"
 
@@ -104,6 +109,34 @@ void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(pr
 /* The plan of chain c for x's options, printed when asked; *nodes for the caller to free. */
 int ic_cons_make_plan(struct cons *x, struct ic_chain *c, struct ic_cons_node **nodes,
 		      struct ic_cons_plan *plan);
+
+/* ---- the record checker (ic_cons_check.c) ---- */
+
+struct check_job {
+	struct check_job *next;
+	const struct ic_image *src;
+	size_t n;
+	struct icf_entry ents[];
+};
+
+struct checker {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct check_job *head, **tail;
+	bool done;                  /* no more jobs will come */
+	struct ic_error err;        /* the first failure, raised by the copier */
+	uint8_t *buf;
+	size_t buflen;
+	struct ic_pool pool;
+};
+
+/* 0 and the thread running, or an error (the caller checks in line instead). */
+int ic_checker_start(struct checker *k, size_t buflen);
+/* Queue ents[0..n) of src; the checker's failure so far, if any (the copier stops). */
+int ic_checker_push(struct checker *k, const struct ic_image *src,
+		    const struct icf_entry *ents, size_t n);
+/* No more jobs: wait until every queued record was checked.  The first failure. */
+int ic_checker_finish(struct checker *k);
 
 /* ---- records shared rather than copied (ic_cons_clone.c) ---- */
 
