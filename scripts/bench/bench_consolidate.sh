@@ -46,18 +46,22 @@ fi
 w="$dir/consolidate"
 fs=${FS:-}
 reflink=()
+sparse=(--sparse=always)    # (cp: --reflink=always only with --sparse=auto)
 if [ "$fs" = xfs ]; then
 	mnt="$dir/xfs"
 	umount "$mnt" 2>/dev/null || true
 	rm -f "$dir/xfs.img"
 	truncate -s $((size * 6 + 8192))M "$dir/xfs.img"
 	mkfs.xfs -q -m reflink=1 "$dir/xfs.img"
-	loop=$(losetup -f --show "$dir/xfs.img")
+	# direct I/O: what reaches the device is written, not parked in the page cache of
+	# the file under the loop device
+	loop=$(losetup -f --show --direct-io=on "$dir/xfs.img")
 	mkdir -p "$mnt"
 	mount "$loop" "$mnt"
 	trap 'umount "$mnt"; losetup -d "$loop"; rm -f "$dir/xfs.img"' EXIT
 	w="$mnt/consolidate"
 	reflink=(--reflink=always)
+	sparse=(--reflink=always)
 elif [ -n "$fs" ]; then
 	echo "bench: FS=$fs: only xfs is known" >&2
 	exit 2
@@ -75,7 +79,7 @@ cp --sparse=always "$disk" "$w/d"
 imgbackup -q -n p0 "$w/chain" "$w/d"
 qemu-img convert -O qcow2 -o cluster_size=65536 "$disk" "$w/q0.qcow2"
 for i in 1 2 3 4 5 6 7; do
-	cp --sparse=always "$w/d" "$w/prev"
+	cp "${sparse[@]}" "$w/d" "$w/prev"
 	mkdisk_mutate "$w/d" $((100 + i)) >/dev/null
 	imgbackup -q -n "p$i" "$w/chain" "$w/d"
 	mkdisk_changed_ranges "$w/prev" "$w/d" >"$w/ch$i.txt"
@@ -93,7 +97,7 @@ incr_alloc=$(du -cB1 "$w"/chain/0000000[2-8].img | tail -1 | cut -f1)
 mv "$w/chain/imgchain.key" "$w/key"    # the merge runs keyless
 cp -a "${reflink[@]}" "$w/chain" "$w/chain.orig"
 mkdir "$w/q.orig"
-cp --sparse=always "${reflink[@]}" "$w"/q*.qcow2 "$w/q.orig/"
+cp "${sparse[@]}" "$w"/q*.qcow2 "$w/q.orig/"
 
 tm=() tp=() tc=() tq=() peaks=() tool_peak=""
 phases=""
@@ -154,7 +158,7 @@ for r in $(seq "$runs"); do
 	tc+=("$(echo "$e - $s" | bc -l)")
 
 	# qemu-img commit of q1..q7 into q0
-	cp --sparse=always "${reflink[@]}" "$w"/q.orig/*.qcow2 "$w/"
+	cp "${sparse[@]}" "$w"/q.orig/*.qcow2 "$w/"
 	cat "$w"/q*.qcow2 >/dev/null
 	sync -f "$w/q0.qcow2"
 	s=$(now)
