@@ -17,10 +17,10 @@ static struct ic_cli cli = {
 	.prog = "imgrestore",
 	.synopsis =
 		"Usage: imgrestore [OPTION]... CHAIN NAME DEST\n"
-		"Write the disk of restore point NAME to DEST: a block device (every byte\n"
-		"written) or a file (created sparse: zero blocks are holes).  Every block is\n"
-		"authenticated; the first bad block stops the restore with exit status 4 and no\n"
-		"DEST file is left.\n",
+		"Write the disk of restore point NAME (\"latest\": the newest) to DEST: a block\n"
+		"device (every byte written) or a file (created sparse: zero blocks are holes).\n"
+		"Every block is authenticated; the first bad block stops the restore with exit\n"
+		"status 4 and no DEST file is left.\n",
 	.opts = opts,
 	.common = IC_CLI_KEYED | IC_CLI_QUIET,
 	.epilog = "Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase or key,\n"

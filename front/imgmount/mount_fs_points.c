@@ -14,14 +14,24 @@
 
 /* POSIX record locks vanish when ANY descriptor of the file is closed by this process,
  * so after closing images (a scan dropped, a damaged file skipped) take them all again. */
+static void relock(const struct ic_image *img, int which)
+{
+	int ret = ic_lock_hold(img->fd, which);
+
+	/* taken at open, so only a lock someone else took since (or a lost NFS lock) */
+	if (ret)
+		mount_log(LOG_WARNING, "%s: cannot take the %s lock again: %s", img->path,
+			  which == IC_LOCK_READER ? "reader" : "overlay", strerror(-ret));
+}
+
 static void relock_all(struct mount_fs *fs)
 {
 	for (struct gen *g = fs->gens; g; g = g->next)
 		for (size_t i = 0; i < g->chain->npoints; i++)
-			(void)ic_lock_hold(g->chain->points[i].img->fd, IC_LOCK_READER);
+			relock(g->chain->points[i].img, IC_LOCK_READER);
 	for (size_t i = 0; i < fs->npts; i++)
 		if (fs->pts[i]->ov_locked)
-			(void)ic_lock_hold(fs->pts[i]->pt->img->fd, IC_LOCK_OVERLAY);
+			relock(fs->pts[i]->pt->img, IC_LOCK_OVERLAY);
 }
 
 void mfs_gen_unref(struct mount_fs *fs, struct gen *g)
@@ -184,13 +194,12 @@ static void mp_update(struct mount_fs *fs, struct mpoint *mp, struct gen *g, str
 
 static void set_latest(struct mount_fs *fs, const struct ic_chain *c)
 {
+	const struct ic_point *p = ic_chain_latest(c);
+
 	fs->latest[0] = '\0';
-	for (size_t i = c->npoints; i-- > 0;) {
-		if (!c->points[i].broken) {
-			snprintf(fs->latest, sizeof(fs->latest), "%s", ic_point_name(&c->points[i]));
-			fs->latest_time.tv_sec = c->points[i].img->slot.created;
-			return;
-		}
+	if (p) {
+		snprintf(fs->latest, sizeof(fs->latest), "%s", ic_point_name(p));
+		fs->latest_time.tv_sec = p->img->slot.created;
 	}
 }
 

@@ -242,7 +242,7 @@ struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq)
 
 int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point **out)
 {
-	*out = ic_chain_find(c, name);
+	*out = strcmp(name, ICF_NAME_RESERVED) ? ic_chain_find(c, name) : ic_chain_latest(c);
 	if (*out)
 		return 0;
 	if (!c->nbad)
@@ -270,6 +270,14 @@ int ic_chain_explain_broken(const struct ic_chain *c, const struct ic_point *p)
 struct ic_point *ic_chain_newest(const struct ic_chain *c)
 {
 	return c->npoints ? &c->points[c->npoints - 1] : NULL;
+}
+
+struct ic_point *ic_chain_latest(const struct ic_chain *c)
+{
+	for (size_t i = c->npoints; i-- > 0;)
+		if (!c->points[i].broken)
+			return &c->points[i];
+	return NULL;
 }
 
 uint32_t ic_chain_max_seq(const struct ic_chain *c)

@@ -48,7 +48,7 @@ void ic_chain_free(struct ic_chain *c);
 
 struct ic_point *ic_chain_find(const struct ic_chain *c, const char *name);
 struct ic_point *ic_chain_find_seq(const struct ic_chain *c, uint32_t seq);
-/* Find point name for a tool: -ENOENT "no restore point named" when the chain has
+/* Find point name for a tool ("latest": ic_chain_latest): -ENOENT "no restore point named" when the chain has
  * no damaged files, else IC_ECORRUPT naming the damaged files (the point may be in
  * one of them). */
 int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point **out);
@@ -57,6 +57,9 @@ int ic_chain_lookup(const struct ic_chain *c, const char *name, struct ic_point 
 int ic_chain_explain_broken(const struct ic_chain *c, const struct ic_point *p);
 /* The point with the highest sequence, or NULL. */
 struct ic_point *ic_chain_newest(const struct ic_chain *c);
+/* The readable (not broken) point with the highest sequence, or NULL: what the name
+ * "latest" (ICF_NAME_RESERVED) means to ic_chain_lookup and the mount's link. */
+struct ic_point *ic_chain_latest(const struct ic_chain *c);
 /* Highest sequence in use by any image, stale file or image file's name (0 if none). */
 uint32_t ic_chain_max_seq(const struct ic_chain *c);
 /* The sequence number of the next point: above every one in use (ic_chain_max_seq), so

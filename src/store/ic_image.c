@@ -54,14 +54,25 @@ int ic_image_open(const char *path, int flags, struct ic_image **out)
 	}
 	img->path = strdup(path);
 	pthread_mutex_init(&img->index_mu, NULL);
+	if (!img->path) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
 	ret = ic_open_regular(AT_FDCWD, NULL, path, flags, 0, &img->fd);
 	if (ret)
 		goto out_free;
 	/* A reader announces itself before it reads the slots, so that a consolidation
 	 * that switched this file's slot either sees the lock (and defers punching the
 	 * records the old slot uses) or was done before we read (FORMAT.md "Locks"). */
-	if ((flags & O_ACCMODE) == O_RDONLY)
-		ic_lock_hold(img->fd, IC_LOCK_READER);
+	if ((flags & O_ACCMODE) == O_RDONLY) {
+		/* without it a consolidation would not see this reader: do not read at all */
+		ret = ic_lock_hold(img->fd, IC_LOCK_READER);
+		if (ret) {
+			ret = ic_fail(ret, "%s: cannot take the reader lock: %s", path,
+				      strerror(-ret));
+			goto out_free;
+		}
+	}
 	if (fstat(img->fd, &st) < 0) {
 		ret = ic_fail(-errno, "%s: stat: %s", path, strerror(errno));
 		goto out_free;

@@ -59,6 +59,8 @@ for p in 1 2 3 4; do
 	restore_cmp C p$p s$p
 done
 restore_cmp C p5 s4
+# 'latest' (never a point's name) is the newest point, as the mount's link says
+restore_cmp C latest s4
 # the restored file is sparse: zero blocks are holes
 expect_exit 0 imgrestore C p2 r2
 cmp r2 s2

@@ -3,7 +3,9 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <xxhash.h>
 
@@ -418,6 +420,50 @@ static void test_writer_modes(void)
 	free(p);
 }
 
+/* A reader that cannot announce itself (its lock on byte 0 refused: a conflicting lock
+ * held elsewhere, a file system without record locks) must not read: a consolidation
+ * would not see it and could reclaim the records it reads.  The open fails, naming the
+ * file and the lock (issue 11 point 4). */
+static void test_reader_lock(void)
+{
+	char *p = write_image(7);
+	struct ic_image *img = NULL;
+	int pipefd[2], wfd, ret;
+	pid_t pid;
+	char c;
+
+	CHECK_EQ(pipe(pipefd), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0,
+				    .l_len = 1 };
+
+		wfd = open(p, O_RDWR);
+		if (wfd < 0 || fcntl(wfd, F_SETLK, &fl) < 0)
+			_exit(1);
+		if (write(pipefd[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	CHECK_EQ(read(pipefd[0], &c, 1), 1);
+	ret = ic_image_open(p, O_RDONLY, &img);
+	CHECK(ret == -EAGAIN || ret == -EACCES);
+	CHECK(img == NULL);
+	CHECK(strstr(ic_last_error(ret), p) != NULL);
+	CHECK(strstr(ic_last_error(ret), "reader lock") != NULL);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	/* the lock free again: the same open works */
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	ic_image_close(img);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	unlink(p);
+	free(p);
+}
+
 int main(void)
 {
 	dir = unit_tmpdir();
@@ -429,6 +475,7 @@ int main(void)
 		RUN(test_writer_modes);
 	}
 	RUN(test_v2_rules);
+	RUN(test_reader_lock);
 	unit_rmtree(dir);
 	UNIT_EXIT();
 }
