@@ -200,8 +200,11 @@ uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd)
 	len = (uint64_t)ss.st_size < blk ? (uint64_t)ss.st_size : blk;
 	at = ((uint64_t)st.st_size + blk - 1) & ~(blk - 1);
 	ret = clone_call(src->fd, 0, len, dst_fd, at);
-	if (ftruncate(dst_fd, st.st_size) < 0)
-		return 0;
+	if (!ret || (fstat(dst_fd, &ss) == 0 && ss.st_size != st.st_size)) {
+		/* (only then: a truncation is a journal transaction on ext4, not free) */
+		if (ftruncate(dst_fd, st.st_size) < 0)
+			return 0;
+	}
 	return ret ? 0 : (uint32_t)blk;
 #else
 	(void)src;
