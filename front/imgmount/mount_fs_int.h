@@ -153,6 +153,14 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 struct ic_overlay *mfs_ov_load(struct mpoint *mp, int file);
 
 /* mount_fs_read.c */
+/* Make ic_disk_size(mp->disk, file) final (builds the point's view once if needed).  Under
+ * fs->lock, dropped meanwhile with the point pinned; 0 or the view's error. */
+int mfs_size_file(struct mount_fs *fs, struct mpoint *mp, int file);
+/* disk-flat.vmdk over an overlay of size bytes: whole sectors, the tail zeros. */
+static inline uint64_t mfs_flat_size(uint64_t size)
+{
+	return (size + 511) / 512 * 512;
+}
 /* ic_overlay's base reader: the handle's own bytes, zero past the end. */
 int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off);
 

@@ -68,6 +68,11 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 	*ret = 0;
 	if (!fs->o.overlay_dir || k < 0)
 		return NULL;
+	/* an overlay's base size must be the file's final one (mfs_size_file first) */
+	if (!ic_disk_sized(mp->disk, file)) {
+		*ret = create ? -EIO : 0;
+		return NULL;
+	}
 	if (mp->ov_refused[k])
 		*ret = create ? -EROFS : 0;
 	if (mp->ov[k] || mp->ov_refused[k] || (mp->ov_probed[k] && !create))
@@ -95,7 +100,9 @@ struct ic_overlay *mfs_ov_get(struct mount_fs *fs, struct mpoint *mp, int file, 
 		struct ic_overlay_bind b;
 
 		ov_binding(mp, &b);
-		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, file), &b, &ov);
+		/* disk.raw's size for both names of the disk (disk-flat.vmdk pads it) */
+		*ret = ic_overlay_open(prefix, ic_disk_size(mp->disk, k == OV_DISK ? IC_DISK_RAW :
+							    file), &b, &ov);
 	}
 	if (*ret == -ESTALE) {
 		mount_log(LOG_ERR, "%s: not applied, '%s' is served read-only",
@@ -199,7 +206,9 @@ int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		mfs_resolve(fs, path, &w);
 	}
 	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
-		ov = mfs_ov_get(fs, w.mp, w.file, true, &ret);
+		ret = mfs_size_file(fs, w.mp, w.file);
+		if (!ret)
+			ov = mfs_ov_get(fs, w.mp, w.file, true, &ret);
 		if (ov)
 			ret = ic_overlay_truncate(ov, (uint64_t)size);
 		else if (!ret)

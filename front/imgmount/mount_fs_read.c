@@ -57,6 +57,25 @@ static void view_put(struct mpoint *mp)
 	}
 	pthread_mutex_unlock(&mp->mu);
 }
+/* Make the size of file of mp final: disk-sparse.vmdk's depends on which of the point's
+ * grains hold data, found when its view is first attached (ic_disk_sized).  Called and
+ * returns under fs->lock, which it drops meanwhile, the point pinned like an open file. */
+int mfs_size_file(struct mount_fs *fs, struct mpoint *mp, int file)
+{
+	int ret;
+
+	if (ic_disk_sized(mp->disk, file))
+		return 0;
+	mp->handles++;
+	pthread_mutex_unlock(&fs->lock);
+	ret = view_get(fs, mp);
+	if (!ret)
+		view_put(mp);
+	pthread_mutex_lock(&fs->lock);
+	mp->handles--;
+	return ret;
+}
+
 /* The kernel reads ahead 128 KiB on a FUSE mount whatever max_readahead says; 1 MiB
  * requests halve the per-request cost of sequential reads.  Done once after the INIT
  * exchange (which would reset it), by root only: a failure changes nothing else. */
@@ -148,14 +167,21 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	h->file = w->file;
 	h->fd = -1;
 	mp->handles++;
-	mfs_ov_get(fs, mp, w->file, wr, &ret);
 	pthread_mutex_unlock(&fs->lock);
-	if (!ret && ic_disk_needs_view(w->file)) {
+	if (ic_disk_needs_view(w->file)) {
 		ret = view_get(fs, mp);
 		h->viewed = ret == 0;
 	}
 	pthread_mutex_lock(&fs->lock);
+	/* after the view: the seal passed, and the file's size (the overlay's base) is known */
+	if (!ret)
+		mfs_ov_get(fs, mp, w->file, wr, &ret);
 	if (ret) {
+		if (h->viewed) {
+			pthread_mutex_unlock(&fs->lock);
+			view_put(mp);
+			pthread_mutex_lock(&fs->lock);
+		}
 		mp->handles--;
 		free(h);
 		return mfs_errno(ret);
@@ -251,6 +277,21 @@ int mfs_base_read(void *arg, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* disk-flat.vmdk over the disk's overlay: its bytes, then zeros to a whole sector (the
+ * descriptor counts sectors; the overlay, shared with disk.raw, is sized in bytes). */
+static ssize_t flat_read(struct ic_overlay *ov, char *buf, size_t size, uint64_t off,
+			 struct base_arg *a)
+{
+	uint64_t end = mfs_flat_size(ic_overlay_size(ov));
+	ssize_t n = ic_overlay_read(ov, buf, size, off, mfs_base_read, a);
+	size_t want = off < end ? (end - off < size ? (size_t)(end - off) : size) : 0;
+
+	if (n < 0 || (size_t)n >= want)
+		return n;
+	memset(buf + n, 0, want - (size_t)n);
+	return (ssize_t)want;
+}
+
 int mfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
@@ -266,7 +307,9 @@ int mfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 	if (off < 0)
 		return -EINVAL;
 	ov = mfs_ov_load(h->mp, h->file);
-	if (ov)
+	if (ov && h->file == IC_DISK_FLAT)
+		n = flat_read(ov, buf, size, (uint64_t)off, &a);
+	else if (ov)
 		n = ic_overlay_read(ov, buf, size, (uint64_t)off, mfs_base_read, &a);
 	else
 		n = ic_disk_read(h->mp->disk, h->file, &h->st, buf, size, (uint64_t)off);

@@ -87,13 +87,16 @@ static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct st
 {
 	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
 	struct ic_overlay *ov;
-	uint64_t size = ic_disk_size(mp->disk, file);
+	uint64_t size;
 	bool rw;
-	int ret;
+	int ret = mfs_size_file(fs, mp, file);
 
+	if (ret)
+		return mfs_errno(ret);
+	size = ic_disk_size(mp->disk, file);
 	ov = mfs_ov_get(fs, mp, file, false, &ret);
 	if (ov)
-		size = ic_overlay_size(ov);
+		size = file == IC_DISK_FLAT ? mfs_flat_size(ic_overlay_size(ov)) : ic_overlay_size(ov);
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
 	     !(ov_of(file) >= 0 && mp->ov_refused[ov_of(file)]);

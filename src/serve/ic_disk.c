@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ic_disk.h"
+#include "ic_rank.h"
 #include "ic_util.h"
 #include "ic_vmdk.h"
 
@@ -24,6 +25,8 @@ struct ic_disk {
 	size_t json_len;
 	bool has_sparse;
 	struct ic_vmdk_sparse sparse;
+	struct ic_rank grains;      /* the sparse file's stored grains, from the first attach */
+	int sized;                  /* grains built (atomic: sizes are asked without mu) */
 	struct ic_cache_src *src;   /* non-NULL while attached */
 };
 
@@ -187,6 +190,7 @@ void ic_disk_free(struct ic_disk *d)
 	if (!d)
 		return;
 	ic_disk_detach(d);
+	ic_rank_free(&d->grains);
 	free(d);
 }
 
@@ -202,16 +206,29 @@ bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f)
 	return (unsigned)f < IC_DISK_NFILES;
 }
 
+static bool sparse_sized(const struct ic_disk *d)
+{
+	return __atomic_load_n(&d->sized, __ATOMIC_ACQUIRE);
+}
+
+bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f)
+{
+	return f != IC_DISK_SPARSE || !d->has_sparse || sparse_sized(d);
+}
+
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 {
 	switch (f) {
 	case IC_DISK_RAW:
-	case IC_DISK_FLAT:
 		return d->info.disk_size;
+	case IC_DISK_FLAT:
+		return (d->info.disk_size + 511) / 512 * 512;
 	case IC_DISK_DESC:
 		return d->desc_len;
 	case IC_DISK_SPARSE:
-		return d->has_sparse ? d->sparse.file_size : 0;
+		if (!d->has_sparse)
+			return 0;
+		return sparse_sized(d) ? d->sparse.file_size : d->sparse.max_file_size;
 	case IC_DISK_INFO:
 		return d->json_len;
 	default:
@@ -219,13 +236,75 @@ uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f)
 	}
 }
 
+/* Units of unit bytes that hold data in v: those overlapping a block the point maps to
+ * a record (a zero block, mapped or not, holds none).  From the private indexes the
+ * seal was checked on, by the streaming merge: O(entries x log depth), no disk read.
+ * A block larger than a unit marks every unit it covers (its all-zero units too: only
+ * decoding would tell them apart). */
+struct alloc_arg {
+	struct ic_rank *r;
+	uint64_t unit;
+	uint32_t block_size;
+};
+
+static int alloc_block(void *arg, const struct ic_block_ref *ref)
+{
+	struct alloc_arg *a = arg;
+	uint64_t start = ref->e.pos * a->block_size, len = ref->e.plain_len;
+
+	if (len)
+		ic_rank_set_range(a->r, start / a->unit, (start + len - 1) / a->unit + 1);
+	return 0;
+}
+
+static int alloc_map(const struct ic_view *v, uint64_t unit, struct ic_rank *r)
+{
+	struct alloc_arg a = { .r = r, .unit = unit, .block_size = v->block_size };
+	int ret = ic_rank_init(r, (v->disk_size + unit - 1) / unit);
+
+	if (ret)
+		return ret;
+	ret = ic_view_walk(v, alloc_block, &a);
+	if (ret) {
+		ic_rank_free(r);
+		return ret;
+	}
+	ic_rank_seal(r);
+	return 0;
+}
+
+/* The sparse file's grains, once per disk: a point's content never changes, so every
+ * later attach (another view of the same point) would find the same ones. */
+static int size_sparse(struct ic_disk *d, const struct ic_view *v)
+{
+	int ret;
+
+	if (!d->has_sparse || sparse_sized(d))
+		return 0;
+	ret = alloc_map(v, IC_DISK_SPARSE_GRAIN, &d->grains);
+	if (!ret)
+		ret = ic_vmdk_sparse_set_alloc(&d->sparse, &d->grains);
+	if (ret) {
+		ic_rank_free(&d->grains);
+		return ic_fail(ret, "restore point '%s': disk-sparse.vmdk: %s", d->info.name,
+			       ic_last_error(ret));
+	}
+	__atomic_store_n(&d->sized, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v)
 {
+	int ret;
+
 	if (d->src)
 		return 0;
 	if (v->disk_size != d->info.disk_size)
 		return ic_fail(-EINVAL, "restore point '%s': view does not match the disk",
 			       d->info.name);
+	ret = size_sparse(d, v);
+	if (ret)
+		return ret;
 	d->src = ic_cache_src_new(cache, v);
 	if (!d->src)
 		return ic_fail(-errno, "restore point '%s': %s", d->info.name, strerror(errno));
@@ -238,35 +317,12 @@ void ic_disk_detach(struct ic_disk *d)
 	d->src = NULL;
 }
 
-/* ---- sparse VMDK callbacks --------------------------------------------------------- */
+/* ---- reads ------------------------------------------------------------------------- */
 
 struct sparse_arg {
 	struct ic_disk *d;
 	struct ic_cache_stream *st;
 };
-
-/* Grains are 64 KiB; blocks may be larger (a grain is zero when its block is) or
- * smaller (a grain is zero when all its blocks are). */
-static bool grain_is_zero(void *arg, uint64_t g)
-{
-	struct sparse_arg *a = arg;
-	const struct ic_view *v = ic_cache_src_view(a->d->src);
-	uint64_t first = g * IC_DISK_SPARSE_GRAIN / v->block_size;
-	uint64_t end = ((g + 1) * IC_DISK_SPARSE_GRAIN + v->block_size - 1) / v->block_size;
-
-	if (end > v->nblocks)
-		end = v->nblocks;
-	for (uint64_t pos = first; pos < end; pos++) {
-		struct ic_block_ref ref;
-
-		if (!v->owner[pos])
-			continue;
-		/* a damaged entry counts as data: the grain's read then reports the damage */
-		if (ic_view_lookup(v, pos, &ref) || ref.img)
-			return false;
-	}
-	return true;
-}
 
 static int sparse_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 {
@@ -274,8 +330,6 @@ static int sparse_read_disk(void *arg, void *buf, size_t len, uint64_t off)
 
 	return ic_cache_read(a->d->src, a->st, buf, len, off);
 }
-
-/* ---- reads ------------------------------------------------------------------------- */
 
 static size_t clamp(uint64_t size, size_t len, uint64_t off)
 {
@@ -299,9 +353,16 @@ ssize_t ic_disk_read(struct ic_disk *d, enum ic_disk_file f, struct ic_cache_str
 		return ic_fail(-ENXIO, "restore point '%s': disk not attached", d->info.name);
 	switch (f) {
 	case IC_DISK_RAW:
-	case IC_DISK_FLAT:
 		ret = ic_cache_read(d->src, st, buf, n, off);
 		break;
+	case IC_DISK_FLAT: {
+		/* the disk, then zeros to the end of its last sector */
+		size_t in = (size_t)clamp(d->info.disk_size, n, off);
+
+		ret = in ? ic_cache_read(d->src, st, buf, in, off) : 0;
+		memset((char *)buf + in, 0, n - in);
+		break;
+	}
 	case IC_DISK_DESC:
 		memcpy(buf, d->desc + off, n);
 		ret = 0;
@@ -313,7 +374,6 @@ ssize_t ic_disk_read(struct ic_disk *d, enum ic_disk_file f, struct ic_cache_str
 	case IC_DISK_SPARSE: {
 		struct sparse_arg a = { .d = d, .st = st };
 		struct ic_vmdk_source src = {
-			.grain_is_zero = grain_is_zero,
 			.read_disk = sparse_read_disk,
 			.arg = &a,
 		};

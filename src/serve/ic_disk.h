@@ -1,9 +1,11 @@
 /* ic_disk.h: the files that show one restore point's disk, as pure byte views:
  *   disk.raw          the disk, byte for byte (through the block cache)
- *   disk-flat.vmdk    the same bytes, the flat extent of disk.vmdk
+ *   disk-flat.vmdk    the same bytes, then zeros to a whole sector: the flat extent of
+ *                     disk.vmdk, which counts whole sectors
  *   disk.vmdk         a descriptor (createType "vmfs") naming disk-flat.vmdk
- *   disk-sparse.vmdk  a monolithicSparse VMDK computed on the fly, zero blocks as holes
- *                     (only below the format's limit of about 2 TiB)
+ *   disk-sparse.vmdk  a compact monolithicSparse VMDK computed on the fly: metadata, then
+ *                     the 64 KiB grains that hold data one after another; zero grains are
+ *                     not stored (only below the format's limit of about 2 TiB)
  *   info.json         the point's metadata
  * CIDs and UUIDs derive from the chain id and the point's sequence, so a remount shows
  * identical bytes.  Knows nothing of FUSE or overlays.
@@ -11,7 +13,9 @@
  * Sizes, the descriptor and info.json are computed without key or I/O (ic_disk_new), from
  * the point's slot, which only its seal authenticates: reading any file, the metadata ones
  * included, needs a view attached (ic_disk_attach), which a caller does only once the
- * point's seal passed; sizes (and names) before that are unverified.  A read over a block that
+ * point's seal passed; sizes (and names) before that are unverified.  The size of
+ * disk-sparse.vmdk depends on which grains hold data: it is known from the first attach
+ * on (ic_disk_sized), and the same on every later attach and every mount.  A read over a block that
  * fails authentication returns that error (IC_ECORRUPT) for the whole range, and the
  * cache reports it once, naming the point and the position.
  */
@@ -66,11 +70,18 @@ int ic_disk_file_from_name(const char *name);
 bool ic_disk_has(const struct ic_disk *d, enum ic_disk_file f);
 /* Do reads of the file need a view attached (every file does: see above)? */
 bool ic_disk_needs_view(enum ic_disk_file f);
+/* Size of file f: for disk-sparse.vmdk before any attach, the size with every grain stored
+ * (an upper bound; not the file's size). */
 uint64_t ic_disk_size(const struct ic_disk *d, enum ic_disk_file f);
+/* Is ic_disk_size final (all but disk-sparse.vmdk always; it once a view was attached)?
+ * A caller that must know the size (a stat, an overlay over the file) attaches first. */
+bool ic_disk_sized(const struct ic_disk *d, enum ic_disk_file f);
 
 /* Serve disk reads from view v through cache (neither owned; both must outlive the
  * attachment).  The caller serialises attach/detach against reads: reads of the
- * files that need a view happen only while attached.  0, -ENOMEM or -EINVAL. */
+ * files that need a view happen only while attached.  The first attach also finds the
+ * grains of disk-sparse.vmdk (one pass over the view's map, no disk read).  0, -ENOMEM,
+ * -EINVAL, or IC_ECORRUPT for a map that disagrees with the point's geometry. */
 int ic_disk_attach(struct ic_disk *d, struct ic_cache *cache, const struct ic_view *v);
 void ic_disk_detach(struct ic_disk *d);
 

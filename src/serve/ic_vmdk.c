@@ -255,12 +255,22 @@ int ic_vmdk_sparse_init(struct ic_vmdk_sparse *s, uint64_t disk_size, uint32_t g
 	end = s->overhead + s->grain * s->n_grains;
 	if (end > UINT32_MAX)
 		return -EFBIG;
-	s->file_size = end * IC_SECT;
+	s->max_file_size = end * IC_SECT;
+	s->file_size = s->max_file_size;
 	dp.sectors = s->capacity;
 	n = format_descriptor(s->descriptor, sizeof(s->descriptor), &dp, id);
 	if (n < 0)
 		return n == -ENOSPC ? -ENAMETOOLONG : n;
 	s->descriptor_len = (size_t)n;
+	return 0;
+}
+
+int ic_vmdk_sparse_set_alloc(struct ic_vmdk_sparse *s, const struct ic_rank *alloc)
+{
+	if (alloc->n != s->n_grains || alloc->count > s->n_grains)
+		return -EINVAL;
+	s->alloc = alloc;
+	s->file_size = (s->overhead + s->grain * alloc->count) * IC_SECT;
 	return 0;
 }
 
@@ -307,33 +317,34 @@ static void build_dir_sector(const struct ic_vmdk_sparse *s, uint64_t k, uint64_
 	}
 }
 
-/* Sector t of the grain tables (both copies are identical): 128 entries at a time. */
-static void build_gt_sector(const struct ic_vmdk_sparse *s, uint64_t t, uint8_t *out,
-			    const struct ic_vmdk_source *src)
+/* Sector t of the grain tables (both copies are identical): 128 entries at a time.  A
+ * stored grain's entry is its place among the stored grains: one rank, then counting. */
+static void build_gt_sector(const struct ic_vmdk_sparse *s, uint64_t t, uint8_t *out)
 {
-	for (uint32_t j = 0; j < IC_ENTRIES_PER_SECT; j++) {
-		uint64_t g = t * IC_ENTRIES_PER_SECT + j;
+	uint64_t g = t * IC_ENTRIES_PER_SECT;
+	uint64_t k = ic_rank_of(s->alloc, g);
+
+	for (uint32_t j = 0; j < IC_ENTRIES_PER_SECT; j++, g++) {
 		uint32_t v = 0;
 
-		if (g < s->n_grains && !src->grain_is_zero(src->arg, g))
-			v = (uint32_t)(s->overhead + s->grain * g);
+		if (ic_rank_test(s->alloc, g))
+			v = (uint32_t)(s->overhead + s->grain * k++);
 		put_le32(out + 4 * j, v);
 	}
 }
 
 /* Sector rel of one copy (directory then tables) starting at sector base. */
 static void build_copy_sector(const struct ic_vmdk_sparse *s, uint64_t base, uint64_t rel,
-			      uint8_t *out, const struct ic_vmdk_source *src)
+			      uint8_t *out)
 {
 	if (rel < s->gd_sectors)
 		build_dir_sector(s, rel, base + s->gd_sectors, out);
 	else
-		build_gt_sector(s, rel - s->gd_sectors, out, src);
+		build_gt_sector(s, rel - s->gd_sectors, out);
 }
 
 /* Any sector before the first grain. */
-static void build_meta_sector(const struct ic_vmdk_sparse *s, uint64_t lba, uint8_t *out,
-			      const struct ic_vmdk_source *src)
+static void build_meta_sector(const struct ic_vmdk_sparse *s, uint64_t lba, uint8_t *out)
 {
 	uint64_t copy = s->gd_sectors + IC_GT_SECTORS * s->n_gts;
 
@@ -342,16 +353,15 @@ static void build_meta_sector(const struct ic_vmdk_sparse *s, uint64_t lba, uint
 	else if (lba < IC_DESC_OFFSET + IC_DESC_SECTORS)
 		build_desc_sector(s, lba - IC_DESC_OFFSET, out);
 	else if (lba >= s->rgd_offset && lba < s->rgd_offset + copy)
-		build_copy_sector(s, s->rgd_offset, lba - s->rgd_offset, out, src);
+		build_copy_sector(s, s->rgd_offset, lba - s->rgd_offset, out);
 	else if (lba >= s->gd_offset && lba < s->gd_offset + copy)
-		build_copy_sector(s, s->gd_offset, lba - s->gd_offset, out, src);
+		build_copy_sector(s, s->gd_offset, lba - s->gd_offset, out);
 	else
 		memset(out, 0, IC_SECT);
 }
 
 /* Bytes [off, off+len) of the metadata area; whole sectors are built in place. */
-static void read_meta(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len, uint64_t off,
-		      const struct ic_vmdk_source *src)
+static void read_meta(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len, uint64_t off)
 {
 	uint8_t sect[IC_SECT];
 
@@ -360,9 +370,9 @@ static void read_meta(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len, ui
 		size_t n = len < IC_SECT - in ? len : IC_SECT - in;
 
 		if (n == IC_SECT) {
-			build_meta_sector(s, off / IC_SECT, p, src);
+			build_meta_sector(s, off / IC_SECT, p);
 		} else {
-			build_meta_sector(s, off / IC_SECT, sect, src);
+			build_meta_sector(s, off / IC_SECT, sect);
 			memcpy(p, sect + in, n);
 		}
 		p += n;
@@ -389,37 +399,31 @@ static int read_disk_tail(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len
 	return 0;
 }
 
-/* Disk bytes [pos, pos+len) as grains: one read_disk per run of non-zero grains, and
- * zeros without a read for zero grains (their GT entries are 0: nobody reads them). */
+/* Bytes [pos, pos+len) of the stored grains (pos counted from the first): grain k of
+ * the file is disk grain select(k); one read_disk per run of grains that follow each
+ * other on the disk as well as in the file. */
 static int read_grains(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len, uint64_t pos,
 		       const struct ic_vmdk_source *src)
 {
 	const uint64_t gbytes = s->grain * IC_SECT;
-	uint64_t g = pos / gbytes;
-	bool zero = src->grain_is_zero(src->arg, g);
-	int rc = 0;
 
 	while (len) {
-		uint64_t first = (g + 1) * gbytes - pos;
-		size_t n = first < len ? (size_t)first : len;
-		bool next = zero;
+		uint64_t in = pos % gbytes, g = ic_rank_select(s->alloc, pos / gbytes);
+		uint64_t next = g + 1;
+		size_t n = gbytes - in < len ? (size_t)(gbytes - in) : len;
+		int rc;
 
-		while (n < len) {
-			next = src->grain_is_zero(src->arg, ++g);
-			if (next != zero)
-				break;
+		/* the stored grain after g is g + 1 exactly when g + 1 is stored */
+		while (n < len && ic_rank_test(s->alloc, next)) {
 			n += len - n < gbytes ? len - n : (size_t)gbytes;
+			next++;
 		}
-		if (zero)
-			memset(p, 0, n);
-		else
-			rc = read_disk_tail(s, p, n, pos, src);
+		rc = read_disk_tail(s, p, n, g * gbytes + in, src);
 		if (rc)
 			return rc;
 		p += n;
 		pos += n;
 		len -= n;
-		zero = next;
 	}
 	return 0;
 }
@@ -431,6 +435,8 @@ int ic_vmdk_sparse_read(const struct ic_vmdk_sparse *s, void *buf, size_t len, u
 	uint8_t *p = buf;
 	size_t n;
 
+	if (!s->alloc)
+		return -ENXIO;
 	if (off >= s->file_size) {
 		memset(p, 0, len);
 		return 0;
@@ -442,7 +448,7 @@ int ic_vmdk_sparse_read(const struct ic_vmdk_sparse *s, void *buf, size_t len, u
 	}
 	if (off < meta_end) {
 		n = meta_end - off < len ? (size_t)(meta_end - off) : len;
-		read_meta(s, p, n, off, src);
+		read_meta(s, p, n, off);
 		p += n;
 		off += n;
 		len -= n;

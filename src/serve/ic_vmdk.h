@@ -1,13 +1,17 @@
 /* ic_vmdk.h: VMDK views of a disk, computed on the fly: the descriptor of a
- * descriptor + flat-extent pair, and a monolithicSparse file whose every byte is
- * derived from the disk (zero grains are holes).  Pure computation: no I/O of its own.
- * See /work/shared/reference/VMDK.md for the layouts hypervisors accept. */
+ * descriptor + flat-extent pair, and a compact monolithicSparse file whose every byte is
+ * derived from the disk and its allocation map: the grains that hold data, stored one
+ * after another in disk order, and nothing for the others (their grain table entries are
+ * 0).  Pure computation: no I/O of its own.  FORMAT.md section 13 gives the
+ * layout; /work/shared/reference/VMDK.md the constraints hypervisors put on it. */
 #ifndef IC_VMDK_H
 #define IC_VMDK_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ic_rank.h"
 
 /* Identity of a disk: CID and UUIDs, derived deterministically from a seed so that a
  * remount shows identical bytes. */
@@ -34,27 +38,35 @@ struct ic_vmdk_sparse {
 	uint64_t grain;             /* sectors per grain (power of two) */
 	uint64_t n_grains, n_gts, gd_sectors;
 	uint64_t rgd_offset, gd_offset, overhead; /* sectors */
-	uint64_t file_size;         /* bytes */
+	uint64_t max_file_size;     /* bytes, every grain stored (the 32-bit limit's measure) */
+	uint64_t file_size;         /* bytes: metadata + the stored grains, once allocated */
+	const struct ic_rank *alloc; /* grains stored (NULL until ic_vmdk_sparse_set_alloc) */
 	char descriptor[1024];      /* embedded descriptor text, NUL padded */
 	size_t descriptor_len;
 };
 
 /* Plan the file for a disk of disk_size bytes with grains of grain_bytes (power of
  * two, 4 KiB..1 MiB; 64 KiB is the default of every hypervisor) named file_name.
- * -EFBIG when the disk is too large for 32-bit grain offsets (about 2 TiB). */
+ * -EFBIG when the disk is too large for 32-bit grain offsets with every grain stored
+ * (about 2 TiB): then a hypervisor may fill every hole through an overlay.  file_size
+ * is max_file_size until the allocation is known. */
 int ic_vmdk_sparse_init(struct ic_vmdk_sparse *s, uint64_t disk_size, uint32_t grain_bytes,
 			const char *file_name, const struct ic_vmdk_ident *id);
 
-/* Callbacks for ic_vmdk_sparse_read: is grain g (disk bytes [g*grain, +grain)) all
- * zero?  and read disk bytes (never past disk_size).  Return 0 or -errno. */
+/* The grains the file stores: a sealed map of n_grains units (not copied: it must
+ * outlive s).  Sets file_size.  -EINVAL when the map has another size. */
+int ic_vmdk_sparse_set_alloc(struct ic_vmdk_sparse *s, const struct ic_rank *alloc);
+
+/* Reads the disk's bytes [off, off+len) (never past disk_size): 0 or -errno. */
 struct ic_vmdk_source {
-	bool (*grain_is_zero)(void *arg, uint64_t grain);
 	int (*read_disk)(void *arg, void *buf, size_t len, uint64_t off);
 	void *arg;
 };
 
 /* Fill buf with bytes [off, off+len) of the sparse file (clamped reads past
- * file_size give zeros).  Returns 0 or the first error of a callback. */
+ * file_size give zeros): one read_disk per run of stored grains that are neighbours
+ * on the disk too.  Returns 0, the first error of a callback, or -ENXIO before the
+ * allocation is set. */
 int ic_vmdk_sparse_read(const struct ic_vmdk_sparse *s, void *buf, size_t len, uint64_t off,
 			const struct ic_vmdk_source *src);
 

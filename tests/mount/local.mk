@@ -5,7 +5,8 @@ SH_TESTS += \
 	tests/mount/mount-overlay.sh \
 	tests/mount/mount-damage.sh \
 	tests/mount/mount-concurrent.sh \
-	tests/mount/mount-errors.sh
+	tests/mount/mount-errors.sh \
+	tests/mount/mount-vmdk.sh
 dist_check_DATA = tests/mount/mount-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh

@@ -1,8 +1,10 @@
 /* test_disk.c: a restore point's disk files over real chains made by ic_backup():
- * disk.raw and disk-flat.vmdk byte for byte, the descriptor and info.json, the sparse
- * VMDK decoded independently (holes exactly where the disk's blocks are zero) for block
- * sizes below, at and above the 64 KiB grain, the 2 TiB limit, and damage reported as
- * an error for the range, never as bytes. */
+ * disk.raw byte for byte, disk-flat.vmdk the same bytes padded to a whole sector, the
+ * descriptor and info.json, the compact sparse VMDK decoded independently (holes exactly
+ * where the disk's blocks are zero, in a full and in an incremental that zeroed blocks;
+ * the stored grains one after another; its size known from the first attach and the
+ * same on the next) for block sizes below, at and above the 64 KiB grain, the 2 TiB
+ * limit, and damage reported as an error for the range, never as bytes. */
 #include "config.h"
 
 #include <errno.h>
@@ -18,6 +20,7 @@
 
 #define GRAIN 65536u
 #define DISK (6ull * 1024 * 1024 + 3 * 4096 + 1000)   /* a short last block and grain */
+#define DISK_SECTORS ((DISK + 511) / 512 * 512)       /* disk-flat.vmdk's size */
 
 static char *dir;
 
@@ -42,6 +45,9 @@ static uint8_t *make_disk(uint64_t seed)
 	return d;
 }
 
+struct fixture;
+static void disk_open(struct fixture *f, size_t p);
+
 struct fixture {
 	char *chain;
 	uint8_t *src;
@@ -57,7 +63,6 @@ static void fixture_open(struct fixture *f, uint32_t block_size, const char *tag
 	struct ic_backup_opts o = { .quiet = true, .level = 3, .name = "p1",
 				    .block_size = block_size };
 	struct ic_backup_stats st;
-	struct ic_disk_info info;
 	char *source;
 	int fd;
 
@@ -77,10 +82,31 @@ static void fixture_open(struct fixture *f, uint32_t block_size, const char *tag
 	CHECK_EQ(ic_view_open(f->ch, &f->ch->points[0], &f->v), 0);
 	f->cache = ic_cache_new(block_size, f->key, NULL);
 	CHECK(f->cache != NULL);
-	ic_disk_info_from_point(f->ch, &f->ch->points[0], &info);
-	CHECK_EQ(ic_disk_new(&info, &f->disk), 0);
-	CHECK_EQ(ic_disk_attach(f->disk, f->cache, f->v), 0);
+	disk_open(f, 0);
 	free(source);
+}
+
+/* The disk of point p of f's chain, attached to its view.  The sparse file's size is an
+ * upper bound until the first attach, then final: the same after another attach. */
+static void disk_open(struct fixture *f, size_t p)
+{
+	struct ic_disk_info info;
+	uint64_t max, size;
+
+	ic_disk_info_from_point(f->ch, &f->ch->points[p], &info);
+	CHECK_EQ(ic_disk_new(&info, &f->disk), 0);
+	CHECK(ic_disk_sized(f->disk, IC_DISK_RAW) && ic_disk_sized(f->disk, IC_DISK_FLAT));
+	CHECK(!ic_disk_sized(f->disk, IC_DISK_SPARSE));
+	max = ic_disk_size(f->disk, IC_DISK_SPARSE);
+	CHECK_EQ(max % GRAIN, 0);
+	CHECK_EQ(ic_disk_attach(f->disk, f->cache, f->v), 0);
+	CHECK(ic_disk_sized(f->disk, IC_DISK_SPARSE));
+	size = ic_disk_size(f->disk, IC_DISK_SPARSE);
+	CHECK(size < max);
+	ic_disk_detach(f->disk);
+	CHECK_EQ(ic_disk_size(f->disk, IC_DISK_SPARSE), size);
+	CHECK_EQ(ic_disk_attach(f->disk, f->cache, f->v), 0);
+	CHECK_EQ(ic_disk_size(f->disk, IC_DISK_SPARSE), size);
 }
 
 static void fixture_close(struct fixture *f)
@@ -139,7 +165,6 @@ static void check_sparse(const uint8_t *f, uint64_t fsize, const uint8_t *src)
 	CHECK(strstr((const char *)f + 512, "createType=\"monolithicSparse\"") != NULL);
 	CHECK(strstr((const char *)f + 512, "SPARSE \"disk-sparse.vmdk\"") != NULL);
 	ngrains = (cap + grain - 1) / grain;
-	CHECK_EQ(fsize, (over + grain * ngrains) * 512);
 	for (uint64_t g = 0; g < ngrains; g++) {
 		uint32_t gt = le32(f + gd * 512 + (g / 512) * 4);
 		uint32_t rgt = le32(f + rgd * 512 + (g / 512) * 4);
@@ -153,10 +178,13 @@ static void check_sparse(const uint8_t *f, uint64_t fsize, const uint8_t *src)
 			CHECK(ic_is_zero(src + off, n));
 			continue;
 		}
+		/* stored one after another in disk order: the file has no gap */
+		CHECK_EQ(ent, over + grain * (g - holes));
 		CHECK(!memcmp(f + (uint64_t)ent * 512, src + off, n));
 		CHECK(ic_is_zero(f + (uint64_t)ent * 512 + n, GRAIN - n));
 	}
 	CHECK(holes > 0);
+	CHECK_EQ(fsize, (over + grain * (ngrains - holes)) * 512);
 }
 
 /* Grains that are zero on the source but fall into a block with data are allowed to
@@ -193,14 +221,18 @@ static void check_files(uint32_t block_size, const char *tag)
 
 	fixture_open(&f, block_size, tag);
 	CHECK_EQ(ic_disk_size(f.disk, IC_DISK_RAW), DISK);
-	CHECK_EQ(ic_disk_size(f.disk, IC_DISK_FLAT), DISK);
+	CHECK_EQ(ic_disk_size(f.disk, IC_DISK_FLAT), DISK_SECTORS);
 	CHECK(ic_disk_has(f.disk, IC_DISK_SPARSE));
+	CHECK(ic_disk_sized(f.disk, IC_DISK_SPARSE));
 	for (size_t n = 4093; n <= (1u << 20); n *= 4) {
 		buf = read_file(f.disk, IC_DISK_RAW, n, &sz);
+		CHECK_EQ(sz, DISK);
 		CHECK(!memcmp(buf, f.src, DISK));
 		free(buf);
 		buf = read_file(f.disk, IC_DISK_FLAT, n + 1, &sz);
+		CHECK_EQ(sz, DISK_SECTORS);
 		CHECK(!memcmp(buf, f.src, DISK));
+		CHECK(ic_is_zero(buf + DISK, DISK_SECTORS - DISK));
 		free(buf);
 	}
 	buf = read_file(f.disk, IC_DISK_DESC, 100, &sz);
@@ -243,6 +275,52 @@ static void test_block_4k(void)
 static void test_block_256k(void)
 {
 	check_files(256 * 1024, "c256k");
+}
+
+/* An incremental that zeroed grains of its parent (zero entries over data) and wrote
+ * others: its sparse file stores exactly its own non-zero grains. */
+static void test_incremental_zeroed(void)
+{
+	struct ic_backup_opts o = { .quiet = true, .level = 3, .name = "p2",
+				    .block_size = GRAIN };
+	struct ic_backup_stats st;
+	struct fixture f;
+	uint64_t sz, zeroed = 0;
+	uint8_t *buf;
+	char *source;
+	int fd;
+
+	fixture_open(&f, GRAIN, "cinc");
+	for (uint64_t g = 3; g * GRAIN < DISK; g += 5) {
+		uint64_t n = DISK - g * GRAIN < GRAIN ? DISK - g * GRAIN : GRAIN;
+
+		zeroed += !ic_is_zero(f.src + g * GRAIN, n);
+		memset(f.src + g * GRAIN, 0, n);
+	}
+	memset(f.src + 512 * 4096 + 77, 0x5a, 3);    /* data in a grain that was zero */
+	CHECK(zeroed > 5);
+	source = ic_path_join(dir, "source");
+	fd = open(source, O_WRONLY | O_TRUNC);
+	CHECK(fd >= 0);
+	CHECK_EQ(ic_pwrite_full(fd, f.src, DISK, 0, source), 0);
+	close(fd);
+	o.chain_dir = f.chain;
+	o.source = source;
+	CHECK_EQ(ic_backup(&o, &st), 0);
+	free(source);
+	ic_disk_free(f.disk);
+	ic_view_free(f.v);
+	ic_chain_free(f.ch);
+	CHECK_EQ(ic_chain_open(f.chain, &f.ch), 0);
+	CHECK_EQ(f.ch->npoints, 2);
+	CHECK_EQ(ic_view_open(f.ch, &f.ch->points[1], &f.v), 0);
+	CHECK_EQ(f.ch->points[1].img->slot.kind, ICF_KIND_INCREMENTAL);
+	disk_open(&f, 1);
+	buf = read_file(f.disk, IC_DISK_SPARSE, 65536, &sz);
+	check_sparse(buf, sz, f.src);
+	CHECK_EQ(count_holes(buf), count_zero_grains(f.src));
+	free(buf);
+	fixture_close(&f);
 }
 
 /* Identity: deterministic per point, distinct between points and between the pair
@@ -309,6 +387,17 @@ static void test_identity_and_limits(void)
 	ic_cache_free(cache);
 }
 
+/* Where disk grain g is stored in the sparse file (0: nowhere), from its grain tables. */
+static uint64_t sparse_grain_at(struct ic_disk *d, uint64_t g)
+{
+	uint8_t h[512], e[4] = { 0 };
+
+	CHECK_EQ(ic_disk_read(d, IC_DISK_SPARSE, NULL, h, sizeof(h), 0), (ssize_t)sizeof(h));
+	CHECK_EQ(ic_disk_read(d, IC_DISK_SPARSE, NULL, e, 4, le64(h + 56) * 512 + g / 512 * 4), 4);
+	CHECK_EQ(ic_disk_read(d, IC_DISK_SPARSE, NULL, e, 4, le32(e) * 512ull + g % 512 * 4), 4);
+	return le32(e) * 512ull;
+}
+
 /* A damaged block: reads covering it fail (raw, flat and the sparse grain), reads
  * beside it return the right bytes. */
 static void test_damage(void)
@@ -316,7 +405,7 @@ static void test_damage(void)
 	struct fixture f;
 	struct ic_block_ref ref;
 	uint8_t *buf = malloc(4 * GRAIN), byte;
-	uint64_t pos = 0, meta;
+	uint64_t pos = 0, at, next;
 	int fd;
 
 	fixture_open(&f, 65536, "cdmg");
@@ -339,12 +428,12 @@ static void test_damage(void)
 		 2 * GRAIN);
 	CHECK(!memcmp(buf, f.src + (pos + 1) * GRAIN, 2 * GRAIN));
 	/* the sparse file: its grain tables still read, the grain itself does not */
-	meta = ic_disk_size(f.disk, IC_DISK_SPARSE) - ((DISK + GRAIN - 1) / GRAIN) * GRAIN;
 	CHECK_EQ(ic_disk_read(f.disk, IC_DISK_SPARSE, NULL, buf, GRAIN, 0), GRAIN);
-	CHECK_EQ(ic_disk_read(f.disk, IC_DISK_SPARSE, NULL, buf, 10, meta + pos * GRAIN),
-		 IC_ECORRUPT);
-	CHECK_EQ(ic_disk_read(f.disk, IC_DISK_SPARSE, NULL, buf, GRAIN, meta + (pos + 1) * GRAIN),
-		 GRAIN);
+	at = sparse_grain_at(f.disk, pos);
+	next = sparse_grain_at(f.disk, pos + 1);
+	CHECK(at != 0 && next == at + GRAIN);
+	CHECK_EQ(ic_disk_read(f.disk, IC_DISK_SPARSE, NULL, buf, 10, at), IC_ECORRUPT);
+	CHECK_EQ(ic_disk_read(f.disk, IC_DISK_SPARSE, NULL, buf, GRAIN, next), GRAIN);
 	CHECK(!memcmp(buf, f.src + (pos + 1) * GRAIN, GRAIN));
 	fixture_close(&f);
 	free(buf);
@@ -357,6 +446,7 @@ int main(void)
 	RUN(test_block_64k);
 	RUN(test_block_4k);
 	RUN(test_block_256k);
+	RUN(test_incremental_zeroed);
 	RUN(test_identity_and_limits);
 	RUN(test_damage);
 	unit_rmtree(dir);
