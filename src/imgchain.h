@@ -18,5 +18,6 @@
 #include "ic_vmdk.h"
 #include "ic_state.h"
 #include "ic_lock.h"
+#include "ic_s3_chain.h"
 
 #endif

@@ -9,10 +9,12 @@
 #                                4  operations, keyless consolidation, what front ends serve;
 #                                   siblings: none of them includes another's headers
 #   src/imgchain.h               5  the umbrella header of the library
-#   tools/ front/*/              6  thin mains; front ends (front/imgmount: FUSE)
+#   tools/ front/*/              6  thin mains; front ends (front/imgmount: FUSE, front/nbdkit:
+#                                   the nbdkit plugin); front ends include none of each other
 #
-# Fails when a file includes a header of a higher layer (or of a sibling at layer 4), when a
-# quoted include names no header of the tree, or when anything under src/ includes FUSE.
+# Fails when a file includes a header of a higher layer (or of a sibling at layer 4, or of
+# another front end), when a quoted include names no header of the tree, or when anything
+# under src/ includes FUSE or nbdkit.
 set -u
 top=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$top" || exit 99
@@ -57,6 +59,10 @@ for f in format/*.h src/*.h src/*/*.[ch] tools/*.[ch] front/*/*.[ch]; do
 		echo "FAIL: $f includes FUSE: the library knows nothing of FUSE (only front/imgmount/ does)"
 		bad=1
 	fi
+	if [[ $dir == src* ]] && grep -Eq '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]nbdkit-' "$f"; then
+		echo "FAIL: $f includes nbdkit: the library knows nothing of nbdkit (only front/nbdkit/ does)"
+		bad=1
+	fi
 	while IFS= read -r inc; do
 		[[ $inc == config.h ]] && continue
 		hd=${where[$inc]:-}
@@ -67,7 +73,10 @@ for f in format/*.h src/*.h src/*/*.[ch] tools/*.[ch] front/*/*.[ch]; do
 		fi
 		[[ $hd == "$dir" ]] && continue
 		hr=$(rank "$hd")
-		if ((hr > r)) || { ((hr == r)) && ((r == 4)); }; then
+		if [[ $dir == front/* && $hd == front/* ]]; then
+			echo "FAIL: $f includes $hd/$inc: front ends share code through src/serve, not each other"
+			bad=1
+		elif ((hr > r)) || { ((hr == r)) && ((r == 4)); }; then
 			echo "FAIL: $f (layer $r, $dir) includes $hd/$inc (layer $hr): dependencies point down only"
 			bad=1
 		fi

@@ -26,7 +26,8 @@ static struct ic_cli cli = {
 		"Back up SOURCE (a raw disk image or block device) into the chain directory\n"
 		"CHAIN.  The first backup creates the chain (a full image) in CHAIN, which must\n"
 		"be absent or empty; later ones store only the blocks that changed since the\n"
-		"newest point (or --parent).\n",
+		"newest point (or --parent).  CHAIN may be s3://BUCKET/PREFIX (a bucket; see\n"
+		"imgbackup(1), S3 BUCKETS).\n",
 	.opts = opts,
 	.common = IC_CLI_KEYED | IC_CLI_QUIET,
 	.epilog =
@@ -62,8 +63,11 @@ int main(int argc, char **argv)
 {
 	struct ic_backup_opts o = { .level = 1 };
 	struct ic_backup_stats st;
+	struct ic_s3_chain *sc = NULL;
+	struct ic_s3_pre *pre = NULL;
+	const char *chain;
 	uint64_t v;
-	int c, ret;
+	int c, ret, sret;
 
 	ic_progname = cli.prog;
 	ic_no_dumps();
@@ -104,13 +108,35 @@ int main(int argc, char **argv)
 	o.passphrase_file = cli.passphrase_file;
 	o.quiet = cli.quiet;
 	o.accept_rollback = cli.accept_rollback;
-	o.chain_dir = argv[cli.optind];
+	chain = argv[cli.optind];
 	o.source = argv[cli.optind + 1];
 	ic_install_signals();
-	ret = ic_backup(&o, &st);
+	/* s3://BUCKET/PREFIX: under the lease, the indexes cached, the new point uploaded */
+	o.record_later = ic_s3_is_url(chain);
+	ret = ic_s3_chain_arg(chain, true, IC_S3_NEED_INDEX, NULL, 0, &sc, &o.chain_dir);
+	if (!ret && sc)
+		ret = ic_s3_pre_start(sc, &pre);
+	if (!ret)
+		ret = ic_backup(&o, &st);
+	if (!ret && pre)
+		ret = ic_s3_pre_finish(pre, st.seq);
+	else
+		ic_s3_pre_abort(pre);
+	if (!ret && sc) {
+		ret = ic_s3_chain_push(sc);
+		if (!ret)
+			ret = ic_s3_chain_published(sc, st.seq);
+		/* remembered (rollback detection) only once published: a killed upload's
+		 * point never was */
+		sret = ret ? 0 : ic_state_record(st.chain_id, st.seq, st.name, st.seal);
+		if (sret)
+			ic_msg("warning: %s (rollback detection will not know this point)",
+			       ic_last_error(sret));
+	}
+	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);
 	if (!o.quiet)
-		summary(&st, o.chain_dir);
+		summary(&st, chain);
 	return IC_EXIT_OK;
 }

@@ -134,6 +134,12 @@ int main(int argc, char **argv)
 		return ic_cli_usage("--merge and --keep-* cannot be combined: run them one after the other");
 	o.quiet = cli.quiet;
 	o.chain_dir = argv[cli.optind];
+	if (ic_s3_is_url(o.chain_dir)) {
+		/* merges rewrite and remove images: not done on a bucket yet (FORMAT.md 14) */
+		ic_fail(-EOPNOTSUPP, "%s: consolidating a chain in a bucket is not "
+			"supported yet", o.chain_dir);
+		return ic_report(-EOPNOTSUPP);
+	}
 	env_opts(&o);
 	ic_install_signals();
 	ret = ic_consolidate(&o, &st);

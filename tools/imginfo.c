@@ -158,6 +158,8 @@ static void print_text(const struct ic_chain *c)
 int main(int argc, char **argv)
 {
 	struct ic_chain *c;
+	struct ic_s3_chain *sc = NULL;
+	const char *dir;
 	bool json = false;
 	int ch, ret;
 
@@ -170,11 +172,25 @@ int main(int argc, char **argv)
 		return cli.status;
 	if (argc - cli.optind != 1)
 		return ic_cli_usage("expected CHAIN");
-	ret = ic_chain_open(argv[cli.optind], &c);
-	if (ret)
+	/* s3://BUCKET/PREFIX: each image's first 4 KiB (header and slots), cached */
+	ret = ic_s3_chain_arg(argv[cli.optind], false, IC_S3_NEED_HEADER, NULL, 0, &sc, &dir);
+	if (!ret)
+		ret = ic_chain_open(dir, &c);
+	if (!ret && sc) {
+		char *url = strdup(argv[cli.optind]);   /* reported as the user named it */
+
+		if (url) {
+			free(c->dir);
+			c->dir = url;
+		}
+	}
+	if (ret) {
+		ic_s3_chain_close(sc);
 		return ic_report(ret);
+	}
 	if (!c->npoints && !c->nbad) {
 		ic_chain_free(c);
+		ic_s3_chain_close(sc);
 		ic_fail(-ENOENT, "%s: no restore points (not a chain?)", argv[cli.optind]);
 		return ic_report(-ENOENT);
 	}
@@ -184,5 +200,6 @@ int main(int argc, char **argv)
 		print_text(c);
 	ret = c->nbad ? IC_EXIT_CORRUPT : IC_EXIT_OK;
 	ic_chain_free(c);
+	ic_s3_chain_close(sc);
 	return ret;
 }

@@ -110,6 +110,28 @@ static int with_lock(const struct imgkey_opts *o, int (*fn)(const struct imgkey_
 	return ret;
 }
 
+/* The chain argument: a directory, or s3://BUCKET/PREFIX whose key file is cached (and, for
+ * a change, pushed back under the writers' lease: FORMAT.md 14). */
+static int with_chain(struct imgkey_opts *o, bool writer,
+		      int (*fn)(const struct imgkey_opts *))
+{
+	struct ic_s3_chain *sc;
+	const char *dir;
+	int ret, err;
+
+	err = ic_s3_chain_arg(o->args[0], writer, IC_S3_NEED_HEADER, NULL, 0, &sc, &dir);
+	if (err)
+		return ic_report(err);
+	if (!sc)
+		return writer ? with_lock(o, fn) : fn(o);
+	o->args[0] = (char *)dir;
+	ret = writer ? with_lock(o, fn) : fn(o);
+	if (ret == IC_EXIT_OK && writer && (err = ic_s3_chain_push(sc)) != 0)
+		ret = ic_report(err);
+	ic_s3_chain_close(sc);
+	return ret;
+}
+
 /* Unlock the key file of the chain and compare its generation with this machine's state
  * (a rolled-back key file is refused, exit 4, unless --accept-rollback). */
 static int unlock(const struct imgkey_opts *o, struct ic_keyfile *kf, struct ic_key **key,
@@ -312,11 +334,11 @@ int main(int argc, char **argv)
 		return ret;
 	if (!strcmp(o.cmd, "list")) {
 		ret = check_args(&o, 1, false, false);
-		return ret >= 0 ? ret : cmd_list(&o);
+		return ret >= 0 ? ret : with_chain(&o, false, cmd_list);
 	}
 	if (!strcmp(o.cmd, "check")) {
 		ret = check_args(&o, 1, true, false);
-		return ret >= 0 ? ret : cmd_check(&o);
+		return ret >= 0 ? ret : with_chain(&o, false, cmd_check);
 	}
 	if (!strcmp(o.cmd, "revoke")) {
 		int slot;
@@ -326,11 +348,11 @@ int main(int argc, char **argv)
 			return ret;
 		if (o.nargs == 2 && parse_slot(o.args[1], &slot) < 0)
 			return ic_cli_usage("SLOT must be a number from 0 to 7");
-		return with_lock(&o, cmd_revoke);
+		return with_chain(&o, true, cmd_revoke);
 	}
 	if (!strcmp(o.cmd, "add")) {
 		ret = check_args(&o, 1, true, true);
-		return ret >= 0 ? ret : with_lock(&o, cmd_add);
+		return ret >= 0 ? ret : with_chain(&o, true, cmd_add);
 	}
 	if (!strcmp(o.cmd, "remove")) {
 		int slot;
@@ -341,7 +363,7 @@ int main(int argc, char **argv)
 		/* a bad SLOT is a usage error, whatever state the chain is in */
 		if (parse_slot(o.args[1], &slot) < 0)
 			return ic_cli_usage("SLOT must be a number from 0 to 7");
-		return with_lock(&o, cmd_remove);
+		return with_chain(&o, true, cmd_remove);
 	}
 	return ic_cli_usage("unknown command '%s'", o.cmd);
 }

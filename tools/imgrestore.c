@@ -31,6 +31,7 @@ int main(int argc, char **argv)
 {
 	struct ic_restore_opts o = { 0 };
 	struct ic_restore_stats st;
+	struct ic_s3_chain *sc = NULL;
 	char a[32], r[32];
 	int c, ret;
 
@@ -56,7 +57,12 @@ int main(int argc, char **argv)
 	o.name = argv[cli.optind + 1];
 	o.dest = argv[cli.optind + 2];
 	ic_install_signals();
-	ret = ic_restore(&o, &st);
+	/* s3://BUCKET/PREFIX: the headers, then every byte of the point's path, cached */
+	ret = ic_s3_chain_arg(o.chain_dir, false, IC_S3_NEED_HEADER, o.name, IC_S3_NEED_FULL, &sc,
+			      &o.chain_dir);
+	if (!ret)
+		ret = ic_restore(&o, &st);
+	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);
 	if (!o.quiet)

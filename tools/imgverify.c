@@ -64,6 +64,8 @@ int main(int argc, char **argv)
 {
 	struct ic_verify_opts o = { 0 };
 	struct ic_verify_stats st;
+	struct ic_s3_chain *sc = NULL;
+	const char *chain;
 	char b[32];
 	int c, ret;
 
@@ -79,17 +81,22 @@ int main(int argc, char **argv)
 	o.passphrase_file = cli.passphrase_file;
 	o.quiet = cli.quiet;
 	o.accept_rollback = cli.accept_rollback;
-	o.chain_dir = argv[cli.optind];
+	chain = argv[cli.optind];
 	o.name = argc - cli.optind == 2 ? argv[cli.optind + 1] : NULL;
 	ic_install_signals();
-	ret = ic_verify(&o, &st);
+	/* s3://BUCKET/PREFIX: every byte of the point's path, or of every image, cached */
+	ret = ic_s3_chain_arg(chain, false, o.name ? IC_S3_NEED_HEADER : IC_S3_NEED_FULL, o.name,
+			      IC_S3_NEED_FULL, &sc, &o.chain_dir);
+	if (!ret)
+		ret = ic_verify(&o, &st);
+	if (!ret && o.data && !o.name)
+		review_state(o.chain_dir);
+	ic_s3_chain_close(sc);
 	if (ret)
 		return ic_report(ret);
-	if (o.data && !o.name)
-		review_state(o.chain_dir);
 	if (!o.quiet)
 		printf("%s: %llu point%s, %llu image%s, %llu record%s (%s) %s: no problems\n",
-		       o.chain_dir, (unsigned long long)st.points, st.points == 1 ? "" : "s",
+		       chain, (unsigned long long)st.points, st.points == 1 ? "" : "s",
 		       (unsigned long long)st.images, st.images == 1 ? "" : "s",
 		       (unsigned long long)st.records, st.records == 1 ? "" : "s", ic_human_bytes(st.bytes, b, sizeof(b)),
 		       o.data ? "authenticated" : "checked");

@@ -267,39 +267,6 @@ static int absolute(const char *path, const char *what, char **out)
 	return 0;
 }
 
-/* Before mounting: the key must be this chain's ("wrong key", exit 3), and the chain
- * must not be older than this machine last saw (rollback, exit 4). */
-static int check_chain(const char *dir, const struct ic_key *key, bool accept_rollback)
-{
-	struct ic_chain *ch;
-	int ret = ic_chain_open(dir, &ch);
-
-	if (ret)
-		return ret;
-	if (ch->have_images && (memcmp(key->chain_id, ch->chain_id, ICF_ID_LEN) ||
-				memcmp(key->key_check, ch->key_check, ICF_CHECK_LEN)))
-		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
-			      dir);
-	else
-		ret = ic_state_check(ch, accept_rollback);
-	ic_chain_free(ch);
-	return ret;
-}
-
-/* A sixteenth of the machine's memory, from 64 MiB to 1 GiB: random reads of a
- * backup hit the cache far more often once it holds a good share of the disk. */
-static uint64_t default_cache_bytes(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	uint64_t b = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 16 : 0;
-
-	if (b < (64ull << 20))
-		b = 64ull << 20;
-	if (b > (1ull << 30))
-		b = 1ull << 30;
-	return b;
-}
-
 int main(int argc, char **argv)
 {
 	struct cli c = { .fargs = FUSE_ARGS_INIT(0, NULL) };
@@ -322,7 +289,19 @@ int main(int argc, char **argv)
 		fuse_opt_free_args(&c.fargs);
 		return ret;
 	}
-	ret = absolute(c.chain, "chain", &chain);
+	if (ic_s3_is_url(c.chain)) {
+		/* s3://BUCKET/PREFIX: every image cached first, then the cache is mounted
+		 * (no request after this: nothing of the client crosses the daemon's fork) */
+		struct ic_s3_chain *sc;
+		const char *dir;
+
+		ret = ic_s3_chain_arg(c.chain, false, IC_S3_NEED_FULL, NULL, 0, &sc, &dir);
+		if (!ret && !(chain = strdup(dir)))
+			ret = -ENOMEM;
+		ic_s3_chain_close(sc);
+	} else {
+		ret = absolute(c.chain, "chain", &chain);
+	}
 	if (ret)
 		goto out;
 	if (c.overlay) {
@@ -349,14 +328,12 @@ int main(int argc, char **argv)
 		goto out;
 	c.mountpoint = mountpoint;
 	/* the passphrase is asked before anything is mounted or forked */
-	ret = ic_key_unlock(chain, c.passfile, &key);
-	if (!ret)
-		ret = check_chain(chain, key, c.accept_rollback);
+	ret = ic_key_unlock_chain(chain, c.passfile, c.accept_rollback, &key);
 	if (ret)
 		goto out;
 	mo.chain_dir = chain;
 	mo.overlay_dir = overlay;
-	mo.cache_bytes = c.cache_bytes ? c.cache_bytes : default_cache_bytes();
+	mo.cache_bytes = c.cache_bytes;     /* 0: the session's default */
 	mo.mountpoint = mountpoint;
 	ret = mount_fs_new(&mo, key, &fs);
 	if (ret)

@@ -82,11 +82,10 @@ void mount_log(int prio, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void on_cache_error(void *arg, int err, const char *msg)
+static void on_session_log(void *arg, int prio, const char *msg)
 {
 	(void)arg;
-	mount_log(LOG_ERR, "%s", msg);
-	(void)err;
+	mount_log(prio, "%s", msg);
 }
 
 /* errno for the kernel: damage and key trouble are I/O errors to a reader. */
@@ -152,89 +151,43 @@ const struct fuse_operations *mount_fs_ops(void)
 
 int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mount_fs **out)
 {
+	struct ic_session_opts so = {
+		.chain_dir = o->chain_dir,
+		.overlay_dir = o->overlay_dir,
+		.cache_bytes = o->cache_bytes,
+		.log = on_session_log,
+	};
 	struct mount_fs *fs = calloc(1, sizeof(*fs));
 	int ret;
 
 	if (!fs)
 		return -ENOMEM;
 	fs->o = *o;
-	fs->key = key;
 	fs->uid = getuid();
 	fs->gid = getgid();
-	pthread_mutex_init(&fs->lock, NULL);
-	pthread_mutex_init(&fs->refresh_mu, NULL);
-	if (o->overlay_dir && mkdir(o->overlay_dir, 0700) < 0 && errno != EEXIST) {
-		ret = ic_fail(-errno, "%s: %s", o->overlay_dir, strerror(errno));
-		goto fail;
-	}
-	ret = mfs_refresh(fs, true);
-	if (ret)
-		goto fail;
-	if (fs->gens->chain->have_images &&
-	    memcmp(fs->gens->chain->chain_id, key->chain_id, ICF_ID_LEN)) {
-		ret = ic_fail(IC_EKEY, "%s: the key does not belong to this chain", o->chain_dir);
-		goto fail;
+	ret = ic_session_new(&so, key, &fs->ss);
+	if (ret) {
+		free(fs);
+		return ret;
 	}
 	*out = fs;
 	return 0;
-fail:
-	mount_fs_free(fs);
-	return ret;
 }
 
 int mount_fs_start(struct mount_fs *fs)
 {
-	struct ic_cache_opts co = {
-		.max_bytes = fs->o.cache_bytes,
-		.on_error = on_cache_error,
-		.arg = fs,
-	};
-	uint32_t bs = fs->gens && fs->gens->chain->have_images ? fs->gens->chain->block_size
-							      : ICF_BLOCK_DEFAULT;
-
-	fs->cache = ic_cache_new(bs, fs->key, &co);
-	if (!fs->cache)
-		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	return 0;
+	return ic_session_start(fs->ss);
 }
 
 size_t mount_fs_npoints(struct mount_fs *fs)
 {
-	size_t n = 0;
-
-	pthread_mutex_lock(&fs->lock);
-	for (size_t i = 0; i < fs->npts; i++)
-		n += !fs->pts[i]->gone;
-	pthread_mutex_unlock(&fs->lock);
-	return n;
+	return ic_session_npoints(fs->ss);
 }
 
 void mount_fs_free(struct mount_fs *fs)
 {
 	if (!fs)
 		return;
-	pthread_mutex_lock(&fs->lock);
-	for (size_t i = 0; i < fs->npts; i++)
-		mfs_point_free(fs, fs->pts[i]);
-	free(fs->pts);
-	fs->pts = NULL;
-	fs->npts = fs->pts_cap = 0;
-	while (fs->gens)
-		mfs_gen_unref(fs, fs->gens);
-	pthread_mutex_unlock(&fs->lock);
-	if (fs->cache) {
-		struct ic_cache_stats st;
-
-		ic_cache_get_stats(fs->cache, &st);
-		mount_log(LOG_INFO, "block cache: %llu hits, %llu misses, %llu waits, %llu blocks decoded, %llu by readahead (%llu dropped), %llu evicted, %llu dropped behind a sequential reader, %llu errors",
-			  (unsigned long long)st.hits, (unsigned long long)st.misses,
-			  (unsigned long long)st.waits, (unsigned long long)st.decoded,
-			  (unsigned long long)st.ra_done, (unsigned long long)st.ra_dropped,
-			  (unsigned long long)st.evictions, (unsigned long long)st.dropped,
-			  (unsigned long long)st.errors);
-	}
-	ic_cache_free(fs->cache);
-	pthread_mutex_destroy(&fs->lock);
-	pthread_mutex_destroy(&fs->refresh_mu);
+	ic_session_free(fs->ss);
 	free(fs);
 }

@@ -9,10 +9,11 @@
  *   /POINT/OTHER...        with an overlay only: real files and directories kept in
  *                          OVERLAY/POINT/extra/ (hypervisor lock files)
  *
- * Threads: libfuse's worker threads call the operations concurrently.  fs->lock guards
- * the point table, each point's identity and handle count and its overlays; a point's
- * view is built under its own mutex (and one global mutex, as index checks of shared
- * images must not run concurrently).  Reads and writes take no global lock.
+ * The chain, the point table, views, the cache and overlays are the serve layer's session
+ * (ic_session.h, shared with the nbdkit plugin).  Threads: libfuse's worker threads call
+ * the operations concurrently.  The session's lock (fs->ss->lock) guards the point table,
+ * each point's identity and handle count and its overlays; a point's view is built under
+ * its own mutex.  Reads and writes take no global lock.
  */
 #ifndef MOUNT_FS_H
 #define MOUNT_FS_H
@@ -29,7 +30,7 @@
 struct mount_opts {
 	const char *chain_dir;      /* absolute */
 	const char *overlay_dir;    /* absolute, or NULL for a read-only mount */
-	uint64_t cache_bytes;       /* 0: the cache's default */
+	uint64_t cache_bytes;       /* 0: the session's default (1/16 of RAM, 64M..1G) */
 	const char *mountpoint;     /* absolute; its kernel readahead is raised to 1 MiB */
 };
 

@@ -9,7 +9,7 @@
 
 #include "mount_fs_int.h"
 
-/* Resolve path under fs->lock. */
+/* Resolve path under fs->ss->lock. */
 void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w)
 {
 	const char *name = path + 1, *slash;
@@ -21,10 +21,10 @@ void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w)
 	}
 	slash = strchr(name, '/');
 	if (!slash && !strcmp(name, ICF_NAME_RESERVED)) {
-		w->node = fs->latest[0] ? N_LATEST : N_NONE;
+		w->node = fs->ss->latest[0] ? N_LATEST : N_NONE;
 		return;
 	}
-	w->mp = mfs_find_point(fs, name, slash ? (size_t)(slash - name) : strlen(name));
+	w->mp = ic_session_find(fs->ss, name, slash ? (size_t)(slash - name) : strlen(name));
 	if (!w->mp || w->mp->gone) {
 		w->mp = NULL;
 		return;
@@ -44,7 +44,7 @@ void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w)
 	}
 }
 
-char *mfs_extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *rest)
+char *mfs_extra_path(struct mount_fs *fs, const struct ic_spoint *mp, const char *rest)
 {
 	char *p;
 
@@ -55,7 +55,7 @@ char *mfs_extra_path(struct mount_fs *fs, const struct mpoint *mp, const char *r
 }
 
 /* mkdir -p OVERLAY/POINT/extra */
-int mfs_extra_dir_make(struct mount_fs *fs, const struct mpoint *mp)
+int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp)
 {
 	char *p = ic_path_join(fs->o.overlay_dir, mp->name);
 	int ret = 0;
@@ -83,23 +83,20 @@ static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_
 	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = t;
 }
 
-static int file_attr(struct mount_fs *fs, struct mpoint *mp, int file, struct stat *st)
+static int file_attr(struct mount_fs *fs, struct ic_spoint *mp, int file, struct stat *st)
 {
 	const struct ic_disk_info *in = ic_disk_get_info(mp->disk);
-	struct ic_overlay *ov;
 	uint64_t size;
 	bool rw;
-	int ret = mfs_size_file(fs, mp, file);
+	int ret = ic_session_size_file(fs->ss, mp, file);
 
 	if (ret)
 		return mfs_errno(ret);
-	size = ic_disk_size(mp->disk, file);
-	ov = mfs_ov_get(fs, mp, file, false, &ret);
-	if (ov)
-		size = file == IC_DISK_FLAT ? mfs_flat_size(ic_overlay_size(ov)) : ic_overlay_size(ov);
+	ic_session_ov_get(fs->ss, mp, file, false, &ret);
+	size = ic_session_size(mp, file);
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
-	     !(ov_of(file) >= 0 && mp->ov_refused[ov_of(file)]);
+	     !(ic_session_ov_of(file) >= 0 && mp->ov_refused[ic_session_ov_of(file)]);
 	fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
 	st->st_size = (off_t)size;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
@@ -119,8 +116,8 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	else if (h && h->fd >= 0)
 		return fstat(h->fd, st) < 0 ? -errno : 0;
 	if (path && !strchr(path + 1, '/'))
-		mfs_refresh(fs, false);
-	pthread_mutex_lock(&fs->lock);
+		ic_session_refresh(fs->ss, false);
+	pthread_mutex_lock(&fs->ss->lock);
 	if (h && !h->dir) {
 		w.node = N_FILE;
 		w.mp = h->mp;
@@ -132,12 +129,12 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	}
 	switch (w.node) {
 	case N_ROOT:
-		fill_common(fs, st, S_IFDIR | 0555, fs->dir_mtime.tv_sec);
-		st->st_nlink = 2 + fs->npts;
+		fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
+		st->st_nlink = 2 + fs->ss->npts;
 		break;
 	case N_LATEST:
-		fill_common(fs, st, S_IFLNK | 0777, fs->latest_time.tv_sec);
-		st->st_size = (off_t)strlen(fs->latest);
+		fill_common(fs, st, S_IFLNK | 0777, fs->ss->latest_time.tv_sec);
+		st->st_size = (off_t)strlen(fs->ss->latest);
 		break;
 	case N_POINT:
 		fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
@@ -156,7 +153,7 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	default:
 		ret = -ENOENT;
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(&fs->ss->lock);
 	return ret;
 }
 
@@ -166,10 +163,10 @@ int mfs_readlink(const char *path, char *buf, size_t size)
 	struct where w;
 	int ret = 0;
 
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	if (w.node == N_LATEST) {
-		snprintf(buf, size, "%s", fs->latest);
+		snprintf(buf, size, "%s", fs->ss->latest);
 	} else if (w.node == N_EXTRA) {
 		char *p = mfs_extra_path(fs, w.mp, w.rest);
 		ssize_t n = p ? readlink(p, buf, size - 1) : -1;
@@ -181,7 +178,7 @@ int mfs_readlink(const char *path, char *buf, size_t size)
 	} else {
 		ret = w.node == N_NONE ? -ENOENT : -EINVAL;
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(&fs->ss->lock);
 	return ret;
 }
 
@@ -217,17 +214,17 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 	if (!path)
 		return -EBADF;
 	if (!strcmp(path, "/"))
-		mfs_refresh(fs, false);
-	pthread_mutex_lock(&fs->lock);
+		ic_session_refresh(fs->ss, false);
+	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	switch (w.node) {
 	case N_ROOT:
 		filler(buf, ".", NULL, 0, 0);
 		filler(buf, "..", NULL, 0, 0);
-		for (size_t i = 0; i < fs->npts; i++)
-			if (!fs->pts[i]->gone)
-				filler(buf, fs->pts[i]->name, NULL, 0, 0);
-		if (fs->latest[0])
+		for (size_t i = 0; i < fs->ss->npts; i++)
+			if (!fs->ss->pts[i]->gone)
+				filler(buf, fs->ss->pts[i]->name, NULL, 0, 0);
+		if (fs->ss->latest[0])
 			filler(buf, ICF_NAME_RESERVED, NULL, 0, 0);
 		break;
 	case N_POINT: {
@@ -261,7 +258,7 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 	default:
 		ret = -ENOTDIR;
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(&fs->ss->lock);
 	return ret;
 }
 
@@ -300,7 +297,7 @@ int mfs_change_path(struct mount_fs *fs, const char *path, char **out)
 	*out = NULL;
 	if (!fs->o.overlay_dir)
 		return -EROFS;
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	if (w.node == N_EXTRA) {
 		ret = mfs_extra_dir_make(fs, w.mp);
@@ -309,7 +306,7 @@ int mfs_change_path(struct mount_fs *fs, const char *path, char **out)
 	} else {
 		ret = -EPERM;
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(&fs->ss->lock);
 	return ret;
 }
 
@@ -391,9 +388,9 @@ static int attr_change(const char *path, int (*fn)(const char *p, const void *ar
 
 	if (!path)
 		return 0;
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(&fs->ss->lock);
 	if (w.node == N_NONE)
 		return -ENOENT;
 	if (w.node != N_EXTRA)

@@ -413,7 +413,9 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	if (ret)
 		goto out;
 	st->seq = j.seq;
-	ret = ic_state_record(j.chain_id, j.seq, slot.name, slot.seal);
+	memcpy(st->chain_id, j.chain_id, ICF_ID_LEN);
+	memcpy(st->seal, slot.seal, ICF_SEAL_LEN);
+	ret = o->record_later ? 0 : ic_state_record(j.chain_id, j.seq, slot.name, slot.seal);
 	if (ret)
 		ic_msg("warning: %s (rollback detection will not know this point)", ic_last_error(ret));
 	ret = 0;

@@ -23,6 +23,9 @@ struct ic_backup_opts {
 	bool accept_rollback;       /* accept a chain older than this machine last saw */
 	uint32_t format_version;    /* tests only: image version of a new full (0: current);
 				     * an incremental always takes its parent's */
+	bool record_later;          /* the caller remembers the point (ic_state_record with
+				     * st's chain_id, seq, name, seal) once it is published
+				     * (s3://: after its upload), not at the local commit */
 };
 
 struct ic_backup_stats {
@@ -38,6 +41,8 @@ struct ic_backup_stats {
 	uint64_t bytes_stored;      /* record bytes written */
 	double seconds;
 	double seconds_key;         /* of which: unlocking the key (Argon2id), a fixed cost */
+	uint8_t chain_id[ICF_ID_LEN];
+	uint8_t seal[ICF_SEAL_LEN];  /* the new point's */
 };
 
 /* Run one backup.  Creates the chain (directory, key file) when absent or empty.

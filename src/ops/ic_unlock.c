@@ -3,7 +3,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "ic_chain.h"
 #include "ic_keys.h"
 #include "ic_state.h"
 #include "ic_unlock.h"
@@ -60,4 +62,40 @@ int ic_key_unlock(const char *chain_dir, const char *passphrase_file, struct ic_
 	ret = ic_key_unlock_keyfile(chain_dir, passphrase_file, kf, out, NULL, NULL, NULL);
 	free(kf);
 	return ret;
+}
+
+/* The key must be this chain's ("wrong key", exit 3), and the chain must not be older
+ * than this machine last saw (rollback, exit 4). */
+static int check_chain(const char *dir, const struct ic_key *key, bool accept_rollback)
+{
+	struct ic_chain *ch;
+	int ret = ic_chain_open(dir, &ch);
+
+	if (ret)
+		return ret;
+	if (ch->have_images && (memcmp(key->chain_id, ch->chain_id, ICF_ID_LEN) ||
+				memcmp(key->key_check, ch->key_check, ICF_CHECK_LEN)))
+		ret = ic_fail(IC_EKEY, "%s: wrong key: the key file does not belong to this chain's images",
+			      dir);
+	else
+		ret = ic_state_check(ch, accept_rollback);
+	ic_chain_free(ch);
+	return ret;
+}
+
+int ic_key_unlock_chain(const char *chain_dir, const char *passphrase_file,
+			bool accept_rollback, struct ic_key **out)
+{
+	struct ic_key *key;
+	int ret = ic_key_unlock(chain_dir, passphrase_file, &key);
+
+	if (ret)
+		return ret;
+	ret = check_chain(chain_dir, key, accept_rollback);
+	if (ret) {
+		ic_key_free(key);
+		return ret;
+	}
+	*out = key;
+	return 0;
 }

@@ -125,6 +125,28 @@ ssize_t ic_overlay_read(struct ic_overlay *ov, void *buf, size_t len, uint64_t o
 	return ret ? ret : (ssize_t)n;
 }
 
+/* The run of blocks from off (at most len bytes) that the overlay holds (*present) or
+ * leaves to the base; every byte counts as held where the base no longer shows (past
+ * base_limit, after a truncation). */
+uint64_t ic_overlay_extent(struct ic_overlay *ov, uint64_t off, uint64_t len, bool *present)
+{
+	uint64_t end = off + len, stop;
+
+	pthread_rwlock_rdlock(&ov->lock);
+	if (off >= ov->base_limit) {
+		*present = true;
+		stop = end;
+	} else {
+		*present = ovl_test(ov, off / OVL_BS);
+		stop = ovl_run_end(ov, off / OVL_BS, ovl_blocks(end), *present) * OVL_BS;
+		if (!*present)
+			stop = ovl_min(stop, ov->base_limit);
+		stop = ovl_min(stop, end);
+	}
+	pthread_rwlock_unlock(&ov->lock);
+	return stop - off;
+}
+
 /* ---- writing -------------------------------------------------------------------- */
 
 static void ovl_note_size(struct ic_overlay *ov, uint64_t size)

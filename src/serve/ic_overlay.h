@@ -55,6 +55,9 @@ ssize_t ic_overlay_read(struct ic_overlay *ov, void *buf, size_t len, uint64_t o
  * completed from the base.  Returns len or -errno. */
 ssize_t ic_overlay_write(struct ic_overlay *ov, const void *buf, size_t len, uint64_t off,
 			 ic_base_read_fn base, void *arg);
+/* From off, the length (<= len, > 0) of the run of bytes whose blocks the overlay holds
+ * (*present true: written, or past what the base still shows) or the base shows. */
+uint64_t ic_overlay_extent(struct ic_overlay *ov, uint64_t off, uint64_t len, bool *present);
 int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size);
 /* Make every completed write durable (data, then the block map and size). */
 int ic_overlay_fsync(struct ic_overlay *ov);

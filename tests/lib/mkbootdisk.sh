@@ -22,7 +22,7 @@
 #       ${XDG_CACHE_HOME:-$HOME/.cache}/imgchain-bootdisk).
 #   bootdisk_set_marker DISK MARKER
 #       Rewrites MARKER.TXT in place with mtools: a few 512-byte sectors change.
-#   bootdisk_boot DISK FORMAT [DRIVE_OPT...]
+#   bootdisk_boot DISK FORMAT [DRIVE_OPT...]   (DISK may be a URI: nbd+unix://, iscsi://)
 #       Boots DISK (any qemu format: raw, vmdk, qcow2...) as a virtio disk, with each DRIVE_OPT
 #       appended to -drive (e.g. snapshot=on, readonly=on, cache=none). Prints the guest's
 #       "IMGCHAIN-MARKER: <marker>" line; fails if it does not appear within $BOOTDISK_TIMEOUT
@@ -41,6 +41,33 @@ bootdisk_fetch_kernel()     { bash "$BOOTDISK_LIB" --fetch-kernel "$@"; }
 bootdisk_create()           { bash "$BOOTDISK_LIB" --create "$@"; }
 bootdisk_set_marker()       { bash "$BOOTDISK_LIB" --set-marker "$@"; }
 bootdisk_boot()             { bash "$BOOTDISK_LIB" --boot "$@"; }
+# bootdisk_expect NAME DISK FORMAT MARKER WRITE [DRIVE_OPT...]: for tests (functions.sh's fail):
+# bootdisk_boot with the console in $TESTDIR/console-NAME.log; fails unless the guest printed
+# MARKER and, when WRITE is not empty, "IMGCHAIN-GUEST-WRITE: WRITE".
+bootdisk_expect() {
+	local name=$1 disk=$2 format=$3 marker=$4 write=$5 out s=$SECONDS log
+	shift 5
+	log=$TESTDIR/console-$name.log
+	out=$(BOOTDISK_LOG=$log bootdisk_boot "$disk" "$format" "$@") || {
+		[[ -f $log ]] && tail -n 30 "$log" >&2
+		fail "$name: $disk did not boot"
+	}
+	[[ $out == "IMGCHAIN-MARKER: $marker" ]] || fail "$name: printed '$out', expected marker '$marker'"
+	[[ -z $write ]] || grep -aq "IMGCHAIN-GUEST-WRITE: $write\$" "$log" ||
+		fail "$name: guest did not report 'IMGCHAIN-GUEST-WRITE: $write'"
+	echo "$name: $disk ${*:-writable} -> $out ($((SECONDS - s)) s)"
+}
+# bootdisk_chain CHAIN MARKER_A MARKER_B: for tests: the boot disk with MARKER_A backed up as
+# point pa, then with MARKER_B as pb, into CHAIN; their sources kept as srcA.raw, srcB.raw.
+bootdisk_chain() {
+	bootdisk_create src.raw "$2" || fail "bootdisk_create failed"
+	cp --sparse=always src.raw srcA.raw
+	imgbackup -q -n pa "$1" src.raw || fail "imgbackup of point A failed"
+	bootdisk_set_marker src.raw "$3" || fail "bootdisk_set_marker failed"
+	cmp -s src.raw srcA.raw && fail "the marker change did not change the disk"
+	mv src.raw srcB.raw
+	imgbackup -q -n pb "$1" srcB.raw || fail "imgbackup of point B failed"
+}
 bootdisk_read_guest_write() { bash "$BOOTDISK_LIB" --read-guest-write "$@"; }
 
 # Everything below runs only in the child process.
@@ -273,7 +300,7 @@ _bootdisk_read_guest_write() {
 _bootdisk_boot() {
 	local disk=$1 format=$2 opt drive
 	shift 2
-	[[ -e $disk ]] || _bootdisk_die "no such disk: $disk"
+	[[ -e $disk || $disk == *://* ]] || _bootdisk_die "no such disk: $disk"
 	_bootdisk_need qemu-system-x86_64 timeout
 	# qemu option values escape commas by doubling them.
 	drive="file=${disk//,/,,},format=$format,if=virtio"

@@ -1,0 +1,17 @@
+# tests of s3:// chains against a real single-node Ceph RGW (scripts/ceph-rgw.sh; automake
+# fragment included by Makefile.am).  Each test starts its own cluster (about 12 s).
+check_PROGRAMS += tests/s3/test_s3
+# the answers' scanning needs no server: a unit test (also in the asan phase)
+UNIT_TESTS += tests/s3/test_s3_xml
+tests_s3_test_s3_xml_SOURCES = tests/s3/test_s3_xml.c tests/unit/unit.h
+tests_s3_test_s3_xml_LDADD = $(LIBDEPS)
+tests_s3_test_s3_SOURCES = tests/s3/test_s3.c tests/unit/unit.h
+tests_s3_test_s3_LDADD = $(LIBDEPS)
+SH_TESTS += \
+	tests/s3/client.sh \
+	tests/s3/chain.sh \
+	tests/s3/kill.sh \
+	tests/s3/tamper.sh \
+	tests/s3/faults.sh \
+	tests/s3/lease.sh
+EXTRA_DIST += tests/s3/s3-lib.sh tests/s3/faultproxy.py scripts/ceph-rgw.sh
