@@ -9,7 +9,7 @@
 #include "imgchain.h"
 #include "ic_consolidate.h"
 
-enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_KEEP };
+enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_KEEP };
 
 static const struct ic_cli_opt opts[] = {
 	{ "merge", OPT_MERGE, "FROM..TO", "merge the points from FROM (an ancestor of TO)\n"
@@ -22,6 +22,8 @@ static const struct ic_cli_opt opts[] = {
 	{ "keep-yearly", OPT_KEEP + 5, "N", "... of each of the last N years\n"
 	  "(other points are merged into their nearest kept\ndescendant; see imgconsolidate(1))" },
 	{ "dry-run", OPT_DRY_RUN, NULL, "print the plan, change nothing" },
+	{ "verify", OPT_VERIFY, NULL, "read and check every record moved, also those\n"
+	  "shared rather than copied (XFS reflink, btrfs)" },
 	{ "quiet", 'q', NULL, "no progress, no plan, no summary" },
 	{ 0 },
 };
@@ -31,7 +33,7 @@ static struct ic_cli cli = {
 	.synopsis =
 		"Usage: imgconsolidate [--merge FROM..TO] [--keep-last N] [--keep-hourly N]\n"
 		"         [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-		"         [--dry-run] [--quiet] CHAIN\n"
+		"         [--dry-run] [--verify] [--quiet] CHAIN\n"
 		"Merge restore points of CHAIN by copying their encrypted blocks: no key or\n"
 		"passphrase is needed or read.  Every point that stays keeps its exact content\n"
 		"and seal.  An interrupted run is finished or rolled back by the next one.\n",
@@ -57,6 +59,9 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	       ic_human_bytes((uint64_t)(st->space_freed >= 0 ? st->space_freed : -st->space_freed), b,
 			      sizeof(b)),
 	       ic_human_bytes(st->peak_extra, p, sizeof(p)), st->seconds, st->punch_seconds);
+	if (st->bytes_shared)
+		printf("  shared %s of records with the merged points' files instead of copying them (extents cloned)\n",
+		       ic_human_bytes(st->bytes_shared, a, sizeof(a)));
 	if (st->bytes_relocated)
 		printf("  of the bytes copied, %s are the full's own records moved from between superseded ones (fewer, larger holes)\n",
 		       ic_human_bytes(st->bytes_relocated, a, sizeof(a)));
@@ -113,6 +118,8 @@ int main(int argc, char **argv)
 			o.merge = cli.optarg;
 		else if (c == OPT_DRY_RUN)
 			o.dry_run = true;
+		else if (c == OPT_VERIFY)
+			o.verify = true;
 		else if (c >= OPT_KEEP && c < OPT_KEEP + IC_KEEP_NRULES &&
 			 parse_count(cli.optname, cli.optarg, &o.keep.keep[c - OPT_KEEP]))
 			return IC_EXIT_USAGE;

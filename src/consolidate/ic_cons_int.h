@@ -3,6 +3,8 @@
  *   ic_consolidate.c   the run: recovery first, then each step prepared and committed
  *   ic_cons_plan.c     planner: retention, merge and retention plans, the printed plan
  *   ic_cons_write.c    writer: a target's block map flattened, its records copied
+ *   ic_cons_clone.c    its records cloned instead where the file system shares extents
+ *   ic_cons_check.c    the thread checking the records copied
  *   ic_cons_finish.c   roll back / roll forward a step, hole punching, recovery
  *   ic_cons_journal.c  CHAIN/journal, read and written
  *   ic_cons_util.c     crash test hook, paths, messages
@@ -11,12 +13,15 @@
 #ifndef IC_CONS_INT_H
 #define IC_CONS_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/types.h>
 
 #include "ic_array.h"
+#include "ic_error.h"
+#include "ic_pool.h"
 #include "ic_consolidate.h"
 #include "imgchain_format.h"
 
@@ -93,6 +98,7 @@ struct cons {
 	const char *dir;
 	struct journal j;
 	uint64_t alloc0;
+	uint64_t shared_alloc;      /* of the allocation: blocks shared with other files */
 	double t0;                  /* when the run started */
 };
 
@@ -103,6 +109,79 @@ void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(pr
 /* The plan of chain c for x's options, printed when asked; *nodes for the caller to free. */
 int ic_cons_make_plan(struct cons *x, struct ic_chain *c, struct ic_cons_node **nodes,
 		      struct ic_cons_plan *plan);
+
+/* ---- the record checker (ic_cons_check.c) ---- */
+
+struct check_job {
+	struct check_job *next;
+	const struct ic_image *src;
+	size_t n;
+	struct icf_entry ents[];
+};
+
+struct checker {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct check_job *head, **tail;
+	bool done;                  /* no more jobs will come */
+	struct ic_error err;        /* the first failure, raised by the copier */
+	uint8_t *buf;
+	size_t buflen;
+	struct ic_pool pool;
+};
+
+/* 0 and the thread running, or an error (the caller checks in line instead). */
+int ic_checker_start(struct checker *k, size_t buflen);
+/* Queue ents[0..n) of src; the checker's failure so far, if any (the copier stops). */
+int ic_checker_push(struct checker *k, const struct ic_image *src,
+		    const struct icf_entry *ents, size_t n);
+/* No more jobs: wait until every queued record was checked.  The first failure. */
+int ic_checker_finish(struct checker *k);
+
+/* ---- records shared rather than copied (ic_cons_clone.c) ---- */
+
+struct ic_writer;
+struct icf_entry;
+
+struct crec {                   /* a record the target takes */
+	uint64_t off, pos, hash;    /* in its source image (level lvl of the target's path) */
+	uint64_t k;                 /* the order in which the flattening met it */
+	uint32_t len, lvl;
+};
+struct cclus {                  /* recs [a, b): one cluster, cloned whole to dst */
+	size_t a, b;
+	uint64_t dst;
+};
+struct clone_plan {
+	IC_ARRAY(struct crec) recs; /* added in the flattening's order, then sorted */
+	IC_ARRAY(struct cclus) clus;
+	uint64_t *dst;              /* by k: each record's offset in the target */
+	struct icf_entry *run;      /* entries handed to a copy or a check */
+	uint64_t shared, copied;    /* record bytes cloned, copied (the clone was refused) */
+	uint64_t alloc;             /* bytes of the blocks cloned, less the gaps punched */
+};
+struct clone_ops {
+	bool verify;                /* read and check the records cloned too */
+	/* queue records for the checker thread; NULL: check them here (in buf) */
+	int (*check)(void *arg, const struct ic_image *src, const struct icf_entry *ents,
+		     size_t n);
+	int (*done)(void *arg, uint64_t bytes);     /* after each cluster (progress, hook) */
+	void *arg;
+	void *buf;
+	size_t buflen;
+};
+
+void ic_clone_reset(struct clone_plan *p);
+void ic_clone_free(struct clone_plan *p);
+/* The next record the target takes from level lvl (entry e of that level's index). */
+int ic_clone_add(struct clone_plan *p, uint32_t lvl, const struct icf_entry *e);
+/* Clusters and each record's place (p->dst), from start; *end: where the records end. */
+int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t start,
+		    uint64_t *end);
+/* Clone each cluster from levels[lvl] into w (punching its gaps), or copy and check its
+ * records where the file system refuses. */
+int ic_clone_run(struct clone_plan *p, struct ic_writer *w, struct ic_image *const *levels,
+		 const struct clone_ops *ops);
 
 /* ---- the writer (ic_cons_write.c) ---- */
 

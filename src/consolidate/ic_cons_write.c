@@ -42,124 +42,6 @@ struct ment {
 	bool copy;                  /* its record is copied (else a zero, or a kept record) */
 };
 
-/* ---- the record checker: a thread reading and checking the records the copier copies
- *
- * The copier moves the bytes with copy_file_range (no read of ours); the checker reads
- * the same records and checks their XXH3-64, on the other core.  Every record is
- * checked before the step can commit: the copier waits for the checker at the end of
- * its pass, and a mismatch fails the step (the appended tail is cut by the rollback). */
-struct check_job {
-	struct check_job *next;
-	const struct ic_image *src;
-	size_t n;
-	struct icf_entry ents[];
-};
-
-struct checker {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct check_job *head, **tail;
-	bool done;                  /* no more jobs will come */
-	struct ic_error err;        /* the first failure, raised by the copier */
-	uint8_t *buf;
-	size_t buflen;
-	struct ic_pool pool;
-};
-
-static void *checker_main(void *arg)
-{
-	struct checker *k = arg;
-
-	pthread_mutex_lock(&k->mu);
-	for (;;) {
-		struct check_job *j;
-		int ret;
-
-		while (!k->head && !k->done)
-			pthread_cond_wait(&k->cv, &k->mu);
-		if (!k->head)
-			break;
-		j = k->head;
-		k->head = j->next;
-		if (!k->head)
-			k->tail = &k->head;
-		ret = k->err.code;
-		pthread_mutex_unlock(&k->mu);
-		if (!ret) {
-			ret = ic_image_check_records(j->src, j->ents, j->n, k->buf, k->buflen);
-			if (ret) {
-				pthread_mutex_lock(&k->mu);
-				ic_error_save(&k->err, ret);
-				pthread_mutex_unlock(&k->mu);
-			}
-		}
-		free(j);
-		pthread_mutex_lock(&k->mu);
-	}
-	pthread_mutex_unlock(&k->mu);
-	return NULL;
-}
-
-/* 0 and the thread running, or an error (the caller checks in line instead). */
-static int checker_start(struct checker *k, size_t buflen)
-{
-	memset(k, 0, sizeof(*k));
-	k->tail = &k->head;
-	k->buflen = buflen;
-	k->buf = malloc(buflen);
-	if (!k->buf)
-		return -ENOMEM;
-	pthread_mutex_init(&k->mu, NULL);
-	pthread_cond_init(&k->cv, NULL);
-	if (ic_pool_start(&k->pool, 1, checker_main, k)) {
-		ic_pool_join(&k->pool);
-		pthread_mutex_destroy(&k->mu);
-		pthread_cond_destroy(&k->cv);
-		free(k->buf);
-		return -EAGAIN;
-	}
-	return 0;
-}
-
-/* Queue ents[0..n) of src; the checker's failure so far, if any (the copier stops). */
-static int checker_push(struct checker *k, const struct ic_image *src,
-			const struct icf_entry *ents, size_t n)
-{
-	struct check_job *j = malloc(sizeof(*j) + n * sizeof(*ents));
-	int ret;
-
-	if (!j)
-		return -ENOMEM;
-	j->next = NULL;
-	j->src = src;
-	j->n = n;
-	memcpy(j->ents, ents, n * sizeof(*ents));
-	pthread_mutex_lock(&k->mu);
-	*k->tail = j;
-	k->tail = &j->next;
-	ret = ic_error_raise(&k->err);
-	pthread_cond_signal(&k->cv);
-	pthread_mutex_unlock(&k->mu);
-	return ret;
-}
-
-/* No more jobs: wait until every queued record was checked.  The first failure. */
-static int checker_finish(struct checker *k)
-{
-	int ret;
-
-	pthread_mutex_lock(&k->mu);
-	k->done = true;
-	pthread_cond_signal(&k->cv);
-	pthread_mutex_unlock(&k->mu);
-	ic_pool_join(&k->pool);
-	ret = ic_error_raise(&k->err);
-	pthread_mutex_destroy(&k->mu);
-	pthread_cond_destroy(&k->cv);
-	free(k->buf);
-	return ret;
-}
-
 /* One target being flattened.  Two sizing passes (copy false: offsets only) then one
  * copying pass walk the target's disk a window of WINDOW_BLOCKS positions at a time. */
 struct flat {
@@ -184,6 +66,9 @@ struct flat {
 	uint64_t done;              /* record bytes copied so far (progress) */
 	struct checker *ck;         /* the checking thread, NULL: check in line */
 	struct cons *x;             /* the run (its options, the step hook) */
+	bool clone;                 /* records shared rather than copied (ic_cons_clone.c) */
+	struct clone_plan cp;
+	uint64_t k;                 /* copied records met so far in this pass */
 };
 
 static ssize_t collect(struct flat *f, uint64_t p0, uint64_t p1)
@@ -242,6 +127,24 @@ static int place(struct flat *f, size_t n, bool copy)
 {
 	size_t i = 0;
 
+	if (f->clone) {    /* the sizing pass lists the records, the clones place them */
+		for (; i < n; i++) {
+			struct ment *m = &f->win[i];
+			int ret;
+
+			if (!m->copy)
+				continue;
+			if (copy) {
+				m->dst = f->cp.dst[f->k++];
+				continue;
+			}
+			ret = ic_clone_add(&f->cp, m->lvl, &m->e);
+			if (ret)
+				return ret;
+		}
+		return 0;
+	}
+
 	while (i < n) {
 		struct ment *m0;
 		uint64_t next, len = 0, d, at = 0;
@@ -276,7 +179,7 @@ static int place(struct flat *f, size_t n, bool copy)
 			if (ic_interrupted)
 				return ic_fail(-EINTR, "interrupted");
 			/* checked by the checker thread, or in line by the writer */
-			ret = f->ck ? checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun) : 0;
+			ret = f->ck ? ic_checker_push(f->ck, f->vt->path[m0->lvl], f->run, nrun) : 0;
 			if (!ret)
 				ret = ic_writer_copy(f->w, f->vt->path[m0->lvl], f->run, nrun, !f->ck,
 						     f->cbuf, f->cbuf_len, &at);
@@ -317,6 +220,9 @@ static int flat_pass(struct flat *f, bool copy)
 	int ret;
 
 	memset(f->cursor, 0, f->vt->depth * sizeof(*f->cursor));
+	if (f->clone && !copy)
+		ic_clone_reset(&f->cp);
+	f->k = 0;
 	f->cur = f->start;
 	f->count = f->copy_bytes = f->reloc_bytes = 0;
 	for (uint64_t p0 = 0; p0 < nblocks; p0 += WINDOW_BLOCKS) {
@@ -372,6 +278,7 @@ static void flat_free(struct flat *f)
 	free(f->win);
 	free(f->run);
 	free(f->cbuf);
+	ic_clone_free(&f->cp);
 	ic_writer_abort(f->w);
 }
 
@@ -513,6 +420,39 @@ out:
 	return ret;
 }
 
+static int clone_check(void *arg, const struct ic_image *src, const struct icf_entry *ents,
+		       size_t n)
+{
+	struct flat *f = arg;
+
+	return ic_checker_push(f->ck, src, ents, n);
+}
+
+static int clone_done(void *arg, uint64_t bytes)
+{
+	struct flat *f = arg;
+
+	if (ic_interrupted)
+		return ic_fail(-EINTR, "interrupted");
+	f->done += bytes;
+	ic_progress_update(&f->prog, f->done);
+	ic_cons_step(f->x, "copy");
+	return 0;
+}
+
+/* Copy pass: the clones first (clone mode), then the index (and in copy mode the
+ * records with it). */
+static int copy_all(struct flat *f)
+{
+	struct clone_ops ops = {
+		.verify = f->x->o->verify, .check = f->ck ? clone_check : NULL,
+		.done = clone_done, .arg = f, .buf = f->cbuf, .buflen = f->cbuf_len,
+	};
+	int ret = f->clone ? ic_clone_run(&f->cp, f->w, f->vt->path, &ops) : 0;
+
+	return ret ? ret : flat_pass(f, true);
+}
+
 int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 {
 	struct ic_consolidate_stats *st = x->st;
@@ -554,6 +494,8 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	if (ret)
 		goto out;
 	f.start = ic_writer_offset(f.w);
+	/* a file system that shares extents: the records are cloned, not copied */
+	f.clone = ic_writer_clone_probe(f.w, f.vt->path[f.fl]) != 0;
 	ret = flat_pass(&f, false);
 	if (!ret && t->in_place && (x->o->islands ? x->o->islands > 0 : fs_discards(t->rw->path))) {
 		uint64_t merged = 0;
@@ -564,6 +506,8 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		if (!ret && f.reloc)
 			ret = flat_pass(&f, false);
 	}
+	if (!ret && f.clone)
+		ret = ic_clone_layout(&f.cp, f.w, f.start, &f.cur);
 	/* the index follows the records (FORMAT.md section 7) */
 	if (!ret)
 		ret = ic_writer_place_index(f.w, f.cur);
@@ -571,10 +515,10 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 		goto out;
 	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
-	f.ck = checker_start(&ck, f.cbuf_len) ? NULL : &ck;
-	ret = flat_pass(&f, true);
+	f.ck = ic_checker_start(&ck, f.cbuf_len) ? NULL : &ck;
+	ret = copy_all(&f);
 	if (f.ck) {
-		int r2 = checker_finish(&ck);
+		int r2 = ic_checker_finish(&ck);
 
 		/* a damaged record first: the copier may have stopped because of it */
 		if (r2 && (!ret || r2 == IC_ECORRUPT))
@@ -584,7 +528,9 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	ic_progress_done(&f.prog);
 	if (ret)
 		goto out;
-	st->bytes_copied += f.copy_bytes;
+	st->bytes_copied += f.clone ? f.cp.copied : f.copy_bytes;
+	st->bytes_shared += f.clone ? f.cp.shared : 0;
+	x->shared_alloc += f.clone ? f.cp.alloc : 0;
 	st->bytes_relocated += f.reloc_bytes;
 	st->bytes_index += f.count * sizeof(struct icf_entry);
 	t1 = ic_now();

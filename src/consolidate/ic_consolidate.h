@@ -124,6 +124,9 @@ struct ic_consolidate_opts {
 	 * (mount option "discard"), 1 always, -1 never. */
 	int islands;
 	bool no_copy_file_range;            /* copy records with pread/pwrite (comparisons) */
+	/* Read and check every record moved, also those a file system that shares extents
+	 * (XFS reflink, btrfs) clones instead of copying, which are otherwise not read. */
+	bool verify;
 	/* Called at each named step of a run, NULL: none.  The steps: prepare, copy, written,
 	 * commit, rename, renamed, switch, dup, moved, delete, deleted, punch, done.  Only the
 	 * test build of imgconsolidate sets it (tests/lib/cons_hooks.c: crash and stall). */
@@ -148,6 +151,7 @@ struct ic_consolidate_stats {
 	uint32_t points_removed;            /* removed, no kept point depended on them */
 	uint32_t points_rewritten;          /* targets written anew (same content) */
 	uint64_t bytes_copied;              /* record bytes copied */
+	uint64_t bytes_shared;              /* record bytes cloned (extents shared, not copied) */
 	uint64_t bytes_index;               /* index bytes written */
 	uint64_t bytes_relocated;           /* of bytes_copied: the full's own records moved */
 	int64_t space_freed;                /* allocation of the chain before minus after */

@@ -94,6 +94,27 @@ int ic_writer_append(struct ic_writer *w, const void *rec, uint32_t len, uint64_
  * holds at least the largest record.  Writeback is started every 8 MiB. */
 int ic_writer_copy(struct ic_writer *w, const struct ic_image *src, const struct icf_entry *ents,
 		   size_t n, bool check, void *buf, size_t buflen, uint64_t *offset);
+/* The same, the run placed at dst (>= the end of the records so far) by the caller. */
+int ic_writer_copy_at(struct ic_writer *w, const struct ic_image *src,
+		      const struct icf_entry *ents, size_t n, bool check, void *buf, size_t buflen,
+		      uint64_t dst);
+/* Clones (ic_image_clone_*): can records of src be shared into w rather than copied?
+ * The file system's block size, 0: no (then ic_writer_clone_place is ic_writer_offset's
+ * arithmetic and ic_writer_clone always refuses). */
+uint32_t ic_writer_clone_probe(struct ic_writer *w, const struct ic_image *src);
+/* The block size of the last probe, 0 after a clone was refused. */
+uint32_t ic_writer_clone_blk(const struct ic_writer *w);
+/* Where the bytes of src from src_off on go when the records end at end: the next block
+ * boundary after end plus src_off's place in its block. */
+uint64_t ic_writer_clone_place(const struct ic_writer *w, uint64_t end, uint64_t src_off);
+/* Share bytes [off, off + len) of src at dst (ic_writer_clone_place) and the blocks
+ * around them; the records then end at dst + len.  -EOPNOTSUPP (no message): the file
+ * system refused, nothing was written, and the writer clones no more (copy instead). */
+int ic_writer_clone(struct ic_writer *w, const struct ic_image *src, uint64_t off, uint64_t len,
+		    uint64_t dst);
+/* Free the whole blocks inside [off, off + len) of what w wrote (bytes cloned along
+ * with records that nothing uses). */
+int ic_writer_punch(struct ic_writer *w, uint64_t off, uint64_t len);
 /* Where a run of len bytes copied from src_off lands when the records end at end. */
 uint64_t ic_writer_run_start(uint64_t end, uint64_t src_off, uint64_t len);
 /* The end of the records so far. */
@@ -144,6 +165,20 @@ int ic_image_copy_bytes(const struct ic_image *src, uint64_t off, uint64_t len, 
 int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *ents, size_t n,
 			  int dst_fd, uint64_t dst_off, const char *dst_path, void *buf,
 			  size_t buflen);
+
+/* Clones (file systems that share extents between files: XFS reflink, btrfs).
+ * ic_image_clone_probe: the block size in which records of src can be cloned into
+ * dst_fd (FICLONERANGE tried on src's first block, cloned past dst_fd's end and cut off
+ * again), or 0 when they cannot (another file system, no reflink, ic_image_copy_plain).
+ * ic_image_clone_range: the blocks of src covering [off, off + len) shared at the same
+ * place relative to dst_off (dst_off = off modulo blk; the bytes around the range in
+ * its first and last blocks come along); -EOPNOTSUPP without a message when the file
+ * system refuses (the caller copies instead), another error with one. */
+uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd);
+int ic_image_clone_range(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+			 uint64_t dst_off, uint32_t blk, const char *dst_path);
+/* Punch the whole blocks of blk bytes (0: 4 KiB) inside [off, off + len) of fd. */
+int ic_image_punch_range(int fd, uint64_t off, uint64_t len, uint32_t blk, const char *path);
 
 /* Punch holes (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over every 4 KiB block of
  * the file that neither the header, the current index nor a record it references

@@ -8,7 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#ifdef __linux__
+#include <linux/fs.h>
+#endif
 
 #include <xxhash.h>
 
@@ -155,6 +160,103 @@ int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *en
 			  size_t buflen)
 {
 	return check_copy(src, ents, n, dst_fd, dst_off, dst_path, buf, buflen);
+}
+
+/* ---- clones: extents shared instead of copied (reflink file systems) ------------------ */
+
+#ifdef FICLONERANGE
+static int clone_call(int sfd, uint64_t soff, uint64_t len, int dfd, uint64_t doff)
+{
+	struct file_clone_range r = {
+		.src_fd = sfd, .src_offset = soff, .src_length = len, .dest_offset = doff,
+	};
+
+	return ioctl(dfd, FICLONERANGE, &r) < 0 ? -errno : 0;
+}
+#endif
+
+/* The errors of a file system (or a pair of files) that cannot share these extents. */
+static bool cannot_clone(int err)
+{
+	return err == -EOPNOTSUPP || err == -ENOTTY || err == -EXDEV || err == -EINVAL ||
+	       err == -ENOSYS || err == -EPERM || err == -ETXTBSY;
+}
+
+uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd)
+{
+#ifdef FICLONERANGE
+	struct statfs sf;
+	struct stat st, ss;
+	uint64_t blk, len, at;
+	int ret;
+
+	if (no_cfr || fstatfs(dst_fd, &sf) < 0 || fstat(dst_fd, &st) < 0 ||
+	    fstat(src->fd, &ss) < 0 || st.st_dev != ss.st_dev)
+		return 0;
+	blk = (uint64_t)sf.f_bsize;
+	if (blk < 4096 || blk > (1u << 20) || (blk & (blk - 1)) || !ss.st_size)
+		return 0;
+	/* the source's first block, cloned past the destination's end, then cut off again */
+	len = (uint64_t)ss.st_size < blk ? (uint64_t)ss.st_size : blk;
+	at = ((uint64_t)st.st_size + blk - 1) & ~(blk - 1);
+	ret = clone_call(src->fd, 0, len, dst_fd, at);
+	if (!ret || (fstat(dst_fd, &ss) == 0 && ss.st_size != st.st_size)) {
+		/* (only then: a truncation is a journal transaction on ext4, not free) */
+		if (ftruncate(dst_fd, st.st_size) < 0)
+			return 0;
+	}
+	return ret ? 0 : (uint32_t)blk;
+#else
+	(void)src;
+	(void)dst_fd;
+	return 0;
+#endif
+}
+
+int ic_image_clone_range(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+			 uint64_t dst_off, uint32_t blk, const char *dst_path)
+{
+#ifdef FICLONERANGE
+	uint64_t b = blk, s0 = off & ~(b - 1), d0 = dst_off - (off - s0), e = off + len, n;
+	struct stat ss;
+	int ret;
+
+	if (!blk || (off & (b - 1)) != (dst_off & (b - 1)))
+		return -EOPNOTSUPP;
+	if (fstat(src->fd, &ss) < 0)
+		return ic_fail(-errno, "%s: stat: %s", src->path, strerror(errno));
+	if (e > (uint64_t)ss.st_size)
+		return ic_fail(IC_ECORRUPT, "%s: records end past the end of the file", src->path);
+	/* whole blocks; the last one may end at the source's end of file */
+	n = ((e + b - 1) & ~(b - 1)) - s0;
+	if (s0 + n > (uint64_t)ss.st_size)
+		n = (uint64_t)ss.st_size - s0;
+	ret = clone_call(src->fd, s0, n, dst_fd, d0);
+	if (ret && !cannot_clone(ret))
+		return ic_fail(ret, "%s: clone of %s at %llu: %s", dst_path, src->path,
+			       (unsigned long long)s0, strerror(-ret));
+	return ret ? -EOPNOTSUPP : 0;
+#else
+	(void)src, (void)off, (void)len, (void)dst_fd, (void)dst_off, (void)blk, (void)dst_path;
+	return -EOPNOTSUPP;
+#endif
+}
+
+int ic_image_punch_range(int fd, uint64_t off, uint64_t len, uint32_t blk, const char *path)
+{
+	uint64_t b = blk ? blk : 4096, a = (off + b - 1) & ~(b - 1), e = (off + len) & ~(b - 1);
+
+	if (e <= a)
+		return 0;
+#ifdef HAVE_FALLOCATE
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a, (off_t)(e - a)) < 0 &&
+	    errno != EOPNOTSUPP)
+		return ic_fail(-errno, "%s: punch hole at %llu: %s", path, (unsigned long long)a,
+			       strerror(errno));
+#else
+	(void)fd, (void)path;
+#endif
+	return 0;
 }
 
 static void mark_used(uint8_t *bits, uint64_t nb, uint64_t off, uint64_t len)

@@ -47,6 +47,8 @@ struct ic_writer {
 	uint64_t last_pos;
 	uint64_t idx_off;           /* a placed index: its offset (0: in the side file) */
 	uint64_t kicked;            /* writeback started up to here */
+	uint64_t start;             /* the first byte this writer may write */
+	uint32_t clone_blk;         /* records are cloned in blocks of this size (0: copied) */
 	XXH3_state_t *ih;
 	struct icf_header hdr;
 };
@@ -90,7 +92,7 @@ static int write_header(struct ic_writer *w)
 	ic_header_encode(&w->hdr, hb);
 	ret = ic_pwrite_full(w->fd, hb, ICF_HEADER_SIZE, 0, w->path);
 	free(hb);
-	w->off = ICF_HEADER_SIZE;
+	w->off = w->start = ICF_HEADER_SIZE;
 	return ret;
 }
 
@@ -170,7 +172,7 @@ int ic_writer_in_place(struct ic_image *img, struct ic_writer **out)
 	}
 	w->fd = img->fd;
 	w->own_fd = false;
-	w->off = w->kicked = img->slot.data_end;
+	w->off = w->kicked = w->start = img->slot.data_end;
 	*out = w;
 	return 0;
 }
@@ -249,19 +251,22 @@ static void kick_writeback(struct ic_writer *w)
 #endif
 }
 
-int ic_writer_copy(struct ic_writer *w, const struct ic_image *src, const struct icf_entry *ents,
-		   size_t n, bool check, void *buf, size_t buflen, uint64_t *offset)
+int ic_writer_copy_at(struct ic_writer *w, const struct ic_image *src,
+		      const struct icf_entry *ents, size_t n, bool check, void *buf, size_t buflen,
+		      uint64_t dst)
 {
 	uint64_t len = 0;
 	int ret = wflush(w);
 
 	if (ret)
 		return ret;
+	if (dst < w->off)
+		return ic_fail(-EINVAL, "%s: records copied over records", w->path);
 	for (size_t k = 0; k < n; k++)
 		len += ents[k].stored_len;
 	if (!n)
 		return 0;
-	w->off = ic_writer_run_start(w->off, ents[0].offset, len);
+	w->off = dst;
 	if (check)
 		ret = ic_image_copy_records(src, ents, n, w->fd, w->off, w->path, buf, buflen);
 	else
@@ -269,10 +274,71 @@ int ic_writer_copy(struct ic_writer *w, const struct ic_image *src, const struct
 					  buflen);
 	if (ret)
 		return ret;
-	*offset = w->off;
 	w->off += len;
 	kick_writeback(w);
 	return 0;
+}
+
+int ic_writer_copy(struct ic_writer *w, const struct ic_image *src, const struct icf_entry *ents,
+		   size_t n, bool check, void *buf, size_t buflen, uint64_t *offset)
+{
+	uint64_t len = 0, at;
+
+	for (size_t k = 0; k < n; k++)
+		len += ents[k].stored_len;
+	at = ic_writer_run_start(ic_writer_offset(w), n ? ents[0].offset : 0, len);
+	*offset = at;
+	return ic_writer_copy_at(w, src, ents, n, check, buf, buflen, at);
+}
+
+/* ---- clones ---- */
+
+uint32_t ic_writer_clone_probe(struct ic_writer *w, const struct ic_image *src)
+{
+	w->clone_blk = wflush(w) ? 0 : ic_image_clone_probe(src, w->fd);
+	return w->clone_blk;
+}
+
+uint32_t ic_writer_clone_blk(const struct ic_writer *w)
+{
+	return w->clone_blk;
+}
+
+uint64_t ic_writer_clone_place(const struct ic_writer *w, uint64_t end, uint64_t src_off)
+{
+	uint64_t b = w->clone_blk;
+
+	if (!b)
+		return end;
+	return ((end + b - 1) & ~(b - 1)) + (src_off & (b - 1));
+}
+
+int ic_writer_clone(struct ic_writer *w, const struct ic_image *src, uint64_t off, uint64_t len,
+		    uint64_t dst)
+{
+	uint64_t b = w->clone_blk;
+	int ret;
+
+	if (!b)
+		return -EOPNOTSUPP;
+	/* the block that dst starts in must hold nothing of ours yet */
+	if (dst < w->off || (dst & ~(b - 1)) < ((w->off + b - 1) & ~(b - 1)) ||
+	    (dst & (b - 1)) != (off & (b - 1)))
+		return ic_fail(-EINVAL, "%s: clone placed over records", w->path);
+	ret = ic_image_clone_range(src, off, len, w->fd, dst, w->clone_blk, w->path);
+	if (ret == -EOPNOTSUPP)
+		w->clone_blk = 0;
+	if (ret)
+		return ret;
+	w->off = dst + len;
+	return 0;
+}
+
+int ic_writer_punch(struct ic_writer *w, uint64_t off, uint64_t len)
+{
+	if (off < w->start)
+		return ic_fail(-EINVAL, "%s: punch below the bytes written", w->path);
+	return ic_image_punch_range(w->fd, off, len, w->clone_blk, w->path);
 }
 
 static int iflush(struct ic_writer *w)

@@ -5,5 +5,6 @@ SH_TESTS += \
 	tests/consolidate/enospc.sh \
 	tests/consolidate/corrupt.sh \
 	tests/consolidate/lock.sh \
-	tests/consolidate/mount.sh
+	tests/consolidate/mount.sh \
+	tests/consolidate/reflink.sh
 EXTRA_DIST += tests/consolidate/cons-lib.sh
