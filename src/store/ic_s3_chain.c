@@ -77,6 +77,33 @@ static int mkdirs(char *path)
 	return 0;
 }
 
+/* Does base/origin say id?  (Which bucket and prefix the cache holds: for a person.) */
+static bool origin_is(const char *base, const char *id)
+{
+	char *buf = NULL;
+	size_t len;
+	bool yes = ic_store_read_file(base, "origin", 4096, &buf, &len) == 0 &&
+		   len == strlen(id) && !memcmp(buf, id, len);
+
+	free(buf);
+	return yes;
+}
+
+/* Tools open the cache before they take its lock, several at once (imginfo beside a
+ * backup): write origin only when it does not already say id, and when a concurrent
+ * writer of the same file removed our temporary, accept the file it left if it says id. */
+static int write_origin(const char *base, const char *id)
+{
+	int err;
+
+	if (origin_is(base, id))
+		return 0;
+	err = ic_store_write_file(base, "origin", id, strlen(id), false);
+	if (err && origin_is(base, id))
+		err = 0;
+	return err;
+}
+
 int ic_s3_chain_open(const char *url, struct ic_s3_chain **out)
 {
 	struct ic_s3_chain *sc = calloc(1, sizeof(*sc));
@@ -123,7 +150,7 @@ int ic_s3_chain_open(const char *url, struct ic_s3_chain **out)
 	}
 	err = mkdirs(sc->dir);
 	if (!err)
-		err = ic_store_write_file(base, "origin", id, strlen(id), false);
+		err = write_origin(base, id);
 	if (!err)
 		err = ic_s3_state_load(sc);
 	if (err)

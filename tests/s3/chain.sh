@@ -137,6 +137,22 @@ seq=$(sed -n 's/.*point .fri. (seq \([0-9]*\)).*/\1/p' fri.out)
 s3t ls hosts/web01/ | grep -q "$(printf %08u "$seq").img" ||
 	fail "fri (seq $seq) is not in the bucket: $(s3t ls hosts/web01/)"
 
+# tools open a fresh cache before they take its lock: six at once on an empty cache all
+# succeed (each wrote the cache's origin file through one temporary name: "rename: No
+# such file or directory" for some)
+for round in 1 2 3; do
+	rm -rf fresh-cache
+	pids=()
+	for i in 1 2 3 4 5 6; do
+		IMGCHAIN_S3_CACHE=$PWD/fresh-cache imginfo "$C" >"fresh$i.out" 2>&1 &
+		pids+=($!)
+	done
+	for i in 1 2 3 4 5 6; do
+		wait "${pids[i - 1]}" || fail "reader $i of a fresh cache failed: $(cat "fresh$i.out")"
+		grep -q "fri" "fresh$i.out" || fail "reader $i of a fresh cache: $(cat "fresh$i.out")"
+	done
+done
+
 # radosgw down for a few seconds during a backup: retried, the backup completes
 write_at disk $((12 << 20)) 400000 6
 cp disk s.thu
