@@ -58,7 +58,9 @@ int ic_vhd_init(struct ic_vhd *h, uint64_t disk_size, int64_t created, const uin
 	uint32_t sum = 0;
 	uint16_t cyl;
 	uint8_t heads, spt;
-	int64_t t = created - VHD_EPOCH;
+	/* seconds since 2000 in 32 bits: a time before or far after is clamped (without
+	 * computing created - VHD_EPOCH, which overflows for the most negative times) */
+	int64_t t = created < VHD_EPOCH ? 0 : created - VHD_EPOCH;
 
 	memset(h, 0, sizeof(*h));
 	if (disk_size == 0)

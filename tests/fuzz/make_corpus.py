@@ -41,6 +41,9 @@ put('fuzz_vmdk', 'small', struct.pack('<QIQI', 5 * 2**20 + 1234, 65536, 0, 65536
 put('fuzz_vmdk', 'big', struct.pack('<QIQI', 2**40, 65536, 2**20, 2**20))
 put('fuzz_vhdx', 'small', struct.pack('<QQIB', 9 * 2**20 + 1234, 4 * 2**20 - 100, 65536, 0) +
     bytes([0, 1, 0, 1, 0, 4, 2, 3, 0, 9, 0, 1]))
+# the most negative creation time (signed overflow in ic_vhd_init, found by this target)
+put('fuzz_vhdx', 'created-min', bytes.fromhex(
+    '00feffff280f000000000030000000800' '0ffff039075' '00ffffffff0000009cff1f0000040000003a3b3c000010bf9036373839983b3c3d3e3f'))
 put('fuzz_vhdx', 'big', struct.pack('<QQIB', 2**36 - 512, 2**20 * 3, 2**18 - 1, 3) + bytes(range(64)))
 
 # fuzz_overlay: a map (format/FORMAT.md "Overlay") with slot 0 blank, a header of generation 1

@@ -112,6 +112,13 @@ static void test_vhd(void)
 	CHECK_EQ(stored, ~sum);
 	CHECK(!memcmp(f, "conectix", 8) && f[63] == 2 && !memcmp(f + 68, uuid, 16));
 	CHECK(f[24] == 0 && f[25] == 0 && f[26] == 0x03 && f[27] == 0xe8);   /* timestamp 1000 */
+	/* any creation time a slot can hold: before 2000 clamps to 0 (INT64_MIN overflowed
+	 * created - epoch: found by fuzz_vhdx under UBSan), after 2136 to the maximum */
+	CHECK_EQ(ic_vhd_init(&v, DISK_SIZE, INT64_MIN, uuid), 0);
+	CHECK(!memcmp(v.footer + 24, "\0\0\0\0", 4));
+	CHECK_EQ(ic_vhd_init(&v, DISK_SIZE, INT64_MAX, uuid), 0);
+	CHECK(!memcmp(v.footer + 24, "\xff\xff\xff\xff", 4));
+	CHECK_EQ(ic_vhd_init(&v, DISK_SIZE, 946684800 + 1000, uuid), 0);
 	/* one read across the disk's end, the padding and the footer, and past the file */
 	buf = malloc(v.file_size + 100);
 	memset(buf, 0xee, v.file_size + 100);
