@@ -106,11 +106,16 @@ wait_lock()
 listed() { imginfo --json C >lst.json && json_get lst.json \
 	'" ".join(sorted(p["name"] for p in j["points"])) + " bad: %d" % len(j["bad_files"])'; }
 
-# how long a whole run takes here (in a scratch chain)
-start=$EPOCHREALTIME
-expect_exit 0 imgbackup -q --threads 1 --level 19 CAL sweep
-dur_ms=$(( (${EPOCHREALTIME/./} - ${start/./}) / 1000 ))
-rm -rf CAL
+# how long a whole run takes here (in a scratch chain): the fastest of three, so that a run
+# slowed by a burst of load elsewhere does not spread the kills past the end of most runs
+dur_ms=
+for i in 1 2 3; do
+	start=$EPOCHREALTIME
+	expect_exit 0 imgbackup -q --threads 1 --level 19 CAL sweep
+	d=$(( (${EPOCHREALTIME/./} - ${start/./}) / 1000 ))
+	[[ -n $dur_ms ]] && ((d >= dur_ms)) || dur_ms=$d
+	rm -rf CAL
+done
 if ((dur_ms <= 300)); then
 	echo "note: a backup takes only ${dur_ms} ms here: too fast to interrupt, no sweep"
 else
