@@ -40,7 +40,6 @@ export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
 unset IMGCHAIN_PASSPHRASE_FILE IMGCHAIN_KDF
 export LC_ALL=C
-source "$top/tests/lib/mkdisk.sh"
 source "$top/tests/lib/mkbootdisk.sh"
 
 die() { echo "bench_mount: $*" >&2; exit 1; }
@@ -126,12 +125,8 @@ drop() {
 }
 
 # ---- inputs, built once and cached ------------------------------------------------------------
-disk=$dir/disk-${size}m.raw
-if [[ ! -f $disk ]]; then
-	log "creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk "$dir" "$size"
 stamp="$(stat -c '%s %Y' "$disk") depth $depth v1"
 if [[ ! -f $cache/stamp || $(cat "$cache/stamp") != "$stamp" ]]; then
 	log "new cache in $cache"

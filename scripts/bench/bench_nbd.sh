@@ -29,7 +29,6 @@ export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
 unset IMGCHAIN_PASSPHRASE_FILE IMGCHAIN_KDF
 export LC_ALL=C
-source "$top/tests/lib/mkdisk.sh"
 
 die() { echo "bench_nbd: $*" >&2; exit 1; }
 log() { echo "bench_nbd: $*" >&2; }
@@ -92,12 +91,8 @@ drop() {
 }
 
 # ---- inputs, built once ------------------------------------------------------------------------
-disk=$dir/disk-${size}m.raw
-if [[ ! -f $disk ]]; then
-	log "creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk "$dir" "$size"
 stamp="$(stat -c '%s %Y' "$disk") v1"
 if [[ ! -f $cache/stamp || $(cat "$cache/stamp") != "$stamp" ]]; then
 	rm -rf "$cache"

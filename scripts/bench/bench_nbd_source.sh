@@ -19,14 +19,8 @@ build=${BUILD:-$top/build}
 export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench IMGCHAIN_STATE_DIR="$dir/state"
 unset IMGCHAIN_PASSPHRASE_FILE
-source "$top/tests/lib/mkdisk.sh"
-mkdir -p "$dir"
-disk="$dir/disk-${size}m.raw"
-if [ ! -f "$disk" ]; then
-	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk "$dir" "$size"
 q2="$dir/disk-${size}m.qcow2"
 [ -f "$q2" ] || qemu-img convert -O qcow2 "$disk" "$q2"
 q8="$dir/disk-8g.qcow2"

@@ -16,14 +16,8 @@ build=${BUILD:-$top/build}
 export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
 unset IMGCHAIN_PASSPHRASE_FILE
-source "$top/tests/lib/mkdisk.sh"
-mkdir -p "$dir"
-disk="$dir/disk-${size}m.raw"
-if [ ! -f "$disk" ]; then
-	echo "bench: creating a ${size} MiB disk of real files (once, cached in $dir)"
-	mkdisk_create "$disk.tmp" "$size"
-	mv "$disk.tmp" "$disk"
-fi
+source "$top/scripts/bench/bench_lib.sh"
+bench_disk "$dir" "$size"
 work=$(mktemp -d "$dir/s3.XXXXXX")
 trap '"$top/scripts/ceph-rgw.sh" stop "$work/ceph" || true; rm -rf "$work"' EXIT
 export IMGCHAIN_STATE_DIR=$work/state IMGCHAIN_S3_CACHE=$work/cache
