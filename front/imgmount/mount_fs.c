@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ic_promote.h"
 #include "mount_fs_int.h"
 
 /* ---- logging -------------------------------------------------------------------- */
@@ -142,6 +143,8 @@ static const struct fuse_operations ops = {
 	.chown = mfs_chown,
 	.utimens = mfs_utimens,
 	.statfs = mfs_statfs,
+	.setxattr = mfs_setxattr,
+	.getxattr = mfs_getxattr,
 };
 
 const struct fuse_operations *mount_fs_ops(void)
@@ -176,7 +179,11 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 
 int mount_fs_start(struct mount_fs *fs)
 {
-	return ic_session_start(fs->ss);
+	int ret = ic_session_start(fs->ss);
+
+	if (!ret)
+		ic_promote_resume_all(fs->ss);     /* promotes a killed daemon left running */
+	return ret;
 }
 
 size_t mount_fs_npoints(struct mount_fs *fs)
@@ -188,6 +195,8 @@ void mount_fs_free(struct mount_fs *fs)
 {
 	if (!fs)
 		return;
+	if (fs->ss)
+		ic_promote_stop_all(fs->ss);
 	ic_session_free(fs->ss);
 	free(fs);
 }

@@ -4,6 +4,7 @@
  *   mount_fs_tree.c     paths, attributes, directories, namespace changes of extra files
  *   mount_fs_read.c     open/release, the read path, kernel readahead tuning
  *   mount_fs_overlay.c  the write, truncate and fsync paths
+ *   mount_fs_promote.c  the live promote's control channel (extended attributes)
  *
  * The restore point table, views, the cache and overlays are the serve layer's session
  * (src/serve/ic_session.h), which the nbdkit plugin shares.
@@ -106,5 +107,9 @@ int mfs_write(const char *path, const char *buf, size_t size, off_t off,
 	      struct fuse_file_info *fi);
 int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi);
 int mfs_fsync(const char *path, int datasync, struct fuse_file_info *fi);
+
+int mfs_setxattr(const char *path, const char *name, const char *value, size_t size,
+		 int flags);
+int mfs_getxattr(const char *path, const char *name, char *value, size_t size);
 
 #endif

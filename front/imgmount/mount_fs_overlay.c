@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "ic_promote.h"
 #include "mount_fs_int.h"
 
 int mfs_write(const char *path, const char *buf, size_t size, off_t off,
@@ -61,6 +62,12 @@ int mfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		w.file = h->file;
 	} else {
 		mfs_resolve(fs, path, &w);
+	}
+	if (w.node == N_FILE && ic_promote_of(w.mp, w.file)) {
+		/* a promoted disk keeps its size (DEST's) */
+		ret = ic_promote_truncate(ic_promote_of(w.mp, w.file), w.file, (uint64_t)size);
+		pthread_mutex_unlock(&fs->ss->lock);
+		return ret;
 	}
 	if (w.node == N_FILE && w.file != IC_DISK_INFO) {
 		ret = ic_session_size_file(fs->ss, w.mp, w.file);

@@ -108,6 +108,8 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 	fi->fh = (uintptr_t)h;
 	if (!fs->o.overlay_dir) {
 		fi->keep_cache = 1;     /* the bytes of a restore point never change */
+	} else if (w->file == IC_DISK_INFO) {
+		fi->direct_io = 1;      /* a promote's progress changes it */
 	} else if (ic_session_ov_of(w->file) == IC_SOV_DISK) {
 		/* two names, one overlay: the page cache of one would miss writes via the other */
 		fi->direct_io = 1;

@@ -48,6 +48,8 @@ static inline int ic_session_ov_of(int file)
 	}
 }
 
+struct ic_promote;
+
 /* One scan of the chain directory.  Kept while a point resolved in it is shown or open. */
 struct ic_sgen {
 	struct ic_chain *chain;
@@ -72,6 +74,8 @@ struct ic_spoint {
 	bool ov_locked;             /* the image's IC_LOCK_OVERLAY byte held */
 	int ov_dir_fd;              /* OVERLAY/POINT, flock'ed while an overlay is open; -1 */
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
+	/* live promote of the disk to DEST (ic_promote.h): set once, loaded atomically */
+	struct ic_promote *promote;
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;

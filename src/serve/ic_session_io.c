@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "ic_lock.h"
+#include "ic_promote.h"
 #include "ic_session.h"
 #include "ic_util.h"
 
@@ -290,7 +291,12 @@ static uint64_t flat_size(uint64_t size)
 uint64_t ic_session_size(struct ic_spoint *sp, int file)
 {
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
+	struct ic_promote *pr = ic_promote_of(sp, file);
 
+	if (pr)
+		return ic_promote_size(pr, file);
+	if (file == IC_DISK_INFO && __atomic_load_n(&sp->promote, __ATOMIC_ACQUIRE))
+		return ic_promote_info_size(sp);
 	if (!ov)
 		return ic_disk_size(sp->disk, file);
 	return file == IC_DISK_FLAT ? flat_size(ic_overlay_size(ov)) : ic_overlay_size(ov);
@@ -337,7 +343,12 @@ ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *
 {
 	struct base_arg a = { .sp = sp, .file = file, .st = st };
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
+	struct ic_promote *pr = ic_promote_of(sp, file);
 
+	if (pr && ic_promote_switched(pr))
+		return ic_promote_read(pr, file, buf, len, off);
+	if (file == IC_DISK_INFO && __atomic_load_n(&sp->promote, __ATOMIC_ACQUIRE))
+		return ic_promote_info_read(sp, buf, len, off);
 	if (ov && file == IC_DISK_FLAT)
 		return flat_read(ov, buf, len, off, &a);
 	if (ov)
@@ -345,25 +356,40 @@ ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *
 	return ic_disk_read(sp->disk, file, st, buf, len, off);
 }
 
-ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
-			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+struct write_arg {
+	struct ic_session *s;
+	struct base_arg a;
+};
+
+static ssize_t write_ov(void *arg, const void *buf, size_t len, uint64_t off)
 {
-	struct base_arg a = { .sp = sp, .file = file, .st = st };
-	struct ic_overlay *ov;
-	ssize_t n;
+	struct write_arg *w = arg;
+	struct ic_overlay *ov = ic_session_ov_load(w->a.sp, w->a.file);
 	int ret = 0;
 
-	if (!s->o.overlay_dir || ic_session_ov_of(file) < 0)
-		return -EROFS;
-	ov = ic_session_ov_load(sp, file);
 	if (!ov) {
-		pthread_mutex_lock(&s->lock);
-		ov = ic_session_ov_get(s, sp, file, true, &ret);
-		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_lock(&w->s->lock);
+		ov = ic_session_ov_get(w->s, w->a.sp, w->a.file, true, &ret);
+		pthread_mutex_unlock(&w->s->lock);
 		if (!ov)
 			return ret ? ret : -EIO;
 	}
-	n = ic_overlay_write(ov, buf, len, off, base_read, &a);
+	return ic_overlay_write(ov, buf, len, off, base_read, &w->a);
+}
+
+ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
+			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+{
+	struct write_arg w = { .s = s, .a = { .sp = sp, .file = file, .st = st } };
+	struct ic_promote *pr = ic_promote_of(sp, file);
+	ssize_t n;
+
+	if (!s->o.overlay_dir || ic_session_ov_of(file) < 0)
+		return -EROFS;
+	if (pr)     /* mirrored to DEST while copying, DEST alone once switched */
+		n = ic_promote_write(pr, file, buf, len, off, write_ov, &w);
+	else
+		n = write_ov(&w, buf, len, off);
 	if (n < 0)
 		ic_session_log(s, LOG_ERR, "restore point '%s': write to %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error((int)n));
@@ -373,11 +399,16 @@ ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
 int ic_session_fsync(struct ic_session *s, struct ic_spoint *sp, int file)
 {
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
+	struct ic_promote *pr = ic_promote_of(sp, file);
 	int ret;
 
+	if (pr && ic_promote_switched(pr))
+		return ic_promote_fsync(pr);
 	if (!ov)
 		return 0;
 	ret = ic_overlay_fsync(ov);
+	if (!ret && pr)     /* the overlay, then DEST: both hold every write acknowledged */
+		ret = ic_promote_fsync(pr);
 	if (ret)
 		ic_session_log(s, LOG_ERR, "restore point '%s': fsync of %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error(ret));
