@@ -25,6 +25,7 @@
 
 static const struct ic_cli_opt opts[] = {
 	{ "no-wait", 256, NULL, "start (or look at) the promote and return at once" },
+	{ "rate", 258, "BYTES", "copy at most BYTES a second (K, M, G suffixes;\nguest writes are never limited)" },
 	{ "status", 257, NULL, "print the promote's status line and exit\n(DEST not given)" },
 	{ 0 },
 };
@@ -130,7 +131,8 @@ static int wait_switch(const char *disk, const char *point, bool quiet)
 int main(int argc, char **argv)
 {
 	bool nowait = false, status = false;
-	char *disk = NULL, *dest = NULL, *mnt = NULL, buf[8192];
+	char *disk = NULL, *dest = NULL, *mnt = NULL, *val = NULL, buf[8192];
+	uint64_t rate = 0;
 	struct status st;
 	struct stat sb;
 	int c, ret;
@@ -141,6 +143,9 @@ int main(int argc, char **argv)
 			nowait = true;
 		else if (c == 257)
 			status = true;
+		else if (c == 258 && (ic_parse_size(cli.optarg, &rate) || !rate))
+			return ic_cli_usage("%s %s: not a rate in bytes a second", cli.optname,
+					    cli.optarg);
 	}
 	if (c < 0)
 		return cli.status;
@@ -171,7 +176,9 @@ int main(int argc, char **argv)
 		ic_msg("%s: DEST is inside the mount %s: refused", dest, mnt);
 		return IC_EXIT_ERROR;
 	}
-	if (setxattr(disk, XA_PROMOTE, dest, strlen(dest), 0) < 0) {
+	if (rate ? asprintf(&val, "%s\nrate=%" PRIu64, dest, rate) < 0 : !(val = strdup(dest)))
+		return ic_report(-ENOMEM);
+	if (setxattr(disk, XA_PROMOTE, val, strlen(val), 0) < 0) {
 		int err = errno;
 		ssize_t n = getxattr(disk, XA_ERROR, buf, sizeof(buf) - 1);
 

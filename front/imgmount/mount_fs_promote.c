@@ -2,7 +2,8 @@
  * attributes of a point's disk.raw (or disk-flat.vmdk).
  *
  *   setxattr user.imgchain.promote = DEST       start promoting the disk to DEST (an
- *                                               absolute path); EALREADY is success
+ *            [ "\nrate=" BYTES_PER_SECOND ]     absolute path), the copy limited to that
+ *                                               rate if given; EALREADY is success
  *   getxattr user.imgchain.promote              "phase=... copied=N size=N dest=PATH
  *                                               [error=MESSAGE]" (ic_promote_status)
  *   getxattr user.imgchain.promote.error        why the last start failed ("" if none)
@@ -12,6 +13,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ic_promote.h"
 #include "mount_fs_int.h"
@@ -40,7 +42,8 @@ int mfs_setxattr(const char *path, const char *name, const char *value, size_t s
 {
 	struct mount_fs *fs = mfs_get();
 	struct ic_spoint *sp;
-	char dest[IC_PROMOTE_DEST_MAX + 1];
+	char dest[IC_PROMOTE_DEST_MAX + 64], *nl, *end;
+	unsigned long long rate = 0;
 	int ret;
 
 	(void)flags;
@@ -49,11 +52,21 @@ int mfs_setxattr(const char *path, const char *name, const char *value, size_t s
 	sp = path ? disk_of(fs, path) : NULL;
 	if (!sp)
 		return -ENOTSUP;
-	if (size == 0 || size > IC_PROMOTE_DEST_MAX || memchr(value, '\0', size) || value[0] != '/')
+	if (size == 0 || size >= sizeof(dest) || memchr(value, '\0', size) || value[0] != '/')
 		return -EINVAL;
 	memcpy(dest, value, size);
 	dest[size] = '\0';
-	ret = ic_promote_start(fs->ss, sp, dest);
+	nl = strchr(dest, '\n');
+	if (nl) {
+		*nl = '\0';
+		if (strncmp(nl + 1, "rate=", 5) || nl[6] < '0' || nl[6] > '9')
+			return -EINVAL;
+		errno = 0;
+		rate = strtoull(nl + 6, &end, 10);
+		if (errno || *end)
+			return -EINVAL;
+	}
+	ret = ic_promote_start(fs->ss, sp, dest, rate);
 	if (ret == -EALREADY)
 		ret = 0;
 	pthread_mutex_lock(&err_mu);

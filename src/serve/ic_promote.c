@@ -182,12 +182,28 @@ static int do_switch(struct ic_promote *pr)
 	return ret;
 }
 
+/* Keep the copy under pr->rate: sleep until done bytes are due (a stop ends it). */
+static void throttle(struct ic_promote *pr, double t0, uint64_t done)
+{
+	double due;
+
+	if (!pr->rate)
+		return;
+	due = t0 + (double)done / (double)pr->rate;
+	while (!__atomic_load_n(&pr->stop, __ATOMIC_RELAXED) && ic_now() < due) {
+		double left = due - ic_now();
+
+		usleep(left > 0.1 ? 100000 : (useconds_t)(left * 1e6) + 1);
+	}
+}
+
 static void *copier(void *arg)
 {
 	struct ic_promote *pr = arg;
 	struct ic_cache_stream cs;
 	char *buf = malloc(IC_PROMOTE_CHUNK);
 	uint64_t off = 0;
+	double t0 = ic_now();
 	int ret = 0;
 
 	memset(&cs, 0, sizeof(cs));
@@ -211,6 +227,7 @@ static void *copier(void *arg)
 		}
 		off += n;
 		__atomic_store_n(&pr->copied, off, __ATOMIC_RELAXED);
+		throttle(pr, t0, off);
 	}
 	free(buf);
 	while (!ret && off >= pr->st.size && !__atomic_load_n(&pr->stop, __ATOMIC_RELAXED) &&
@@ -284,7 +301,8 @@ static int run(struct ic_promote *pr)
 	return 0;
 }
 
-int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *dest)
+int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *dest,
+		      uint64_t rate)
 {
 	struct ic_promote *pr, *old;
 	struct stat sb;
@@ -304,6 +322,8 @@ int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *des
 	}
 	pr = pr_new(s, sp);
 	ret = pr ? 0 : -ENOMEM;
+	if (pr)
+		pr->rate = rate;
 	if (!ret && strlen(dest) > IC_PROMOTE_DEST_MAX)
 		ret = ic_fail(-ENAMETOOLONG, "%s: path too long", dest);
 	/* a failed promote already pinned the point: once is enough */

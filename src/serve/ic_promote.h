@@ -88,11 +88,13 @@ static inline struct ic_promote *ic_promote_of(struct ic_spoint *sp, int file)
 }
 
 /* Start promoting sp's disk to dest (absolute; a file is created if missing and grown to
- * the disk's size, a block device must be at least that large).  The disk's overlay is
+ * the disk's size, a block device must be at least that large), copying at most rate
+ * bytes a second (0: no limit; guest writes are never limited).  The disk's overlay is
  * created and the point pinned for the daemon's life.  0, -EALREADY (a promote to that
  * dest already runs or ran), -EBUSY (one to another dest), or -errno with a message.
  * Takes s->lock. */
-int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *dest);
+int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *dest,
+		      uint64_t rate);
 /* After the session started: resume every promote whose state file the overlay directory
  * holds (logged; a failure leaves that disk as the state says: see failed above). */
 void ic_promote_resume_all(struct ic_session *s);
