@@ -182,14 +182,14 @@ static int do_switch(struct ic_promote *pr)
 	return ret;
 }
 
-/* Keep the copy under pr->rate: sleep until done bytes are due (a stop ends it). */
+/* Keep the copy under pr->st.rate: sleep until done bytes are due (a stop ends it). */
 static void throttle(struct ic_promote *pr, double t0, uint64_t done)
 {
 	double due;
 
-	if (!pr->rate)
+	if (!pr->st.rate)
 		return;
-	due = t0 + (double)done / (double)pr->rate;
+	due = t0 + (double)done / (double)pr->st.rate;
 	while (!__atomic_load_n(&pr->stop, __ATOMIC_RELAXED) && ic_now() < due) {
 		double left = due - ic_now();
 
@@ -322,8 +322,6 @@ int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *des
 	}
 	pr = pr_new(s, sp);
 	ret = pr ? 0 : -ENOMEM;
-	if (pr)
-		pr->rate = rate;
 	if (!ret && strlen(dest) > IC_PROMOTE_DEST_MAX)
 		ret = ic_fail(-ENAMETOOLONG, "%s: path too long", dest);
 	/* a failed promote already pinned the point: once is enough */
@@ -339,7 +337,7 @@ int ic_promote_start(struct ic_session *s, struct ic_spoint *sp, const char *des
 		pr->regular = S_ISREG(sb.st_mode);
 		pr->st = (struct ic_promote_state){ .phase = IC_PROMOTE_COPYING, .size = size,
 						    .dev = (uint64_t)sb.st_dev, .ino = (uint64_t)sb.st_ino,
-						    .rdev = (uint64_t)sb.st_rdev };
+						    .rdev = (uint64_t)sb.st_rdev, .rate = rate };
 		snprintf(pr->st.dest, sizeof(pr->st.dest), "%s", dest);
 		ret = state_write(pr);
 	}

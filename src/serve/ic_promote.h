@@ -50,6 +50,7 @@ struct ic_promote_state {
 	int phase;                  /* IC_PROMOTE_COPYING or IC_PROMOTE_SWITCHED */
 	uint64_t size;              /* bytes of the disk promoted */
 	uint64_t dev, ino, rdev;    /* DEST's st_dev, st_ino, st_rdev when it was opened */
+	uint64_t rate;              /* copy limit, bytes a second (0: none) */
 	char dest[IC_PROMOTE_DEST_MAX + 1];     /* absolute path */
 };
 

@@ -36,8 +36,8 @@ int ic_promote_state_encode(const struct ic_promote_state *st, char *buf, size_t
 		return -EINVAL;
 	n = snprintf(buf, cap,
 		     "imgchain-promote 1\nphase %s\nsize %" PRIu64 "\ndev %" PRIu64 "\nino %" PRIu64
-		     "\nrdev %" PRIu64 "\ndest %s\n",
-		     phase_word(st->phase), st->size, st->dev, st->ino, st->rdev, st->dest);
+		     "\nrdev %" PRIu64 "\nrate %" PRIu64 "\ndest %s\n",
+		     phase_word(st->phase), st->size, st->dev, st->ino, st->rdev, st->rate, st->dest);
 	if (n < 0 || (size_t)n >= cap)
 		return -ENAMETOOLONG;
 	return n;
@@ -92,8 +92,9 @@ int ic_promote_state_decode(const char *buf, size_t len, struct ic_promote_state
 		return ic_fail(IC_ECORRUPT, "bad or missing phase line");
 	st->phase = strcmp(v, "switched") ? IC_PROMOTE_COPYING : IC_PROMOTE_SWITCHED;
 	if (!take_num(&p, end, "size", &st->size) || !take_num(&p, end, "dev", &st->dev) ||
-	    !take_num(&p, end, "ino", &st->ino) || !take_num(&p, end, "rdev", &st->rdev))
-		return ic_fail(IC_ECORRUPT, "bad or missing size, dev, ino or rdev line");
+	    !take_num(&p, end, "ino", &st->ino) || !take_num(&p, end, "rdev", &st->rdev) ||
+	    !take_num(&p, end, "rate", &st->rate))
+		return ic_fail(IC_ECORRUPT, "bad or missing size, dev, ino, rdev or rate line");
 	if (!take_line(&p, end, "dest", st->dest, sizeof(st->dest)) || !dest_ok(st->dest))
 		return ic_fail(IC_ECORRUPT, "bad or missing dest line (an absolute path)");
 	if (p != end)

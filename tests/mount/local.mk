@@ -12,6 +12,8 @@ SH_TESTS += \
 dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
+# live promote of a mounted disk to DEST (imgpromote): with a writer, and killed mid-way
+SH_TESTS += tests/mount/promote.sh tests/mount/promote-kill.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)
 SH_TESTS += tests/mount/mount-helper.sh
 # a lost overlay write: tests/lib/faultsync.so, an LD_PRELOAD shim failing one fdatasync

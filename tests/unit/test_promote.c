@@ -13,7 +13,8 @@
 static void test_codec_roundtrip(void)
 {
 	struct ic_promote_state a = { .phase = IC_PROMOTE_SWITCHED, .size = 1ull << 40,
-				      .dev = 2049, .ino = 0, .rdev = UINT64_MAX }, b;
+				      .dev = 2049, .ino = 0, .rdev = UINT64_MAX,
+				      .rate = 33554432 }, b;
 	char buf[8192];
 	int n;
 
@@ -21,10 +22,11 @@ static void test_codec_roundtrip(void)
 	n = ic_promote_state_encode(&a, buf, sizeof(buf));
 	CHECK(n > 0);
 	CHECK(!strcmp(buf, "imgchain-promote 1\nphase switched\nsize 1099511627776\ndev 2049\n"
-			   "ino 0\nrdev 18446744073709551615\ndest /dev/disk/by-id/wwn-0x5000 c500\n"));
+			   "ino 0\nrdev 18446744073709551615\nrate 33554432\ndest /dev/disk/by-id/wwn-0x5000 c500\n"));
 	CHECK_EQ(ic_promote_state_decode(buf, (size_t)n, &b), 0);
 	CHECK_EQ(b.phase, IC_PROMOTE_SWITCHED);
-	CHECK(b.size == a.size && b.dev == a.dev && b.ino == a.ino && b.rdev == a.rdev);
+	CHECK(b.size == a.size && b.dev == a.dev && b.ino == a.ino && b.rdev == a.rdev &&
+	      b.rate == a.rate);
 	CHECK(!strcmp(b.dest, a.dest));
 	a.phase = IC_PROMOTE_COPYING;
 	n = ic_promote_state_encode(&a, buf, sizeof(buf));
@@ -47,7 +49,7 @@ static int dec(const char *s)
 
 static void test_codec_rejects(void)
 {
-	const char *good = "imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\ndest /x\n";
+	const char *good = "imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n";
 	char buf[256];
 
 	CHECK_EQ(dec(good), 0);
@@ -58,15 +60,15 @@ static void test_codec_rejects(void)
 		memcpy(buf, good, i);
 		CHECK_EQ(ic_promote_state_decode(buf, i, &st), IC_ECORRUPT);
 	}
-	CHECK_EQ(dec("imgchain-promote 2\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase done\nsize 5\ndev 1\nino 2\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 05\ndev 1\nino 2\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize -5\ndev 1\nino 2\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 18446744073709551616\ndev 1\nino 2\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\nino 2\ndev 1\nrdev 0\ndest /x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\ndest x\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\ndest /x\nmore\n"), IC_ECORRUPT);
-	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\ndest /x\x01y\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 2\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase done\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 05\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize -5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 18446744073709551616\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\nino 2\ndev 1\nrdev 0\nrate 0\ndest /x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest x\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\nmore\n"), IC_ECORRUPT);
+	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\x01y\n"), IC_ECORRUPT);
 }
 
 /* Two threads increment a shared pair of counters under overlapping ranges: without
