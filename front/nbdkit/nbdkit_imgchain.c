@@ -23,6 +23,7 @@
 #include <nbdkit-plugin.h>
 
 #include "imgchain.h"
+#include "ic_promote.h"
 #include "ic_session.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -82,6 +83,8 @@ static void refuse(int err)
 
 static void imgchain_unload(void)
 {
+	if (ss)
+		ic_promote_stop_all(ss);
 	ic_session_free(ss);
 	ic_key_free(key);
 	free(chain_dir);
@@ -211,6 +214,7 @@ static int imgchain_after_fork(void)
 		nbdkit_error("%s", ic_last_error(ret));
 		return -1;
 	}
+	ic_promote_resume_all(ss);     /* a promoted disk is DEST's (ic_promote.h) */
 	return 0;
 }
 

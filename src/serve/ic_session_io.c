@@ -450,6 +450,10 @@ uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, boo
 	struct ic_overlay *ov = ic_session_ov_load(sp, IC_DISK_RAW);
 	uint64_t n;
 
+	if (ic_promote_of(sp, IC_DISK_RAW)) {      /* DEST's bytes are not mapped: data */
+		*zero = false;
+		return len;
+	}
 	if (ov) {
 		bool present;
 
