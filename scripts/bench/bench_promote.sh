@@ -3,11 +3,11 @@
 # write-blocking mirror costs a guest's writes.  A chain of one point (SIZE_MIB of random
 # data) is mounted with an overlay; DEST is a file on the same file system.
 #   1. cp:      `cp` of the mounted disk.raw to a file, then sync (the baseline copy);
-#   2. idle:    imgpromote with no writer: time until the switch;
-#   3. before:  fio 4 KiB random writes to disk.raw (psync, one job, fsync every 64) for
-#               SECONDS_RUN: IOPS, mean and p99 completion latency;
-#   4. during:  the same fio while imgpromote copies (a fresh overlay and DEST): fio's
-#               figures over the copy, and the promote's time under that load;
+#   2. idle:    imgpromote with no writer (a fresh overlay): time until the switch;
+#   3. before:  (a fresh overlay) fio 4 KiB random writes to disk.raw (psync, one job,
+#               fsync every 64) for SECONDS_RUN: IOPS, mean and p99 completion latency;
+#   4. during:  the same fio while imgpromote copies that disk (its overlay now holds
+#               fio's writes): fio's figures over the copy, the promote's time under load;
 #   5. after:   the same fio once switched (disk.raw passes through to DEST).
 #
 #   scripts/bench/bench_promote.sh [BENCH_DIR]   (default /var/tmp/imgchain-bench-promote)
@@ -59,16 +59,16 @@ cp "$dir/mnt/p1/disk.raw" "$dir/cp.img"
 sync
 t_cp=$(echo "$(now) - $t0" | bc)
 rm -f "$dir/cp.img"
-# 3. before
-fio_run "$secs" "$dir/before"
 # 2. idle
 t0=$(now)
 "$build/imgpromote" -q "$dir/mnt" p1 "$dir/dest-idle.img"
 t_idle=$(echo "$(now) - $t0" | bc)
 umount_it
-# 4. during: a fresh overlay and DEST
 rm -rf "$dir/ov" "$dir/dest-idle.img"
+# 3. before, on a fresh overlay
 mount_it
+fio_run "$secs" "$dir/before"
+# 4. during
 t0=$(now)
 "$build/imgpromote" -q --no-wait "$dir/mnt" p1 "$dir/dest-load.img" >/dev/null
 fio_run "$(printf '%.0f' "$(echo "$t_idle * 0.8 + 1" | bc)")" "$dir/during" &

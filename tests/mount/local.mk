@@ -9,7 +9,7 @@ SH_TESTS += \
 	tests/mount/mount-vhd.sh \
 	tests/mount/mount-overlay-backup.sh \
 	tests/mount/mount-vmdk.sh
-dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh
+dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh tests/mount/promote-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # live promote of a mounted disk to DEST (imgpromote): with a writer, and killed mid-way

@@ -9,82 +9,7 @@
 # state before the round or one of the unacknowledged writes.  At the end DEST equals the
 # disk after the last acknowledged write (and the disk is served from DEST: the overlay's
 # files no longer change).  Pass/fail depends only on acknowledged writes.
-. "$(dirname "$0")/mount-lib.sh"
-requires imgpromote sha256sum
-
-make_disk_chain 64
-OV=$WORK/overlay
-DEST=$WORK/prod.img
-SIZE=$(stat -c %s "$WORK/d1")
-
-# writer.py MNT ROUND LOG: writes until the daemon dies; "w I OFF N" before each write,
-# "f I" once an fsync after write I returned
-cat >"$WORK/writer.py" <<'PY'
-import os, random, sys
-mnt, rnd, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-r = random.Random(rnd)
-fds = [os.open(os.path.join(mnt, "tue", n), os.O_RDWR) for n in ("disk.raw", "disk-flat.vmdk")]
-size = os.fstat(fds[0]).st_size
-out = open(log, "a", buffering=1)
-try:
-    for i in range(1000000):
-        fd = r.choice(fds)
-        n = r.choice((1, 511, 4096, 9000, 65536, 300000, 1 << 20))
-        off = r.randrange(0, size - n)
-        if r.random() < 0.5:
-            off -= off % 4096
-        data = random.Random(rnd * 1000003 + i).randbytes(n)
-        out.write("w %d %d %d\n" % (i, off, n))
-        done = 0
-        while done < n:
-            done += os.pwrite(fd, data[done:], off + done)
-        if r.random() < 0.3:
-            os.fsync(r.choice(fds))
-            out.write("f %d\n" % i)
-except OSError:
-    sys.exit(0)        # the daemon is gone
-PY
-
-# check.py FILE ROUND LOG STATE: FILE against STATE (the disk before the round) and the log;
-# STATE receives FILE's bytes
-cat >"$WORK/check.py" <<'PY'
-import random, sys
-path, rnd, log, st = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-writes, acked = [], -1
-for line in open(log):
-    f = line.split()
-    if f[0] == "w":
-        writes.append((int(f[1]), int(f[2]), int(f[3])))
-    else:
-        acked = int(f[1])
-exp = bytearray(open(st, "rb").read())
-pending = []
-for i, off, n in writes:
-    data = random.Random(rnd * 1000003 + i).randbytes(n)
-    if i <= acked:
-        exp[off:off + n] = data
-    else:
-        pending.append((off, data))
-got = open(path, "rb").read()
-if len(got) != len(exp):
-    sys.exit("size %d, expected %d" % (len(got), len(exp)))
-cover = sorted((off, off + len(d)) for off, d in pending)
-pos, spans = 0, []
-for a, b in cover + [(len(exp), len(exp))]:
-    if a > pos:
-        spans.append((pos, a))
-    pos = max(pos, b)
-for a, b in spans:
-    if got[a:b] != exp[a:b]:
-        j = next(x for x in range(a, b) if got[x] != exp[x])
-        sys.exit("byte %d is %d, expected %d (an acknowledged write or the state before)" % (j, got[j], exp[j]))
-for off, d in pending:
-    for j in range(off, off + len(d)):
-        if got[j] != exp[j] and not any(o <= j < o + len(e) and e[j - o] == got[j] for o, e in pending):
-            sys.exit("byte %d is %d: neither the state before nor an unacknowledged write" % (j, got[j]))
-open(st, "wb").write(got)
-print("round %d: %d writes, %d acknowledged" % (rnd, len(writes), sum(1 for w in writes if w[0] <= acked)))
-PY
+. "$(dirname "$0")/promote-lib.sh"
 
 kill_mount() {
 	kill -KILL "$MOUNT_PID" 2>/dev/null || true
@@ -105,7 +30,7 @@ for when in early half end switched late; do
 	round=$((round + 1))
 	mount_chain "$CHAIN" --overlay "$OV"
 	: >"$WORK/log.$round"
-	python3 "$WORK/writer.py" "$MNT" "$round" "$WORK/log.$round" 2>"$WORK/writer.err" &
+	python3 "$WORK/writer.py" "$MNT" tue "$round" "$WORK/log.$round" 2>"$WORK/writer.err" &
 	wpid=$!
 	cleanup_fn kill_quiet "$wpid" KILL
 	for ((i = 0; i < 400; i++)); do     # the first write (python may start slowly here)
@@ -137,7 +62,7 @@ for when in early half end switched late; do
 	wait "$wpid" || fail "round $round: writer: $(cat "$WORK/writer.err")"
 	[[ -s $WORK/log.$round ]] || fail "round $round: no write before the kill"
 	mount_chain "$CHAIN" --overlay "$OV"
-	python3 "$WORK/check.py" "$MNT/tue/disk.raw" "$round" "$WORK/log.$round" "$WORK/model.disk" ||
+	python3 "$WORK/check.py" "$WORK/model.disk" "$WORK/log.$round" "$MNT/tue/disk.raw" "$WORK/model.disk" ||
 		fail "round $round ($when): $(tail -n 20 "$MOUNT_LOG")"
 	cmp "$MNT/tue/disk.raw" <(head -c "$SIZE" "$MNT/tue/disk-flat.vmdk") ||
 		fail "round $round: disk.raw and disk-flat.vmdk differ"
