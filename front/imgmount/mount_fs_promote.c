@@ -8,12 +8,13 @@
  *                                               [error=MESSAGE]" (ic_promote_status)
  *   getxattr user.imgchain.promote.error        why the last start failed ("" if none)
  *
- * Only the mount's owner reaches them (FUSE mounts refuse other users unless allow_other,
- * which imgmount never passes for a writable mount's control). */
+ * DEST is a path the daemon opens with its own rights: only the daemon's user (or root)
+ * may start a promote, even on a mount with allow_other (EPERM for anyone else). */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "ic_promote.h"
 #include "mount_fs_int.h"
@@ -49,6 +50,8 @@ int mfs_setxattr(const char *path, const char *name, const char *value, size_t s
 	(void)flags;
 	if (strcmp(name, XA_PROMOTE))
 		return -ENOTSUP;
+	if (fuse_get_context()->uid != 0 && fuse_get_context()->uid != getuid())
+		return -EPERM;
 	sp = path ? disk_of(fs, path) : NULL;
 	if (!sp)
 		return -ENOTSUP;

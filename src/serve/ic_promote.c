@@ -221,6 +221,9 @@ static void *copier(void *arg)
 			r = ic_fail(-EIO, "disk.raw: short read at %" PRIu64, off);
 		ret = r < 0 ? (int)r : dest_write(pr, buf, n, off);
 		ic_range_unlock(&pr->rl, slot);
+		/* writeback started as we go: the switch's flush (writes paused) stays short */
+		if (!ret)
+			(void)sync_file_range(pr->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
 		if (ret) {
 			ic_promote_fail_copy(pr, r < 0 ? "reading the disk" : "writing", ret);
 			break;

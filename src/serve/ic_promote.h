@@ -7,7 +7,8 @@
  *              copy-mode=write-blocking); a chunk is range-locked while the copier reads
  *              and writes it and while a guest write to it lands, so the copier never
  *              writes DEST bytes older than a write it already mirrored.  A guest fsync
- *              flushes the overlay, then DEST.
+ *              flushes the overlay, the disk of record until the switch (a crash before
+ *              it copies again from the overlay): DEST is flushed once, at the switch.
  *   switched   once the copy passed the end: writes paused, DEST flushed, the state file
  *              says switched (then, as block-job-complete, the disk is DEST's alone):
  *              reads, writes and fsyncs of disk.raw and disk-flat.vmdk go to DEST; the
@@ -113,7 +114,7 @@ bool ic_promote_switched(struct ic_promote *pr);
 ssize_t ic_promote_read(struct ic_promote *pr, int file, void *buf, size_t len, uint64_t off);
 ssize_t ic_promote_write(struct ic_promote *pr, int file, const void *buf, size_t len,
 			 uint64_t off, ic_promote_write_fn ov_write, void *arg);
-/* After the overlay's fsync (while copying) or instead of it (switched): flush DEST. */
+/* A guest fsync once switched: flush DEST (while copying only the overlay is flushed). */
 int ic_promote_fsync(struct ic_promote *pr);
 /* Size of file while promoted (fixed: the disk's size when the promote started). */
 uint64_t ic_promote_size(struct ic_promote *pr, int file);

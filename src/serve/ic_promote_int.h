@@ -13,6 +13,7 @@ struct ic_promote {
 	struct ic_promote_state st;
 	int fd;                     /* DEST, -1 when it could not be reopened after the switch */
 	bool regular;               /* DEST is a regular file: zero chunks punched */
+	bool dest_bad;              /* atomic: an fdatasync of DEST failed once switched */
 	int phase;                  /* enum ic_promote_phase, atomic */
 	uint64_t copied;            /* bytes of this run of the copy, atomic */
 	bool stop;                  /* atomic: the copier ends */

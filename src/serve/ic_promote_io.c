@@ -64,7 +64,8 @@ ssize_t ic_promote_write(struct ic_promote *pr, int file, const void *buf, size_
 	pthread_rwlock_rdlock(&pr->sw);
 	switch (ic_promote_phase(pr)) {
 	case IC_PROMOTE_SWITCHED:
-		ret = pr->fd < 0 ? -EIO : ic_pwrite_full(pr->fd, buf, len, off, pr->st.dest);
+		ret = pr->fd < 0 || __atomic_load_n(&pr->dest_bad, __ATOMIC_ACQUIRE) ? -EIO :
+		      ic_pwrite_full(pr->fd, buf, len, off, pr->st.dest);
 		n = ret ? ret : (ssize_t)len;
 		break;
 	case IC_PROMOTE_COPYING:
@@ -86,22 +87,16 @@ ssize_t ic_promote_write(struct ic_promote *pr, int file, const void *buf, size_
 	return n;
 }
 
+/* A failed fdatasync is sticky: the kernel may have dropped the pages and reports it once,
+ * so every later write and fsync of DEST fails too (as the overlay does). */
 int ic_promote_fsync(struct ic_promote *pr)
 {
-	int ret;
-
-	if (ic_promote_phase(pr) == IC_PROMOTE_FAILED)
-		return 0;
-	if (pr->fd < 0)
+	if (pr->fd < 0 || __atomic_load_n(&pr->dest_bad, __ATOMIC_ACQUIRE))
 		return -EIO;
 	if (fdatasync(pr->fd) == 0)
 		return 0;
-	ret = ic_fail(-errno, "%s: fdatasync: %s", pr->st.dest, strerror(errno));
-	/* while copying the overlay (flushed first) holds the disk: only the promote fails */
-	if (ic_promote_fail_copy(pr, "flushing", ret) ||
-	    ic_promote_phase(pr) == IC_PROMOTE_FAILED)
-		return 0;
-	return ret;
+	__atomic_store_n(&pr->dest_bad, true, __ATOMIC_RELEASE);
+	return ic_fail(-errno, "%s: fdatasync: %s", pr->st.dest, strerror(errno));
 }
 
 /* ---- status ---------------------------------------------------------------------------- */
