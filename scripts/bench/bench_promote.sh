@@ -8,16 +8,19 @@
 #               fsync every 64) for SECONDS_RUN: IOPS, mean and p99 completion latency;
 #   4. during:  the same fio while imgpromote copies that disk (its overlay now holds
 #               fio's writes): fio's figures over the copy, the promote's time under load;
-#   5. after:   the same fio once switched (disk.raw passes through to DEST).
+#   5. after:   the same fio once switched (disk.raw passes through to DEST);
+#   6. rated:   again from a fresh overlay, fio during a promote with --rate RATE (the
+#               knob that trades convergence time for guest latency).
 #
 #   scripts/bench/bench_promote.sh [BENCH_DIR]   (default /var/tmp/imgchain-bench-promote)
-# Env: SIZE_MIB (default 1024), SECONDS_RUN (default 10), BUILD (./build)
+# Env: SIZE_MIB (default 1024), SECONDS_RUN (default 10), RATE (default 64M), BUILD (./build)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-/var/tmp/imgchain-bench-promote}
 size=${SIZE_MIB:-1024}
 secs=${SECONDS_RUN:-10}
 build=${BUILD:-$top/build}
+rate=${RATE:-64M}
 export IMGCHAIN_PASSPHRASE=bench IMGCHAIN_STATE_DIR="$dir/state"
 unset IMGCHAIN_PASSPHRASE_FILE
 command -v fio >/dev/null || { echo "bench_promote: fio is needed" >&2; exit 1; }
@@ -79,16 +82,28 @@ wait "$fpid"
 # 5. after the switch
 fio_run "$secs" "$dir/after"
 umount_it
-rm -f "$dir"/dest-*.img
+rm -rf "$dir/ov" "$dir"/dest-*.img
+# 6. rated
+mount_it
+t0=$(now)
+"$build/imgpromote" -q --no-wait --rate "$rate" "$dir/mnt" p1 "$dir/dest-rated.img" >/dev/null
+fio_run "$secs" "$dir/rated"
+"$build/imgpromote" -q "$dir/mnt" p1 "$dir/dest-rated.img"
+t_rated=$(echo "$(now) - $t0" | bc)
+umount_it
+rm -rf "$dir/ov" "$dir"/dest-*.img
 
 read -r b_iops b_mean b_p99 <"$dir/before"
 read -r d_iops d_mean d_p99 <"$dir/during"
 read -r a_iops a_mean a_p99 <"$dir/after"
+read -r r_iops r_mean r_p99 <"$dir/rated"
 printf 'disk %d MiB (random data), DEST a file on the same file system\n' "$size"
 printf 'cp of the mounted disk.raw + sync:   %6.2f s\n' "$t_cp"
 printf 'promote, no writer (to the switch):  %6.2f s  (%.2fx cp)\n' "$t_idle" "$(echo "$t_idle / $t_cp" | bc -l)"
 printf 'promote, fio writing meanwhile:      %6.2f s  (%.2fx cp)\n' "$t_load" "$(echo "$t_load / $t_cp" | bc -l)"
+printf 'promote --rate %s, fio meanwhile:   %6.2f s  (%.2fx cp)\n' "$rate" "$t_rated" "$(echo "$t_rated / $t_cp" | bc -l)"
 printf '4 KiB random writes (psync, fsync every 64): IOPS, mean and p99 latency (us)\n'
 printf '  before the promote (overlay):  %6d  %8d  %8d\n' "$b_iops" "$b_mean" "$b_p99"
 printf '  during the copy (mirrored):    %6d  %8d  %8d\n' "$d_iops" "$d_mean" "$d_p99"
 printf '  after the switch (DEST):       %6d  %8d  %8d\n' "$a_iops" "$a_mean" "$a_p99"
+printf '  during a --rate %s copy:      %6d  %8d  %8d\n' "$rate" "$r_iops" "$r_mean" "$r_p99"

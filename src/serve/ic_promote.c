@@ -215,10 +215,17 @@ static void *copier(void *arg)
 		size_t n = pr->st.size - off < IC_PROMOTE_CHUNK ? (size_t)(pr->st.size - off)
 								: IC_PROMOTE_CHUNK;
 		int slot = ic_range_lock(&pr->rl, off, off + n);
-		ssize_t r = ic_session_read(pr->sp, IC_DISK_RAW, &cs, buf, n, off);
+		ssize_t r = 0;
 
-		if (r >= 0 && (size_t)r != n)
-			r = ic_fail(-EIO, "disk.raw: short read at %" PRIu64, off);
+		/* in pieces: the overlay's lock is held while its base is read, and a guest
+		 * write anywhere waits for it */
+		for (size_t k = 0; k < n && r >= 0; k += IC_PROMOTE_PIECE) {
+			size_t m = n - k < IC_PROMOTE_PIECE ? n - k : IC_PROMOTE_PIECE;
+
+			r = ic_session_read(pr->sp, IC_DISK_RAW, &cs, buf + k, m, off + k);
+			if (r >= 0 && (size_t)r != m)
+				r = ic_fail(-EIO, "disk.raw: short read at %" PRIu64, off + k);
+		}
 		ret = r < 0 ? (int)r : dest_write(pr, buf, n, off);
 		ic_range_unlock(&pr->rl, slot);
 		/* writeback started as we go: the switch's flush (writes paused) stays short */

@@ -33,7 +33,8 @@
 
 #include "ic_session.h"
 
-#define IC_PROMOTE_CHUNK (1u << 20)
+#define IC_PROMOTE_CHUNK (1u << 20)     /* copied under one range lock */
+#define IC_PROMOTE_PIECE (64u << 10)    /* read through the session at once */
 #define IC_PROMOTE_STATE "promote.state"
 #define IC_PROMOTE_DEST_MAX 4000u
 
