@@ -157,6 +157,9 @@ static int do_switch(struct ic_promote *pr)
 	int ret;
 
 	pthread_rwlock_wrlock(&pr->sw);
+	/* the overlay's last state committed now: its files never change after the switch
+	 * (a failure is logged; the overlay is not the disk any more once switched) */
+	(void)ic_session_fsync(pr->s, pr->sp, IC_DISK_RAW);
 	ret = fdatasync(pr->fd) < 0 ? ic_fail(-errno, "%s: fdatasync: %s", pr->st.dest,
 					      strerror(errno)) : 0;
 	if (ret) {

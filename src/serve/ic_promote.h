@@ -9,7 +9,8 @@
  *              writes DEST bytes older than a write it already mirrored.  A guest fsync
  *              flushes the overlay, the disk of record until the switch (a crash before
  *              it copies again from the overlay): DEST is flushed once, at the switch.
- *   switched   once the copy passed the end: writes paused, DEST flushed, the state file
+ *   switched   once the copy passed the end: writes paused, the overlay committed (its
+ *              files never change again), DEST flushed, the state file
  *              says switched (then, as block-job-complete, the disk is DEST's alone):
  *              reads, writes and fsyncs of disk.raw and disk-flat.vmdk go to DEST; the
  *              chain and the overlay are no longer read or written for that disk.
