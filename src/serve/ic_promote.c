@@ -171,6 +171,7 @@ static int do_switch(struct ic_promote *pr)
 	ret = state_write(pr);
 	if (ret) {
 		pr->st.phase = IC_PROMOTE_COPYING;
+		__atomic_store_n(&pr->unsure, true, __ATOMIC_RELEASE);
 		set_err(pr, "recording the switch (retried)", ret);
 	} else {
 		__atomic_store_n(&pr->phase, IC_PROMOTE_SWITCHED, __ATOMIC_RELEASE);

@@ -116,7 +116,8 @@ bool ic_promote_switched(struct ic_promote *pr);
 ssize_t ic_promote_read(struct ic_promote *pr, int file, void *buf, size_t len, uint64_t off);
 ssize_t ic_promote_write(struct ic_promote *pr, int file, const void *buf, size_t len,
 			 uint64_t off, ic_promote_write_fn ov_write, void *arg);
-/* A guest fsync once switched: flush DEST (while copying only the overlay is flushed). */
+/* After the overlay's fsync (copying) or instead of it (switched): flush DEST when it
+ * must be (switched, or a failed attempt to record the switch); else 0. */
 int ic_promote_fsync(struct ic_promote *pr);
 /* Size of file while promoted (fixed: the disk's size when the promote started). */
 uint64_t ic_promote_size(struct ic_promote *pr, int file);

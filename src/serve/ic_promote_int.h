@@ -14,6 +14,8 @@ struct ic_promote {
 	int fd;                     /* DEST, -1 when it could not be reopened after the switch */
 	bool regular;               /* DEST is a regular file: zero chunks punched */
 	bool dest_bad;              /* atomic: an fdatasync of DEST failed once switched */
+	bool unsure;                /* atomic: recording the switch failed, maybe after the
+				     * rename: DEST is flushed with the overlay until it passes */
 	int phase;                  /* enum ic_promote_phase, atomic */
 	uint64_t copied;            /* bytes of this run of the copy, atomic */
 	bool stop;                  /* atomic: the copier ends */

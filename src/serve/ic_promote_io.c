@@ -91,6 +91,13 @@ ssize_t ic_promote_write(struct ic_promote *pr, int file, const void *buf, size_
  * so every later write and fsync of DEST fails too (as the overlay does). */
 int ic_promote_fsync(struct ic_promote *pr)
 {
+	int ph = ic_promote_phase(pr);
+
+	/* copying: the overlay is the disk of record, unless the switch's record may be on
+	 * disk (a failed attempt): then a crash would serve DEST, which must hold it all */
+	if (ph == IC_PROMOTE_FAILED ||
+	    (ph == IC_PROMOTE_COPYING && !__atomic_load_n(&pr->unsure, __ATOMIC_ACQUIRE)))
+		return 0;
 	if (pr->fd < 0 || __atomic_load_n(&pr->dest_bad, __ATOMIC_ACQUIRE))
 		return -EIO;
 	if (fdatasync(pr->fd) == 0)

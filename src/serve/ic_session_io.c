@@ -407,6 +407,8 @@ int ic_session_fsync(struct ic_session *s, struct ic_spoint *sp, int file)
 	if (!ov)
 		return 0;
 	ret = ic_overlay_fsync(ov);
+	if (!ret && pr)
+		ret = ic_promote_fsync(pr);
 	if (ret)
 		ic_session_log(s, LOG_ERR, "restore point '%s': fsync of %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error(ret));

@@ -139,14 +139,6 @@ mount_chain "$CHAIN"
 cp "$MNT/wed/disk-sparse.vmdk" "$WORK/model/sparse"
 unmount_chain
 
-kill_mount() {
-	kill -KILL "$MOUNT_PID" 2>/dev/null || true
-	wait "$MOUNT_PID" 2>/dev/null || true
-	MOUNT_PID=
-	fusermount3 -u -z "$MNT" 2>/dev/null || true
-	! mountpoint -q "$MNT" || fail "the dead mount is still there"
-}
-
 # rounds: MODE:DELAY_MS (the test kills after DELAY_MS, else the writer kills by MODE)
 total=0
 for spec in time:100 fsync:0 time:300 write:0 during:0 time:900 fsync:0 during:0; do

@@ -53,5 +53,14 @@ PY
 	imgbackup -q -n branch -p tue "$CHAIN" "$WORK/d3"
 }
 
+# kill_mount: SIGKILL the mount daemon (mount_chain's), clean the dead mount (lazy unmount).
+kill_mount() {
+	kill -KILL "$MOUNT_PID" 2>/dev/null || true
+	wait "$MOUNT_PID" 2>/dev/null || true
+	MOUNT_PID=
+	fusermount3 -u -z "$MNT" 2>/dev/null || true
+	! mountpoint -q "$MNT" || fail "the dead mount is still there"
+}
+
 # The point names and their source disks.
 POINTS="mon:d0 tue:d1 wed:d2 branch:d3"

@@ -11,14 +11,6 @@
 # files no longer change).  Pass/fail depends only on acknowledged writes.
 . "$(dirname "$0")/promote-lib.sh"
 
-kill_mount() {
-	kill -KILL "$MOUNT_PID" 2>/dev/null || true
-	wait "$MOUNT_PID" 2>/dev/null || true
-	MOUNT_PID=
-	fusermount3 -u -z "$MNT" 2>/dev/null || true
-	! mountpoint -q "$MNT" || fail "the dead mount is still there"
-}
-
 phase() { imgpromote --status "$MNT" tue | sed -n 's/^phase=\([a-z]*\).*/\1/p'; }
 copied() { imgpromote --status "$MNT" tue | sed -n 's/.* copied=\([0-9]*\).*/\1/p'; }
 
