@@ -91,6 +91,10 @@ static char *abs_dest(const char *dest)
 
 static int fail_gone(const char *disk, int err)
 {
+	if (err == -ENODATA || err == -ENOTSUP || err == -EPROTO) {
+		ic_msg("%s: not a disk served by an imgmount that can promote", disk);
+		return IC_EXIT_ERROR;
+	}
 	ic_msg("%s: %s (if the mount daemon died, start imgmount again with the same overlay directory: the promote resumes)",
 	       disk, strerror(-err));
 	return IC_EXIT_ERROR;
@@ -159,10 +163,11 @@ int main(int argc, char **argv)
 		       argv[cli.optind + 1], argv[cli.optind]);
 		return IC_EXIT_ERROR;
 	}
+	/* the daemon answers for its disks: anything else is not ours to set an xattr on */
+	ret = get_status(disk, buf, sizeof(buf), &st);
+	if (ret)
+		return fail_gone(disk, ret);
 	if (status) {
-		ret = get_status(disk, buf, sizeof(buf), &st);
-		if (ret)
-			return fail_gone(disk, ret);
 		printf("%s\n", buf);
 		return IC_EXIT_OK;
 	}

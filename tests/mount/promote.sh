@@ -15,6 +15,9 @@
 expect_exit 2 imgpromote
 expect_exit 2 imgpromote "$MNT" tue
 expect_exit 2 imgpromote --rate 0 "$MNT" tue "$DEST"
+mkdir -p "$WORK/notamount/tue" && : >"$WORK/notamount/tue/disk.raw"
+expect_exit 1 imgpromote "$WORK/notamount" tue "$DEST"
+expect_msg "not a disk served by an imgmount"
 mount_chain "$CHAIN"
 expect_exit 1 imgpromote "$MNT" tue "$DEST"
 expect_msg "Read-only file system"
