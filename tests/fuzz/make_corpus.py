@@ -58,6 +58,9 @@ put('fuzz_overlay', 'empty', b'')
 put('fuzz_state', 'v1', b'seq 3\nseal ' + b'ab' * 32 + b'\nname daily-3\n')
 put('fuzz_state', 'v2', b'imgchain-state 2\nkeygen 1 ' + b'0f' * 16 + b'\npoint 1 ' + b'01' * 32 +
     b' mon\npoint 7 ' + b'fe' * 32 + b' tue.2026-12-03\n')
+# the promote state (FORMAT.md 18)
+put('fuzz_promote', 'switched', b'imgchain-promote 1\nphase switched\nsize 67108864\ndev 2049\nino 131\n'
+    b'rdev 0\nrate 0\ndest /var/lib/prod/web01.img\n')
 # the consolidation journal (FORMAT.md "Journal"); fuzz_journal appends the sum line when the
 # last byte is odd
 put('fuzz_journal', 'commit', b'imgchain-journal 1\nphase commit\nremove 3 2\ninplace 1 3 123456\n'
