@@ -7,8 +7,11 @@
 # copier's position.  After the switch: DEST equals the backup with every logged write
 # applied in order, byte for byte; the mount reads the same; writes then go to DEST alone
 # (DEST changes, the overlay's files do not); a remount serves DEST; info.json and
-# --status show the state.  A loop device as DEST when losetup works (root).  Errors: a
-# read-only mount, a second DEST, DEST inside the mount, usage.
+# --status show the state.  A writer chasing the copier (every write inside the chunk being
+# copied) loses nothing (fails without the range lock).  The NBD export on the same overlay
+# serves the switched disk from DEST (when nbdkit and the plugin are there).  A loop
+# device as DEST when losetup works (root).  Errors: a read-only mount, a path not served
+# by imgmount, a second DEST, DEST inside the mount, usage.
 . "$(dirname "$0")/promote-lib.sh"
 
 # ---- usage and refusals -----------------------------------------------------------------
@@ -100,6 +103,44 @@ mount_chain "$CHAIN" --overlay "$OV"
 cmp "$MNT/tue/disk.raw" "$WORK/dest.copy" || fail "the remount does not serve DEST"
 imgpromote --status "$MNT" tue | grep -q '^phase=switched' || fail "not switched after a remount"
 imgpromote -q "$MNT" tue "$DEST" || fail "imgpromote on a switched disk"
+unmount_chain
+
+# ---- a writer chasing the copier: every write lands in the chunk being copied -----------------
+# (4 KiB pieces at random places of the 1 MiB at the copier's position, read from the
+# status, while the rate-limited copy sleeps and wakes): the copier must never write bytes
+# it read before a write over that write's bytes in DEST (the range lock)
+cat >"$WORK/chase.py" <<'PY'
+import os, random, sys
+mnt, point, seed, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+path = os.path.join(mnt, point, "disk.raw")
+fd = os.open(path, os.O_RDWR)
+size = os.fstat(fd).st_size
+out = open(log, "a", buffering=1)
+r = random.Random(seed)
+i = 0
+while True:
+    st = dict(f.split("=", 1) for f in os.getxattr(path, "user.imgchain.promote").decode().split()[:3])
+    if st["phase"] != "copying":
+        break
+    at = int(st["copied"])
+    for _ in range(8):
+        off = at + r.randrange(0, 256) * 4096
+        if off + 4096 > size:
+            continue
+        out.write("w %d %d %d 4096\n" % (seed, i, off))
+        os.pwrite(fd, random.Random(seed * 1000003 + i).randbytes(4096), off)
+        out.write("a %d %d\n" % (seed, i))
+        i += 1
+print(i)
+PY
+mount_chain "$CHAIN" --overlay "$OV"
+: >"$WORK/log3"
+imgpromote -q --no-wait --rate 16M "$MNT" mon "$WORK/mon.img" || fail "imgpromote mon"
+python3 "$WORK/chase.py" "$MNT" mon 3 "$WORK/log3" >"$WORK/chase.out" || fail "chase.py"
+imgpromote -q "$MNT" mon "$WORK/mon.img" || fail "the promote of mon did not switch"
+echo "chasing writer: $(cat "$WORK/chase.out") writes at the copier's position"
+python3 "$WORK/check.py" "$WORK/d0" "$WORK/log3" "$WORK/mon.img" ||
+	fail "DEST lost a write made where the copier was copying"
 unmount_chain
 
 # ---- the NBD export on the same overlay serves the switched disk from DEST too ----------------
