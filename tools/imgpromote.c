@@ -197,10 +197,15 @@ int main(int argc, char **argv)
 	if (nowait) {
 		ret = get_status(disk, buf, sizeof(buf), &st);
 		if (ret)
-			return fail_gone(disk, ret);
-		if (!cli.quiet)
+			ret = fail_gone(disk, ret);
+		else if (!cli.quiet)
 			printf("%s\n", buf);
-		return IC_EXIT_OK;
+	} else {
+		ret = wait_switch(disk, argv[cli.optind + 1], cli.quiet);
 	}
-	return wait_switch(disk, argv[cli.optind + 1], cli.quiet);
+	free(val);
+	free(mnt);
+	free(dest);
+	free(disk);
+	return ret;
 }
