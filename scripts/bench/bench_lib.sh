@@ -98,3 +98,44 @@ bench_disk_dense()
 	rm -rf "$stage"
 	mv "$dense.tmp" "$dense"
 }
+
+# bench_inputs DISK OUT   the read benchmarks' inputs for DISK, built once in OUT (rebuilt when
+#   DISK changes; imgbackup and qemu-img from PATH, IMGCHAIN_PASSPHRASE set by the caller):
+#   OUT/chain (a one-point chain, point "full"), OUT/z.qcow2 (zstd-compressed qcow2) and
+#   OUT/l.qcow2 (LUKS-encrypted qcow2, secret "pw").
+bench_inputs()
+{
+	local disk=$1 out=$2 stamp i
+	stamp="$(stat -c '%s %Y' "$disk") inputs v1"
+	if [ ! -f "$out/stamp" ] || [ "$(cat "$out/stamp")" != "$stamp" ]; then
+		rm -rf "$out"
+		mkdir -p "$out"
+		echo "$stamp" >"$out/stamp"
+	fi
+	if [ ! -d "$out/chain" ]; then
+		echo "bench: imgbackup full of ${disk##*/} -> $out/chain"
+		rm -rf "$out/chain.tmp"
+		imgbackup -q -n full "$out/chain.tmp" "$disk" || return 1
+		mv "$out/chain.tmp" "$out/chain"
+	fi
+	if [ ! -f "$out/z.qcow2" ]; then
+		echo "bench: qemu-img convert: zstd qcow2 of ${disk##*/}"
+		qemu-img convert -O qcow2 -c -o compression_type=zstd "$disk" "$out/z.qcow2.tmp" ||
+			return 1
+		mv "$out/z.qcow2.tmp" "$out/z.qcow2"
+	fi
+	if [ ! -f "$out/l.qcow2" ]; then
+		echo "bench: qemu-img convert: LUKS qcow2 of ${disk##*/}"
+		# LUKS times its PBKDF on creation, which fails now and then on a loaded machine
+		# ("Unable to get accurate CPU usage"): try again
+		for i in 1 2 3 4 5; do
+			if qemu-img convert -O qcow2 --object secret,id=s,data=pw \
+				-o encrypt.format=luks,encrypt.key-secret=s "$disk" "$out/l.qcow2.tmp"; then
+				mv "$out/l.qcow2.tmp" "$out/l.qcow2"
+				break
+			fi
+			sleep 1
+		done
+		[ -f "$out/l.qcow2" ] || return 1
+	fi
+}
