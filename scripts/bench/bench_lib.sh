@@ -41,23 +41,14 @@ bench_disk_dense()
 	local stage="$1/.dense-stage" ext_mib=$(($2 - 1))
 	rm -rf "$stage" "$dense.tmp"
 	mkdir -p "$stage"
-	python3 - "$stage" $((ext_mib * 1048576 * 85 / 100)) <<-'PY' || return 1
+	# regular files of 4 KiB and more, sorted in each root, without following links or mounts
+	local r
+	for r in /usr/lib /usr/bin /usr/sbin /usr/libexec /usr/lib64 /opt; do
+		[ -d "$r" ] && find "$r" -xdev -type f -size +3k -print0 2>/dev/null | LC_ALL=C sort -z
+	done |
+	python3 -c "$(cat <<-'PY'
 		import os, shutil, sys
 		stage, budget = sys.argv[1], int(sys.argv[2])
-		roots = ["/usr/lib", "/usr/bin", "/usr/sbin", "/usr/libexec", "/usr/lib64", "/opt"]
-		def walk(root):
-		    try:
-		        ents = sorted(os.scandir(root), key=lambda e: e.name)
-		    except OSError:
-		        return
-		    for e in ents:
-		        try:
-		            if e.is_dir(follow_symlinks=False):
-		                yield from walk(e.path)
-		            elif e.is_file(follow_symlinks=False):
-		                yield e.path, e.stat(follow_symlinks=False)
-		        except OSError:
-		            pass
 		def elf(path):
 		    try:
 		        with open(path, "rb") as f:
@@ -65,11 +56,14 @@ bench_disk_dense()
 		    except OSError:
 		        return False
 		files, seen = [], set()
-		for root in roots:
-		    for path, st in walk(root):
-		        if st.st_size >= 4096 and (st.st_dev, st.st_ino) not in seen and elf(path):
-		            seen.add((st.st_dev, st.st_ino))
-		            files.append((path, st.st_size))
+		for path in sys.stdin.buffer.read().decode(errors="surrogateescape").split("\0"):
+		    try:
+		        st = os.lstat(path)
+		    except OSError:
+		        continue
+		    if st.st_size >= 4096 and (st.st_dev, st.st_ino) not in seen and elf(path):
+		        seen.add((st.st_dev, st.st_ino))
+		        files.append((path, st.st_size))
 		total, n, rnd = 0, 0, 0
 		while total < budget and files:
 		    for path, size in files:
@@ -90,6 +84,7 @@ bench_disk_dense()
 		        break
 		print("bench: %d files, %d MiB, %d pass(es) over /usr" % (n, total >> 20, rnd))
 	PY
+	)" "$stage" $((ext_mib * 1048576 * 85 / 100)) || return 1
 	truncate -s "${2}M" "$dense.tmp"
 	printf 'label: dos\nstart=2048, type=83\n' |
 		sfdisk --no-reread --no-tell-kernel -q "$dense.tmp" >/dev/null || return 1
