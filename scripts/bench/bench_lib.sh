@@ -100,7 +100,7 @@ bench_disk_dense()
 #   OUT/l.qcow2 (LUKS-encrypted qcow2, secret "pw").
 bench_inputs()
 {
-	local disk=$1 out=$2 stamp i
+	local disk=$1 out=$2 stamp
 	stamp="$(stat -c '%s %Y' "$disk") inputs v1"
 	if [ ! -f "$out/stamp" ] || [ "$(cat "$out/stamp")" != "$stamp" ]; then
 		rm -rf "$out"
@@ -123,7 +123,7 @@ bench_inputs()
 		echo "bench: qemu-img convert: LUKS qcow2 of ${disk##*/}"
 		# LUKS times its PBKDF on creation, which fails now and then on a loaded machine
 		# ("Unable to get accurate CPU usage"): try again
-		for i in 1 2 3 4 5; do
+		for _ in 1 2 3 4 5; do
 			if qemu-img convert -O qcow2 --object secret,id=s,data=pw \
 				-o encrypt.format=luks,encrypt.key-secret=s "$disk" "$out/l.qcow2.tmp"; then
 				mv "$out/l.qcow2.tmp" "$out/l.qcow2"
