@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "ic_session_cdp.h"
 #include "mount_fs_int.h"
 
 /* Resolve path under fs->ss->lock. */
@@ -110,13 +111,18 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	int ret = 0;
 
 	struct mhandle *h = fi ? (struct mhandle *)(uintptr_t)fi->fh : NULL;
+	const char *rest;
 
+	if (h && h->cdp)
+		return mfs_cdp_fgetattr(fs, h, st);
 	if (h && h->dir)
 		path = h->dir;
 	else if (h && h->fd >= 0)
 		return fstat(h->fd, st) < 0 ? -errno : 0;
 	if (path && !strchr(path + 1, '/'))
 		ic_session_refresh(fs->ss, false);
+	if ((!h || h->dir) && path && mfs_cdp_path(fs, path, &rest))
+		return mfs_cdp_getattr(fs, rest, st);
 	pthread_mutex_lock(&fs->ss->lock);
 	if (h && !h->dir) {
 		w.node = N_FILE;
@@ -204,7 +210,9 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct mount_fs *fs = mfs_get();
+	const char *rest;
 	struct where w;
+	bool cdp;
 	int ret = 0;
 
 	(void)off;
@@ -215,6 +223,9 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		return -EBADF;
 	if (!strcmp(path, "/"))
 		ic_session_refresh(fs->ss, false);
+	if (mfs_cdp_path(fs, path, &rest))
+		return mfs_cdp_readdir(fs, rest, buf, filler);
+	cdp = !strcmp(path, "/") && mfs_cdp_path(fs, "/" IC_SCDP_DIR, &rest);
 	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	switch (w.node) {
@@ -226,6 +237,8 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 				filler(buf, fs->ss->pts[i]->name, NULL, 0, 0);
 		if (fs->ss->latest[0])
 			filler(buf, ICF_NAME_RESERVED, NULL, 0, 0);
+		if (cdp)
+			filler(buf, IC_SCDP_DIR, NULL, 0, 0);
 		break;
 	case N_POINT: {
 		char *p;

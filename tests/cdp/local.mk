@@ -2,6 +2,7 @@
 if ENABLE_NBDKIT
 SH_TESTS += \
 	tests/cdp/cdp-restore.sh \
+	tests/cdp/cdp-mount.sh \
 	tests/cdp/cdp-damage.sh \
 	tests/cdp/cdp-gap.sh \
 	tests/cdp/cdp-kill.sh \

@@ -1,0 +1,169 @@
+/* mount_fs_cdp.c: the `cdp/` directory: one directory per checkpoint of the chain's CDP
+ * journal that `imgrestore --at` offers, named by its UTC time, holding `disk.raw`
+ * (read-only; ic_session_cdp.h).  Shown when the chain has a journal and no restore
+ * point is called `cdp` (the point wins). */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "ic_session_cdp.h"
+#include "mount_fs_int.h"
+
+bool mfs_cdp_path(struct mount_fs *fs, const char *path, const char **rest)
+{
+	size_t n = strlen(IC_SCDP_DIR);
+	bool point;
+
+	if (path[0] != '/' || strncmp(path + 1, IC_SCDP_DIR, n) ||
+	    (path[1 + n] && path[1 + n] != '/'))
+		return false;
+	pthread_mutex_lock(&fs->ss->lock);
+	point = ic_session_find(fs->ss, IC_SCDP_DIR, n) != NULL;
+	pthread_mutex_unlock(&fs->ss->lock);
+	if (point || !ic_scdp_present(fs->ss))
+		return false;
+	*rest = path + 1 + n;
+	return true;
+}
+
+/* rest "" (the directory), "/NAME", "/NAME/" or "/NAME/disk.raw": *name, *len set for
+ * the last two; the file or not.  -ENOENT for anything else. */
+static int split(const char *rest, const char **name, size_t *len, bool *file)
+{
+	const char *slash;
+
+	*file = false;
+	*len = 0;
+	if (!rest[0] || !strcmp(rest, "/"))
+		return 0;
+	*name = rest + 1;
+	slash = strchr(*name, '/');
+	*len = slash ? (size_t)(slash - *name) : strlen(*name);
+	if (!*len)
+		return -ENOENT;
+	if (!slash || !slash[1])
+		return 0;
+	if (strcmp(slash + 1, IC_SCDP_FILE))
+		return -ENOENT;
+	*file = true;
+	return 0;
+}
+
+static void fill(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = mode;
+	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = 65536;
+	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = t;
+}
+
+int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st)
+{
+	struct ic_scdp_info in;
+	const char *name = NULL;
+	size_t len;
+	bool file;
+	int ret = split(rest, &name, &len, &file);
+
+	if (ret)
+		return ret;
+	if (!len) {
+		fill(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
+		return 0;
+	}
+	ret = ic_scdp_find(fs->ss, name, len, &in);
+	if (ret)
+		return ret == -ENOENT ? ret : mfs_errno(ret);
+	if (!file) {
+		fill(fs, st, S_IFDIR | 0555, in.when.tv_sec);
+		return 0;
+	}
+	fill(fs, st, S_IFREG | 0444, in.when.tv_sec);
+	st->st_mtim = in.when;
+	st->st_size = (off_t)in.disk_size;
+	st->st_blocks = (blkcnt_t)((in.disk_size + 511) / 512);
+	return 0;
+}
+
+int mfs_cdp_fgetattr(struct mount_fs *fs, struct mhandle *h, struct stat *st)
+{
+	uint64_t size = ic_scdp_size(h->cdp);
+
+	fill(fs, st, S_IFREG | 0444, 0);
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	return 0;
+}
+
+struct lister {
+	void *buf;
+	fuse_fill_dir_t filler;
+};
+
+static int list_one(void *arg, const struct ic_scdp_info *c)
+{
+	struct lister *l = arg;
+
+	l->filler(l->buf, c->name, NULL, 0, 0);
+	return 0;
+}
+
+int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_dir_t filler)
+{
+	struct lister l = { buf, filler };
+	struct ic_scdp_info in;
+	const char *name = NULL;
+	size_t len;
+	bool file;
+	int ret = split(rest, &name, &len, &file);
+
+	if (ret)
+		return ret;
+	if (file)
+		return -ENOTDIR;
+	if (len) {
+		ret = ic_scdp_find(fs->ss, name, len, &in);
+		if (ret)
+			return ret == -ENOENT ? ret : mfs_errno(ret);
+	}
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	if (len) {
+		filler(buf, IC_SCDP_FILE, NULL, 0, 0);
+		return 0;
+	}
+	ret = ic_scdp_each(fs->ss, list_one, &l);
+	return ret ? mfs_errno(ret) : 0;
+}
+
+int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *fi)
+{
+	struct mhandle *h;
+	const char *name = NULL;
+	size_t len;
+	bool file;
+	int ret = split(rest, &name, &len, &file);
+
+	if (ret)
+		return ret;
+	if (!file)
+		return -EISDIR;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EROFS;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->fd = -1;
+	h->file = -1;
+	ret = ic_scdp_open(fs->ss, name, len, &h->cdp);
+	if (ret) {
+		free(h);
+		return ret == -ENOENT ? ret : mfs_errno(ret);
+	}
+	fi->fh = (uintptr_t)h;
+	fi->keep_cache = 1;     /* a checkpoint's bytes never change */
+	return 0;
+}
