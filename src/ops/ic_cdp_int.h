@@ -28,6 +28,8 @@ struct ic_cdp_writer {
 	crypto_generichash_state hk;
 	uint64_t k, frames, off, nblocks;
 	uint64_t off0;              /* the end of checkpoint 0 */
+	uint32_t version;           /* the journal version written (the options') */
+	ic_cdp_acc *terms, acc;     /* the map seal (FORMAT.md 15.5): each block's term, their sum */
 	struct timespec last;
 	int fd;
 	int failed;                 /* sticky: the first failure */

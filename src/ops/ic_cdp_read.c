@@ -29,6 +29,7 @@ struct apply {
 	const struct ic_key *key;
 	uint8_t *plain;
 	uint64_t records;
+	ic_cdp_acc *terms, acc;     /* the map seal's sum (FORMAT.md 15.5) */
 };
 
 static int apply_rec(void *arg, const struct ic_journal *j, uint64_t k, uint64_t off,
@@ -39,6 +40,9 @@ static int apply_rec(void *arg, const struct ic_journal *j, uint64_t k, uint64_t
 	int ret;
 
 	(void)off;
+	a->acc -= a->terms[r->pos];
+	a->terms[r->pos] = rec ? ic_cdp_map_term(j->kcdp, &j->h, k, r) : 0;
+	a->acc += a->terms[r->pos];
 	if (!rec) {
 		memset(a->plain, 0, r->plain_len);
 	} else {
@@ -61,6 +65,22 @@ static int apply_rec(void *arg, const struct ic_journal *j, uint64_t k, uint64_t
 	return ret;
 }
 
+/* The disk restored must be the one the checkpoint's map seal names (what a fold would
+ * make of it, FORMAT.md 15.5). */
+static int check_mseal(const struct ic_journal *j, const struct ic_jckpt *t, ic_cdp_acc acc,
+		       const uint8_t mseal[32])
+{
+	struct icf_cdp_ckpt c = { .interval = t->interval, .time_s = t->when.tv_sec,
+				  .time_ns = (uint32_t)t->when.tv_nsec };
+	uint8_t want[32];
+
+	ic_cdp_mseal(j->kcdp, &j->h, &c, acc, want);
+	if (sodium_memcmp(want, mseal, 32))
+		return ic_fail(IC_ECORRUPT, "%s: checkpoint %llu: its map seal does not match the disk its records make",
+			       j->path, (unsigned long long)t->interval);
+	return 0;
+}
+
 static int apply(const struct ic_cdp_restore_opts *o, const char *dir, const struct ic_key *key,
 		 const struct ic_jckpt *target, struct ic_cdp_restore_stats *st)
 {
@@ -76,7 +96,9 @@ static int apply(const struct ic_cdp_restore_opts *o, const char *dir, const str
 	tmp = malloc(strlen(o->dest) + 32);
 	a.codec = ic_codec_new(j.h.block_size, 1);
 	a.plain = malloc(j.h.block_size);
-	if (!tmp || !a.codec || !a.plain) {
+	a.terms = j.nblocks <= SIZE_MAX / sizeof(*a.terms) ? calloc(j.nblocks, sizeof(*a.terms))
+							    : NULL;
+	if (!tmp || !a.codec || !a.plain || !a.terms) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -94,6 +116,8 @@ static int apply(const struct ic_cdp_restore_opts *o, const char *dir, const str
 	}
 	a.dest = fd;
 	ret = ic_journal_walk(&j, &w);
+	if (!ret && w.has_mseal)
+		ret = check_mseal(&j, target, a.acc, w.mseal);
 	if (!ret)
 		ret = ic_fsync(fd, o->dest);
 	if (!ret)
@@ -109,6 +133,7 @@ out:
 		unlink(tmp);
 	free(tmp);
 	free(a.plain);
+	free(a.terms);
 	ic_codec_free(a.codec);
 	ic_array_free(&w.ck);
 	ic_journal_close(&j);

@@ -87,6 +87,7 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 	}
 	w->level = o->level ? o->level : 3;
 	w->nthreads = o->threads ? (unsigned)o->threads : 1;
+	w->version = o->version == 1 ? 1 : ICF_CDP_VERSION;
 	w->codec = ic_codec_new(w->h.block_size, w->level);
 	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
 	if (!w->codec || !w->frame) {
@@ -123,7 +124,7 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 		return fail(w, ic_fail(-EINVAL, "disk size %llu out of range",
 				       (unsigned long long)disk_size));
 	memcpy(w->h.magic, ICF_CDP_MAGIC, 8);
-	w->h.version = ICF_CDP_VERSION;
+	w->h.version = w->version ? w->version : ICF_CDP_VERSION;
 	memcpy(w->h.chain_id, w->key->chain_id, ICF_ID_LEN);
 	memcpy(w->h.key_check, w->key->key_check, ICF_CHECK_LEN);
 	w->h.keygen = ic_key_current_gen(w->key);
@@ -134,6 +135,14 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 	w->h.disk_size = disk_size;
 	w->h.created = time(NULL);
 	w->nblocks = (disk_size + w->h.block_size - 1) / w->h.block_size;
+	/* the map seal's terms, 16 bytes a block: the disk starts empty (base kind 0) */
+	free(w->terms);
+	w->acc = 0;
+	w->terms = w->nblocks <= SIZE_MAX / sizeof(*w->terms) ?
+			   calloc(w->nblocks ? w->nblocks : 1, sizeof(*w->terms)) : NULL;
+	if (!w->terms)
+		return fail(w, ic_fail(-ENOMEM, "%s: no memory for the map seal of %llu blocks",
+				       w->cdp_dir, (unsigned long long)w->nblocks));
 	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
 	if (ret)
 		return fail(w, ret);
@@ -227,6 +236,10 @@ int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
 	if (ret)
 		return fail(w, ret);
 	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
+	/* the map seal's sum: the block's old term out, its new one in (zero: none) */
+	w->acc -= w->terms[r->pos];
+	w->terms[r->pos] = r->stored_len ? ic_cdp_map_term(w->kcdp, &w->h, w->k, r) : 0;
+	w->acc += w->terms[r->pos];
 	w->off += sizeof(*r) + r->stored_len;
 	w->frames++;
 	return 0;
@@ -271,14 +284,16 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 	crypto_generichash_final(&w->hk, hk, 32);
 	ic_cdp_ckpt_mac(w->kcdp, w->mac, &c, hk, c.mac);
 	ic_cdp_ckpt_tmac(w->kcdp, w->h.session_id, &c, c.tmac);
-	c.frame_hash = XXH3_64bits(&c, offsetof(struct icf_cdp_ckpt, frame_hash));
-	ret = ic_pwrite_full(w->fd, &c, sizeof(c), w->off, w->path);
+	if (w->h.version >= 2)
+		ic_cdp_mseal(w->kcdp, &w->h, &c, w->acc, c.tail);
+	ic_cdp_ckpt_hash_set(&c, w->h.version);
+	ret = ic_pwrite_full(w->fd, &c, icf_cdp_ckpt_size(w->h.version), w->off, w->path);
 	if (!ret && fdatasync(w->fd) < 0)
 		ret = ic_fail(-errno, "%s: fdatasync: %s", w->path, strerror(errno));
 	if (ret)
 		return fail(w, ret);
 	memcpy(w->mac, c.mac, 32);
-	w->off += sizeof(c);
+	w->off += icf_cdp_ckpt_size(w->h.version);
 	if (w->k == 0)
 		w->off0 = w->off;
 	w->k++;
@@ -358,6 +373,7 @@ void ic_cdp_writer_free(struct ic_cdp_writer *w)
 	ic_cdp_range_free(w);
 	sodium_memzero(w->kcdp, sizeof(w->kcdp));
 	free(w->frame);
+	free(w->terms);
 	free(w->path);
 	free(w->cdp_dir);
 	free(w->chain_dir);

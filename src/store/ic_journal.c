@@ -90,6 +90,59 @@ void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct 
 	crypto_generichash_final(&st, out, 32);
 }
 
+bool ic_cdp_ckpt_hash_ok(const struct icf_cdp_ckpt *c, uint32_t version)
+{
+	uint32_t n = icf_cdp_ckpt_size(version) - 8;
+	uint64_t h;
+
+	memcpy(&h, (const uint8_t *)c + n, 8);
+	return h == XXH3_64bits(c, n);
+}
+
+void ic_cdp_ckpt_hash_set(struct icf_cdp_ckpt *c, uint32_t version)
+{
+	uint32_t n = icf_cdp_ckpt_size(version) - 8;
+	uint64_t h = XXH3_64bits(c, n);
+
+	memcpy((uint8_t *)c + n, &h, 8);
+}
+
+ic_cdp_acc ic_cdp_map_term(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint64_t k,
+			   const struct icf_cdp_rec *r)
+{
+	struct icf_map_item_v2 it = {
+		.pos = r->pos, .origin = ICF_CDP_ORIGIN, .kind = r->kind, .keygen = h->keygen,
+		.plain_len = r->plain_len, .rec_hash = r->rec_hash,
+		.origin_id = ic_cdp_interval_id(h->session_id, k),
+	};
+	crypto_generichash_state st;
+	ic_cdp_acc a;
+
+	crypto_generichash_init(&st, kcdp, 32, sizeof(a));
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPFI1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)&it, sizeof(it));
+	crypto_generichash_final(&st, (uint8_t *)&a, sizeof(a));
+	return a;
+}
+
+void ic_cdp_mseal(const uint8_t kcdp[32], const struct icf_cdp_header *h,
+		  const struct icf_cdp_ckpt *c, ic_cdp_acc a, uint8_t out[32])
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, kcdp, 32, 32);
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPMS1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)&h->session_id, 8);
+	/* interval, time_s, time_ns */
+	crypto_generichash_update(&st, (const uint8_t *)c + offsetof(struct icf_cdp_ckpt, interval),
+				  offsetof(struct icf_cdp_ckpt, reserved1) -
+					  offsetof(struct icf_cdp_ckpt, interval));
+	crypto_generichash_update(&st, (const uint8_t *)&h->disk_size, 8);
+	crypto_generichash_update(&st, (const uint8_t *)&h->block_size, 4);
+	crypto_generichash_update(&st, (const uint8_t *)&a, sizeof(a));
+	crypto_generichash_final(&st, out, 32);
+}
+
 void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec)
 {
 	crypto_generichash_update(h, (const uint8_t *)r, offsetof(struct icf_cdp_rec, frame_hash));
@@ -184,7 +237,7 @@ int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
 	if (memcmp(h->magic, ICF_CDP_MAGIC, 8) ||
 	    h->hdr_hash != XXH3_64bits(h, offsetof(struct icf_cdp_header, hdr_hash)))
 		return ic_fail(IC_ECORRUPT, "%s: not a journal header (magic or checksum)", j->path);
-	if (h->version != ICF_CDP_VERSION || h->base_kind != 0 || h->session != session ||
+	if (h->version < 1 || h->version > ICF_CDP_VERSION || h->base_kind != 0 || h->session != session ||
 	    h->gap_prev >= session || h->gap_since_ns > 999999999u ||
 	    (!h->gap_prev && (h->gap_since || h->gap_since_ns)) ||
 	    h->block_size < ICF_BLOCK_MIN || h->block_size > ICF_BLOCK_MAX ||
@@ -277,14 +330,15 @@ int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w)
 			off += sizeof(*r) + r->stored_len;
 		} else if (f.r.magic == ICF_CDP_CKPT_MAGIC) {
 			struct icf_cdp_ckpt *c = &f.c;
+			uint32_t csize = icf_cdp_ckpt_size(j->h.version);
 			struct ic_jckpt *ck;
 
-			if (off + sizeof(*c) > j->size ||
-			    ic_pread_full(j->fd, c, sizeof(*c), off, j->path) ||
-			    c->frame_hash != XXH3_64bits(c, offsetof(struct icf_cdp_ckpt, frame_hash)) ||
-			    c->reserved0 || c->reserved1 ||
-			    !ic_is_zero(c->reserved2, sizeof(c->reserved2)) || c->interval != k ||
-			    c->offset != off || c->frames != frames || c->time_ns > 999999999u)
+			memset(c, 0, sizeof(*c));
+			if (off + csize > j->size || ic_pread_full(j->fd, c, csize, off, j->path) ||
+			    !ic_cdp_ckpt_hash_ok(c, j->h.version) || c->reserved0 || c->reserved1 ||
+			    !ic_is_zero(c->tail + (j->h.version == 1 ? 0 : 32), 8) ||
+			    c->interval != k || c->offset != off || c->frames != frames ||
+			    c->time_ns > 999999999u)
 				break;
 			crypto_generichash_final(&hs, hk, 32);
 			ic_cdp_ckpt_mac(j->kcdp, prev, c, hk, mac);
@@ -309,6 +363,9 @@ int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w)
 			if (ck->time_ok)
 				last = ck->when;
 			if (w->on_rec && k == w->stop) {
+				w->has_mseal = j->h.version >= 2;
+				if (w->has_mseal)
+					memcpy(w->mseal, c->tail, 32);
 				if (broken)
 					ret = ic_fail(IC_ECORRUPT, "%s: checkpoint %llu fails authentication: the journal changed while it was read",
 						      j->path, (unsigned long long)k);
@@ -319,7 +376,7 @@ int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w)
 			damage = false;
 			frames = 0;
 			k++;
-			off += sizeof(*c);
+			off += csize;
 		} else {
 			break;
 		}

@@ -35,6 +35,17 @@ void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struc
 /* tmac: the checkpoint's interval and time alone, under the session. */
 void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct icf_cdp_ckpt *c,
 		      uint8_t out[32]);
+/* A checkpoint frame's stored hash (at its size - 8) and whether it is right, for the
+ * journal's version; the frame's hash set (writer). */
+bool ic_cdp_ckpt_hash_ok(const struct icf_cdp_ckpt *c, uint32_t version);
+void ic_cdp_ckpt_hash_set(struct icf_cdp_ckpt *c, uint32_t version);
+/* The map seal (FORMAT.md 15.5): F(item) of a non-zero block's record of interval k, the
+ * 128-bit term A sums (mod 2^128) over the disk's non-zero blocks; and mseal(k) from A. */
+typedef unsigned __int128 ic_cdp_acc;
+ic_cdp_acc ic_cdp_map_term(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint64_t k,
+			   const struct icf_cdp_rec *r);
+void ic_cdp_mseal(const uint8_t kcdp[32], const struct icf_cdp_header *h,
+		  const struct icf_cdp_ckpt *c, ic_cdp_acc a, uint8_t out[32]);
 /* Add a record frame to H(k): head bytes 0..55, then the record's nonce and tag. */
 void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec);
 /* The entry a record frame stands for (for ic_codec_encode/decode). */
@@ -75,6 +86,8 @@ struct ic_jwalk {
 		      const struct icf_cdp_rec *r, const uint8_t *rec);
 	void *arg;
 	struct ic_jckpts ck;        /* results, appended */
+	bool has_mseal;             /* apply: checkpoint stop's map seal (version 2) in mseal */
+	uint8_t mseal[32];
 	uint32_t tail_dropped;      /* a session whose last checkpoint failed: taken for the
 				     * torn tail (the flush was never acknowledged) */
 };
