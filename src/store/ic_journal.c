@@ -107,6 +107,18 @@ void ic_cdp_ckpt_hash_set(struct icf_cdp_ckpt *c, uint32_t version)
 	memcpy((uint8_t *)c + n, &h, 8);
 }
 
+ic_cdp_acc ic_cdp_item_term(const uint8_t kcdp[32], const struct icf_map_item_v2 *it)
+{
+	crypto_generichash_state st;
+	ic_cdp_acc a;
+
+	crypto_generichash_init(&st, kcdp, 32, sizeof(a));
+	crypto_generichash_update(&st, (const uint8_t *)"ICCDPFI1", 8);
+	crypto_generichash_update(&st, (const uint8_t *)it, sizeof(*it));
+	crypto_generichash_final(&st, (uint8_t *)&a, sizeof(a));
+	return a;
+}
+
 ic_cdp_acc ic_cdp_map_term(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint64_t k,
 			   const struct icf_cdp_rec *r)
 {
@@ -115,14 +127,8 @@ ic_cdp_acc ic_cdp_map_term(const uint8_t kcdp[32], const struct icf_cdp_header *
 		.plain_len = r->plain_len, .rec_hash = r->rec_hash,
 		.origin_id = ic_cdp_interval_id(h->session_id, k),
 	};
-	crypto_generichash_state st;
-	ic_cdp_acc a;
 
-	crypto_generichash_init(&st, kcdp, 32, sizeof(a));
-	crypto_generichash_update(&st, (const uint8_t *)"ICCDPFI1", 8);
-	crypto_generichash_update(&st, (const uint8_t *)&it, sizeof(it));
-	crypto_generichash_final(&st, (uint8_t *)&a, sizeof(a));
-	return a;
+	return ic_cdp_item_term(kcdp, &it);
 }
 
 void ic_cdp_mseal(const uint8_t kcdp[32], const struct icf_cdp_header *h,
@@ -211,12 +217,10 @@ void ic_journal_close(struct ic_journal *j)
 	j->fd = -1;
 }
 
-int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
-		    struct ic_journal *j)
+static int open_header(const char *dir, uint32_t session, struct ic_journal *j)
 {
 	struct icf_cdp_header *h = &j->h;
 	char name[32];
-	uint8_t mac[32];
 	struct stat st;
 	int ret;
 
@@ -246,6 +250,18 @@ int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
 	    !ic_is_zero(h->reserved0, sizeof(h->reserved0)) ||
 	    !ic_is_zero(h->reserved1, sizeof(h->reserved1)))
 		return ic_fail(IC_ECORRUPT, "%s: journal header fields out of bounds", j->path);
+	return 0;
+}
+
+int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
+		    struct ic_journal *j)
+{
+	struct icf_cdp_header *h = &j->h;
+	uint8_t mac[32];
+	int ret = open_header(dir, session, j);
+
+	if (ret)
+		return ret;
 	if (memcmp(h->chain_id, key->chain_id, ICF_ID_LEN) ||
 	    memcmp(h->key_check, key->key_check, ICF_CHECK_LEN))
 		return ic_fail(IC_EKEY, "%s: wrong key: the journal belongs to another chain or key",
@@ -257,6 +273,21 @@ int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
 	if (sodium_memcmp(mac, h->mac0, 32))
 		return ic_fail(IC_ECORRUPT, "%s: journal header fails authentication", j->path);
 	j->nblocks = (h->disk_size + h->block_size - 1) / h->block_size;
+	return 0;
+}
+
+int ic_journal_open_keyless(const char *dir, uint32_t session, const uint8_t *chain_id,
+			    const uint8_t *key_check, struct ic_journal *j)
+{
+	int ret = open_header(dir, session, j);
+
+	if (ret)
+		return ret;
+	if (memcmp(j->h.chain_id, chain_id, ICF_ID_LEN) ||
+	    memcmp(j->h.key_check, key_check, ICF_CHECK_LEN))
+		return ic_fail(IC_ECORRUPT, "%s: the journal belongs to another chain or key", j->path);
+	j->keyless = true;
+	j->nblocks = (j->h.disk_size + j->h.block_size - 1) / j->h.block_size;
 	return 0;
 }
 
@@ -342,7 +373,7 @@ int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w)
 				break;
 			crypto_generichash_final(&hs, hk, 32);
 			ic_cdp_ckpt_mac(j->kcdp, prev, c, hk, mac);
-			if (damage || broken || sodium_memcmp(mac, c->mac, 32))
+			if (damage || broken || (!j->keyless && sodium_memcmp(mac, c->mac, 32)))
 				broken = true;
 			ck = ic_array_add(&w->ck);
 			if (!ck) {
@@ -359,9 +390,15 @@ int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w)
 			ck->when.tv_nsec = c->time_ns;
 			ck->ok = !broken;
 			ic_cdp_ckpt_tmac(j->kcdp, j->h.session_id, c, tmac);
-			ck->time_ok = !sodium_memcmp(tmac, c->tmac, 32) && time_le(&last, &ck->when);
+			ck->time_ok = (j->keyless || !sodium_memcmp(tmac, c->tmac, 32)) &&
+				      time_le(&last, &ck->when);
 			if (ck->time_ok)
 				last = ck->when;
+			if (w->on_rec && w->on_ckpt && k <= w->stop && !broken) {
+				ret = w->on_ckpt(w->arg, j, c);
+				if (ret)
+					goto out;
+			}
 			if (w->on_rec && k == w->stop) {
 				w->has_mseal = j->h.version >= 2;
 				if (w->has_mseal)

@@ -42,6 +42,7 @@ void ic_cdp_ckpt_hash_set(struct icf_cdp_ckpt *c, uint32_t version);
 /* The map seal (FORMAT.md 15.5): F(item) of a non-zero block's record of interval k, the
  * 128-bit term A sums (mod 2^128) over the disk's non-zero blocks; and mseal(k) from A. */
 typedef unsigned __int128 ic_cdp_acc;
+ic_cdp_acc ic_cdp_item_term(const uint8_t kcdp[32], const struct icf_map_item_v2 *it);
 ic_cdp_acc ic_cdp_map_term(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint64_t k,
 			   const struct icf_cdp_rec *r);
 void ic_cdp_mseal(const uint8_t kcdp[32], const struct icf_cdp_header *h,
@@ -61,6 +62,8 @@ struct ic_journal {
 	uint64_t size, nblocks;
 	struct icf_cdp_header h;
 	uint8_t kcdp[32];
+	bool keyless;               /* ic_journal_open_keyless: no MAC checked (every checkpoint
+				     * ok, times ok when they do not go back) */
 };
 
 /* A checkpoint as a scan found it. */
@@ -84,6 +87,8 @@ struct ic_jwalk {
 	uint64_t stop;
 	int (*on_rec)(void *arg, const struct ic_journal *j, uint64_t k, uint64_t off,
 		      const struct icf_cdp_rec *r, const uint8_t *rec);
+	/* apply: also called at every checkpoint up to stop (after its records) */
+	int (*on_ckpt)(void *arg, const struct ic_journal *j, const struct icf_cdp_ckpt *c);
 	void *arg;
 	struct ic_jckpts ck;        /* results, appended */
 	bool has_mseal;             /* apply: checkpoint stop's map seal (version 2) in mseal */
@@ -97,6 +102,10 @@ struct ic_jwalk {
 int ic_journal_open(const char *dir, uint32_t session, const struct ic_key *key,
 		    struct ic_journal *j);
 void ic_journal_close(struct ic_journal *j);
+/* The same without the key (a fold): the header's hash and fields, its chain id and key
+ * check against the chain's (nothing is authenticated). */
+int ic_journal_open_keyless(const char *dir, uint32_t session, const uint8_t *chain_id,
+			    const uint8_t *key_check, struct ic_journal *j);
 /* The length of block pos in the session's geometry. */
 uint32_t ic_journal_block_len(const struct ic_journal *j, uint64_t pos);
 int ic_journal_walk(struct ic_journal *j, struct ic_jwalk *w);
@@ -110,6 +119,12 @@ int ic_journal_choose(const struct ic_jckpts *ck, const char *dir, const struct 
 /* Whether ic_journal_choose at checkpoint i's own time picks i: the checkpoints a
  * reader may offer by their time.  offered[ck->n], filled; O(n x gaps).  0 or -ENOMEM. */
 int ic_journal_offered(const struct ic_jckpts *ck, bool *offered);
+/* A folded point's name (FORMAT.md 15.5): "cdp-" and its checkpoint's time as below. */
+void ic_cdp_fold_name(int64_t time_s, uint32_t time_ns, char *buf, size_t len);
+/* A folded point's seal (slot flag ICF_SLOT_FOLDED) checked with the key: its name,
+ * then the map seal recomputed over its resolved block map.  IC_ECORRUPT on a mismatch. */
+struct ic_view;
+int ic_fold_check_seal(const struct ic_view *v, const struct ic_key *key);
 /* t as UTC "YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ" (what ic_cdp_parse_time reads back). */
 const char *ic_journal_fmt_time(const struct timespec *t, char *buf, size_t len);
 
