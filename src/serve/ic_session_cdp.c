@@ -249,6 +249,35 @@ static int index_rec(void *arg, const struct ic_journal *j, uint64_t k, uint64_t
 	return 0;
 }
 
+/* The map seal of a version 2 checkpoint over the blocks indexed, as imgrestore --at
+ * checks it (FORMAT.md 15.5). */
+static int check_mseal(const struct ic_scdp_disk *d, const struct ic_scdp_info *in,
+		       const uint8_t mseal[32])
+{
+	struct icf_cdp_ckpt c = { .interval = in->interval, .time_s = in->when.tv_sec,
+				  .time_ns = (uint32_t)in->when.tv_nsec };
+	struct icf_cdp_rec r = { 0 };
+	ic_cdp_acc a = 0;
+	uint8_t want[32];
+
+	for (uint64_t pos = 0; pos < d->j.nblocks; pos++) {
+		const struct slot *sl = d->map[pos] ? &d->slots.v[d->map[pos] - 1] : NULL;
+
+		if (!sl || !sl->stored_len)
+			continue;
+		r.pos = pos;
+		r.kind = sl->kind;
+		r.plain_len = ic_journal_block_len(&d->j, pos);
+		r.rec_hash = sl->rec_hash;
+		a += ic_cdp_map_term(d->j.kcdp, &d->j.h, sl->interval, &r);
+	}
+	ic_cdp_mseal(d->j.kcdp, &d->j.h, &c, a, want);
+	if (sodium_memcmp(want, mseal, 32))
+		return ic_fail(IC_ECORRUPT, "%s: checkpoint %llu: its map seal does not match the disk its records make",
+			       d->j.path, (unsigned long long)in->interval);
+	return 0;
+}
+
 int ic_scdp_open(struct ic_session *s, const char *name, size_t len, struct ic_scdp_disk **out)
 {
 	struct ic_scdp *c = get(s);
@@ -290,6 +319,8 @@ int ic_scdp_open(struct ic_session *s, const char *name, size_t len, struct ic_s
 		ret = ic_journal_walk(&d->j, &w);
 		ic_array_free(&w.ck);
 	}
+	if (!ret && w.has_mseal)
+		ret = check_mseal(d, &in, w.mseal);
 	if (!ret) {
 		d->codec = ic_codec_new(d->j.h.block_size, 1);
 		d->rec = malloc(ic_codec_bound(d->j.h.block_size));
