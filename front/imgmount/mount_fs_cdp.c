@@ -26,11 +26,14 @@ bool mfs_cdp_path(struct mount_fs *fs, const char *path, const char **rest)
 	return true;
 }
 
-/* rest "" (the directory), "/NAME", "/NAME/" or "/NAME/disk.raw": *name, *len set for
- * the last two; the file or not.  -ENOENT for anything else. */
-static int split(const char *rest, const char **name, size_t *len, bool *file)
+/* What rest names: "" or "/" the directory (*len 0), "/NAME" or "/NAME/" a checkpoint's
+ * directory, "/NAME/disk.raw" its file (*file); *in the checkpoint.  -ENOENT for
+ * anything else, another errno for a journal that cannot be read. */
+static int resolve(struct mount_fs *fs, const char *rest, const char **name, size_t *len,
+		   bool *file, struct ic_scdp_info *in)
 {
 	const char *slash;
+	int ret;
 
 	*file = false;
 	*len = 0;
@@ -39,25 +42,11 @@ static int split(const char *rest, const char **name, size_t *len, bool *file)
 	*name = rest + 1;
 	slash = strchr(*name, '/');
 	*len = slash ? (size_t)(slash - *name) : strlen(*name);
-	if (!*len)
+	if (!*len || (slash && slash[1] && strcmp(slash + 1, IC_SCDP_FILE)))
 		return -ENOENT;
-	if (!slash || !slash[1])
-		return 0;
-	if (strcmp(slash + 1, IC_SCDP_FILE))
-		return -ENOENT;
-	*file = true;
-	return 0;
-}
-
-static void fill(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_mode = mode;
-	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_blksize = 65536;
-	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = t;
+	*file = slash && slash[1];
+	ret = ic_scdp_find(fs->ss, *name, *len, in);
+	return !ret || ret == -ENOENT ? ret : mfs_errno(ret);
 }
 
 int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st)
@@ -66,25 +55,20 @@ int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st)
 	const char *name = NULL;
 	size_t len;
 	bool file;
-	int ret = split(rest, &name, &len, &file);
+	int ret = resolve(fs, rest, &name, &len, &file, &in);
 
 	if (ret)
 		return ret;
 	if (!len) {
-		fill(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
-		return 0;
+		mfs_fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
+	} else if (!file) {
+		mfs_fill_common(fs, st, S_IFDIR | 0555, in.when.tv_sec);
+	} else {
+		mfs_fill_common(fs, st, S_IFREG | 0444, in.when.tv_sec);
+		st->st_mtim = in.when;
+		st->st_size = (off_t)in.disk_size;
+		st->st_blocks = (blkcnt_t)((in.disk_size + 511) / 512);
 	}
-	ret = ic_scdp_find(fs->ss, name, len, &in);
-	if (ret)
-		return ret == -ENOENT ? ret : mfs_errno(ret);
-	if (!file) {
-		fill(fs, st, S_IFDIR | 0555, in.when.tv_sec);
-		return 0;
-	}
-	fill(fs, st, S_IFREG | 0444, in.when.tv_sec);
-	st->st_mtim = in.when;
-	st->st_size = (off_t)in.disk_size;
-	st->st_blocks = (blkcnt_t)((in.disk_size + 511) / 512);
 	return 0;
 }
 
@@ -92,7 +76,7 @@ int mfs_cdp_fgetattr(struct mount_fs *fs, struct mhandle *h, struct stat *st)
 {
 	uint64_t size = ic_scdp_size(h->cdp);
 
-	fill(fs, st, S_IFREG | 0444, 0);
+	mfs_fill_common(fs, st, S_IFREG | 0444, 0);
 	st->st_size = (off_t)size;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	return 0;
@@ -118,17 +102,12 @@ int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_
 	const char *name = NULL;
 	size_t len;
 	bool file;
-	int ret = split(rest, &name, &len, &file);
+	int ret = resolve(fs, rest, &name, &len, &file, &in);
 
 	if (ret)
 		return ret;
 	if (file)
 		return -ENOTDIR;
-	if (len) {
-		ret = ic_scdp_find(fs->ss, name, len, &in);
-		if (ret)
-			return ret == -ENOENT ? ret : mfs_errno(ret);
-	}
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	if (len) {
@@ -141,11 +120,12 @@ int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_
 
 int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *fi)
 {
+	struct ic_scdp_info in;
 	struct mhandle *h;
 	const char *name = NULL;
 	size_t len;
 	bool file;
-	int ret = split(rest, &name, &len, &file);
+	int ret = resolve(fs, rest, &name, &len, &file, &in);
 
 	if (ret)
 		return ret;

@@ -77,6 +77,8 @@ void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w);
 char *mfs_extra_path(struct mount_fs *fs, const struct ic_spoint *mp, const char *rest);
 /* mkdir -p OVERLAY/POINT/extra */
 int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp);
+/* The attributes every node shares: mode, owner, times t. */
+void mfs_fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t);
 /* The real path of an extra entry for a change, or an errno.  Takes fs->ss->lock. */
 int mfs_change_path(struct mount_fs *fs, const char *path, char **out);
 

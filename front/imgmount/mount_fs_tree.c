@@ -73,7 +73,7 @@ int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp)
 
 /* ---- attributes ---------------------------------------------------------------------- */
 
-static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
+void mfs_fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_mode = mode;
@@ -98,7 +98,7 @@ static int file_attr(struct mount_fs *fs, struct ic_spoint *mp, int file, struct
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
 	     !(ic_session_ov_of(file) >= 0 && mp->ov_refused[ic_session_ov_of(file)]);
-	fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
+	mfs_fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
 	st->st_size = (off_t)size;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	return 0;
@@ -135,15 +135,15 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	}
 	switch (w.node) {
 	case N_ROOT:
-		fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
+		mfs_fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
 		st->st_nlink = 2 + fs->ss->npts;
 		break;
 	case N_LATEST:
-		fill_common(fs, st, S_IFLNK | 0777, fs->ss->latest_time.tv_sec);
+		mfs_fill_common(fs, st, S_IFLNK | 0777, fs->ss->latest_time.tv_sec);
 		st->st_size = (off_t)strlen(fs->ss->latest);
 		break;
 	case N_POINT:
-		fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
+		mfs_fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
 			    ic_disk_get_info(w.mp->disk)->created);
 		break;
 	case N_FILE:
