@@ -103,6 +103,13 @@ for n in "${names[@]: -2}"; do
 	rm -f r.keep
 done
 
+# ---- a backup on top of a folded point (the newest point): an incremental that restores
+expect_exit 0 imgbackup -q -n after C disk
+expect_exit 0 imgrestore -q C after r.after
+cmp r.after disk || fail "a backup after the fold does not restore"
+rm -f r.after
+expect_exit 0 imgverify -q --data C
+
 # ---- SIGKILL inside a fold ---------------------------------------------------------------------
 for at in fold-record:1 fold-record:7 fold-written:1 fold-written:3 fold-remove:1; do
 	rm -rf C.k
