@@ -213,6 +213,10 @@ static int fold_session(struct fold *f, const char *dir, uint32_t session, time_
 	int ret;
 
 	ret = ic_journal_open_keyless(dir, session, f->c->chain_id, f->c->key_check, &j);
+	if (ret == IC_ECORRUPT && j.fd >= 0 && j.size <= ICF_CDP_HEADER_SIZE) {
+		ret = 0;        /* a session that died while its header was written: no checkpoint */
+		goto out;
+	}
 	if (!ret && j.h.version < 2) {
 		if (!f->o->quiet)
 			printf("%s: version 1 (no map seal): not folded\n", j.path);
