@@ -3,7 +3,8 @@
  * journalled a block at a time and in ranges (two encoder threads); every checkpoint
  * restores exactly, one nanosecond before a checkpoint gives the one before it, before
  * the first none; the same for a version 1 journal (still read); a version 2 journal's
- * map seal (FORMAT.md 15.5) changed makes its checkpoint's restore fail; times parse. */
+ * map seal (FORMAT.md 15.5) changed makes its checkpoint's restore fail; a folded point's
+ * slot fields; times parse. */
 #include "config.h"
 
 #include <errno.h>
@@ -182,6 +183,37 @@ static void test_roundtrip_v1(void)
 	unit_rmtree(v2);
 }
 
+/* A folded point's slot (FORMAT.md 15.5): flag and fold fields go together, v2 only. */
+static void test_fold_slot(void)
+{
+	struct icf_slot s;
+
+	memset(&s, 0, sizeof(s));
+	s.generation = 1;
+	s.seq = 2;
+	s.kind = ICF_KIND_SYNTHETIC_FULL;
+	s.disk_size = 1;
+	s.index_offset = ICF_HEADER_SIZE;
+	s.data_end = ICF_HEADER_SIZE;
+	s.point_id = 5;
+	strcpy(s.name, "cdp-2026-12-03T10:14:06.000000001Z");
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), 0);
+	s.flags = ICF_SLOT_FOLDED;                       /* no session id */
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
+	s.fold_session_id = 9;
+	s.fold_interval = 3;
+	s.fold_time_ns = 1;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), 0);
+	s.fold_time_ns = 1000000000;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
+	s.fold_time_ns = 1;
+	s.point_id = 0;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, "slot"), IC_ECORRUPT);   /* v1: no fold */
+	s.point_id = 5;
+	s.flags = 0;                                     /* fold fields without the flag */
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
+}
+
 static void test_parse_time(void)
 {
 	struct timespec t;
@@ -208,6 +240,7 @@ int main(void)
 	if (sodium_init() < 0)
 		return 1;
 	RUN(test_parse_time);
+	RUN(test_fold_slot);
 	RUN(test_roundtrip);
 	RUN(test_roundtrip_v1);
 	unit_rmtree(chain);
