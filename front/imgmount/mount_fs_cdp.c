@@ -26,48 +26,51 @@ bool mfs_cdp_path(struct mount_fs *fs, const char *path, const char **rest)
 	return true;
 }
 
-/* What rest names: "" or "/" the directory (*len 0), "/NAME" or "/NAME/" a checkpoint's
- * directory, "/NAME/disk.raw" its file (*file); *in the checkpoint.  -ENOENT for
- * anything else, another errno for a journal that cannot be read. */
-static int resolve(struct mount_fs *fs, const char *rest, const char **name, size_t *len,
-		   bool *file, struct ic_scdp_info *in)
+/* What a path below cdp/ names. */
+struct cdp_path {
+	const char *name;           /* the checkpoint's name, len bytes; len 0: cdp/ itself */
+	size_t len;
+	bool file;                  /* NAME/disk.raw */
+	struct ic_scdp_info in;     /* the checkpoint (len > 0) */
+};
+
+/* What rest names: "" or "/" the directory, "/NAME" or "/NAME/" a checkpoint's
+ * directory, "/NAME/disk.raw" its file.  -ENOENT for anything else, another errno for a
+ * journal that cannot be read. */
+static int resolve(struct mount_fs *fs, const char *rest, struct cdp_path *c)
 {
 	const char *slash;
 	int ret;
 
-	*file = false;
-	*len = 0;
+	memset(c, 0, sizeof(*c));
 	if (!rest[0] || !strcmp(rest, "/"))
 		return 0;
-	*name = rest + 1;
-	slash = strchr(*name, '/');
-	*len = slash ? (size_t)(slash - *name) : strlen(*name);
-	if (!*len || (slash && slash[1] && strcmp(slash + 1, IC_SCDP_FILE)))
+	c->name = rest + 1;
+	slash = strchr(c->name, '/');
+	c->len = slash ? (size_t)(slash - c->name) : strlen(c->name);
+	if (!c->len || (slash && slash[1] && strcmp(slash + 1, IC_SCDP_FILE)))
 		return -ENOENT;
-	*file = slash && slash[1];
-	ret = ic_scdp_find(fs->ss, *name, *len, in);
+	c->file = slash && slash[1];
+	ret = ic_scdp_find(fs->ss, c->name, c->len, &c->in);
 	return !ret || ret == -ENOENT ? ret : mfs_errno(ret);
 }
 
 int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st)
 {
-	struct ic_scdp_info in;
-	const char *name = NULL;
-	size_t len;
-	bool file;
-	int ret = resolve(fs, rest, &name, &len, &file, &in);
+	struct cdp_path c;
+	int ret = resolve(fs, rest, &c);
 
 	if (ret)
 		return ret;
-	if (!len) {
+	if (!c.len) {
 		mfs_fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
-	} else if (!file) {
-		mfs_fill_common(fs, st, S_IFDIR | 0555, in.when.tv_sec);
+	} else if (!c.file) {
+		mfs_fill_common(fs, st, S_IFDIR | 0555, c.in.when.tv_sec);
 	} else {
-		mfs_fill_common(fs, st, S_IFREG | 0444, in.when.tv_sec);
-		st->st_mtim = in.when;
-		st->st_size = (off_t)in.disk_size;
-		st->st_blocks = (blkcnt_t)((in.disk_size + 511) / 512);
+		mfs_fill_common(fs, st, S_IFREG | 0444, c.in.when.tv_sec);
+		st->st_mtim = c.in.when;
+		st->st_size = (off_t)c.in.disk_size;
+		st->st_blocks = (blkcnt_t)((c.in.disk_size + 511) / 512);
 	}
 	return 0;
 }
@@ -98,19 +101,16 @@ static int list_one(void *arg, const struct ic_scdp_info *c)
 int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_dir_t filler)
 {
 	struct lister l = { buf, filler };
-	struct ic_scdp_info in;
-	const char *name = NULL;
-	size_t len;
-	bool file;
-	int ret = resolve(fs, rest, &name, &len, &file, &in);
+	struct cdp_path c;
+	int ret = resolve(fs, rest, &c);
 
 	if (ret)
 		return ret;
-	if (file)
+	if (c.file)
 		return -ENOTDIR;
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
-	if (len) {
+	if (c.len) {
 		filler(buf, IC_SCDP_FILE, NULL, 0, 0);
 		return 0;
 	}
@@ -120,16 +120,13 @@ int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_
 
 int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *fi)
 {
-	struct ic_scdp_info in;
 	struct mhandle *h;
-	const char *name = NULL;
-	size_t len;
-	bool file;
-	int ret = resolve(fs, rest, &name, &len, &file, &in);
+	struct cdp_path c;
+	int ret = resolve(fs, rest, &c);
 
 	if (ret)
 		return ret;
-	if (!file)
+	if (!c.file)
 		return -EISDIR;
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
@@ -138,7 +135,7 @@ int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *f
 		return -ENOMEM;
 	h->fd = -1;
 	h->file = -1;
-	ret = ic_scdp_open(fs->ss, name, len, &h->cdp);
+	ret = ic_scdp_open(fs->ss, c.name, c.len, &h->cdp);
 	if (ret) {
 		free(h);
 		return ret == -ENOENT ? ret : mfs_errno(ret);
