@@ -59,9 +59,13 @@ avail() { stat -f -c '%a %S' "$1" | awk '{printf "%.0f\n", $1 * $2}'; }
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 # timed CMD...: runs CMD, sets T_WALL and T_CPU (user + system seconds, its children included)
 timed() {
-	/usr/bin/time -f '%e %U %S' -o "$w/time.txt" "$@"
-	read -r T_WALL u s <"$w/time.txt"
-	T_CPU=$(echo "$u + $s" | bc -l)
+	local t0 t1 user sys
+	t0=$(date +%s.%N)
+	/usr/bin/time -f '%U %S' -o "$w/time.txt" "$@"
+	t1=$(date +%s.%N)
+	read -r user sys <"$w/time.txt"
+	T_WALL=$(echo "$t1 - $t0" | bc -l)
+	T_CPU=$(echo "$user + $sys" | bc -l)
 }
 mutate_random() {
 	python3 - "$1" "$2" "$3" <<'EOF'
@@ -188,7 +192,8 @@ for size in $sizes; do
 		sync -f "$w/q"
 		timed sh -c 'qemu-img commit -q -b "$1/base.raw" "$1/q7.qcow2" && sync "$1/base.raw"' - "$w/q"
 		fig[q]+="$T_WALL " fig[qc]+="$T_CPU "
-		rounds+="    round $r: merge $(echo "${fig[m]}" | awk '{print $NF}') s ($phases); background $(echo "${fig[b]}" | awk '{print $NF}') s, space back after $(echo "${fig[bd]}" | awk '{printf "%.3f", $NF}') s; cp $(echo "${fig[c]}" | awk '{print $NF}') s; qemu-img commit $(echo "${fig[q]}" | awk '{print $NF}') s; load $(cut -d' ' -f1 /proc/loadavg)
+		last() { echo "${fig[$1]}" | awk '{printf "%.3f", $NF}'; }
+		rounds+="    round $r: merge $(last m) s ($phases); background $(last b) s, space back after $(last bd) s; cp $(last c) s; qemu-img commit $(last q) s; load $(cut -d' ' -f1 /proc/loadavg)
 "
 	done
 
