@@ -466,8 +466,9 @@ static void __attribute__((noreturn)) reclaim_child(struct cons *x, const uint32
 }
 
 /* Start reclaim_child for the images of j->bg, detached (a grandchild: nothing to reap,
- * nothing to wait for), and forget them; they stay on the punch list. */
-static void reclaim_spawn(struct cons *x)
+ * nothing to wait for), and forget them; they stay on the punch list.  false: it could
+ * not be started (the caller punches them itself). */
+static bool reclaim_spawn(struct cons *x)
 {
 	struct journal *j = &x->j;
 	int status;
@@ -485,13 +486,16 @@ static void reclaim_spawn(struct cons *x)
 			reclaim_child(x, j->bg.v, j->bg.n);
 		_exit(pid < 0);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
-		ic_cons_note(x, "cannot start the background reclaim (%s): the next run frees the space",
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
+		ic_cons_note(x, "cannot start the background reclaim (%s): freeing the space now",
 			     pid < 0 ? strerror(errno) : "fork");
-	else
-		ic_cons_note(x, "the superseded records of %u image%s are freed in the background; if that is interrupted, the next run frees them",
-			     (unsigned)j->bg.n, j->bg.n == 1 ? "" : "s");
+		j->bg.n = 0;
+		return false;
+	}
+	ic_cons_note(x, "the superseded records of %u image%s are freed in the background; if that is interrupted, the next run frees them",
+		     (unsigned)j->bg.n, j->bg.n == 1 ? "" : "s");
 	j->bg.n = 0;
+	return true;
 }
 
 int ic_cons_punch(struct cons *x)
@@ -499,8 +503,8 @@ int ic_cons_punch(struct cons *x)
 	double t0 = ic_now();
 	int ret = punch_images(x);
 
-	if (x->j.bg.n && x->j.phase == J_IDLE)
-		reclaim_spawn(x);
+	if (!ret && x->j.bg.n && x->j.phase == J_IDLE && !reclaim_spawn(x))
+		ret = punch_images(x);
 	x->st->phase_seconds[IC_CONS_T_PUNCH] += ic_now() - t0;
 	return ret;
 }
