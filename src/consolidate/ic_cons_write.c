@@ -267,6 +267,7 @@ static void fill_slot(struct tgt *t)
 	memcpy(s->seal, old->seal, sizeof(s->seal));
 	s->point_id = old->point_id;        /* the merged point keeps its identity and seal */
 	s->seal_keygen = old->seal_keygen;
+	s->flags = old->flags;              /* sealed with it (a post-snapshot point stays one) */
 }
 
 static void flat_free(struct flat *f)

@@ -92,8 +92,10 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 {
 	const char *why = NULL;
 
-	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen))
+	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen || s->flags))
 		why = "reserved fields are not zero";
+	else if (s->flags & ~ICF_SLOT_FLAGS_KNOWN)
+		why = "unknown flags (written by a newer imgchain?)";
 	else if (version == ICF_IMAGE_V2 && !s->point_id)
 		why = "point id 0";
 	else if (version == ICF_IMAGE_V2 && s->seal_keygen > ICF_KEY_GEN_MAX)
@@ -155,7 +157,7 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const 
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
-	if (s->flags || !ic_is_zero(o.reserved, sizeof(o.reserved)))
+	if (!ic_is_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
 	return slot_check(s, version, path);
 }
