@@ -84,6 +84,16 @@ expect_exit 2 imgbackup --post-snapshot-of P --next-bitmap b C snap.raw
 expect_exit 2 imgbackup --post-snapshot-of P --full C snap.raw
 [[ $(point_count C) == 2 ]] || fail "a refused --post-snapshot-of made a point"
 
+# a version 1 point has no flags: refused, naming the cause, nothing written
+cp -r "$top_srcdir/tests/golden/v1" G
+chmod -R u+w G
+imginfo --json G >g.json
+v1=$(json_get g.json 'j["points"][-1]["name"]')
+expect_exit 1 env IMGCHAIN_PASSPHRASE="golden passphrase" \
+	imgbackup --post-snapshot-of "$v1" --name X G snap.raw
+expect_msg "version 1 point"
+[[ $(point_count G) == 3 ]] || fail "a refused --post-snapshot-of made a point in the v1 chain"
+
 expect_exit 0 imgbackup --post-snapshot-of P --name Q C snap.raw
 expect_out "post-snapshot point 'Q' \(seq 3\) of 'P'"
 changed=$(summary_bytes changed)
