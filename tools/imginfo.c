@@ -129,9 +129,10 @@ static void print_row(const struct ic_point *p, const char *prefix, const char *
 
 	for (const char *q = label; *q; q++)
 		extra += ((unsigned char)*q & 0xc0) == 0x80;
-	if (post_snapshot(p))
-		snprintf(note, sizeof(note), "  (post-snapshot of %s)",
-			 p->parent ? p->parent->img->slot.name : "a merged point");
+	if (post_snapshot(p) && p->parent)
+		snprintf(note, sizeof(note), "  (post-snapshot of %s)", p->parent->img->slot.name);
+	else if (post_snapshot(p))
+		snprintf(note, sizeof(note), "  (post-snapshot; its snapshot is not in the chain)");
 	printf("%-*s %-15s %-16s %-19s %10s %10s %9llu %8llu%s%s\n", 28 + extra, label,
 	       ic_kind_name(s->kind),
 	       p->parent ? p->parent->img->slot.name : "-", t,
