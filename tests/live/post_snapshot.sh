@@ -4,11 +4,13 @@
 # transactions: needs_recovery), backed up as P; the snapshot is then mounted through a loop
 # device, which replays the journal into it (without root or a loop device: e2fsck replays it),
 # and backed up with --post-snapshot-of P as Q.  P equals the crash-consistent snapshot byte for
-# byte, Q the replayed one; imginfo shows the relation (text and JSON); the flag is sealed
-# (imgverify finds it flipped); the next plain incremental is based on P, not Q; retention
-# counts the pair once and keeps or drops P and Q together.
+# byte, Q the replayed one (also when read over NBD from qemu-nbd); imginfo shows the relation
+# (text and JSON); the flag is sealed (imgverify finds it flipped); the next plain incremental
+# is based on P, not Q; retention counts the pair once and keeps or drops P and Q together.
 source "${top_srcdir:-.}/tests/lib/functions.sh"
-requires imgbackup imgrestore imginfo imgverify imgconsolidate mkfs.ext4 e2fsck dumpe2fs
+source "$top_srcdir/tests/live/live-lib.sh"
+requires imgbackup imgrestore imginfo imgverify imgconsolidate mkfs.ext4 e2fsck dumpe2fs \
+	qemu-img qemu-nbd
 
 mkdir -p mnt
 loop_ok=0
@@ -159,12 +161,17 @@ expect_out "based on 'Q'"
 restore_cmp C QB n.raw
 
 # ---- retention: the pair is counted once (by P) and kept or dropped together ----------------
-# a new chain F P Q [N] (new chain ids: copies of C would look rolled back to imgchain)
+# a new chain F P Q [N] (new chain ids: copies of C would look rolled back to imgchain);
+# Q read over NBD, as the quiesced snapshot of a VM's disk would be
+qemu-img convert -O qcow2 snap.raw snapq.qcow2
+sock=$PWD/q.sock
+start_qemu_nbd "$sock" snapq.qcow2
 pair_chain()
 {
 	expect_exit 0 imgbackup --name F "$1" f.raw
 	expect_exit 0 imgbackup --name P "$1" snap-orig.raw
-	expect_exit 0 imgbackup --post-snapshot-of P --name Q "$1" snap.raw
+	expect_exit 0 imgbackup --post-snapshot-of P --name Q "$1" "$(nbd_uri "$sock")"
+	expect_out "post-snapshot point 'Q' \(seq 3\) of 'P'"
 	[[ -z ${2:-} ]] || expect_exit 0 imgbackup --name N "$1" live.raw
 }
 
