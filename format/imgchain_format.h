@@ -72,12 +72,13 @@ struct icf_header {
 #define ICF_KIND_INCREMENTAL 2u     /* made by imgbackup, has a parent */
 #define ICF_KIND_SYNTHETIC_FULL 3u  /* made by imgconsolidate, no parent */
 #define ICF_KIND_CONSOLIDATED 4u    /* made by imgconsolidate, has a parent */
-
-/* Slot flags (FORMAT.md 3.2; v2 images only, bound into the seal). */
-#define ICF_SLOT_POST_SNAPSHOT 1u   /* a quiesced point: made as the child of the crash-
+/* Slot flags (FORMAT.md 3.2; v2 images only). */
+#define ICF_SLOT_FOLDED 1u          /* slot flag: folded from the CDP journal (FORMAT.md 15.5) */
+#define ICF_SLOT_POST_SNAPSHOT 2u   /* a quiesced point: made as the child of the crash-
 				     * consistent snapshot point it modifies; never a
-				     * default parent (the chain goes on from its parent) */
-#define ICF_SLOT_FLAGS_KNOWN ICF_SLOT_POST_SNAPSHOT
+				     * default parent (the chain goes on from its parent);
+				     * bound into the seal (FORMAT.md 5) */
+#define ICF_SLOT_FLAGS_KNOWN (ICF_SLOT_FOLDED | ICF_SLOT_POST_SNAPSHOT)
 
 /* A slot: the identity and index of the point the file holds.  Two slots, A and B;
  * the valid one (hash) with the higher generation is current. */
@@ -100,7 +101,13 @@ struct icf_slot {
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */
 	uint64_t point_id;          /* v2: random non-zero id of the point; v1: 0 */
 	uint16_t seal_keygen;       /* v2: key generation of the seal key; v1: 0 */
-	uint8_t reserved[230];      /* zero */
+	uint8_t reserved0[6];       /* zero */
+	/* ICF_SLOT_FOLDED: the CDP checkpoint the point was folded from (FORMAT.md 15.5),
+	 * whose map seal is the slot's seal; else zero */
+	uint64_t fold_session_id;   /* offset 280 */
+	uint64_t fold_interval;
+	uint32_t fold_time_ns;
+	uint8_t reserved[204];      /* zero */
 	uint64_t slot_hash;         /* XXH3-64 of bytes 0..503 of the slot */
 } __attribute__((packed));
 
@@ -221,7 +228,7 @@ struct icf_seal_head_v2 {
 	char name[ICF_NAME_MAX + 1];
 	uint64_t point_id;
 	uint16_t seal_keygen;
-	uint8_t flags;              /* the slot's flags (ICF_SLOT_*, all fit in 8 bits) */
+	uint8_t flags;              /* the slot's flags & ICF_SLOT_POST_SNAPSHOT */
 	uint8_t reserved[5];        /* 0 */
 	uint8_t map_digest[ICF_SEAL_LEN];
 } __attribute__((packed));
@@ -274,6 +281,7 @@ struct icf_key_gen {
 /* Size checks: a change of any of these is a format change. */
 _Static_assert(sizeof(struct icf_header) == 512, "icf_header");
 _Static_assert(sizeof(struct icf_slot) == ICF_SLOT_SIZE, "icf_slot");
+_Static_assert(__builtin_offsetof(struct icf_slot, fold_session_id) == 280, "slot fold fields");
 _Static_assert(sizeof(struct icf_entry) == 64, "icf_entry");
 _Static_assert(sizeof(struct icf_entry_v1) == 64, "icf_entry_v1");
 _Static_assert(sizeof(struct icf_block_ad) == 44, "icf_block_ad");

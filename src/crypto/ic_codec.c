@@ -300,7 +300,8 @@ int ic_seal_finish(struct ic_seal *s, const struct ic_key *key, const uint8_t ch
 		memcpy(h.name, slot->name, sizeof(h.name));
 		h.point_id = htole64(slot->point_id);
 		h.seal_keygen = htole16(slot->seal_keygen);
-		h.flags = (uint8_t)slot->flags;    /* 0 before issue 13: same seal */
+		/* the post-snapshot flag (0 before issue 13: the same seal) */
+		h.flags = (uint8_t)(slot->flags & ICF_SLOT_POST_SNAPSHOT);
 		crypto_generichash_final(&s->st, h.map_digest, ICF_SEAL_LEN);
 		crypto_generichash(out, ICF_SEAL_LEN, (const uint8_t *)&h, sizeof(h), sk->k_seal,
 				   ICF_KEY_LEN);

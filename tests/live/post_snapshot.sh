@@ -136,7 +136,7 @@ expect_msg "seal"
 expect_exit 4 imgrestore -q C Q q-tampered.raw
 cp q.img.save C/00000003.img
 # a flag this imgchain does not know is refused, naming it
-set_flags C/00000003.img 3
+set_flags C/00000003.img 6
 expect_exit 4 imginfo C
 expect_out "unknown flags"
 cp q.img.save C/00000003.img

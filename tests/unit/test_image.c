@@ -303,9 +303,14 @@ static void test_v2_rules(void)
 	CHECK_EQ(img->slot.flags, ICF_SLOT_POST_SNAPSHOT);
 	ic_image_close(img);
 	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, p), IC_ECORRUPT);
-	s.flags = 2;
+	s.flags = 4;
 	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), IC_ECORRUPT);
 	CHECK(strstr(ic_last_error(IC_ECORRUPT), "unknown flags"));
+	s.flags = ICF_SLOT_POST_SNAPSHOT | ICF_SLOT_FOLDED;
+	s.fold_session_id = 1;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), IC_ECORRUPT);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "folded and post-snapshot"));
+	s.fold_session_id = 0;
 	s.flags = 0;
 	unlink(p);
 	free(p);
