@@ -313,6 +313,9 @@ int ic_owner_read(int dirfd, const char *dir, const char *name, bool request,
 		return ic_fail(IC_ECORRUPT, "%s: damaged %s: larger than %u bytes", path,
 			       request ? "release request" : "owner record", IC_OWNER_MAX);
 	why = parse(buf, (size_t)n, request, r, &line);
+	if (why && !line)
+		return ic_fail(IC_ECORRUPT, "%s: damaged %s: %s", path,
+			       request ? "release request" : "owner record", why);
 	if (why)
 		return ic_fail(IC_ECORRUPT, "%s: damaged %s: line %d: %s", path,
 			       request ? "release request" : "owner record", line, why);

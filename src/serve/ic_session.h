@@ -74,6 +74,7 @@ struct ic_spoint {
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
 	bool ov_released;           /* handed over to another server: read-only (10.7) */
 	char ov_token[33];          /* token of our owner record of OVERLAY/POINT, "" if none */
+	double ov_take_failed;      /* ic_now() of the last unanswered take-over, 0: none */
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;

@@ -124,6 +124,11 @@ static int take_over(struct ic_session *s, struct ic_spoint *sp, int fd, const c
 	int rret, ret;
 
 	describe_owner(fd, dir, &owner, &rret, desc, sizeof(desc));
+	/* the kernel may retry an open that failed (FUSE's create, then open): do not ask
+	 * and wait again at once */
+	if (take && sp->ov_take_failed && ic_now() - sp->ov_take_failed < 2)
+		return ic_fail(-EBUSY, "overlay %s is in use by %s, which did not release it a moment ago",
+			       dir, desc);
 	if (!take)
 		return ic_fail(-EBUSY, "overlay %s is in use by %s, serving restore point '%s' writable%s",
 			       dir, desc, sp->name, s->o.take_over ? "" :
@@ -148,8 +153,11 @@ static int take_over(struct ic_session *s, struct ic_spoint *sp, int fd, const c
 			unrequest(fd, dir, req.token);
 			/* who holds it now, in case it changed hands meanwhile */
 			describe_owner(fd, dir, &owner, &rret, desc, sizeof(desc));
-			return ic_fail(-EBUSY, "overlay %s is in use by %s, which did not release it within %u s (release request unanswered)",
-				       dir, desc, wait);
+			sp->ov_take_failed = ic_now();
+			ret = ic_fail(-EBUSY, "overlay %s is in use by %s, which did not release it within %u s (release request unanswered)",
+				      dir, desc, wait);
+			ic_session_log(s, LOG_ERR, "%s", ic_last_error(ret));
+			return ret;
 		}
 		sleep_ms(50);
 	}
