@@ -49,7 +49,7 @@ static void session_log(void *arg, int prio, const char *msg)
 	(void)arg;
 	if (!serving)
 		snprintf(last_logged, sizeof(last_logged), "%s", msg);
-	if (prio <= LOG_WARNING)
+	if (prio <= LOG_NOTICE)     /* notices: an overlay handed over (FORMAT.md 10.7) */
 		nbdkit_error("%s", msg);
 	else
 		nbdkit_debug("%s", msg);

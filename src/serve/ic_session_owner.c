@@ -55,9 +55,9 @@ static void describe_owner(int fd, const char *dir, struct ic_owner_rec *r, int 
 {
 	*rret = ic_owner_read(fd, dir, IC_OWNER_RECORD, false, r);
 	if (*rret == -ENOENT) {
-		snprintf(buf, len, "another process (no owner record)");
+		snprintf(buf, len, "an unknown process (no owner record)");
 	} else if (*rret) {
-		snprintf(buf, len, "another process (%s)", ic_last_error(*rret));
+		snprintf(buf, len, "an unknown process (%s)", ic_last_error(*rret));
 	} else {
 		ic_owner_describe(r, buf, len);
 		if (ic_owner_alive(r) == IC_OWNER_GONE)
@@ -127,10 +127,10 @@ static int take_over(struct ic_session *s, struct ic_spoint *sp, int fd, const c
 	/* the kernel may retry an open that failed (FUSE's create, then open): do not ask
 	 * and wait again at once */
 	if (take && sp->ov_take_failed && ic_now() - sp->ov_take_failed < 2)
-		return ic_fail(-EBUSY, "overlay %s is in use by %s, which did not release it a moment ago",
+		return ic_fail(-EBUSY, "overlay %s is in use by another process: %s, which did not release it a moment ago",
 			       dir, desc);
 	if (!take)
-		return ic_fail(-EBUSY, "overlay %s is in use by %s, serving restore point '%s' writable%s",
+		return ic_fail(-EBUSY, "overlay %s is in use by another process: %s, serving restore point '%s' writable%s",
 			       dir, desc, sp->name, s->o.take_over ? "" :
 			       "; --take-over (nbdkit: take-over=yes) asks it to release it");
 	ret = ic_owner_self(&req, server_of(s), s->o.owner_where);
@@ -154,7 +154,7 @@ static int take_over(struct ic_session *s, struct ic_spoint *sp, int fd, const c
 			/* who holds it now, in case it changed hands meanwhile */
 			describe_owner(fd, dir, &owner, &rret, desc, sizeof(desc));
 			sp->ov_take_failed = ic_now();
-			ret = ic_fail(-EBUSY, "overlay %s is in use by %s, which did not release it within %u s (release request unanswered)",
+			ret = ic_fail(-EBUSY, "overlay %s is in use by another process: %s, which did not release it within %u s (release request unanswered)",
 				      dir, desc, wait);
 			ic_session_log(s, LOG_ERR, "%s", ic_last_error(ret));
 			return ret;

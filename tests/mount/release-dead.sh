@@ -75,7 +75,7 @@ write_blk a tue 12 19
 head -c 5000 /dev/urandom >"$OV/tue/owner"
 ns_mount c --overlay "$OV"
 ! write_blk c tue 13 20 2>"$WORK/c.err" || fail "C wrote while A holds tue"
-grep -qE "overlay $OV/tue is in use by another process \($OV/tue/owner: damaged owner record: larger than 4096 bytes\)" "$WORK/c.log" ||
+grep -qE "overlay $OV/tue is in use by another process: an unknown process \($OV/tue/owner: damaged owner record: larger than 4096 bytes\)" "$WORK/c.log" ||
 	fail "C's refusal: $(cat "$WORK/c.log")"
 printf 'imgchain-release 1\nhost x\n\377\377\n' >"$OV/tue/owner.request"
 wait_log a "$OV/tue/owner.request: damaged release request: line 3: .*ignored and removed"
@@ -117,7 +117,7 @@ kill -CONT "$apid"
 grep -q "busy" "$WORK/d.err" || fail "D's error: $(cat "$WORK/d.err")"
 ((t1 - t0 <= 20)) || fail "the wait took $((t1 - t0)) s (bound: 2 s)"
 echo "unanswered take-over gave up after $((t1 - t0)) s (take-over-wait 2)"
-grep -qE "overlay $OV/tue is in use by imgmount \(host [^,]+, pid $apid\) on $NSMNT since .*, which did not release it within 2 s" "$WORK/d.log" ||
+grep -qE "overlay $OV/tue is in use by another process: imgmount \(host [^,]+, pid $apid\) on $NSMNT since .*, which did not release it within 2 s" "$WORK/d.log" ||
 	fail "D's error does not name A: $(cat "$WORK/d.log")"
 [[ ! -e $OV/tue/owner.request ]] || fail "D left its request behind"
 sleep 1     # A's watcher runs again: nothing to answer

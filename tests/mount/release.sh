@@ -26,7 +26,7 @@ in_ns a dd if=/dev/zero of="$NSMNT/tue/disk.raw" bs=4096 count=1 seek=100 conv=n
 ! in_ns c dd if=/dev/zero of="$NSMNT/tue/disk.raw" bs=4096 count=1 conv=notrunc status=none 2>"$WORK/c.err" ||
 	fail "a second mount could write tue"
 grep -q "busy" "$WORK/c.err" || fail "C's write open: $(cat "$WORK/c.err")"
-grep -qE "overlay $OV/tue is in use by imgmount \(host [^,]+, pid $apid\) on $NSMNT since .*--take-over" "$WORK/c.log" ||
+grep -qE "overlay $OV/tue is in use by another process: imgmount \(host [^,]+, pid $apid\) on $NSMNT since .*--take-over" "$WORK/c.log" ||
 	fail "C's refusal does not name A: $(cat "$WORK/c.log")"
 [[ ! -e $OV/tue/owner.request && $(owner_field "$OV/tue" pid) == "$apid" ]] || fail "C changed the record"
 
