@@ -82,9 +82,9 @@ wait_log a "$OV/tue/owner.request: damaged release request: line 3: .*ignored an
 [[ ! -e $OV/tue/owner.request ]] || fail "the garbage request stays"
 write_blk a tue 14 21 || fail "A stopped writing after a garbage request"
 # a well-formed request from a process that is gone is not obeyed either
-cat >"$OV/tue/owner.request" <<REQ
+cat >"$WORK/request" <<REQ
 imgchain-release 1
-host $(owner_field "$OV/tue" host 2>/dev/null || hostname)
+host $(hostname | tr -c 'A-Za-z0-9._\n-' '-')
 boot $(cat /proc/sys/kernel/random/boot_id)
 pidns $(stat -L -c %i /proc/self/ns/pid)
 pid 4000000
@@ -95,7 +95,7 @@ where /nowhere
 token 0123456789abcdef0123456789abcdef
 wait 30
 REQ
-sed -i "s/^host .*/host $(hostname | tr -c 'A-Za-z0-9._\n-' '-')/" "$OV/tue/owner.request"
+mv "$WORK/request" "$OV/tue/owner.request"
 wait_log a "release request of imgmount \(host [^,]+, pid 4000000\) on /nowhere .* is left over.*ignored and removed"
 write_blk a tue 15 22 || fail "A obeyed a request of a dead process"
 ns_stop c
