@@ -141,7 +141,7 @@ int ic_owner_self(struct ic_owner_rec *r, const char *server, const char *where)
 
 /* ---- text ---------------------------------------------------------------------------- */
 
-static int format(const struct ic_owner_rec *r, bool request, char *buf, size_t len)
+int ic_owner_encode(const struct ic_owner_rec *r, bool request, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s\nhost %s\nboot %s\npidns %" PRIu64 "\npid %" PRIu64
 			 "\nstart %" PRIu64 "\nsince %" PRIu64 "\nserver %s\nwhere %s\ntoken %s\n",
@@ -250,16 +250,18 @@ static const char *parse_field(int k, const char *v, struct ic_owner_rec *r)
 	}
 }
 
-/* Parse buf[0..len) (any bytes); a cause with its line, or NULL. */
-static const char *parse(char *buf, size_t len, bool request, struct ic_owner_rec *r,
-			 int *line)
+const char *ic_owner_decode(const void *data, size_t len, bool request, struct ic_owner_rec *r,
+			    int *line)
 {
 	const char *magic = request ? MAGIC_REQUEST : MAGIC_OWNER;
 	int nkeys = request ? K_N : K_WAIT;
-	char *p = buf, *end = buf + len;
+	char buf[IC_OWNER_MAX + 1], *p = buf, *end = buf + len;
 
 	memset(r, 0, sizeof(*r));
 	*line = 0;
+	if (len > IC_OWNER_MAX)
+		return "larger than 4096 bytes";
+	memcpy(buf, data, len);
 	if (memchr(buf, '\0', len))
 		return "a NUL byte";
 	if (!len || buf[len - 1] != '\n')
@@ -309,10 +311,7 @@ int ic_owner_read(int dirfd, const char *dir, const char *name, bool request,
 	close(fd);
 	if (ret)
 		return ic_fail(ret, "%s: %s", path, strerror(-ret));
-	if ((size_t)n > IC_OWNER_MAX)
-		return ic_fail(IC_ECORRUPT, "%s: damaged %s: larger than %u bytes", path,
-			       request ? "release request" : "owner record", IC_OWNER_MAX);
-	why = parse(buf, (size_t)n, request, r, &line);
+	why = ic_owner_decode(buf, (size_t)n, request, r, &line);
 	if (why && !line)
 		return ic_fail(IC_ECORRUPT, "%s: damaged %s: %s", path,
 			       request ? "release request" : "owner record", why);
@@ -326,7 +325,7 @@ int ic_owner_write(int dirfd, const char *dir, const char *name, bool request,
 		   const struct ic_owner_rec *r)
 {
 	char buf[IC_OWNER_MAX], tmp[96], path[1200];
-	int fd, n = format(r, request, buf, sizeof(buf)), ret;
+	int fd, n = ic_owner_encode(r, request, buf, sizeof(buf)), ret;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (n < 0)

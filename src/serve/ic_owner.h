@@ -46,6 +46,13 @@ struct ic_owner_rec {
  * since = now.  0 or -errno. */
 int ic_owner_self(struct ic_owner_rec *r, const char *server, const char *where);
 
+/* The text of r (FORMAT.md 10.7) into buf: its length, or -1 when it does not fit. */
+int ic_owner_encode(const struct ic_owner_rec *r, bool request, char *buf, size_t len);
+/* Decode data[0..len) (any bytes, any length) into r: NULL, or the rule it breaks with
+ * *line the line (0: the whole file).  What decodes encodes back to the same bytes. */
+const char *ic_owner_decode(const void *data, size_t len, bool request, struct ic_owner_rec *r,
+			    int *line);
+
 /* Read dirfd/name (dir names it in messages): 0, -ENOENT when there is none, IC_ECORRUPT
  * with a message ("DIR/NAME: damaged owner record: line N: CAUSE") when it breaks a rule,
  * or another -errno.  request: a release request (the wait line). */

@@ -374,7 +374,8 @@ ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
 			return ret ? ret : -EIO;
 	}
 	n = ic_overlay_write(ov, buf, len, off, base_read, &a);
-	if (n < 0 && !(n == -EROFS && sp->ov_released))    /* handed over: not news */
+	/* handed over (the watcher sets it under s->lock): not news */
+	if (n < 0 && !(n == -EROFS && __atomic_load_n(&sp->ov_released, __ATOMIC_RELAXED)))
 		ic_session_log(s, LOG_ERR, "restore point '%s': write to %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error((int)n));
 	return n;

@@ -234,7 +234,7 @@ static void answer(struct ic_session *s, struct ic_spoint *sp, const char *dir)
 			ic_session_log(s, LOG_ERR, "overlay %s: flush before the release: %s", dir,
 				       ic_last_error(ret));
 	}
-	sp->ov_released = true;
+	__atomic_store_n(&sp->ov_released, true, __ATOMIC_RELAXED);   /* read by writers */
 	req.since = now;
 	ret = ic_owner_write(sp->ov_dir_fd, dir, IC_OWNER_RECORD, false, &req);
 	if (ret)
