@@ -240,6 +240,7 @@ static void answer(struct ic_session *s, struct ic_spoint *sp, const char *dir)
 	if (ret)
 		ic_session_log(s, LOG_WARNING, "overlay %s: cannot record the new owner: %s", dir,
 			       ic_last_error(ret));
+	unrequest(sp->ov_dir_fd, dir, req.token);
 	sp->ov_token[0] = '\0';     /* the record is the newcomer's now */
 	ic_session_dir_drop(s, sp);
 	ic_session_log(s, LOG_NOTICE, "restore point '%s': overlay released to %s; served read-only from now on",

@@ -7,6 +7,7 @@
 #      writes fail, new connections are read-only, the mount shows what was written over NBD
 #   3. nbdkit take-over=yes starts while imgmount holds tue: the mount commits and turns
 #      read-only (EROFS), the export is writable and shows what was written through the mount
+#   4. nbdkit take-over=yes without point=: a writable client's open takes tue from that export
 source "$(dirname "$0")/nbd-lib.sh"
 requires python3 nbdcopy
 
@@ -63,6 +64,19 @@ nbdcopy "$(nbd_uri c tue)" "$WORK/c.raw" || fail "nbdcopy"
 qemu-io -f raw -c 'read -P 0x11 1M 64k' -c 'write -P 0x44 4M 64k' -c 'read -P 0x44 4M 64k' "$(nbd_uri c tue)" >"$WORK/c.out" ||
 	fail "the new owner cannot write: $(cat "$WORK/c.out")"
 ! grep -q "Pattern verification failed" "$WORK/c.out" || fail "$(cat "$WORK/c.out")"
+
+# 4. without point=, a writable client's open asks the owner (here the export c)
+start_nbd d overlay="$OV" take-over=yes take-over-wait=120
+dpid=$(cat "$WORK/d.pid")
+qemu-io -f raw -c 'write -P 0x55 6M 64k' -c 'read -P 0x44 4M 64k' "$(nbd_uri d tue)" >"$WORK/d.out" ||
+	fail "a writable client of d: $(cat "$WORK/d.out") $(cat "$WORK/d.log")"
+! grep -q "Pattern verification failed" "$WORK/d.out" || fail "d does not show c's write"
+grep -qE "released by nbdkit \(host [^,]+, pid $cpid\)" "$WORK/d.log" || fail "nbdkit d log: $(cat "$WORK/d.log")"
+grep -qE "released to nbdkit \(host [^,]+, pid $dpid\)" "$WORK/c.log" || fail "nbdkit c log: $(cat "$WORK/c.log")"
+! qemu-io -f raw -c 'write -P 0x66 7M 4k' "$(nbd_uri c tue)" >"$WORK/c2.out" 2>&1 ||
+	grep -qiE "failed|error" "$WORK/c2.out" || fail "c still writes after the release: $(cat "$WORK/c2.out")"
 stop_nbd c      # first: it inherited the descriptor 7 on the mount
+[[ $(sed -n 's/^pid //p' "$OV/tue/owner") == "$dpid" ]] || fail "c's exit changed d's record"
+stop_nbd d
 [[ ! -e $OV/tue/owner ]] || fail "the export left its record behind"
 unmount_chain
