@@ -84,6 +84,8 @@ grep -qE "overlay $OV/tue: released by imgmount \(host [^,]+, pid $apid\)" "$WOR
 	fail "A could still open tue for writing"
 grep -q "Read-only file system" "$WORK/a.err" || fail "A's write open: $(cat "$WORK/a.err")"
 in_ns a cmp -n 4096 "$NSMNT/tue/disk.raw" "$WORK/d1" || fail "A cannot read tue any more"
+sleep 1.2   # the attribute cache (1 s)
+[[ $(in_ns a stat -c %a "$NSMNT/tue/disk.raw") == 444 ]] || fail "A still shows tue's disk writable"
 # other points stay A's own
 in_ns a dd if=/dev/zero of="$NSMNT/wed/disk.raw" bs=4096 count=1 seek=7 conv=notrunc,fsync status=none ||
 	fail "A lost wed too"
