@@ -39,8 +39,9 @@ static const struct ic_cli_opt opts[] = {
 static struct ic_cli cli = {
 	.prog = "imgmount",
 	.synopsis =
-		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR [--take-over]] [--passphrase-file FILE]\n"
-		"                [--cache-size SIZE] [--log WHERE] CHAIN MOUNTPOINT [-o OPTIONS]\n"
+		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR [--take-over]]\n"
+		"                [--passphrase-file FILE] [--cache-size SIZE] [--log WHERE]\n"
+		"                CHAIN MOUNTPOINT [-o OPTIONS]\n"
 		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk,\n"
 		"disk-flat.vmdk, disk-sparse.vmdk, info.json) and `latest`.  Read-only unless\n"
 		"--overlay is given.\n",
