@@ -66,13 +66,15 @@ static void describe_owner(int fd, const char *dir, struct ic_owner_rec *r, int 
 	}
 }
 
-/* Write this process into dir's record.  prev: the request's token when we asked. */
+/* Write this process into dir's record.  asked: the token of our request when we asked
+ * (after a fork: our own token, whose record keeps its since). */
 static int record_self(struct ic_session *s, struct ic_spoint *sp, int fd, const char *dir,
 		       const char *asked)
 {
 	struct ic_owner_rec old, me;
 	char desc[1400];
 	int ret = ic_owner_read(fd, dir, IC_OWNER_RECORD, false, &old);
+	uint64_t since = !ret && sp->ov_token[0] && !strcmp(old.token, sp->ov_token) ? old.since : 0;
 
 	if (!ret && asked && !strcmp(old.token, asked)) {
 		;   /* the owner named us: the normal hand-over */
@@ -84,6 +86,8 @@ static int record_self(struct ic_session *s, struct ic_spoint *sp, int fd, const
 		ic_session_log(s, LOG_WARNING, "%s: replaced", ic_last_error(ret));
 	}
 	ret = ic_owner_self(&me, server_of(s), s->o.owner_where);
+	if (since)
+		me.since = since;
 	if (!ret)
 		ret = ic_owner_write(fd, dir, IC_OWNER_RECORD, false, &me);
 	if (ret) {
