@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The overlay hand-over (FORMAT.md 10.7): how long an imgmount --take-over waits for its
 # disk, by how much the owner had written without syncing (the release commits it).  A chain
-# of one point (SIZE_MIB of random data); per run, mount A (its own mount namespace) writes
+# of one point (bench_lib's SIZE_MIB disk of real files); per run, mount A (its own mount namespace) writes
 # DIRTY MiB of 1 MiB blocks to p1/disk.raw without fsync, then mount B (another namespace,
 # same overlay directory, --take-over) opens p1/disk.raw for writing: the time of that open
 # is the hand-over (request written, the owner's next poll (every 200 ms), its commit, the
@@ -19,13 +19,13 @@ runs=${RUNS:-5}
 dirties=${DIRTY:-"free 0 16 256"}
 size=${SIZE_MIB:-512}
 build=${BUILD:-$top/build}
+source "$top/scripts/bench/bench_lib.sh"
 export IMGCHAIN_PASSPHRASE=bench IMGCHAIN_STATE_DIR="$dir/state"
 unset IMGCHAIN_PASSPHRASE_FILE
-mkdir -p "$dir"
-rm -rf "$dir/chain" "$dir/ov" "$dir/mnt"
+bench_disk "$dir" "$size"
+rm -rf "$dir/chain" "$dir/ov"
 mkdir -p "$dir/mnt"
-head -c $((size * 1048576)) /dev/urandom >"$dir/disk.raw"
-"$build/imgbackup" -q --name p1 "$dir/chain" "$dir/disk.raw"
+"$build/imgbackup" -q --name p1 "$dir/chain" "$disk"
 
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ns_mount() { # NAME OPTIONS...: its pid in $npid
@@ -54,7 +54,7 @@ for r in $(seq "$runs"); do
 		b=$npid
 		[[ $d == free ]] || nsenter -t "$a" -m dd if=/dev/zero of="$dir/mnt/p1/disk.raw" bs=1M \
 			count=1 conv=notrunc,fsync status=none
-		[[ $d == free || $d == 0 ]] || nsenter -t "$a" -m dd if="$dir/disk.raw" of="$dir/mnt/p1/disk.raw" \
+		[[ $d == free || $d == 0 ]] || nsenter -t "$a" -m dd if="$disk" of="$dir/mnt/p1/disk.raw" \
 			bs=1M count="$d" seek=1 conv=notrunc status=none
 		s=$(date +%s.%N)
 		nsenter -t "$b" -m python3 -c 'import os, sys; os.close(os.open(sys.argv[1], os.O_RDWR))' \
