@@ -9,7 +9,7 @@
 #include "imgchain.h"
 #include "ic_consolidate.h"
 
-enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_KEEP };
+enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_REBASE_WAIT, OPT_KEEP };
 
 static const struct ic_cli_opt opts[] = {
 	{ "merge", OPT_MERGE, "FROM..TO", "merge the points from FROM (an ancestor of TO)\n"
@@ -24,6 +24,8 @@ static const struct ic_cli_opt opts[] = {
 	{ "dry-run", OPT_DRY_RUN, NULL, "print the plan, change nothing" },
 	{ "verify", OPT_VERIFY, NULL, "read and check every record moved, also those\n"
 	  "shared rather than copied (XFS reflink, btrfs)" },
+	{ "rebase-wait", OPT_REBASE_WAIT, "SECONDS", "wait at most SECONDS (default 60) for each\n"
+	  "server of a point served with a writable overlay\nto re-base onto its merged image" },
 	{ "quiet", 'q', NULL, "no progress, no plan, no summary" },
 	{ 0 },
 };
@@ -33,7 +35,7 @@ static struct ic_cli cli = {
 	.synopsis =
 		"Usage: imgconsolidate [--merge FROM..TO] [--keep-last N] [--keep-hourly N]\n"
 		"         [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-		"         [--dry-run] [--verify] [--quiet] CHAIN\n"
+		"         [--dry-run] [--verify] [--rebase-wait SECONDS] [--quiet] CHAIN\n"
 		"Merge restore points of CHAIN by copying their encrypted blocks: no key or\n"
 		"passphrase is needed or read.  Every point that stays keeps its exact content\n"
 		"and seal.  An interrupted run is finished or rolled back by the next one.\n",
@@ -105,6 +107,19 @@ static int parse_count(const char *opt, const char *arg, unsigned *out)
 	return 0;
 }
 
+static int parse_wait(const char *opt, const char *arg, double *out)
+{
+	char *end;
+	double v = strtod(arg, &end);
+
+	if (!*arg || *end || !(v >= 0.1 && v <= 86400)) {
+		ic_cli_usage("%s %s: expected seconds from 0.1 to 86400", opt, arg);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ic_consolidate_opts o = { .out = stdout };
@@ -120,6 +135,8 @@ int main(int argc, char **argv)
 			o.dry_run = true;
 		else if (c == OPT_VERIFY)
 			o.verify = true;
+		else if (c == OPT_REBASE_WAIT && parse_wait(cli.optname, cli.optarg, &o.rebase_wait))
+			return IC_EXIT_USAGE;
 		else if (c >= OPT_KEEP && c < OPT_KEEP + IC_KEEP_NRULES &&
 			 parse_count(cli.optname, cli.optarg, &o.keep.keep[c - OPT_KEEP]))
 			return IC_EXIT_USAGE;

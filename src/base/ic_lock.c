@@ -28,6 +28,16 @@ int ic_lock_hold(int fd, int which)
 	return 0;
 }
 
+int ic_lock_release(int fd, int which)
+{
+	struct flock fl;
+
+	range(&fl, F_UNLCK, which);
+	if (fcntl(fd, F_SETLK, &fl) < 0)
+		return -errno;
+	return 0;
+}
+
 int ic_lock_holder(int fd, int which, pid_t *pid)
 {
 	struct flock fl;

@@ -15,6 +15,7 @@
 
 #include "ic_array.h"
 #include "ic_lock.h"
+#include "ic_rebase.h"
 #include "ic_session.h"
 #include "ic_util.h"
 
@@ -71,6 +72,12 @@ static void gen_unref(struct ic_session *s, struct ic_sgen *g)
 	free(g);
 }
 
+void ic_session_gen_put(struct ic_session *s, struct ic_sgen *g)
+{
+	gen_unref(s, g);
+	relock_all(s);
+}
+
 /* ---- points ------------------------------------------------------------------------ */
 
 static int cmp_sp(const void *a, const void *b)
@@ -116,6 +123,10 @@ static void sp_close_overlays(struct ic_spoint *sp)
 		sp->ov_probed[k] = false;
 		sp->ov_refused[k] = false;
 	}
+	/* its image may stay open (a scan other points use): say at once that it is no
+	 * longer served writable (what a re-base request waits for, FORMAT.md 10.8) */
+	if (sp->ov_locked && sp->pt)
+		ic_lock_release(sp->pt->img->fd, IC_LOCK_OVERLAY);
 	sp->ov_locked = false;
 	if (sp->ov_dir_fd >= 0)
 		close(sp->ov_dir_fd);       /* releases the point directory's flock */
@@ -159,6 +170,7 @@ static void point_free(struct ic_session *s, struct ic_spoint *sp)
 	ic_disk_free(sp->disk);
 	ic_view_free(sp->view);
 	pthread_mutex_destroy(&sp->mu);
+	pthread_rwlock_destroy(&sp->io);
 	if (sp->gen)
 		gen_unref(s, sp->gen);
 	free(sp);
@@ -189,10 +201,12 @@ static struct ic_spoint *sp_new(struct ic_session *s, struct ic_sgen *g, struct 
 	snprintf(sp->name, sizeof(sp->name), "%s", ic_point_name(p));
 	sp->ov_dir_fd = -1;
 	pthread_mutex_init(&sp->mu, NULL);
+	ic_rebase_io_init(&sp->io);
 	ret = sp_set_identity(s, sp, g, p);
 	if (ret) {
 		ic_session_log(s, LOG_ERR, "restore point '%s': %s", sp->name, ic_last_error(ret));
 		pthread_mutex_destroy(&sp->mu);
+		pthread_rwlock_destroy(&sp->io);
 		free(sp);
 		return NULL;
 	}
@@ -431,7 +445,7 @@ int ic_session_start(struct ic_session *s)
 	s->cache = ic_cache_new(bs, s->key, &co);
 	if (!s->cache)
 		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	return 0;
+	return s->o.overlay_dir ? ic_rebase_start(s) : 0;
 }
 
 size_t ic_session_npoints(struct ic_session *s)
@@ -449,6 +463,7 @@ void ic_session_free(struct ic_session *s)
 {
 	if (!s)
 		return;
+	ic_rebase_stop(s);
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++)
 		point_free(s, s->pts[i]);

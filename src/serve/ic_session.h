@@ -72,6 +72,9 @@ struct ic_spoint {
 	bool ov_locked;             /* the image's IC_LOCK_OVERLAY byte held */
 	int ov_dir_fd;              /* OVERLAY/POINT, flock'ed while an overlay is open; -1 */
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
+	/* held shared by each read, write, fsync and extent; exclusive while a re-base
+	 * swaps the point's images (ic_rebase.c) */
+	pthread_rwlock_t io;
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;
@@ -101,6 +104,7 @@ struct ic_session {
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
+	struct ic_rebase *rebase;   /* the re-base watcher (writable sessions), or NULL */
 };
 
 /* Scan the chain (keyless: headers and slots only) and check that key (borrowed for the
@@ -122,6 +126,10 @@ size_t ic_session_npoints(struct ic_session *s);
 /* A message through o.log (printf style). */
 void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Drop a reference to scan g (its images closed when it was the last) and take the
+ * image locks of every scan still used again.  Under s->lock (ic_rebase.c). */
+void ic_session_gen_put(struct ic_session *s, struct ic_sgen *g);
 
 /* Open file of point p for a reader: pin p (handles), open its overlay (created when
  * write), build its view (seal checked once per identity).  Called under s->lock, which

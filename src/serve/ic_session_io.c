@@ -332,8 +332,8 @@ static ssize_t flat_read(struct ic_overlay *ov, char *buf, size_t size, uint64_t
 	return (ssize_t)want;
 }
 
-ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *st, void *buf,
-			size_t len, uint64_t off)
+static ssize_t read_locked(struct ic_spoint *sp, int file, struct ic_cache_stream *st,
+			   void *buf, size_t len, uint64_t off)
 {
 	struct base_arg a = { .sp = sp, .file = file, .st = st };
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
@@ -345,8 +345,21 @@ ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *
 	return ic_disk_read(sp->disk, file, st, buf, len, off);
 }
 
-ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
-			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+/* The data paths hold sp->io shared: a re-base (ic_rebase.c) swaps the point's images
+ * only between requests. */
+ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *st, void *buf,
+			size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = read_locked(sp, file, st, buf, len, off);
+	pthread_rwlock_unlock(&sp->io);
+	return n;
+}
+
+static ssize_t write_locked(struct ic_session *s, struct ic_spoint *sp, int file,
+			    struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
 {
 	struct base_arg a = { .sp = sp, .file = file, .st = st };
 	struct ic_overlay *ov;
@@ -367,6 +380,17 @@ ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
 	if (n < 0)
 		ic_session_log(s, LOG_ERR, "restore point '%s': write to %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error((int)n));
+	return n;
+}
+
+ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
+			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = write_locked(s, sp, file, st, buf, len, off);
+	pthread_rwlock_unlock(&sp->io);
 	return n;
 }
 
@@ -414,7 +438,7 @@ static uint64_t map_extent(const struct ic_view *v, uint64_t off, uint64_t len, 
 	return (stop < end ? stop : end) - off;
 }
 
-uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
+static uint64_t extent_locked(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
 {
 	struct ic_overlay *ov = ic_session_ov_load(sp, IC_DISK_RAW);
 	uint64_t n;
@@ -430,4 +454,14 @@ uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, boo
 		len = n;
 	}
 	return map_extent(sp->view, off, len, zero);
+}
+
+uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
+{
+	uint64_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = extent_locked(sp, off, len, zero);
+	pthread_rwlock_unlock(&sp->io);
+	return n;
 }
