@@ -219,6 +219,14 @@ static void sp_update(struct ic_session *s, struct ic_spoint *sp, struct ic_sgen
 {
 	if (same_identity(sp, p)) {
 		sp->gone = false;
+		/* idle: onto the new scan, so that an old one is let go with the images only
+		 * it still holds open (removed by a merge: their space is freed) */
+		if (!sp->handles && sp->gen != g) {
+			g->refs++;
+			gen_unref(s, sp->gen);      /* the caller ends with relock_all() */
+			sp->gen = g;
+			sp->pt = p;
+		}
 		return;
 	}
 	/* A new image for this name (consolidation rewrote it): swap when nothing is open. */

@@ -129,6 +129,15 @@ wait_rebased "$n0" "once continued"
 [[ $(point_names) == "br p08 p09 p10" ]] || fail "points: $(point_names)"
 writer_alive
 
+# the mount holds no removed image open any more (their space is freed while it runs)
+held=
+for _ in $(seq 100); do
+	held=$(ls -l "/proc/$MOUNT_PID/fd" | grep "$CHAIN/.*(deleted)" || true)
+	[[ -z $held ]] && break
+	sleep 0.1
+done
+[[ -z $held ]] || fail "the mount still holds removed images: $held"
+
 # the end: the writer's last checks, then the disk as a remount shows it
 touch "$TESTDIR/stop"
 wait "$WRITER" || fail "the writer saw wrong bytes: $(cat "$TESTDIR/writer.out")"
