@@ -81,6 +81,18 @@ static bool moved(const struct ic_spoint *sp, const struct ic_point *p)
 	return p || q;
 }
 
+/* Does scan g hold an image open that a merge removed since (no name left)?  Then a
+ * point still read through g keeps that space allocated. */
+static bool holds_removed(const struct ic_sgen *g)
+{
+	struct stat sb;
+
+	for (size_t i = 0; i < g->chain->npoints; i++)
+		if (fstat(g->chain->points[i].img->fd, &sb) == 0 && sb.st_nlink == 0)
+			return true;
+	return false;
+}
+
 int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 {
 	struct ic_sgen *g, *old_gen;
@@ -89,6 +101,7 @@ int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 	struct ic_disk *nd = NULL, *old_disk;
 	struct ic_view *v = NULL, *old_view;
 	struct stat sb;
+	double t0 = ic_now(), t1, t2;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -136,6 +149,7 @@ int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 	if (fstat(p->img->fd, &sb) < 0)
 		memset(&sb, 0, sizeof(sb));
 	/* 2. the requests in flight finish on the old images; new ones wait */
+	t1 = ic_now();
 	pthread_rwlock_wrlock(&sp->io);
 	pthread_mutex_lock(&s->lock);
 	/* 3. the swap */
@@ -160,6 +174,7 @@ int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 	}
 	pthread_mutex_unlock(&s->lock);
 	pthread_rwlock_unlock(&sp->io);
+	t2 = ic_now();
 	pthread_mutex_unlock(&sp->mu);
 	/* 4. nobody can reach the old view and disk any more */
 	ic_disk_free(old_disk);
@@ -168,8 +183,8 @@ int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 	sp->handles--;
 	ic_session_gen_put(s, old_gen);     /* also takes the new images' locks */
 	pthread_mutex_unlock(&s->lock);
-	ic_session_log(s, LOG_INFO, "restore point '%s': re-based onto %s (same seal); the old images released",
-		       sp->name, p->img->path);
+	ic_session_log(s, LOG_INFO, "restore point '%s': re-based onto %s (same seal); the old images released (new view %.3f s, requests held %.3f ms)",
+		       sp->name, p->img->path, t1 - t0, (t2 - t1) * 1e3);
 	return 0;
 }
 
@@ -265,8 +280,8 @@ static bool asked(const struct ic_rebase *rb, const struct ic_point *p)
 	return false;
 }
 
-/* Re-base every busy point served with an overlay that the request names or whose
- * point moved to other images.  The names are collected first; each point is looked
+/* Re-base every busy point served with an overlay that the request names, whose point
+ * moved to other images, or whose scan holds a removed image open.  The names are collected first; each point is looked
  * up again before its re-base (the table may change meanwhile). */
 static void rebase_busy(struct ic_rebase *rb, bool use_req)
 {
@@ -283,7 +298,7 @@ static void rebase_busy(struct ic_rebase *rb, bool use_req)
 			continue;
 		p = ic_chain_find(s->gens->chain, q->name);
 		if (!p || p == q->pt || !same_point(p, q->pt) ||
-		    !((use_req && asked(rb, q->pt)) || moved(q, p)))
+		    !((use_req && asked(rb, q->pt)) || moved(q, p) || holds_removed(q->gen)))
 			continue;
 		name = strdup(q->name);
 		if (!name || ic_array_push(&names, name)) {
