@@ -57,7 +57,8 @@ struct ic_sgen {
 
 struct ic_spoint {
 	char name[ICF_NAME_MAX + 1];
-	/* identity, replaced by a refresh only while no handle is open (s->lock) */
+	/* identity, replaced by a refresh only while no handle is open, or by a re-base
+	 * (ic_rebase.h: s->lock, and mu and io held) */
 	struct ic_sgen *gen;
 	struct ic_point *pt;
 	uint64_t dev, ino, slot_gen;
