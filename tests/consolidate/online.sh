@@ -80,6 +80,17 @@ wait_rebased()
 	fail "the mount did not re-base p08 $2: $(cat "$MOUNT_LOG")"
 }
 
+# 0. requests planted by the storage: a damaged one is ignored (logged once), a symlink
+#    is never followed; the writer goes on
+printf 'imgchain-rebase 1\npoint 9 %s\n' "not-a-seal" >"$CHAIN/rebase"
+for _ in $(seq 100); do grep -q "rebase: not a re-base request: ignored" "$MOUNT_LOG" && break; sleep 0.05; done
+grep -q "rebase: not a re-base request: ignored" "$MOUNT_LOG" || fail "a damaged request was not noticed: $(cat "$MOUNT_LOG")"
+rm "$CHAIN/rebase"
+ln -s /proc/self/environ "$CHAIN/rebase"
+sleep 0.5
+writer_alive
+# (the next run removes the link itself, never its target)
+
 # 1. p08's ancestors merged (p02 rewritten into the full's file): p08's own image stays,
 #    its path changes; the mount is asked and re-bases, nothing to wait for
 n0=$(rebased)
