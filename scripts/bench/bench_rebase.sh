@@ -21,7 +21,26 @@ export IMGCHAIN_PASSPHRASE=bench IMGCHAIN_STATE_DIR="$dir/state"
 unset IMGCHAIN_PASSPHRASE_FILE
 mkdir -p "$dir"
 mpid=
-umount_it() {
+umount_it() { fusermount3 -u "$dir/mnt" 2>/dev/null || true; [ -z "$mpid" ] || wait "$mpid" || true; mpid=; }
+trap umount_it EXIT
+
+make_chain() {
+	rm -rf "$dir/chain" "$dir/ov" "$dir/state"
+	head -c $((size * 1048576)) /dev/urandom >"$dir/disk.raw"
+	"$build/imgbackup" -q --name p0 "$dir/chain" "$dir/disk.raw"
+	for i in 1 2 3 4 5; do
+		python3 - "$dir/disk.raw" "$i" <<'PY'
+import os, random, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+n = os.fstat(fd).st_size // 65536
+r = random.Random(int(sys.argv[2]))
+for b in r.sample(range(n), max(1, n // 100)):
+    os.pwrite(fd, r.randbytes(65536), b * 65536)
+PY
+		"$build/imgbackup" -q --name "p$i" "$dir/chain" "$dir/disk.raw"
+	done
+}
+mount_it() {
 	mkdir -p "$dir/mnt"
 	bench_mount "$build/imgmount" "$dir" --overlay "$dir/ov" "$dir/chain" "$dir/mnt"
 }
