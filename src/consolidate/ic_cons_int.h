@@ -45,6 +45,13 @@ static inline bool u32_has(const uint32_t *v, size_t n, uint32_t x)
 	return false;
 }
 
+/* A point a server served writable and did not re-base (FORMAT.md 10.8): kept. */
+struct cons_stale {
+	uint32_t seq;
+	uint8_t seal[ICF_SEAL_LEN];
+};
+struct stalev IC_ARRAY_BODY(struct cons_stale);
+
 static inline bool in_set(const struct u32v *v, uint32_t seq)
 {
 	return u32_has(v->v, v->n, seq);
@@ -101,6 +108,7 @@ struct cons {
 	uint64_t alloc0;
 	uint64_t shared_alloc;      /* of the allocation: blocks shared with other files */
 	double t0;                  /* when the run started */
+	struct stalev stale;        /* points kept for servers that did not re-base */
 };
 
 void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -229,7 +237,12 @@ int ic_cons_rebase_collect(struct ic_chain *c, const bool *in_d, struct cons_reb
  * of a replaced image any more; the request removed.  -ETIMEDOUT naming the server. */
 int ic_cons_rebase_ask(struct cons *x, struct cons_rebase *rb);
 void ic_cons_rebase_free(struct cons_rebase *rb);
-/* A request a killed run left behind: removed. */
-void ic_cons_rebase_cleanup(const char *dir);
+/* At the start of a run: the points an earlier run's servers did not re-base onto (its
+ * request's `stale` lines), kept by ic_cons_rebase_pin until their server answers. */
+void ic_cons_rebase_load(struct cons *x);
+/* Forget those that are gone from c, or whose new image a server locks (it re-based). */
+void ic_cons_rebase_resolve(struct cons *x, struct ic_chain *c);
+/* At the end: CHAIN/rebase holds only those `stale` lines, or is removed. */
+void ic_cons_rebase_save(struct cons *x);
 
 #endif

@@ -22,17 +22,62 @@
 
 #define REBASE_FILE "rebase"
 #define REBASE_WAIT_DEFAULT 60.0    /* seconds: a view of a large disk takes a while */
+#define REBASE_MAX (64 << 10)       /* a request's bytes are fewer */
+#define REBASE_LINE (16 + 2 * ICF_SEAL_LEN)     /* a line's bytes at most */
 
 static bool served(const struct ic_point *p, pid_t *pid)
 {
 	return ic_lock_holder(p->img->fd, IC_LOCK_OVERLAY, pid) == 1;
 }
 
+static bool same_seal(const struct ic_point *p, const uint8_t *seal)
+{
+	return !memcmp(p->img->slot.seal, seal, ICF_SEAL_LEN);
+}
+
+/* The stale point of entry k in c, or NULL when it is gone or a server locks its image
+ * (it re-based: pinned like any served point). */
+static struct ic_point *stale_point(struct cons *x, struct ic_chain *c, size_t k)
+{
+	struct ic_point *p = ic_chain_find_seq(c, x->stale.v[k].seq);
+	pid_t pid;
+
+	if (!p || !same_seal(p, x->stale.v[k].seal) || served(p, &pid))
+		return NULL;
+	return p;
+}
+
+void ic_cons_rebase_resolve(struct cons *x, struct ic_chain *c)
+{
+	size_t keep = 0;
+
+	for (size_t k = 0; k < x->stale.n; k++)
+		if (stale_point(x, c, k))
+			x->stale.v[keep++] = x->stale.v[k];
+	x->stale.n = keep;
+}
+
 void ic_cons_rebase_pin(struct cons *x, struct ic_chain *c, bool *in_d)
 {
 	char who[600];
+	size_t keep = 0;
 	pid_t pid;
 
+	/* an earlier run's server that did not re-base may still serve these from their old
+	 * images, which nobody here can see: kept until a server locks the new image */
+	for (size_t k = 0; k < x->stale.n; k++) {
+		struct ic_point *p = stale_point(x, c, k);
+
+		if (!p)
+			continue;
+		x->stale.v[keep++] = x->stale.v[k];
+		if (!in_d[p - c->points])
+			continue;
+		in_d[p - c->points] = false;
+		ic_cons_note(x, "restore point '%s' is kept: a server that did not re-base onto it (an earlier run's error named it) may still serve it writable; remove %s/%s once that server is gone",
+			     ic_point_name(p), x->dir, REBASE_FILE);
+	}
+	x->stale.n = keep;
 	for (size_t i = 0; i < c->npoints; i++) {
 		if (!in_d[i] || !served(&c->points[i], &pid))
 			continue;
@@ -74,33 +119,114 @@ int ic_cons_rebase_collect(struct ic_chain *c, const bool *in_d, struct cons_reb
 	return 0;
 }
 
-void ic_cons_rebase_cleanup(const char *dir)
+static int hexval(char c)
 {
-	char *path = ic_path_join(dir, REBASE_FILE);
-
-	if (path)
-		unlink(path);   /* a directory or nothing there: left alone */
-	free(path);
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
 }
 
-static int write_request(struct cons *x, struct cons_rebase *rb)
+/* "stale SEQ SEAL" into *st; 0, or -EINVAL for any other line. */
+static int parse_stale(const char *line, struct cons_stale *st)
 {
-	size_t cap = 32 + rb->pts.n * (32 + 2 * ICF_SEAL_LEN), len;
-	char *buf = malloc(cap);
+	char hex[2 * ICF_SEAL_LEN + 2];
+	unsigned seq;
+	int n = 0;
+
+	if (sscanf(line, "stale %u %65s%n", &seq, hex, &n) != 2 || line[n] ||
+	    strlen(hex) != 2 * ICF_SEAL_LEN)
+		return -EINVAL;
+	st->seq = seq;
+	for (int i = 0; i < ICF_SEAL_LEN; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		st->seal[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+void ic_cons_rebase_load(struct cons *x)
+{
+	char *buf = malloc(REBASE_MAX + 1), *line, *save = NULL;
+	ssize_t n = -1;
+	int fd, ret;
+
+	x->stale.n = 0;
+	ret = buf ? ic_open_regular(AT_FDCWD, x->dir, REBASE_FILE, 0, 0, &fd) : -ENOMEM;
+	if (!ret) {
+		n = pread(fd, buf, REBASE_MAX, 0);
+		close(fd);
+	} else if (ret == IC_ECORRUPT) {    /* planted (a link, a FIFO...): the name only */
+		char *path = ic_path_join(x->dir, REBASE_FILE);
+
+		if (path)
+			unlink(path);
+		free(path);
+	}
+	if (n < 0 || n >= REBASE_MAX) {
+		free(buf);
+		return;     /* none (or planted: the next save replaces it) */
+	}
+	buf[n] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		struct cons_stale st;
+
+		if (!strncmp(line, "stale ", 6) && !parse_stale(line, &st) &&
+		    ic_array_push(&x->stale, st))
+			break;
+	}
+	free(buf);
+}
+
+static void put_line(char *buf, size_t cap, size_t *len, const char *what, uint32_t seq,
+		     const uint8_t *seal)
+{
+	*len += (size_t)snprintf(buf + *len, cap - *len, "%s %u ", what, seq);
+	for (int k = 0; k < ICF_SEAL_LEN; k++)
+		*len += (size_t)snprintf(buf + *len, cap - *len, "%02x", seal[k]);
+	*len += (size_t)snprintf(buf + *len, cap - *len, "\n");
+}
+
+/* The request: rb's points (NULL: none), then the stale points, newest first; at most
+ * REBASE_MAX bytes (the oldest stale points beyond are dropped). */
+static int write_request(struct cons *x, const struct cons_rebase *rb)
+{
+	size_t np = rb ? rb->pts.n : 0, cap = 32 + (np + x->stale.n) * REBASE_LINE;
+	size_t len;
+	char *buf;
 	int ret;
 
+	if (cap > REBASE_MAX - 1)
+		cap = REBASE_MAX - 1;
+	buf = malloc(cap);
 	if (!buf)
 		return -ENOMEM;
 	len = (size_t)snprintf(buf, cap, "imgchain-rebase 1\n");
-	for (size_t i = 0; i < rb->pts.n; i++) {
-		len += (size_t)snprintf(buf + len, cap - len, "point %u ", rb->pts.v[i].seq);
-		for (int k = 0; k < ICF_SEAL_LEN; k++)
-			len += (size_t)snprintf(buf + len, cap - len, "%02x", rb->pts.v[i].seal[k]);
-		len += (size_t)snprintf(buf + len, cap - len, "\n");
-	}
+	for (size_t i = 0; i < np && len + REBASE_LINE <= cap; i++)
+		put_line(buf, cap, &len, "point", rb->pts.v[i].seq, rb->pts.v[i].seal);
+	for (size_t i = x->stale.n; i-- > 0 && len + REBASE_LINE <= cap;)
+		put_line(buf, cap, &len, "stale", x->stale.v[i].seq, x->stale.v[i].seal);
 	ret = ic_write_file_atomic(x->dir, REBASE_FILE, buf, len, 0644);
 	free(buf);
 	return ret;
+}
+
+void ic_cons_rebase_save(struct cons *x)
+{
+	char *path;
+
+	if (x->stale.n) {
+		write_request(x, NULL);
+		return;
+	}
+	path = ic_path_join(x->dir, REBASE_FILE);
+	if (path)
+		unlink(path);   /* a directory or nothing there: left alone */
+	free(path);
 }
 
 int ic_cons_rebase_ask(struct cons *x, struct cons_rebase *rb)
@@ -123,6 +249,10 @@ int ic_cons_rebase_ask(struct cons *x, struct cons_rebase *rb)
 
 		while (sv->fd >= 0 && ic_lock_holder(sv->fd, IC_LOCK_OVERLAY, &pid) == 1) {
 			if (ic_now() >= deadline) {
+				struct cons_stale st = { .seq = sv->seq };
+
+				memcpy(st.seal, sv->seal, ICF_SEAL_LEN);
+				ic_array_push(&x->stale, st);   /* -ENOMEM: not kept, said below */
 				ic_cons_describe(pid, who, sizeof(who));
 				ret = ic_fail(-ETIMEDOUT, "%s: restore point '%s' was merged, but %s, which serves it with a writable overlay, did not re-base onto its new image within %.0f s: it keeps serving the old images (correct bytes, their space held); stop it or run imgconsolidate again",
 					      x->dir, sv->name, who, wait);
@@ -136,7 +266,7 @@ int ic_cons_rebase_ask(struct cons *x, struct cons_rebase *rb)
 			ic_cons_note(x, "restore point '%s': its server re-based onto the merged image (%.2f s)",
 				     sv->name, ic_now() - t0);
 	}
-	ic_cons_rebase_cleanup(x->dir);
+	ic_cons_rebase_save(x);     /* kept while a server did not answer */
 	return ret;
 }
 

@@ -231,7 +231,7 @@ static int run_locked(struct cons *x)
 	double t_lock = ic_now(), t_plan = 0;
 	int ret = ic_cons_recover(x);
 
-	ic_cons_rebase_cleanup(x->dir);     /* a killed run's request */
+	ic_cons_rebase_load(x);     /* points kept for servers that did not re-base */
 	if (!ret)
 		ret = ic_chain_cleanup_tmp(x->dir);
 	if (!ret)
@@ -248,6 +248,7 @@ static int run_locked(struct cons *x)
 	}
 	for (size_t i = 0; i < c->nbad; i++)
 		ic_cons_note(x, "warning: %s", c->bad[i].why);
+	ic_cons_rebase_resolve(x, c);
 	ret = ic_cons_make_plan(x, c, &nodes, &plan);
 	/* the lock, then the plan (a recovery that finishes a step counts as finish) */
 	x->st->phase_seconds[IC_CONS_T_PLAN] = t_lock - x->t0 + ic_now() - t_plan;
@@ -257,6 +258,7 @@ static int run_locked(struct cons *x)
 		ret = run_step(x, &plan.steps[s]);
 	if (!ret)
 		ret = ic_cons_punch(x);
+	ic_cons_rebase_save(x);
 	ic_cons_step(x, "done");
 out:
 	ic_cons_plan_free(&plan);
@@ -305,6 +307,7 @@ int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_st
 	ret = run_locked(&x);
 	st->space_freed = (int64_t)x.alloc0 - (int64_t)ic_cons_dir_alloc(o->chain_dir);
 	ic_cons_journal_destroy(&x.j);
+	ic_array_free(&x.stale);
 	ic_chain_unlock(lock);
 	st->seconds = ic_now() - t0;
 	return ret;

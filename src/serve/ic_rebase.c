@@ -221,7 +221,10 @@ static int parse_req(struct ic_rebase *rb, char *buf, size_t len)
 			first = false;
 			continue;
 		}
-		if (sscanf(line, "point %u %65s%n", &seq, hex, &n) != 2 || line[n] ||
+		/* "stale": a point an earlier server did not re-base onto; asked again */
+		if (strncmp(line, "point ", 6) && strncmp(line, "stale ", 6))
+			return -EINVAL;
+		if (sscanf(line + 6, "%u %65s%n", &seq, hex, &n) != 2 || line[6 + n] ||
 		    strlen(hex) != 2 * ICF_SEAL_LEN)
 			return -EINVAL;
 		rp.seq = seq;

@@ -54,8 +54,13 @@ keyless_expect 1 --merge p04..p06 --rebase-wait 1 "$CHAIN"
 expect_msg "restore point 'p05' is served with a writable overlay by .*python3.*\(pid $HOLDER\): kept"
 expect_msg "restore point 'p05' was merged, but .*python3.*\(pid $HOLDER\), which serves it with a writable overlay, did not re-base onto its new image within 1 s"
 [[ $(point_names) == "br p00 p03 p05 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
-[[ ! -e $CHAIN/rebase ]] || fail "the re-base request was left behind"
+grep -q '^stale ' "$CHAIN/rebase" || fail "the unanswered point is not kept in CHAIN/rebase"
 check_points br p05 p06
+# until a server locks p05's new image (or the file is removed), p05 is kept
+keyless_expect 0 --merge p05..p06 "$CHAIN"
+expect_msg "restore point 'p05' is kept: a server that did not re-base onto it"
+[[ $(point_names) == "br p00 p03 p05 p06 p07 p08 p09 p10" ]] || fail "points: $(point_names)"
+rm "$CHAIN/rebase"
 # the overlay's point may stay while others merge
 keyless_expect 0 --merge p06..p07 "$CHAIN"
 kill "$HOLDER"

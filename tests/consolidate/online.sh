@@ -136,12 +136,19 @@ n0=$(rebased)
 touch "$TESTDIR/stop.paused"
 kill -STOP "$MOUNT_PID"
 keyless --merge p02..p08 --rebase-wait 2 "$CHAIN"
-kill -CONT "$MOUNT_PID"
 [[ $RC -eq 1 ]] || fail "a stopped mount: imgconsolidate exited $RC: $LAST_OUT $LAST_ERR"
 expect_msg "restore point 'p08' was merged, but .*imgmount.*\(pid $MOUNT_PID\), which serves it with a writable overlay, did not re-base onto its new image within 2 s"
+grep -Eq '^stale [0-9]+ [0-9a-f]{64}$' "$CHAIN/rebase" || fail "no stale line kept: $(cat "$CHAIN/rebase")"
+# while it still has not answered, a run that would merge p08 away keeps it
+keyless_expect 0 --merge p08..p09 "$CHAIN"
+expect_msg "restore point 'p08' is kept: a server that did not re-base onto it"
+kill -CONT "$MOUNT_PID"
 wait_rebased "$n0" "once continued"
 [[ $(point_names) == "br p08 p09 p10" ]] || fail "points: $(point_names)"
 rm "$TESTDIR/stop.paused"
+# it answered (it locks p08's new image): the next run forgets the stale line
+keyless_expect 0 --keep-last 1000 "$CHAIN"
+[[ ! -e $CHAIN/rebase ]] || fail "the stale line outlived the re-base: $(cat "$CHAIN/rebase")"
 writer_alive
 
 # the mount holds no removed image open any more (their space is freed while it runs)
