@@ -119,15 +119,6 @@ int ic_cons_rebase_collect(struct ic_chain *c, const bool *in_d, struct cons_reb
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* "stale SEQ SEAL" into *st; 0, or -EINVAL for any other line. */
 static int parse_stale(const char *line, struct cons_stale *st)
 {
@@ -139,14 +130,7 @@ static int parse_stale(const char *line, struct cons_stale *st)
 	    strlen(hex) != 2 * ICF_SEAL_LEN)
 		return -EINVAL;
 	st->seq = seq;
-	for (int i = 0; i < ICF_SEAL_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		st->seal[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	return ic_hex_decode(hex, ICF_SEAL_LEN, st->seal);
 }
 
 void ic_cons_rebase_load(struct cons *x)

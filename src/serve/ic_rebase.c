@@ -190,15 +190,6 @@ int ic_rebase_point(struct ic_session *s, struct ic_spoint *sp)
 
 /* ---- the request ------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Parse the request (untrusted bytes: a damaged one is ignored, logged). */
 static int parse_req(struct ic_rebase *rb, char *buf, size_t len)
 {
@@ -228,13 +219,8 @@ static int parse_req(struct ic_rebase *rb, char *buf, size_t len)
 		    strlen(hex) != 2 * ICF_SEAL_LEN)
 			return -EINVAL;
 		rp.seq = seq;
-		for (int i = 0; i < ICF_SEAL_LEN; i++) {
-			int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-			if (hi < 0 || lo < 0)
-				return -EINVAL;
-			rp.seal[i] = (uint8_t)(hi << 4 | lo);
-		}
+		if (ic_hex_decode(hex, ICF_SEAL_LEN, rp.seal))
+			return -EINVAL;
 		if (ic_array_push(&rb->req, rp))
 			return -ENOMEM;
 	}
