@@ -17,6 +17,7 @@
 #include "ic_lock.h"
 #include "ic_rebase.h"
 #include "ic_session.h"
+#include "ic_session_cdp.h"
 #include "ic_util.h"
 
 void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
@@ -493,6 +494,7 @@ void ic_session_free(struct ic_session *s)
 			       (unsigned long long)st.errors);
 	}
 	ic_cache_free(s->cache);
+	ic_scdp_free(s->cdp);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh_mu);
 	free(s);
