@@ -116,7 +116,7 @@ struct ic_spoint *ic_session_find(struct ic_session *s, const char *name, size_t
 	return i < 0 ? NULL : s->pts[i];
 }
 
-static void sp_close_overlays(struct ic_spoint *sp)
+static void sp_close_overlays(struct ic_session *s, struct ic_spoint *sp)
 {
 	for (int k = 0; k < IC_SOV_N; k++) {
 		ic_overlay_close(sp->ov[k]);
@@ -129,9 +129,8 @@ static void sp_close_overlays(struct ic_spoint *sp)
 	if (sp->ov_locked && sp->pt)
 		ic_lock_release(sp->pt->img->fd, IC_LOCK_OVERLAY);
 	sp->ov_locked = false;
-	if (sp->ov_dir_fd >= 0)
-		close(sp->ov_dir_fd);       /* releases the point directory's flock */
-	sp->ov_dir_fd = -1;
+	sp->ov_released = false;
+	ic_session_dir_drop(s, sp);     /* releases the point directory's flock */
 }
 
 /* Give sp the identity of point p of generation g (sp idle).  Under s->lock. */
@@ -149,7 +148,7 @@ static int sp_set_identity(struct ic_session *s, struct ic_spoint *sp, struct ic
 		return ret;
 	if (fstat(p->img->fd, &sb) < 0)
 		memset(&sb, 0, sizeof(sb));
-	sp_close_overlays(sp);
+	sp_close_overlays(s, sp);
 	ic_disk_free(sp->disk);
 	sp->disk = disk;
 	if (sp->gen)
@@ -167,7 +166,7 @@ static int sp_set_identity(struct ic_session *s, struct ic_spoint *sp, struct ic
 
 static void point_free(struct ic_session *s, struct ic_spoint *sp)
 {
-	sp_close_overlays(sp);
+	sp_close_overlays(s, sp);
 	ic_disk_free(sp->disk);
 	ic_view_free(sp->view);
 	pthread_mutex_destroy(&sp->mu);
@@ -447,6 +446,7 @@ int ic_session_start(struct ic_session *s)
 	};
 	uint32_t bs = s->gens && s->gens->chain->have_images ? s->gens->chain->block_size
 							    : ICF_BLOCK_DEFAULT;
+	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	relock_all(s);
@@ -454,7 +454,10 @@ int ic_session_start(struct ic_session *s)
 	s->cache = ic_cache_new(bs, s->key, &co);
 	if (!s->cache)
 		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	return s->o.overlay_dir ? ic_rebase_start(s) : 0;
+	ret = ic_session_owner_start(s);
+	if (!ret && s->o.overlay_dir)
+		ret = ic_rebase_start(s);
+	return ret;
 }
 
 size_t ic_session_npoints(struct ic_session *s)
@@ -473,6 +476,7 @@ void ic_session_free(struct ic_session *s)
 	if (!s)
 		return;
 	ic_rebase_stop(s);
+	ic_session_owner_stop(s);
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++)
 		point_free(s, s->pts[i]);

@@ -76,6 +76,9 @@ struct ic_spoint {
 	/* held shared by each read, write, fsync and extent; exclusive while a re-base
 	 * swaps the point's images (ic_rebase.c) */
 	pthread_rwlock_t io;
+	bool ov_released;           /* handed over to another server: read-only (10.7) */
+	char ov_token[33];          /* token of our owner record of OVERLAY/POINT, "" if none */
+	double ov_take_failed;      /* ic_now() of the last unanswered take-over, 0: none */
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;
@@ -90,6 +93,11 @@ struct ic_session_opts {
 	/* Messages (syslog priorities), from any thread; NULL: none. */
 	void (*log)(void *arg, int prio, const char *msg);
 	void *log_arg;
+	/* the owner record and the hand-over (FORMAT.md 10.7, ic_session_owner.c) */
+	const char *owner_server;   /* "imgmount" (NULL) or "nbdkit" */
+	const char *owner_where;    /* the mount point or the export, for the record */
+	bool take_over;             /* an overlay held elsewhere: ask its owner to release it */
+	unsigned take_over_wait;    /* seconds to wait for that (0: 30) */
 };
 
 struct ic_session {
@@ -106,6 +114,7 @@ struct ic_session {
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
 	struct ic_rebase *rebase;   /* the re-base watcher (writable sessions), or NULL */
+	struct ic_sowner *owner;    /* the release watcher (ic_session_owner.c) */
 	struct ic_scdp *cdp;        /* the CDP journal's checkpoints (ic_session_cdp.h), on first use */
 };
 
@@ -132,6 +141,18 @@ void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
 /* Drop a reference to scan g (its images closed when it was the last) and take the
  * image locks of every scan still used again.  Under s->lock (ic_rebase.c). */
 void ic_session_gen_put(struct ic_session *s, struct ic_sgen *g);
+/* ic_session_owner.c (FORMAT.md 10.7).  OVERLAY/POINT is open on fd: take its flock, or,
+ * held elsewhere, refuse (-EBUSY naming the owner) or with take (an open for writing) and
+ * o.take_over ask the owner to release it and wait up to o.take_over_wait; then record
+ * this process as the owner.  Under s->lock. */
+int ic_session_dir_claim(struct ic_session *s, struct ic_spoint *p, int fd, const char *dir,
+			 bool take);
+/* Close p's point directory (dropping the flock), removing the record if still ours. */
+void ic_session_dir_drop(struct ic_session *s, struct ic_spoint *p);
+/* After a fork: re-record held directories under this pid, start the thread that answers
+ * release requests (commit, EROFS from then on, record the newcomer, drop the flock). */
+int ic_session_owner_start(struct ic_session *s);
+void ic_session_owner_stop(struct ic_session *s);
 
 /* Open file of point p for a reader: pin p (handles), open its overlay (created when
  * write), build its view (seal checked once per identity).  Called under s->lock, which
