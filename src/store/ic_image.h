@@ -177,6 +177,17 @@ int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *en
 uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd);
 int ic_image_clone_range(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
 			 uint64_t dst_off, uint32_t blk, const char *dst_path);
+/* Clones redirected (a chain in a bucket: src/store/ic_s3_cons.c): while set, the probe
+ * answers blk and ic_image_clone_range calls fn instead of sharing blocks (dst_fd keeps a
+ * hole there, the caller records where those bytes come from).  Set by one thread around
+ * a run that starts no other writer. */
+struct ic_clone_redirect {
+	uint32_t blk;
+	int (*fn)(void *arg, const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+		  uint64_t dst_off);
+	void *arg;
+};
+extern const struct ic_clone_redirect *ic_clone_redirect;
 /* Punch the whole blocks of blk bytes (0: 4 KiB) inside [off, off + len) of fd. */
 int ic_image_punch_range(int fd, uint64_t off, uint64_t len, uint32_t blk, const char *path);
 

@@ -13,5 +13,6 @@ SH_TESTS += \
 	tests/s3/kill.sh \
 	tests/s3/tamper.sh \
 	tests/s3/faults.sh \
-	tests/s3/lease.sh
+	tests/s3/lease.sh \
+	tests/s3/consolidate.sh
 EXTRA_DIST += tests/s3/s3-lib.sh tests/s3/faultproxy.py scripts/ceph-rgw.sh

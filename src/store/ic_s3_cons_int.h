@@ -1,0 +1,44 @@
+/* ic_s3_cons_int.h: the merge of a chain in a bucket (internal to src/store).
+ *
+ *   ic_s3_cons.c     the scratch chain the merge runs on, the clones it records, the
+ *                    publication (images replaced, merged points deleted, the cache)
+ *   ic_s3_cons_up.c  one image rewritten in the bucket: its bytes as segments (copied by
+ *                    the server from other objects, or sent), the parts, the upload
+ *
+ * Dependencies point down this list. */
+#ifndef IC_S3_CONS_INT_H
+#define IC_S3_CONS_INT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ic_array.h"
+#include "ic_s3_chain_int.h"
+
+/* Bytes [dst, dst + len) of the file with inode dst_ino are bytes [src_off, src_off + len)
+ * of the file with inode src_ino (a clone the merge asked for). */
+struct s3c_copy {
+	ino_t dst_ino, src_ino;
+	uint64_t dst, src_off, len;
+};
+
+/* A file of the scratch chain as prepared: a cached image (or the key file) and its inode. */
+struct s3c_file {
+	char name[16];
+	ino_t ino;
+	uint64_t size;
+	const struct ic_s3_obj *remote;     /* the bucket's object (name, ETag) */
+};
+
+struct s3c_copies IC_ARRAY_BODY(struct s3c_copy);
+
+/* Rewrite object name of the bucket as the scratch file fd (inode ino, size bytes): the
+ * bytes the clones of copies[] name are copied by the server from the objects they come
+ * from (resolved through intermediate scratch files), the rest is sent.  Counts into st.
+ * copies[] sorted by destination inode and offset.  -EFBIG when it would need more than
+ * 10,000 parts. */
+int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, uint64_t size,
+		  const struct s3c_copies *copies, const struct s3c_file *files, size_t nfiles,
+		  struct ic_s3_cons_stats *st, void (*step)(const char *name));
+
+#endif
