@@ -27,6 +27,7 @@ int ic_consolidate_s3(const struct ic_consolidate_opts *o, struct ic_consolidate
 	if (ret)
 		return ret;
 	lo.no_in_place = true;
+	lo.chain_name = o->chain_dir;
 	if (o->dry_run) {
 		lo.chain_dir = dir;
 		ret = ic_consolidate(&lo, st);

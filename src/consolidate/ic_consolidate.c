@@ -49,7 +49,7 @@ static int check_overlays(struct ic_chain *c, const bool *in_d)
 /* The points outside the removed set whose parent is in it: each is rewritten onto
  * the nearest surviving ancestor of its removed ancestors. */
 static size_t find_targets(struct ic_chain *c, const bool *in_d, const struct ic_cons_step *s,
-			   struct tgt *tg, bool no_in_place)
+			   struct tgt *tg)
 {
 	size_t n = 0;
 
@@ -66,7 +66,7 @@ static size_t find_targets(struct ic_chain *c, const bool *in_d, const struct ic
 		tg[n].seq = p->seq;
 		tg[n].base = top->parent ? top->parent->seq : 0;
 		tg[n].fl = top->depth - 1;
-		tg[n].in_place = s->in_place && !no_in_place && p->seq == s->target && top->seq == s->from &&
+		tg[n].in_place = s->in_place && p->seq == s->target && top->seq == s->from &&
 				 !top->parent;
 		n++;
 	}
@@ -196,7 +196,7 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 	ret = check_overlays(c, in_d);
 	if (ret)
 		goto out;
-	ntg = find_targets(c, in_d, s, tg, x->o->no_in_place);
+	ntg = find_targets(c, in_d, s, tg);
 	count_removed(x, c, in_d, tg, ntg);
 	x->st->steps++;
 	ret = prepare_step(x, c, in_d, tg, ntg);

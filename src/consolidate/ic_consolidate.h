@@ -130,6 +130,7 @@ struct ic_consolidate_opts {
 	/* Never write a target into the full's file (a chain in a bucket, whose objects are
 	 * replaced whole: ic_cons_s3.c); the target is a new file like the others. */
 	bool no_in_place;
+	const char *chain_name;             /* the chain as the plan names it (NULL: chain_dir) */
 	/* Called at each named step of a run, NULL: none.  The steps: prepare, copy, written,
 	 * commit, rename, renamed, switch, dup, moved, delete, deleted, punch, done.  Only the
 	 * test build of imgconsolidate sets it (tests/lib/cons_hooks.c: crash and stall). */
