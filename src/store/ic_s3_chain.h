@@ -91,6 +91,17 @@ int ic_s3_cons_publish(struct ic_s3_cons *k, struct ic_s3_cons_stats *st,
 		       void (*step)(const char *name));
 void ic_s3_cons_end(struct ic_s3_cons *k);
 
+/* Images read on demand (imgmount: ic_s3_remote.c).  After a pull to IC_S3_NEED_INDEX:
+ * record reads of the cache's images (ic_image_remote) fetch their chunks from the
+ * bucket first, readahead prefetches them in parallel, the bytes fetched bounded by
+ * IMGCHAIN_S3_CACHE_MAX.  The client is made at the first fetch (after a daemon's fork);
+ * url is the chain's s3:// URL.  The remote outlives sc. */
+struct ic_s3_remote;
+int ic_s3_remote_open(struct ic_s3_chain *sc, const char *url, struct ic_s3_remote **out);
+/* Ranges fetched and their bytes so far. */
+void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *bytes);
+void ic_s3_remote_close(struct ic_s3_remote *r);
+
 /* Internal (ic_s3_chain.c <-> ic_s3_lease.c) */
 const char *ic_s3_chain_prefix(const struct ic_s3_chain *sc);
 
