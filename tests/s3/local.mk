@@ -15,5 +15,6 @@ SH_TESTS += \
 	tests/s3/faults.sh \
 	tests/s3/lease.sh \
 	tests/s3/consolidate.sh \
-	tests/s3/mount.sh
+	tests/s3/mount.sh \
+	tests/s3/nbd.sh
 EXTRA_DIST += tests/s3/s3-lib.sh tests/s3/faultproxy.py scripts/ceph-rgw.sh
