@@ -46,7 +46,8 @@ struct rimg {
 	char etag[IC_S3_ETAG_MAX];
 	ino_t ino;
 	uint64_t size;
-	int wfd;                    /* the cache file, written (opened at the first fetch) */
+	int wfd;                    /* the cache file, written: opened with the mount's pull,
+				     * so that a later pull replacing the file is not written */
 	struct chunk *ch;
 	size_t nch;
 };
@@ -125,8 +126,6 @@ static int fetch(struct ic_s3_remote *r, struct rimg *m, size_t k)
 		ret = ic_s3_get_if(r->s3, key, m->etag, off, len, buf, &got);
 	if (!ret && got != len)
 		ret = ic_fail(-EIO, "%s/%s: the object is shorter than listed", r->dir, m->name);
-	if (!ret && m->wfd < 0)
-		ret = ic_open_regular(AT_FDCWD, r->dir, m->name, O_WRONLY, 0, &m->wfd);
 	if (!ret && pwrite(m->wfd, buf, len, (off_t)off) != (ssize_t)len)
 		ret = ic_fail(-errno, "%s/%s: write: %s", r->dir, m->name, strerror(errno));
 	free(buf);
@@ -311,22 +310,24 @@ int ic_s3_remote_open(struct ic_s3_chain *sc, const char *url, struct ic_s3_remo
 	for (size_t i = 0; !ret && i < sc->nobjs; i++) {
 		const struct ic_s3_obj *o = &sc->objs[i];
 		struct rimg *m = &r->imgs[r->nimgs];
-		char *p;
 		struct stat st;
+		int fd;
 
 		if (strcmp(o->name, "imgchain.key") == 0)
 			continue;
-		p = ic_path_join(sc->dir, o->name);
-		if (!p || stat(p, &st) < 0) {
-			free(p);
+		if (ic_open_regular(AT_FDCWD, sc->dir, o->name, O_WRONLY, 0, &fd) != 0) {
+			ic_clear_error();
 			continue;           /* the mount reports the image missing */
 		}
-		free(p);
+		if (fstat(fd, &st) < 0) {
+			close(fd);
+			continue;
+		}
+		m->wfd = fd;
 		memcpy(m->name, o->name, sizeof(m->name));
 		memcpy(m->etag, o->etag, sizeof(m->etag));
 		m->ino = st.st_ino;
 		m->size = o->size;
-		m->wfd = -1;
 		m->nch = (size_t)((o->size + r->chunk - 1) / r->chunk);
 		m->ch = calloc(m->nch ? m->nch : 1, sizeof(*m->ch));
 		if (!m->ch)
