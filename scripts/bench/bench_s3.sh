@@ -6,7 +6,8 @@
 #   a cold sequential read of the mounted point from the bucket (imgmount, records fetched on
 #   demand), against the same read of a mount of the local directory
 #   a merge of 7 incrementals (mkdisk_mutate rounds, about 1% each) in the bucket
-#   (imgconsolidate --merge): the client's bytes sent and received against the bytes merged
+#   (imgconsolidate --merge): the client's bytes sent and received against the bytes merged;
+#   then the full merged into that point (--keep-last 1: a synthetic full), the same figures
 # The RGW (scripts/ceph-rgw.sh, memstore: data in RAM) is started and stopped here.  Both
 # sides run on the same loaded machine: figures are for comparison, not absolute.
 #
@@ -79,6 +80,16 @@ merged=$("$build/tests/s3/test_s3" ls s3://bench c/00000008.img | awk '{print $2
 rm -rf "$IMGCHAIN_S3_CACHE"
 imgrestore -q s3://bench/c inc7 "$work/r7"
 cmp "$work/r7" "$work/d7"
+s=$(date +%s.%N)
+imgconsolidate --keep-last 1 s3://bench/c >"$work/merge2.out"
+e=$(date +%s.%N)
+merge2_t=$(echo "$e - $s" | bc -l)
+read -r sent2 recv2 < <(sed -n 's/.*client traffic: .*(\([0-9]*\) and \([0-9]*\) bytes).*/\1 \2/p' \
+	"$work/merge2.out")
+merged2=$("$build/tests/s3/test_s3" ls s3://bench c/00000008.img | awk '{print $2}')
+rm -rf "$IMGCHAIN_S3_CACHE" "$work/r7"
+imgrestore -q s3://bench/c inc7 "$work/r7"
+cmp "$work/r7" "$work/d7"
 mib() { echo "scale=1; $1 / 1048576" | bc -l; }
 printf 'disk %s MiB (%s MiB of data), image %s MiB\n' "$size" "$(mib "$data")" "$(mib "$stored")"
 printf 'backup   local %6.2f s  s3 %6.2f s  ratio (local time / s3 time) %.2f\n' \
@@ -93,3 +104,7 @@ printf 'merge of 7 incrementals in the bucket: %.2f s, %s MiB merged, client sen
 	"$merge_t" "$(mib "$merged")" "$((sent / 1024))" "$((recv / 1024))" \
 	"$(echo "($sent + $recv) * 100 / $merged" | bc -l)"
 grep -E "bucket:|client traffic" "$work/merge.out"
+printf 'full merged into it (synthetic full) in the bucket: %.2f s, %s MiB merged, client sent %s KiB + received %s KiB = %.2f%% of it\n' \
+	"$merge2_t" "$(mib "$merged2")" "$((sent2 / 1024))" "$((recv2 / 1024))" \
+	"$(echo "($sent2 + $recv2) * 100 / $merged2" | bc -l)"
+grep -E "bucket:|client traffic" "$work/merge2.out"
