@@ -9,6 +9,7 @@
 #ifndef IC_S3_CONS_INT_H
 #define IC_S3_CONS_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -31,6 +32,32 @@ struct s3c_file {
 };
 
 struct s3c_copies IC_ARRAY_BODY(struct s3c_copy);
+
+/* An image's bytes in order: sent from the scratch file, zeros, or copied from an object. */
+enum { S3C_LOCAL, S3C_ZERO, S3C_COPY };
+struct s3c_seg {
+	uint64_t dst, len, src_off;
+	int kind;
+	const struct s3c_file *src;         /* S3C_COPY: the object */
+};
+/* A part of its upload: [d0, d1) copied by the server (within segment seg) or sent (from
+ * segment seg on). */
+struct s3c_part {
+	uint64_t d0, d1;
+	size_t seg;
+	bool copy;
+};
+struct s3c_plan {
+	const char *name;                   /* for messages */
+	IC_ARRAY(struct s3c_seg) segs;
+	IC_ARRAY(struct s3c_part) parts;
+};
+/* Append a segment (joined to the last one when it continues it). */
+int ic_s3c_add_seg(struct s3c_plan *pl, int kind, uint64_t dst, uint64_t len,
+		   const struct s3c_file *src, uint64_t src_off);
+/* The parts of an image of size bytes whose segments are pl->segs (ic_s3_cons_up.c's
+ * header comment), every part but the last at least least bytes; -EFBIG past 10,000. */
+int ic_s3c_plan_parts(struct s3c_plan *pl, uint64_t size, uint64_t least);
 
 /* Rewrite object name of the bucket as the scratch file fd (inode ino, size bytes): the
  * bytes the clones of copies[] name are copied by the server from the objects they come

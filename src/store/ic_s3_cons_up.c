@@ -34,26 +34,11 @@
 #define SEND_PART (16ull << 20)     /* one part sent */
 #define DEPTH_MAX 8                 /* scratch files between a clone and its object */
 
-enum { SEG_LOCAL, SEG_ZERO, SEG_COPY };
-
-struct seg {
-	uint64_t dst, len, src_off;
-	int kind;
-	const struct s3c_file *src; /* SEG_COPY: the object */
-};
-
-struct part {
-	uint64_t d0, d1;
-	size_t seg;                 /* the first segment it overlaps */
-	bool copy;
-};
-
 struct up {
 	struct ic_s3_chain *sc;
 	const char *name;
 	int fd;
-	IC_ARRAY(struct seg) segs;
-	IC_ARRAY(struct part) parts;
+	struct s3c_plan pl;
 	struct ic_s3_upload *u;
 	pthread_mutex_t mu;
 	size_t next;
@@ -78,22 +63,22 @@ static const struct s3c_file *file_of(const struct s3c_file *f, size_t n, ino_t 
 	return NULL;
 }
 
-static int add_seg(struct up *j, int kind, uint64_t dst, uint64_t len, const struct s3c_file *src,
+int ic_s3c_add_seg(struct s3c_plan *pl, int kind, uint64_t dst, uint64_t len, const struct s3c_file *src,
 		   uint64_t src_off)
 {
-	struct seg *p = j->segs.n ? &j->segs.v[j->segs.n - 1] : NULL;
+	struct s3c_seg *p = pl->segs.n ? &pl->segs.v[pl->segs.n - 1] : NULL;
 
 	if (!len)
 		return 0;
 	if (p && p->kind == kind && p->dst + p->len == dst &&
-	    (kind != SEG_COPY || (p->src == src && p->src_off + p->len == src_off))) {
+	    (kind != S3C_COPY || (p->src == src && p->src_off + p->len == src_off))) {
 		p->len += len;
 		return 0;
 	}
-	p = ic_array_add(&j->segs);
+	p = ic_array_add(&pl->segs);
 	if (!p)
 		return -ENOMEM;
-	*p = (struct seg){ .dst = dst, .len = len, .src_off = src_off, .kind = kind, .src = src };
+	*p = (struct s3c_seg){ .dst = dst, .len = len, .src_off = src_off, .kind = kind, .src = src };
 	return 0;
 }
 
@@ -108,7 +93,7 @@ static int resolve(struct up *j, const struct s3c_copies *cp, const struct s3c_f
 	int ret = 0;
 
 	if (f)
-		return add_seg(j, SEG_COPY, dst, len, f, off);
+		return ic_s3c_add_seg(&j->pl, S3C_COPY, dst, len, f, off);
 	if (depth >= DEPTH_MAX)
 		return ic_fail(-ELOOP, "%s: records cloned through too many files", j->name);
 	for (size_t i = 0; !ret && i < cp->n && at < end; i++) {
@@ -119,14 +104,14 @@ static int resolve(struct up *j, const struct s3c_copies *cp, const struct s3c_f
 			continue;
 		a = c->dst > at ? c->dst : at;
 		b = c->dst + c->len < end ? c->dst + c->len : end;
-		ret = add_seg(j, SEG_ZERO, dst + (at - off), a - at, NULL, 0);
+		ret = ic_s3c_add_seg(&j->pl, S3C_ZERO, dst + (at - off), a - at, NULL, 0);
 		if (!ret)
 			ret = resolve(j, cp, files, nfiles, c->src_ino, c->src_off + (a - c->dst), b - a,
 				      dst + (a - off), depth + 1);
 		at = b;
 	}
 	if (!ret && at < end)
-		ret = add_seg(j, SEG_ZERO, dst + (at - off), end - at, NULL, 0);
+		ret = ic_s3c_add_seg(&j->pl, S3C_ZERO, dst + (at - off), end - at, NULL, 0);
 	return ret;
 }
 
@@ -143,74 +128,74 @@ static int segments(struct up *j, const struct s3c_copies *cp, const struct s3c_
 			continue;
 		if (c->dst < at || c->dst + c->len > size)
 			return ic_fail(-EINVAL, "%s: clones overlap or pass the end", j->name);
-		ret = add_seg(j, SEG_LOCAL, at, c->dst - at, NULL, 0);
+		ret = ic_s3c_add_seg(&j->pl, S3C_LOCAL, at, c->dst - at, NULL, 0);
 		if (!ret)
 			ret = resolve(j, cp, files, nfiles, c->src_ino, c->src_off, c->len, c->dst, 0);
 		at = c->dst + c->len;
 	}
 	if (!ret)
-		ret = add_seg(j, SEG_LOCAL, at, size - at, NULL, 0);
+		ret = ic_s3c_add_seg(&j->pl, S3C_LOCAL, at, size - at, NULL, 0);
 	return ret;
 }
 
-static int add_part(struct up *j, uint64_t d0, uint64_t d1, bool copy, size_t seg)
+static int add_part(struct s3c_plan *pl, uint64_t d0, uint64_t d1, bool copy, size_t seg)
 {
-	struct part *p;
+	struct s3c_part *p;
 
 	if (d1 <= d0)
 		return 0;
-	if (j->parts.n == IC_S3_PART_MAX)
-		return ic_fail(-EFBIG, "%s: the merged image would need more than %u parts", j->name,
+	if (pl->parts.n == IC_S3_PART_MAX)
+		return ic_fail(-EFBIG, "%s: the merged image would need more than %u parts", pl->name,
 			       IC_S3_PART_MAX);
-	p = ic_array_add(&j->parts);
+	p = ic_array_add(&pl->parts);
 	if (!p)
 		return -ENOMEM;
 	/* a part sent starts in the segment holding d0: search back from seg */
-	while (!copy && seg > 0 && j->segs.v[seg].dst > d0)
+	while (!copy && seg > 0 && pl->segs.v[seg].dst > d0)
 		seg--;
-	*p = (struct part){ .d0 = d0, .d1 = d1, .copy = copy, .seg = seg };
+	*p = (struct s3c_part){ .d0 = d0, .d1 = d1, .copy = copy, .seg = seg };
 	return 0;
 }
 
 /* The parts, as the header comment says. */
-static int plan_parts(struct up *j, uint64_t size)
+int ic_s3c_plan_parts(struct s3c_plan *pl, uint64_t size, uint64_t least)
 {
-	uint64_t least = min_part(), send = SEND_PART > least ? SEND_PART : least, pend = 0;
+	uint64_t send = SEND_PART > least ? SEND_PART : least, pend = 0;
 	int ret = 0;
 
-	for (size_t i = 0; !ret && i < j->segs.n; i++) {
-		const struct seg *s = &j->segs.v[i];
+	for (size_t i = 0; !ret && i < pl->segs.n; i++) {
+		const struct s3c_seg *s = &pl->segs.v[i];
 		uint64_t a = s->dst, b = s->dst + s->len, c = a, n;
 
-		if (s->kind == SEG_COPY && s->len >= least) {
+		if (s->kind == S3C_COPY && s->len >= least) {
 			if (pend < a && a - pend < least) {
 				c = a + (least - (a - pend));
 				if (b - c < least)
 					goto gather;     /* too little left: gathered whole */
 			}
-			ret = add_part(j, pend, c, false, i);
+			ret = add_part(pl, pend, c, false, i);
 			n = (b - c + COPY_MAX - 1) / COPY_MAX;
 			for (uint64_t k = 0; !ret && k < n; k++)
-				ret = add_part(j, c + (b - c) * k / n, c + (b - c) * (k + 1) / n, true, i);
+				ret = add_part(pl, c + (b - c) * k / n, c + (b - c) * (k + 1) / n, true, i);
 			pend = b;
 			continue;
 		}
 gather:
 		while (!ret && b - pend >= send) {
-			ret = add_part(j, pend, pend + send, false, i);
+			ret = add_part(pl, pend, pend + send, false, i);
 			pend += send;
 		}
 	}
 	if (!ret)
-		ret = add_part(j, pend, size, false, j->segs.n ? j->segs.n - 1 : 0);
+		ret = add_part(pl, pend, size, false, pl->segs.n ? pl->segs.n - 1 : 0);
 	return ret;
 }
 
 /* Part k's bytes gathered into buf: local, zeros, or fetched from their object. */
-static int gather(struct up *j, const struct part *p, uint8_t *buf)
+static int gather(struct up *j, const struct s3c_part *p, uint8_t *buf)
 {
-	for (size_t i = p->seg; i < j->segs.n && j->segs.v[i].dst < p->d1; i++) {
-		const struct seg *s = &j->segs.v[i];
+	for (size_t i = p->seg; i < j->pl.segs.n && j->pl.segs.v[i].dst < p->d1; i++) {
+		const struct s3c_seg *s = &j->pl.segs.v[i];
 		uint64_t a = s->dst > p->d0 ? s->dst : p->d0;
 		uint64_t b = s->dst + s->len < p->d1 ? s->dst + s->len : p->d1;
 		uint8_t *to = buf + (a - p->d0);
@@ -220,9 +205,9 @@ static int gather(struct up *j, const struct part *p, uint8_t *buf)
 
 		if (b <= a)
 			continue;
-		if (s->kind == SEG_ZERO) {
+		if (s->kind == S3C_ZERO) {
 			memset(to, 0, b - a);
-		} else if (s->kind == SEG_LOCAL) {
+		} else if (s->kind == S3C_LOCAL) {
 			if (pread(j->fd, to, b - a, (off_t)a) != (ssize_t)(b - a))
 				return ic_fail(-EIO, "%s: short read of the merged image", j->name);
 		} else {
@@ -247,8 +232,8 @@ static int gather(struct up *j, const struct part *p, uint8_t *buf)
 
 static int run_part(struct up *j, size_t k)
 {
-	const struct part *p = &j->parts.v[k];
-	const struct seg *s = &j->segs.v[p->seg];
+	const struct s3c_part *p = &j->pl.parts.v[k];
+	const struct s3c_seg *s = &j->pl.segs.v[p->seg];
 	uint8_t *buf;
 	char *key;
 	int ret;
@@ -287,11 +272,11 @@ static void *up_worker(void *arg)
 		int ret;
 
 		pthread_mutex_lock(&j->mu);
-		k = j->failed ? j->parts.n : j->next;
-		if (k < j->parts.n)
+		k = j->failed ? j->pl.parts.n : j->next;
+		if (k < j->pl.parts.n)
 			j->next++;
 		pthread_mutex_unlock(&j->mu);
-		if (k >= j->parts.n)
+		if (k >= j->pl.parts.n)
 			break;
 		ret = run_part(j, k);
 		if (ret)
@@ -304,7 +289,7 @@ int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, u
 		  const struct s3c_copies *copies, const struct s3c_file *files, size_t nfiles,
 		  struct ic_s3_cons_stats *st, void (*step)(const char *name))
 {
-	struct up j = { .sc = sc, .name = name, .fd = fd };
+	struct up j = { .sc = sc, .name = name, .fd = fd, .pl.name = name };
 	char *key = ic_s3_chain_key(sc, name), etag[IC_S3_ETAG_MAX];
 	struct ic_pool pool;
 	unsigned nt;
@@ -314,14 +299,14 @@ int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, u
 		return -ENOMEM;
 	ret = segments(&j, copies, files, nfiles, ino, size);
 	if (!ret)
-		ret = plan_parts(&j, size);
+		ret = ic_s3c_plan_parts(&j.pl, size, min_part());
 	if (!ret)
 		ret = ic_s3_mp_start(sc->s3, key, &j.u);
 	if (ret)
 		goto out;
 	pthread_mutex_init(&j.mu, NULL);
 	nt = ic_s3_threads();
-	ret = ic_pool_start(&pool, j.parts.n < nt ? (unsigned)j.parts.n : nt, up_worker, &j);
+	ret = ic_pool_start(&pool, j.pl.parts.n < nt ? (unsigned)j.pl.parts.n : nt, up_worker, &j);
 	ic_pool_join(&pool);
 	pthread_mutex_destroy(&j.mu);
 	if (!ret && j.failed)
@@ -340,12 +325,12 @@ int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, u
 		st->bytes_server += j.server;
 		st->bytes_sent += j.sent;
 		st->bytes_fetched += j.fetched;
-		for (size_t k = 0; k < j.parts.n; k++)
-			*(j.parts.v[k].copy ? &st->parts_copied : &st->parts_sent) += 1;
+		for (size_t k = 0; k < j.pl.parts.n; k++)
+			*(j.pl.parts.v[k].copy ? &st->parts_copied : &st->parts_sent) += 1;
 	}
 out:
-	ic_array_free(&j.segs);
-	ic_array_free(&j.parts);
+	ic_array_free(&j.pl.segs);
+	ic_array_free(&j.pl.parts);
 	free(key);
 	return ret;
 }

@@ -3,6 +3,10 @@
 check_PROGRAMS += tests/s3/test_s3
 # the answers' scanning needs no server: a unit test (also in the asan phase)
 UNIT_TESTS += tests/s3/test_s3_xml
+# the parts of an image rewritten by a merge in a bucket (no server)
+UNIT_TESTS += tests/s3/test_s3_parts
+tests_s3_test_s3_parts_SOURCES = tests/s3/test_s3_parts.c tests/unit/unit.h
+tests_s3_test_s3_parts_LDADD = $(LIBDEPS)
 tests_s3_test_s3_xml_SOURCES = tests/s3/test_s3_xml.c tests/unit/unit.h
 tests_s3_test_s3_xml_LDADD = $(LIBDEPS)
 tests_s3_test_s3_SOURCES = tests/s3/test_s3.c tests/unit/unit.h
