@@ -349,12 +349,13 @@ out:
 		mount_log(LOG_ERR, "%s", ic_last_error(ret));
 	mount_fs_free(fs);
 	if (remote) {
-		uint64_t nreq, nbytes;
+		uint64_t nreq, npre, nbytes;
 
-		ic_s3_remote_stats(remote, &nreq, &nbytes);
+		ic_s3_remote_stats(remote, &nreq, &npre, &nbytes);
 		if (nreq)
-			mount_log(LOG_INFO, "%s: %llu bytes fetched from the bucket in %llu ranges",
-				  c.chain, (unsigned long long)nbytes, (unsigned long long)nreq);
+			mount_log(LOG_INFO, "%s: %llu bytes fetched from the bucket in %llu ranges "
+				  "(%llu by readahead)", c.chain, (unsigned long long)nbytes,
+				  (unsigned long long)nreq, (unsigned long long)npre);
 		ic_s3_remote_close(remote);
 	}
 	ic_key_free(key);

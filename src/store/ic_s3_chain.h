@@ -98,8 +98,9 @@ void ic_s3_cons_end(struct ic_s3_cons *k);
  * url is the chain's s3:// URL.  The remote outlives sc. */
 struct ic_s3_remote;
 int ic_s3_remote_open(struct ic_s3_chain *sc, const char *url, struct ic_s3_remote **out);
-/* Ranges fetched and their bytes so far. */
-void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *bytes);
+/* Chunks fetched (of them by readahead's workers) and their bytes so far. */
+void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *prefetched,
+			uint64_t *bytes);
 void ic_s3_remote_close(struct ic_s3_remote *r);
 
 /* Internal (ic_s3_chain.c <-> ic_s3_lease.c) */

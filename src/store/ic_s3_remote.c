@@ -70,7 +70,7 @@ struct ic_s3_remote {
 	bool started, stop;
 	struct job q[QUEUE_MAX];
 	size_t qh, qn;
-	uint64_t fetched, requests;
+	uint64_t fetched, requests, prefetched;
 	struct ic_image_remote hook;
 };
 
@@ -194,6 +194,7 @@ static void *worker(void *arg)
 		ret = fetch(r, &r->imgs[j.img], j.chunk);
 		ic_clear_error();
 		pthread_mutex_lock(&r->mu);
+		r->prefetched += !ret;
 		fetched(r, &r->imgs[j.img], j.chunk, ret);
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -348,10 +349,12 @@ int ic_s3_remote_open(struct ic_s3_chain *sc, const char *url, struct ic_s3_remo
 	return 0;
 }
 
-void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *bytes)
+void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *prefetched,
+			uint64_t *bytes)
 {
 	pthread_mutex_lock(&r->mu);
 	*requests = r->requests;
+	*prefetched = r->prefetched;
 	*bytes = r->fetched;
 	pthread_mutex_unlock(&r->mu);
 }

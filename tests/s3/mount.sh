@@ -51,6 +51,8 @@ cmp "$MNT/full/disk.raw" s.full || fail "full differs"
 cmp "$MNT/inc/disk.raw" s.inc || fail "inc differs"
 unmount_chain
 echo "whole disks: $(fetched) bytes fetched" >&2
+pre=$(sed -n 's/.*ranges (\([0-9]*\) by readahead).*/\1/p' "$MOUNT_LOG" | tail -1)
+((pre > 0)) || fail "the sequential reads prefetched nothing: $(cat "$MOUNT_LOG")"
 mount_chain "$C"
 cmp "$MNT/inc/disk.raw" s.inc || fail "inc differs (warm)"
 unmount_chain
