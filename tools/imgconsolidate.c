@@ -79,11 +79,15 @@ static void summary_s3(const struct ic_s3_cons_stats *s)
 {
 	char a[32], b[32], c[32], d[32], e[32];
 
+	char f[32];
+
 	printf("  bucket: %u object%s replaced, %u deleted; %s copied by the server (%llu part%s), "
-	       "%s sent in %llu part%s, of which %s fetched first\n",
+	       "%s of other parts assembled there from smaller pieces, %s sent (%llu part%s not "
+	       "copied), of which %s fetched first\n",
 	       s->rewritten, s->rewritten == 1 ? "" : "s", s->deleted,
 	       ic_human_bytes(s->bytes_server, a, sizeof(a)), (unsigned long long)s->parts_copied,
-	       s->parts_copied == 1 ? "" : "s", ic_human_bytes(s->bytes_sent, b, sizeof(b)),
+	       s->parts_copied == 1 ? "" : "s", ic_human_bytes(s->bytes_composed, f, sizeof(f)),
+	       ic_human_bytes(s->bytes_sent, b, sizeof(b)),
 	       (unsigned long long)s->parts_sent, s->parts_sent == 1 ? "" : "s",
 	       ic_human_bytes(s->bytes_fetched, c, sizeof(c)));
 	printf("  client traffic: %s sent, %s received (%llu and %llu bytes)\n",

@@ -78,6 +78,7 @@ struct ic_s3_cons;
 struct ic_s3_cons_stats {
 	unsigned rewritten, deleted;
 	uint64_t bytes_server;      /* copied by the server (UploadPartCopy) */
+	uint64_t bytes_composed;    /* parts assembled on the server from small pieces */
 	uint64_t bytes_sent;        /* parts sent: headers, indexes, and ... */
 	uint64_t bytes_fetched;     /* ... records fetched to fill parts below the minimum */
 	uint64_t parts_copied, parts_sent;

@@ -158,6 +158,21 @@ static int prepare_file(struct ic_s3_cons *k, const struct ic_s3_obj *o, void *b
 	return ret;
 }
 
+static int rm_object(void *arg, const struct ic_s3_object *o)
+{
+	return ic_s3_delete(arg, o->key);
+}
+
+/* Temporary objects a killed run left (PREFIX/.compose/: ic_s3_cons_compose.c). */
+static int rm_compose(struct ic_s3_chain *sc)
+{
+	char *pfx = ic_s3_chain_key(sc, ".compose/");
+	int ret = pfx ? ic_s3_list(sc->s3, pfx, rm_object, sc->s3) : -ENOMEM;
+
+	free(pfx);
+	return ret;
+}
+
 int ic_s3_cons_begin(struct ic_s3_chain *sc, struct ic_s3_cons **out, const char **work)
 {
 	struct ic_s3_cons *k = calloc(1, sizeof(*k));
@@ -173,6 +188,8 @@ int ic_s3_cons_begin(struct ic_s3_chain *sc, struct ic_s3_cons **out, const char
 	k->sc = sc;
 	pthread_mutex_init(&k->mu, NULL);
 	ret = rm_work(k->work);
+	if (!ret)
+		ret = rm_compose(sc);
 	if (!ret && mkdir(k->work, 0700) < 0)
 		ret = ic_fail(-errno, "%s: %s", k->work, strerror(errno));
 	for (size_t i = 0; !ret && i < sc->nobjs; i++)

@@ -58,6 +58,14 @@ int ic_s3c_add_seg(struct s3c_plan *pl, int kind, uint64_t dst, uint64_t len,
 /* The parts of an image of size bytes whose segments are pl->segs (ic_s3_cons_up.c's
  * header comment), every part but the last at least least bytes; -EFBIG past 10,000. */
 int ic_s3c_plan_parts(struct s3c_plan *pl, uint64_t size, uint64_t least);
+/* Part k of pl (not a copy) assembled on the server into upload up from its pieces
+ * (ic_s3_cons_compose.c), base an object of at least least bytes; the new bytes sent are
+ * added to *sent.  -EAGAIN when it is better sent (no base, only new bytes, too many
+ * pieces). */
+struct ic_s3_upload;
+int ic_s3c_compose(struct ic_s3_chain *sc, const struct s3c_plan *pl, size_t k, int fd,
+		   struct ic_s3_upload *up, const struct s3c_file *base, uint64_t least,
+		   uint64_t *sent);
 
 /* Rewrite object name of the bucket as the scratch file fd (inode ino, size bytes): the
  * bytes the clones of copies[] name are copied by the server from the objects they come

@@ -39,6 +39,9 @@ struct up {
 	const char *name;
 	int fd;
 	struct s3c_plan pl;
+	const struct s3c_file *base;        /* of the chain, at least least bytes, or NULL */
+	uint64_t least;
+	uint64_t composed;                  /* bytes of parts assembled on the server */
 	struct ic_s3_upload *u;
 	pthread_mutex_t mu;
 	size_t next;
@@ -250,6 +253,18 @@ static int run_part(struct up *j, size_t k)
 		pthread_mutex_unlock(&j->mu);
 		return ret;
 	}
+	if (getenv("IMGCHAIN_S3_NO_COMPOSE") == NULL) {
+		uint64_t sent = 0;
+
+		ret = ic_s3c_compose(j->sc, &j->pl, k, j->fd, j->u, j->base, j->least, &sent);
+		if (ret != -EAGAIN) {
+			pthread_mutex_lock(&j->mu);
+			j->sent += ret ? 0 : sent;
+			j->composed += ret ? 0 : p->d1 - p->d0;
+			pthread_mutex_unlock(&j->mu);
+			return ret;
+		}
+	}
 	buf = malloc(p->d1 - p->d0);
 	if (!buf)
 		return -ENOMEM;
@@ -297,9 +312,14 @@ int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, u
 
 	if (!key)
 		return -ENOMEM;
+	j.least = min_part();
+	for (size_t i = 0; i < nfiles; i++)
+		if (files[i].remote && strcmp(files[i].name, "imgchain.key") != 0 &&
+		    files[i].remote->size >= j.least && (!j.base || files[i].size > j.base->size))
+			j.base = &files[i];
 	ret = segments(&j, copies, files, nfiles, ino, size);
 	if (!ret)
-		ret = ic_s3c_plan_parts(&j.pl, size, min_part());
+		ret = ic_s3c_plan_parts(&j.pl, size, j.least);
 	if (!ret)
 		ret = ic_s3_mp_start(sc->s3, key, &j.u);
 	if (ret)
@@ -323,6 +343,7 @@ int ic_s3c_upload(struct ic_s3_chain *sc, const char *name, int fd, ino_t ino, u
 	if (!ret) {
 		st->rewritten++;
 		st->bytes_server += j.server;
+		st->bytes_composed += j.composed;
 		st->bytes_sent += j.sent;
 		st->bytes_fetched += j.fetched;
 		for (size_t k = 0; k < j.pl.parts.n; k++)

@@ -323,7 +323,7 @@ int ic_s3_mp_part_copy(struct ic_s3_upload *u, unsigned partno, const char *src_
 		     (unsigned long long)(off + len - 1)) < 0)
 		goto out;
 	/* only the version planned: a replaced source fails the copy (412) */
-	err = if_match_hdr(src_etag, h2, sizeof(h2));
+	err = src_etag ? if_match_hdr(src_etag, h2, sizeof(h2)) : 0;
 	if (err)
 		goto out;
 	memmove(h2 + 21, h2, strlen(h2) + 1);
@@ -331,7 +331,7 @@ int ic_s3_mp_part_copy(struct ic_s3_upload *u, unsigned partno, const char *src_
 	r.query = q;
 	r.hdr[0] = h0;
 	r.hdr[1] = h1;
-	r.hdr[2] = h2;
+	r.hdr[2] = src_etag ? h2 : NULL;
 	r.self_sign = ic_s3_curl_sorts_by_line();
 	err = ic_s3_request(u->s, &r);
 	/* the answer is 200 with the part's ETag in its body, or an error in it */

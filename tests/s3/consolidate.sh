@@ -5,7 +5,7 @@
 # four oldest points merged into the oldest kept one (a synthetic full replacing its object);
 # every kept point restores from an empty cache byte for byte before and after; the client's
 # traffic (curl's byte counters) is a small fraction of the bytes merged, the records being
-# copied by the server (UploadPartCopy).  Faults, each followed by a check that every point
+# copied by the server (UploadPartCopy), small pieces assembled there too.  Faults, each followed by a check that every point
 # still there restores byte for byte and a rerun that completes:
 #  - the run killed with an upload in progress (nothing visible; the next writer aborts it);
 #  - radosgw killed (SIGKILL) while the run is about to complete an upload, restarted a few
@@ -166,4 +166,5 @@ expect_out "bucket: 0 objects replaced, 4 deleted"
 expect_exit 0 imgconsolidate --keep-daily 2 "$C"
 [[ $(names) == "d14 d15" ]] || fail "a rerun changed the chain: $(names)"
 [[ -z $(s3t uploads c/) ]] || fail "incomplete uploads left"
+[[ -z $(s3t ls c/.compose/) ]] || fail "temporary objects left: $(s3t ls c/.compose/)"
 echo "consolidate.sh: ok"
