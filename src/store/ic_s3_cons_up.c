@@ -9,14 +9,14 @@
  *  - a copied segment of at least the least part (IMGCHAIN_S3_MIN_PART, 5 MiB) becomes
  *    parts copied by the server (UploadPartCopy with x-amz-copy-source-range and
  *    x-amz-copy-source-if-match of the listed ETag), at most COPY_MAX each;
- *  - everything else is gathered into parts sent by the client (SEND_PART each): local
- *    bytes read, copied bytes fetched by range GETs bound to the ETag;
+ *  - everything else is gathered into parts (SEND_PART each), assembled on the server
+ *    from their pieces (ic_s3_cons_compose.c) or, when that cannot be, sent by the
+ *    client: local bytes read, copied bytes fetched by range GETs bound to the ETag;
  *  - a part being gathered that is still below the least part when a large copied segment
  *    follows borrows that segment's first bytes (fetched) up to the least part, unless
  *    what is left would fall below it (then the whole segment is gathered).
  *
- * So the client moves the header, the index, the small copied segments and at most one
- * least part per large segment; the records themselves stay in the bucket. */
+ * So the client sends the header and the index; the records stay in the bucket. */
 #include "config.h"
 
 #include <errno.h>
