@@ -8,7 +8,9 @@
 #define ICF_CDP_DIR "cdp"
 #define ICF_CDP_SUFFIX ".cdp"
 #define ICF_CDP_MAGIC "ICCDPJ01"
-#define ICF_CDP_VERSION 1u
+#define ICF_CDP_VERSION 2u		/* written; version 1 journals are still read */
+#define ICF_CDP_CKPT_V1 128u		/* a checkpoint frame's bytes in version 1 */
+#define ICF_CDP_CKPT_V2 160u		/* in version 2: + the map seal (FORMAT.md 15.5) */
 #define ICF_CDP_HEADER_SIZE 4096u
 #define ICF_CDP_REC_MAGIC 0x524a4349u	/* "ICJR" little-endian */
 #define ICF_CDP_CKPT_MAGIC 0x434a4349u	/* "ICJC" little-endian */
@@ -59,12 +61,20 @@ struct icf_cdp_ckpt {
 	uint64_t offset;
 	uint8_t mac[32];
 	uint8_t tmac[32];		/* offset 80 */
-	uint8_t reserved2[8];
-	uint64_t frame_hash;
+	/* v1 (128 bytes): reserved[8] at 112, frame_hash at 120.  v2 (160 bytes): mseal[32]
+	 * at 112, reserved[8] at 144, frame_hash (XXH3-64 of the bytes before it) at 152. */
+	uint8_t tail[48];
 } __attribute__((packed));
+
+#define ICF_CDP_MSEAL_OFF 112u
+
+static inline uint32_t icf_cdp_ckpt_size(uint32_t version)
+{
+	return version == 1 ? ICF_CDP_CKPT_V1 : ICF_CDP_CKPT_V2;
+}
 
 _Static_assert(sizeof(struct icf_cdp_header) == 4096, "cdp header");
 _Static_assert(sizeof(struct icf_cdp_rec) == 64, "cdp record frame");
-_Static_assert(sizeof(struct icf_cdp_ckpt) == 128, "cdp checkpoint frame");
+_Static_assert(sizeof(struct icf_cdp_ckpt) == ICF_CDP_CKPT_V2, "cdp checkpoint frame");
 
 #endif

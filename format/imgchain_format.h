@@ -72,6 +72,7 @@ struct icf_header {
 #define ICF_KIND_INCREMENTAL 2u     /* made by imgbackup, has a parent */
 #define ICF_KIND_SYNTHETIC_FULL 3u  /* made by imgconsolidate, no parent */
 #define ICF_KIND_CONSOLIDATED 4u    /* made by imgconsolidate, has a parent */
+#define ICF_SLOT_FOLDED 1u          /* slot flag: folded from the CDP journal (FORMAT.md 15.5) */
 
 /* A slot: the identity and index of the point the file holds.  Two slots, A and B;
  * the valid one (hash) with the higher generation is current. */
@@ -80,7 +81,7 @@ struct icf_slot {
 	uint32_t seq;               /* restore point sequence, >= 1, unique in the chain */
 	uint32_t parent_seq;        /* 0 = none (a full) */
 	uint32_t kind;              /* ICF_KIND_* */
-	uint32_t flags;             /* 0 */
+	uint32_t flags;             /* 0, or ICF_SLOT_FOLDED (v2) */
 	int64_t created;            /* seconds since the Unix epoch, UTC */
 	uint64_t disk_size;         /* bytes */
 	uint64_t index_offset;      /* byte offset of the index in this file */
@@ -94,7 +95,13 @@ struct icf_slot {
 	uint64_t data_end;          /* bytes of the file in use: max(record ends, index end) */
 	uint64_t point_id;          /* v2: random non-zero id of the point; v1: 0 */
 	uint16_t seal_keygen;       /* v2: key generation of the seal key; v1: 0 */
-	uint8_t reserved[230];      /* zero */
+	uint8_t reserved0[6];       /* zero */
+	/* ICF_SLOT_FOLDED: the CDP checkpoint the point was folded from (FORMAT.md 15.5),
+	 * whose map seal is the slot's seal; else zero */
+	uint64_t fold_session_id;   /* offset 280 */
+	uint64_t fold_interval;
+	uint32_t fold_time_ns;
+	uint8_t reserved[204];      /* zero */
 	uint64_t slot_hash;         /* XXH3-64 of bytes 0..503 of the slot */
 } __attribute__((packed));
 
@@ -267,6 +274,7 @@ struct icf_key_gen {
 /* Size checks: a change of any of these is a format change. */
 _Static_assert(sizeof(struct icf_header) == 512, "icf_header");
 _Static_assert(sizeof(struct icf_slot) == ICF_SLOT_SIZE, "icf_slot");
+_Static_assert(__builtin_offsetof(struct icf_slot, fold_session_id) == 280, "slot fold fields");
 _Static_assert(sizeof(struct icf_entry) == 64, "icf_entry");
 _Static_assert(sizeof(struct icf_entry_v1) == 64, "icf_entry_v1");
 _Static_assert(sizeof(struct icf_block_ad) == 44, "icf_block_ad");

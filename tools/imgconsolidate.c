@@ -10,7 +10,7 @@
 #include "ic_consolidate.h"
 #include "ic_cons_s3.h"
 
-enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_KEEP };
+enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_FOLD, OPT_KEEP };
 
 static const struct ic_cli_opt opts[] = {
 	{ "merge", OPT_MERGE, "FROM..TO", "merge the points from FROM (an ancestor of TO)\n"
@@ -22,6 +22,8 @@ static const struct ic_cli_opt opts[] = {
 	{ "keep-monthly", OPT_KEEP + 4, "N", "... of each of the last N months" },
 	{ "keep-yearly", OPT_KEEP + 5, "N", "... of each of the last N years\n"
 	  "(other points are merged into their nearest kept\ndescendant; see imgconsolidate(1))" },
+	{ "fold-cdp", OPT_FOLD, "KEEP:EVERY", "fold the CDP journal into points (before any\n"
+	  "--keep-* rule): sessions older than KEEP become\none point per EVERY (e.g. 1h:1h; s, m, h, d)" },
 	{ "dry-run", OPT_DRY_RUN, NULL, "print the plan, change nothing" },
 	{ "verify", OPT_VERIFY, NULL, "read and check every record moved, also those\n"
 	  "shared rather than copied (XFS reflink, btrfs)" },
@@ -34,7 +36,7 @@ static struct ic_cli cli = {
 	.synopsis =
 		"Usage: imgconsolidate [--merge FROM..TO] [--keep-last N] [--keep-hourly N]\n"
 		"         [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-		"         [--dry-run] [--verify] [--quiet] CHAIN\n"
+		"         [--fold-cdp KEEP:EVERY] [--dry-run] [--verify] [--quiet] CHAIN\n"
 		"Merge restore points of CHAIN by copying their encrypted blocks: no key or\n"
 		"passphrase is needed or read.  Every point that stays keeps its exact content\n"
 		"and seal.  An interrupted run is finished or rolled back by the next one.\n",
@@ -113,6 +115,40 @@ static void env_opts(struct ic_consolidate_opts *o)
 #endif
 }
 
+/* N[smhd] (seconds without a unit) */
+static int parse_duration(const char *s, char **end, int64_t *out)
+{
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	v = strtoull(s, end, 10);
+	switch (**end) {
+	case 'd': v *= 24; /* fall through */
+	case 'h': v *= 60; /* fall through */
+	case 'm': v *= 60; /* fall through */
+	case 's': (*end)++; break;
+	default: break;
+	}
+	if (v > 100ull * 365 * 86400)
+		return -1;
+	*out = (int64_t)v;
+	return 0;
+}
+
+static int parse_fold(const char *arg, struct ic_fold_opts *f)
+{
+	char *end;
+
+	if (parse_duration(arg, &end, &f->keep_s) || *end != ':' ||
+	    parse_duration(end + 1, &end, &f->every_s) || *end || f->every_s < 1) {
+		ic_cli_usage("--fold-cdp %s: expected KEEP:EVERY, two durations (N, Ns, Nm, Nh, Nd; EVERY at least 1 s)",
+			     arg);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_count(const char *opt, const char *arg, unsigned *out)
 {
 	char *end;
@@ -131,6 +167,9 @@ int main(int argc, char **argv)
 	struct ic_consolidate_opts o = { .out = stdout };
 	struct ic_consolidate_stats st;
 	struct ic_s3_cons_stats s3;
+	struct ic_fold_opts fo = { 0 };
+	struct ic_fold_stats fst;
+	bool fold = false;
 	int c, ret;
 
 	ic_progname = cli.prog;
@@ -142,6 +181,8 @@ int main(int argc, char **argv)
 			o.dry_run = true;
 		else if (c == OPT_VERIFY)
 			o.verify = true;
+		else if (c == OPT_FOLD && (fold = true) && parse_fold(cli.optarg, &fo))
+			return IC_EXIT_USAGE;
 		else if (c >= OPT_KEEP && c < OPT_KEEP + IC_KEEP_NRULES &&
 			 parse_count(cli.optname, cli.optarg, &o.keep.keep[c - OPT_KEEP]))
 			return IC_EXIT_USAGE;
@@ -150,8 +191,10 @@ int main(int argc, char **argv)
 		return cli.status;
 	if (argc - cli.optind != 1)
 		return ic_cli_usage("expected one CHAIN directory");
-	if (!o.merge && ic_retention_empty(&o.keep))
-		return ic_cli_usage("nothing to do: give --merge FROM..TO or at least one --keep-* rule");
+	if (!o.merge && !fold && ic_retention_empty(&o.keep))
+		return ic_cli_usage("nothing to do: give --merge FROM..TO, --fold-cdp or at least one --keep-* rule");
+	if (o.merge && fold)
+		return ic_cli_usage("--merge and --fold-cdp cannot be combined: run them one after the other");
 	if (o.merge && !ic_retention_empty(&o.keep))
 		return ic_cli_usage("--merge and --keep-* cannot be combined: run them one after the other");
 	o.quiet = cli.quiet;
@@ -159,8 +202,25 @@ int main(int argc, char **argv)
 	if (o.verify && ic_s3_is_url(o.chain_dir))
 		return ic_cli_usage("--verify: in a bucket the records are copied by the server, "
 				    "never read here; check the chain with imgverify");
+	if (fold && ic_s3_is_url(o.chain_dir))
+		return ic_cli_usage("--fold-cdp: a chain in a bucket holds no CDP journal");
 	env_opts(&o);
 	ic_install_signals();
+	if (fold) {
+		fo.chain_dir = o.chain_dir;
+		fo.dry_run = o.dry_run;
+		fo.quiet = o.quiet;
+		fo.step = o.step;
+		ret = ic_fold_cdp(&fo, &fst);
+		if (ret)
+			return ic_report(ret);
+		if (!o.quiet)
+			printf("%s: %u checkpoint%s folded into points (%u already were), %u journal session%s removed\n",
+			       o.chain_dir, fst.points, fst.points == 1 ? "" : "s", fst.skipped,
+			       fst.sessions, fst.sessions == 1 ? "" : "s");
+		if (ic_retention_empty(&o.keep))
+			return IC_EXIT_OK;
+	}
 	if (ic_s3_is_url(o.chain_dir))
 		ret = ic_consolidate_s3(&o, &st, &s3);
 	else

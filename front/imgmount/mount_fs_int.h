@@ -48,6 +48,7 @@ struct mhandle {
 	int file;                   /* enum ic_disk_file */
 	int fd;                     /* extra file */
 	bool opened;                /* ic_session_open() succeeded */
+	struct ic_scdp_disk *cdp;   /* a checkpoint's disk.raw under cdp/ (nothing else set) */
 	struct ic_cache_stream st;
 };
 
@@ -76,8 +77,18 @@ void mfs_resolve(struct mount_fs *fs, const char *path, struct where *w);
 char *mfs_extra_path(struct mount_fs *fs, const struct ic_spoint *mp, const char *rest);
 /* mkdir -p OVERLAY/POINT/extra */
 int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp);
+/* The attributes every node shares: mode, owner, times t. */
+void mfs_fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t);
 /* The real path of an extra entry for a change, or an errno.  Takes fs->ss->lock. */
 int mfs_change_path(struct mount_fs *fs, const char *path, char **out);
+
+/* mount_fs_cdp.c: the cdp/ view.  Take no lock of the caller's. */
+/* Whether path is under the cdp/ view; *rest: what follows "/cdp". */
+bool mfs_cdp_path(struct mount_fs *fs, const char *path, const char **rest);
+int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st);
+int mfs_cdp_fgetattr(struct mount_fs *fs, struct mhandle *h, struct stat *st);
+int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_dir_t filler);
+int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *fi);
 
 /* The FUSE operations, by file. */
 int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);

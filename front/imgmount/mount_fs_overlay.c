@@ -32,6 +32,8 @@ int mfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	int ret;
 
 	(void)path;
+	if (h->cdp)
+		return 0;       /* read-only: nothing to make durable */
 	if (h->fd >= 0)
 		return (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
 	ret = ic_session_fsync(mfs_get()->ss, h->mp, h->file);

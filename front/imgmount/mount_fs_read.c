@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ic_mountinfo.h"
+#include "ic_session_cdp.h"
 #include "mount_fs_int.h"
 
 
@@ -120,9 +121,12 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 int mfs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct mount_fs *fs = mfs_get();
+	const char *rest;
 	struct where w;
 	int ret;
 
+	if (mfs_cdp_path(fs, path, &rest))
+		return mfs_cdp_open(fs, rest, fi);
 	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	if (w.node == N_FILE)
@@ -165,7 +169,9 @@ int mfs_release(const char *path, struct fuse_file_info *fi)
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 
 	(void)path;
-	if (h->fd >= 0) {
+	if (h->cdp) {
+		ic_scdp_close(h->cdp);
+	} else if (h->fd >= 0) {
 		close(h->fd);
 	} else {
 		ic_session_close(fs->ss, h->mp, h->file);
@@ -186,6 +192,10 @@ int mfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 	}
 	if (off < 0)
 		return -EINVAL;
+	if (h->cdp) {
+		n = ic_scdp_read(h->cdp, buf, size, (uint64_t)off);
+		return n < 0 ? mfs_errno((int)n) : (int)n;
+	}
 	n = ic_session_read(h->mp, h->file, &h->st, buf, size, (uint64_t)off);
 	return n < 0 ? mfs_errno((int)n) : (int)n;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "ic_session_cdp.h"
 #include "mount_fs_int.h"
 
 /* Resolve path under fs->ss->lock. */
@@ -72,7 +73,7 @@ int mfs_extra_dir_make(struct mount_fs *fs, const struct ic_spoint *mp)
 
 /* ---- attributes ---------------------------------------------------------------------- */
 
-static void fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
+void mfs_fill_common(struct mount_fs *fs, struct stat *st, mode_t mode, time_t t)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_mode = mode;
@@ -97,7 +98,7 @@ static int file_attr(struct mount_fs *fs, struct ic_spoint *mp, int file, struct
 	/* an overlay made on another point is refused: this one is then read-only */
 	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
 	     !(ic_session_ov_of(file) >= 0 && mp->ov_refused[ic_session_ov_of(file)]);
-	fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
+	mfs_fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
 	st->st_size = (off_t)size;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	return 0;
@@ -110,13 +111,18 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	int ret = 0;
 
 	struct mhandle *h = fi ? (struct mhandle *)(uintptr_t)fi->fh : NULL;
+	const char *rest;
 
+	if (h && h->cdp)
+		return mfs_cdp_fgetattr(fs, h, st);
 	if (h && h->dir)
 		path = h->dir;
 	else if (h && h->fd >= 0)
 		return fstat(h->fd, st) < 0 ? -errno : 0;
 	if (path && !strchr(path + 1, '/'))
 		ic_session_refresh(fs->ss, false);
+	if ((!h || h->dir) && path && mfs_cdp_path(fs, path, &rest))
+		return mfs_cdp_getattr(fs, rest, st);
 	pthread_mutex_lock(&fs->ss->lock);
 	if (h && !h->dir) {
 		w.node = N_FILE;
@@ -129,15 +135,15 @@ int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	}
 	switch (w.node) {
 	case N_ROOT:
-		fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
+		mfs_fill_common(fs, st, S_IFDIR | 0555, fs->ss->dir_mtime.tv_sec);
 		st->st_nlink = 2 + fs->ss->npts;
 		break;
 	case N_LATEST:
-		fill_common(fs, st, S_IFLNK | 0777, fs->ss->latest_time.tv_sec);
+		mfs_fill_common(fs, st, S_IFLNK | 0777, fs->ss->latest_time.tv_sec);
 		st->st_size = (off_t)strlen(fs->ss->latest);
 		break;
 	case N_POINT:
-		fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
+		mfs_fill_common(fs, st, S_IFDIR | (fs->o.overlay_dir ? 0755 : 0555),
 			    ic_disk_get_info(w.mp->disk)->created);
 		break;
 	case N_FILE:
@@ -204,7 +210,9 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct mount_fs *fs = mfs_get();
+	const char *rest;
 	struct where w;
+	bool cdp;
 	int ret = 0;
 
 	(void)off;
@@ -215,6 +223,9 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		return -EBADF;
 	if (!strcmp(path, "/"))
 		ic_session_refresh(fs->ss, false);
+	if (mfs_cdp_path(fs, path, &rest))
+		return mfs_cdp_readdir(fs, rest, buf, filler);
+	cdp = !strcmp(path, "/") && mfs_cdp_path(fs, "/" IC_SCDP_DIR, &rest);
 	pthread_mutex_lock(&fs->ss->lock);
 	mfs_resolve(fs, path, &w);
 	switch (w.node) {
@@ -226,6 +237,8 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 				filler(buf, fs->ss->pts[i]->name, NULL, 0, 0);
 		if (fs->ss->latest[0])
 			filler(buf, ICF_NAME_RESERVED, NULL, 0, 0);
+		if (cdp)
+			filler(buf, IC_SCDP_DIR, NULL, 0, 0);
 		break;
 	case N_POINT: {
 		char *p;

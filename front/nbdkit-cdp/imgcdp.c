@@ -23,7 +23,7 @@
 
 static char *chain_dir, *pass_file;
 static uint32_t block_size;
-static int level;
+static int level = 1;            /* zstd: 1 costs half of 3's CPU (doc/PERFORMANCE.md) */
 static struct ic_key *key;
 static struct ic_cdp_writer *writer;
 static bool started;
@@ -113,7 +113,7 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"passphrase-file=FILE  the chain's passphrase (else $IMGCHAIN_PASSPHRASE_FILE,\n" \
 	"                      $IMGCHAIN_PASSPHRASE)\n" \
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
-	"level=N               zstd level (default 3)\n" \
+	"level=N               zstd level (default 1; 0: 3; negative: not compressed)\n" \
 	"threads=N             encoders of a large write (default: one per CPU)\n" \
 	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
 	"                      (default), or keep serving and start a new session later\n" \

@@ -2,7 +2,10 @@
 # (front/nbdkit-cdp/; FORMAT.md section 15).  Included by Makefile.am.  The library is
 # built position-independent (Makefile.am) so that the filter, a shared object, links it in.
 libimgchain_a_SOURCES += format/imgchain_cdp.h src/ops/ic_cdp.h src/ops/ic_cdp_int.h \
-	src/ops/ic_cdp_write.c src/ops/ic_cdp_read.c src/ops/ic_cdp_range.c
+	src/ops/ic_cdp_write.c src/ops/ic_cdp_read.c src/ops/ic_cdp_range.c \
+	src/store/ic_journal.c src/store/ic_journal.h src/store/ic_fold.c \
+	src/consolidate/ic_cons_fold.c \
+	src/serve/ic_session_cdp.c src/serve/ic_session_cdp.h
 
 # imgrestore --at, --checkpoints
 imgrestore_SOURCES += tools/ic_cdp_cli.c tools/ic_cdp_cli.h

@@ -25,6 +25,7 @@
 #include "imgchain.h"
 #include "ic_s3_chain.h"
 #include "ic_session.h"
+#include "ic_session_cdp.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -42,6 +43,7 @@ struct handle {
 	struct ic_spoint *p;
 	bool write;
 	struct ic_cache_stream st;
+	struct ic_scdp_disk *cdp;   /* export "cdp/TIME": a CDP checkpoint (p NULL), read-only */
 };
 
 static void session_log(void *arg, int prio, const char *msg)
@@ -242,6 +244,30 @@ static int imgchain_after_fork(void)
 	return 0;
 }
 
+/* The CDP journal's checkpoints as exports "cdp/TIME" (imgmount's cdp/TIME/disk.raw). */
+static int add_cdp_export(void *arg, const struct ic_scdp_info *c)
+{
+	char name[sizeof(c->name) + 8];
+
+	snprintf(name, sizeof(name), "%s/%s", IC_SCDP_DIR, c->name);
+	return nbdkit_add_export(arg, name, NULL) < 0 ? -1 : 0;
+}
+
+static int open_cdp(struct handle *h, const char *name)
+{
+	size_t n = strlen(IC_SCDP_DIR);
+	int ret;
+
+	if (!ic_scdp_present(ss))
+		ret = ic_fail(-ENOENT, "%s: no CDP journal", chain_dir);
+	else
+		ret = ic_scdp_open(ss, name + n + 1, strlen(name + n + 1), &h->cdp);
+	if (ret == -ENOENT)
+		ret = ic_fail(-ENOENT, "%s: no checkpoint '%s' (cdp/ and a time of `imgrestore --checkpoints`, as imgmount lists them)",
+			      chain_dir, name + n + 1);
+	return ret;
+}
+
 static int imgchain_list_exports(int readonly, int is_tls, struct nbdkit_exports *e)
 {
 	(void)readonly;
@@ -257,6 +283,8 @@ static int imgchain_list_exports(int readonly, int is_tls, struct nbdkit_exports
 		}
 	}
 	pthread_mutex_unlock(&ss->lock);
+	if (ic_scdp_present(ss) && ic_scdp_each(ss, add_cdp_export, e))
+		return -1;
 	return 0;
 }
 
@@ -296,6 +324,15 @@ static void *imgchain_open(int readonly)
 		nbdkit_error("%s", strerror(errno));
 		return NULL;
 	}
+	if (!point_name && !strncmp(name, IC_SCDP_DIR "/", strlen(IC_SCDP_DIR) + 1)) {
+		ret = open_cdp(h, name);
+		if (ret) {
+			nbdkit_error("%s", ic_last_error(ret));
+			free(h);
+			return NULL;
+		}
+		return h;
+	}
 	h->write = !readonly && overlay_dir;
 	ic_session_refresh(ss, false);
 	pthread_mutex_lock(&ss->lock);
@@ -318,15 +355,22 @@ static void imgchain_close(void *hv)
 {
 	struct handle *h = hv;
 
-	ic_session_close(ss, h->p, IC_DISK_RAW);
+	if (h->cdp)
+		ic_scdp_close(h->cdp);
+	else
+		ic_session_close(ss, h->p, IC_DISK_RAW);
 	free(h);
 }
 
 static const char *imgchain_export_description(void *hv)
 {
 	struct handle *h = hv;
-	const struct ic_disk_info *in = ic_disk_get_info(h->p->disk);
+	const struct ic_disk_info *in;
 
+	if (h->cdp)
+		return nbdkit_printf_intern("CDP checkpoint %s of %s", nbdkit_export_name(),
+					    chain_dir);
+	in = ic_disk_get_info(h->p->disk);
 	return nbdkit_printf_intern("restore point '%s' (seq %u) of %s%s", in->name, in->seq,
 				    chain_dir, h->write ? ", writable overlay" : "");
 }
@@ -335,7 +379,7 @@ static int64_t imgchain_get_size(void *hv)
 {
 	struct handle *h = hv;
 
-	return (int64_t)ic_session_size(h->p, IC_DISK_RAW);
+	return h->cdp ? (int64_t)ic_scdp_size(h->cdp) : (int64_t)ic_session_size(h->p, IC_DISK_RAW);
 }
 
 static int imgchain_block_size(void *hv, uint32_t *min, uint32_t *pref, uint32_t *max)
@@ -343,7 +387,7 @@ static int imgchain_block_size(void *hv, uint32_t *min, uint32_t *pref, uint32_t
 	struct handle *h = hv;
 
 	*min = 1;
-	*pref = ic_disk_get_info(h->p->disk)->block_size;
+	*pref = h->cdp ? 65536 : ic_disk_get_info(h->p->disk)->block_size;
 	*max = 0xffffffff;
 	return 0;
 }
@@ -373,8 +417,7 @@ static int imgchain_can_multi_conn(void *hv)
 
 static int imgchain_can_extents(void *hv)
 {
-	(void)hv;
-	return 1;
+	return !((struct handle *)hv)->cdp;
 }
 
 static int imgchain_is_rotational(void *hv)
@@ -389,7 +432,8 @@ static int imgchain_pread(void *hv, void *buf, uint32_t count, uint64_t off, uin
 	ssize_t n;
 
 	(void)flags;
-	n = ic_session_read(h->p, IC_DISK_RAW, &h->st, buf, count, off);
+	n = h->cdp ? ic_scdp_read(h->cdp, buf, count, off)
+		   : ic_session_read(h->p, IC_DISK_RAW, &h->st, buf, count, off);
 	if (n < 0)
 		return fail_errno((int)n);
 	if ((size_t)n < count)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Read benchmark of imgmount, side by side in one run on the same realistic 2 GiB disk
-# (tests/lib/mkdisk.sh) against qemu-storage-daemon's FUSE export of the same disk as zstd
-# qcow2 and as LUKS qcow2 (doc: ../shared/reference/PEERS.md):
+# Read benchmark of imgmount, side by side in one run against qemu-storage-daemon's FUSE
+# export of the same disk as zstd qcow2 and as LUKS qcow2 (doc: ../shared/reference/PEERS.md),
+# on two 2 GiB disks (scripts/bench/bench_lib.sh, shared with bench_nbd.sh): the realistic
+# disk of tests/lib/mkdisk.sh (about 1.1 GiB of data) and a dense one, an ext4 85% full of
+# real binaries and libraries (about 1.7 GiB; (a) and (b) only):
 #   (a) sequential read of the whole disk (dd bs=1M), cold: page cache dropped and a fresh
-#       mount / daemon for every run (imgmount's decoded-block cache starts empty);
+#       mount / daemon for every run (imgmount's decoded-block cache starts empty), with
+#       the CPU seconds (user + system) the server spent beside the wall time;
 #   (b) random 4 KiB reads, IOPS: fio randread --direct=1 --ioengine=psync --numjobs=2 on a fresh
 #       mount / daemon, the same options for every target; twice: cold (page cache dropped: the
 #       figure includes the host disk's latency) and warm (the chain / qcow2 / raw files read
@@ -15,14 +18,15 @@
 #       against booting the source raw file directly (qemu TCG, snapshot=on, cold caches).
 # Figures: seq = median of RUNS, warm IOPS = median of FIO_RUNS, cold IOPS = median of
 # FIO_COLD_RUNS (imgmount and the peers only), boot = median of BOOT_RUNS, runs interleaved
-# across targets; then the ratios the targets of issue 3 use. Disks, chains and qcow2 files
-# are built once and cached in BENCH_DIR/mount (rebuilt when the disk changes); compare ratios
-# from one run, never absolute figures across runs. About 10 minutes once the cache is built.
+# across targets (A B A B); then the ratios the targets of issues 3 and 12 use. Disks, chains
+# and qcow2 files are built once and cached in BENCH_DIR/in-sparse, BENCH_DIR/in-dense and
+# BENCH_DIR/mount (the depth chains; rebuilt when the disk changes); compare ratios
+# from one run, never absolute figures across runs. About 15 minutes once the cache is built.
 #
 #   scripts/bench/bench_mount.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (3), FIO_RUNS (3, warm), FIO_COLD_RUNS (3), FIO_RUNTIME (10), BOOT_RUNS (3),
 #      DEPTH (30), SIZE_MIB (2048), BUILD (./build: imgbackup, imgmount),
-#      MAX_SECONDS (1200: the whole run is aborted after that)
+#      MAX_SECONDS (2400: the whole run is aborted after that)
 # Run as root: dropping the page cache needs it (otherwise figures are warm and say so).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,7 +39,7 @@ boot_runs=${BOOT_RUNS:-3}
 depth=${DEPTH:-30}
 size=${SIZE_MIB:-2048}
 build=${BUILD:-$top/build}
-max_seconds=${MAX_SECONDS:-1200}
+max_seconds=${MAX_SECONDS:-2400}
 export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
 unset IMGCHAIN_PASSPHRASE_FILE IMGCHAIN_KDF
@@ -126,7 +130,13 @@ drop() {
 
 # ---- inputs, built once and cached ------------------------------------------------------------
 source "$top/scripts/bench/bench_lib.sh"
+mkdir -p "$dir/state"
 bench_disk "$dir" "$size"
+bench_disk_dense "$dir" "$size"
+IMGCHAIN_STATE_DIR=$dir/state bench_inputs "$disk" "$dir/in-sparse" >&2 ||
+	die "cannot build the inputs of the sparse disk"
+IMGCHAIN_STATE_DIR=$dir/state bench_inputs "$dense" "$dir/in-dense" >&2 ||
+	die "cannot build the inputs of the dense disk"
 stamp="$(stat -c '%s %Y' "$disk") depth $depth v1"
 if [[ ! -f $cache/stamp || $(cat "$cache/stamp") != "$stamp" ]]; then
 	log "new cache in $cache"
@@ -144,19 +154,6 @@ full() {
 	imgbackup -q -n "$2" "$1.tmp" "$3"
 	mv "$1.tmp" "$1"
 }
-full "$cache/chain-d1" full "$disk"
-if [[ ! -f $cache/z.qcow2 ]]; then
-	log "qemu-img convert: zstd qcow2"
-	qemu-img convert -O qcow2 -c -o compression_type=zstd "$disk" "$cache/z.qcow2.tmp"
-	mv "$cache/z.qcow2.tmp" "$cache/z.qcow2"
-fi
-if [[ ! -f $cache/l.qcow2 ]]; then
-	log "qemu-img convert: LUKS qcow2"
-	qemu-img convert -O qcow2 --object secret,id=s,data=pw \
-		-o encrypt.format=luks,encrypt.key-secret=s "$disk" "$cache/l.qcow2.tmp"
-	mv "$cache/l.qcow2.tmp" "$cache/l.qcow2"
-fi
-
 # Depth: DEPTH steps of 16 random 64 KiB blocks each (seeded), as files for dd / qemu-io and as
 # "OFFSET LENGTH" lists for imgbackup --changed-blocks.
 if [[ ! -f $cache/disk-d$depth.raw ]]; then
@@ -207,7 +204,7 @@ fi
 full "$cache/chain-d$depth-flat" "$(printf p%02d "$depth")" "$disk_d"
 if [[ ! -f $cache/z-d$depth.qcow2 ]]; then
 	log "qemu-img/qemu-io: zstd qcow2 backing chain of depth $depth"
-	parent=$cache/z.qcow2
+	parent=$dir/in-sparse/z.qcow2
 	rm -f "$cache"/zc-*.qcow2
 	for ((s = 1; s <= depth; s++)); do
 		child=$cache/$(printf zc-%02d.qcow2 "$s")
@@ -249,10 +246,11 @@ fi
 # ---- targets -------------------------------------------------------------------------------
 # up TARGET: mount / export it, set FILE to the disk to read.  down: undo.
 declare -A CHAIN_OF=(
-	[im]=$cache/chain-d1 [im1]=$cache/chain-d$depth-flat [im30]=$cache/chain-d$depth
-	[imboot]=$cache/chain-boot)
+	[im]=$dir/in-sparse/chain [im1]=$cache/chain-d$depth-flat [im30]=$cache/chain-d$depth
+	[imboot]=$cache/chain-boot [dim]=$dir/in-dense/chain)
 declare -A QCOW_OF=(
-	[qz]=$cache/z.qcow2 [ql]=$cache/l.qcow2 [qz1]=$cache/z-d$depth-flat.qcow2 [qz30]=$cache/z-d$depth.qcow2)
+	[qz]=$dir/in-sparse/z.qcow2 [ql]=$dir/in-sparse/l.qcow2 [qz1]=$cache/z-d$depth-flat.qcow2
+	[qz30]=$cache/z-d$depth.qcow2 [dqz]=$dir/in-dense/z.qcow2 [dql]=$dir/in-dense/l.qcow2)
 declare -A LABEL=(
 	[raw]="source raw file, no FUSE (reference)"
 	[im]="imgmount disk.raw"
@@ -261,7 +259,10 @@ declare -A LABEL=(
 	[im1]="imgmount, depth 1 (same content as d$depth)"
 	[im30]="imgmount, depth $depth, newest point"
 	[qz1]="qsd FUSE zstd qcow2, depth 1"
-	[qz30]="qsd FUSE zstd qcow2, depth $depth backing chain")
+	[qz30]="qsd FUSE zstd qcow2, depth $depth backing chain"
+	[dim]="dense: imgmount disk.raw"
+	[dqz]="dense: qsd FUSE, zstd qcow2"
+	[dql]="dense: qsd FUSE, LUKS qcow2")
 READY=0
 FILE=
 up() {
@@ -269,7 +270,7 @@ up() {
 	s=$(now)
 	case $t in
 	raw) FILE=$disk ;;
-	im*)
+	im* | dim)
 		imgmount -f "${CHAIN_OF[$t]}" "$MNT" 2>>"$run/imgmount.log" &
 		IM_PID=$!
 		for ((i = 0; i < 600; i++)); do
@@ -280,9 +281,9 @@ up() {
 		mountpoint -q "$MNT" || die "imgmount ${CHAIN_OF[$t]} not ready after 12 s"
 		FILE=$MNT/latest/disk.raw
 		;;
-	q*)
+	q* | dq*)
 		local secret=() luks=
-		if [[ $t == ql ]]; then
+		if [[ $t == ql || $t == dql ]]; then
 			secret=(--object 'secret,id=s,data=pw')
 			luks=,encrypt.format=luks,encrypt.key-secret=s
 		fi
@@ -307,16 +308,26 @@ down() {
 	stop_qsd
 }
 
-# seq_read TARGET: RES = seconds to read the whole disk, cold (no subshell: a failure must
-# leave the daemons to this shell's cleanup)
+# CPU seconds (user + system) the server of the target up now used so far ("-": none)
+srv_cpu() {
+	local pid=${IM_PID:-$QSD_PID}
+	[[ -n $pid ]] || { echo -; return; }
+	awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$pid/stat"
+}
+# seq_read TARGET: RES = seconds to read the whole disk, cold, CPU = the server's CPU
+# seconds (no subshell: a failure must leave the daemons to this shell's cleanup)
 RES=
+CPU=
 seq_read() {
-	local s e
+	local s e c0
 	up "$1"
 	drop
+	c0=$(srv_cpu)
 	s=$(now)
 	timeout 300 dd if="$FILE" of=/dev/null bs=1M status=none || die "$1: dd failed"
 	e=$(now)
+	CPU=-
+	[[ $c0 == - ]] || CPU=$(echo "$(srv_cpu) - $c0" | bc -l | xargs printf '%.2f')
 	down
 	RES=$(echo "$e - $s" | bc -l)
 }
@@ -325,9 +336,9 @@ warm() {
 	local f
 	case $1 in
 	raw) f=("$disk") ;;
-	im*) f=("${CHAIN_OF[$1]}"/*) ;;
-	qz30) f=("$cache/z.qcow2" "$cache"/zc-*.qcow2) ;;
-	q*) f=("${QCOW_OF[$1]}") ;;
+	im* | dim) f=("${CHAIN_OF[$1]}"/*) ;;
+	qz30) f=("$dir/in-sparse/z.qcow2" "$cache"/zc-*.qcow2) ;;
+	q* | dq*) f=("${QCOW_OF[$1]}") ;;
 	esac
 	cat "${f[@]}" >/dev/null
 }
@@ -345,25 +356,28 @@ rand_read() {
 	RES=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % j["jobs"][0]["read"]["iops"])' "$run/fio.json")
 }
 
-targets=(raw im qz ql im1 im30 qz1 qz30)
-cold_targets=" im qz ql im1 im30 "   # the ones the targets use: cold random costs the most time
-declare -A SEQ=() RND=() RNDW=()
+targets=(raw im qz ql dim dqz dql im1 im30 qz1 qz30)
+cold_targets=" im qz ql dim dqz dql im1 im30 "   # the ones the targets use: cold random costs the most time
+declare -A SEQ=() CPUS=() RND=() RNDW=()
 bytes=$((size * 1048576))
 data=$(du -B1 "$disk" | cut -f1)
 start=$(now)
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # (a) + (c) sequential, runs interleaved across targets
-declare -A seqs=()
+declare -A seqs=() cpus=()
 for ((r = 1; r <= runs; r++)); do
 	for t in "${targets[@]}"; do
 		seq_read "$t"
 		seqs[$t]+="$RES "
+		cpus[$t]+="$CPU "
+		log "seq run $r: ${LABEL[$t]}: $(echo "$RES" | xargs printf '%.2f') s, server CPU $CPU s"
 	done
 	log "sequential run $r/$runs done"
 done
 for t in "${targets[@]}"; do
 	SEQ[$t]=$(printf '%s\n' ${seqs[$t]} | median)
+	CPUS[$t]=$(printf '%s\n' ${cpus[$t]} | median)
 done
 # (b) + (c) random, cold and warm
 declare -A rnds=() rndws=()
@@ -425,9 +439,10 @@ echo "rand: fio randread 4k --direct=1 psync numjobs=2 ${fio_rt}s, fresh mount/d
 echo "      median of $fio_cold_runs; warm: the files behind the target in the page cache, median of $fio_runs"
 echo "      (the raw reference reads with O_DIRECT from the host disk either way)"
 echo "depth: $depth incrementals of 16 random 64 KiB blocks ($((changed / 1048576)) MiB changed in all)"
-printf '%-48s %8s %10s %10s %10s\n' "target" "seq s" "seq MiB/s" "rand cold" "rand warm"
+echo "dense: the dense disk, $(($(du -B1 "$dense" | cut -f1) / 1048576)) MiB allocated; CPU s: the server's user + system seconds in the seq run (median)"
+printf '%-48s %8s %10s %7s %10s %10s\n' "target" "seq s" "seq MiB/s" "CPU s" "rand cold" "rand warm"
 for t in "${targets[@]}"; do
-	printf '%-48s %8.2f %10s %10s %10s\n' "${LABEL[$t]}" "${SEQ[$t]}" "$(mbs "${SEQ[$t]}")" "${RND[$t]}" "${RNDW[$t]}"
+	printf '%-48s %8.2f %10s %7s %10s %10s\n' "${LABEL[$t]}" "${SEQ[$t]}" "$(mbs "${SEQ[$t]}")" "${CPUS[$t]}" "${RND[$t]}" "${RNDW[$t]}"
 done
 best_seq=${SEQ[qz]}
 (($(echo "${SEQ[ql]} < $best_seq" | bc -l))) && best_seq=${SEQ[ql]}
@@ -436,6 +451,12 @@ best_rnd=${RND[qz]}
 best_rndw=${RNDW[qz]}
 ((RNDW[ql] > best_rndw)) && best_rndw=${RNDW[ql]}
 r_seq=$(ratio "$best_seq" "${SEQ[im]}")
+dbest_seq=${SEQ[dqz]}
+(($(echo "${SEQ[dql]} < $dbest_seq" | bc -l))) && dbest_seq=${SEQ[dql]}
+dbest_rnd=${RND[dqz]}
+((RND[dql] > dbest_rnd)) && dbest_rnd=${RND[dql]}
+dr_seq=$(ratio "$dbest_seq" "${SEQ[dim]}")
+dr_rnd=$(ratio "${RND[dim]}" "$dbest_rnd")
 r_rnd=$(ratio "${RND[im]}" "$best_rnd")
 d_seq=$(ratio "${SEQ[im1]}" "${SEQ[im30]}")
 d_rnd=$(ratio "${RND[im30]}" "${RND[im1]}")
@@ -448,6 +469,8 @@ printf '%-62s %6s  %-14s %s\n' "ratio" "value" "target" "verdict"
 printf '%-62s %6s  %-14s %s\n' "seq: imgmount / better qemu peer (throughput)" "$r_seq" ">= 2" "$(verdict "$r_seq >= 2")"
 printf '%-62s %6s  %-14s %s\n' "rand cold: imgmount / better qemu peer (IOPS)" "$r_rnd" ">= 2" "$(verdict "$r_rnd >= 2")"
 printf '%-62s %6s  %-14s %s\n' "rand warm: imgmount / better qemu peer (IOPS)" "$r_rndw" ">= 2" "$(verdict "$r_rndw >= 2")"
+printf '%-62s %6s  %-14s %s\n' "dense seq: imgmount / better qemu peer (throughput)" "$dr_seq" ">= 2" "$(verdict "$dr_seq >= 2")"
+printf '%-62s %6s  %-14s %s\n' "dense rand cold: imgmount / better qemu peer (IOPS)" "$dr_rnd" ">= 2" "$(verdict "$dr_rnd >= 2")"
 printf '%-62s %6s  %-14s %s\n' "seq: imgmount depth $depth / depth 1 (throughput)" "$d_seq" ">= 0.90" "$(verdict "$d_seq >= 0.90")"
 printf '%-62s %6s  %-14s %s\n' "rand cold: imgmount depth $depth / depth 1 (IOPS)" "$d_rnd" ">= 0.90" "$(verdict "$d_rnd >= 0.90")"
 printf '%-62s %6s  %-14s %s\n' "rand warm: imgmount depth $depth / depth 1 (IOPS)" "$d_rndw" ">= 0.90" "$(verdict "$d_rndw >= 0.90")"

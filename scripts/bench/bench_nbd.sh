@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # NBD benchmark: the imgchain nbdkit plugin against qemu-nbd serving the same disk as zstd
 # qcow2 and as LUKS qcow2 (and as a raw file: the transport's ceiling), side by side in one
-# run on the same realistic disk (tests/lib/mkdisk.sh, shared with bench_mount.sh):
+# run on two disks (scripts/bench/bench_lib.sh, shared with bench_mount.sh): "sparse", the
+# realistic disk of tests/lib/mkdisk.sh (about 1.1 GiB of data in 2 GiB), and "dense", an
+# ext4 85% full of real binaries and libraries (about 1.7 GiB):
 #   (a) sequential read of the whole disk: `nbdcopy URI null:` (nbdcopy's defaults: 4
 #       connections where the server allows multi-conn, 64 requests in flight each), cold:
 #       page cache dropped and a fresh server for every run;
 #   (b) random 4 KiB reads, IOPS: fio's nbd engine (libnbd), 2 jobs x iodepth 16, on a fresh
 #       server; cold (page cache dropped) and warm (the files read into the page cache first).
-# Figures: medians of RUNS (seq) and FIO_RUNS (IOPS), runs interleaved across targets, then
-# the ratios against the better qcow2 peer.  Compare ratios within one run, never absolute
-# figures across runs.  Inputs are built once in BENCH_DIR (the disk) and BENCH_DIR/nbd.
+# Figures: medians of RUNS (seq) and FIO_RUNS (IOPS), runs interleaved across targets and
+# disks (A B A B), the server's CPU seconds beside each sequential figure (the machine's
+# load skews wall time, CPU time much less), then the ratios against the better qcow2 peer.
+# Compare ratios within one run, never absolute figures across runs.  Inputs are built once
+# in BENCH_DIR (the disks) and BENCH_DIR/in-sparse, BENCH_DIR/in-dense (bench_inputs).
 #
 #   scripts/bench/bench_nbd.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (3), FIO_RUNS (3), FIO_RUNTIME (10), SIZE_MIB (2048), BUILD (./build),
-#      MAX_SECONDS (1800)
+#      DISKS ("sparse dense"), MAX_SECONDS (3600)
 # Run as root: dropping the page cache needs it (otherwise "cold" figures are warm).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,7 +27,8 @@ fio_runs=${FIO_RUNS:-3}
 fio_rt=${FIO_RUNTIME:-10}
 size=${SIZE_MIB:-2048}
 build=${BUILD:-$top/build}
-max_seconds=${MAX_SECONDS:-1800}
+max_seconds=${MAX_SECONDS:-3600}
+disks=${DISKS:-sparse dense}
 plugin=$build/nbdkit-imgchain-plugin.so
 export PATH="$build:$PATH"
 export IMGCHAIN_PASSPHRASE=bench
@@ -45,8 +50,7 @@ fi
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-cache=$dir/nbd
-export IMGCHAIN_STATE_DIR=$cache/state
+export IMGCHAIN_STATE_DIR=$dir/state
 run=$(mktemp -d "$dir/nbd-run.XXXXXX")
 SOCK=$run/s.sock
 SRV_PID='' WATCHDOG=''
@@ -92,39 +96,18 @@ drop() {
 
 # ---- inputs, built once ------------------------------------------------------------------------
 source "$top/scripts/bench/bench_lib.sh"
-bench_disk "$dir" "$size"
-stamp="$(stat -c '%s %Y' "$disk") v1"
-if [[ ! -f $cache/stamp || $(cat "$cache/stamp") != "$stamp" ]]; then
-	rm -rf "$cache"
-	mkdir -p "$cache"
-	echo "$stamp" >"$cache/stamp"
-fi
 mkdir -p "$IMGCHAIN_STATE_DIR"
-if [[ ! -d $cache/chain ]]; then
-	log "imgbackup full -> $cache/chain"
-	rm -rf "$cache/chain.tmp"
-	imgbackup -q -n full "$cache/chain.tmp" "$disk"
-	mv "$cache/chain.tmp" "$cache/chain"
-fi
-if [[ ! -f $cache/z.qcow2 ]]; then
-	log "qemu-img convert: zstd qcow2"
-	qemu-img convert -O qcow2 -c -o compression_type=zstd "$disk" "$cache/z.qcow2.tmp"
-	mv "$cache/z.qcow2.tmp" "$cache/z.qcow2"
-fi
-if [[ ! -f $cache/l.qcow2 ]]; then
-	log "qemu-img convert: LUKS qcow2"
-	# LUKS times its PBKDF on creation, which fails now and then on a loaded machine
-	# ("Unable to get accurate CPU usage"): try again
-	for ((i = 0; i < 5; i++)); do
-		qemu-img convert -O qcow2 --object secret,id=s,data=pw \
-			-o encrypt.format=luks,encrypt.key-secret=s "$disk" "$cache/l.qcow2.tmp" && break
-		sleep 1
-	done
-	((i < 5)) || die "cannot create the LUKS qcow2"
-	mv "$cache/l.qcow2.tmp" "$cache/l.qcow2"
-fi
-used=$(du -k "$disk" | cut -f1)
-log "disk: $size MiB, $((used / 1024)) MiB allocated; chain $(du -sm "$cache/chain" | cut -f1) MiB, zstd qcow2 $(du -m "$cache/z.qcow2" | cut -f1) MiB, LUKS qcow2 $(du -m "$cache/l.qcow2" | cut -f1) MiB"
+declare -A DISK USED
+for k in $disks; do
+	case $k in
+	sparse) bench_disk "$dir" "$size"; DISK[$k]=$disk ;;
+	dense) bench_disk_dense "$dir" "$size"; DISK[$k]=$dense ;;
+	*) die "DISKS: unknown disk '$k' (sparse, dense)" ;;
+	esac
+	bench_inputs "${DISK[$k]}" "$dir/in-$k" >&2 || die "cannot build the inputs of the $k disk"
+	USED[$k]=$(du -k "${DISK[$k]}" | cut -f1)
+	log "$k disk: $size MiB, $((USED[$k] / 1024)) MiB allocated; chain $(du -sm "$dir/in-$k/chain" | cut -f1) MiB, zstd qcow2 $(du -m "$dir/in-$k/z.qcow2" | cut -f1) MiB, LUKS qcow2 $(du -m "$dir/in-$k/l.qcow2" | cut -f1) MiB"
+done
 
 # ---- targets --------------------------------------------------------------------------------------
 TARGETS="im qz ql raw"
@@ -134,31 +117,34 @@ declare -A NAME=(
 	[ql]="qemu-nbd, LUKS qcow2"
 	[raw]="qemu-nbd, raw file (ceiling)"
 )
-declare -A FILES=(
-	[im]="$cache/chain"
-	[qz]="$cache/z.qcow2"
-	[ql]="$cache/l.qcow2"
-	[raw]="$disk"
-)
+# files TARGET DISK: the files behind TARGET, into FILES
+files() {
+	case $1 in
+	im) FILES=("$dir/in-$2/chain"/*) ;;
+	qz) FILES=("$dir/in-$2/z.qcow2") ;;
+	ql) FILES=("$dir/in-$2/l.qcow2") ;;
+	raw) FILES=("${DISK[$2]}") ;;
+	esac
+}
 
-# start TARGET: a fresh read-only server on $SOCK; URI in $URI
+# start TARGET DISK: a fresh read-only server on $SOCK; URI in $URI
 start() {
-	local i
+	local i in=$dir/in-$2
 	stop_srv
 	case $1 in
 	im)
-		nbdkit -f -r -U "$SOCK" "$plugin" "$cache/chain" >"$run/srv.log" 2>&1 &
+		nbdkit -f -r -U "$SOCK" "$plugin" "$in/chain" >"$run/srv.log" 2>&1 &
 		URI="nbd+unix:///?socket=$SOCK" ;;
 	qz)
-		qemu-nbd -r -f qcow2 -e 8 -t -k "$SOCK" -x d "$cache/z.qcow2" >"$run/srv.log" 2>&1 &
+		qemu-nbd -r -f qcow2 -e 8 -t -k "$SOCK" -x d "$in/z.qcow2" >"$run/srv.log" 2>&1 &
 		URI="nbd+unix:///d?socket=$SOCK" ;;
 	ql)
 		qemu-nbd -r -e 8 -t -k "$SOCK" -x d --object secret,id=s,data=pw \
-			--image-opts "driver=qcow2,file.filename=$cache/l.qcow2,encrypt.key-secret=s" \
+			--image-opts "driver=qcow2,file.filename=$in/l.qcow2,encrypt.key-secret=s" \
 			>"$run/srv.log" 2>&1 &
 		URI="nbd+unix:///d?socket=$SOCK" ;;
 	raw)
-		qemu-nbd -r -f raw -e 8 -t -k "$SOCK" -x d "$disk" >"$run/srv.log" 2>&1 &
+		qemu-nbd -r -f raw -e 8 -t -k "$SOCK" -x d "${DISK[$2]}" >"$run/srv.log" 2>&1 &
 		URI="nbd+unix:///d?socket=$SOCK" ;;
 	esac
 	SRV_PID=$!
@@ -170,26 +156,32 @@ start() {
 	die "$1: server not ready after 30 s"
 }
 
-# seq_read TARGET: RES = MiB/s of nbdcopy to null:, cold
+# CPU seconds (user + system) the server used so far
+srv_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$SRV_PID/stat"; }
+
+# seq_read TARGET DISK: RES = MiB/s of nbdcopy to null:, cold; CPU = the server's CPU seconds
 seq_read() {
-	local t0 t1
+	local t0 t1 c0
 	drop
-	start "$1"
+	start "$1" "$2"
+	c0=$(srv_cpu)
 	t0=$(now)
 	timeout 600 nbdcopy "$URI" null: || die "$1: nbdcopy failed"
 	t1=$(now)
+	CPU=$(echo "$(srv_cpu) - $c0" | bc -l | xargs printf '%.1f')
 	RES=$(echo "$size / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
 	stop_srv
 }
 
-# rand_read TARGET cold|warm: RES = fio random 4 KiB read IOPS (nbd engine, 2 x iodepth 16)
+# rand_read TARGET DISK cold|warm: RES = fio random 4 KiB read IOPS (nbd engine, 2 x iodepth 16)
 rand_read() {
-	if [[ $2 == cold ]]; then
+	if [[ $3 == cold ]]; then
 		drop
 	else
-		cat ${FILES[$1]} >/dev/null 2>&1 || cat "${FILES[$1]}"/* >/dev/null
+		files "$1" "$2"
+		cat "${FILES[@]}" >/dev/null
 	fi
-	start "$1"
+	start "$1" "$2"
 	timeout $((fio_rt + 120)) fio --name=r --ioengine=nbd --uri="$URI" --rw=randread --bs=4k \
 		--iodepth=16 --numjobs=2 --runtime="$fio_rt" --time_based --group_reporting \
 		--size="${size}M" --output-format=json --output="$run/fio.json" >/dev/null 2>"$run/fio.err" ||
@@ -198,39 +190,56 @@ rand_read() {
 	stop_srv
 }
 
-declare -A seqs rnds rndws SEQ RND RNDW
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A seqs cpus rnds rndws SEQ CPUS RND RNDW
 for ((r = 1; r <= runs; r++)); do
-	for t in $TARGETS; do
-		seq_read "$t"
-		seqs[$t]+="$RES "
-		log "seq run $r: ${NAME[$t]}: $RES MiB/s"
+	for k in $disks; do
+		for t in $TARGETS; do
+			seq_read "$t" "$k"
+			seqs[$k.$t]+="$RES "
+			cpus[$k.$t]+="$CPU "
+			log "seq run $r: $k: ${NAME[$t]}: $RES MiB/s, server CPU $CPU s"
+		done
 	done
 done
 for ((r = 1; r <= fio_runs; r++)); do
-	for t in $TARGETS; do
-		rand_read "$t" cold
-		rnds[$t]+="$RES "
-		log "random 4k cold run $r: ${NAME[$t]}: $RES IOPS"
-		rand_read "$t" warm
-		rndws[$t]+="$RES "
-		log "random 4k warm run $r: ${NAME[$t]}: $RES IOPS"
+	for k in $disks; do
+		for t in $TARGETS; do
+			rand_read "$t" "$k" cold
+			rnds[$k.$t]+="$RES "
+			log "random 4k cold run $r: $k: ${NAME[$t]}: $RES IOPS"
+			rand_read "$t" "$k" warm
+			rndws[$k.$t]+="$RES "
+			log "random 4k warm run $r: $k: ${NAME[$t]}: $RES IOPS"
+		done
 	done
 done
-for t in $TARGETS; do
-	SEQ[$t]=$(printf '%s\n' ${seqs[$t]} | median)
-	RND[$t]=$(printf '%s\n' ${rnds[$t]} | median)
-	RNDW[$t]=$(printf '%s\n' ${rndws[$t]} | median)
+for k in $disks; do
+	for t in $TARGETS; do
+		SEQ[$k.$t]=$(printf '%s\n' ${seqs[$k.$t]} | median)
+		CPUS[$k.$t]=$(printf '%s\n' ${cpus[$k.$t]} | median)
+		RND[$k.$t]=$(printf '%s\n' ${rnds[$k.$t]} | median)
+		RNDW[$k.$t]=$(printf '%s\n' ${rndws[$k.$t]} | median)
+	done
 done
 
 best() { (($1 > $2)) && echo "$1" || echo "$2"; }
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 echo
-echo "NBD read benchmark: ${size} MiB disk ($((used / 1024)) MiB allocated), $(nproc) CPUs, cold = page cache dropped"
-printf '%-34s %12s %16s %16s\n' target "seq MiB/s" "rand4k cold IOPS" "rand4k warm IOPS"
-for t in $TARGETS; do
-	printf '%-34s %12s %16s %16s\n' "${NAME[$t]}" "${SEQ[$t]}" "${RND[$t]}" "${RNDW[$t]}"
+echo "NBD read benchmark: ${size} MiB disks, $(nproc) CPUs, cold = page cache dropped, fresh server per run"
+echo "load average at start $load0, at end $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall time)"
+echo "seq: nbdcopy to null:, median of $runs (server CPU s: user + system, median); rand: fio nbd 2 x iodepth 16, median of $fio_runs"
+for k in $disks; do
+	echo
+	echo "$k disk: $((USED[$k] / 1024)) MiB allocated"
+	printf '%-34s %10s %8s %16s %16s\n' target "seq MiB/s" "CPU s" "rand4k cold IOPS" "rand4k warm IOPS"
+	for t in $TARGETS; do
+		printf '%-34s %10s %8s %16s %16s\n' "${NAME[$t]}" "${SEQ[$k.$t]}" "${CPUS[$k.$t]}" \
+			"${RND[$k.$t]}" "${RNDW[$k.$t]}"
+	done
+	bs=$(best "${SEQ[$k.qz]}" "${SEQ[$k.ql]}")
+	br=$(best "${RND[$k.qz]}" "${RND[$k.ql]}")
+	bw=$(best "${RNDW[$k.qz]}" "${RNDW[$k.ql]}")
+	echo "$k: imgchain / better qcow2 peer: seq $(ratio "${SEQ[$k.im]}" "$bs")x, rand4k cold $(ratio "${RND[$k.im]}" "$br")x, rand4k warm $(ratio "${RNDW[$k.im]}" "$bw")x (target 2x each)"
+	echo "$k: server CPU s per run: imgchain ${CPUS[$k.im]}, zstd qcow2 ${CPUS[$k.qz]}, LUKS qcow2 ${CPUS[$k.ql]}"
 done
-bs=$(best "${SEQ[qz]}" "${SEQ[ql]}")
-br=$(best "${RND[qz]}" "${RND[ql]}")
-bw=$(best "${RNDW[qz]}" "${RNDW[ql]}")
-echo "imgchain / better qcow2 peer: seq $(ratio "${SEQ[im]}" "$bs")x, rand4k cold $(ratio "${RND[im]}" "$br")x, rand4k warm $(ratio "${RNDW[im]}" "$bw")x"

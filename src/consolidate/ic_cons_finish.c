@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <xxhash.h>
 
@@ -23,22 +24,32 @@
 #include "ic_store.h"
 #include "ic_util.h"
 
-/* Make the non-current slot a copy of the current one, so that the file can only ever
- * be read as the point it now holds. */
-static int dup_slot(struct ic_image *img)
+/* 1: the non-current slot describes the current slot's index, 0: it does not, or -errno. */
+static int slots_agree(struct ic_image *img)
 {
 	uint8_t raw[ICF_SLOT_SIZE];
-	struct icf_slot other, s;
+	struct icf_slot other;
 	int ret = ic_pread_full(img->fd, raw, sizeof(raw),
 				img->slot_index ? ICF_SLOT_A_OFF : ICF_SLOT_B_OFF, img->path);
 
 	if (ret)
 		return ret;
-	if (!ic_slot_decode(raw, &other, img->hdr.version, img->path) && other.seq == img->slot.seq &&
-	    other.index_offset == img->slot.index_offset &&
-	    other.index_count == img->slot.index_count &&
-	    !memcmp(other.index_hash, img->slot.index_hash, ICF_INDEX_HASH_LEN))
-		return 0;
+	return !ic_slot_decode(raw, &other, img->hdr.version, img->path) &&
+	       other.seq == img->slot.seq && other.index_offset == img->slot.index_offset &&
+	       other.index_count == img->slot.index_count &&
+	       !memcmp(other.index_hash, img->slot.index_hash, ICF_INDEX_HASH_LEN);
+}
+
+/* Make the non-current slot a copy of the current one, so that the file can only ever
+ * be read as the point it now holds. */
+static int dup_slot(struct ic_image *img)
+{
+	uint8_t raw[ICF_SLOT_SIZE];
+	struct icf_slot s;
+	int ret = slots_agree(img);
+
+	if (ret)
+		return ret < 0 ? ret : 0;
 	/* not synced: the current slot decides; this copy only keeps the file from ever
 	 * falling back to the point it held before */
 	s = img->slot;
@@ -237,6 +248,15 @@ static void *bg_punch_run(void *arg)
 	return NULL;
 }
 
+/* IMGCHAIN_CONS_RECLAIM=background: the superseded records of an in-place target are
+ * punched by a detached process once the run is over (reclaim_spawn), not by the run. */
+static bool reclaim_detached(void)
+{
+	const char *v = getenv("IMGCHAIN_CONS_RECLAIM");
+
+	return v && !strcmp(v, "background");
+}
+
 /* Roll a committed step forward to its end.  Safe to repeat after a crash anywhere.
  * recovering: the lock was released since the step was planned (a backup may have
  * added a point on a point to remove). */
@@ -291,9 +311,15 @@ int ic_cons_finish_commit(struct cons *x, bool recovering)
 		/* the target's slot is durable and its copy fills the other slot: the
 		 * records it superseded are referenced by nothing any more */
 		bg.seq = j->ip_target;
-		bg_on = ic_pool_start(&bg.pool, 1, bg_punch_run, &bg) == 0;
-		if (!bg_on)
-			ic_pool_join(&bg.pool);
+		if (!recovering && reclaim_detached()) {
+			/* on the punch list (below) for a crash; punched after the run */
+			if (!in_set(&j->bg, j->ip_target) && (ret = ic_array_push(&j->bg, j->ip_target)))
+				return ret;
+		} else {
+			bg_on = ic_pool_start(&bg.pool, 1, bg_punch_run, &bg) == 0;
+			if (!bg_on)
+				ic_pool_join(&bg.pool);
+		}
 	}
 	ret = remove_points(x);
 	if (bg_on) {
@@ -377,15 +403,18 @@ static int punch_images(struct cons *x)
 
 	x->st->punches_pending = 0;
 	for (size_t i = 0; i < j->punch.n; i++) {
-		bool k;
-		int r = punch_one(x, j->punch.v[i], false, &k, &x->st->punch_seconds);
+		bool k = true;
+		int r = 0;
+
+		if (!in_set(&j->bg, j->punch.v[i])) {
+			r = punch_one(x, j->punch.v[i], false, &k, &x->st->punch_seconds);
+			x->st->punches_pending += k;
+		}
 
 		if (r && !ret)
 			ret = r;
-		if (k) {
+		if (k)
 			j->punch.v[keep++] = j->punch.v[i];
-			x->st->punches_pending++;
-		}
 	}
 	j->punch.n = keep;
 	if (keep != before || (!keep && j->phase == J_IDLE)) {
@@ -397,11 +426,85 @@ static int punch_images(struct cons *x)
 	return ret;
 }
 
+/* The detached process: frees the unused space below data_end of each image, if its two
+ * slots agree and no reader holds it, and exits.  It takes no lock and writes no slot and
+ * no journal (that needs the writers' lock, which others must find free): what is
+ * unreferenced below data_end stays so whatever a writer appends later, and punching it
+ * twice is harmless; the journal's punch line, left in place, has the next run redo it
+ * (holes skipped), also after a crash of this process. */
+static void __attribute__((noreturn)) reclaim_child(struct cons *x, const uint32_t *seqs,
+						    size_t n)
+{
+	int fd = open("/dev/null", O_RDWR);
+
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *path = ic_cons_seq_path(x->dir, seqs[i]);
+		struct ic_image *img;
+		uint64_t freed;
+		pid_t pid;
+
+		if (!path || ic_image_open(path, O_RDWR, &img)) {
+			free(path);
+			continue;
+		}
+		if (img->slot.seq == seqs[i] && slots_agree(img) == 1 &&
+		    ic_lock_holder(img->fd, IC_LOCK_READER, &pid) != 1) {
+			ic_cons_step(x, "reclaim");
+			(void)ic_image_punch_below(img, img->slot.data_end, &freed);
+		}
+		ic_image_close(img);
+		free(path);
+	}
+	_exit(0);
+}
+
+/* Start reclaim_child for the images of j->bg, detached (a grandchild: nothing to reap,
+ * nothing to wait for), and forget them; they stay on the punch list.  false: it could
+ * not be started (the caller punches them itself). */
+static bool reclaim_spawn(struct cons *x)
+{
+	struct journal *j = &x->j;
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		/* the writers' lock and every other descriptor of the run, before the run
+		 * goes on (it waits for this process) */
+		close_range(3, ~0u, 0);
+		setsid();
+		pid = fork();
+		if (pid == 0)
+			reclaim_child(x, j->bg.v, j->bg.n);
+		_exit(pid < 0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
+		ic_cons_note(x, "cannot start the background reclaim (%s): freeing the space now",
+			     pid < 0 ? strerror(errno) : "fork");
+		j->bg.n = 0;
+		return false;
+	}
+	ic_cons_note(x, "the superseded records of %u image%s are freed in the background; if that is interrupted, the next run frees them",
+		     (unsigned)j->bg.n, j->bg.n == 1 ? "" : "s");
+	j->bg.n = 0;
+	return true;
+}
+
 int ic_cons_punch(struct cons *x)
 {
 	double t0 = ic_now();
 	int ret = punch_images(x);
 
+	if (!ret && x->j.bg.n && x->j.phase == J_IDLE && !reclaim_spawn(x))
+		ret = punch_images(x);
 	x->st->phase_seconds[IC_CONS_T_PUNCH] += ic_now() - t0;
 	return ret;
 }

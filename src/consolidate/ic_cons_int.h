@@ -80,6 +80,7 @@ struct journal {
 	struct icf_slot ip_slot;
 	struct u32v tseq, tbase;
 	struct u32v punch;
+	struct u32v bg;             /* (not written) of punch: left to a background process */
 };
 
 void ic_cons_journal_reset_step(struct journal *j);

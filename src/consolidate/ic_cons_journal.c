@@ -28,7 +28,8 @@
  *   inplace FILE TARGET D0     target written into FILE's image, whose data ended at D0
  *   slot HEX                   (commit) the in-place target's new slot, encoded
  *   target SEQ BASE            (commit) a target written to .tmp-cons-SEQ.img
- *   punch SEQ                  an image whose unused space awaits its readers
+ *   punch SEQ                  an image whose unused space awaits its readers (or is
+ *                              being freed by a background process: any run redoes it)
  *   sum HEX                    XXH3-64 of every byte before this line
  *
  * prepare: nothing visible has changed yet; recovery rolls back (truncates FILE to
@@ -52,6 +53,7 @@ void ic_cons_journal_destroy(struct journal *j)
 {
 	ic_cons_journal_reset_step(j);
 	free(j->punch.v);
+	free(j->bg.v);
 	memset(j, 0, sizeof(*j));
 }
 

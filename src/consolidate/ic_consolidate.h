@@ -175,4 +175,24 @@ struct ic_consolidate_stats {
  * With opts.dry_run: plans and prints only, takes no lock, writes nothing. */
 int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_stats *st);
 
+/* ---- folding the CDP journal into points, keyless (ic_cons_fold.c; FORMAT.md 15.5) ---- */
+struct ic_fold_opts {
+	const char *chain_dir;
+	int64_t keep_s;             /* sessions with a checkpoint less than this old stay */
+	int64_t every_s;            /* older ones: the last checkpoint of each slice this long */
+	bool dry_run, quiet;
+	/* test build: fold-record (each record copied), fold-written (each point
+	 * committed), fold-remove (before a folded session's file is removed) */
+	void (*step)(const char *name);
+};
+
+struct ic_fold_stats {
+	unsigned points, skipped, sessions;
+	uint64_t bytes;
+};
+
+/* Fold every session of CHAIN/cdp old enough, oldest first, never the newest (the
+ * filter's): see ic_cons_fold.c.  Needs no key. */
+int ic_fold_cdp(const struct ic_fold_opts *o, struct ic_fold_stats *st);
+
 #endif

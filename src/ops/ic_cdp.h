@@ -18,6 +18,7 @@ struct ic_cdp_writer_opts {
 	uint32_t block_size;        /* 0: the chain's (its images'), else 65536 */
 	int level;                  /* zstd level, 0: the default (3) */
 	int threads;                /* encoders of ic_cdp_put_range, 0: 1 */
+	uint32_t version;           /* 0: ICF_CDP_VERSION; 1: the old format (tests: still read) */
 };
 
 /* Prepare a writer for chain_dir with key (unlocked by the caller; borrowed until

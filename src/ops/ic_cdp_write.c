@@ -27,91 +27,6 @@
 #endif
 
 
-int ic_cdp_mac_key(const struct ic_key *key, uint16_t g, uint8_t out[32])
-{
-	const struct ic_subkeys *sk = ic_key_gen(key, g);
-	uint8_t in[8 + ICF_ID_LEN];
-
-	if (!sk)
-		return ic_fail(IC_EKEY, "journal written under key generation %u, which this key file does not hold",
-			       g);
-	memcpy(in, "ICCDPKEY", 8);
-	memcpy(in + 8, key->chain_id, ICF_ID_LEN);
-	crypto_generichash(out, 32, in, sizeof(in), sk->k_seal, ICF_KEY_LEN);
-	return 0;
-}
-
-uint64_t ic_cdp_interval_id(uint64_t session_id, uint64_t k)
-{
-	uint8_t in[24], h[8];
-	uint64_t id;
-
-	memcpy(in, "ICCDPJID", 8);
-	memcpy(in + 8, &session_id, 8);
-	memcpy(in + 16, &k, 8);
-	crypto_generichash(h, sizeof(h), in, sizeof(in), NULL, 0);
-	memcpy(&id, h, 8);
-	return id ? id : 1;
-}
-
-void ic_cdp_header_mac(const uint8_t kcdp[32], const struct icf_cdp_header *h, uint8_t out[32])
-{
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, kcdp, 32, 32);
-	crypto_generichash_update(&st, (const uint8_t *)"ICCDPHD1", 8);
-	crypto_generichash_update(&st, (const uint8_t *)h, offsetof(struct icf_cdp_header, mac0));
-	crypto_generichash_final(&st, out, 32);
-}
-
-void ic_cdp_ckpt_mac(const uint8_t kcdp[32], const uint8_t prev[32], const struct icf_cdp_ckpt *c,
-		     const uint8_t hk[32], uint8_t out[32])
-{
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, kcdp, 32, 32);
-	crypto_generichash_update(&st, (const uint8_t *)"ICCDPCK1", 8);
-	crypto_generichash_update(&st, prev, 32);
-	crypto_generichash_update(&st, (const uint8_t *)c, offsetof(struct icf_cdp_ckpt, mac));
-	crypto_generichash_update(&st, hk, 32);
-	crypto_generichash_final(&st, out, 32);
-}
-
-void ic_cdp_ckpt_tmac(const uint8_t kcdp[32], uint64_t session_id, const struct icf_cdp_ckpt *c,
-		      uint8_t out[32])
-{
-	crypto_generichash_state st;
-
-	crypto_generichash_init(&st, kcdp, 32, 32);
-	crypto_generichash_update(&st, (const uint8_t *)"ICCDPTM1", 8);
-	crypto_generichash_update(&st, (const uint8_t *)&session_id, 8);
-	/* interval, time_s, time_ns: not the offset or count, which records before it move */
-	crypto_generichash_update(&st, (const uint8_t *)c + offsetof(struct icf_cdp_ckpt, interval),
-				  offsetof(struct icf_cdp_ckpt, reserved1) -
-					  offsetof(struct icf_cdp_ckpt, interval));
-	crypto_generichash_final(&st, out, 32);
-}
-
-void ic_cdp_h_add(crypto_generichash_state *h, const struct icf_cdp_rec *r, const uint8_t *rec)
-{
-	crypto_generichash_update(h, (const uint8_t *)r, offsetof(struct icf_cdp_rec, frame_hash));
-	if (r->stored_len) {
-		crypto_generichash_update(h, rec, ICF_NONCE_LEN);
-		crypto_generichash_update(h, rec + r->stored_len - ICF_TAG_LEN, ICF_TAG_LEN);
-	}
-}
-
-void ic_cdp_entry(const struct icf_cdp_header *h, uint64_t k, uint64_t pos, uint32_t plain_len,
-		  struct icf_entry *e)
-{
-	memset(e, 0, sizeof(*e));
-	e->pos = pos;
-	e->plain_len = plain_len;
-	e->origin = ICF_CDP_ORIGIN;
-	e->origin_id = ic_cdp_interval_id(h->session_id, k);
-	e->keygen = h->keygen;
-}
-
 static int fail(struct ic_cdp_writer *w, int err)
 {
 	if (!w->failed)
@@ -172,6 +87,7 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 	}
 	w->level = o->level ? o->level : 3;
 	w->nthreads = o->threads ? (unsigned)o->threads : 1;
+	w->version = o->version == 1 ? 1 : ICF_CDP_VERSION;
 	w->codec = ic_codec_new(w->h.block_size, w->level);
 	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
 	if (!w->codec || !w->frame) {
@@ -197,44 +113,6 @@ const char *ic_cdp_path(const struct ic_cdp_writer *w)
 	return w->path ? w->path : w->cdp_dir;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-int ic_cdp_list_sessions(const char *dir, struct ic_cdp_sessions *out)
-{
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
-	int ret = 0;
-
-	if (lstat(dir, &st) < 0)
-		return ic_fail(-errno, "%s: %s (no journal: was the chain written through the imgcdp filter?)",
-			       dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return ic_fail(IC_ECORRUPT, "%s: not a directory (%s): refused", dir,
-			       ic_file_kind(st.st_mode));
-	d = opendir(dir);
-	if (!d)
-		return ic_fail(-errno, "%s: %s", dir, strerror(errno));
-	while (!ret && (de = readdir(d))) {
-		unsigned s;
-		char tail[8];
-
-		if (strlen(de->d_name) == 12 && strspn(de->d_name, "0123456789") == 8 &&
-		    sscanf(de->d_name, "%8u%7s", &s, tail) == 2 &&
-		    !strcmp(tail, ICF_CDP_SUFFIX) && s >= 1 && s <= ICF_SEQ_MAX)
-			ret = ic_array_push(out, s);
-	}
-	closedir(d);
-	if (!ret && out->n)
-		qsort(out->v, out->n, sizeof(*out->v), cmp_u32);
-	return ret;
-}
-
 int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 {
 	char name[32];
@@ -246,7 +124,7 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 		return fail(w, ic_fail(-EINVAL, "disk size %llu out of range",
 				       (unsigned long long)disk_size));
 	memcpy(w->h.magic, ICF_CDP_MAGIC, 8);
-	w->h.version = ICF_CDP_VERSION;
+	w->h.version = w->version ? w->version : ICF_CDP_VERSION;
 	memcpy(w->h.chain_id, w->key->chain_id, ICF_ID_LEN);
 	memcpy(w->h.key_check, w->key->key_check, ICF_CHECK_LEN);
 	w->h.keygen = ic_key_current_gen(w->key);
@@ -257,6 +135,14 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 	w->h.disk_size = disk_size;
 	w->h.created = time(NULL);
 	w->nblocks = (disk_size + w->h.block_size - 1) / w->h.block_size;
+	/* the map seal's terms, 16 bytes a block: the disk starts empty (base kind 0) */
+	free(w->terms);
+	w->acc = 0;
+	w->terms = w->nblocks <= SIZE_MAX / sizeof(*w->terms) ?
+			   calloc(w->nblocks ? w->nblocks : 1, sizeof(*w->terms)) : NULL;
+	if (!w->terms)
+		return fail(w, ic_fail(-ENOMEM, "%s: no memory for the map seal of %llu blocks",
+				       w->cdp_dir, (unsigned long long)w->nblocks));
 	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
 	if (ret)
 		return fail(w, ret);
@@ -350,6 +236,10 @@ int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
 	if (ret)
 		return fail(w, ret);
 	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
+	/* the map seal's sum: the block's old term out, its new one in (zero: none) */
+	w->acc -= w->terms[r->pos];
+	w->terms[r->pos] = r->stored_len ? ic_cdp_map_term(w->kcdp, &w->h, w->k, r) : 0;
+	w->acc += w->terms[r->pos];
 	w->off += sizeof(*r) + r->stored_len;
 	w->frames++;
 	return 0;
@@ -394,14 +284,16 @@ int ic_cdp_checkpoint(struct ic_cdp_writer *w, struct timespec *when)
 	crypto_generichash_final(&w->hk, hk, 32);
 	ic_cdp_ckpt_mac(w->kcdp, w->mac, &c, hk, c.mac);
 	ic_cdp_ckpt_tmac(w->kcdp, w->h.session_id, &c, c.tmac);
-	c.frame_hash = XXH3_64bits(&c, offsetof(struct icf_cdp_ckpt, frame_hash));
-	ret = ic_pwrite_full(w->fd, &c, sizeof(c), w->off, w->path);
+	if (w->h.version >= 2)
+		ic_cdp_mseal(w->kcdp, &w->h, &c, w->acc, c.tail);
+	ic_cdp_ckpt_hash_set(&c, w->h.version);
+	ret = ic_pwrite_full(w->fd, &c, icf_cdp_ckpt_size(w->h.version), w->off, w->path);
 	if (!ret && fdatasync(w->fd) < 0)
 		ret = ic_fail(-errno, "%s: fdatasync: %s", w->path, strerror(errno));
 	if (ret)
 		return fail(w, ret);
 	memcpy(w->mac, c.mac, 32);
-	w->off += sizeof(c);
+	w->off += icf_cdp_ckpt_size(w->h.version);
 	if (w->k == 0)
 		w->off0 = w->off;
 	w->k++;
@@ -481,6 +373,7 @@ void ic_cdp_writer_free(struct ic_cdp_writer *w)
 	ic_cdp_range_free(w);
 	sodium_memzero(w->kcdp, sizeof(w->kcdp));
 	free(w->frame);
+	free(w->terms);
 	free(w->path);
 	free(w->cdp_dir);
 	free(w->chain_dir);

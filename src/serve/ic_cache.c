@@ -154,7 +154,8 @@ static int shards_init(struct ic_cache *c)
 		struct shard *sh = &c->shards[i];
 
 		pthread_mutex_init(&sh->mu, NULL);
-		pthread_cond_init(&sh->cv, NULL);
+		for (unsigned k = 0; k < SHARD_CVS; k++)
+			pthread_cond_init(&sh->cv[k], NULL);
 		sh->lru.lnext = sh->lru.lprev = &sh->lru;
 		sh->nbuckets = nb;
 		sh->bucket = calloc(nb, sizeof(*sh->bucket));
@@ -237,7 +238,8 @@ void ic_cache_free(struct ic_cache *c)
 		}
 		free(sh->bucket);
 		pthread_mutex_destroy(&sh->mu);
-		pthread_cond_destroy(&sh->cv);
+		for (unsigned k = 0; k < SHARD_CVS; k++)
+			pthread_cond_destroy(&sh->cv[k]);
 	}
 	for (size_t i = 0; i < c->nslabs; i++)
 		munmap(c->slabs[i], c->slab_len);
@@ -262,6 +264,7 @@ void ic_cache_get_stats(struct ic_cache *c, struct ic_cache_stats *st)
 		st->errors += sh->errors;
 		st->evictions += sh->evictions;
 		st->dropped += sh->dropped;
+		st->direct += sh->direct;
 		st->entries += sh->entries;
 		st->bytes += sh->bytes;
 		pthread_mutex_unlock(&sh->mu);

@@ -95,6 +95,7 @@ struct ic_cache_stats {
 	uint64_t ra_queued, ra_done, ra_dropped;
 	uint64_t evictions;
 	uint64_t dropped;                   /* freed at once after a steady sequential read (drop-behind) */
+	uint64_t direct;                    /* of those, decoded straight into the reader's buffer */
 	uint64_t entries, bytes, max_bytes;
 };
 

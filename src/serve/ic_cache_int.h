@@ -23,6 +23,8 @@
 #define RA_SLACK (2ull << 20)       /* reordering of concurrent reads still counts as sequential */
 #define RA_START_BYTES (256u << 10)
 #define SLAB_BYTES (4u << 20)       /* block buffers come from pre-faulted slabs of this size */
+#define SHARD_CVS 8u                /* condition variables per shard (power of two) */
+#define PREFETCH_BATCH 64u          /* readahead jobs queued under one lock */
 
 /* E_GONE: a ghost.  A steady sequential reader consumed the block, nobody else used
  * it: its buffer went back at once (drop-behind: a stream of a whole disk neither
@@ -40,6 +42,7 @@ struct ic_centry {
 	uint32_t cost;
 	uint8_t state;
 	uint8_t uses;               /* lookups that returned it (saturating) */
+	uint16_t waiters;           /* threads waiting for it to load */
 	bool drop;                  /* a stream consumed it while a worker held it */
 	bool hashed;                /* reachable from the table (else freed at last put) */
 	int err;
@@ -48,13 +51,16 @@ struct ic_centry {
 
 struct shard {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;          /* a LOADING entry of this shard became READY */
+	/* A LOADING entry of this shard became READY: its waiters sleep on the variable its
+	 * address picks, and are woken only when it has some, so that a load does not wake
+	 * every thread waiting for some other block of the shard. */
+	pthread_cond_t cv[SHARD_CVS];
 	struct ic_centry **bucket;
 	size_t nbuckets;            /* power of two */
 	struct ic_centry lru;       /* sentinel: lnext most recent, lprev least recent */
 	void *free_bufs;            /* recycled block buffers (a list through their first bytes) */
 	uint64_t bytes, entries;
-	uint64_t hits, misses, waits, decoded, errors, evictions, dropped;
+	uint64_t hits, misses, waits, decoded, errors, evictions, dropped, direct;
 } __attribute__((aligned(64)));
 
 struct job {
@@ -130,6 +136,11 @@ static inline uint64_t cache_key_hash(uint64_t dev, uint64_t ino, uint64_t off)
 	return mix64(off ^ mix64(ino ^ mix64(dev)));
 }
 
+static inline pthread_cond_t *entry_cv(struct shard *sh, const struct ic_centry *e)
+{
+	return &sh->cv[mix64((uintptr_t)e) & (SHARD_CVS - 1)];
+}
+
 /* ---- ic_cache_table.c ---------------------------------------------------------------- */
 
 /* Under sh->mu: the entry of that record, or NULL. */
@@ -144,6 +155,15 @@ struct ic_centry *cache_entry_get(struct ic_cache_src *s, uint16_t level,
 /* Decode into the LOADING entry e (owned by this thread), then publish it. */
 void cache_entry_load(struct ic_cache_src *s, struct shard *sh, struct ic_centry *e,
 		      uint64_t pos);
+/* Decode block pos (record *br of path level) straight into out (block_size bytes), past
+ * the table, for a steady stream that wants the whole block and would drop it behind
+ * anyway: saves the buffer, the copy and the table's work.  Only when no thread has the
+ * block loading or loaded: then a ghost entry (no buffer) marks it, so that readahead
+ * queued for it is skipped.  0: done; 1: not done (the block is in the table, or its
+ * decode failed: the caller takes the table's path, which reports and caches a damaged
+ * block once). */
+int cache_decode_direct(struct ic_cache_src *s, uint16_t level, const struct ic_block_ref *br,
+			void *out);
 /* End a reference; drop: drop-behind (a stream consumed the block). */
 void cache_entry_put(struct ic_cache *c, struct shard *sh, struct ic_centry *e, bool drop);
 /* Tell the cache's owner about a failure (its on_error callback). */

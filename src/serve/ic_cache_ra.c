@@ -118,11 +118,39 @@ static void willneed_add(struct willneed *w, const struct ic_block_ref *br)
 	w->end = e;
 }
 
+/* Queue n jobs of s under one lock, waking as many workers as there are jobs: false when
+ * the queue is full (the rest dropped) or the source is going away. */
+static bool queue_jobs(struct ic_cache_src *s, const uint64_t *pos, unsigned n)
+{
+	struct ic_cache *c = s->c;
+	unsigned i = 0;
+
+	if (!n)
+		return true;
+	pthread_mutex_lock(&c->qmu);
+	for (; i < n && c->qlen < QUEUE_CAP && !s->dying; i++) {
+		c->q[(c->qhead + c->qlen) % QUEUE_CAP] = (struct job){ .src = s, .pos = pos[i] };
+		c->qlen++;
+		s->jobs++;
+		c->ra_queued++;
+	}
+	if (i < n)
+		c->ra_dropped++;
+	if (i >= c->pool.n)
+		pthread_cond_broadcast(&c->qcv);
+	else
+		for (unsigned k = 0; k < i; k++)
+			pthread_cond_signal(&c->qcv);
+	pthread_mutex_unlock(&c->qmu);
+	return i == n;
+}
+
 void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 {
 	struct ic_cache *c = s->c;
 	struct willneed w = { .fd = -1 };
-	uint64_t end = first + count;
+	uint64_t end = first + count, batch[PREFETCH_BATCH];
+	unsigned n = 0;
 
 	if (!c->pool.n)
 		return;
@@ -134,20 +162,17 @@ void ic_cache_prefetch(struct ic_cache_src *s, uint64_t first, uint64_t count)
 		if (!wants_decode(s, pos, &br))
 			continue;
 		willneed_add(&w, &br);
-		pthread_mutex_lock(&c->qmu);
-		if (c->qlen == QUEUE_CAP || s->dying) {
-			c->ra_dropped++;
-			pthread_mutex_unlock(&c->qmu);
-			break;
-		}
-		c->q[(c->qhead + c->qlen) % QUEUE_CAP] = (struct job){ .src = s, .pos = pos };
-		c->qlen++;
-		s->jobs++;
-		c->ra_queued++;
-		pthread_cond_signal(&c->qcv);
-		pthread_mutex_unlock(&c->qmu);
+		batch[n++] = pos;
+		if (n < PREFETCH_BATCH)
+			continue;
+		/* the kernel first, so that the records are on their way when a worker starts */
+		willneed_flush(&w);
+		if (!queue_jobs(s, batch, n))
+			return;
+		n = 0;
 	}
 	willneed_flush(&w);
+	queue_jobs(s, batch, n);
 }
 
 /* Sequential detection: a read starting near where the previous one ended.  True when
@@ -193,6 +218,19 @@ static bool stream_advance(struct ic_cache_src *s, struct ic_cache_stream *st, u
 	return win == max_win;
 }
 
+/* A whole data block a steady stream wants and nobody has decoded: straight into the
+ * reader's buffer (cache_decode_direct).  0: done, else the table's path. */
+static int read_direct(struct ic_cache_src *s, uint64_t pos, void *out)
+{
+	const struct ic_view *v = s->v;
+	struct ic_block_ref br;
+	uint16_t o = v->owner[pos];
+
+	if (!o || ic_view_lookup(v, pos, &br) || !br.img || br.e.plain_len != s->c->bs)
+		return 1;
+	return cache_decode_direct(s, (uint16_t)(o - 1), &br, out);
+}
+
 int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf, size_t len,
 		  uint64_t off)
 {
@@ -215,8 +253,14 @@ int ic_cache_read(struct ic_cache_src *s, struct ic_cache_stream *st, void *buf,
 		struct ic_cache_ref ref;
 		uint64_t boff = pos == first ? off % bs : 0;
 		size_t n = bs - boff < len ? (size_t)(bs - boff) : len;
-		int ret = ic_cache_get(s, pos, &ref);
+		int ret;
 
+		if (steady && n == bs && !read_direct(s, pos, p)) {
+			p += n;
+			len -= n;
+			continue;
+		}
+		ret = ic_cache_get(s, pos, &ref);
 		if (ret)
 			return ret;
 		memcpy(p, ref.data + boff, n);

@@ -271,8 +271,51 @@ void cache_entry_load(struct ic_cache_src *s, struct shard *sh, struct ic_centry
 		e->len = (uint32_t)ret;
 	}
 	e->state = E_READY;
-	pthread_cond_broadcast(&sh->cv);
+	if (e->waiters)
+		pthread_cond_broadcast(entry_cv(sh, e));
 	pthread_mutex_unlock(&sh->mu);
+}
+
+int cache_decode_direct(struct ic_cache_src *s, uint16_t level, const struct ic_block_ref *br,
+			void *out)
+{
+	struct ic_cache *c = s->c;
+	uint64_t dev = s->dev[level], ino = s->ino[level];
+	uint64_t h = cache_key_hash(dev, ino, br->e.offset);
+	struct shard *sh = &c->shards[h & (NSHARDS - 1)];
+	struct tctx *t = tctx_get(c);
+	struct ic_centry *e;
+	size_t b = (h / NSHARDS) & (sh->nbuckets - 1);
+
+	if (!t)
+		return 1;
+	pthread_mutex_lock(&sh->mu);
+	e = cache_table_find(sh, h, dev, ino, br->e.offset, br->e.rec_hash);
+	if (e && e->state != E_GONE) {
+		pthread_mutex_unlock(&sh->mu);
+		return 1;
+	}
+	if (!e && (e = calloc(1, sizeof(*e)))) {
+		shard_trim(c, sh);
+		e->dev = dev;
+		e->ino = ino;
+		e->off = br->e.offset;
+		e->rec_hash = br->e.rec_hash;
+		e->state = E_GONE;
+		e->hashed = true;
+		e->cost = GHOST_COST;
+		e->hnext = sh->bucket[b];
+		sh->bucket[b] = e;
+		sh->bytes += e->cost;
+		sh->entries++;
+		lru_push(sh, e);
+	}
+	sh->misses++;
+	sh->decoded++;
+	sh->dropped++;
+	sh->direct++;
+	pthread_mutex_unlock(&sh->mu);
+	return ic_view_read_ref(s->v, t->codec, c->key, br, out, t->rec) < 0;
 }
 
 /* Find or create the entry of a data block; *created tells the caller to load it.
@@ -334,8 +377,10 @@ struct ic_centry *cache_entry_get(struct ic_cache_src *s, uint16_t level,
 	} else {
 		e->refs++;
 		sh->waits++;
+		e->waiters++;
 		while (e->state == E_LOADING)
-			pthread_cond_wait(&sh->cv, &sh->mu);
+			pthread_cond_wait(entry_cv(sh, e), &sh->mu);
+		e->waiters--;
 	}
 	if (e && wait && e->uses < UINT8_MAX)
 		e->uses++;

@@ -1,4 +1,5 @@
-/* ic_rank.c: an allocation bitmap with O(1) rank and a binary-search select. */
+/* ic_rank.c: an allocation bitmap with O(1) rank, a binary-search select and a walker
+ * over runs of set units. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -113,4 +114,58 @@ uint64_t ic_rank_select(const struct ic_rank *r, uint64_t k)
 		k -= c;
 	}
 	return r->n;                /* not reached for k < count */
+}
+
+/* Set units from i on, up to max of them (i < n): the length of the run starting at i. */
+static uint64_t run_from(const struct ic_rank *r, uint64_t i, uint64_t max)
+{
+	uint64_t run = 0;
+
+	while (run < max && i < r->n) {
+		uint64_t ones = ~(r->bits[i / 64] >> (i % 64));
+		unsigned k = ones ? (unsigned)__builtin_ctzll(ones) : 64;
+
+		if (k > 64 - i % 64)
+			k = 64 - (unsigned)(i % 64);
+		run += k;
+		i += k;
+		if (!k || i % 64)
+			break;
+	}
+	if (i > r->n)
+		run -= i - r->n;
+	return run < max ? run : max;
+}
+
+void ic_rank_walk_start(struct ic_rank_walk *w, const struct ic_rank *r, uint64_t unit_bytes,
+			uint64_t pos, size_t len)
+{
+	w->r = r;
+	w->unit = unit_bytes;
+	w->pos = pos;
+	w->left = len;
+}
+
+bool ic_rank_walk_next(struct ic_rank_walk *w, uint64_t *disk_off, size_t *n)
+{
+	uint64_t in, u, units, bytes;
+
+	if (!w->left)
+		return false;
+	in = w->pos % w->unit;
+	u = ic_rank_select(w->r, w->pos / w->unit);
+	/* units the rest of the walk touches, the first one included */
+	units = (in + w->left + w->unit - 1) / w->unit;
+	if (u < w->r->n)
+		units = run_from(w->r, u, units);
+	else
+		units = 1;              /* past the stored units: one unit at a time */
+	bytes = units * w->unit - in;
+	if (bytes > w->left)
+		bytes = w->left;
+	*disk_off = u * w->unit + in;
+	*n = (size_t)bytes;
+	w->pos += bytes;
+	w->left -= (size_t)bytes;
+	return true;
 }

@@ -36,4 +36,30 @@ uint64_t ic_rank_of(const struct ic_rank *r, uint64_t i);
 /* The unit of the k-th set unit (k < count), or n when there is none. */
 uint64_t ic_rank_select(const struct ic_rank *r, uint64_t k);
 
+/* Runs of set units, for a file that stores the set units one after another, each
+ * unit_bytes long: bytes [pos, pos+len) of the stored units come as pieces, each the
+ * longest that is contiguous on the disk too (consecutive set units), in order:
+ *
+ *	struct ic_rank_walk w;
+ *	uint64_t at;
+ *	size_t n;
+ *
+ *	ic_rank_walk_start(&w, r, unit_bytes, pos, len);
+ *	while (ic_rank_walk_next(&w, &at, &n))
+ *		read n bytes at disk offset at into the next n bytes of the buffer;
+ *
+ * One select per piece, then a word at a time.  The caller keeps pos + len within
+ * count units: stored bytes past them come as pieces at offset n * unit_bytes. */
+struct ic_rank_walk {
+	const struct ic_rank *r;
+	uint64_t unit;              /* bytes per unit */
+	uint64_t pos;               /* next stored byte */
+	size_t left;                /* bytes still to walk */
+};
+
+void ic_rank_walk_start(struct ic_rank_walk *w, const struct ic_rank *r, uint64_t unit_bytes,
+			uint64_t pos, size_t len);
+/* The next piece: its disk offset and length; false when the walk is over. */
+bool ic_rank_walk_next(struct ic_rank_walk *w, uint64_t *disk_off, size_t *n);
+
 #endif

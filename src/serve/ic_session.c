@@ -16,6 +16,7 @@
 #include "ic_array.h"
 #include "ic_lock.h"
 #include "ic_session.h"
+#include "ic_session_cdp.h"
 #include "ic_util.h"
 
 void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
@@ -470,6 +471,7 @@ void ic_session_free(struct ic_session *s)
 			       (unsigned long long)st.errors);
 	}
 	ic_cache_free(s->cache);
+	ic_scdp_free(s->cdp);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh_mu);
 	free(s);

@@ -101,6 +101,7 @@ struct ic_session {
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
+	struct ic_scdp *cdp;        /* the CDP journal's checkpoints (ic_session_cdp.h), on first use */
 };
 
 /* Scan the chain (keyless: headers and slots only) and check that key (borrowed for the

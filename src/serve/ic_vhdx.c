@@ -287,21 +287,17 @@ static int read_tail(const struct ic_vhdx *x, uint8_t *p, size_t n, uint64_t pos
 static int read_payload(const struct ic_vhdx *x, uint8_t *p, size_t len, uint64_t rel,
 			ic_vhd_read_fn read_disk, void *arg)
 {
-	while (len) {
-		uint64_t in = rel % x->block, b = ic_rank_select(x->alloc, rel / x->block);
-		uint64_t pos = b * x->block + in;
-		size_t n = x->block - in < len ? (size_t)(x->block - in) : len;
-		int ret;
+	struct ic_rank_walk w;
+	uint64_t at;
+	size_t n;
 
-		/* the next stored block is b + 1 exactly when b + 1 is present */
-		while (n < len && ic_vhdx_present(x, ++b))
-			n += x->block < len - n ? x->block : len - n;
-		ret = read_tail(x, p, n, pos, read_disk, arg);
+	ic_rank_walk_start(&w, x->alloc, x->block, rel, len);
+	while (ic_rank_walk_next(&w, &at, &n)) {
+		int ret = read_tail(x, p, n, at, read_disk, arg);
+
 		if (ret)
 			return ret;
 		p += n;
-		rel += n;
-		len -= n;
 	}
 	return 0;
 }

@@ -405,25 +405,17 @@ static int read_disk_tail(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len
 static int read_grains(const struct ic_vmdk_sparse *s, uint8_t *p, size_t len, uint64_t pos,
 		       const struct ic_vmdk_source *src)
 {
-	const uint64_t gbytes = s->grain * IC_SECT;
+	struct ic_rank_walk w;
+	uint64_t at;
+	size_t n;
 
-	while (len) {
-		uint64_t in = pos % gbytes, g = ic_rank_select(s->alloc, pos / gbytes);
-		uint64_t next = g + 1;
-		size_t n = gbytes - in < len ? (size_t)(gbytes - in) : len;
-		int rc;
+	ic_rank_walk_start(&w, s->alloc, s->grain * IC_SECT, pos, len);
+	while (ic_rank_walk_next(&w, &at, &n)) {
+		int rc = read_disk_tail(s, p, n, at, src);
 
-		/* the stored grain after g is g + 1 exactly when g + 1 is stored */
-		while (n < len && ic_rank_test(s->alloc, next)) {
-			n += len - n < gbytes ? len - n : (size_t)gbytes;
-			next++;
-		}
-		rc = read_disk_tail(s, p, n, g * gbytes + in, src);
 		if (rc)
 			return rc;
 		p += n;
-		pos += n;
-		len -= n;
 	}
 	return 0;
 }

@@ -210,5 +210,9 @@ int ic_image_punch_range(int fd, uint64_t off, uint64_t len, uint32_t blk, const
  * else may still use those bytes: no reader holds the image (ic_lock.h) and the other
  * slot describes the same index.  *freed gets the allocation released, in bytes. */
 int ic_image_punch_unused(struct ic_image *img, uint64_t *freed);
+/* The same for the whole 4 KiB blocks below byte limit only (the current slot's data_end:
+ * what is there and unreferenced stays so whatever a writer appends later, so a process
+ * without the writers' lock may free it). */
+int ic_image_punch_below(struct ic_image *img, uint64_t limit, uint64_t *freed);
 
 #endif

@@ -82,6 +82,9 @@ void ic_slot_encode(const struct icf_slot *s, void *buf)
 	o.data_end = htole64(s->data_end);
 	o.point_id = htole64(s->point_id);
 	o.seal_keygen = htole16(s->seal_keygen);
+	o.fold_session_id = htole64(s->fold_session_id);
+	o.fold_interval = htole64(s->fold_interval);
+	o.fold_time_ns = htole32(s->fold_time_ns);
 	o.slot_hash = htole64(XXH3_64bits(&o, offsetof(struct icf_slot, slot_hash)));
 	memcpy(buf, &o, sizeof(o));
 }
@@ -92,8 +95,13 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 {
 	const char *why = NULL;
 
-	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen))
+	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen || s->flags))
 		why = "reserved fields are not zero";
+	else if (!(s->flags & ICF_SLOT_FOLDED) &&
+		 (s->fold_session_id || s->fold_interval || s->fold_time_ns))
+		why = "reserved fields are not zero";
+	else if ((s->flags & ICF_SLOT_FOLDED) && (!s->fold_session_id || s->fold_time_ns > 999999999u))
+		why = "bad fold fields";
 	else if (version == ICF_IMAGE_V2 && !s->point_id)
 		why = "point id 0";
 	else if (version == ICF_IMAGE_V2 && s->seal_keygen > ICF_KEY_GEN_MAX)
@@ -152,10 +160,14 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const 
 	s->data_end = le64toh(o.data_end);
 	s->point_id = le64toh(o.point_id);
 	s->seal_keygen = le16toh(o.seal_keygen);
+	s->fold_session_id = le64toh(o.fold_session_id);
+	s->fold_interval = le64toh(o.fold_interval);
+	s->fold_time_ns = le32toh(o.fold_time_ns);
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
-	if (s->flags || !ic_is_zero(o.reserved, sizeof(o.reserved)))
+	if ((s->flags & ~ICF_SLOT_FOLDED) || !ic_is_zero(o.reserved0, sizeof(o.reserved0)) ||
+	    !ic_is_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
 	return slot_check(s, version, path);
 }

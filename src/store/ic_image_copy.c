@@ -287,6 +287,11 @@ static bool is_hole(int fd, uint64_t off, uint64_t len)
 
 int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
 {
+	return ic_image_punch_below(img, UINT64_MAX, freed);
+}
+
+int ic_image_punch_below(struct ic_image *img, uint64_t limit, uint64_t *freed)
+{
 	const struct icf_slot *s = &img->slot;
 	struct stat st0, st1;
 	struct icf_entry e;
@@ -301,6 +306,8 @@ int ic_image_punch_unused(struct ic_image *img, uint64_t *freed)
 	if (fstat(img->fd, &st0) < 0)
 		return ic_fail(-errno, "%s: stat: %s", img->path, strerror(errno));
 	nb = ((uint64_t)st0.st_size + 4095) / 4096;
+	if (limit / 4096 < nb)
+		nb = limit / 4096;    /* whole blocks below limit */
 	bits = calloc(nb / 8 + 1, 1);
 	if (!bits)
 		return -ENOMEM;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ic_journal.h"
 #include "ic_util.h"
 #include "ic_view.h"
 
@@ -440,6 +441,8 @@ int ic_view_check_seal(const struct ic_view *v, const struct ic_key *key)
 	uint8_t mac[ICF_SEAL_LEN];
 	int ret;
 
+	if (s->flags & ICF_SLOT_FOLDED)
+		return ic_fold_check_seal(v, key);
 	ic_seal_begin(&seal, v->point->img->hdr.version);
 	ret = ic_view_walk(v, seal_item, &seal);
 	if (ret)

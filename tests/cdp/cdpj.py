@@ -19,18 +19,23 @@ from icimg import xxh64
 REC, CK = 0x524a4349, 0x434a4349
 
 
+def ck_len(d):
+    """a checkpoint frame's bytes: 128 in version 1, 160 in version 2 (the map seal)"""
+    return 128 if struct.unpack_from("<I", d, 8)[0] == 1 else 160
+
+
 def frames(d):
-    off, out = 4096, []
+    off, out, cl = 4096, [], ck_len(d)
     while off + 64 <= len(d):
         magic = struct.unpack_from("<I", d, off)[0]
         if magic == REC:
             kind, _, pos, interval, slen = struct.unpack_from("<HHQQI", d, off + 4)
             out.append(dict(off=off, ck=False, kind=kind, interval=interval, len=64 + slen))
             off += 64 + slen
-        elif magic == CK and off + 128 <= len(d):
+        elif magic == CK and off + cl <= len(d):
             interval, ts, tns = struct.unpack_from("<QqI", d, off + 8)
-            out.append(dict(off=off, ck=True, interval=interval, len=128, t=(ts, tns)))
-            off += 128
+            out.append(dict(off=off, ck=True, interval=interval, len=cl, t=(ts, tns)))
+            off += cl
         else:
             break
     return out
@@ -38,7 +43,8 @@ def frames(d):
 
 def rehash(d, f):
     if f["ck"]:
-        struct.pack_into("<Q", d, f["off"] + 120, xxh64(bytes(d[f["off"]:f["off"] + 120])))
+        n = f["len"] - 8
+        struct.pack_into("<Q", d, f["off"] + n, xxh64(bytes(d[f["off"]:f["off"] + n])))
     else:
         o = f["off"]
         slen = struct.unpack_from("<I", d, o + 24)[0]
@@ -63,7 +69,7 @@ def main():
     if op == "ends":
         for f in fs:
             if f["ck"]:
-                print(f["off"] + 128, f["interval"])
+                print(f["off"] + f["len"], f["interval"])
         return
     if op == "flip":
         f = [f for f in recs_after(fs, int(args[0])) if f["kind"]][0]

@@ -2,6 +2,9 @@
 if ENABLE_NBDKIT
 SH_TESTS += \
 	tests/cdp/cdp-restore.sh \
+	tests/cdp/cdp-mount.sh \
+	tests/cdp/cdp-fold.sh \
+	tests/cdp/cdp-nbd.sh \
 	tests/cdp/cdp-damage.sh \
 	tests/cdp/cdp-gap.sh \
 	tests/cdp/cdp-kill.sh \

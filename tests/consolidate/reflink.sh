@@ -11,6 +11,9 @@
 #  - the merged points restore byte-identical and imgverify --data passes;
 #  - a damaged record: a merge with --verify stops (exit 4, chain unchanged); without it
 #    the record is shared unread and keyless imgverify still names the damage;
+#  - IMGCHAIN_CONS_RECLAIM=background: a detached process frees the merged full's
+#    superseded records after the run, lock-free, to the same allocation as an inline
+#    merge; killed before it punched (test hook), the next run frees the space;
 #  - merge.sh and corrupt.sh run again with their chains there, and on XFS also
 #    c11-kill-consolidate.sh (killed at the steps of the copy and some after it).
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
@@ -58,6 +61,24 @@ for line in sys.stdin:
     if m and "shared" in m.group(2):
         n += int(m.group(1))
 print(n * bs)'
+}
+
+# data_bytes FILE: bytes of FILE's data (SEEK_DATA/SEEK_HOLE up to its size: blocks that
+# XFS preallocated past the end, trimmed when it sees fit, do not count)
+data_bytes()
+{
+	python3 -c '
+import os, sys
+fd, n, off = os.open(sys.argv[1], os.O_RDONLY), 0, 0
+size = os.fstat(fd).st_size
+while off < size:
+    try:
+        off = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    end = os.lseek(fd, off, os.SEEK_HOLE)
+    n, off = n + end - off, end
+print(n)' "$1"
 }
 
 # stalled_merge ARGS...: run a keyless merge stopped at its commit point (test hook); sets
@@ -146,6 +167,58 @@ run_fs()
 	expect_exit 4 imgverify "$CHAIN"
 	expect_msg "block $pos"
 	rm -rf "$CHAIN" "$MNT/keep"
+
+	# IMGCHAIN_CONS_RECLAIM=background: the run returns before the full's superseded
+	# records are punched; a detached process frees them, without the writers' lock (a
+	# backup right after succeeds), down to what the same merge leaves when it punches
+	# itself; the journal's punch line stays for the next run, which frees the space
+	# itself when the detached process died first (test hook "reclaim"; that copy of
+	# the chain first: the backup after the other one is remembered for the chain)
+	CHAIN=$MNT/bg
+	imgbackup -q -n b0 "$CHAIN" "$disk"
+	for i in 1 2 3; do
+		for k in 0 1 2 3 4 5 6 7; do
+			write_at "$disk" $(( ($(cksum <<<"b$i-$k" | cut -d' ' -f1) % 32000) * 1024 )) 65536 "b$i-$k"
+		done
+		imgbackup -q -n "b$i" "$CHAIN" "$disk"
+	done
+	cp "$disk" "$TESTDIR/wantb3"
+	cp -a --reflink=always "$CHAIN" "$MNT/inline"
+	cp -a --reflink=always "$CHAIN" "$MNT/crashed"
+	CHAIN=$MNT/inline
+	keyless_expect 0 --merge b0..b3 "$CHAIN"
+	want=$(data_bytes "$CHAIN/00000004.img")
+	[[ ! -e $CHAIN/journal ]] || fail "$type: journal left by a merge that punched itself"
+	CHAIN=$MNT/crashed
+	IMGCHAIN_CONS_RECLAIM=background IMGCHAIN_TEST_CRASH_AT=reclaim PATH=$HOOKS_PATH \
+		keyless_expect 0 --merge b0..b3 "$CHAIN"
+	sleep 1
+	got=$(data_bytes "$CHAIN/00000004.img")
+	((got > want)) || fail "$type: the reclaim killed before it punched freed the space ($got bytes of data)"
+	grep -qx "punch 4" "$CHAIN/journal" || fail "$type: no punch line in the journal after the killed reclaim"
+	keyless_expect 0 --keep-last 100 "$CHAIN"
+	got=$(data_bytes "$CHAIN/00000004.img")
+	((got == want)) || fail "$type: after the killed reclaim the next run left $got bytes of data, not $want"
+	[[ ! -e $CHAIN/journal ]] || fail "$type: journal left after the killed reclaim's next run"
+	restore_cmp "$CHAIN" b3 "$TESTDIR/wantb3"
+	echo "$type: a background reclaim killed before it punched: the next run freed the space"
+	CHAIN=$MNT/bg
+	IMGCHAIN_CONS_RECLAIM=background keyless_expect 0 --merge b0..b3 "$CHAIN"
+	grep -q "freed in the background" "$TESTDIR/last.err" || fail "$type: no background reclaim: $LAST_ERR"
+	grep -qx "punch 4" "$CHAIN/journal" || fail "$type: no punch line in the journal: $(cat "$CHAIN/journal")"
+	imgbackup -q -n b4 "$CHAIN" "$disk" || fail "$type: a backup right after a background-reclaim merge failed"
+	for ((i = 0; i < 1200; i++)); do
+		(($(data_bytes "$CHAIN/00000004.img") > want)) || break
+		sleep 0.1
+	done
+	got=$(data_bytes "$CHAIN/00000004.img")
+	((got == want)) || fail "$type: the background reclaim left $got bytes of data in the full, the inline one $want"
+	echo "$type: background reclaim: the merged full holds $got bytes of data, as after an inline one"
+	restore_cmp "$CHAIN" b3 "$TESTDIR/wantb3"
+	imgverify -q --data "$CHAIN" || fail "$type: imgverify --data failed after a background reclaim"
+	keyless_expect 0 --keep-last 100 "$CHAIN"
+	[[ ! -e $CHAIN/journal ]] || fail "$type: journal left after the run that followed: $(cat "$CHAIN/journal")"
+	rm -rf "$MNT/bg" "$MNT/inline" "$MNT/crashed"
 
 	# the consolidation tests, their chains on this file system
 	# (c11 killed at the steps around the copies and a few after: the clones are what

@@ -85,10 +85,12 @@ _mkdisk_layout() {
 				if ($i == "type=") type = $(i + 1); else if ($i ~ /^type=/) { split($i, a, "="); type = a[2] }
 			}
 			gsub(/,/, "", start); gsub(/,/, "", size); gsub(/,/, "", type)
-			printf "%d %d %d %s\n", n, start * 512, size * 512, type
+			# %.0f, not %d: mawk clamps %d to 2^31 - 1 (2 GiB), which put the "tail"
+			# writes of a mutation inside the ext4 of a disk over 2 GiB
+			printf "%d %.0f %.0f %s\n", n, start * 512, size * 512, type
 			if ((start + size) * 512 > end) end = (start + size) * 512
 		}
-		END { if (n == 0) exit 1; printf "tail %d %d\n", end, disk_size - end }'
+		END { if (n == 0) exit 1; printf "tail %.0f %.0f\n", end, disk_size - end }'
 }
 
 # Prints "OFFSET SIZE" of the first partition of the given sfdisk type (c for FAT32, 83 for ext4).
@@ -418,6 +420,9 @@ def mutate(work, disk, step, ext_off, fat_off, tail_off, tail_size):
     dev = "%s?offset=%d" % (disk, ext_off)
     fat = "%s@@%d" % (disk, fat_off)
     disk_size = os.path.getsize(disk)
+    if tail_off < ext_off or tail_off + tail_size != disk_size:
+        die("%s: bad layout (tail at %d, %d bytes, of a %d-byte disk)" % (disk, tail_off, tail_size,
+                                                                        disk_size))
     # Block budget: about 1% of the 64 KiB blocks, split between the kinds of change below.
     budget = max(8, disk_size // 65536 // 100) * 65536
 

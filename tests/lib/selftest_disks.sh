@@ -102,6 +102,17 @@ diff <(mkdisk_changed_ranges "$tmp/d0.img" "$tmp/d1.img") \
 	|| fail "zeros past the end of the shorter disk were reported"
 rm -f "$tmp"/d*.img
 
+# Offsets past 2 GiB (mawk's %d stops at 2^31 - 1: a mutation of a 6 GiB disk wrote its "tail"
+# bytes into the ext4 and left it unclean). Only the partition table: a sparse 6 GiB file.
+truncate -s 6G "$tmp/big.img"
+printf 'label: dos\nstart=2048, size=786432, type=c\nstart=788480, size=11401216, type=83\n' |
+	sfdisk --no-reread --no-tell-kernel -q "$tmp/big.img" >/dev/null || fail "sfdisk of big.img"
+layout=$(mkdisk_layout "$tmp/big.img")
+[[ $layout == $'1 1048576 402653184 c\n2 403701760 5837422592 83\ntail 6241124352 201326592' ]] \
+	|| fail "layout of a 6 GiB disk: $layout"
+rm -f "$tmp/big.img"
+echo "ok: layout of a 6 GiB disk"
+
 # --- boot disk ---------------------------------------------------------------------------------
 
 requires qemu-system-x86_64 busybox syslinux cpio gzip timeout flock mtype

@@ -1,8 +1,9 @@
 /* test_cache.c: the decoded-block cache over a real chain made by ic_backup(): exact
  * bytes at every alignment, records shared between points, concurrent readers,
  * eviction under a tiny budget, references surviving eviction, readahead, drop-behind
- * of a steady sequential stream, and a damaged record cached as an error for its
- * block only. */
+ * of a steady sequential stream, whole blocks of a steady stream decoded straight into
+ * the reader's buffer, and a damaged record cached as an error for its block only (on
+ * that path too). */
 #include "config.h"
 
 #include <errno.h>
@@ -334,6 +335,33 @@ static void test_drop_behind(void)
 	ic_cache_free(c);
 }
 
+/* Without workers every block is the reader's to decode: once the stream is steady, whole
+ * blocks go straight into its buffer (no block buffer kept: only ghosts), each decoded
+ * once, byte for byte; a second stream decodes them again, right. */
+static void test_direct(void)
+{
+	struct ic_cache_opts o = { .workers = -1, .readahead_bytes = 512u << 10 };
+	struct ic_cache *c = ic_cache_new(BS, key, &o);
+	struct ic_cache_src *s0 = ic_cache_src_new(c, v0);
+	struct ic_cache_stream st = { 0 };
+	struct ic_cache_stats a, b;
+	uint64_t ndata = data_blocks(v0, 0);
+
+	CHECK(read_all(s0, src0, BS, 0, &st));
+	ic_cache_get_stats(c, &a);
+	CHECK_EQ(a.decoded, ndata);
+	CHECK(a.dropped >= ndata - 2);          /* steady from the third read on */
+	CHECK(a.direct >= ndata - 2);
+	CHECK(a.bytes < 3 * BS + (uint64_t)NBLK * 256);
+	CHECK_EQ(a.errors, 0);
+	memset(&st, 0, sizeof(st));
+	CHECK(read_all(s0, src0, 3 * BS, 4096, &st));   /* unaligned: partial blocks too */
+	ic_cache_get_stats(c, &b);
+	CHECK(b.decoded >= a.decoded + ndata - 4);
+	ic_cache_src_free(s0);
+	ic_cache_free(c);
+}
+
 /* Wait until the workers ran every queued job (their decoding changes the counters). */
 static void settle(struct ic_cache *c)
 {
@@ -393,6 +421,32 @@ static void test_corrupt_block(void)
 	CHECK(!memcmp(buf, src0, 3 * BS));
 	CHECK_EQ(ic_cache_read(s0, NULL, buf, 4 * BS, 4 * BS), 0);
 	CHECK(!memcmp(buf, src0 + 4 * BS, 4 * BS));
+	/* a steady stream meets the damaged block on the direct path: the read fails, the
+	 * block is reported once more (a new cache) and cached as an error there */
+	{
+		struct ic_cache_opts od = { .workers = -1, .readahead_bytes = 512u << 10,
+					    .on_error = on_error };
+		struct ic_cache *cd = ic_cache_new(BS, key, &od);
+		struct ic_cache_src *sd = ic_cache_src_new(cd, v0);
+		struct ic_cache_stream st = { 0 };
+		struct ic_cache_stats d;
+
+		CHECK_EQ(ic_cache_read(sd, &st, buf, BS, 0), 0);
+		CHECK_EQ(ic_cache_read(sd, &st, buf, BS, BS), 0);
+		CHECK_EQ(ic_cache_read(sd, &st, buf, BS, 2 * BS), 0);   /* steady: direct */
+		CHECK(!memcmp(buf, src0 + 2 * BS, BS));
+		CHECK_EQ(ic_cache_read(sd, &st, buf, BS, 3 * BS), IC_ECORRUPT);
+		CHECK_EQ(errors_seen, 2);
+		CHECK_EQ(ic_cache_read(sd, &st, buf, BS, 4 * BS), 0);
+		CHECK(!memcmp(buf, src0 + 4 * BS, BS));
+		CHECK_EQ(ic_cache_read(sd, NULL, buf, BS, 3 * BS), IC_ECORRUPT);
+		CHECK_EQ(errors_seen, 2);
+		ic_cache_get_stats(cd, &d);
+		CHECK_EQ(d.errors, 1);
+		CHECK(d.direct >= 1);
+		ic_cache_src_free(sd);
+		ic_cache_free(cd);
+	}
 	/* point two shares the damaged record: the error is the record's, for both */
 	{
 		struct ic_cache_src *s1 = ic_cache_src_new(c, v1);
@@ -420,6 +474,7 @@ int main(void)
 	RUN(test_concurrency);
 	RUN(test_readahead);
 	RUN(test_drop_behind);
+	RUN(test_direct);
 	RUN(test_corrupt_block);
 	ic_view_free(v0);
 	ic_view_free(v1);

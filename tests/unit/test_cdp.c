@@ -2,7 +2,9 @@
  * modelled disk changes over eight intervals (data, zero blocks, the short last block),
  * journalled a block at a time and in ranges (two encoder threads); every checkpoint
  * restores exactly, one nanosecond before a checkpoint gives the one before it, before
- * the first none; times parse. */
+ * the first none; the same for a version 1 journal (still read); a version 2 journal's
+ * map seal (FORMAT.md 15.5) changed makes its checkpoint's restore fail; a folded point's
+ * slot fields; times parse. */
 #include "config.h"
 
 #include <errno.h>
@@ -10,8 +12,10 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <xxhash.h>
 
 #include "ic_cdp.h"
+#include "imgchain_cdp.h"
 #include "imgchain.h"
 #include "unit.h"
 
@@ -53,9 +57,45 @@ static void put(struct ic_cdp_writer *w, const uint8_t *disk, uint64_t p, bool s
 	CHECK_EQ(ic_cdp_put_block(w, p, disk + p * BS, blen(p), skip_zero), 0);
 }
 
-static void test_roundtrip(void)
+static int restore_at(const struct timespec *at, const char *name)
 {
-	struct ic_cdp_writer_opts o = { .block_size = BS, .threads = 2 };
+	struct ic_cdp_restore_opts r = { .chain_dir = chain, .quiet = true, .at = *at };
+	struct ic_cdp_restore_stats st;
+	char dest[4200];
+
+	snprintf(dest, sizeof(dest), "%s/%s", chain, name);
+	r.dest = dest;
+	return ic_cdp_restore(&r, &st);
+}
+
+/* The last checkpoint's map seal changed (its frame hash fixed): that restore fails, the
+ * one before still works. */
+static void tamper_mseal(void)
+{
+	char path[4200];
+	uint8_t f[ICF_CDP_CKPT_V2];
+	uint64_t h;
+	off_t end;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/cdp/00000001.cdp", chain);
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	end = lseek(fd, 0, SEEK_END);
+	CHECK_EQ(pread(fd, f, sizeof(f), end - (off_t)sizeof(f)), (long long)sizeof(f));
+	CHECK_EQ(f[0], 'I');
+	f[ICF_CDP_MSEAL_OFF + 5] ^= 1;
+	h = XXH3_64bits(f, sizeof(f) - 8);
+	memcpy(f + sizeof(f) - 8, &h, 8);
+	CHECK_EQ(pwrite(fd, f, sizeof(f), end - (off_t)sizeof(f)), (long long)sizeof(f));
+	close(fd);
+	CHECK_EQ(restore_at(&when[NK - 1], "mseal-bad"), IC_ECORRUPT);
+	CHECK_EQ(restore_at(&when[NK - 2], "mseal-before"), 0);
+}
+
+static void roundtrip(uint32_t version)
+{
+	struct ic_cdp_writer_opts o = { .block_size = BS, .threads = 2, .version = version };
 	struct ic_cdp_writer *w = NULL;
 	struct ic_key *key = NULL;
 	uint64_t seed = 42;
@@ -126,6 +166,52 @@ static void test_roundtrip(void)
 		}
 	}
 	ic_key_free(key);
+	if (version != 1)
+		tamper_mseal();
+}
+
+static void test_roundtrip(void)
+{
+	roundtrip(0);
+}
+
+static void test_roundtrip_v1(void)
+{
+	char *v2 = chain;
+
+	roundtrip(1);
+	unit_rmtree(v2);
+}
+
+/* A folded point's slot (FORMAT.md 15.5): flag and fold fields go together, v2 only. */
+static void test_fold_slot(void)
+{
+	struct icf_slot s;
+
+	memset(&s, 0, sizeof(s));
+	s.generation = 1;
+	s.seq = 2;
+	s.kind = ICF_KIND_SYNTHETIC_FULL;
+	s.disk_size = 1;
+	s.index_offset = ICF_HEADER_SIZE;
+	s.data_end = ICF_HEADER_SIZE;
+	s.point_id = 5;
+	strcpy(s.name, "cdp-2026-12-03T10:14:06.000000001Z");
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), 0);
+	s.flags = ICF_SLOT_FOLDED;                       /* no session id */
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
+	s.fold_session_id = 9;
+	s.fold_interval = 3;
+	s.fold_time_ns = 1;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), 0);
+	s.fold_time_ns = 1000000000;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
+	s.fold_time_ns = 1;
+	s.point_id = 0;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, "slot"), IC_ECORRUPT);   /* v1: no fold */
+	s.point_id = 5;
+	s.flags = 0;                                     /* fold fields without the flag */
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
 }
 
 static void test_parse_time(void)
@@ -154,7 +240,9 @@ int main(void)
 	if (sodium_init() < 0)
 		return 1;
 	RUN(test_parse_time);
+	RUN(test_fold_slot);
 	RUN(test_roundtrip);
+	RUN(test_roundtrip_v1);
 	unit_rmtree(chain);
 	UNIT_EXIT();
 }
