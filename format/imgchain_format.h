@@ -72,7 +72,13 @@ struct icf_header {
 #define ICF_KIND_INCREMENTAL 2u     /* made by imgbackup, has a parent */
 #define ICF_KIND_SYNTHETIC_FULL 3u  /* made by imgconsolidate, no parent */
 #define ICF_KIND_CONSOLIDATED 4u    /* made by imgconsolidate, has a parent */
+/* Slot flags (FORMAT.md 3.2; v2 images only). */
 #define ICF_SLOT_FOLDED 1u          /* slot flag: folded from the CDP journal (FORMAT.md 15.5) */
+#define ICF_SLOT_POST_SNAPSHOT 2u   /* a quiesced point: made as the child of the crash-
+				     * consistent snapshot point it modifies; never a
+				     * default parent (the chain goes on from its parent);
+				     * bound into the seal (FORMAT.md 5) */
+#define ICF_SLOT_FLAGS_KNOWN (ICF_SLOT_FOLDED | ICF_SLOT_POST_SNAPSHOT)
 
 /* A slot: the identity and index of the point the file holds.  Two slots, A and B;
  * the valid one (hash) with the higher generation is current. */
@@ -81,7 +87,7 @@ struct icf_slot {
 	uint32_t seq;               /* restore point sequence, >= 1, unique in the chain */
 	uint32_t parent_seq;        /* 0 = none (a full) */
 	uint32_t kind;              /* ICF_KIND_* */
-	uint32_t flags;             /* 0, or ICF_SLOT_FOLDED (v2) */
+	uint32_t flags;             /* ICF_SLOT_* (v2); v1: 0 */
 	int64_t created;            /* seconds since the Unix epoch, UTC */
 	uint64_t disk_size;         /* bytes */
 	uint64_t index_offset;      /* byte offset of the index in this file */
@@ -222,7 +228,8 @@ struct icf_seal_head_v2 {
 	char name[ICF_NAME_MAX + 1];
 	uint64_t point_id;
 	uint16_t seal_keygen;
-	uint8_t reserved[6];        /* 0 */
+	uint8_t flags;              /* the slot's flags & ICF_SLOT_POST_SNAPSHOT */
+	uint8_t reserved[5];        /* 0 */
 	uint8_t map_digest[ICF_SEAL_LEN];
 } __attribute__((packed));
 

@@ -13,7 +13,7 @@ if [ ! -f Makefile ]; then
 	../configure -q CC=clang --enable-fuzzers >/dev/null || exit 1
 fi
 targets="fuzz_keyfile fuzz_header fuzz_record fuzz_changed fuzz_chain fuzz_vmdk fuzz_overlay fuzz_state
-	fuzz_journal fuzz_vhdx"
+	fuzz_journal fuzz_vhdx fuzz_owner"
 make -j"$(nproc)" $targets >make.out 2>&1 || { tail -40 make.out; exit 1; }
 python3 "$top/tests/fuzz/make_corpus.py" "$top/tests/golden/v1" "$top/tests/golden/v2" corpus || exit 1
 fails=0

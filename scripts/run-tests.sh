@@ -8,7 +8,7 @@
 #   valgrind  ./build: `make check-valgrind` (memcheck on the unit tests, and on every tool run by
 #             the command tests; see Makefile.am)
 #   fuzz      ./build-fuzz: each libFuzzer target for FUZZ_SECONDS (default 60)
-#   tsan      ./build-tsan: ThreadSanitizer build, the mount's concurrent and read tests
+#   tsan      ./build-tsan: ThreadSanitizer build, the mount's concurrent, read and hand-over tests
 #             (a report by the daemon or any tool fails the test; ASLR off for the run,
 #             as TSan cannot map its shadow under some kernels' randomisation)
 set -uo pipefail
@@ -94,7 +94,7 @@ for phase in $phases; do
 		setarch "$(uname -m)" -R true 2>/dev/null && tsh="setarch $(uname -m) -R /bin/bash"
 		TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1" \
 			run_check build-tsan tsan check SH_LOG_COMPILER="$tsh" \
-			TESTS='tests/mount/mount-concurrent.sh tests/mount/mount-read.sh'
+			TESTS='tests/mount/mount-concurrent.sh tests/mount/mount-read.sh tests/mount/release.sh'
 		;;
 	fuzz)
 		out=$(FUZZ_SECONDS=${FUZZ_SECONDS:-60} scripts/fuzz.sh 2>&1)

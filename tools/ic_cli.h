@@ -6,7 +6,10 @@
  * Short options mean the same in every tool (each letter is taken once):
  *   -P passphrase-file  -q quiet  -R accept-rollback  -h help  -V version
  *   -n name  -p parent  -F full  -b block-size  -l level  -c changed-blocks
- *   -j threads  -J json  -D data  -f foreground  -d debug  -o (FUSE options) */
+ *   -j threads  -J json  -D data  -f foreground  -d debug  -o (FUSE options)
+ * Long options a serving front end shares with the others, spelled the same in nbdkit's
+ * key=value form: --overlay DIR (overlay=), --take-over (take-over=yes), --take-over-wait
+ * SECONDS (take-over-wait=): imgmount's table, nbdkit_imgchain.c's config. */
 #ifndef IC_CLI_H
 #define IC_CLI_H
 

@@ -22,6 +22,10 @@ static const struct ic_cli_opt opts[] = {
 	{ "late-bitmap", 260, "NAME", "head start: SOURCE's bitmap of the writes made\nsince the head start began" },
 	{ "snapshot-cmd", 261, "CMD", "head start: the shell command that takes the\nsnapshot and exports it as SOURCE" },
 	{ "next-bitmap", 257, "NAME", "record that dirty bitmap NAME tracks the\nwrites made after this point" },
+	{ "post-snapshot-of", 263, "NAME", "SOURCE is snapshot NAME as modified after it was\n"
+					   "taken (journal replay, fsck, quiescence\n"
+					   "writers): the point is NAME's child, flagged\n"
+					   "post-snapshot; the chain goes on from NAME" },
 	{ "threads", 'j', "N", "worker threads (default: one per CPU, two per\nCPU for an NBD source)" },
 	{ "from-overlay", 262, "DIR", "no SOURCE: the writes an imgmount overlay holds\n"
 				      "for a point (DIR = the mount's --overlay\n"
@@ -57,8 +61,9 @@ static void summary(const struct ic_backup_stats *st, const char *chain)
 	double rate = st->seconds > 0 ? (double)st->disk_size / st->seconds : 0;
 
 	printf("%s point '%s' (seq %u)%s%s%s in %s\n",
-	       st->parent[0] ? "incremental" : "full", st->name, st->seq,
-	       st->parent[0] ? " based on '" : "", st->parent, st->parent[0] ? "'" : "", chain);
+	       st->post_snapshot ? "post-snapshot" : st->parent[0] ? "incremental" : "full",
+	       st->name, st->seq, st->post_snapshot ? " of '" : st->parent[0] ? " based on '" : "",
+	       st->parent, st->parent[0] ? "'" : "", chain);
 	if (st->bytes_read_head)
 		printf("  head start read %s from the live disk, then %s from the snapshot\n",
 		       ic_human_bytes(st->bytes_read_head, a, sizeof(a)),
@@ -129,6 +134,7 @@ int main(int argc, char **argv)
 				return IC_EXIT_USAGE;
 			break;
 		case 262: overlay = cli.optarg; break;
+		case 263: o.post_snapshot_of = cli.optarg; break;
 		}
 	}
 	if (c < 0)
@@ -147,6 +153,9 @@ int main(int argc, char **argv)
 		return ic_cli_usage("--head-start needs --dirty-bitmap and --late-bitmap");
 	if ((o.late_bitmap || o.snapshot_cmd) && !o.head_start)
 		return ic_cli_usage("--late-bitmap and --snapshot-cmd need --head-start");
+	if (o.post_snapshot_of && (overlay || o.full || o.parent || o.dirty_bitmap ||
+				   o.next_bitmap || o.head_start))
+		return ic_cli_usage("--post-snapshot-of NAME makes a child of NAME from the whole snapshot (or --changed-blocks): no --from-overlay, --full, --parent, --dirty-bitmap, --next-bitmap or --head-start (change tracking goes on from NAME)");
 	if (o.changed_blocks && o.dirty_bitmap)
 		return ic_cli_usage("--changed-blocks and --dirty-bitmap exclude each other");
 	o.passphrase_file = cli.passphrase_file;

@@ -55,6 +55,12 @@ static const char *base(const char *p)
 	return s ? s + 1 : p;
 }
 
+/* A quiesced point: the snapshot its parent holds, as modified after it was taken. */
+static bool post_snapshot(const struct ic_point *p)
+{
+	return p->img->slot.flags & ICF_SLOT_POST_SNAPSHOT;
+}
+
 static void print_json(const struct ic_chain *c)
 {
 	char t[32];
@@ -86,7 +92,19 @@ static void print_json(const struct ic_chain *c)
 		       (unsigned long long)s->n_data, (unsigned long long)s->n_zero, p->depth,
 		       p->broken ? "true" : "false");
 		json_str(base(p->img->path));
-		printf(", \"file_size\": %llu}", (unsigned long long)p->img->file_size);
+		printf(", \"file_size\": %llu, \"post_snapshot\": %s, \"post_snapshot_of\": ",
+		       (unsigned long long)p->img->file_size, post_snapshot(p) ? "true" : "false");
+		if (post_snapshot(p) && par)
+			json_str(par->img->slot.name);
+		else
+			printf("null");
+		printf(", \"post_snapshots\": [");
+		for (size_t k = 0, m = 0; k < c->npoints; k++)
+			if (c->points[k].parent == p && post_snapshot(&c->points[k])) {
+				printf("%s", m++ ? ", " : "");
+				json_str(c->points[k].img->slot.name);
+			}
+		printf("]}");
 	}
 	printf("\n  ],\n  \"bad_files\": [");
 	for (size_t i = 0; i < c->nbad; i++) {
@@ -102,7 +120,7 @@ static void print_json(const struct ic_chain *c)
 static void print_row(const struct ic_point *p, const char *prefix, const char *branch)
 {
 	const struct icf_slot *s = &p->img->slot;
-	char t[32], d[32], st[32], label[256];
+	char t[32], d[32], st[32], label[256], note[200] = "";
 
 	fmt_time(s->created, t, sizeof(t), false);
 	snprintf(label, sizeof(label), "%s%s%s", prefix, branch, s->name);
@@ -111,11 +129,16 @@ static void print_row(const struct ic_point *p, const char *prefix, const char *
 
 	for (const char *q = label; *q; q++)
 		extra += ((unsigned char)*q & 0xc0) == 0x80;
-	printf("%-*s %-15s %-16s %-19s %10s %10s %9llu %8llu%s\n", 28 + extra, label, ic_kind_name(s->kind),
+	if (post_snapshot(p) && p->parent)
+		snprintf(note, sizeof(note), "  (post-snapshot of %s)", p->parent->img->slot.name);
+	else if (post_snapshot(p))
+		snprintf(note, sizeof(note), "  (post-snapshot; its snapshot is not in the chain)");
+	printf("%-*s %-15s %-16s %-19s %10s %10s %9llu %8llu%s%s\n", 28 + extra, label,
+	       ic_kind_name(s->kind),
 	       p->parent ? p->parent->img->slot.name : "-", t,
 	       ic_human_bytes(s->disk_size, d, sizeof(d)), ic_human_bytes(s->data_bytes, st, sizeof(st)),
 	       (unsigned long long)s->n_data, (unsigned long long)s->n_zero,
-	       p->broken ? "  (BROKEN: parent missing)" : "");
+	       p->broken ? "  (BROKEN: parent missing)" : "", note);
 }
 
 static void print_tree(const struct ic_chain *c, const struct ic_point *p, const char *prefix,

@@ -17,15 +17,19 @@
 #include "ic_cli.h"
 #include "mount_fs.h"
 
-enum { OPT_OVERLAY = 256, OPT_CACHE, OPT_LOG };
+enum { OPT_OVERLAY = 256, OPT_CACHE, OPT_LOG, OPT_TAKE_OVER, OPT_TAKE_OVER_WAIT };
 
 static const struct ic_cli_opt opts[] = {
 	{ "foreground", 'f', NULL, "stay in the foreground, log to stderr" },
 	{ NULL, 'o', "OPTIONS", "FUSE mount options (allow_other, ...) and, for\n"
-	  "fstab and mount(8), overlay=, passphrase_file=,\ncache_size=, log=, accept_rollback\n"
+	  "fstab and mount(8), overlay=, passphrase_file=,\ncache_size=, log=, accept_rollback,\n"
+	  "take_over, take_over_wait=\n"
 	  "(the long options below)" },
 	{ "debug", 'd', NULL, "FUSE debug output (implies -f)" },
 	{ "overlay", OPT_OVERLAY, "DIR", "writable: copy-on-write into DIR (created if\nneeded)" },
+	{ "take-over", OPT_TAKE_OVER, NULL, "a point's overlay served writable by another\n"
+	  "imgmount or nbdkit: ask it to release it (at\nthe first open for writing)" },
+	{ "take-over-wait", OPT_TAKE_OVER_WAIT, "SECONDS", "how long to wait for that (default 30)" },
 	{ "cache-size", OPT_CACHE, "SIZE", "decoded block cache (default: 1/16 of RAM,\n64M..1G)" },
 	{ "log", OPT_LOG, "WHERE", "syslog (the default in the background), stderr\n"
 	  "(the default with -f) or a file to append to" },
@@ -35,8 +39,9 @@ static const struct ic_cli_opt opts[] = {
 static struct ic_cli cli = {
 	.prog = "imgmount",
 	.synopsis =
-		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR] [--passphrase-file FILE]\n"
-		"                [--cache-size SIZE] [--log WHERE] CHAIN MOUNTPOINT [-o OPTIONS]\n"
+		"Usage: imgmount [-f] [-o OPTIONS] [--overlay DIR [--take-over]]\n"
+		"                [--passphrase-file FILE] [--cache-size SIZE] [--log WHERE]\n"
+		"                CHAIN MOUNTPOINT [-o OPTIONS]\n"
 		"Mount CHAIN: one directory per restore point (disk.raw, disk.vmdk,\n"
 		"disk-flat.vmdk, disk-sparse.vmdk, info.json) and `latest`.  Read-only unless\n"
 		"--overlay is given.\n",
@@ -49,7 +54,8 @@ static struct ic_cli cli = {
 };
 
 struct cli {
-	bool foreground, debug, accept_rollback;
+	bool foreground, debug, accept_rollback, take_over;
+	int take_over_wait;
 	const char *overlay, *passfile, *chain, *mountpoint, *log;
 	uint64_t cache_bytes;
 	struct fuse_args fargs;
@@ -59,7 +65,8 @@ struct cli {
  * -o.  Each is the long option of the same name; a long option wins over -o. */
 struct own_opts {
 	char *overlay, *passfile, *cache, *log;
-	int rollback;
+	int rollback, take_over;
+	char *take_over_wait;
 };
 
 #define OWN(t, field) { t, offsetof(struct own_opts, field), 1 }
@@ -70,6 +77,8 @@ static const struct fuse_opt own_opt_spec[] = {
 	OWN("cache=%s", cache),
 	OWN("log=%s", log),
 	OWN("accept_rollback", rollback),
+	OWN("take_over", take_over),
+	OWN("take_over_wait=%s", take_over_wait),
 	FUSE_OPT_END
 };
 
@@ -107,6 +116,17 @@ static int parse_own_opts(struct cli *c)
 	if (!c->log)
 		c->log = o.log;
 	c->accept_rollback |= o.rollback;
+	c->take_over |= o.take_over;
+	if (o.take_over_wait && !c->take_over_wait) {
+		char *end;
+		long v = strtol(o.take_over_wait, &end, 10);
+
+		if (*end || end == o.take_over_wait || v < 1 || v > 3600) {
+			ic_cli_usage("bad -o take_over_wait=%s (1..3600 seconds)", o.take_over_wait);
+			return -1;
+		}
+		c->take_over_wait = (int)v;
+	}
 	if (o.cache && !c->cache_bytes &&
 	    (ic_parse_size(o.cache, &c->cache_bytes) || c->cache_bytes < (1u << 20))) {
 		ic_cli_usage("bad -o cache_size=%s (e.g. 512M, at least 1M)", o.cache);
@@ -131,6 +151,11 @@ static int parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_OVERLAY: c->overlay = cli.optarg; break;
 		case OPT_LOG: c->log = cli.optarg; break;
+		case OPT_TAKE_OVER: c->take_over = true; break;
+		case OPT_TAKE_OVER_WAIT:
+			if (ic_cli_int(&cli, 1, 3600, &c->take_over_wait))
+				return IC_EXIT_USAGE;
+			break;
 		case OPT_CACHE:
 			if (ic_parse_size(cli.optarg, &c->cache_bytes) ||
 			    c->cache_bytes < (1u << 20))
@@ -339,6 +364,8 @@ int main(int argc, char **argv)
 	mo.overlay_dir = overlay;
 	mo.cache_bytes = c.cache_bytes;     /* 0: the session's default */
 	mo.mountpoint = mountpoint;
+	mo.take_over = c.take_over;
+	mo.take_over_wait = (unsigned)c.take_over_wait;
 	ret = mount_fs_new(&mo, key, &fs);
 	if (ret)
 		goto out;

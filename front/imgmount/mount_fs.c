@@ -156,6 +156,10 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 		.overlay_dir = o->overlay_dir,
 		.cache_bytes = o->cache_bytes,
 		.log = on_session_log,
+		.owner_server = "imgmount",
+		.owner_where = o->mountpoint,
+		.take_over = o->take_over,
+		.take_over_wait = o->take_over_wait,
 	};
 	struct mount_fs *fs = calloc(1, sizeof(*fs));
 	int ret;

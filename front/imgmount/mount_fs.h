@@ -32,6 +32,8 @@ struct mount_opts {
 	const char *overlay_dir;    /* absolute, or NULL for a read-only mount */
 	uint64_t cache_bytes;       /* 0: the session's default (1/16 of RAM, 64M..1G) */
 	const char *mountpoint;     /* absolute; its kernel readahead is raised to 1 MiB */
+	bool take_over;             /* ask another server to release a point's overlay (10.7) */
+	unsigned take_over_wait;    /* seconds (0: the default, 30) */
 };
 
 struct mount_fs;

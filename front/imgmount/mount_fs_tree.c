@@ -95,8 +95,9 @@ static int file_attr(struct mount_fs *fs, struct ic_spoint *mp, int file, struct
 		return mfs_errno(ret);
 	ic_session_ov_get(fs->ss, mp, file, false, &ret);
 	size = ic_session_size(mp, file);
-	/* an overlay made on another point is refused: this one is then read-only */
-	rw = fs->o.overlay_dir && file != IC_DISK_INFO &&
+	/* an overlay made on another point is refused, or it was handed over to another
+	 * server (FORMAT.md 10.7): this one is then read-only */
+	rw = fs->o.overlay_dir && file != IC_DISK_INFO && !mp->ov_released &&
 	     !(ic_session_ov_of(file) >= 0 && mp->ov_refused[ic_session_ov_of(file)]);
 	mfs_fill_common(fs, st, S_IFREG | (rw ? 0644 : 0444), in->created);
 	st->st_size = (off_t)size;

@@ -2,6 +2,7 @@
  *
  *   nbdkit imgchain CHAIN [point=NAME] [overlay=DIR] [passphrase-file=FILE]
  *                         [cache-size=SIZE] [accept-rollback=true]
+ *                         [take-over=yes] [take-over-wait=SECONDS]
  *
  * A thin front end over the serve layer's session (src/serve/ic_session.h), the same
  * code imgmount serves its files with: export names are point names, the default export
@@ -33,7 +34,9 @@ static char *chain_dir, *overlay_dir, *passfile, *point_name;
 static char *s3_url;                /* chain=s3://BUCKET/PREFIX: chain_dir is its cache */
 static struct ic_s3_remote *remote; /* its records fetched on demand */
 static uint64_t cache_bytes;
-static bool accept_rollback;
+static bool accept_rollback, take_over;
+static unsigned take_over_wait;
+static char owner_where[4200];
 static struct ic_key *key;
 static struct ic_session *ss;
 static char last_logged[1024];      /* before serving: the last message, not said twice */
@@ -51,7 +54,7 @@ static void session_log(void *arg, int prio, const char *msg)
 	(void)arg;
 	if (!serving)
 		snprintf(last_logged, sizeof(last_logged), "%s", msg);
-	if (prio <= LOG_WARNING)
+	if (prio <= LOG_NOTICE)     /* notices: an overlay handed over (FORMAT.md 10.7) */
 		nbdkit_error("%s", msg);
 	else
 		nbdkit_debug("%s", msg);
@@ -147,6 +150,23 @@ static int imgchain_config(const char *k, const char *v)
 		}
 		return 0;
 	}
+	if (!strcmp(k, "take-over") || !strcmp(k, "take_over")) {
+		int b = nbdkit_parse_bool(v);
+
+		if (b < 0)
+			return -1;
+		take_over = b;
+		return 0;
+	}
+	if (!strcmp(k, "take-over-wait") || !strcmp(k, "take_over_wait")) {
+		if (nbdkit_parse_unsigned("take-over-wait", v, &take_over_wait) < 0)
+			return -1;
+		if (take_over_wait < 1 || take_over_wait > 3600) {
+			nbdkit_error("bad take-over-wait=%s (1..3600 seconds)", v);
+			return -1;
+		}
+		return 0;
+	}
 	if (!strcmp(k, "accept-rollback") || !strcmp(k, "accept_rollback")) {
 		int b = nbdkit_parse_bool(v);
 
@@ -177,6 +197,10 @@ static int imgchain_get_ready(void)
 		.overlay_dir = overlay_dir,
 		.cache_bytes = cache_bytes,         /* 0: the session's default */
 		.log = session_log,
+		.owner_server = "nbdkit",
+		.owner_where = owner_where,
+		.take_over = take_over,
+		.take_over_wait = take_over_wait,
 	};
 	struct ic_point *pt;
 	int ret;
@@ -199,6 +223,7 @@ static int imgchain_get_ready(void)
 			refuse(ret);
 		so.chain_dir = chain_dir;
 	}
+	snprintf(owner_where, sizeof(owner_where), "NBD export of %s", s3_url ? s3_url : chain_dir);
 	ret = ic_key_unlock_chain(chain_dir, passfile, accept_rollback, &key);
 	if (!ret)
 		ret = ic_session_new(&so, key, &ss);
@@ -220,7 +245,9 @@ static int imgchain_get_ready(void)
 		else if (overlay_dir)
 			ic_session_ov_get(ss, p, IC_DISK_RAW, true, &ret);
 		pthread_mutex_unlock(&ss->lock);
-		if (ret == -EROFS)
+		if (ret == -EROFS && p && p->ov_released)
+			ret = ic_fail(-EBUSY, "overlay %s/%s was released", overlay_dir, point_name);
+		else if (ret == -EROFS)
 			ret = ic_fail(-ESTALE, "overlay %s/%s belongs to another restore point (see above)",
 				      overlay_dir, point_name);
 		if (ret)
@@ -340,8 +367,13 @@ static void *imgchain_open(int readonly)
 	if (!h->p || h->p->gone)
 		ret = ic_fail(-ENOENT, "%s: no restore point named '%s'", chain_dir, name);
 	else    /* an existing overlay is opened (and locked); a new one is made by the first
-		 * write, so that clients that only read leave nothing behind */
-		ret = ic_session_open(ss, h->p, IC_DISK_RAW, false);
+		 * write, so that clients that only read leave nothing behind; with take-over a
+		 * writable client asks the overlay's owner for it now (FORMAT.md 10.7) */
+		ret = ic_session_open(ss, h->p, IC_DISK_RAW,
+				      h->write && take_over && !h->p->ov_released);
+	/* handed over to another server: this export is read-only from then on */
+	if (!ret && h->p->ov_released)
+		h->write = false;
 	pthread_mutex_unlock(&ss->lock);
 	if (ret) {
 		nbdkit_error("%s", ic_last_error(ret));
@@ -500,7 +532,10 @@ static struct nbdkit_plugin plugin = {
 		"overlay=DIR            writable: copy-on-write into DIR (imgmount's format)\n"
 		"passphrase-file=FILE   the passphrase (else IMGCHAIN_PASSPHRASE[_FILE], a terminal)\n"
 		"cache-size=SIZE        decoded block cache (default: 1/16 of RAM, 64M..1G)\n"
-		"accept-rollback=true   serve a chain older than this machine last saw",
+		"accept-rollback=true   serve a chain older than this machine last saw\n"
+		"take-over=yes          the overlay is served by another imgmount or nbdkit: ask it\n"
+		"                       to release it (FORMAT.md 10.7)\n"
+		"take-over-wait=SECONDS how long to wait for that (default 30)",
 	.magic_config_key = "chain",
 	.get_ready = imgchain_get_ready,
 	.after_fork = imgchain_after_fork,

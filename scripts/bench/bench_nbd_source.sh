@@ -3,10 +3,12 @@
 # converted to qcow2 and served by qemu-nbd on a unix socket:
 #   imgbackup full over NBD  vs  nbdcopy URI null: (the transport's ceiling)
 #                            vs  qemu-img convert from the URI to zstd qcow2
+#                            and imgbackup --level 0 (no compression: what the rest costs)
 #   an 8 GiB qcow2 (the 2 GiB disk four times), full over NBD, then writes to 1% of its 64 KiB
 #   blocks after a bitmap was added: imgbackup --dirty-bitmap against the full's time
 # The qcow2 files are in the page cache (each is read once first).  Each figure is one run
-# (RUNS=N for the median of N).
+# (RUNS=N for the median of N, the commands interleaved round by round); beside each wall
+# time the client's CPU seconds (the machine may be shared: CPU time moves less with load).
 #
 #   scripts/bench/bench_nbd_source.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (default 1), BUILD (default ./build)
@@ -40,21 +42,38 @@ unserve() { [ -z "$pid" ] || { kill "$pid"; wait "$pid" 2>/dev/null || true; pid
 trap unserve EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# t CMD...: the wall seconds on stdout; the client's CPU seconds (user + sys, not the
+# server's) appended to $cpu_log as "LABEL CPU WALL LOAD1"
+cpu_log="$dir/nbd-source-cpu.log"
+: >"$cpu_log"
+t()
+{
+	local label=$1
+	shift
+	/usr/bin/time -o "$dir/time.out" -f '%e %U %S' "$@" >/dev/null
+	set -- $(cat "$dir/time.out")
+	echo "$label $(echo "$2 + $3" | bc -l) $1 $(cut -d' ' -f1 /proc/loadavg)" >>"$cpu_log"
+	echo "$1"
+}
 kdf() { "$@" | sed -n 's/.*passphrase KDF \([0-9.]*\) s.*/\1/p'; }
+cpu_of() { awk -v l="$1" '$1 == l { print $2 }' "$cpu_log" | median; }
 
-full=() copy=() conv=() kdfs=()
+full=() full0=() copy=() conv=() kdfs=()
 cat "$q2" >/dev/null
 serve "$q2"
+# interleaved: each round runs every command once, so that load from elsewhere spreads
 for r in $(seq "$runs"); do
-	rm -rf "$dir/nchain" "$dir/nz.qcow2"
-	full+=("$(t imgbackup -q --name full "$dir/nchain" "$uri")")
-	copy+=("$(t nbdcopy "$uri" null:)")
-	conv+=("$(t qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$uri" "$dir/nz.qcow2")")
+	rm -rf "$dir/nchain" "$dir/nchain0" "$dir/nz.qcow2"
+	full+=("$(t full imgbackup -q --name full "$dir/nchain" "$uri")")
+	copy+=("$(t copy nbdcopy "$uri" null:)")
+	conv+=("$(t conv qemu-img convert -f raw -O qcow2 -c -o compression_type=zstd "$uri" "$dir/nz.qcow2")")
+	full0+=("$(t full0 imgbackup -q --level 0 --name full "$dir/nchain0" "$uri")")
 	kdfs+=("$(kdf imgbackup --name "k$r" --parent full "$dir/nchain" "$uri")")
 done
 unserve
+rm -rf "$dir/nchain0" "$dir/nz.qcow2"
 F=$(printf '%s\n' "${full[@]}" | median)
+F0=$(printf '%s\n' "${full0[@]}" | median)
 N=$(printf '%s\n' "${copy[@]}" | median)
 Q=$(printf '%s\n' "${conv[@]}" | median)
 K=$(printf '%s\n' "${kdfs[@]}" | median)
@@ -71,7 +90,7 @@ cp "$q8" "$dir/d8.qcow2"
 cat "$dir/d8.qcow2" >/dev/null
 rm -rf "$dir/chain8"
 serve "$dir/d8.qcow2"
-F8=$(t imgbackup -q --name full --next-bitmap b0 "$dir/chain8" "$uri")
+F8=$(t full8 imgbackup -q --name full --next-bitmap b0 "$dir/chain8" "$uri")
 unserve
 qemu-img bitmap --add --granularity 64K "$dir/d8.qcow2" b0
 # 1% of the 131072 blocks, spread evenly, each written with new bytes
@@ -82,18 +101,22 @@ for b in sorted(random.sample(range(131072), 1311)):
     print("write -P %d %d 64K" % (random.randrange(1, 255), b * 65536))
 ' | qemu-io -f qcow2 "$dir/d8.qcow2" >/dev/null
 serve "$dir/d8.qcow2" -B b0
-I8=$(t imgbackup -q --name inc --dirty-bitmap b0 "$dir/chain8" "$uri")
+I8=$(t inc8 imgbackup -q --name inc --dirty-bitmap b0 "$dir/chain8" "$uri")
 unserve
 
 mb() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
 echo
 echo "imgchain NBD benchmark: ${size} MiB disk as qcow2 over qemu-nbd (unix socket), nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), median of $runs"
-printf '%-50s %9s %12s\n' "run" "seconds" "MiB/s (disk)"
-printf '%-50s %9.2f %12s\n' "imgbackup full over NBD (zstd -1 + XChaCha20)" "$F" "$(mb $((size * 1048576)) "$F")"
-printf '%-50s %9.2f %12s\n' "nbdcopy URI null: (transport ceiling)" "$N" "$(mb $((size * 1048576)) "$N")"
-printf '%-50s %9.2f %12s\n' "qemu-img convert URI -> zstd qcow2" "$Q" "$(mb $((size * 1048576)) "$Q")"
-printf '%-50s %9.2f %12s\n' "8 GiB: imgbackup full over NBD" "$F8" "$(mb $((8192 * 1048576)) "$F8")"
-printf '%-50s %9.2f %12s\n' "8 GiB: imgbackup --dirty-bitmap, 1% dirty" "$I8" "$(mb $((8192 * 1048576)) "$I8")"
+printf '%-50s %9s %9s %12s\n' "run" "seconds" "CPU s" "MiB/s (disk)"
+row() { printf '%-50s %9.2f %9.2f %12s\n' "$1" "$2" "$(cpu_of "$3")" "$(mb $(($4 * 1048576)) "$2")"; }
+row "imgbackup full over NBD (zstd -1 + XChaCha20)" "$F" full "$size"
+row "imgbackup --level 0 full over NBD (XChaCha20)" "$F0" full0 "$size"
+row "nbdcopy URI null: (transport ceiling)" "$N" copy "$size"
+row "qemu-img convert URI -> zstd qcow2" "$Q" conv "$size"
+row "8 GiB: imgbackup full over NBD" "$F8" full8 8192
+row "8 GiB: imgbackup --dirty-bitmap, 1% dirty" "$I8" inc8 8192
+echo "(CPU s: the client's user + sys, median; the server's is not counted.  Per run, with"
+echo " the 1-minute load average when it ended: $cpu_log)"
 echo "full / qemu-img convert time:  $(echo "scale=2; $F / $Q" | bc -l)   (target <= 0.5)"
 echo "full / nbdcopy time:           $(echo "scale=2; $F / $N" | bc -l)   (target <= 1.5)"
 echo "1% incremental / full (8 GiB): $(echo "scale=3; $I8 / $F8" | bc -l)  (target < 0.05)"

@@ -165,19 +165,59 @@ out:
 	return ret;
 }
 
+/* The post-snapshot point Q of a snapshot point P, or -1: P and Q are one restore point in
+ * two forms (crash-consistent, quiesced), kept or dropped together. */
+static ssize_t paired_parent(const struct ic_cons_node *nodes, const size_t *ix, size_t n,
+			     size_t i)
+{
+	ssize_t par = parent_of(nodes, ix, n, i);
+
+	if (!nodes[i].post_snapshot || nodes[i].broken || par < 0 || nodes[par].broken)
+		return -1;
+	return par;
+}
+
+/* Keep both of a pair when one is kept (until nothing changes: a parent may have several). */
+static void keep_pairs(struct ic_cons_node *nodes, size_t n, const size_t *ix)
+{
+	bool changed = true;
+
+	while (changed) {
+		changed = false;
+		for (size_t i = 0; i < n; i++) {
+			ssize_t par = paired_parent(nodes, ix, n, i);
+
+			if (par < 0 || nodes[par].keep == nodes[i].keep)
+				continue;
+			if (nodes[par].keep)
+				add_why(&nodes[i], "post-snapshot of %s", nodes[par].name);
+			else
+				add_why(&nodes[par], "snapshot of %s", nodes[i].name);
+			nodes[par].keep = nodes[i].keep = true;
+			changed = true;
+		}
+	}
+}
+
 int ic_retention_select(struct ic_cons_node *nodes, size_t n, const struct ic_retention *r)
 {
-	size_t *order, m = 0;
+	size_t *order, *ix, m = 0;
+	int ret;
 
 	if (ic_retention_empty(r))
 		return ic_fail(-EINVAL, "no retention rule given");
 	order = malloc((n ? n : 1) * sizeof(*order));
-	if (!order)
+	ix = by_seq(nodes, n);
+	if (!order || !ix) {
+		free(order);
+		free(ix);
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
 		nodes[i].keep = false;
 		nodes[i].why[0] = '\0';
-		if (!nodes[i].broken)
+		/* a post-snapshot point is counted by its parent */
+		if (!nodes[i].broken && paired_parent(nodes, ix, n, i) < 0)
 			order[m++] = i;
 	}
 	qsort_r(order, m, sizeof(*order), cmp_newest_first, nodes);
@@ -207,7 +247,12 @@ int ic_retention_select(struct ic_cons_node *nodes, size_t n, const struct ic_re
 		}
 	}
 	free(order);
-	return keep_branch_points(nodes, n);
+	keep_pairs(nodes, n, ix);
+	ret = keep_branch_points(nodes, n);
+	if (!ret)
+		keep_pairs(nodes, n, ix);   /* a snapshot point kept as a branch keeps its pair */
+	free(ix);
+	return ret;
 }
 
 /* ---- plans ------------------------------------------------------------------------ */
@@ -395,6 +440,7 @@ static struct ic_cons_node *chain_nodes(const struct ic_chain *c)
 		nodes[i].created = p->img->slot.created;
 		nodes[i].name = p->img->slot.name;
 		nodes[i].broken = p->broken;
+		nodes[i].post_snapshot = p->img->slot.flags & ICF_SLOT_POST_SNAPSHOT;
 	}
 	return nodes;
 }

@@ -267,7 +267,8 @@ static void fill_slot(struct tgt *t)
 	memcpy(s->seal, old->seal, sizeof(s->seal));
 	s->point_id = old->point_id;        /* the merged point keeps its identity and seal */
 	s->seal_keygen = old->seal_keygen;
-	s->flags = old->flags;              /* a folded point's seal is the journal's */
+	s->flags = old->flags;              /* sealed with it (post-snapshot); a folded
+					     * point's seal is the journal's */
 	s->fold_session_id = old->fold_session_id;
 	s->fold_interval = old->fold_interval;
 	s->fold_time_ns = old->fold_time_ns;

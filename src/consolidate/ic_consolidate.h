@@ -33,6 +33,9 @@
  *    fill the rule (borg >= 1.2; restic >= 0.16 does the same; Proxmox does not).
  *  - A rule not given (count 0) keeps nothing.  Every given rule keeps the newest
  *    point, so the newest point is always kept.
+ *  - A post-snapshot point (the quiesced form of its parent, FORMAT.md 3.2) is not
+ *    counted by the rules: its parent is, and the two are kept or dropped together
+ *    (also when one of them is kept as a branch).
  *  - A point that is not kept but has kept points in two or more of its child
  *    subtrees is kept too ("branch"): merging it would copy its blocks into every
  *    branch.
@@ -65,6 +68,9 @@ struct ic_cons_node {
 	int64_t created;                    /* seconds since the epoch, UTC */
 	const char *name;                   /* not owned */
 	bool broken;                        /* an ancestor is missing: left alone */
+	bool post_snapshot;                 /* the quiesced form of its parent (FORMAT.md 3.2):
+					     * the rules count the pair once, by the parent,
+					     * and keep or drop both */
 	/* outputs */
 	bool keep;
 	char why[48];                       /* "daily #2, weekly #1", "branch", "oldest" ... */

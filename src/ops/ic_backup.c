@@ -199,8 +199,8 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 	*p = NULL;
 	if (o->full)
 		return 0;
-	if (o->parent)
-		return ic_chain_lookup(c, o->parent, p);
+	if (o->post_snapshot_of || o->parent)
+		return ic_chain_lookup(c, o->post_snapshot_of ? o->post_snapshot_of : o->parent, p);
 	/* change tracking goes on from the point its bitmap was recorded for, not from a
 	 * side branch made since (a quiesced snapshot's own writes); checked later */
 	if (o->dirty_bitmap && c->have_images) {
@@ -211,7 +211,10 @@ static int pick_parent(const struct ic_backup_opts *o, struct ic_chain *c, struc
 		if (*p)
 			return 0;
 	}
-	*p = ic_chain_newest(c);
+	/* the chain goes on from a snapshot point, not from its quiesced form (FORMAT.md 3.2) */
+	for (*p = ic_chain_newest(c); *p && (*p)->parent &&
+	     ((*p)->img->slot.flags & ICF_SLOT_POST_SNAPSHOT);)
+		*p = (*p)->parent;
 	return 0;
 }
 
@@ -283,6 +286,11 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 			   : o->format_version ? o->format_version : ICF_IMAGE_VERSION;
 	if (j.version != ICF_IMAGE_V1 && j.version != ICF_IMAGE_V2) {
 		ret = ic_fail(-EINVAL, "format version %u: not one this imgbackup writes", j.version);
+		goto out;
+	}
+	if (o->post_snapshot_of && j.version == ICF_IMAGE_V1) {
+		ret = ic_fail(-EINVAL, "%s: '%s' is a version 1 point, which cannot record a post-snapshot child (a new full, imgbackup --full, starts a version 2 tree)",
+			      o->chain_dir, o->post_snapshot_of);
 		goto out;
 	}
 	if (j.version != ICF_IMAGE_V1)
@@ -358,6 +366,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	slot.seq = j.seq;
 	slot.parent_seq = parent ? parent->seq : 0;
 	slot.kind = parent ? ICF_KIND_INCREMENTAL : ICF_KIND_FULL;
+	slot.flags = o->post_snapshot_of ? ICF_SLOT_POST_SNAPSHOT : 0;
 	slot.created = o->created ? o->created : (int64_t)time(NULL);
 	slot.disk_size = j.disk_size;
 	snprintf(slot.name, sizeof(slot.name), "%s", st->name);
@@ -385,6 +394,7 @@ static int backup_locked(const struct ic_backup_opts *o, struct ic_backup_stats 
 	ret = 0;
 	if (parent)
 		snprintf(st->parent, sizeof(st->parent), "%s", ic_point_name(parent));
+	st->post_snapshot = o->post_snapshot_of != NULL;
 out:
 	ic_writer_abort(w);
 	st->seconds = ic_now() - t0;

@@ -25,6 +25,10 @@ struct ic_backup_opts {
 	const char *late_bitmap;
 	const char *snapshot_cmd;
 	const char *next_bitmap;    /* record that this bitmap tracks writes after the point */
+	const char *post_snapshot_of; /* the point is the quiesced form of this point (its
+				       * parent): the writes made to the snapshot after it was
+				       * taken; flagged ICF_SLOT_POST_SNAPSHOT, never a default
+				       * parent (FORMAT.md 3.2) */
 	const char *passphrase_file;
 	bool full;                  /* no parent */
 	bool quiet;
@@ -45,6 +49,7 @@ struct ic_backup_opts {
 struct ic_backup_stats {
 	char name[ICF_NAME_MAX + 1];
 	char parent[ICF_NAME_MAX + 1]; /* "" for a full */
+	bool post_snapshot;         /* a post-snapshot point of parent */
 	uint32_t seq;
 	bool created_chain;
 	uint64_t disk_size;

@@ -35,7 +35,14 @@ struct req {
 	uint64_t off;
 	int err;                /* set when done: 0 or -errno */
 	bool done;
-	unsigned *pending;      /* the waiting worker's count */
+	struct waiter *w;       /* the worker waiting for it */
+};
+
+/* One worker's wait for its requests: woken once, when the last is done (a shared
+ * condition broadcast at every completion woke every worker for each MiB). */
+struct waiter {
+	pthread_cond_t cv;
+	unsigned pending;
 };
 
 struct nbd {
@@ -43,7 +50,6 @@ struct nbd {
 	char *bitmap_ctx;        /* "qemu:dirty-bitmap:NAME" or NULL */
 	size_t req_max;
 	pthread_mutex_t mu;
-	pthread_cond_t done_cv;
 	struct req *queue, **queue_tail;
 	struct req *inflight;   /* submitted to libnbd, not done (linked by next) */
 	int evfd;
@@ -177,8 +183,8 @@ static void req_finish(struct nbd *n, struct req *r, int err)
 	}
 	r->done = true;
 	r->err = err;
-	(*r->pending)--;
-	pthread_cond_broadcast(&n->done_cv);
+	if (--r->w->pending == 0)
+		pthread_cond_signal(&r->w->cv);
 }
 
 static int req_done_cb(void *data, int *error)
@@ -325,16 +331,18 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 		return ic_fail(-EIO, "%s: read past the end of the export (%llu + %zu)", s->spec,
 			       (unsigned long long)off, len);
 	while (!ret && len) {
-		unsigned k = 0, pending = 0;
+		struct waiter w = { .pending = 0 };
+		unsigned k = 0;
 
+		pthread_cond_init(&w.cv, NULL);
 		pthread_mutex_lock(&n->mu);
 		for (; k < REQ_BATCH && len; k++) {
 			struct req *r = &reqs[k];
 			size_t l = len < n->req_max ? len : n->req_max;
 
 			*r = (struct req){ .n = n, .buf = dst, .len = l, .off = off,
-					   .pending = &pending };
-			pending++;
+					   .w = &w };
+			w.pending++;
 			if (n->dead_err) {
 				req_finish(n, r, n->dead_err);
 			} else {
@@ -348,8 +356,8 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 		pthread_mutex_unlock(&n->mu);
 		ring(n);
 		pthread_mutex_lock(&n->mu);
-		while (pending)
-			pthread_cond_wait(&n->done_cv, &n->mu);
+		while (w.pending)
+			pthread_cond_wait(&w.cv, &n->mu);
 		for (unsigned i = 0; i < k && !ret; i++) {
 			if (!reqs[i].err)
 				continue;
@@ -359,6 +367,7 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 				      n->dead_err ? n->dead_msg : strerror(-reqs[i].err));
 		}
 		pthread_mutex_unlock(&n->mu);
+		pthread_cond_destroy(&w.cv);
 	}
 	return ret;
 }
@@ -388,7 +397,6 @@ static void nbd_src_close(struct ic_source *s)
 	if (n->evfd >= 0)
 		close(n->evfd);
 	pthread_mutex_destroy(&n->mu);
-	pthread_cond_destroy(&n->done_cv);
 	free(n->bitmap_ctx);
 	free(n);
 }
@@ -413,7 +421,6 @@ int ic_source_nbd_open(struct ic_source *s, const char *bitmap)
 	s->remote = true;
 	n->evfd = -1;
 	pthread_mutex_init(&n->mu, NULL);
-	pthread_cond_init(&n->done_cv, NULL);
 	n->queue_tail = &n->queue;
 	n->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->evfd < 0)

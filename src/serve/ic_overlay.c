@@ -228,7 +228,7 @@ ssize_t ic_overlay_write(struct ic_overlay *ov, const void *buf, size_t len, uin
 			       ov->data_path, (unsigned long long)OVL_MAX_SIZE);
 	len = ovl_min(len, SSIZE_MAX);
 	pthread_rwlock_wrlock(&ov->lock);
-	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	ret = ov->released ? -EROFS : ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
 	if (!ret) {
 		ret = ovl_write_locked(ov, buf, len, off, base, arg);
 		ovl_cut_lock(ov, F_UNLCK);
@@ -266,7 +266,7 @@ int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size)
 		return ic_fail(-EFBIG, "%s: size past the overlay's limit of %llu bytes",
 			       ov->data_path, (unsigned long long)OVL_MAX_SIZE);
 	pthread_rwlock_wrlock(&ov->lock);
-	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	ret = ov->released ? -EROFS : ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
 	if (!ret) {
 		if (size < ov->size)
 			ret = ovl_shrink(ov, size);
@@ -288,18 +288,39 @@ int ic_overlay_fsync(struct ic_overlay *ov)
 	 * ignored: the kernel reports a writeback error once per open file, so the commit's
 	 * own fdatasync would succeed on pages this one found lost. */
 	pthread_rwlock_rdlock(&ov->lock);
-	flush = ov->unsynced && !ov->err;
+	flush = ov->unsynced && !ov->err && !ov->released;
+	if (ov->released) {
+		/* everything written before the release was committed by it */
+		ret = ov->err;
+		pthread_rwlock_unlock(&ov->lock);
+		return ret;
+	}
 	pthread_rwlock_unlock(&ov->lock);
 	ret = flush && fdatasync(ov->data_fd) < 0 ? -errno : 0;
 
 	pthread_rwlock_wrlock(&ov->lock);
 	if (ret && !ov->err)
 		ov->err = ic_fail(ret, "%s: fdatasync: %s", ov->data_path, strerror(-ret));
-	ret = ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
-	if (!ret) {
+	ret = ov->released ? ov->err : ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	if (!ret && !ov->released) {
 		ret = ovl_commit(ov);
 		ovl_cut_lock(ov, F_UNLCK);
 	}
+	pthread_rwlock_unlock(&ov->lock);
+	return ret;
+}
+
+int ic_overlay_release(struct ic_overlay *ov)
+{
+	int ret;
+
+	pthread_rwlock_wrlock(&ov->lock);
+	ret = ov->released ? 0 : ov->err ? ov->err : ovl_cut_lock(ov, F_RDLCK);
+	if (!ret && !ov->released) {
+		ret = ovl_commit(ov);
+		ovl_cut_lock(ov, F_UNLCK);
+	}
+	ov->released = true;
 	pthread_rwlock_unlock(&ov->lock);
 	return ret;
 }

@@ -66,6 +66,12 @@ uint64_t ic_overlay_extent(struct ic_overlay *ov, uint64_t off, uint64_t len, bo
 int ic_overlay_truncate(struct ic_overlay *ov, uint64_t size);
 /* Make every completed write durable (data, then the block map and size). */
 int ic_overlay_fsync(struct ic_overlay *ov);
+/* Hand the files to another process (FORMAT.md 10.7): wait for the writes in progress,
+ * commit them, and from then on never change the files again: writes and truncates fail
+ * with -EROFS, fsync and close commit nothing (0, or the commit's error).  Reads go on,
+ * from this process's map (blocks it held read from the shared data file).  0 or -errno
+ * (the commit's error; released anyway). */
+int ic_overlay_release(struct ic_overlay *ov);
 
 /* A consistent cut of an overlay that another process (imgmount) may be writing
  * (FORMAT.md 10.6): waits for the overlay's cut lock, reads its committed map and copies

@@ -84,6 +84,7 @@ struct ic_overlay {
 	uint64_t punch_lo, punch_hi;	/* blocks dropped by truncate, space not yet freed */
 	bool modified, hdr_dirty, unsynced, need_dirsync;
 	bool readonly;			/* a snapshot's: loading repairs nothing */
+	bool released;			/* handed to another server: EROFS, no commit */
 	int err;			/* sticky: a failed fdatasync may have lost writes */
 };
 

@@ -109,7 +109,7 @@ struct ic_spoint *ic_session_find(struct ic_session *s, const char *name, size_t
 	return i < 0 ? NULL : s->pts[i];
 }
 
-static void sp_close_overlays(struct ic_spoint *sp)
+static void sp_close_overlays(struct ic_session *s, struct ic_spoint *sp)
 {
 	for (int k = 0; k < IC_SOV_N; k++) {
 		ic_overlay_close(sp->ov[k]);
@@ -118,9 +118,8 @@ static void sp_close_overlays(struct ic_spoint *sp)
 		sp->ov_refused[k] = false;
 	}
 	sp->ov_locked = false;
-	if (sp->ov_dir_fd >= 0)
-		close(sp->ov_dir_fd);       /* releases the point directory's flock */
-	sp->ov_dir_fd = -1;
+	sp->ov_released = false;
+	ic_session_dir_drop(s, sp);     /* releases the point directory's flock */
 }
 
 /* Give sp the identity of point p of generation g (sp idle).  Under s->lock. */
@@ -138,7 +137,7 @@ static int sp_set_identity(struct ic_session *s, struct ic_spoint *sp, struct ic
 		return ret;
 	if (fstat(p->img->fd, &sb) < 0)
 		memset(&sb, 0, sizeof(sb));
-	sp_close_overlays(sp);
+	sp_close_overlays(s, sp);
 	ic_disk_free(sp->disk);
 	sp->disk = disk;
 	if (sp->gen)
@@ -156,7 +155,7 @@ static int sp_set_identity(struct ic_session *s, struct ic_spoint *sp, struct ic
 
 static void point_free(struct ic_session *s, struct ic_spoint *sp)
 {
-	sp_close_overlays(sp);
+	sp_close_overlays(s, sp);
 	ic_disk_free(sp->disk);
 	ic_view_free(sp->view);
 	pthread_mutex_destroy(&sp->mu);
@@ -432,7 +431,7 @@ int ic_session_start(struct ic_session *s)
 	s->cache = ic_cache_new(bs, s->key, &co);
 	if (!s->cache)
 		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	return 0;
+	return ic_session_owner_start(s);
 }
 
 size_t ic_session_npoints(struct ic_session *s)
@@ -450,6 +449,7 @@ void ic_session_free(struct ic_session *s)
 {
 	if (!s)
 		return;
+	ic_session_owner_stop(s);
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++)
 		point_free(s, s->pts[i]);

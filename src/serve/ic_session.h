@@ -72,6 +72,9 @@ struct ic_spoint {
 	bool ov_locked;             /* the image's IC_LOCK_OVERLAY byte held */
 	int ov_dir_fd;              /* OVERLAY/POINT, flock'ed while an overlay is open; -1 */
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
+	bool ov_released;           /* handed over to another server: read-only (10.7) */
+	char ov_token[33];          /* token of our owner record of OVERLAY/POINT, "" if none */
+	double ov_take_failed;      /* ic_now() of the last unanswered take-over, 0: none */
 	/* view (mu) */
 	pthread_mutex_t mu;
 	struct ic_view *view;
@@ -86,6 +89,11 @@ struct ic_session_opts {
 	/* Messages (syslog priorities), from any thread; NULL: none. */
 	void (*log)(void *arg, int prio, const char *msg);
 	void *log_arg;
+	/* the owner record and the hand-over (FORMAT.md 10.7, ic_session_owner.c) */
+	const char *owner_server;   /* "imgmount" (NULL) or "nbdkit" */
+	const char *owner_where;    /* the mount point or the export, for the record */
+	bool take_over;             /* an overlay held elsewhere: ask its owner to release it */
+	unsigned take_over_wait;    /* seconds to wait for that (0: 30) */
 };
 
 struct ic_session {
@@ -101,6 +109,7 @@ struct ic_session {
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
+	struct ic_sowner *owner;    /* the release watcher (ic_session_owner.c) */
 	struct ic_scdp *cdp;        /* the CDP journal's checkpoints (ic_session_cdp.h), on first use */
 };
 
@@ -123,6 +132,19 @@ size_t ic_session_npoints(struct ic_session *s);
 /* A message through o.log (printf style). */
 void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* ic_session_owner.c (FORMAT.md 10.7).  OVERLAY/POINT is open on fd: take its flock, or,
+ * held elsewhere, refuse (-EBUSY naming the owner) or with take (an open for writing) and
+ * o.take_over ask the owner to release it and wait up to o.take_over_wait; then record
+ * this process as the owner.  Under s->lock. */
+int ic_session_dir_claim(struct ic_session *s, struct ic_spoint *p, int fd, const char *dir,
+			 bool take);
+/* Close p's point directory (dropping the flock), removing the record if still ours. */
+void ic_session_dir_drop(struct ic_session *s, struct ic_spoint *p);
+/* After a fork: re-record held directories under this pid, start the thread that answers
+ * release requests (commit, EROFS from then on, record the newcomer, drop the flock). */
+int ic_session_owner_start(struct ic_session *s);
+void ic_session_owner_stop(struct ic_session *s);
 
 /* Open file of point p for a reader: pin p (handles), open its overlay (created when
  * write), build its view (seal checked once per identity).  Called under s->lock, which

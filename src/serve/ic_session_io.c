@@ -152,6 +152,15 @@ static bool ov_exists(const char *prefix)
 	return stat(path, &sb) == 0;
 }
 
+static bool ov_exists_k(struct ic_session *s, const struct ic_spoint *sp, int k)
+{
+	char *prefix = ov_prefix(s, sp, k);
+	bool there = !prefix || ov_exists(prefix);
+
+	free(prefix);
+	return there;
+}
+
 /* What an overlay of sp belongs to: the chain and the point's seal, which authenticates the
  * point's whole block map, name, seq, creation time and disk size.  A merge that keeps the
  * point's content keeps its seal, so its overlays stay; another point of the same name has
@@ -164,8 +173,9 @@ static void ov_binding(const struct ic_spoint *sp, struct ic_overlay_bind *b)
 }
 
 /* OVERLAY/POINT, made if needed (never through a link) and locked exclusively while any
- * overlay of the point is open: a second server (imgmount, nbdkit) gets -EBUSY. */
-static int ov_dir_lock(struct ic_session *s, struct ic_spoint *sp)
+ * overlay of the point is open: a second server (imgmount, nbdkit) gets -EBUSY, or with
+ * take (opening for writing) and take_over asks the owner to release it (10.7). */
+static int ov_dir_lock(struct ic_session *s, struct ic_spoint *sp, bool take)
 {
 	char *dir;
 	struct stat sb;
@@ -185,10 +195,8 @@ static int ov_dir_lock(struct ic_session *s, struct ic_spoint *sp)
 		fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			ret = ic_fail(-errno, "%s: %s", dir, strerror(errno));
-		else if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-			ret = ic_fail(errno == EWOULDBLOCK ? -EBUSY : -errno,
-				      "overlay %s is in use by another process (an imgmount or nbdkit serving restore point '%s' writable)",
-				      dir, sp->name);
+		else
+			ret = ic_session_dir_claim(s, sp, fd, dir, take);
 		if (ret && fd >= 0)
 			close(fd);
 		else if (!ret)
@@ -217,8 +225,12 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 		*ret = create ? -EIO : 0;
 		return NULL;
 	}
-	if (sp->ov_refused[k])
+	if (sp->ov_refused[k] || sp->ov_released)
 		*ret = create ? -EROFS : 0;
+	if (sp->ov_released && !sp->ov[k] && !*ret && ov_exists_k(s, sp, k))
+		*ret = -EBUSY;      /* handed over: another server writes it now */
+	if (sp->ov_released)
+		return sp->ov[k];
 	if (sp->ov[k] || sp->ov_refused[k] || (sp->ov_probed[k] && !create))
 		return sp->ov[k];
 	prefix = ov_prefix(s, sp, k);
@@ -231,7 +243,7 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 		free(prefix);
 		return NULL;
 	}
-	*ret = ov_dir_lock(s, sp);
+	*ret = ov_dir_lock(s, sp, create);
 	if (!*ret) {
 		struct ic_overlay_bind b;
 
@@ -265,10 +277,8 @@ struct ic_overlay *ic_session_ov_get(struct ic_session *s, struct ic_spoint *sp,
 
 		for (int i = 0; i < IC_SOV_N; i++)
 			any |= sp->ov[i] != NULL;
-		if (!any) {
-			close(sp->ov_dir_fd);
-			sp->ov_dir_fd = -1;
-		}
+		if (!any)
+			ic_session_dir_drop(s, sp);
 	}
 	free(prefix);
 	return ov;
@@ -364,7 +374,8 @@ ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
 			return ret ? ret : -EIO;
 	}
 	n = ic_overlay_write(ov, buf, len, off, base_read, &a);
-	if (n < 0)
+	/* handed over (the watcher sets it under s->lock): not news */
+	if (n < 0 && !(n == -EROFS && __atomic_load_n(&sp->ov_released, __ATOMIC_RELAXED)))
 		ic_session_log(s, LOG_ERR, "restore point '%s': write to %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error((int)n));
 	return n;

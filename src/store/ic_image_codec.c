@@ -97,6 +97,10 @@ static int slot_check(const struct icf_slot *s, uint32_t version, const char *pa
 
 	if (version == ICF_IMAGE_V1 && (s->point_id || s->seal_keygen || s->flags))
 		why = "reserved fields are not zero";
+	else if (s->flags & ~ICF_SLOT_FLAGS_KNOWN)
+		why = "unknown flags (written by a newer imgchain?)";
+	else if ((s->flags & ICF_SLOT_FOLDED) && (s->flags & ICF_SLOT_POST_SNAPSHOT))
+		why = "folded and post-snapshot at once";
 	else if (!(s->flags & ICF_SLOT_FOLDED) &&
 		 (s->fold_session_id || s->fold_interval || s->fold_time_ns))
 		why = "reserved fields are not zero";
@@ -166,7 +170,7 @@ int ic_slot_decode(const void *buf, struct icf_slot *s, uint32_t version, const 
 	s->slot_hash = le64toh(o.slot_hash);
 	if (s->generation == 0)
 		return ic_fail(IC_ECORRUPT, "%s: empty slot", path);
-	if ((s->flags & ~ICF_SLOT_FOLDED) || !ic_is_zero(o.reserved0, sizeof(o.reserved0)) ||
+	if (!ic_is_zero(o.reserved0, sizeof(o.reserved0)) ||
 	    !ic_is_zero(o.reserved, sizeof(o.reserved)))
 		return ic_fail(IC_ECORRUPT, "%s: bad slot: reserved fields are not zero", path);
 	return slot_check(s, version, path);

@@ -197,6 +197,8 @@ int ic_writer_place_index(struct ic_writer *w, uint64_t off)
 	return 0;
 }
 
+static void kick_writeback(struct ic_writer *w);
+
 static int wflush(struct ic_writer *w)
 {
 	int ret;
@@ -208,6 +210,7 @@ static int wflush(struct ic_writer *w)
 		return ret;
 	w->off += w->wlen;
 	w->wlen = 0;
+	kick_writeback(w);    /* the commit's fsync then finds most of the image written */
 	return 0;
 }
 

@@ -58,6 +58,11 @@ put('fuzz_overlay', 'empty', b'')
 put('fuzz_state', 'v1', b'seq 3\nseal ' + b'ab' * 32 + b'\nname daily-3\n')
 put('fuzz_state', 'v2', b'imgchain-state 2\nkeygen 1 ' + b'0f' * 16 + b'\npoint 1 ' + b'01' * 32 +
     b' mon\npoint 7 ' + b'fe' * 32 + b' tue.2026-12-03\n')
+# the overlay owner record and release request (FORMAT.md 10.7)
+_owner = (b'host h1\nboot 01234567-89ab-cdef-0123-456789abcdef\npidns 4026531836\npid 42\nstart 7\n'
+          b'since 1796290000\nserver imgmount\nwhere /mnt/a b\ntoken ' + b'0f' * 16 + b'\n')
+put('fuzz_owner', 'owner', b'imgchain-owner 1\n' + _owner)
+put('fuzz_owner', 'request', b'imgchain-release 1\n' + _owner + b'wait 30\n')
 # the consolidation journal (FORMAT.md "Journal"); fuzz_journal appends the sum line when the
 # last byte is odd
 put('fuzz_journal', 'commit', b'imgchain-journal 1\nphase commit\nremove 3 2\ninplace 1 3 123456\n'

@@ -10,6 +10,10 @@ SH_TESTS += \
 	tests/mount/mount-overlay-backup.sh \
 	tests/mount/mount-vmdk.sh
 dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh
+# collaborative release of an overlay (FORMAT.md 10.7): mounts in mount namespaces of their
+# own (root), a dead owner, planted records, an owner that does not answer
+SH_TESTS += tests/mount/release.sh tests/mount/release-dead.sh
+dist_check_DATA += tests/mount/release-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)

@@ -233,6 +233,66 @@ static void test_plan_retention(void)
 	ic_cons_plan_free(&p);
 }
 
+/* Post-snapshot points (FORMAT.md 3.2): f <- p <- q (post-snapshot of p), p <- n <- r
+ * (post-snapshot of n), q <- s (an ordinary child of q). */
+static void pairs(size_t n)
+{
+	static const uint32_t parent[] = { 0, 1, 2, 2, 4, 3 };
+	static const bool post[] = { false, false, true, false, true, false };
+
+	memset(nodes, 0, sizeof(nodes));
+	for (size_t i = 0; i < n; i++) {
+		nodes[i].seq = (uint32_t)i + 1;
+		nodes[i].parent_seq = parent[i];
+		nodes[i].post_snapshot = post[i];
+		nodes[i].created = utc(2024, 5, 1, 0, (int)i);
+		nodes[i].name = (const char *[]){ "f", "p", "q", "n", "r", "s" }[i];
+	}
+	nn = n;
+}
+
+static void test_keep_pairs(void)
+{
+	struct ic_retention r = { 0 };
+	struct ic_cons_plan p;
+
+	/* the rules count f, p, n: r is kept with n, q with p */
+	pairs(5);
+	r.keep[IC_KEEP_LAST] = 1;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("00011");
+	CHECK(strstr(nodes[4].why, "post-snapshot of n") != NULL);
+	/* p and q are dropped together: p merged into n, q removed */
+	CHECK_EQ(ic_cons_plan_retention(nodes, nn, &p), 0);
+	CHECK_EQ(p.nsteps, 1);
+	CHECK_EQ(p.steps[0].target, 4);
+	CHECK_EQ(p.steps[0].nremove, 3);
+	ic_cons_plan_free(&p);
+	r.keep[IC_KEEP_LAST] = 2;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("01111");
+	CHECK(strstr(nodes[2].why, "post-snapshot of p") != NULL);
+	r.keep[IC_KEEP_LAST] = 3;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("11111");
+	/* s on q: keep-last 1 keeps s only (q and p go into it together); keep-last 2 keeps
+	 * s and n, so p is a branch point, and q is kept with it */
+	pairs(6);
+	r.keep[IC_KEEP_LAST] = 1;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("000001");
+	r.keep[IC_KEEP_LAST] = 2;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("011111");
+	CHECK(strstr(nodes[1].why, "branch") != NULL);
+	/* a post-snapshot point whose parent is broken counts on its own */
+	pairs(3);
+	nodes[1].broken = nodes[2].broken = true;
+	r.keep[IC_KEEP_LAST] = 1;
+	CHECK_EQ(ic_retention_select(nodes, nn, &r), 0);
+	CHECK_KEPT("100");
+}
+
 static void test_plan_merge(void)
 {
 	struct ic_cons_plan p;
@@ -557,6 +617,7 @@ int main(void)
 	RUN(test_weekly_iso);
 	RUN(test_monthly_yearly);
 	RUN(test_plan_retention);
+	RUN(test_keep_pairs);
 	RUN(test_plan_merge);
 	{
 		char *sd = unit_tmpdir();

@@ -294,6 +294,24 @@ static void test_v2_rules(void)
 	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), 0);
 	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, p), IC_ECORRUPT);    /* v1: reserved */
 	CHECK_EQ(ic_slot_validate(&s, 0, p), 0);                         /* version unknown */
+	/* flags (FORMAT.md 3.2): post-snapshot in v2 only; an unknown bit is refused */
+	s.flags = ICF_SLOT_POST_SNAPSHOT;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), 0);
+	ic_slot_encode(&s, sbuf);
+	pwrite_at(p, ICF_SLOT_A_OFF, sbuf, sizeof(sbuf));
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	CHECK_EQ(img->slot.flags, ICF_SLOT_POST_SNAPSHOT);
+	ic_image_close(img);
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V1, p), IC_ECORRUPT);
+	s.flags = 4;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), IC_ECORRUPT);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "unknown flags"));
+	s.flags = ICF_SLOT_POST_SNAPSHOT | ICF_SLOT_FOLDED;
+	s.fold_session_id = 1;
+	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, p), IC_ECORRUPT);
+	CHECK(strstr(ic_last_error(IC_ECORRUPT), "folded and post-snapshot"));
+	s.fold_session_id = 0;
+	s.flags = 0;
 	unlink(p);
 	free(p);
 	/* v1: the same bytes are reserved, the slot with a point id is refused */

@@ -1120,6 +1120,46 @@ static void test_binding(void)
 	unit_rmtree(dir);
 }
 
+/* A release (FORMAT.md 10.7) commits what was written, then the overlay never changes its
+ * files again: writes and truncates fail with EROFS, fsync and close commit nothing, so the
+ * next owner's commits survive the old owner's close. */
+static void test_release(void)
+{
+	char *dir = unit_tmpdir(), *prefix = prefix_in(dir);
+	uint8_t buf[2 * BS], got[BS];
+	struct tbase b;
+	struct model m;
+	struct ic_overlay *ov, *next, *again;
+
+	base_init(&b, 8 * BS, 21);
+	model_init(&m, &b, MIB);
+	ov = ov_open(prefix, &b);
+	fill_random(buf, sizeof(buf), 22);
+	ov_write(ov, &b, &m, buf, BS + 100, 3);            /* not synced */
+	CHECK_EQ(ic_overlay_release(ov), 0);
+	CHECK_EQ(ic_overlay_write(ov, buf, 10, 0, t_base_read, &b), -EROFS);
+	CHECK_EQ(ic_overlay_truncate(ov, BS), -EROFS);
+	CHECK_EQ(ic_overlay_fsync(ov), 0);
+	CHECK_EQ(ic_overlay_release(ov), 0);               /* twice is harmless */
+	check_all(ov, &b, &m);                              /* reads go on */
+	/* the next owner finds every write, and writes on */
+	next = ov_open(prefix, &b);
+	check_all(next, &b, &m);
+	ov_write(next, &b, &m, buf + 7, BS, 5 * BS);
+	CHECK_EQ(ic_overlay_fsync(next), 0);
+	ic_overlay_close(ov);                               /* commits nothing */
+	ic_overlay_close(next);
+	again = ov_open(prefix, &b);
+	check_all(again, &b, &m);
+	CHECK_EQ(ic_overlay_read(again, got, BS, 5 * BS, t_base_read, &b), BS);
+	CHECK(!memcmp(got, buf + 7, BS));
+	ic_overlay_close(again);
+	free(b.bytes);
+	free(m.bytes);
+	free(prefix);
+	unit_rmtree(dir);
+}
+
 int main(void)
 {
 	RUN(test_fresh_and_persist);
@@ -1132,5 +1172,6 @@ int main(void)
 	RUN(test_threads);
 	RUN(test_crash);
 	RUN(test_binding);
+	RUN(test_release);
 	UNIT_EXIT();
 }
