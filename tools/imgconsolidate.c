@@ -8,6 +8,7 @@
 #include "ic_cli.h"
 #include "imgchain.h"
 #include "ic_consolidate.h"
+#include "ic_cons_s3.h"
 
 enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_FOLD, OPT_REBASE_WAIT, OPT_KEEP };
 
@@ -77,6 +78,26 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	if (st->punches_pending)
 		printf("  %u image%s in use by a reader: their unused space is freed by a later run\n",
 		       st->punches_pending, st->punches_pending == 1 ? "" : "s");
+}
+
+static void summary_s3(const struct ic_s3_cons_stats *s)
+{
+	char a[32], b[32], c[32], d[32], e[32];
+
+	char f[32];
+
+	printf("  bucket: %u object%s replaced, %u deleted; %s copied by the server (%llu part%s), "
+	       "%s of other parts assembled there from smaller pieces, %s sent (%llu part%s not "
+	       "copied), of which %s fetched first\n",
+	       s->rewritten, s->rewritten == 1 ? "" : "s", s->deleted,
+	       ic_human_bytes(s->bytes_server, a, sizeof(a)), (unsigned long long)s->parts_copied,
+	       s->parts_copied == 1 ? "" : "s", ic_human_bytes(s->bytes_composed, f, sizeof(f)),
+	       ic_human_bytes(s->bytes_sent, b, sizeof(b)),
+	       (unsigned long long)s->parts_sent, s->parts_sent == 1 ? "" : "s",
+	       ic_human_bytes(s->bytes_fetched, c, sizeof(c)));
+	printf("  client traffic: %s sent, %s received (%llu and %llu bytes)\n",
+	       ic_human_bytes(s->net_sent, d, sizeof(d)), ic_human_bytes(s->net_received, e, sizeof(e)),
+	       (unsigned long long)s->net_sent, (unsigned long long)s->net_received);
 }
 
 #ifdef IC_TEST_HOOKS
@@ -161,6 +182,7 @@ int main(int argc, char **argv)
 {
 	struct ic_consolidate_opts o = { .out = stdout };
 	struct ic_consolidate_stats st;
+	struct ic_s3_cons_stats s3;
 	struct ic_fold_opts fo = { 0 };
 	struct ic_fold_stats fst;
 	bool fold = false;
@@ -195,12 +217,11 @@ int main(int argc, char **argv)
 		return ic_cli_usage("--merge and --keep-* cannot be combined: run them one after the other");
 	o.quiet = cli.quiet;
 	o.chain_dir = argv[cli.optind];
-	if (ic_s3_is_url(o.chain_dir)) {
-		/* merges rewrite and remove images: not done on a bucket yet (FORMAT.md 14) */
-		ic_fail(-EOPNOTSUPP, "%s: consolidating a chain in a bucket is not "
-			"supported yet", o.chain_dir);
-		return ic_report(-EOPNOTSUPP);
-	}
+	if (o.verify && ic_s3_is_url(o.chain_dir))
+		return ic_cli_usage("--verify: in a bucket the records are copied by the server, "
+				    "never read here; check the chain with imgverify");
+	if (fold && ic_s3_is_url(o.chain_dir))
+		return ic_cli_usage("--fold-cdp: a chain in a bucket holds no CDP journal");
 	env_opts(&o);
 	ic_install_signals();
 	if (fold) {
@@ -218,10 +239,15 @@ int main(int argc, char **argv)
 		if (ic_retention_empty(&o.keep))
 			return IC_EXIT_OK;
 	}
-	ret = ic_consolidate(&o, &st);
+	if (ic_s3_is_url(o.chain_dir))
+		ret = ic_consolidate_s3(&o, &st, &s3);
+	else
+		ret = ic_consolidate(&o, &st);
 	if (ret)
 		return ic_report(ret);
 	if (!o.quiet && !o.dry_run)
 		summary(&st, o.chain_dir);
+	if (!o.quiet && !o.dry_run && ic_s3_is_url(o.chain_dir))
+		summary_s3(&s3);
 	return IC_EXIT_OK;
 }

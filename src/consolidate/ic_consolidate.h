@@ -136,6 +136,10 @@ struct ic_consolidate_opts {
 	/* Seconds to wait for the servers of a point served with a writable overlay to
 	 * re-base onto its rewritten image (FORMAT.md 10.8); 0: 60. */
 	double rebase_wait;
+	/* Never write a target into the full's file (a chain in a bucket, whose objects are
+	 * replaced whole: ic_cons_s3.c); the target is a new file like the others. */
+	bool no_in_place;
+	const char *chain_name;             /* the chain as the plan names it (NULL: chain_dir) */
 	/* Called at each named step of a run, NULL: none.  The steps: prepare, copy, written,
 	 * commit, rename, renamed, switch, dup, moved, delete, deleted, rebase, punch,
 	 * done.  Only the
