@@ -137,6 +137,9 @@ pid file = $DIR/run/\$name.pid
 debug ms = 0
 [mon]
 mon data = $DIR/mon.\$id
+# a throw-away monitor on a shared machine: a disk filled by others (below 5% free, the
+# default) must not stop it from starting
+mon data avail crit = 0
 [mgr]
 mgr data = $DIR/mgr.\$id
 [osd]

@@ -8,8 +8,9 @@
 #include "ic_cli.h"
 #include "imgchain.h"
 #include "ic_consolidate.h"
+#include "ic_cons_s3.h"
 
-enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_FOLD, OPT_KEEP };
+enum { OPT_MERGE = 256, OPT_DRY_RUN, OPT_VERIFY, OPT_FOLD, OPT_REBASE_WAIT, OPT_KEEP };
 
 static const struct ic_cli_opt opts[] = {
 	{ "merge", OPT_MERGE, "FROM..TO", "merge the points from FROM (an ancestor of TO)\n"
@@ -26,6 +27,8 @@ static const struct ic_cli_opt opts[] = {
 	{ "dry-run", OPT_DRY_RUN, NULL, "print the plan, change nothing" },
 	{ "verify", OPT_VERIFY, NULL, "read and check every record moved, also those\n"
 	  "shared rather than copied (XFS reflink, btrfs)" },
+	{ "rebase-wait", OPT_REBASE_WAIT, "SECONDS", "wait at most SECONDS (default 60) for each\n"
+	  "server of a point served with a writable overlay\nto re-base onto its merged image" },
 	{ "quiet", 'q', NULL, "no progress, no plan, no summary" },
 	{ 0 },
 };
@@ -35,7 +38,8 @@ static struct ic_cli cli = {
 	.synopsis =
 		"Usage: imgconsolidate [--merge FROM..TO] [--keep-last N] [--keep-hourly N]\n"
 		"         [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-		"         [--fold-cdp KEEP:EVERY] [--dry-run] [--verify] [--quiet] CHAIN\n"
+		"         [--fold-cdp KEEP:EVERY] [--dry-run] [--verify] [--rebase-wait SECONDS]\n"
+		"         [--quiet] CHAIN\n"
 		"Merge restore points of CHAIN by copying their encrypted blocks: no key or\n"
 		"passphrase is needed or read.  Every point that stays keeps its exact content\n"
 		"and seal.  An interrupted run is finished or rolled back by the next one.\n",
@@ -74,6 +78,26 @@ static void summary(const struct ic_consolidate_stats *st, const char *chain)
 	if (st->punches_pending)
 		printf("  %u image%s in use by a reader: their unused space is freed by a later run\n",
 		       st->punches_pending, st->punches_pending == 1 ? "" : "s");
+}
+
+static void summary_s3(const struct ic_s3_cons_stats *s)
+{
+	char a[32], b[32], c[32], d[32], e[32];
+
+	char f[32];
+
+	printf("  bucket: %u object%s replaced, %u deleted; %s copied by the server (%llu part%s), "
+	       "%s of other parts assembled there from smaller pieces, %s sent (%llu part%s not "
+	       "copied), of which %s fetched first\n",
+	       s->rewritten, s->rewritten == 1 ? "" : "s", s->deleted,
+	       ic_human_bytes(s->bytes_server, a, sizeof(a)), (unsigned long long)s->parts_copied,
+	       s->parts_copied == 1 ? "" : "s", ic_human_bytes(s->bytes_composed, f, sizeof(f)),
+	       ic_human_bytes(s->bytes_sent, b, sizeof(b)),
+	       (unsigned long long)s->parts_sent, s->parts_sent == 1 ? "" : "s",
+	       ic_human_bytes(s->bytes_fetched, c, sizeof(c)));
+	printf("  client traffic: %s sent, %s received (%llu and %llu bytes)\n",
+	       ic_human_bytes(s->net_sent, d, sizeof(d)), ic_human_bytes(s->net_received, e, sizeof(e)),
+	       (unsigned long long)s->net_sent, (unsigned long long)s->net_received);
 }
 
 #ifdef IC_TEST_HOOKS
@@ -141,10 +165,24 @@ static int parse_count(const char *opt, const char *arg, unsigned *out)
 	return 0;
 }
 
+static int parse_wait(const char *opt, const char *arg, double *out)
+{
+	char *end;
+	double v = strtod(arg, &end);
+
+	if (!*arg || *end || !(v >= 0.1 && v <= 86400)) {
+		ic_cli_usage("%s %s: expected seconds from 0.1 to 86400", opt, arg);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ic_consolidate_opts o = { .out = stdout };
 	struct ic_consolidate_stats st;
+	struct ic_s3_cons_stats s3;
 	struct ic_fold_opts fo = { 0 };
 	struct ic_fold_stats fst;
 	bool fold = false;
@@ -160,6 +198,8 @@ int main(int argc, char **argv)
 		else if (c == OPT_VERIFY)
 			o.verify = true;
 		else if (c == OPT_FOLD && (fold = true) && parse_fold(cli.optarg, &fo))
+			return IC_EXIT_USAGE;
+		else if (c == OPT_REBASE_WAIT && parse_wait(cli.optname, cli.optarg, &o.rebase_wait))
 			return IC_EXIT_USAGE;
 		else if (c >= OPT_KEEP && c < OPT_KEEP + IC_KEEP_NRULES &&
 			 parse_count(cli.optname, cli.optarg, &o.keep.keep[c - OPT_KEEP]))
@@ -177,12 +217,11 @@ int main(int argc, char **argv)
 		return ic_cli_usage("--merge and --keep-* cannot be combined: run them one after the other");
 	o.quiet = cli.quiet;
 	o.chain_dir = argv[cli.optind];
-	if (ic_s3_is_url(o.chain_dir)) {
-		/* merges rewrite and remove images: not done on a bucket yet (FORMAT.md 14) */
-		ic_fail(-EOPNOTSUPP, "%s: consolidating a chain in a bucket is not "
-			"supported yet", o.chain_dir);
-		return ic_report(-EOPNOTSUPP);
-	}
+	if (o.verify && ic_s3_is_url(o.chain_dir))
+		return ic_cli_usage("--verify: in a bucket the records are copied by the server, "
+				    "never read here; check the chain with imgverify");
+	if (fold && ic_s3_is_url(o.chain_dir))
+		return ic_cli_usage("--fold-cdp: a chain in a bucket holds no CDP journal");
 	env_opts(&o);
 	ic_install_signals();
 	if (fold) {
@@ -200,10 +239,15 @@ int main(int argc, char **argv)
 		if (ic_retention_empty(&o.keep))
 			return IC_EXIT_OK;
 	}
-	ret = ic_consolidate(&o, &st);
+	if (ic_s3_is_url(o.chain_dir))
+		ret = ic_consolidate_s3(&o, &st, &s3);
+	else
+		ret = ic_consolidate(&o, &st);
 	if (ret)
 		return ic_report(ret);
 	if (!o.quiet && !o.dry_run)
 		summary(&st, o.chain_dir);
+	if (!o.quiet && !o.dry_run && ic_s3_is_url(o.chain_dir))
+		summary_s3(&s3);
 	return IC_EXIT_OK;
 }

@@ -299,6 +299,7 @@ int main(int argc, char **argv)
 	struct ic_key *key = NULL;
 	struct mount_fs *fs = NULL;
 	char *chain = NULL, *overlay = NULL, *mountpoint = NULL;
+	struct ic_s3_remote *remote = NULL;
 	int ret;
 
 	ic_progname = cli.prog;
@@ -315,14 +316,17 @@ int main(int argc, char **argv)
 		return ret;
 	}
 	if (ic_s3_is_url(c.chain)) {
-		/* s3://BUCKET/PREFIX: every image cached first, then the cache is mounted
-		 * (no request after this: nothing of the client crosses the daemon's fork) */
+		/* s3://BUCKET/PREFIX: headers and indexes cached, then the cache is mounted and
+		 * the records are fetched as they are read (ic_s3_remote: its client is made
+		 * by the first fetch, in the daemon: nothing of it crosses the fork) */
 		struct ic_s3_chain *sc;
 		const char *dir;
 
-		ret = ic_s3_chain_arg(c.chain, false, IC_S3_NEED_FULL, NULL, 0, &sc, &dir);
+		ret = ic_s3_chain_arg(c.chain, false, IC_S3_NEED_INDEX, NULL, 0, &sc, &dir);
 		if (!ret && !(chain = strdup(dir)))
 			ret = -ENOMEM;
+		if (!ret)
+			ret = ic_s3_remote_open(sc, c.chain, &remote);
 		ic_s3_chain_close(sc);
 	} else {
 		ret = absolute(c.chain, "chain", &chain);
@@ -371,6 +375,16 @@ out:
 	if (ret)
 		mount_log(LOG_ERR, "%s", ic_last_error(ret));
 	mount_fs_free(fs);
+	if (remote) {
+		uint64_t nreq, npre, nbytes;
+
+		ic_s3_remote_stats(remote, &nreq, &npre, &nbytes);
+		if (nreq)
+			mount_log(LOG_INFO, "%s: %llu bytes fetched from the bucket in %llu ranges "
+				  "(%llu by readahead)", c.chain, (unsigned long long)nbytes,
+				  (unsigned long long)nreq, (unsigned long long)npre);
+		ic_s3_remote_close(remote);
+	}
 	ic_key_free(key);
 	fuse_opt_free_args(&c.fargs);
 	free(chain);

@@ -25,12 +25,15 @@
 
 #include "imgchain.h"
 #include "ic_promote.h"
+#include "ic_s3_chain.h"
 #include "ic_session.h"
 #include "ic_session_cdp.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static char *chain_dir, *overlay_dir, *passfile, *point_name;
+static char *s3_url;                /* chain=s3://BUCKET/PREFIX: chain_dir is its cache */
+static struct ic_s3_remote *remote; /* its records fetched on demand */
 static uint64_t cache_bytes;
 static bool accept_rollback, take_over;
 static unsigned take_over_wait;
@@ -92,6 +95,8 @@ static void imgchain_unload(void)
 		ic_promote_stop_all(ss);
 	ic_session_free(ss);
 	ic_key_free(key);
+	ic_s3_remote_close(remote);
+	free(s3_url);
 	free(chain_dir);
 	free(overlay_dir);
 	free(passfile);
@@ -111,7 +116,14 @@ static int set_str(char **dst, const char *v)
 
 static int imgchain_config(const char *k, const char *v)
 {
+	if (!strcmp(k, "chain") && ic_s3_is_url(v)) {
+		free(chain_dir);
+		chain_dir = NULL;
+		return set_str(&s3_url, v);
+	}
 	if (!strcmp(k, "chain")) {
+		free(s3_url);
+		s3_url = NULL;
 		free(chain_dir);
 		chain_dir = nbdkit_realpath(v);
 		return chain_dir ? 0 : -1;
@@ -172,7 +184,7 @@ static int imgchain_config(const char *k, const char *v)
 
 static int imgchain_config_complete(void)
 {
-	if (!chain_dir) {
+	if (!chain_dir && !s3_url) {
 		nbdkit_error("the chain directory is missing: nbdkit imgchain CHAIN [point=NAME] ...");
 		return -1;
 	}
@@ -198,7 +210,23 @@ static int imgchain_get_ready(void)
 
 	ic_progname = "nbdkit-imgchain";
 	ic_no_dumps();
-	snprintf(owner_where, sizeof(owner_where), "NBD export of %s", chain_dir);
+	if (s3_url) {
+		/* headers and indexes cached; records fetched as read, by the process that
+		 * serves (the remote's client is made at its first fetch, after the fork) */
+		struct ic_s3_chain *sc;
+		const char *dir;
+
+		ret = ic_s3_chain_arg(s3_url, false, IC_S3_NEED_INDEX, NULL, 0, &sc, &dir);
+		if (!ret && !(chain_dir = strdup(dir)))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = ic_s3_remote_open(sc, s3_url, &remote);
+		ic_s3_chain_close(sc);
+		if (ret)
+			refuse(ret);
+		so.chain_dir = chain_dir;
+	}
+	snprintf(owner_where, sizeof(owner_where), "NBD export of %s", s3_url ? s3_url : chain_dir);
 	ret = ic_key_unlock_chain(chain_dir, passfile, accept_rollback, &key);
 	if (!ret)
 		ret = ic_session_new(&so, key, &ss);
@@ -503,7 +531,7 @@ static struct nbdkit_plugin plugin = {
 	.config = imgchain_config,
 	.config_complete = imgchain_config_complete,
 	.config_help =
-		"[chain=]CHAIN          (required) the chain directory\n"
+		"[chain=]CHAIN          (required) the chain directory, or s3://BUCKET/PREFIX\n"
 		"point=NAME             serve only this restore point (default: all of them)\n"
 		"overlay=DIR            writable: copy-on-write into DIR (imgmount's format)\n"
 		"passphrase-file=FILE   the passphrase (else IMGCHAIN_PASSPHRASE[_FILE], a terminal)\n"

@@ -134,3 +134,16 @@ bench_inputs()
 		[ -f "$out/l.qcow2" ] || return 1
 	fi
 }
+
+# bench_mount IMGMOUNT DIR ARGS...: IMGMOUNT -f ARGS... in the background, its messages in
+# DIR/mount.log; sets mpid; exits when the mount is not ready after 20 s
+bench_mount()
+{
+	local bin=$1 d=$2 _
+	shift 2
+	"$bin" -f "$@" 2>"$d/mount.log" &
+	mpid=$!
+	for _ in $(seq 400); do mountpoint -q "$d/mnt" && return 0; sleep 0.05; done
+	echo "mount failed: $(cat "$d/mount.log")" >&2
+	exit 1
+}

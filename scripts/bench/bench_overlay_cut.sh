@@ -12,6 +12,7 @@
 #      BASE_BUILD (none)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+source "$top/scripts/bench/bench_lib.sh"
 dir=${1:-/var/tmp/imgchain-bench-cut}
 runs=${RUNS:-3}
 secs=${SECONDS_RUN:-20}
@@ -29,11 +30,7 @@ head -c $((size * 1048576)) /dev/urandom >"$dir/disk.raw"
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 mount_with() {
 	rm -rf "$dir/ov"
-	"$1/imgmount" -f --overlay "$dir/ov" "$dir/chain" "$dir/mnt" 2>"$dir/mount.log" &
-	mpid=$!
-	for _ in $(seq 200); do mountpoint -q "$dir/mnt" && return 0; sleep 0.05; done
-	echo "mount failed: $(cat "$dir/mount.log")" >&2
-	exit 1
+	bench_mount "$1/imgmount" "$dir" --overlay "$dir/ov" "$dir/chain" "$dir/mnt"
 }
 umount_it() { fusermount3 -u "$dir/mnt"; wait "$mpid" || true; }
 # fio_run: IOPS of SECONDS of 4 KiB random writes

@@ -18,14 +18,24 @@ static void range(struct flock *fl, short type, int which)
 	fl->l_len = 1;
 }
 
-int ic_lock_hold(int fd, int which)
+static int setlk(int fd, short type, int which)
 {
 	struct flock fl;
 
-	range(&fl, F_RDLCK, which);
+	range(&fl, type, which);
 	if (fcntl(fd, F_SETLK, &fl) < 0)
 		return -errno;
 	return 0;
+}
+
+int ic_lock_hold(int fd, int which)
+{
+	return setlk(fd, F_RDLCK, which);
+}
+
+int ic_lock_release(int fd, int which)
+{
+	return setlk(fd, F_UNLCK, which);
 }
 
 int ic_lock_holder(int fd, int which, pid_t *pid)

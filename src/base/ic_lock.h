@@ -18,6 +18,9 @@
 
 /* Take a shared lock on byte `which` of the image open on fd. 0 or -errno. */
 int ic_lock_hold(int fd, int which);
+/* Drop this process's lock on byte `which` of the file open on fd (any descriptor of it:
+ * POSIX locks belong to the process and the inode).  0 or -errno. */
+int ic_lock_release(int fd, int which);
 /* Who holds byte `which` of the image at fd (opened by the asker)?  Returns 0 and
  * *pid = 0 when nobody, 1 with *pid set when held by another process, or -errno. */
 int ic_lock_holder(int fd, int which, pid_t *pid);

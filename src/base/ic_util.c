@@ -340,6 +340,27 @@ int ic_rename_noreplace(const char *from, const char *to)
 uint32_t ic_le32(uint32_t v) { return le32toh(v); }
 uint64_t ic_le64(uint64_t v) { return le64toh(v); }
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int ic_hex_decode(const char *hex, size_t n, uint8_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = hex_digit(hex[2 * i]), lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
 double ic_now(void)
 {
 	struct timespec ts;

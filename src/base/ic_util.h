@@ -72,6 +72,9 @@ void ic_install_signals(void);
 
 /* Monotonic seconds, for rates. */
 double ic_now(void);
+/* The n bytes that the 2n lowercase hex digits at hex spell, into out: 0, or -EINVAL
+ * for any other character (out then partly written). */
+int ic_hex_decode(const char *hex, size_t n, uint8_t *out);
 /* "1.5 GiB" style, into buf of at least 16 bytes; returns buf. */
 char *ic_human_bytes(uint64_t n, char *buf, size_t len);
 /* Parse "64K", "4M", "65536" (binary multiples).  0 or -EINVAL. */

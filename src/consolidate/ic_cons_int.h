@@ -7,6 +7,7 @@
  *   ic_cons_check.c    the thread checking the records copied
  *   ic_cons_finish.c   roll back / roll forward a step, hole punching, recovery
  *   ic_cons_journal.c  CHAIN/journal, read and written
+ *   ic_cons_rebase.c   points served with a writable overlay: kept, re-base requests
  *   ic_cons_util.c     crash test hook, paths, messages
  *
  * Dependencies point down this list; none of them knows the tools. */
@@ -43,6 +44,13 @@ static inline bool u32_has(const uint32_t *v, size_t n, uint32_t x)
 			return true;
 	return false;
 }
+
+/* A point a server served writable and did not re-base (FORMAT.md 10.8): kept. */
+struct cons_stale {
+	uint32_t seq;
+	uint8_t seal[ICF_SEAL_LEN];
+};
+struct stalev IC_ARRAY_BODY(struct cons_stale);
 
 static inline bool in_set(const struct u32v *v, uint32_t seq)
 {
@@ -101,6 +109,7 @@ struct cons {
 	uint64_t alloc0;
 	uint64_t shared_alloc;      /* of the allocation: blocks shared with other files */
 	double t0;                  /* when the run started */
+	struct stalev stale;        /* points kept for servers that did not re-base */
 };
 
 void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -204,5 +213,37 @@ int ic_cons_rollback(struct cons *x);
 int ic_cons_finish_commit(struct cons *x, bool recovering);
 int ic_cons_punch(struct cons *x);
 int ic_cons_recover(struct cons *x);
+
+/* ---- points served with a writable overlay (ic_cons_rebase.c; FORMAT.md 10.8) ---- */
+
+struct cons_served {
+	uint32_t seq;
+	uint8_t seal[ICF_SEAL_LEN];
+	char name[ICF_NAME_MAX + 1];
+	int fd;                     /* its image before the step (a target's: replaced), or -1 */
+};
+
+struct cons_rebase {
+	IC_ARRAY(struct cons_served) pts;
+};
+
+/* Before a step: a point of c in the set to remove that a server holds with a writable
+ * overlay (image byte 1) is kept (taken out of in_d, noted): the step rewrites it onto
+ * the surviving ancestor instead (same content and seal). */
+void ic_cons_rebase_pin(struct cons *x, struct ic_chain *c, bool *in_d);
+/* Then: every served point whose path the step changes, for the request; of those whose
+ * own image the step replaces (its parent removed), the old image kept open. */
+int ic_cons_rebase_collect(struct ic_chain *c, const bool *in_d, struct cons_rebase *rb);
+/* After the step: CHAIN/rebase written, then wait (bounded) until no server holds byte 1
+ * of a replaced image any more; the request removed.  -ETIMEDOUT naming the server. */
+int ic_cons_rebase_ask(struct cons *x, struct cons_rebase *rb);
+void ic_cons_rebase_free(struct cons_rebase *rb);
+/* At the start of a run: the points an earlier run's servers did not re-base onto (its
+ * request's `stale` lines), kept by ic_cons_rebase_pin until their server answers. */
+void ic_cons_rebase_load(struct cons *x);
+/* Forget those that are gone from c, or whose new image a server locks (it re-based). */
+void ic_cons_rebase_resolve(struct cons *x, struct ic_chain *c);
+/* At the end: CHAIN/rebase holds only those `stale` lines, or is removed. */
+void ic_cons_rebase_save(struct cons *x);
 
 #endif

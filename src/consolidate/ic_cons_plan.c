@@ -501,12 +501,13 @@ static const char *node_name(const struct ic_cons_node *nodes, size_t n, uint32_
 	return "?";
 }
 
-static void print_plan(FILE *out, const struct ic_chain *c, const struct ic_cons_node *nodes,
-		       size_t n, const struct ic_cons_plan *plan, bool retention)
+static void print_plan(FILE *out, const char *name, const struct ic_chain *c,
+		       const struct ic_cons_node *nodes, size_t n, const struct ic_cons_plan *plan,
+		       bool retention)
 {
 	char tbuf[32];
 
-	fprintf(out, "plan for %s (%zu restore points):\n", c->dir, n);
+	fprintf(out, "plan for %s (%zu restore points):\n", name, n);
 	for (size_t i = 0; i < n; i++) {
 		const struct ic_cons_node *p = &nodes[i];
 		const char *act = "keep", *into = NULL;
@@ -573,7 +574,10 @@ int ic_cons_make_plan(struct cons *x, struct ic_chain *c, struct ic_cons_node **
 		if (!ret)
 			ret = ic_cons_plan_retention(*nodes, c->npoints, plan);
 	}
+	for (size_t s = 0; !ret && x->o->no_in_place && s < plan->nsteps; s++)
+		plan->steps[s].in_place = false;
 	if (!ret && x->o->out && (x->o->dry_run || !x->o->quiet))
-		print_plan(x->o->out, c, *nodes, c->npoints, plan, !x->o->merge);
+		print_plan(x->o->out, x->o->chain_name ? x->o->chain_name : c->dir, c, *nodes,
+			   c->npoints, plan, !x->o->merge);
 	return ret;
 }

@@ -13,7 +13,6 @@
 #include "ic_chain.h"
 #include "ic_cons_int.h"
 #include "ic_image.h"
-#include "ic_lock.h"
 #include "ic_util.h"
 
 const char *const ic_cons_phase_names[IC_CONS_NPHASES] = {
@@ -30,20 +29,6 @@ static void track_peak(struct cons *x)
 	a = a > sh ? a - sh : 0;
 	if (a > x->alloc0 && a - x->alloc0 > x->st->peak_extra)
 		x->st->peak_extra = a - x->alloc0;
-}
-
-static int check_overlays(struct ic_chain *c, const bool *in_d)
-{
-	char who[600];
-	pid_t pid;
-
-	for (size_t i = 0; i < c->npoints; i++)
-		if (in_d[i] && ic_lock_holder(c->points[i].img->fd, IC_LOCK_OVERLAY, &pid) == 1) {
-			ic_cons_describe(pid, who, sizeof(who));
-			return ic_fail(-EBUSY, "%s: restore point '%s' is served with a writable overlay by %s: not merging it away",
-				       c->dir, ic_point_name(&c->points[i]), who);
-		}
-	return 0;
 }
 
 /* The points outside the removed set whose parent is in it: each is rewritten onto
@@ -165,6 +150,7 @@ static int prepare_step(struct cons *x, struct ic_chain *c, const bool *in_d, st
 static int run_step(struct cons *x, const struct ic_cons_step *s)
 {
 	struct ic_chain *c = NULL;
+	struct cons_rebase rb = { 0 };
 	struct tgt *tg = NULL;
 	bool *in_d = NULL, any = false;
 	size_t ntg = 0;
@@ -191,12 +177,17 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 		}
 		in_d[p - c->points] = any = true;
 	}
+	/* a point served with a writable overlay stays, rewritten (FORMAT.md 10.8) */
+	ic_cons_rebase_pin(x, c, in_d);
+	any = false;
+	for (size_t i = 0; i < c->npoints; i++)
+		any |= in_d[i];
 	if (!any)
 		goto out;
-	ret = check_overlays(c, in_d);
+	ntg = find_targets(c, in_d, s, tg);
+	ret = ic_cons_rebase_collect(c, in_d, &rb);
 	if (ret)
 		goto out;
-	ntg = find_targets(c, in_d, s, tg);
 	count_removed(x, c, in_d, tg, ntg);
 	x->st->steps++;
 	ret = prepare_step(x, c, in_d, tg, ntg);
@@ -221,7 +212,10 @@ static int run_step(struct cons *x, const struct ic_cons_step *s)
 	t0 = ic_now();
 	ret = ic_cons_finish_commit(x, false);
 	x->st->phase_seconds[IC_CONS_T_FINISH] += ic_now() - t0;
+	if (!ret)
+		ret = ic_cons_rebase_ask(x, &rb);
 out:
+	ic_cons_rebase_free(&rb);
 	ic_chain_free(c);
 	free(in_d);
 	free(tg);
@@ -237,6 +231,7 @@ static int run_locked(struct cons *x)
 	double t_lock = ic_now(), t_plan = 0;
 	int ret = ic_cons_recover(x);
 
+	ic_cons_rebase_load(x);     /* points kept for servers that did not re-base */
 	if (!ret)
 		ret = ic_chain_cleanup_tmp(x->dir);
 	if (!ret)
@@ -253,6 +248,7 @@ static int run_locked(struct cons *x)
 	}
 	for (size_t i = 0; i < c->nbad; i++)
 		ic_cons_note(x, "warning: %s", c->bad[i].why);
+	ic_cons_rebase_resolve(x, c);
 	ret = ic_cons_make_plan(x, c, &nodes, &plan);
 	/* the lock, then the plan (a recovery that finishes a step counts as finish) */
 	x->st->phase_seconds[IC_CONS_T_PLAN] = t_lock - x->t0 + ic_now() - t_plan;
@@ -262,6 +258,7 @@ static int run_locked(struct cons *x)
 		ret = run_step(x, &plan.steps[s]);
 	if (!ret)
 		ret = ic_cons_punch(x);
+	ic_cons_rebase_save(x);
 	ic_cons_step(x, "done");
 out:
 	ic_cons_plan_free(&plan);
@@ -310,6 +307,7 @@ int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_st
 	ret = run_locked(&x);
 	st->space_freed = (int64_t)x.alloc0 - (int64_t)ic_cons_dir_alloc(o->chain_dir);
 	ic_cons_journal_destroy(&x.j);
+	ic_array_free(&x.stale);
 	ic_chain_unlock(lock);
 	st->seconds = ic_now() - t0;
 	return ret;

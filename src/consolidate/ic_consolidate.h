@@ -133,8 +133,16 @@ struct ic_consolidate_opts {
 	/* Read and check every record moved, also those a file system that shares extents
 	 * (XFS reflink, btrfs) clones instead of copying, which are otherwise not read. */
 	bool verify;
+	/* Seconds to wait for the servers of a point served with a writable overlay to
+	 * re-base onto its rewritten image (FORMAT.md 10.8); 0: 60. */
+	double rebase_wait;
+	/* Never write a target into the full's file (a chain in a bucket, whose objects are
+	 * replaced whole: ic_cons_s3.c); the target is a new file like the others. */
+	bool no_in_place;
+	const char *chain_name;             /* the chain as the plan names it (NULL: chain_dir) */
 	/* Called at each named step of a run, NULL: none.  The steps: prepare, copy, written,
-	 * commit, rename, renamed, switch, dup, moved, delete, deleted, punch, done.  Only the
+	 * commit, rename, renamed, switch, dup, moved, delete, deleted, rebase, punch,
+	 * done.  Only the
 	 * test build of imgconsolidate sets it (tests/lib/cons_hooks.c: crash and stall). */
 	void (*step)(const char *name);
 };
@@ -172,8 +180,10 @@ struct ic_consolidate_stats {
 /* Take the chain's lock (refusing with -EBUSY when another writer has it), finish
  * or roll back an interrupted run from CHAIN/journal, retry pending hole punching,
  * then plan and run.  Needs no key.  IC_ECORRUPT when a record, index or header is
- * damaged (nothing visible changed by the step that met it); -EBUSY when a point to
- * remove is served with a writable overlay (the message names the process).
+ * damaged (nothing visible changed by the step that met it).  A point to remove that is
+ * served with a writable overlay is kept and rewritten, and its servers asked to re-base
+ * onto the new image; -ETIMEDOUT (naming the server) when one does not within
+ * opts.rebase_wait (the merge is done; that server keeps serving the old images).
  * With opts.dry_run: plans and prints only, takes no lock, writes nothing. */
 int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_stats *st);
 

@@ -95,7 +95,9 @@ struct willneed {
 
 static void willneed_flush(struct willneed *w)
 {
-	if (w->fd >= 0 && w->end > w->start)
+	if (w->fd >= 0 && w->end > w->start && ic_image_remote)
+		ic_image_remote->prefetch(ic_image_remote->arg, w->fd, w->start, w->end - w->start);
+	else if (w->fd >= 0 && w->end > w->start)
 		(void)posix_fadvise(w->fd, (off_t)w->start, (off_t)(w->end - w->start),
 				    POSIX_FADV_WILLNEED);
 	w->fd = -1;

@@ -218,20 +218,26 @@ static void *copier(void *arg)
 	while (off < pr->st.size && !__atomic_load_n(&pr->stop, __ATOMIC_RELAXED)) {
 		size_t n = pr->st.size - off < IC_PROMOTE_CHUNK ? (size_t)(pr->st.size - off)
 								: IC_PROMOTE_CHUNK;
-		int slot = ic_range_lock(&pr->rl, off, off + n);
+		/* sp->io (a re-base's exclusion) before the range lock, as a guest write takes
+		 * them: the other order deadlocks behind a waiting re-base */
+		int slot;
 		ssize_t r = 0;
+
+		pthread_rwlock_rdlock(&pr->sp->io);
+		slot = ic_range_lock(&pr->rl, off, off + n);
 
 		/* in pieces: the overlay's lock is held while its base is read, and a guest
 		 * write anywhere waits for it */
 		for (size_t k = 0; k < n && r >= 0; k += IC_PROMOTE_PIECE) {
 			size_t m = n - k < IC_PROMOTE_PIECE ? n - k : IC_PROMOTE_PIECE;
 
-			r = ic_session_read(pr->sp, IC_DISK_RAW, &cs, buf + k, m, off + k);
+			r = ic_session_read_held(pr->sp, IC_DISK_RAW, &cs, buf + k, m, off + k);
 			if (r >= 0 && (size_t)r != m)
 				r = ic_fail(-EIO, "disk.raw: short read at %" PRIu64, off + k);
 		}
 		ret = r < 0 ? (int)r : dest_write(pr, buf, n, off);
 		ic_range_unlock(&pr->rl, slot);
+		pthread_rwlock_unlock(&pr->sp->io);
 		/* writeback started as we go: the switch's flush (writes paused) stays short */
 		if (!ret)
 			(void)sync_file_range(pr->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);

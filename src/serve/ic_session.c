@@ -15,6 +15,7 @@
 
 #include "ic_array.h"
 #include "ic_lock.h"
+#include "ic_rebase.h"
 #include "ic_session.h"
 #include "ic_session_cdp.h"
 #include "ic_util.h"
@@ -72,6 +73,12 @@ static void gen_unref(struct ic_session *s, struct ic_sgen *g)
 	free(g);
 }
 
+void ic_session_gen_put(struct ic_session *s, struct ic_sgen *g)
+{
+	gen_unref(s, g);
+	relock_all(s);
+}
+
 /* ---- points ------------------------------------------------------------------------ */
 
 static int cmp_sp(const void *a, const void *b)
@@ -117,6 +124,10 @@ static void sp_close_overlays(struct ic_session *s, struct ic_spoint *sp)
 		sp->ov_probed[k] = false;
 		sp->ov_refused[k] = false;
 	}
+	/* its image may stay open (a scan other points use): say at once that it is no
+	 * longer served writable (what a re-base request waits for, FORMAT.md 10.8) */
+	if (sp->ov_locked && sp->pt)
+		ic_lock_release(sp->pt->img->fd, IC_LOCK_OVERLAY);
 	sp->ov_locked = false;
 	sp->ov_released = false;
 	ic_session_dir_drop(s, sp);     /* releases the point directory's flock */
@@ -159,6 +170,7 @@ static void point_free(struct ic_session *s, struct ic_spoint *sp)
 	ic_disk_free(sp->disk);
 	ic_view_free(sp->view);
 	pthread_mutex_destroy(&sp->mu);
+	pthread_rwlock_destroy(&sp->io);
 	if (sp->gen)
 		gen_unref(s, sp->gen);
 	free(sp);
@@ -189,10 +201,12 @@ static struct ic_spoint *sp_new(struct ic_session *s, struct ic_sgen *g, struct 
 	snprintf(sp->name, sizeof(sp->name), "%s", ic_point_name(p));
 	sp->ov_dir_fd = -1;
 	pthread_mutex_init(&sp->mu, NULL);
+	ic_rebase_io_init(&sp->io);
 	ret = sp_set_identity(s, sp, g, p);
 	if (ret) {
 		ic_session_log(s, LOG_ERR, "restore point '%s': %s", sp->name, ic_last_error(ret));
 		pthread_mutex_destroy(&sp->mu);
+		pthread_rwlock_destroy(&sp->io);
 		free(sp);
 		return NULL;
 	}
@@ -205,6 +219,14 @@ static void sp_update(struct ic_session *s, struct ic_spoint *sp, struct ic_sgen
 {
 	if (same_identity(sp, p)) {
 		sp->gone = false;
+		/* idle: onto the new scan, so that an old one is let go with the images only
+		 * it still holds open (removed by a merge: their space is freed) */
+		if (!sp->handles && sp->gen != g) {
+			g->refs++;
+			gen_unref(s, sp->gen);      /* the caller ends with relock_all() */
+			sp->gen = g;
+			sp->pt = p;
+		}
 		return;
 	}
 	/* A new image for this name (consolidation rewrote it): swap when nothing is open. */
@@ -424,6 +446,7 @@ int ic_session_start(struct ic_session *s)
 	};
 	uint32_t bs = s->gens && s->gens->chain->have_images ? s->gens->chain->block_size
 							    : ICF_BLOCK_DEFAULT;
+	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	relock_all(s);
@@ -431,7 +454,10 @@ int ic_session_start(struct ic_session *s)
 	s->cache = ic_cache_new(bs, s->key, &co);
 	if (!s->cache)
 		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	return ic_session_owner_start(s);
+	ret = ic_session_owner_start(s);
+	if (!ret && s->o.overlay_dir)
+		ret = ic_rebase_start(s);
+	return ret;
 }
 
 size_t ic_session_npoints(struct ic_session *s)
@@ -449,6 +475,7 @@ void ic_session_free(struct ic_session *s)
 {
 	if (!s)
 		return;
+	ic_rebase_stop(s);
 	ic_session_owner_stop(s);
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++)

@@ -59,7 +59,8 @@ struct ic_sgen {
 
 struct ic_spoint {
 	char name[ICF_NAME_MAX + 1];
-	/* identity, replaced by a refresh only while no handle is open (s->lock) */
+	/* identity, replaced by a refresh only while no handle is open, or by a re-base
+	 * (ic_rebase.h: s->lock, and mu and io held) */
 	struct ic_sgen *gen;
 	struct ic_point *pt;
 	uint64_t dev, ino, slot_gen;
@@ -76,6 +77,9 @@ struct ic_spoint {
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
 	/* live promote of the disk to DEST (ic_promote.h): set once, loaded atomically */
 	struct ic_promote *promote;
+	/* held shared by each read, write, fsync and extent; exclusive while a re-base
+	 * swaps the point's images (ic_rebase.c) */
+	pthread_rwlock_t io;
 	bool ov_released;           /* handed over to another server: read-only (10.7) */
 	char ov_token[33];          /* token of our owner record of OVERLAY/POINT, "" if none */
 	double ov_take_failed;      /* ic_now() of the last unanswered take-over, 0: none */
@@ -113,6 +117,7 @@ struct ic_session {
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
+	struct ic_rebase *rebase;   /* the re-base watcher (writable sessions), or NULL */
 	struct ic_sowner *owner;    /* the release watcher (ic_session_owner.c) */
 	struct ic_scdp *cdp;        /* the CDP journal's checkpoints (ic_session_cdp.h), on first use */
 };
@@ -137,6 +142,9 @@ size_t ic_session_npoints(struct ic_session *s);
 void ic_session_log(struct ic_session *s, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Drop a reference to scan g (its images closed when it was the last) and take the
+ * image locks of every scan still used again.  Under s->lock (ic_rebase.c). */
+void ic_session_gen_put(struct ic_session *s, struct ic_sgen *g);
 /* ic_session_owner.c (FORMAT.md 10.7).  OVERLAY/POINT is open on fd: take its flock, or,
  * held elsewhere, refuse (-EBUSY naming the owner) or with take (an open for writing) and
  * o.take_over ask the owner to release it and wait up to o.take_over_wait; then record
@@ -177,6 +185,10 @@ uint64_t ic_session_size(struct ic_spoint *p, int file);
  * block that failed authentication: the whole request fails). */
 ssize_t ic_session_read(struct ic_spoint *p, int file, struct ic_cache_stream *st, void *buf,
 			size_t len, uint64_t off);
+/* ic_session_read for a caller that already holds p->io shared (the promote's copier,
+ * which takes it before its range lock: the lock order is io, then range). */
+ssize_t ic_session_read_held(struct ic_spoint *p, int file, struct ic_cache_stream *st,
+			     void *buf, size_t len, uint64_t off);
 /* Write through the overlay (created if needed); -EROFS without one.  len or -errno. */
 ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *p, int file,
 			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off);

@@ -348,8 +348,8 @@ static ssize_t flat_read(struct ic_overlay *ov, char *buf, size_t size, uint64_t
 	return (ssize_t)want;
 }
 
-ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *st, void *buf,
-			size_t len, uint64_t off)
+ssize_t ic_session_read_held(struct ic_spoint *sp, int file, struct ic_cache_stream *st,
+			     void *buf, size_t len, uint64_t off)
 {
 	struct base_arg a = { .sp = sp, .file = file, .st = st };
 	struct ic_overlay *ov = ic_session_ov_load(sp, file);
@@ -364,6 +364,19 @@ ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *
 	if (ov)
 		return ic_overlay_read(ov, buf, len, off, base_read, &a);
 	return ic_disk_read(sp->disk, file, st, buf, len, off);
+}
+
+/* The data paths hold sp->io shared: a re-base (ic_rebase.c) swaps the point's images
+ * only between requests. */
+ssize_t ic_session_read(struct ic_spoint *sp, int file, struct ic_cache_stream *st, void *buf,
+			size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = ic_session_read_held(sp, file, st, buf, len, off);
+	pthread_rwlock_unlock(&sp->io);
+	return n;
 }
 
 struct write_arg {
@@ -387,8 +400,8 @@ static ssize_t write_ov(void *arg, const void *buf, size_t len, uint64_t off)
 	return ic_overlay_write(ov, buf, len, off, base_read, &w->a);
 }
 
-ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
-			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+static ssize_t write_locked(struct ic_session *s, struct ic_spoint *sp, int file,
+			    struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
 {
 	struct write_arg w = { .s = s, .a = { .sp = sp, .file = file, .st = st } };
 	struct ic_promote *pr = ic_promote_of(sp, file);
@@ -404,6 +417,17 @@ ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
 	if (n < 0 && !(n == -EROFS && __atomic_load_n(&sp->ov_released, __ATOMIC_RELAXED)))
 		ic_session_log(s, LOG_ERR, "restore point '%s': write to %s: %s", sp->name,
 			       ic_disk_file_name(file), ic_last_error((int)n));
+	return n;
+}
+
+ssize_t ic_session_write(struct ic_session *s, struct ic_spoint *sp, int file,
+			 struct ic_cache_stream *st, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = write_locked(s, sp, file, st, buf, len, off);
+	pthread_rwlock_unlock(&sp->io);
 	return n;
 }
 
@@ -456,7 +480,7 @@ static uint64_t map_extent(const struct ic_view *v, uint64_t off, uint64_t len, 
 	return (stop < end ? stop : end) - off;
 }
 
-uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
+static uint64_t extent_locked(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
 {
 	struct ic_overlay *ov = ic_session_ov_load(sp, IC_DISK_RAW);
 	uint64_t n;
@@ -476,4 +500,14 @@ uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, boo
 		len = n;
 	}
 	return map_extent(sp->view, off, len, zero);
+}
+
+uint64_t ic_session_extent(struct ic_spoint *sp, uint64_t off, uint64_t len, bool *zero)
+{
+	uint64_t n;
+
+	pthread_rwlock_rdlock(&sp->io);
+	n = extent_locked(sp, off, len, zero);
+	pthread_rwlock_unlock(&sp->io);
+	return n;
 }

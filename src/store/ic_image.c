@@ -372,10 +372,18 @@ int64_t ic_image_find(const struct ic_image *img, uint64_t pos, int64_t hint)
 	return -1;
 }
 
+const struct ic_image_remote *ic_image_remote;
+
 int ic_image_read_record(const struct ic_image *img, const struct icf_entry *e, void *buf)
 {
-	int ret = ic_pread_full(img->fd, buf, e->stored_len, e->offset, img->path);
+	const struct ic_image_remote *r = ic_image_remote;
+	int ret = r ? r->fill(r->arg, img->fd, e->offset, e->stored_len) : 0;
 
+	if (ret)
+		return ret;
+	ret = ic_pread_full(img->fd, buf, e->stored_len, e->offset, img->path);
+	if (r)
+		r->done(r->arg, img->fd, e->offset, e->stored_len);
 	if (ret)
 		return ret;
 	if (XXH3_64bits(buf, e->stored_len) != e->rec_hash)

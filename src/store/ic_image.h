@@ -38,6 +38,19 @@ void ic_image_close(struct ic_image *img);
  * cached.  Thread-safe.  Memory: the index's size (64 bytes per entry). */
 int ic_image_check_index(struct ic_image *img);
 
+/* Images whose bytes are fetched on demand (a chain in a bucket mounted: ic_s3_remote.c):
+ * while set, ic_image_read_record asks fill to make [off, off + len) of the file fd
+ * present (0, or an error: the read fails with it) and calls done after its read;
+ * prefetch starts fetching a range without waiting (readahead).  Set once by the
+ * process that serves, before it serves. */
+struct ic_image_remote {
+	int (*fill)(void *arg, int fd, uint64_t off, uint64_t len);
+	void (*done)(void *arg, int fd, uint64_t off, uint64_t len);
+	void (*prefetch)(void *arg, int fd, uint64_t off, uint64_t len);
+	void *arg;
+};
+extern const struct ic_image_remote *ic_image_remote;
+
 /* Decode entry i of the checked private index into host order, checking its entry hash
  * and bounds (-EINVAL before ic_image_check_index succeeded). */
 int ic_image_entry(const struct ic_image *img, uint64_t i, struct icf_entry *e);
@@ -177,6 +190,17 @@ int ic_image_copy_records(const struct ic_image *src, const struct icf_entry *en
 uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd);
 int ic_image_clone_range(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
 			 uint64_t dst_off, uint32_t blk, const char *dst_path);
+/* Clones redirected (a chain in a bucket: src/store/ic_s3_cons.c): while set, the probe
+ * answers blk and ic_image_clone_range calls fn instead of sharing blocks (dst_fd keeps a
+ * hole there, the caller records where those bytes come from).  Set by one thread around
+ * a run that starts no other writer. */
+struct ic_clone_redirect {
+	uint32_t blk;
+	int (*fn)(void *arg, const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
+		  uint64_t dst_off);
+	void *arg;
+};
+extern const struct ic_clone_redirect *ic_clone_redirect;
 /* Punch the whole blocks of blk bytes (0: 4 KiB) inside [off, off + len) of fd. */
 int ic_image_punch_range(int fd, uint64_t off, uint64_t len, uint32_t blk, const char *path);
 

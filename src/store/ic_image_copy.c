@@ -182,8 +182,12 @@ static bool cannot_clone(int err)
 	       err == -ENOSYS || err == -EPERM || err == -ETXTBSY;
 }
 
+const struct ic_clone_redirect *ic_clone_redirect;
+
 uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd)
 {
+	if (ic_clone_redirect)
+		return ic_clone_redirect->blk;
 #ifdef FICLONERANGE
 	struct statfs sf;
 	struct stat st, ss;
@@ -216,6 +220,8 @@ uint32_t ic_image_clone_probe(const struct ic_image *src, int dst_fd)
 int ic_image_clone_range(const struct ic_image *src, uint64_t off, uint64_t len, int dst_fd,
 			 uint64_t dst_off, uint32_t blk, const char *dst_path)
 {
+	if (ic_clone_redirect)
+		return ic_clone_redirect->fn(ic_clone_redirect->arg, src, off, len, dst_fd, dst_off);
 #ifdef FICLONERANGE
 	uint64_t b = blk, s0 = off & ~(b - 1), d0 = dst_off - (off - s0), e = off + len, n;
 	struct stat ss;

@@ -352,9 +352,11 @@ static int attempt(struct ic_s3 *s, struct ic_s3_req *r, CURL *h, const char *ur
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->conf.stall_seconds);
-	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
-	curl_easy_setopt(h, CURLOPT_USERNAME, s->conf.access_key);
-	curl_easy_setopt(h, CURLOPT_PASSWORD, s->conf.secret_key);
+	if (!r->self_sign) {
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
+		curl_easy_setopt(h, CURLOPT_USERNAME, s->conf.access_key);
+		curl_easy_setopt(h, CURLOPT_PASSWORD, s->conf.secret_key);
+	}
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -378,6 +380,17 @@ static int attempt(struct ic_s3 *s, struct ic_s3_req *r, CURL *h, const char *ur
 	for (i = 0; hl && i < sizeof(r->hdr) / sizeof(r->hdr[0]); i++)
 		if (r->hdr[i])
 			hl = (t = curl_slist_append(hl, r->hdr[i])) ? t : NULL;
+	if (hl && r->self_sign) {
+		char *az = NULL, *dt = NULL;
+
+		if (ic_s3_sign(s, r->method, url, hl, hsha + 22, &az, &dt) == 0 &&
+		    (t = curl_slist_append(hl, dt)) && (t = curl_slist_append(hl, az)))
+			hl = t;
+		else
+			curl_slist_free_all(hl), hl = NULL;
+		free(az);
+		free(dt);
+	}
 	if (!hl)
 		return -ENOMEM;
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);

@@ -71,6 +71,11 @@ int ic_s3_list(struct ic_s3 *s, const char *prefix,
 struct ic_s3_upload;
 int ic_s3_mp_start(struct ic_s3 *s, const char *key, struct ic_s3_upload **out);
 int ic_s3_mp_part(struct ic_s3_upload *u, unsigned partno, const void *buf, size_t len);
+/* Part partno copied by the server from bytes [off, off + len) of src_key (this bucket)
+ * while its ETag is src_etag (NULL: any version) (UploadPartCopy with
+ * x-amz-copy-source-range): no byte goes through the client.  The same size rules as a part sent. */
+int ic_s3_mp_part_copy(struct ic_s3_upload *u, unsigned partno, const char *src_key,
+		       const char *src_etag, uint64_t off, uint64_t len);
 int ic_s3_mp_complete(struct ic_s3_upload *u, char etag[IC_S3_ETAG_MAX]);
 /* Abort the upload on the server (best effort) and free u; NULL is fine. */
 void ic_s3_mp_abort(struct ic_s3_upload *u);

@@ -66,6 +66,44 @@ void ic_s3_lease_drop(struct ic_s3_chain *sc);
 int ic_s3_chain_arg(const char *arg, bool writer, enum ic_s3_need need, const char *point,
 		    enum ic_s3_need path_need, struct ic_s3_chain **sc, const char **dir);
 
+/* Keyless merges in the bucket (imgconsolidate, FORMAT.md 14.5).  begin: after a pull to
+ * IC_S3_NEED_INDEX under the lease, a scratch chain (*work) of the cached headers and
+ * indexes, on which the caller runs the merge of a local chain with no target written in
+ * place; while it runs, record clones are recorded rather than made (ic_clone_redirect).
+ * publish: each image the merge rewrote replaces its object (the records copied by the
+ * server from the objects they are in, UploadPartCopy; the rest sent), then the images it
+ * removed are deleted, children first; the cache forgets both.  end: the scratch chain
+ * removed, the redirection cleared (after publish or instead of it). */
+struct ic_s3_cons;
+struct ic_s3_cons_stats {
+	unsigned rewritten, deleted;
+	uint64_t bytes_server;      /* copied by the server (UploadPartCopy) */
+	uint64_t bytes_composed;    /* parts assembled on the server from small pieces */
+	uint64_t bytes_sent;        /* parts sent: headers, indexes, and ... */
+	uint64_t bytes_fetched;     /* ... records fetched to fill parts below the minimum */
+	uint64_t parts_copied, parts_sent;
+	uint64_t net_sent, net_received;    /* the client's traffic over the whole merge */
+};
+int ic_s3_cons_begin(struct ic_s3_chain *sc, struct ic_s3_cons **out, const char **work);
+/* step (NULL: none) is called at "s3-upload" (an image's parts all sent, before its
+ * completion), "s3-replaced" (after it) and "s3-delete" (before each deletion): the
+ * crash and stall hooks of the tests. */
+int ic_s3_cons_publish(struct ic_s3_cons *k, struct ic_s3_cons_stats *st,
+		       void (*step)(const char *name));
+void ic_s3_cons_end(struct ic_s3_cons *k);
+
+/* Images read on demand (imgmount: ic_s3_remote.c).  After a pull to IC_S3_NEED_INDEX:
+ * record reads of the cache's images (ic_image_remote) fetch their chunks from the
+ * bucket first, readahead prefetches them in parallel, the bytes fetched bounded by
+ * IMGCHAIN_S3_CACHE_MAX.  The client is made at the first fetch (after a daemon's fork);
+ * url is the chain's s3:// URL.  The remote outlives sc. */
+struct ic_s3_remote;
+int ic_s3_remote_open(struct ic_s3_chain *sc, const char *url, struct ic_s3_remote **out);
+/* Chunks fetched (of them by readahead's workers) and their bytes so far. */
+void ic_s3_remote_stats(struct ic_s3_remote *r, uint64_t *requests, uint64_t *prefetched,
+			uint64_t *bytes);
+void ic_s3_remote_close(struct ic_s3_remote *r);
+
 /* Internal (ic_s3_chain.c <-> ic_s3_lease.c) */
 const char *ic_s3_chain_prefix(const struct ic_s3_chain *sc);
 

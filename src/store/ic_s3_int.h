@@ -46,6 +46,7 @@ struct ic_s3_req {
 	uint64_t off;
 	size_t len;
 	const char *hdr[3];         /* extra headers ("Name: value") or NULL */
+	bool self_sign;             /* signed by ic_s3_sign, not by curl (ic_s3_sign.c) */
 	void *out;                  /* the answer's body: fixed buffer of out_cap bytes ... */
 	size_t out_cap;
 	bool out_grow;              /* ... or malloc'd and grown up to out_cap */
@@ -82,6 +83,14 @@ bool ic_s3_etag_ok(const char *v, size_t n);
 /* Decode the five XML entities of [v, v + n) into dst[cap] (NUL-terminated); -EINVAL
  * when it does not fit or holds an unknown entity or a NUL byte. */
 int ic_s3_xml_text(const char *v, size_t n, char *dst, size_t cap);
+
+/* Does this libcurl sort the signed headers by line (before 8.10: x-amz-copy-source-range
+ * signed before x-amz-copy-source, which servers refuse)? */
+bool ic_s3_curl_sorts_by_line(void);
+/* SigV4 of a request to url whose headers are lines (each signed) and whose payload's
+ * SHA-256 is payload_hex: *authz and *date, the two header lines to add (malloc'd). */
+int ic_s3_sign(const struct ic_s3 *s, const char *method, const char *url,
+	       const struct curl_slist *lines, const char *payload_hex, char **authz, char **date);
 
 /* Read the configuration (ic_s3_conf.c).  -EINVAL with a message when incomplete. */
 int ic_s3_conf_load(struct ic_s3_conf *c);

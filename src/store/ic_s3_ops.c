@@ -271,6 +271,19 @@ int ic_s3_mp_start(struct ic_s3 *s, const char *key, struct ic_s3_upload **out)
 	return 0;
 }
 
+static int part_etag(struct ic_s3_upload *u, unsigned partno, const char *etag)
+{
+	if (!etag[0])
+		return ic_fail(-EIO, "%s/%s: part %u: no ETag in the answer", u->s->name, u->key,
+			       partno);
+	pthread_mutex_lock(&u->mu);
+	snprintf(u->etags[partno - 1], IC_S3_ETAG_MAX, "%s", etag);
+	if (partno > u->nparts)
+		u->nparts = partno;
+	pthread_mutex_unlock(&u->mu);
+	return 0;
+}
+
 int ic_s3_mp_part(struct ic_s3_upload *u, unsigned partno, const void *buf, size_t len)
 {
 	struct ic_s3_req r = { .method = "PUT", .key = u->key, .body = buf, .body_len = len };
@@ -287,15 +300,56 @@ int ic_s3_mp_part(struct ic_s3_upload *u, unsigned partno, const void *buf, size
 	free(q);
 	if (err)
 		return err;
-	if (!r.etag[0])
-		return ic_fail(-EIO, "%s/%s: part %u: no ETag in the answer", u->s->name, u->key,
-			       partno);
-	pthread_mutex_lock(&u->mu);
-	strcpy(u->etags[partno - 1], r.etag);
-	if (partno > u->nparts)
-		u->nparts = partno;
-	pthread_mutex_unlock(&u->mu);
-	return 0;
+	return part_etag(u, partno, r.etag);
+}
+
+int ic_s3_mp_part_copy(struct ic_s3_upload *u, unsigned partno, const char *src_key,
+		       const char *src_etag, uint64_t off, uint64_t len)
+{
+	struct ic_s3_req r = { .method = "PUT", .key = u->key, .out_cap = 64 << 10,
+			       .out_grow = true };
+	char *q = NULL, *src = ic_s3_encode(src_key, true), *h0 = NULL, *h1 = NULL;
+	char h2[IC_S3_ETAG_MAX + 40], etag[IC_S3_ETAG_MAX] = "";
+	const char *v;
+	size_t n;
+	int err = -ENOMEM;
+
+	if (partno < 1 || partno > IC_S3_PART_MAX || !len)
+		return ic_fail(-EINVAL, "%s/%s: copy part %u of %llu bytes", u->s->name, u->key,
+			       partno, (unsigned long long)len);
+	if (!src || asprintf(&q, "partNumber=%u&uploadId=%s", partno, u->id) < 0 ||
+	    asprintf(&h0, "x-amz-copy-source: /%s/%s", u->s->bucket, src) < 0 ||
+	    asprintf(&h1, "x-amz-copy-source-range: bytes=%llu-%llu", (unsigned long long)off,
+		     (unsigned long long)(off + len - 1)) < 0)
+		goto out;
+	/* only the version planned: a replaced source fails the copy (412) */
+	err = src_etag ? if_match_hdr(src_etag, h2, sizeof(h2)) : 0;
+	if (err)
+		goto out;
+	memmove(h2 + 21, h2, strlen(h2) + 1);
+	memcpy(h2, "x-amz-copy-source-if-", 21);
+	r.query = q;
+	r.hdr[0] = h0;
+	r.hdr[1] = h1;
+	r.hdr[2] = src_etag ? h2 : NULL;
+	r.self_sign = ic_s3_curl_sorts_by_line();
+	err = ic_s3_request(u->s, &r);
+	/* the answer is 200 with the part's ETag in its body, or an error in it */
+	if (!err && ic_s3_xml_find(r.out, (char *)r.out + r.out_len, "Code", &v, &n))
+		err = ic_fail(-EIO, "%s/%s: copy of part %u failed: %.*s", u->s->name, u->key,
+			      partno, (int)(n < 64 ? n : 64), v);
+	if (!err && (!ic_s3_xml_find(r.out, (char *)r.out + r.out_len, "ETag", &v, &n) ||
+		     ic_s3_xml_text(v, n, etag, sizeof(etag)) != 0 || !ic_s3_etag_ok(etag, strlen(etag))))
+		etag[0] = '\0';
+	if (!err)
+		err = part_etag(u, partno, etag);
+out:
+	free(r.out);
+	free(q);
+	free(src);
+	free(h0);
+	free(h1);
+	return err;
 }
 
 int ic_s3_mp_complete(struct ic_s3_upload *u, char etag[IC_S3_ETAG_MAX])

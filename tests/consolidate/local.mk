@@ -6,5 +6,6 @@ SH_TESTS += \
 	tests/consolidate/corrupt.sh \
 	tests/consolidate/lock.sh \
 	tests/consolidate/mount.sh \
+	tests/consolidate/online.sh \
 	tests/consolidate/reflink.sh
 EXTRA_DIST += tests/consolidate/cons-lib.sh

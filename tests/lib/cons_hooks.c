@@ -3,7 +3,8 @@
  * With IMGCHAIN_TEST_CRASH_AT=NAME[:N] in the environment the process kills itself
  * (SIGKILL) the N-th time (default 1) it reaches the step NAME of a run; with
  * IMGCHAIN_TEST_STALL_AT=NAME[:N] it prints "stalled at NAME" and stops there until
- * killed.  The step names: ic_consolidate_opts.step in ic_consolidate.h. */
+ * killed; with IMGCHAIN_TEST_PAUSE_AT=NAME[:N] it prints the same and stops itself (SIGSTOP)
+ * until the test sends SIGCONT, then goes on.  The step names: ic_consolidate_opts.step in ic_consolidate.h. */
 #include "config.h"
 
 #include <signal.h>
@@ -35,6 +36,10 @@ static void hook_one(const char *var, bool stall, const char *name, unsigned *hi
 		raise(SIGKILL);
 	} else {
 		fprintf(stderr, "stalled at %s\n", name);
+		if (strcmp(var, "IMGCHAIN_TEST_PAUSE_AT") == 0) {
+			raise(SIGSTOP);         /* until the test sends SIGCONT */
+			return;
+		}
 		for (;;)
 			pause();
 	}
@@ -42,8 +47,9 @@ static void hook_one(const char *var, bool stall, const char *name, unsigned *hi
 
 void ic_test_cons_step(const char *name)
 {
-	static unsigned crash_hits, stall_hits;
+	static unsigned crash_hits, stall_hits, pause_hits;
 
 	hook_one("IMGCHAIN_TEST_CRASH_AT", false, name, &crash_hits);
 	hook_one("IMGCHAIN_TEST_STALL_AT", true, name, &stall_hits);
+	hook_one("IMGCHAIN_TEST_PAUSE_AT", true, name, &pause_hits);
 }

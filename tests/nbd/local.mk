@@ -7,6 +7,7 @@ SH_TESTS += \
 	tests/nbd/nbd-damage.sh \
 	tests/nbd/nbd-overlay.sh \
 	tests/nbd/nbd-errors.sh \
+	tests/nbd/nbd-online.sh \
 	tests/nbd/nbd-release.sh
 # the test disk boots over NBD under qemu-system-x86_64 (read-only, and with an overlay)
 SH_TESTS += tests/nbd/nbd-boot.sh

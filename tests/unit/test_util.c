@@ -274,6 +274,17 @@ static void test_human(void)
 	CHECK(strcmp(ic_human_bytes(3ull << 30, b, sizeof(b)), "3.0 GiB") == 0);
 }
 
+static void test_hex(void)
+{
+	uint8_t b[3];
+
+	CHECK_EQ(ic_hex_decode("00a5ff", 3, b), 0);
+	CHECK(b[0] == 0x00 && b[1] == 0xa5 && b[2] == 0xff);
+	CHECK_EQ(ic_hex_decode("00A5ff", 3, b), -EINVAL);     /* lowercase only */
+	CHECK_EQ(ic_hex_decode("00a5f", 3, b), -EINVAL);      /* the NUL is not a digit */
+	CHECK_EQ(ic_hex_decode("0g", 1, b), -EINVAL);
+}
+
 int main(void)
 {
 	RUN(test_parse_size);
@@ -286,5 +297,6 @@ int main(void)
 	RUN(test_open_regular);
 	RUN(test_sanitize);
 	RUN(test_human);
+	RUN(test_hex);
 	UNIT_EXIT();
 }
