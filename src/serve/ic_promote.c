@@ -392,8 +392,11 @@ static void resume(struct ic_session *s, struct ic_spoint *sp)
 		pr_free(pr);
 		return;
 	}
-	if (!ret)
+	if (!ret) {
+		__atomic_store_n(&sp->promote_pin, true, __ATOMIC_RELAXED);
 		ret = pin(s, sp, &size);
+		__atomic_store_n(&sp->promote_pin, false, __ATOMIC_RELAXED);
+	}
 	if (ret) {
 		ic_session_log(s, LOG_ERR, "promote of '%s' not resumed: %s", sp->name,
 			       ic_last_error(ret));

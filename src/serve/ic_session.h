@@ -77,6 +77,7 @@ struct ic_spoint {
 	bool ov_busy_said;          /* "in use by another process" logged (once, not per stat) */
 	/* live promote of the disk to DEST (ic_promote.h): set once, loaded atomically */
 	struct ic_promote *promote;
+	bool promote_pin;           /* ic_promote's resume is opening it (under s->lock) */
 	/* held shared by each read, write, fsync and extent; exclusive while a re-base
 	 * swaps the point's images (ic_rebase.c) */
 	pthread_rwlock_t io;

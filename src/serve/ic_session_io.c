@@ -203,6 +203,16 @@ static int ov_dir_lock(struct ic_session *s, struct ic_spoint *sp, bool take)
 		else if (!ret)
 			sp->ov_dir_fd = fd;
 	}
+	/* a promote's state (FORMAT.md 18) not resumed by this server: the disk is DEST's and
+	 * the overlay stale; only a server that resumes it at its start serves the disk (the
+	 * checks a front end makes before ic_session_start, which resumes it, pass) */
+	if (!ret && s->cache && !__atomic_load_n(&sp->promote, __ATOMIC_ACQUIRE) &&
+	    !__atomic_load_n(&sp->promote_pin, __ATOMIC_RELAXED) &&
+	    faccessat(sp->ov_dir_fd, IC_PROMOTE_STATE, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		ic_session_dir_drop(s, sp);
+		ret = ic_fail(-EBUSY, "%s/%s: the disk is promoted (%s): restart the server to serve it from its DEST",
+			      s->o.overlay_dir, sp->name, IC_PROMOTE_STATE);
+	}
 	free(dir);
 	return ret;
 }

@@ -230,6 +230,15 @@ static void answer(struct ic_session *s, struct ic_spoint *sp, const char *dir)
 		unlinkat(sp->ov_dir_fd, IC_OWNER_REQUEST, 0);
 		return;
 	}
+	if (__atomic_load_n(&sp->promote, __ATOMIC_ACQUIRE)) {
+		/* promoted (copying or switched): the overlay is not the disk of record, and the
+		 * mirror or copier writes DEST; another server taking it over would make two
+		 * writers of DEST or serve the stale overlay.  Refused: the asker gives up. */
+		ic_session_log(s, LOG_WARNING, "overlay %s: %s asks for it: restore point '%s' is promoted (imgpromote): not released",
+			       dir, desc, sp->name);
+		unrequest(sp->ov_dir_fd, dir, req.token);
+		return;
+	}
 	ic_session_log(s, LOG_NOTICE, "overlay %s: %s asks for it: flushing and releasing restore point '%s'",
 		       dir, desc, sp->name);
 	for (int k = 0; k < IC_SOV_N; k++) {

@@ -17,7 +17,7 @@ dist_check_DATA += tests/mount/release-lib.sh
 # crash consistency and load of writable mounts (mount-load.sh: MOUNT_LOAD_SECONDS, 60 by default)
 SH_TESTS += tests/mount/mount-kill.sh tests/mount/mount-load.sh
 # live promote of a mounted disk to DEST (imgpromote): with a writer, and killed mid-way
-SH_TESTS += tests/mount/promote.sh tests/mount/promote-kill.sh
+SH_TESTS += tests/mount/promote.sh tests/mount/promote-kill.sh tests/mount/promote-release.sh
 # mount(8), fstab and the mount helper (a private mount namespace; root)
 SH_TESTS += tests/mount/mount-helper.sh
 # a lost overlay write: tests/lib/faultsync.so, an LD_PRELOAD shim failing one fdatasync
