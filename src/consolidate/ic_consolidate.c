@@ -231,7 +231,8 @@ static int run_locked(struct cons *x)
 	double t_lock = ic_now(), t_plan = 0;
 	int ret = ic_cons_recover(x);
 
-	ic_cons_rebase_load(x);     /* points kept for servers that did not re-base */
+	if (!ret)
+		ic_cons_rebase_load(x);     /* points kept for servers that did not re-base */
 	if (!ret)
 		ret = ic_chain_cleanup_tmp(x->dir);
 	if (!ret)
@@ -258,7 +259,15 @@ static int run_locked(struct cons *x)
 		ret = run_step(x, &plan.steps[s]);
 	if (!ret)
 		ret = ic_cons_punch(x);
-	ic_cons_rebase_save(x);
+	if (ret) {
+		struct ic_error e;
+
+		ic_error_save(&e, ret);     /* the save's own failures must not take its message */
+		ic_cons_rebase_save(x);
+		ret = ic_error_raise(&e);
+	} else {
+		ic_cons_rebase_save(x);
+	}
 	ic_cons_step(x, "done");
 out:
 	ic_cons_plan_free(&plan);
