@@ -89,3 +89,19 @@ if killed:
     open(sys.argv[4], "wb").write(got)
 print("%s: %d writes, %d acknowledged" % (path, len(writes), sum(1 for w in writes if w[1] <= acked)))
 PY
+
+# start_nbd [ARG]...: the project's nbdkit plugin serving $CHAIN's tue on $OV in the
+# background (socket $WORK/nbd.sock, pid in $npid, log $WORK/nbd.log); returns when it listens
+start_nbd()
+{
+	nbdkit -f -U "$WORK/nbd.sock" -P "$WORK/nbd.pid" "$PLUGIN" "$CHAIN" point=tue overlay="$OV" \
+		passphrase-file="$WORK/passphrase" "$@" 2>"$WORK/nbd.log" </dev/null &
+	npid=$!
+	cleanup_fn kill_quiet "$npid"
+	for ((i = 0; i < 600; i++)); do
+		[[ -S $WORK/nbd.sock && -s $WORK/nbd.pid ]] && return 0
+		kill -0 "$npid" 2>/dev/null || fail "nbdkit: $(cat "$WORK/nbd.log")"
+		sleep 0.05
+	done
+	fail "nbdkit did not listen within 30 s: $(cat "$WORK/nbd.log")"
+}

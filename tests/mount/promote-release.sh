@@ -32,15 +32,7 @@ cmp "$MNT/tue/disk.raw" "$DEST" || fail "the mount differs from DEST after the r
 unmount_chain
 
 # the owner gone, a new server serves DEST (not the overlay)
-nbdkit -f -U "$WORK/nbd.sock" -P "$WORK/nbd.pid" "$PLUGIN" "$CHAIN" point=tue overlay="$OV" \
-	passphrase-file="$WORK/passphrase" 2>"$WORK/nbd.log" </dev/null &
-npid=$!
-cleanup_fn kill_quiet "$npid"
-for ((i = 0; i < 600; i++)); do
-	[[ -S $WORK/nbd.sock && -s $WORK/nbd.pid ]] && break
-	kill -0 "$npid" 2>/dev/null || fail "nbdkit: $(cat "$WORK/nbd.log")"
-	sleep 0.05
-done
+start_nbd
 qemu-img convert -f raw -O raw "nbd+unix:///?socket=$WORK/nbd.sock" "$WORK/nbd.out" ||
 	fail "qemu-img convert from the export"
 cmp "$WORK/nbd.out" "$DEST" || fail "the NBD export does not serve DEST"

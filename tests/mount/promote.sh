@@ -148,15 +148,7 @@ PLUGIN=$top_builddir/nbdkit-imgchain-plugin.so
 if command -v nbdkit >/dev/null && command -v qemu-img >/dev/null && command -v qemu-io >/dev/null &&
    [[ -f $PLUGIN ]]; then
 	printf '%s\n' "$IMGCHAIN_PASSPHRASE" >"$WORK/passphrase"
-	nbdkit -f -U "$WORK/nbd.sock" -P "$WORK/nbd.pid" "$PLUGIN" "$CHAIN" point=tue overlay="$OV" \
-		passphrase-file="$WORK/passphrase" 2>"$WORK/nbd.log" </dev/null &
-	npid=$!
-	cleanup_fn kill_quiet "$npid"
-	for ((i = 0; i < 600; i++)); do
-		[[ -S $WORK/nbd.sock && -s $WORK/nbd.pid ]] && break
-		kill -0 "$npid" 2>/dev/null || fail "nbdkit: $(cat "$WORK/nbd.log")"
-		sleep 0.05
-	done
+	start_nbd
 	uri="nbd+unix:///?socket=$WORK/nbd.sock"
 	qemu-img convert -f raw -O raw "$uri" "$WORK/nbd.out" || fail "qemu-img convert from the export"
 	cmp "$WORK/nbd.out" "$DEST" || fail "the NBD export does not serve DEST"
