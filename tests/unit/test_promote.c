@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "ic_error.h"
@@ -71,10 +72,14 @@ static void test_codec_rejects(void)
 	CHECK_EQ(dec("imgchain-promote 1\nphase copying\nsize 5\ndev 1\nino 2\nrdev 0\nrate 0\ndest /x\x01y\n"), IC_ECORRUPT);
 }
 
-/* Two threads increment a shared pair of counters under overlapping ranges: without
- * mutual exclusion the pair would tear.  Disjoint ranges never wait. */
+/* Four threads increment shared counters under ranges: without mutual exclusion of
+ * overlapping ranges the increments would be lost.  Range k = [100 k, 100 k + 150)
+ * overlaps k - 1 and k + 1 only, and increments cells k and k + 1 (shared with exactly the
+ * ranges it overlaps: disjoint ranges touch disjoint cells); [0, 1000) overlaps every one
+ * and increments the pair a, b.  Disjoint ranges never wait. */
 struct shared {
 	struct ic_range_lock rl;
+	volatile uint64_t cell[8];
 	volatile uint64_t a, b;
 	int bad;
 };
@@ -84,17 +89,20 @@ static void *worker(void *arg)
 	struct shared *sh = arg;
 
 	for (int i = 0; i < 5000; i++) {
-		uint64_t lo = (uint64_t)(i % 7) * 100;
+		unsigned k = (unsigned)(i % 7);
+		uint64_t lo = (uint64_t)k * 100;
 		int slot = ic_range_lock(&sh->rl, lo, lo + 150);     /* overlaps its neighbours */
+		uint64_t c0 = sh->cell[k], c1 = sh->cell[k + 1];
+
+		sched_yield();
+		sh->cell[k] = c0 + 1;
+		sh->cell[k + 1] = c1 + 1;
+		ic_range_unlock(&sh->rl, slot);
+		slot = ic_range_lock(&sh->rl, 0, 1000);               /* overlaps every one */
 		uint64_t a = sh->a;
 
 		if (sh->b != a)
 			sh->bad++;
-		sh->a = a + 1;
-		sh->b = a + 1;
-		ic_range_unlock(&sh->rl, slot);
-		slot = ic_range_lock(&sh->rl, 0, 1000);               /* overlaps every one */
-		a = sh->a;
 		sh->a = a + 1;
 		sh->b = a + 1;
 		ic_range_unlock(&sh->rl, slot);
@@ -104,7 +112,7 @@ static void *worker(void *arg)
 
 static void test_range_lock(void)
 {
-	struct shared sh = { .a = 0, .b = 0 };
+	struct shared sh = { .a = 0 };
 	pthread_t t[4];
 	int s1, s2;
 
@@ -121,7 +129,12 @@ static void test_range_lock(void)
 		pthread_create(&t[i], NULL, worker, &sh);
 	for (int i = 0; i < 4; i++)
 		pthread_join(t[i], NULL);
-	CHECK_EQ(sh.a, 4 * 5000 * 2);
+	uint64_t cells = 0;
+
+	for (int i = 0; i < 8; i++)
+		cells += sh.cell[i];
+	CHECK_EQ(cells, 4 * 5000 * 2);
+	CHECK_EQ(sh.a, 4 * 5000);
 	CHECK_EQ(sh.b, sh.a);
 	CHECK_EQ(sh.bad, 0);
 	ic_range_lock_destroy(&sh.rl);
