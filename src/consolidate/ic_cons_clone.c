@@ -3,12 +3,12 @@
  *
  * Cloning works on whole file-system blocks at the same place in their blocks on both
  * sides, and records are packed at any offset.  So the records a target takes from one
- * source image are grouped into clusters (sorted by offset, a gap of at most CLONE_GAP
- * unused bytes between two neighbours), and each cluster is cloned whole, its blocks
- * landing after the target's records so far at the same offset modulo the block size
- * as in the source (FORMAT.md section 7).  The unused bytes of the first and last block
- * come along; the whole blocks of a gap are punched at once (they are new bytes of the
- * target: no reader can see them).  No record is read or rewritten: each one's
+ * source image are grouped into clusters (sorted by offset, no whole unused block between
+ * two neighbours), and each cluster is cloned whole, its blocks landing after the
+ * target's records so far at the same offset modulo the block size as in the source
+ * (FORMAT.md section 7).  The unused bytes of the first and last block come along.  (An
+ * earlier version joined records up to 1 MiB apart and punched the whole blocks between
+ * them: as many calls as cloning the two sides apart, and twice the extent updates.)  No record is read or rewritten: each one's
  * checksum travels unchanged in the index, and the records are read and checked only
  * with --verify, or when the file system refuses the clone after all (then they are
  * copied and checked as on any other file system, at the places planned). */
@@ -22,7 +22,6 @@
 #include "ic_image.h"
 #include "ic_util.h"
 
-#define CLONE_GAP (1u << 20)        /* unused bytes cloned (then punched) to join records */
 #define RUN_CHUNK 4096u             /* entries handed to a copy or a check at a time */
 
 void ic_clone_reset(struct clone_plan *p)
@@ -73,7 +72,7 @@ int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t st
 {
 	struct crec *r = p->recs.v;
 	size_t n = p->recs.n;
-	uint64_t cur = start;
+	uint64_t cur = start, bs = ic_writer_clone_blk(w) ? ic_writer_clone_blk(w) : 4096;
 
 	free(p->dst);
 	p->dst = malloc((n ? n : 1) * sizeof(*p->dst));
@@ -87,7 +86,10 @@ int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t st
 
 		if (!c)
 			return -ENOMEM;
-		while (b < n && r[b].lvl == r[a].lvl && r[b].off <= e + CLONE_GAP) {
+		/* joined while no whole block lies between them: a whole block would be
+		 * cloned only to be punched again (two extent updates where a second clone
+		 * is one, and as many calls) */
+		while (b < n && r[b].lvl == r[a].lvl && r[b].off < ((e + bs - 1) & ~(bs - 1)) + bs) {
 			if (r[b].off + r[b].len > e)
 				e = r[b].off + r[b].len;
 			b++;

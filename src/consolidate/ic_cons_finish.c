@@ -379,7 +379,11 @@ static int punch_one(struct cons *x, uint32_t seq, bool bg, bool *keep, double *
 		double t0 = ic_now();
 
 		ic_cons_step(x, "punch");
-		r = ic_image_punch_unused(img, &freed);
+		/* the ranges this run's merge freed, or the whole file scanned */
+		if (ic_reclaim_applies(&x->rp, img))
+			r = ic_reclaim_run(&x->rp, img, &x->st->punch_calls);
+		else
+			r = ic_image_punch_unused(img, &freed);
 		*secs += ic_now() - t0;
 	}
 	ic_image_close(img);
@@ -457,7 +461,10 @@ static void __attribute__((noreturn)) reclaim_child(struct cons *x, const uint32
 		if (img->slot.seq == seqs[i] && slots_agree(img) == 1 &&
 		    ic_lock_holder(img->fd, IC_LOCK_READER, &pid) != 1) {
 			ic_cons_step(x, "reclaim");
-			(void)ic_image_punch_below(img, img->slot.data_end, &freed);
+			if (ic_reclaim_applies(&x->rp, img))
+				(void)ic_reclaim_run(&x->rp, img, &x->st->punch_calls);
+			else
+				(void)ic_image_punch_below(img, img->slot.data_end, &freed);
 		}
 		ic_image_close(img);
 		free(path);

@@ -6,6 +6,7 @@
  *   ic_cons_clone.c    its records cloned instead where the file system shares extents
  *   ic_cons_check.c    the thread checking the records copied
  *   ic_cons_finish.c   roll back / roll forward a step, hole punching, recovery
+ *   ic_cons_reclaim.c  the ranges an in-place merge frees in the full, planned as it is written
  *   ic_cons_journal.c  CHAIN/journal, read and written
  *   ic_cons_rebase.c   points served with a writable overlay: kept, re-base requests
  *   ic_cons_util.c     crash test hook, paths, messages
@@ -99,6 +100,35 @@ int ic_cons_journal_read(const char *dir, struct journal *j);
 /* Decode a journal's text (buf[len] is overwritten with a NUL: len + 1 bytes). */
 int ic_cons_journal_decode(char *buf, size_t len, struct journal *j, const char *path);
 
+/* ---- the space an in-place merge frees (ic_cons_reclaim.c) ---- */
+
+struct ic_view;
+
+struct rspan {
+	uint64_t off, len;
+};
+struct reclaim_plan {
+	bool valid;
+	uint32_t seq;               /* the target whose slot it was planned for, */
+	uint8_t index_hash[ICF_INDEX_HASH_LEN];    /* and that slot's index */
+	uint32_t blk;               /* whole blocks of this size are punched */
+	uint64_t bytes;             /* of the spans */
+	IC_ARRAY(struct rspan) spans;       /* ascending, whole blocks */
+};
+
+void ic_reclaim_reset(struct reclaim_plan *rp);
+/* The spans of the full (vt->path[0]) that an in-place merge leaves unused below limit
+ * (its old data_end), given the full's records it relocates (reloc, may be NULL): the
+ * stretches between two records it keeps, in file order, that lost a record to the merge,
+ * and the stretch after the last kept record (the old index).  Valid only if the full had
+ * no unused block left allocated before the merge (not on the journal's punch list). */
+int ic_reclaim_plan(struct reclaim_plan *rp, const struct ic_view *vt, const uint8_t *reloc,
+		    uint64_t limit, uint32_t blk);
+/* Does the plan describe img as it is now (its slot's seq and index)? */
+bool ic_reclaim_applies(const struct reclaim_plan *rp, const struct ic_image *img);
+/* Punch the plan's spans in img (open O_RDWR); *calls counts the fallocate calls. */
+int ic_reclaim_run(const struct reclaim_plan *rp, struct ic_image *img, uint64_t *calls);
+
 /* ---- a run (ic_consolidate.c) ---- */
 
 struct cons {
@@ -110,6 +140,7 @@ struct cons {
 	uint64_t shared_alloc;      /* of the allocation: blocks shared with other files */
 	double t0;                  /* when the run started */
 	struct stalev stale;        /* points kept for servers that did not re-base */
+	struct reclaim_plan rp;     /* what the last in-place step freed in the full */
 };
 
 void ic_cons_note(struct cons *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -516,11 +516,24 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	/* the index follows the records (FORMAT.md section 7) */
 	if (!ret)
 		ret = ic_writer_place_index(f.w, f.cur);
+	/* in place: the full's ranges the merge frees, unless it held unused space already */
+	if (t->in_place)
+		ic_reclaim_reset(&x->rp);
+	if (!ret && t->in_place && !in_set(&x->j.punch, t->rw->slot.seq)) {
+		uint32_t blk = ic_writer_clone_blk(f.w);
+		uint64_t lim = f.start;    /* where the writer's bytes start */
+
+		if (f.clone && f.cp.clus.n)    /* the first cluster's first block */
+			lim = f.cp.clus.v[0].dst & ~(uint64_t)(blk - 1);
+		ret = ic_reclaim_plan(&x->rp, f.vt, f.reloc, lim, blk);
+	}
 	if (ret)
 		goto out;
 	snprintf(what, sizeof(what), "merge into '%s'", ic_point_name(t->p));
 	ic_progress_init(&f.prog, what, f.copy_bytes, x->o->quiet);
-	f.ck = ic_checker_start(&ck, f.cbuf_len) ? NULL : &ck;
+	/* (clones without --verify read nothing: no checker, unless a clone is refused and
+	 * its records are copied, checked in line then) */
+	f.ck = (f.clone && !x->o->verify) || ic_checker_start(&ck, f.cbuf_len) ? NULL : &ck;
 	ret = copy_all(&f);
 	if (f.ck) {
 		int r2 = ic_checker_finish(&ck);
@@ -544,8 +557,14 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	fill_slot(t);
 	ret = ic_writer_finish(f.w, &t->slot);
 	f.w = NULL;
+	if (!ret && x->rp.valid) {
+		x->rp.seq = t->seq;
+		memcpy(x->rp.index_hash, t->slot.index_hash, ICF_INDEX_HASH_LEN);
+	}
 	st->phase_seconds[IC_CONS_T_SYNC] += ic_now() - t1;
 out:
+	if (ret && t->in_place)
+		ic_reclaim_reset(&x->rp);
 	free(tmp);
 	flat_free(&f);
 	return ret;

@@ -316,6 +316,7 @@ int ic_consolidate(const struct ic_consolidate_opts *o, struct ic_consolidate_st
 	ret = run_locked(&x);
 	st->space_freed = (int64_t)x.alloc0 - (int64_t)ic_cons_dir_alloc(o->chain_dir);
 	ic_cons_journal_destroy(&x.j);
+	ic_reclaim_reset(&x.rp);
 	ic_array_free(&x.stale);
 	ic_chain_unlock(lock);
 	st->seconds = ic_now() - t0;

@@ -172,6 +172,8 @@ struct ic_consolidate_stats {
 	uint64_t peak_extra;                /* most allocation above the start, at any time */
 	uint32_t punches_pending;           /* images whose holes wait for their readers */
 	double punch_seconds;               /* of seconds, spent punching holes */
+	uint64_t punch_calls;               /* ranges punched as planned by the merge (not
+					     * counted: those of a scan of the whole file) */
 	double phase_seconds[IC_CONS_NPHASES];  /* of seconds, per phase (ic_cons_phase_names) */
 	bool recovered;                     /* an interrupted run was finished or rolled back */
 	double seconds;
