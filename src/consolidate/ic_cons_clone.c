@@ -3,12 +3,14 @@
  *
  * Cloning works on whole file-system blocks at the same place in their blocks on both
  * sides, and records are packed at any offset.  So the records a target takes from one
- * source image are grouped into clusters (sorted by offset, no whole unused block between
- * two neighbours), and each cluster is cloned whole, its blocks landing after the
- * target's records so far at the same offset modulo the block size as in the source
- * (FORMAT.md section 7).  The unused bytes of the first and last block come along.  (An
- * earlier version joined records up to 1 MiB apart and punched the whole blocks between
- * them: as many calls as cloning the two sides apart, and twice the extent updates.)  No record is read or rewritten: each one's
+ * source image are grouped into clusters (sorted by offset, a gap of at most CLONE_GAP
+ * unused bytes between two neighbours), and each cluster is cloned whole, its blocks
+ * landing after the target's records so far at the same offset modulo the block size
+ * as in the source (FORMAT.md section 7).  The unused bytes of the first and last block
+ * come along; the whole blocks of a gap are punched (they are new bytes of the target:
+ * no reader can see them), at once, or in place, with the full's superseded records
+ * after the commit (ic_cons_reclaim.c): a cluster cloned whole and its gaps punched
+ * later is one call in the merge where cloning the pieces apart is one per piece.  No record is read or rewritten: each one's
  * checksum travels unchanged in the index, and the records are read and checked only
  * with --verify, or when the file system refuses the clone after all (then they are
  * copied and checked as on any other file system, at the places planned). */
@@ -22,6 +24,7 @@
 #include "ic_image.h"
 #include "ic_util.h"
 
+#define CLONE_GAP (1u << 20)        /* unused bytes cloned (then punched) to join records */
 #define RUN_CHUNK 4096u             /* entries handed to a copy or a check at a time */
 
 void ic_clone_reset(struct clone_plan *p)
@@ -72,7 +75,7 @@ int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t st
 {
 	struct crec *r = p->recs.v;
 	size_t n = p->recs.n;
-	uint64_t cur = start, bs = ic_writer_clone_blk(w) ? ic_writer_clone_blk(w) : 4096;
+	uint64_t cur = start;
 
 	free(p->dst);
 	p->dst = malloc((n ? n : 1) * sizeof(*p->dst));
@@ -86,10 +89,7 @@ int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t st
 
 		if (!c)
 			return -ENOMEM;
-		/* joined while no whole block lies between them: a whole block would be
-		 * cloned only to be punched again (two extent updates where a second clone
-		 * is one, and as many calls) */
-		while (b < n && r[b].lvl == r[a].lvl && r[b].off < ((e + bs - 1) & ~(bs - 1)) + bs) {
+		while (b < n && r[b].lvl == r[a].lvl && r[b].off <= e + CLONE_GAP) {
 			if (r[b].off + r[b].len > e)
 				e = r[b].off + r[b].len;
 			b++;
@@ -141,9 +141,10 @@ static int each_run(struct clone_plan *p, const struct cclus *c, const struct ic
 	return 0;
 }
 
-/* The whole blocks between the records of a cloned cluster: nothing uses them. */
+/* The whole blocks between the records of a cloned cluster: nothing uses them.  Punched
+ * now, or added to defer (a merge into the full's file: punched after its commit). */
 static int punch_gaps(struct clone_plan *p, const struct cclus *c, struct ic_writer *w,
-		      uint32_t blk)
+		      uint32_t blk, struct reclaim_plan *defer)
 {
 	const struct crec *r = p->recs.v;
 	uint64_t s = r[c->a].off, e = s + r[c->a].len, b = blk ? blk : 4096;
@@ -151,11 +152,12 @@ static int punch_gaps(struct clone_plan *p, const struct cclus *c, struct ic_wri
 	for (size_t i = c->a + 1; i < c->b; i++) {
 		if (r[i].off > e) {
 			uint64_t g0 = (e + b - 1) & ~(b - 1), g1 = r[i].off & ~(b - 1);
-			int ret = ic_writer_punch(w, c->dst + (e - s), r[i].off - e);
+			int ret = defer ? ic_reclaim_add(defer, c->dst + (e - s), r[i].off - e) :
+					  ic_writer_punch(w, c->dst + (e - s), r[i].off - e);
 
 			if (ret)
 				return ret;
-			if (g1 > g0)
+			if (g1 > g0 && !defer)    /* (deferred: still cloned at the commit) */
 				p->alloc -= g1 - g0;
 		}
 		if (r[i].off + r[i].len > e)
@@ -192,7 +194,7 @@ int ic_clone_run(struct clone_plan *p, struct ic_writer *w, struct ic_image *con
 
 			p->shared += bytes;
 			p->alloc += ((c->dst + (e - s) + b - 1) & ~(b - 1)) - (c->dst & ~(b - 1));
-			ret = punch_gaps(p, c, w, blk);
+			ret = punch_gaps(p, c, w, blk, ops->defer && ops->defer->valid ? ops->defer : NULL);
 			if (!ret && ops->verify)
 				ret = each_run(p, c, src, w, false, ops);
 		} else if (ret == -EOPNOTSUPP) {

@@ -124,6 +124,8 @@ void ic_reclaim_reset(struct reclaim_plan *rp);
  * no unused block left allocated before the merge (not on the journal's punch list). */
 int ic_reclaim_plan(struct reclaim_plan *rp, const struct ic_view *vt, const uint8_t *reloc,
 		    uint64_t limit, uint32_t blk);
+/* Add the whole blocks inside [off, off + len) (a gap of a cluster cloned in place). */
+int ic_reclaim_add(struct reclaim_plan *rp, uint64_t off, uint64_t len);
 /* Does the plan describe img as it is now (its slot's seq and index)? */
 bool ic_reclaim_applies(const struct reclaim_plan *rp, const struct ic_image *img);
 /* Punch the plan's spans in img (open O_RDWR); *calls counts the fallocate calls. */
@@ -207,6 +209,7 @@ struct clone_ops {
 	int (*check)(void *arg, const struct ic_image *src, const struct icf_entry *ents,
 		     size_t n);
 	int (*done)(void *arg, uint64_t bytes);     /* after each cluster (progress, hook) */
+	struct reclaim_plan *defer; /* valid: gaps added to it, punched after the commit */
 	void *arg;
 	void *buf;
 	size_t buflen;
@@ -219,8 +222,8 @@ int ic_clone_add(struct clone_plan *p, uint32_t lvl, const struct icf_entry *e);
 /* Clusters and each record's place (p->dst), from start; *end: where the records end. */
 int ic_clone_layout(struct clone_plan *p, const struct ic_writer *w, uint64_t start,
 		    uint64_t *end);
-/* Clone each cluster from levels[lvl] into w (punching its gaps), or copy and check its
- * records where the file system refuses. */
+/* Clone each cluster from levels[lvl] into w (punching its gaps, or adding them to
+ * ops->defer), or copy and check its records where the file system refuses. */
 int ic_clone_run(struct clone_plan *p, struct ic_writer *w, struct ic_image *const *levels,
 		 const struct clone_ops *ops);
 

@@ -11,7 +11,9 @@
  * between them, whatever mix of superseded records, earlier holes and padding lies
  * there; a stretch that lost no record to this merge is skipped (a hole already).  No
  * SEEK_DATA probe, no scan of the new index: one fallocate per stretch, at the file
- * system's block size. */
+ * system's block size.  The unused blocks between the records of a cluster cloned
+ * above the old data_end join the plan (ic_clone_run), so that the merge itself makes
+ * one clone per cluster and punches nothing before its commit. */
 #include "config.h"
 
 #include <errno.h>
@@ -56,6 +58,11 @@ static int add_span(struct reclaim_plan *rp, uint64_t a, uint64_t e)
 	sp->len = s1 - s0;
 	rp->bytes += s1 - s0;
 	return 0;
+}
+
+int ic_reclaim_add(struct reclaim_plan *rp, uint64_t off, uint64_t len)
+{
+	return add_span(rp, off, off + len);
 }
 
 int ic_reclaim_plan(struct reclaim_plan *rp, const struct ic_view *vt, const uint8_t *reloc,
@@ -104,7 +111,8 @@ int ic_reclaim_plan(struct reclaim_plan *rp, const struct ic_view *vt, const uin
 		if (r[i].off + r[i].len > le)
 			le = r[i].off + r[i].len;
 	}
-	/* after the last kept record: the old index (and what this merge superseded) */
+	/* after the last kept record: the old index (and what this merge superseded);
+	 * the gaps of the clusters cloned are added as they are cloned */
 	ret = add_span(rp, le, limit);
 	if (!ret)
 		rp->valid = true;

@@ -452,6 +452,7 @@ static int copy_all(struct flat *f)
 	struct clone_ops ops = {
 		.verify = f->x->o->verify, .check = f->ck ? clone_check : NULL,
 		.done = clone_done, .arg = f, .buf = f->cbuf, .buflen = f->cbuf_len,
+		.defer = f->keep_root ? &f->x->rp : NULL,
 	};
 	int ret = f->clone ? ic_clone_run(&f->cp, f->w, f->vt->path, &ops) : 0;
 

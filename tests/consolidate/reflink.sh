@@ -14,6 +14,8 @@
 #  - IMGCHAIN_CONS_RECLAIM=background: a detached process frees the merged full's
 #    superseded records after the run, lock-free, to the same allocation as an inline
 #    merge; killed before it punched (test hook), the next run frees the space;
+#  - a second merge into a full merged before: the ranges it punches (planned while it
+#    writes) free what a scan of the whole file frees, and no record still used;
 #  - merge.sh and corrupt.sh run again with their chains there, and on XFS also
 #    c11-kill-consolidate.sh (killed at the steps of the copy and some after it).
 source "${top_srcdir:-.}/tests/consolidate/cons-lib.sh"
@@ -98,6 +100,42 @@ stalled_merge()
 		sleep 0.1
 	done
 	grep -q "stalled at commit" "$TESTDIR/stall.err" || fail "merge did not reach its commit in 300 s"
+}
+
+# merge_twice TYPE DISK: a merge into a full that holds the holes of an earlier merge.
+# The ranges an in-place merge punches are planned while it writes (everything between
+# two records it keeps that lost a record, no probing): they must free as much as a scan
+# of the whole file (the next run's, after a background reclaim killed before it
+# punched), and nothing a record still uses (restore, imgverify --data).
+merge_twice()
+{
+	local type=$1 disk=$2 i k want got
+	CHAIN=$MNT/twice
+	imgbackup -q -n t0 "$CHAIN" "$disk"
+	for i in 1 2 3 4 5; do
+		for k in 0 1 2 3 4 5 6 7; do
+			write_at "$disk" $(( ($(cksum <<<"t$i-$k" | cut -d' ' -f1) % 32000) * 1024 )) $((i * 24576)) "t$i-$k"
+		done
+		imgbackup -q -n "t$i" "$CHAIN" "$disk"
+		((i != 2)) || keyless_expect 0 --merge t0..t2 "$CHAIN"
+	done
+	cp "$disk" "$TESTDIR/wantt5"
+	cp -a --reflink=always "$CHAIN" "$MNT/twice-scan"
+	keyless_expect 0 --merge t2..t5 "$CHAIN"
+	expect_out "copied 0 B "
+	want=$(data_bytes "$CHAIN/00000006.img")
+	[[ ! -e $CHAIN/journal ]] || fail "$type: journal left by the second merge: $(cat "$CHAIN/journal")"
+	restore_cmp "$CHAIN" t5 "$TESTDIR/wantt5"
+	imgverify -q --data "$CHAIN" || fail "$type: imgverify --data failed after a second merge into the full"
+	CHAIN=$MNT/twice-scan
+	IMGCHAIN_CONS_RECLAIM=background IMGCHAIN_TEST_CRASH_AT=reclaim PATH=$HOOKS_PATH \
+		keyless_expect 0 --merge t2..t5 "$CHAIN"
+	sleep 1
+	keyless_expect 0 --keep-last 100 "$CHAIN"
+	got=$(data_bytes "$CHAIN/00000006.img")
+	((got == want)) || fail "$type: a second merge into the full left $want bytes of data, a scan of the whole file $got"
+	echo "$type: a second merge into a merged full freed what a scan of the file frees ($want bytes of data left)"
+	rm -rf "$MNT/twice" "$MNT/twice-scan"
 }
 
 run_fs()
@@ -219,6 +257,7 @@ run_fs()
 	keyless_expect 0 --keep-last 100 "$CHAIN"
 	[[ ! -e $CHAIN/journal ]] || fail "$type: journal left after the run that followed: $(cat "$CHAIN/journal")"
 	rm -rf "$MNT/bg" "$MNT/inline" "$MNT/crashed"
+	merge_twice "$type" "$disk"
 
 	# the consolidation tests, their chains on this file system
 	# (c11 killed at the steps around the copies and a few after: the clones are what
