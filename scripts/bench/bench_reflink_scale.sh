@@ -14,7 +14,8 @@
 #     reflink copy: no space), 7 qcow2 overlays (64 KiB clusters) holding the changed
 #     ranges, committed into the raw base, + fsync;
 # each from reflink copies of the originals, every input in the page cache, the file
-# system synced before.  One more merge, not timed, measures the peak of free space used
+# system synced before.  One inline merge more runs under strace -c -f (when strace is
+# there): its system calls by kind (fallocate = hole punches, ioctl = FICLONERANGE).  One more merge, not timed, measures the peak of free space used
 # (statfs every 10 ms).  Medians of the rounds are printed, and every round's figures.
 #
 #   scripts/bench/bench_reflink_scale.sh [BENCH_DIR]   (as root; default /var/tmp/imgchain-scale)
@@ -214,6 +215,15 @@ for size in $sizes; do
 		end_used=$(echo "($a0 - $(avail "$mnt")) / 1048576" | bc -l)
 		peak+=("$end_used")
 	done
+	# the system calls of one inline merge (strace -c -f; not timed): what the kernel is
+	# asked to do does not depend on the load
+	calls=""
+	if command -v strace >/dev/null; then
+		reset
+		IMGCHAIN_CONS_RECLAIM=inline strace -f -c -o "$w/strace.txt" imgconsolidate --merge p0..p7 "$w/chain" >/dev/null
+		calls=$(awk '$NF ~ /^(fallocate|ioctl|lseek|fsync|pwrite64|pread64|unlink|rename)$/ {
+			printf "%s%s %s", sep, $NF, $4; sep = ", " }' "$w/strace.txt")
+	fi
 	md() { printf '%s\n' ${fig[$1]} | median; }
 	printf '%6s MiB disk (%s), %s rounds, medians, wall s (CPU s):\n' "$size" "${DISK:-mkdisk}" "$runs"
 	printf '    merge, space reclaimed in the run       %8.3f (%.3f)   of which punching %.3f\n' "$(md m)" "$(md mc)" "$(md mp)"
@@ -225,6 +235,7 @@ for size in $sizes; do
 		"$(echo "$(md q) / $(md m)" | bc -l)" "$(echo "$(md q) / $(md b)" | bc -l)"
 	printf '    free space used: peak %.1f MiB, at the end %.1f MiB (inline); peak %.1f MiB, %.1f MiB once reclaimed (background)\n' \
 		"${peak[0]}" "${peak[1]}" "${peak[2]}" "${peak[3]}"
+	[ -z "$calls" ] || printf '    system calls of an inline merge: %s\n' "$calls"
 	printf '    last merge: %s\n' "$(sed -n 's/^  copied/copied/p; s/^  shared/shared/p' "$w/summary.txt" | tr '\n' ' ')"
 	printf '%s' "$rounds"
 	rm -rf "$w/chain" "$w/q" "$w/cpdst"
