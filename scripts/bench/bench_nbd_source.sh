@@ -8,7 +8,9 @@
 #   blocks after a bitmap was added: imgbackup --dirty-bitmap against the full's time
 # The qcow2 files are in the page cache (each is read once first).  Each figure is one run
 # (RUNS=N for the median of N, the commands interleaved round by round); beside each wall
-# time the client's CPU seconds (the machine may be shared: CPU time moves less with load).
+# time the client's CPU seconds (the machine may be shared: CPU time moves less with load)
+# and qemu-nbd's (it serves on the same cores).  The 8 GiB full runs once, the incremental
+# RUNS times (each another child of the full).
 #
 #   scripts/bench/bench_nbd_source.sh [BENCH_DIR]     (default /var/tmp/imgchain-bench)
 # Env: RUNS (default 1), BUILD (default ./build)
