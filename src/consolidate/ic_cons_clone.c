@@ -10,10 +10,11 @@
  * come along; the whole blocks of a gap are punched (they are new bytes of the target:
  * no reader can see them), at once, or in place, with the full's superseded records
  * after the commit (ic_cons_reclaim.c): a cluster cloned whole and its gaps punched
- * later is one call in the merge where cloning the pieces apart is one per piece.  No record is read or rewritten: each one's
- * checksum travels unchanged in the index, and the records are read and checked only
- * with --verify, or when the file system refuses the clone after all (then they are
- * copied and checked as on any other file system, at the places planned). */
+ * later is one call in the merge where cloning the pieces apart is one per piece.  No
+ * record is read or rewritten: each one's checksum travels unchanged in the index, and
+ * the records are read and checked only with --verify, or when the file system refuses
+ * the clone after all (then they are copied and checked as on any other file system,
+ * at the places planned). */
 #include "config.h"
 
 #include <errno.h>
@@ -194,7 +195,8 @@ int ic_clone_run(struct clone_plan *p, struct ic_writer *w, struct ic_image *con
 
 			p->shared += bytes;
 			p->alloc += ((c->dst + (e - s) + b - 1) & ~(b - 1)) - (c->dst & ~(b - 1));
-			ret = punch_gaps(p, c, w, blk, ops->defer && ops->defer->valid ? ops->defer : NULL);
+			ret = punch_gaps(p, c, w, blk,
+					 ops->defer && ops->defer->valid ? ops->defer : NULL);
 			if (!ret && ops->verify)
 				ret = each_run(p, c, src, w, false, ops);
 		} else if (ret == -EOPNOTSUPP) {

@@ -558,7 +558,7 @@ int ic_cons_write_target(struct cons *x, struct ic_chain *c, struct tgt *t)
 	fill_slot(t);
 	ret = ic_writer_finish(f.w, &t->slot);
 	f.w = NULL;
-	if (!ret && x->rp.valid) {
+	if (!ret && t->in_place && x->rp.valid) {    /* the plan is for this slot only */
 		x->rp.seq = t->seq;
 		memcpy(x->rp.index_hash, t->slot.index_hash, ICF_INDEX_HASH_LEN);
 	}
