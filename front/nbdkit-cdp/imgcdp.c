@@ -39,6 +39,7 @@ static uint8_t *blockbuf;
 static uint8_t *stage;          /* the blocks of one request (capture) */
 static uint64_t stage_len;
 static int threads;
+static unsigned raw_bits;       /* raw-entropy=: 1/1000 bit a byte; 0 the default, 9000 off */
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
  * are journalled one at a time (reads go on in parallel) */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -91,6 +92,21 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 	}
 	if (!strcmp(k, "threads"))
 		return nbdkit_parse_int("threads", v, &threads) == -1 || threads < 0 ? -1 : 0;
+	if (!strcmp(k, "raw-entropy")) {
+		char *end;
+		double d = strtod(v, &end);
+
+		if (!strcmp(v, "off")) {
+			raw_bits = 9000;
+		} else if (end == v || *end || !(d > 0 && d <= 8)) {
+			nbdkit_error("imgcdp: raw-entropy=%s: bits a byte, above 0 and up to 8, or off",
+				     v);
+			return -1;
+		} else {
+			raw_bits = (unsigned)(d * 1000 + 0.5);
+		}
+		return 0;
+	}
 	if (!strcmp(k, "level")) {
 		if (nbdkit_parse_int("level", v, &level) == -1)
 			return -1;
@@ -115,6 +131,8 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
 	"level=N               zstd level (default 1; 0: 3; negative: not compressed)\n" \
 	"threads=N             encoders of a large write (default: one per CPU)\n" \
+	"raw-entropy=BITS|off  store blocks whose sampled byte entropy is at least BITS\n" \
+	"                      uncompressed without trying zstd (default 7.2)\n" \
 	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
 	"                      (default), or keep serving and start a new session later\n" \
 	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
@@ -125,7 +143,8 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 static int imgcdp_get_ready(int thread_model)
 {
 	struct ic_cdp_writer_opts o = { .chain_dir = chain_dir, .block_size = block_size,
-					.level = level, .threads = (int)ic_thread_cap(threads, 16) };
+					.level = level, .threads = (int)ic_thread_cap(threads, 16),
+					.raw_bits = raw_bits };
 	int ret;
 
 	ic_progname = "imgcdp";

@@ -11,6 +11,7 @@
 #include "ic_keys.h"
 
 /* ---- writer ---- */
+#define IC_CDP_RAW_BITS 7200
 struct ic_cdp_writer;
 
 struct ic_cdp_writer_opts {
@@ -18,6 +19,9 @@ struct ic_cdp_writer_opts {
 	uint32_t block_size;        /* 0: the chain's (its images'), else 65536 */
 	int level;                  /* zstd level, 0: the default (3) */
 	int threads;                /* encoders of ic_cdp_put_range, 0: 1 */
+	/* a block whose sampled byte entropy is at least raw_bits / 1000 bits a byte is
+	 * stored uncompressed without trying zstd; 0: IC_CDP_RAW_BITS, above 8000: never */
+	unsigned raw_bits;
 	uint32_t version;           /* 0: ICF_CDP_VERSION; 1: the old format (tests: still read) */
 };
 

@@ -33,7 +33,7 @@ static void *worker(void *arg)
 {
 	struct job *j = arg;
 	struct ic_cdp_writer *w = j->w;
-	struct ic_codec *codec = w->codecs[atomic_fetch_add(&j->tid, 1) % w->nthreads];
+	const struct ic_cdp_codec *codec = &w->codecs[atomic_fetch_add(&j->tid, 1) % w->nthreads];
 	unsigned i;
 
 	while ((i = atomic_fetch_add(&j->next, 1)) < j->n) {
@@ -65,7 +65,7 @@ static int setup(struct ic_cdp_writer *w)
 	if (!w->codecs || !w->slots || !w->lens)
 		goto nomem;
 	for (t = 0; t < w->nthreads; t++)
-		if (!(w->codecs[t] = ic_codec_new(w->h.block_size, w->level)))
+		if (ic_cdp_codec_new(w, &w->codecs[t]))
 			goto nomem;
 	return 0;
 nomem:
@@ -127,7 +127,7 @@ void ic_cdp_range_free(struct ic_cdp_writer *w)
 
 	if (w->codecs)
 		for (t = 0; t < w->nthreads; t++)
-			ic_codec_free(w->codecs[t]);
+			ic_cdp_codec_free(&w->codecs[t]);
 	free(w->codecs);
 	free(w->slots);
 	free(w->lens);
