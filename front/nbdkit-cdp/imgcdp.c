@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,10 @@ static uint64_t session_size;
 /* a new session's capture failed: it has no checkpoint 0 and must get nothing more */
 static bool broken;
 static int keep_sessions;
+/* keep-age=: sessions whose last checkpoint is that old are removed; session-age=: a new
+ * session at the flush that finds the current one that old (seconds; 0: none) */
+static int64_t keep_age, session_age;
+static struct timespec session_t0;     /* when the current session's capture ended */
 static struct timespec gap_since;
 static uint8_t *blockbuf;
 static uint8_t *stage;          /* the blocks of one request (capture) */
@@ -47,6 +52,27 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static void report(int err)
 {
 	nbdkit_error("imgcdp: %s", ic_last_error(err));
+}
+
+/* A duration: N seconds, or N followed by s, m, h or d. */
+static int parse_duration(const char *k, const char *v, int64_t *out)
+{
+	char *end;
+	unsigned long long n;
+	int64_t mul = 1;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (end != v && *end && !end[1]) {
+		mul = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+		end += mul != 0;
+	}
+	if (end == v || *end || errno || *v == '-' || !n || n > (unsigned long long)INT64_MAX / 86400) {
+		nbdkit_error("imgcdp: %s=%s: not a duration (N, Ns, Nm, Nh or Nd; at least 1 s)", k, v);
+		return -1;
+	}
+	*out = (int64_t)n * mul;
+	return 0;
 }
 
 static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *k,
@@ -82,6 +108,10 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 	if (!strcmp(k, "keep-sessions"))
 		return nbdkit_parse_int("keep-sessions", v, &keep_sessions) == -1 ||
 		       keep_sessions < 0 ? -1 : 0;
+	if (!strcmp(k, "keep-age"))
+		return parse_duration(k, v, &keep_age);
+	if (!strcmp(k, "session-age"))
+		return parse_duration(k, v, &session_age);
 	if (!strcmp(k, "on-error")) {
 		if (strcmp(v, "fail") && strcmp(v, "gap")) {
 			nbdkit_error("imgcdp: on-error=%s: must be fail or gap", v);
@@ -121,6 +151,9 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 		nbdkit_error("imgcdp: chain=DIR is required");
 		return -1;
 	}
+	/* an age cap needs new sessions: the current one is never removed */
+	if (keep_age && !session_age)
+		session_age = keep_age;
 	return next(nxdata);
 }
 
@@ -137,7 +170,11 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"                      (default), or keep serving and start a new session later\n" \
 	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
 	"                      SIZE journalled since the capture (default: never)\n" \
-	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)"
+	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)\n" \
+	"keep-age=DURATION     and the oldest whose last checkpoint is DURATION old (N, Ns,\n" \
+	"                      Nm, Nh, Nd; default: no age cap)\n" \
+	"session-age=DURATION  start a new session at the flush that finds the current one\n" \
+	"                      DURATION old (default: keep-age's, else never)"
 
 /* Unlock the key before serving: a wrong passphrase refuses to start. */
 static int imgcdp_get_ready(int thread_model)
@@ -290,8 +327,34 @@ static int capture_all(nbdkit_next *next, uint64_t size, int *err)
 		report(ret);
 		return -1;
 	}
+	session_t0 = t;
 	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
 	return 0;
+}
+
+/* After a session started: the oldest removed (keep-sessions=, keep-age=). */
+static void prune(void)
+{
+	int ret;
+
+	if (!keep_sessions && !keep_age)
+		return;
+	ret = ic_cdp_prune(writer, (unsigned)keep_sessions, keep_age);
+	if (ret < 0)
+		report(ret);
+	else if (ret)
+		nbdkit_debug("imgcdp: %d old sessions removed", ret);
+}
+
+/* Whether the current session is due for a new one (session-size=, session-age=). */
+static bool session_full(void)
+{
+	struct timespec now;
+
+	if (session_size && ic_cdp_session_bytes(writer) >= session_size)
+		return true;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return session_age && now.tv_sec - session_t0.tv_sec >= session_age;
 }
 
 /* The first connection starts the session. */
@@ -314,6 +377,7 @@ static int start(nbdkit_next *next, int *err)
 	if (capture_all(next, (uint64_t)size, err))
 		return -1;
 	started = true;
+	prune();
 	return 0;
 }
 
@@ -339,11 +403,7 @@ static void resume(nbdkit_next *next)
 	if (in_gap)
 		nbdkit_error("imgcdp: journalling again after the gap: %s", ic_cdp_path(writer));
 	in_gap = false;
-	if (keep_sessions) {
-		ret = ic_cdp_prune(writer, (unsigned)keep_sessions);
-		if (ret < 0)
-			report(ret);
-	}
+	prune();
 }
 
 static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
@@ -397,7 +457,7 @@ static int do_flush(nbdkit_next *next, int *err)
 		return -1;
 	}
 	/* rotation: a new session, the disk as it is now; a failure there is the journal's */
-	if (r != -1 && session_size && !in_gap && ic_cdp_session_bytes(writer) >= session_size) {
+	if (r != -1 && !in_gap && session_full()) {
 		resume(next);
 		if (broken) {
 			*err = EIO;

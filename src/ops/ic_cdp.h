@@ -40,9 +40,12 @@ int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
 			  const struct timespec *gap_since);
 /* Bytes the session journalled after its checkpoint 0 (the capture not counted). */
 uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w);
-/* Remove the oldest sessions of the chain's journal so that keep remain (never the
- * writer's own).  Returns how many were removed, or a negative errno. */
-int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep);
+/* Remove the oldest sessions of the chain's journal (never the writer's own), oldest
+ * first: while more than keep remain (0: no count cap), and while the session's last
+ * checkpoint is max_age seconds old or older (0: no age cap; read without the key, a
+ * session without a checkpoint by its header's time, an unreadable one stops it).
+ * Returns how many were removed, or a negative errno. */
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep, int64_t max_age);
 /* The writer's sticky failure (0: none). */
 int ic_cdp_failed(const struct ic_cdp_writer *w);
 uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w);

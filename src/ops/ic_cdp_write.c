@@ -372,18 +372,56 @@ uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w)
 	return w->k ? w->off - w->off0 : 0;
 }
 
-int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
+/* When session's last checkpoint was made (read without the key: the storage host, which
+ * could remove the file anyway, is trusted with its age), or its header's creation time
+ * when it has none; 1 when the file cannot be read (never removed by age). */
+static int session_time(const struct ic_cdp_writer *w, uint32_t session, int64_t *t)
+{
+	struct ic_journal j = { 0 };
+	struct ic_jwalk scan = { 0 };
+	int ret;
+
+	ret = ic_journal_open_keyless(w->cdp_dir, session, w->h.chain_id, w->h.key_check, &j);
+	if (ret == IC_ECORRUPT && j.fd >= 0 && j.size <= ICF_CDP_HEADER_SIZE) {
+		struct stat st;
+
+		/* a session that died while its header was written: by the file's time */
+		ret = fstat(j.fd, &st) < 0 ? -errno : 0;
+		*t = st.st_mtime;
+		goto out;
+	}
+	if (!ret)
+		ret = ic_journal_walk(&j, &scan);
+	if (!ret)
+		*t = scan.ck.n ? scan.ck.v[scan.ck.n - 1].when.tv_sec : (int64_t)j.h.created;
+out:
+	ic_array_free(&scan.ck);
+	ic_journal_close(&j);
+	return ret == -ENOMEM ? ret : ret ? 1 : 0;
+}
+
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep, int64_t max_age)
 {
 	struct ic_cdp_sessions s = { 0 };
+	time_t now = time(NULL);
 	char name[32];
 	size_t i;
 	int ret, n = 0;
 
 	ret = ic_cdp_list_sessions(w->cdp_dir, &s);
-	/* the oldest, leaving keep of them (the writer's own, the newest, among them) */
-	for (i = 0; !ret && keep && i + keep < s.n && s.v[i] != w->h.session; i++) {
+	/* the oldest, while more than keep remain (the writer's own, the newest, among them)
+	 * or while their last checkpoint is at least max_age seconds old */
+	for (i = 0; !ret && i < s.n && s.v[i] != w->h.session; i++) {
+		int64_t t = 0;
 		char *path;
 
+		if (!(keep && i + keep < s.n)) {
+			if (!max_age)
+				break;
+			ret = session_time(w, s.v[i], &t);
+			if (ret || t > (int64_t)now - max_age)
+				break;
+		}
 		snprintf(name, sizeof(name), "%08u%s", s.v[i], ICF_CDP_SUFFIX);
 		path = ic_path_join(w->cdp_dir, name);
 		if (!path)
@@ -394,6 +432,8 @@ int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
 			n++;
 		free(path);
 	}
+	if (ret == 1)
+		ret = 0;        /* an unreadable session stays, and every later one */
 	ic_array_free(&s);
 	if (!ret && n)
 		ret = ic_fsync_dir(w->cdp_dir);
