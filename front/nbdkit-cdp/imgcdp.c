@@ -41,8 +41,7 @@ static int64_t keep_age, session_age;
 static struct timespec session_t0;     /* when the current session's capture ended */
 static struct timespec gap_since;
 static uint8_t *blockbuf;
-static uint8_t *stage;          /* the blocks of one request (capture) */
-static uint64_t stage_len;
+static uint8_t *stage;          /* 64 zero blocks (capture of a zero request) */
 static int threads;
 static unsigned raw_bits;       /* raw-entropy=: 1/1000 bit a byte; 0 the default, 9000 off */
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
@@ -235,48 +234,87 @@ static int journal_failed(int ret, int *err)
 	return -1;
 }
 
+/* Deferred blocks at most (the flush that journals them reads and encodes them all):
+ * a write that finds more journals them at once. */
+#define DIRTY_MAX (32u << 20)
+
+struct reader {
+	nbdkit_next *next;
+	int err;
+};
+
+static int read_block(void *arg, uint64_t pos, void *buf, uint32_t len)
+{
+	struct reader *r = arg;
+
+	if (r->next->pread(r->next, buf, len, pos * ic_cdp_block_size(writer), 0, &r->err) == -1)
+		return -EIO;
+	return 0;
+}
+
+/* Journal the deferred blocks (before a checkpoint, or when too many). */
+static int put_dirty(nbdkit_next *next, int *err)
+{
+	struct reader rd = { next, EIO };
+	int ret;
+
+	if (in_gap || !ic_cdp_dirty_count(writer))
+		return 0;
+	ret = ic_cdp_put_dirty(writer, read_block, &rd);
+	if (ret == -EIO && !ic_cdp_failed(writer)) {
+		*err = rd.err;          /* the disk beneath failed a read */
+		return -1;
+	}
+	return ret ? journal_failed(ret, err) : 0;
+}
+
 /* Journal the whole of every block that [off, off + count) touches, as the disk beneath
  * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
- * zeros): the blocks are put together in one buffer (the edges read back from the disk)
- * and encoded by the writer's threads. */
+ * zeros).  The blocks the request covers whole and whose content it gives (a write, a
+ * zero) are encoded now by the writer's threads; the others (the edges of a write, a
+ * trim) are deferred to the next flush, which reads them back from the disk beneath once
+ * however often the guest wrote them, and encodes them all in parallel. */
 static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t off, bool zeroed,
 		   int *err)
 {
 	uint64_t b = ic_cdp_block_size(writer), size = (uint64_t)next->get_size(next);
-	uint64_t first, pos, end, need;
-	int ret;
+	uint64_t first, end, wf, we, n;
+	int ret = 0;
 
 	if (!count || in_gap)
 		return 0;
 	first = off / b;
 	end = (off + count - 1) / b;
-	need = (end - first + 1) * b;
-	if (need > stage_len) {
-		uint8_t *n = realloc(stage, need);
-
-		if (!n) {
+	/* the whole blocks [wf, we): starting in the range, ending in it or at the disk's end */
+	wf = (off + b - 1) / b;
+	we = (off + count) / b;
+	if (off + count == size)
+		we = end + 1;
+	if (!buf && !zeroed)
+		wf = we = first;        /* a trim: what the disk now reads is its own */
+	if (we <= wf)
+		wf = we = end + 1;
+	if (first < wf)
+		ret = ic_cdp_mark_dirty(writer, first, (wf < end + 1 ? wf : end + 1) - first);
+	if (!ret && we <= end)
+		ret = ic_cdp_mark_dirty(writer, we, end + 1 - we);
+	n = we - wf;
+	if (!ret && n && buf) {
+		ret = ic_cdp_put_range(writer, wf, n, (const uint8_t *)buf + (wf * b - off), false);
+	} else if (!ret && n) {
+		/* zeroed: zero frames, 64 blocks at a time */
+		if (!stage && !(stage = calloc(64, b))) {
 			*err = ENOMEM;
 			return -1;
 		}
-		stage = n;
-		stage_len = need;
+		for (; !ret && wf < we; wf += 64)
+			ret = ic_cdp_put_range(writer, wf, we - wf < 64 ? we - wf : 64, stage, false);
 	}
-	for (pos = first; pos <= end; pos++) {
-		uint64_t start = pos * b;
-		uint32_t len = blen(size, pos);
-		uint8_t *dst = stage + (pos - first) * b;
-
-		if (start >= off && start + len <= off + count && (buf || zeroed)) {
-			if (buf)
-				memcpy(dst, (const uint8_t *)buf + (start - off), len);
-			else
-				memset(dst, 0, len);
-		} else if (next->pread(next, dst, len, start, 0, err) == -1) {
-			return -1;
-		}
-	}
-	ret = ic_cdp_put_range(writer, first, end - first + 1, stage, false);
-	return ret ? journal_failed(ret, err) : 0;
+	if (ret)
+		return journal_failed(ret, err);
+	if (ic_cdp_dirty_count(writer) * b > DIRTY_MAX)
+		return put_dirty(next, err);
+	return 0;
 }
 
 /* on-error=fail: once the journal failed, nothing more reaches the disk. */
@@ -443,6 +481,10 @@ static int do_flush(nbdkit_next *next, int *err)
 			resume(next);
 		return r;
 	}
+	if (put_dirty(next, err))
+		return -1;
+	if (in_gap)             /* on-error=gap: the journal just failed */
+		return next->can_flush(next) == 1 ? next->flush(next, 0, err) : 0;
 	if (next->can_flush(next) != 1)
 		return checkpoint(err);
 	if (pthread_create(&t, NULL, ckpt_thread, &j)) {

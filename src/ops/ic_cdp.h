@@ -61,6 +61,17 @@ int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uin
  * and journalled in position order. */
 int ic_cdp_put_range(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n, const uint8_t *buf,
 		     bool skip_zero);
+/* Deferred capture: blocks pos0 .. pos0 + n - 1 changed on the disk beneath; their
+ * content is journalled by ic_cdp_put_dirty (before the next checkpoint), as the disk
+ * then reads, unless journalled before (a block journalled is no longer dirty). */
+int ic_cdp_mark_dirty(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n);
+/* How many blocks are dirty. */
+uint64_t ic_cdp_dirty_count(const struct ic_cdp_writer *w);
+/* Journal every dirty block in position order, its content read by read(arg, pos, buf,
+ * len) (the whole block, len bytes), encoded by the writer's threads.  A read failure
+ * is returned as is (the blocks stay dirty); a journal failure is the writer's. */
+int ic_cdp_put_dirty(struct ic_cdp_writer *w,
+		     int (*read)(void *arg, uint64_t pos, void *buf, uint32_t len), void *arg);
 /* End the interval: a checkpoint frame with the current time, then fdatasync.  Only
  * when it returned 0 is everything journalled before it durable.  *when gets the
  * checkpoint's time (may be NULL).  After any failure the writer refuses everything

@@ -44,6 +44,10 @@ struct ic_cdp_writer {
 	int level;
 	unsigned raw_bits;          /* ic_cdp_probe's threshold, 1/1000 bit a byte; 0: off */
 	struct ic_cdp_codec *codecs;
+	/* deferred captures (ic_cdp_mark_dirty): a bit a block, and the blocks whose bit was
+	 * set (a block journalled since, bit clear, is skipped) */
+	uint64_t *dirty_bits, ndirty;
+	IC_ARRAY(uint64_t) dirty;
 	uint8_t *slots;
 	uint32_t *lens;
 };
@@ -58,6 +62,17 @@ int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame);
 /* The length of block pos in the session's geometry. */
 uint32_t ic_cdp_block_len(const struct ic_cdp_writer *w, uint64_t pos);
 void ic_cdp_range_free(struct ic_cdp_writer *w);
+/* A new session: no block dirty (its capture journals them all). */
+int ic_cdp_dirty_reset(struct ic_cdp_writer *w);
+void ic_cdp_dirty_free(struct ic_cdp_writer *w);
+/* Block pos journalled: no longer dirty. */
+static inline void ic_cdp_dirty_clear(struct ic_cdp_writer *w, uint64_t pos)
+{
+	if (w->dirty_bits && (w->dirty_bits[pos / 64] >> (pos % 64) & 1)) {
+		w->dirty_bits[pos / 64] &= ~(1ull << (pos % 64));
+		w->ndirty--;
+	}
+}
 /* Whether buf[len] looks incompressible: the byte entropy of a sample (8 KiB spread over
  * the block) is at least bits_milli / 1000 bits a byte. */
 bool ic_cdp_probe(const uint8_t *buf, uint32_t len, unsigned bits_milli);

@@ -148,6 +148,8 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 		return fail(w, ic_fail(-ENOMEM, "%s: no memory for the map seal of %llu blocks",
 				       w->cdp_dir, (unsigned long long)w->nblocks));
 	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
+	if (!ret)
+		ret = ic_cdp_dirty_reset(w);
 	if (ret)
 		return fail(w, ret);
 	for (tries = 0;; tries++) {
@@ -299,6 +301,7 @@ int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
 		return fail(w, ret);
 	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
 	/* the map seal's sum: the block's old term out, its new one in (zero: none) */
+	ic_cdp_dirty_clear(w, r->pos);
 	w->acc -= w->terms[r->pos];
 	w->terms[r->pos] = r->stored_len ? ic_cdp_map_term(w->kcdp, &w->h, w->k, r) : 0;
 	w->acc += w->terms[r->pos];
@@ -473,6 +476,7 @@ void ic_cdp_writer_free(struct ic_cdp_writer *w)
 		close(w->fd);
 	ic_cdp_codec_free(&w->codec);
 	ic_cdp_range_free(w);
+	ic_cdp_dirty_free(w);
 	sodium_memzero(w->kcdp, sizeof(w->kcdp));
 	free(w->frame);
 	free(w->terms);
