@@ -73,7 +73,7 @@ static inline void ic_cdp_dirty_clear(struct ic_cdp_writer *w, uint64_t pos)
 		w->ndirty--;
 	}
 }
-/* Whether buf[len] looks incompressible: the byte entropy of a sample (8 KiB spread over
+/* Whether buf[len] looks incompressible: the byte entropy of a sample (4 KiB spread over
  * the block) is at least bits_milli / 1000 bits a byte. */
 bool ic_cdp_probe(const uint8_t *buf, uint32_t len, unsigned bits_milli);
 /* Both codecs of an encoder (NULL members on failure: ic_cdp_codec_free). */

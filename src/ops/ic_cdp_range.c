@@ -90,7 +90,8 @@ static int put_chunk(struct ic_cdp_writer *w, uint64_t pos0, const uint64_t *pos
 	atomic_init(&j.tid, 0);
 	atomic_init(&j.erred, 0);
 	memset(w->lens, 0, CHUNK * sizeof(*w->lens));
-	ic_pool_start(&p, n < w->nthreads ? n : w->nthreads, worker, &j);
+	if (n > 1 && w->nthreads > 1)
+		ic_pool_start(&p, n < w->nthreads ? n : w->nthreads, worker, &j);
 	if (p.n == 0)
 		worker(&j);         /* no thread started: encode here */
 	ic_pool_join(&p);

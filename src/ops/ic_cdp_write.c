@@ -212,8 +212,9 @@ void ic_cdp_codec_free(struct ic_cdp_codec *cc)
 	cc->z = cc->raw = NULL;
 }
 
-/* The sample: 32 pieces of 256 bytes evenly spread (the whole block when smaller). */
-#define PROBE_PIECES 32u
+/* The sample: 16 pieces of 256 bytes evenly spread (the whole block when smaller).
+ * Its entropy estimate of random bytes is about 7.95 bits, of fio's buffers 7.35. */
+#define PROBE_PIECES 16u
 #define PROBE_PIECE 256u
 
 /* log2(c) for c >= 1 within 3e-4 (no libm): the exponent, then the series of atanh */
