@@ -27,7 +27,7 @@ for t in $targets; do
 	[ -n "$execs" ] || execs=$(grep -Eo '#[0-9]+' "$log" | tail -1 | tr -d '#')
 	if [ $rc -ne 0 ]; then
 		echo "FAIL: $t (exit $rc, ${execs:-?} executions)"
-		grep -E 'ERROR|SUMMARY|==[0-9]+==' "$log" | head -20
+		grep -E "ERROR|SUMMARY|==[0-9]+==|^$t: " "$log" | head -20
 		fails=$((fails + 1))
 	else
 		echo "PASS: $t: ${execs:-?} executions in ${secs}s, corpus $(ls "corpus/$t" | wc -l) inputs"

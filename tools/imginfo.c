@@ -61,6 +61,13 @@ static bool post_snapshot(const struct ic_point *p)
 	return p->img->slot.flags & ICF_SLOT_POST_SNAPSHOT;
 }
 
+/* A point folded from the CDP journal (imgconsolidate --fold-cdp): the disk at one of its
+ * checkpoints. */
+static bool folded(const struct ic_point *p)
+{
+	return p->img->slot.flags & ICF_SLOT_FOLDED;
+}
+
 static void print_json(const struct ic_chain *c)
 {
 	char t[32];
@@ -98,6 +105,12 @@ static void print_json(const struct ic_chain *c)
 			json_str(par->img->slot.name);
 		else
 			printf("null");
+		if (folded(p))
+			printf(", \"folded\": true, \"cdp_session\": \"%016llx\", \"cdp_checkpoint\": %llu",
+			       (unsigned long long)s->fold_session_id,
+			       (unsigned long long)s->fold_interval);
+		else
+			printf(", \"folded\": false, \"cdp_session\": null, \"cdp_checkpoint\": null");
 		printf(", \"post_snapshots\": [");
 		for (size_t k = 0, m = 0; k < c->npoints; k++)
 			if (c->points[k].parent == p && post_snapshot(&c->points[k])) {
@@ -133,6 +146,9 @@ static void print_row(const struct ic_point *p, const char *prefix, const char *
 		snprintf(note, sizeof(note), "  (post-snapshot of %s)", p->parent->img->slot.name);
 	else if (post_snapshot(p))
 		snprintf(note, sizeof(note), "  (post-snapshot; its snapshot is not in the chain)");
+	else if (folded(p))
+		snprintf(note, sizeof(note), "  (CDP session %016llx, checkpoint %llu)",
+			 (unsigned long long)s->fold_session_id, (unsigned long long)s->fold_interval);
 	printf("%-*s %-15s %-16s %-19s %10s %10s %9llu %8llu%s%s\n", 28 + extra, label,
 	       ic_kind_name(s->kind),
 	       p->parent ? p->parent->img->slot.name : "-", t,

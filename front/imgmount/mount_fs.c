@@ -170,10 +170,12 @@ int mount_fs_new(const struct mount_opts *o, const struct ic_key *key, struct mo
 	if (!fs)
 		return -ENOMEM;
 	fs->o = *o;
+	pthread_mutex_init(&fs->hlock, NULL);
 	fs->uid = getuid();
 	fs->gid = getgid();
 	ret = ic_session_new(&so, key, &fs->ss);
 	if (ret) {
+		pthread_mutex_destroy(&fs->hlock);
 		free(fs);
 		return ret;
 	}
@@ -195,12 +197,54 @@ size_t mount_fs_npoints(struct mount_fs *fs)
 	return ic_session_npoints(fs->ss);
 }
 
+struct mhandle *mfs_handle_new(struct mount_fs *fs)
+{
+	struct mhandle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->fd = -1;
+	h->file = -1;
+	pthread_mutex_lock(&fs->hlock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->hlock);
+	return h;
+}
+
+void mfs_handle_free(struct mount_fs *fs, struct mhandle *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&fs->hlock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->hlock);
+	free(h->dir);
+	free(h);
+}
+
 void mount_fs_free(struct mount_fs *fs)
 {
 	if (!fs)
 		return;
+	/* the FUSE loop has ended: what is still open will never be released by the kernel
+	 * (open across the unmount); release it as a close would, writes committed */
+	while (fs->handles) {
+		struct mhandle *h = fs->handles;
+
+		mfs_handle_close(fs, h);
+		mfs_handle_free(fs, h);
+	}
 	if (fs->ss)
 		ic_promote_stop_all(fs->ss);
 	ic_session_free(fs->ss);
+	pthread_mutex_destroy(&fs->hlock);
 	free(fs);
 }

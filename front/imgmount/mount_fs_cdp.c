@@ -130,14 +130,12 @@ int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *f
 		return -EISDIR;
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	h = calloc(1, sizeof(*h));
+	h = mfs_handle_new(fs);
 	if (!h)
 		return -ENOMEM;
-	h->fd = -1;
-	h->file = -1;
 	ret = ic_scdp_open(fs->ss, c.name, c.len, &h->cdp);
 	if (ret) {
-		free(h);
+		mfs_handle_free(fs, h);
 		return ret == -ENOENT ? ret : mfs_errno(ret);
 	}
 	fi->fh = (uintptr_t)h;

@@ -41,6 +41,10 @@ struct mount_fs {
 	uid_t uid;
 	gid_t gid;
 	int ra_tuned;
+	/* every open handle: the kernel sends no release for a file still open at
+	 * unmount, so mount_fs_free() closes what is left */
+	pthread_mutex_t hlock;
+	struct mhandle *handles;
 };
 
 struct mhandle {
@@ -48,9 +52,9 @@ struct mhandle {
 	struct ic_spoint *mp;          /* NULL for an extra file */
 	int file;                   /* enum ic_disk_file */
 	int fd;                     /* extra file */
-	bool opened;                /* ic_session_open() succeeded */
 	struct ic_scdp_disk *cdp;   /* a checkpoint's disk.raw under cdp/ (nothing else set) */
 	struct ic_cache_stream st;
+	struct mhandle *prev, *next;  /* fs->handles, under fs->hlock */
 };
 
 enum node { N_NONE, N_ROOT, N_LATEST, N_POINT, N_FILE, N_EXTRA };
@@ -90,6 +94,12 @@ int mfs_cdp_getattr(struct mount_fs *fs, const char *rest, struct stat *st);
 int mfs_cdp_fgetattr(struct mount_fs *fs, struct mhandle *h, struct stat *st);
 int mfs_cdp_readdir(struct mount_fs *fs, const char *rest, void *buf, fuse_fill_dir_t filler);
 int mfs_cdp_open(struct mount_fs *fs, const char *rest, struct fuse_file_info *fi);
+
+/* Handles (mount_fs.c): a new one (fd and file -1) linked into fs->handles, and one
+ * unlinked and freed.  mfs_handle_close() (mount_fs_read.c) releases what a handle holds. */
+struct mhandle *mfs_handle_new(struct mount_fs *fs);
+void mfs_handle_free(struct mount_fs *fs, struct mhandle *h);
+void mfs_handle_close(struct mount_fs *fs, struct mhandle *h);
 
 /* The FUSE operations, by file. */
 int mfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi);

@@ -74,13 +74,12 @@ static int open_extra(struct mount_fs *fs, struct where *w, struct fuse_file_inf
 	free(p);
 	if (fd < 0)
 		return -errno;
-	h = calloc(1, sizeof(*h));
+	h = mfs_handle_new(fs);
 	if (!h) {
 		close(fd);
 		return -ENOMEM;
 	}
 	h->fd = fd;
-	h->file = -1;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -95,17 +94,16 @@ static int open_file(struct mount_fs *fs, struct where *w, struct fuse_file_info
 
 	if (wr && (!fs->o.overlay_dir || w->file == IC_DISK_INFO))
 		return -EROFS;
-	h = calloc(1, sizeof(*h));
+	h = mfs_handle_new(fs);
 	if (!h)
 		return -ENOMEM;
-	h->mp = w->mp;
-	h->file = w->file;
-	h->fd = -1;
 	ret = ic_session_open(fs->ss, w->mp, w->file, wr);
 	if (ret) {
-		free(h);
+		mfs_handle_free(fs, h);
 		return mfs_errno(ret);
 	}
+	h->mp = w->mp;
+	h->file = w->file;
 	fi->fh = (uintptr_t)h;
 	if (!fs->o.overlay_dir) {
 		fi->keep_cache = 1;     /* the bytes of a restore point never change */
@@ -165,20 +163,29 @@ int mfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	return ret;
 }
 
+/* What a handle holds: a checkpoint's disk, an extra file's descriptor, or the session's
+ * open of a point's disk file (a directory handle holds nothing). */
+void mfs_handle_close(struct mount_fs *fs, struct mhandle *h)
+{
+	if (h->cdp)
+		ic_scdp_close(h->cdp);
+	else if (h->fd >= 0)
+		close(h->fd);
+	else if (h->mp)
+		ic_session_close(fs->ss, h->mp, h->file);
+	h->cdp = NULL;
+	h->fd = -1;
+	h->mp = NULL;
+}
+
 int mfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct mount_fs *fs = mfs_get();
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 
 	(void)path;
-	if (h->cdp) {
-		ic_scdp_close(h->cdp);
-	} else if (h->fd >= 0) {
-		close(h->fd);
-	} else {
-		ic_session_close(fs->ss, h->mp, h->file);
-	}
-	free(h);
+	mfs_handle_close(fs, h);
+	mfs_handle_free(fs, h);
 	return 0;
 }
 

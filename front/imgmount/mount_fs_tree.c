@@ -278,13 +278,13 @@ int mfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 
 int mfs_opendir(const char *path, struct fuse_file_info *fi)
 {
-	struct mhandle *h = calloc(1, sizeof(*h));
+	struct mount_fs *fs = mfs_get();
+	struct mhandle *h = mfs_handle_new(fs);
 
 	if (!h || !(h->dir = strdup(path))) {
-		free(h);
+		mfs_handle_free(fs, h);
 		return -ENOMEM;
 	}
-	h->fd = -1;
 	fi->fh = (uintptr_t)h;
 	return 0;
 }
@@ -294,9 +294,7 @@ int mfs_releasedir(const char *path, struct fuse_file_info *fi)
 	struct mhandle *h = (struct mhandle *)(uintptr_t)fi->fh;
 
 	(void)path;
-	if (h)
-		free(h->dir);
-	free(h);
+	mfs_handle_free(mfs_get(), h);
 	return 0;
 }
 

@@ -35,10 +35,11 @@ struct batch {
 	uint64_t k;                 /* batch number */
 	int state;                  /* 0 free, 1 working, 2 done */
 	uint64_t first;
-	uint32_t n;
-	uint8_t *plain;
-	uint8_t *rec;               /* n records, each at i * bound */
-	struct icf_entry *ents;     /* new entry (DATA/ZERO) or the parent's (INHERIT) */
+	uint32_t n;                 /* blocks: at most per_batch of them read, span_max in all */
+	uint8_t *plain;             /* the blocks read (PLAN_READ), one after the other */
+	uint8_t *rec;               /* their records, the k-th block read's at k * bound */
+	struct ic_source_rd *rd;    /* the runs read, all asked at once */
+	struct icf_entry *ents;     /* n: new entry (DATA/ZERO) or the parent's (INHERIT) */
 	uint8_t *act;
 	uint64_t bytes_read;
 	struct ic_error err;        /* the worker's failure, raised by the writer */
@@ -49,7 +50,7 @@ struct job {
 	struct ic_source *src;
 	unsigned threads;           /* workers */
 	uint64_t disk_size, nblocks;
-	uint32_t bs, bound, seq, per_batch;
+	uint32_t bs, bound, seq, per_batch, span_max;
 	uint32_t version;           /* image format: the parent's, ICF_IMAGE_VERSION for a full */
 	uint64_t point_id;          /* v2: this point's id, the origin_id of its records */
 	uint16_t keygen;            /* v2: the key generation it encrypts and seals under */
@@ -62,7 +63,7 @@ struct job {
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	uint64_t next, nbatches;
+	uint64_t next, next_first;  /* the next batch: its number, its first block */
 	struct batch *ring;
 	unsigned nring;
 	bool stop;

@@ -17,6 +17,11 @@
 #include "ic_progress.h"
 #include "ic_util.h"
 
+/* A batch spans at most SPAN_BATCHES times the blocks it may read, and SPAN_BLOCKS
+ * (a bound on its entries: 1 MiB) unless it may read more */
+#define SPAN_BATCHES 64u
+#define SPAN_BLOCKS 16384u
+
 /* ---- workers ------------------------------------------------------------- */
 
 static uint32_t block_len(const struct job *j, uint64_t b)
@@ -24,26 +29,14 @@ static uint32_t block_len(const struct job *j, uint64_t b)
 	return b + 1 < j->nblocks ? j->bs : (uint32_t)(j->disk_size - b * j->bs);
 }
 
-static int read_run(struct job *j, struct batch *bt, uint32_t i0, uint32_t n)
-{
-	size_t len = 0;
-	int ret;
-
-	for (uint32_t i = i0; i < i0 + n; i++)
-		len += block_len(j, bt->first + i);
-	ret = ic_source_read(j->src, bt->plain + (size_t)i0 * j->bs, len, (bt->first + i0) * j->bs);
-	if (!ret)
-		bt->bytes_read += len;
-	return ret;
-}
-
-/* pref: the parent's block at this position (zero ref when unmapped or past its end). */
+/* pref: the parent's block at this position (zero ref when unmapped or past its end);
+ * slot: how many blocks of the batch before this one were read (its place in plain). */
 static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt, uint32_t i,
-			 const struct ic_block_ref *prefp)
+			 uint32_t slot, const struct ic_block_ref *prefp)
 {
 	uint64_t pos = bt->first + i;
 	uint32_t len = block_len(j, pos);
-	uint8_t *plain = bt->plain + (size_t)i * j->bs;
+	uint8_t *plain = bt->plain + (size_t)slot * j->bs;
 	struct icf_entry *e = &bt->ents[i];
 	struct ic_block_ref pref = *prefp;
 	bool pzero = true, zero;    /* beyond the parent's end nothing is inherited */
@@ -93,7 +86,7 @@ static int process_block(struct job *j, struct ic_codec *codec, struct batch *bt
 	e->origin_id = j->point_id;    /* fresh: no one-time digest key is used twice */
 	e->keygen = j->keygen;         /* the newest generation: revoked keys cannot read it */
 	ret = ic_codec_encode(codec, j->key, j->chain_id, j->version, plain, len,
-			      bt->rec + (size_t)i * j->bound, e);
+			      bt->rec + (size_t)slot * j->bound, e);
 	if (ret)
 		return ret;
 	ic_codec_digest(j->key, j->version, e, plain, e->digest);
@@ -105,23 +98,31 @@ static int process_batch(struct job *j, struct ic_codec *codec, struct ic_view_c
 			 struct batch *bt)
 {
 	struct ic_block_ref next, pref;
-	uint64_t pend = 0;
-	uint32_t i = 0;
+	uint64_t pend = 0, len = 0;
+	uint32_t i = 0, slot = 0, nrd = 0;
 	int have = 0, ret;
 
-	bt->bytes_read = 0;
+	/* the runs of blocks to read, packed into plain, asked of the source together */
 	while (i < bt->n) {
 		uint32_t n = 0;
+		size_t rlen = 0;
 
 		while (i + n < bt->n && j->plan[bt->first + i + n] == PLAN_READ)
-			n++;
+			rlen += block_len(j, bt->first + i + n++);
 		if (n) {
-			ret = read_run(j, bt, i, n);
-			if (ret)
-				return ret;
+			bt->rd[nrd++] = (struct ic_source_rd){ .buf = bt->plain + (size_t)slot * j->bs,
+							       .len = rlen,
+							       .off = (bt->first + i) * j->bs };
+			slot += n;
+			len += rlen;
 		}
 		i += n ? n : 1;
 	}
+	ret = nrd ? ic_source_read_many(j->src, bt->rd, nrd) : 0;
+	if (ret)
+		return ret;
+	bt->bytes_read = len;
+	slot = 0;
 	/* the parent's blocks of this batch, in order, from a cursor over its private
 	 * indexes (checked against its seal before any batch started) */
 	if (cur) {
@@ -142,11 +143,25 @@ static int process_batch(struct job *j, struct ic_codec *codec, struct ic_view_c
 			pref.e.pos = pos;
 			pref.e.plain_len = ic_view_block_len(j->pv, pos);
 		}
-		ret = process_block(j, codec, bt, i, &pref);
+		ret = process_block(j, codec, bt, i, slot, &pref);
 		if (ret)
 			return ret;
+		slot += j->plan[pos] == PLAN_READ;
 	}
 	return have < 0 ? have : 0;
+}
+
+/* The batch from block first: up to per_batch blocks to read and span_max in all (the
+ * blocks not read, holes and the parent's of an incremental, cost only their entries: a
+ * 1% dirty bitmap's scattered blocks come per_batch to a batch, asked at once). */
+static uint32_t batch_span(const struct job *j, uint64_t first)
+{
+	uint64_t left = j->nblocks - first;
+	uint32_t max = left < j->span_max ? (uint32_t)left : j->span_max, n = 0, reads = 0;
+
+	while (n < max && reads < j->per_batch)
+		reads += j->plan[first + n++] == PLAN_READ;
+	return n;
 }
 
 static void *worker(void *arg)
@@ -157,7 +172,7 @@ static void *worker(void *arg)
 	int cret = j->pv ? ic_view_cursor_open(j->pv, &cur) : 0, ret;
 
 	pthread_mutex_lock(&j->mu);
-	while (!j->stop && j->next < j->nbatches) {
+	while (!j->stop && j->next_first < j->nblocks) {
 		uint64_t k = j->next;
 		struct batch *bt = &j->ring[k % j->nring];
 
@@ -168,11 +183,11 @@ static void *worker(void *arg)
 		j->next++;
 		bt->state = 1;
 		bt->k = k;
+		bt->first = j->next_first;
+		bt->n = batch_span(j, bt->first);
+		j->next_first += bt->n;
 		pthread_mutex_unlock(&j->mu);
 
-		bt->first = k * j->per_batch;
-		bt->n = (uint32_t)(j->nblocks - bt->first < j->per_batch ? j->nblocks - bt->first
-									 : j->per_batch);
 		ret = codec && !cret ? process_batch(j, codec, cur, bt) : -ENOMEM;
 		ic_error_save(&bt->err, ret);
 
@@ -191,11 +206,13 @@ static void *worker(void *arg)
 /* Head start: append the new records, keep every processed block's entry for later. */
 static int stage(struct job *j, struct batch *bt, struct ic_writer *w)
 {
-	for (uint32_t i = 0; i < bt->n; i++) {
+	for (uint32_t i = 0, slot = 0; i < bt->n; i++) {
 		uint64_t pos = bt->first + i, off;
+		uint32_t s = slot;
 		struct staged *sg;
 		int ret;
 
+		slot += j->plan[pos] == PLAN_READ;
 		if (j->plan[pos] == PLAN_SKIP)
 			continue;
 		sg = ic_array_add(&j->staged);
@@ -205,7 +222,7 @@ static int stage(struct job *j, struct batch *bt, struct ic_writer *w)
 		sg->act = bt->act[i];
 		sg->e = bt->ents[i];
 		if (bt->act[i] == ACT_DATA) {
-			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, sg->e.stored_len,
+			ret = ic_writer_append(w, bt->rec + (size_t)s * j->bound, sg->e.stored_len,
 					       &off);
 			if (ret)
 				return ret;
@@ -223,13 +240,15 @@ static int consume(struct job *j, struct batch *bt, struct ic_writer *w, struct 
 	st->bytes_read += bt->bytes_read;
 	if (j->staging)
 		return stage(j, bt, w);
-	for (uint32_t i = 0; i < bt->n; i++) {
+	for (uint32_t i = 0, slot = 0; i < bt->n; i++) {
 		struct icf_entry *e = &bt->ents[i];
+		uint32_t s = slot;
 		uint64_t off;
 
+		slot += j->plan[bt->first + i] == PLAN_READ;
 		switch (bt->act[i]) {
 		case ACT_DATA:
-			ret = ic_writer_append(w, bt->rec + (size_t)i * j->bound, e->stored_len, &off);
+			ret = ic_writer_append(w, bt->rec + (size_t)s * j->bound, e->stored_len, &off);
 			if (ret)
 				return ret;
 			/* the record is in the file now, as a staged one is */
@@ -266,11 +285,16 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 	struct ic_progress prog;
 	int ret = 0;
 
-	j->next = 0;                /* the head start runs the pipeline twice */
+	bool last = false;
+
+	j->next = j->next_first = 0;    /* the head start runs the pipeline twice */
 	j->stop = false;
 	j->nring = nthreads * 2 + 2;
 	j->per_batch = BATCH_BYTES / j->bs ? BATCH_BYTES / j->bs : 1;
-	j->nbatches = (j->nblocks + j->per_batch - 1) / j->per_batch;
+	j->span_max = j->per_batch * SPAN_BATCHES < SPAN_BLOCKS ? j->per_batch * SPAN_BATCHES
+								 : SPAN_BLOCKS;
+	if (j->span_max < j->per_batch)
+		j->span_max = j->per_batch;
 	j->ring = calloc(j->nring, sizeof(*j->ring));
 	if (!j->ring)
 		return -ENOMEM;
@@ -279,9 +303,10 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 
 		bt->plain = malloc((size_t)j->per_batch * j->bs);
 		bt->rec = malloc((size_t)j->per_batch * j->bound);
-		bt->ents = calloc(j->per_batch, sizeof(*bt->ents));
-		bt->act = calloc(j->per_batch, 1);
-		if (!bt->plain || !bt->rec || !bt->ents || !bt->act) {
+		bt->rd = calloc(j->per_batch, sizeof(*bt->rd));
+		bt->ents = calloc(j->span_max, sizeof(*bt->ents));
+		bt->act = calloc(j->span_max, 1);
+		if (!bt->plain || !bt->rec || !bt->rd || !bt->ents || !bt->act) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -291,7 +316,7 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 	if (ic_pool_start(&pool, nthreads, worker, j))
 		ret = -EAGAIN;
 	ic_progress_init(&prog, "backup", j->disk_size, j->o->quiet);
-	for (uint64_t k = 0; !ret && k < j->nbatches; k++) {
+	for (uint64_t k = 0; !ret && !last; k++) {
 		struct batch *bt = &j->ring[k % j->nring];
 
 		pthread_mutex_lock(&j->mu);
@@ -309,6 +334,7 @@ int ic_backup_pipeline(struct job *j, struct ic_writer *w, struct ic_seal *seal,
 		/* before the slot is handed back: a worker refills bt->first and bt->n */
 		ic_progress_update(&prog, (bt->first + bt->n) * (uint64_t)j->bs > j->disk_size
 					  ? j->disk_size : (bt->first + bt->n) * (uint64_t)j->bs);
+		last = bt->first + bt->n >= j->nblocks;
 		pthread_mutex_lock(&j->mu);
 		bt->state = 0;
 		pthread_cond_broadcast(&j->cv);
@@ -326,6 +352,7 @@ out:
 	for (unsigned r = 0; r < j->nring; r++) {
 		free(j->ring[r].plain);
 		free(j->ring[r].rec);
+		free(j->ring[r].rd);
 		free(j->ring[r].ents);
 		free(j->ring[r].act);
 	}

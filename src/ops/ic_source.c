@@ -224,6 +224,17 @@ int ic_source_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 	return s->ops->read(s, buf, len, off);
 }
 
+int ic_source_read_many(struct ic_source *s, const struct ic_source_rd *rd, size_t n)
+{
+	int ret = 0;
+
+	if (s->ops->read_many)
+		return s->ops->read_many(s, rd, n);
+	for (size_t i = 0; i < n && !ret; i++)
+		ret = s->ops->read(s, rd[i].buf, rd[i].len, rd[i].off);
+	return ret;
+}
+
 int ic_source_check_end(struct ic_source *s)
 {
 	return s->ops->check_end(s);

@@ -38,6 +38,15 @@ int ic_source_dirty_blocks(struct ic_source *s, uint32_t bs, uint8_t *map);
  * fails with a message saying it shrank. */
 int ic_source_read(struct ic_source *s, void *buf, size_t len, uint64_t off);
 
+/* Read the n ranges of rd (each as ic_source_read), the source's requests for all of them
+ * in flight at once where it can. */
+struct ic_source_rd {
+	void *buf;
+	size_t len;
+	uint64_t off;
+};
+int ic_source_read_many(struct ic_source *s, const struct ic_source_rd *rd, size_t n);
+
 /* After the last read: fail if the source shrank meanwhile (a regular file whose
  * holes past a new end would have read as zeros). */
 int ic_source_check_end(struct ic_source *s);

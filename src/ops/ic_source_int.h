@@ -9,6 +9,8 @@ struct ic_source_ops {
 	int (*zero_blocks)(struct ic_source *s, uint32_t bs, uint8_t *map, uint8_t mark);
 	int (*dirty_blocks)(struct ic_source *s, uint32_t bs, uint8_t *map);
 	int (*read)(struct ic_source *s, void *buf, size_t len, uint64_t off);
+	/* optional: several ranges at once (else read, one after the other) */
+	int (*read_many)(struct ic_source *s, const struct ic_source_rd *rd, size_t n);
 	int (*check_end)(struct ic_source *s);
 	void (*close)(struct ic_source *s);
 };

@@ -23,7 +23,7 @@
 #include "ic_util.h"
 
 #define REQ_BYTES (1u << 20)    /* one request; workers read runs of up to 4 MiB */
-#define REQ_BATCH 16            /* requests a worker queues before it waits */
+#define REQ_BATCH 64            /* requests a worker queues before it waits */
 #define BS_SPAN (1ull << 30)    /* bytes asked per block status query */
 #define DIRTY_PREFIX "qemu:dirty-bitmap:"
 
@@ -320,28 +320,39 @@ static int start_io(struct ic_source *s)
 	return ret;
 }
 
-static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
+/* Every range of rd at once: up to REQ_BATCH requests in flight, then wait for them (a
+ * batch's scattered dirty blocks cost one round trip, not one each). */
+static int nbd_read_many(struct ic_source *s, const struct ic_source_rd *rd, size_t nrd)
 {
 	struct nbd *n = s->priv;
 	struct req reqs[REQ_BATCH];
-	uint8_t *dst = buf;
+	size_t x = 0, done = 0;    /* the next byte to ask: rd[x] + done */
 	int ret = start_io(s);
 
-	if (off > s->size || len > s->size - off)
-		return ic_fail(-EIO, "%s: read past the end of the export (%llu + %zu)", s->spec,
-			       (unsigned long long)off, len);
-	while (!ret && len) {
+	for (size_t i = 0; i < nrd; i++)
+		if (rd[i].off > s->size || rd[i].len > s->size - rd[i].off)
+			return ic_fail(-EIO, "%s: read past the end of the export (%llu + %zu)",
+				       s->spec, (unsigned long long)rd[i].off, rd[i].len);
+	while (!ret && x < nrd) {
 		struct waiter w = { .pending = 0 };
 		unsigned k = 0;
 
 		pthread_cond_init(&w.cv, NULL);
 		pthread_mutex_lock(&n->mu);
-		for (; k < REQ_BATCH && len; k++) {
+		while (k < REQ_BATCH && x < nrd) {
 			struct req *r = &reqs[k];
-			size_t l = len < n->req_max ? len : n->req_max;
+			size_t left, l;
 
-			*r = (struct req){ .n = n, .buf = dst, .len = l, .off = off,
-					   .w = &w };
+			if (!rd[x].len) {
+				x++;
+				continue;
+			}
+			k++;
+			left = rd[x].len - done;
+			l = left < n->req_max ? left : n->req_max;
+
+			*r = (struct req){ .n = n, .buf = (uint8_t *)rd[x].buf + done, .len = l,
+					   .off = rd[x].off + done, .w = &w };
 			w.pending++;
 			if (n->dead_err) {
 				req_finish(n, r, n->dead_err);
@@ -349,9 +360,11 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 				*n->queue_tail = r;
 				n->queue_tail = &r->next;
 			}
-			dst += l;
-			off += l;
-			len -= l;
+			done += l;
+			if (done == rd[x].len) {
+				x++;
+				done = 0;
+			}
 		}
 		pthread_mutex_unlock(&n->mu);
 		ring(n);
@@ -370,6 +383,13 @@ static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
 		pthread_cond_destroy(&w.cv);
 	}
 	return ret;
+}
+
+static int nbd_read(struct ic_source *s, void *buf, size_t len, uint64_t off)
+{
+	struct ic_source_rd rd = { .buf = buf, .len = len, .off = off };
+
+	return len ? nbd_read_many(s, &rd, 1) : 0;
 }
 
 static int nbd_check_end(struct ic_source *s)
@@ -405,6 +425,7 @@ static const struct ic_source_ops nbd_ops = {
 	.zero_blocks = nbd_zero_blocks,
 	.dirty_blocks = nbd_dirty_blocks,
 	.read = nbd_read,
+	.read_many = nbd_read_many,
 	.check_end = nbd_check_end,
 	.close = nbd_src_close,
 };

@@ -25,6 +25,9 @@
 /* 256 TiB: keeps the page array (16 bytes per 127 MiB) small. */
 #define OVL_MAX_SIZE	(1ull << 48)
 #define OVL_MAX_PAGES	(OVL_MAX_SIZE / OVL_BS / OVL_PAGE_BITS + 1)
+/* Generations of header and page slots stay below this (FORMAT.md 10.2): a larger one was
+ * written by someone else, and a commit past it would wrap to below the committed one. */
+#define OVL_GEN_LIMIT	(1ull << 63)
 
 
 struct ovl_disk_header {

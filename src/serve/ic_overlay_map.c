@@ -258,7 +258,10 @@ int ovl_commit(struct ic_overlay *ov)
 			return ret;
 		ov->need_dirsync = false;
 	}
-	/* Never reuse a generation, even one of a failed attempt. */
+	/* Never reuse a generation, even one of a failed attempt (none reaches the limit:
+	 * 2^63 commits). */
+	if (ov->max_gen + 1 >= OVL_GEN_LIMIT)
+		return ic_fail(IC_ECORRUPT, "%s: generations exhausted", ov->map_path);
 	gen = ++ov->max_gen;
 	for (uint64_t p = ov->dirty_lo; p < ov->dirty_hi; p++) {
 		ret = ov->pages[p].dirty ? ovl_write_page(ov, p, gen) : 0;
@@ -341,6 +344,9 @@ static int ovl_check_header(struct ic_overlay *ov, const struct ovl_disk_header 
 			       ovl_label_or(ov->bind.label));
 	if (!ovl_label_valid(h->label))
 		return ic_fail(IC_ECORRUPT, "%s: damaged label", ov->map_path);
+	if (le64toh(h->gen) >= OVL_GEN_LIMIT)
+		return ic_fail(IC_ECORRUPT, "%s: header generation %llu out of range", ov->map_path,
+			       (unsigned long long)le64toh(h->gen));
 	if (memcmp(h->bind, ov->bind.id, IC_OVERLAY_BIND_LEN))
 		return ic_fail(-ESTALE, "%s: overlay made on %s, not on %s", ov->map_path,
 			       ovl_label_or(h->label), ovl_label_or(ov->bind.label));
@@ -405,6 +411,9 @@ static int ovl_load_page(struct ic_overlay *ov, uint64_t p)
 
 		if (!ovl_page_valid(&dp[s], p))
 			continue;
+		if (gen >= OVL_GEN_LIMIT)
+			return ic_fail(IC_ECORRUPT, "%s: page %llu: generation %llu out of range",
+				       ov->map_path, (unsigned long long)p, (unsigned long long)gen);
 		ov->max_gen = ovl_max(ov->max_gen, gen);
 		if (gen > ov->gen)
 			ovl_mark_dirty(ov, p);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -19,8 +18,9 @@
 #include "ic_util.h"
 
 #define REQ_MAX (64 << 10)          /* a request is at most this long (FORMAT.md 10.8) */
-#define TICK_MS 100                 /* the request file is looked at this often */
-#define SCAN_TICKS 10               /* and the chain directory every this many ticks */
+/* the request file is looked at every tick of the session's watcher (IC_WATCH_TICK_MS), and
+ * the chain directory every SCAN_TICKS ticks */
+#define SCAN_TICKS 10
 
 struct req_point {
 	uint32_t seq;
@@ -29,10 +29,7 @@ struct req_point {
 
 struct ic_rebase {
 	struct ic_session *s;
-	pthread_t thr;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool stop;
+	unsigned tick;              /* ticks of the session's watcher */
 	struct stat last;           /* the request last acted on */
 	IC_ARRAY(struct req_point) req;
 };
@@ -319,86 +316,46 @@ static void rebase_busy(struct ic_rebase *rb, bool use_req)
 	ic_array_free(&names);
 }
 
-static void *watch(void *arg)
+void ic_rebase_tick(struct ic_session *s)
 {
-	struct ic_rebase *rb = arg;
-	unsigned tick = 0;
+	struct ic_rebase *rb = s->rebase;
+	int req;
 
-	pthread_mutex_lock(&rb->mu);
-	while (!rb->stop) {
-		struct timespec t;
-		int req;
-
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		t.tv_nsec += TICK_MS * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&rb->cv, &rb->mu, &t);
-		if (rb->stop)
-			break;
-		pthread_mutex_unlock(&rb->mu);
-		req = read_req(rb);
-		if (req || ++tick % SCAN_TICKS == 0) {
-			/* a request means the chain changed: rescan even if the directory's
-			 * times did not move (a coarse clock) */
-			ic_session_refresh(rb->s, req > 0);
-			rebase_busy(rb, req > 0);
-		}
-		pthread_mutex_lock(&rb->mu);
+	if (!rb)
+		return;
+	req = read_req(rb);
+	if (req || ++rb->tick % SCAN_TICKS == 0) {
+		/* a request means the chain changed: rescan even if the directory's times did
+		 * not move (a coarse clock) */
+		ic_session_refresh(s, req > 0);
+		rebase_busy(rb, req > 0);
 	}
-	pthread_mutex_unlock(&rb->mu);
-	return NULL;
 }
 
-int ic_rebase_start(struct ic_session *s)
+int ic_rebase_init(struct ic_session *s)
 {
 	struct ic_rebase *rb = calloc(1, sizeof(*rb));
-	pthread_condattr_t ca;
-	int ret;
+	char *path;
 
 	if (!rb)
 		return ic_fail(-ENOMEM, "re-base watcher: %s", strerror(ENOMEM));
 	rb->s = s;
-	pthread_mutex_init(&rb->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&rb->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	/* a request left by an earlier run is not acted on (the directory scan still
 	 * re-bases a point whose images moved) */
-	{
-		char *path = ic_path_join(s->o.chain_dir, IC_REBASE_FILE);
-
-		if (!path || lstat(path, &rb->last) < 0)
-			memset(&rb->last, 0, sizeof(rb->last));
-		free(path);
-	}
-	ret = pthread_create(&rb->thr, NULL, watch, rb);
-	if (ret) {
-		pthread_cond_destroy(&rb->cv);
-		pthread_mutex_destroy(&rb->mu);
-		free(rb);
-		return ic_fail(-ret, "re-base watcher: %s", strerror(ret));
-	}
+	path = ic_path_join(s->o.chain_dir, IC_REBASE_FILE);
+	if (!path || lstat(path, &rb->last) < 0)
+		memset(&rb->last, 0, sizeof(rb->last));
+	free(path);
 	s->rebase = rb;
 	return 0;
 }
 
-void ic_rebase_stop(struct ic_session *s)
+void ic_rebase_fini(struct ic_session *s)
 {
 	struct ic_rebase *rb = s->rebase;
 
 	if (!rb)
 		return;
-	pthread_mutex_lock(&rb->mu);
-	rb->stop = true;
-	pthread_cond_signal(&rb->cv);
-	pthread_mutex_unlock(&rb->mu);
-	pthread_join(rb->thr, NULL);
-	pthread_cond_destroy(&rb->cv);
-	pthread_mutex_destroy(&rb->mu);
 	ic_array_free(&rb->req);
 	free(rb);
 	s->rebase = NULL;

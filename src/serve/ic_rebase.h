@@ -33,10 +33,13 @@ struct ic_spoint;
  * that a steady stream of guest requests cannot starve a re-base. */
 void ic_rebase_io_init(pthread_rwlock_t *io);
 
-/* Start the watcher thread of session s (writable sessions; after daemonizing).  0 or
- * -errno.  ic_rebase_stop joins it (nothing when none runs). */
-int ic_rebase_start(struct ic_session *s);
-void ic_rebase_stop(struct ic_session *s);
+/* The re-base side of session s's watcher (ic_session_watch.c; writable sessions):
+ * init (0 or -errno) before its thread starts, tick on every tick of that thread (a new
+ * request acted on; the chain directory rescanned every few ticks and busy points whose
+ * images moved re-based), fini after it stopped.  tick and fini do nothing without init. */
+int ic_rebase_init(struct ic_session *s);
+void ic_rebase_tick(struct ic_session *s);
+void ic_rebase_fini(struct ic_session *s);
 
 /* Re-base busy point sp onto the current scan's point of the same name, sequence and
  * seal.  0 (also when it already is there), -ENOENT when the scan has no such point

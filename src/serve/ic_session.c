@@ -446,7 +446,6 @@ int ic_session_start(struct ic_session *s)
 	};
 	uint32_t bs = s->gens && s->gens->chain->have_images ? s->gens->chain->block_size
 							    : ICF_BLOCK_DEFAULT;
-	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	relock_all(s);
@@ -454,10 +453,7 @@ int ic_session_start(struct ic_session *s)
 	s->cache = ic_cache_new(bs, s->key, &co);
 	if (!s->cache)
 		return ic_fail(-errno, "block cache: %s", strerror(errno));
-	ret = ic_session_owner_start(s);
-	if (!ret && s->o.overlay_dir)
-		ret = ic_rebase_start(s);
-	return ret;
+	return ic_session_watch_start(s);
 }
 
 size_t ic_session_npoints(struct ic_session *s)
@@ -475,8 +471,7 @@ void ic_session_free(struct ic_session *s)
 {
 	if (!s)
 		return;
-	ic_rebase_stop(s);
-	ic_session_owner_stop(s);
+	ic_session_watch_stop(s);
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++)
 		point_free(s, s->pts[i]);

@@ -118,8 +118,8 @@ struct ic_session {
 	bool force_rescan;
 	char latest[ICF_NAME_MAX + 1];  /* "" when the chain has no point */
 	struct timespec latest_time;
-	struct ic_rebase *rebase;   /* the re-base watcher (writable sessions), or NULL */
-	struct ic_sowner *owner;    /* the release watcher (ic_session_owner.c) */
+	struct ic_rebase *rebase;   /* the re-base requests (writable sessions), or NULL */
+	struct ic_swatch *watch;    /* the watcher thread (ic_session_watch.c), or NULL */
 	struct ic_scdp *cdp;        /* the CDP journal's checkpoints (ic_session_cdp.h), on first use */
 };
 
@@ -154,10 +154,19 @@ int ic_session_dir_claim(struct ic_session *s, struct ic_spoint *p, int fd, cons
 			 bool take);
 /* Close p's point directory (dropping the flock), removing the record if still ours. */
 void ic_session_dir_drop(struct ic_session *s, struct ic_spoint *p);
-/* After a fork: re-record held directories under this pid, start the thread that answers
- * release requests (commit, EROFS from then on, record the newcomer, drop the flock). */
-int ic_session_owner_start(struct ic_session *s);
-void ic_session_owner_stop(struct ic_session *s);
+/* After a fork: re-record the held directories under this pid. */
+void ic_session_owner_adopt(struct ic_session *s);
+/* Answer the release requests of the held directories (commit, EROFS from then on, record
+ * the newcomer, drop the flock): every IC_WATCH_OWNER_TICKS ticks of the watcher. */
+void ic_session_owner_poll(struct ic_session *s);
+
+/* ic_session_watch.c: the one thread of a writable session (started by ic_session_start,
+ * after daemonizing; stopped by ic_session_free) that answers release requests
+ * (ic_session_owner_poll) and re-base requests (ic_rebase_tick). */
+#define IC_WATCH_TICK_MS 100
+#define IC_WATCH_OWNER_TICKS 2
+int ic_session_watch_start(struct ic_session *s);
+void ic_session_watch_stop(struct ic_session *s);
 
 /* Open file of point p for a reader: pin p (handles), open its overlay (created when
  * write), build its view (seal checked once per identity).  Called under s->lock, which

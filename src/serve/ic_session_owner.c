@@ -3,9 +3,9 @@
  *   claim    whoever takes a point directory's flock writes itself into DIR/POINT/owner;
  *            a newcomer opening for writing with take_over, finding the flock held, writes
  *            DIR/POINT/owner.request and waits (bounded) until the owner lets the lock go
- *   release  a watcher thread looks for owner.request in every point directory this
- *            process holds (one fstatat each, every IC_OWNER_POLL_MS): the owner then commits
- *            each overlay of the point and marks it released (writes fail with EROFS from
+ *   release  the session's watcher (ic_session_watch.c) looks for owner.request in every
+ *            point directory this process holds (one fstatat each, every 200 ms): the
+ *            owner then commits each overlay of the point and marks it released (writes fail with EROFS from
  *            then on), records the newcomer as the owner, removes the request and closes the
  *            directory, which drops the flock.  The newcomer's flock then succeeds.
  *   drop     a clean close removes the record when it still names this process
@@ -29,15 +29,7 @@
 #include "ic_session.h"
 #include "ic_util.h"
 
-#define IC_OWNER_POLL_MS 200
 #define IC_OWNER_WAIT_DEFAULT 30u
-
-struct ic_sowner {
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cond;
-	bool stop;
-};
 
 static const char *server_of(const struct ic_session *s)
 {
@@ -260,7 +252,7 @@ static void answer(struct ic_session *s, struct ic_spoint *sp, const char *dir)
 		       sp->name, desc);
 }
 
-static void poll_once(struct ic_session *s)
+void ic_session_owner_poll(struct ic_session *s)
 {
 	struct stat sb;
 
@@ -280,41 +272,8 @@ static void poll_once(struct ic_session *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-static void *watcher(void *arg)
+void ic_session_owner_adopt(struct ic_session *s)
 {
-	struct ic_session *s = arg;
-	struct ic_sowner *w = s->owner;
-
-	pthread_mutex_lock(&w->mu);
-	while (!w->stop) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += IC_OWNER_POLL_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&w->cond, &w->mu, &ts);
-		if (w->stop)
-			break;
-		pthread_mutex_unlock(&w->mu);
-		poll_once(s);
-		pthread_mutex_lock(&w->mu);
-	}
-	pthread_mutex_unlock(&w->mu);
-	return NULL;
-}
-
-int ic_session_owner_start(struct ic_session *s)
-{
-	struct ic_sowner *w;
-	pthread_condattr_t ca;
-	int ret;
-
-	if (!s->o.overlay_dir || s->owner)
-		return 0;
-	/* a fork changed our pid: the records of what we already hold say so */
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->npts; i++) {
 		struct ic_spoint *sp = s->pts[i];
@@ -328,39 +287,4 @@ int ic_session_owner_start(struct ic_session *s)
 		free(dir);
 	}
 	pthread_mutex_unlock(&s->lock);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return ic_fail(-ENOMEM, "overlay watcher: %s", strerror(ENOMEM));
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	s->owner = w;
-	ret = -pthread_create(&w->thread, NULL, watcher, s);
-	if (ret) {
-		s->owner = NULL;
-		pthread_cond_destroy(&w->cond);
-		pthread_mutex_destroy(&w->mu);
-		free(w);
-		return ic_fail(ret, "overlay watcher: %s", strerror(-ret));
-	}
-	return 0;
-}
-
-void ic_session_owner_stop(struct ic_session *s)
-{
-	struct ic_sowner *w = s->owner;
-
-	if (!w)
-		return;
-	pthread_mutex_lock(&w->mu);
-	w->stop = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->thread, NULL);
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->mu);
-	free(w);
-	s->owner = NULL;
 }

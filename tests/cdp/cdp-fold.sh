@@ -56,6 +56,27 @@ check_points()
 	done
 }
 check_points C
+# imginfo says which points were folded, from which session and checkpoint
+expect_exit 0 nokey imginfo --json C
+python3 - last.out "${names[@]}" <<'PY' || fail "imginfo --json does not show the folded points: $(cat last.out)"
+import json, sys
+pts = {p["name"]: p for p in json.load(open(sys.argv[1]))["points"]}
+names = sys.argv[2:]
+ks = []
+sessions = {pts[n]["cdp_session"] for n in names}
+assert len(sessions) == 1 and len(sessions.pop()) == 16, names
+for n in names:
+    p = pts[n]
+    assert p["folded"] is True, p
+    ks.append(p["cdp_checkpoint"])
+assert ks == sorted(ks) and len(set(ks)) == len(ks), ks
+for n, p in pts.items():
+    if n not in names:
+        assert p["folded"] is False and p["cdp_session"] is None and p["cdp_checkpoint"] is None, p
+PY
+expect_exit 0 nokey imginfo C
+grep -q "${names[0]} .*(CDP session [0-9a-f]\{16\}, checkpoint [0-9]*)" last.out ||
+	fail "imginfo's listing does not note a folded point: $(cat last.out)"
 [[ $(mark_of "${names[-1]}") == 5 ]] || fail "the last folded point is not the session's end"
 expect_exit 0 imgverify -q --data C
 expect_exit 0 imgrestore -q -P pass --at "${T[6]}" C r.6

@@ -59,7 +59,8 @@ assert re.fullmatch("[0-9a-f]{32}", j["chain_id"]), j["chain_id"]
 assert j["bad_files"] == []
 keys = {"name", "seq", "parent", "parent_seq", "kind", "created", "created_unix", "disk_size",
         "stored_bytes", "data_blocks", "zero_blocks", "depth", "broken", "file", "file_size",
-        "post_snapshot", "post_snapshot_of", "post_snapshots"}
+        "post_snapshot", "post_snapshot_of", "post_snapshots", "folded", "cdp_session",
+        "cdp_checkpoint"}
 pts = j["points"]
 for p in pts:
     assert set(p) == keys, p.keys()
@@ -72,6 +73,7 @@ for p in pts:
     assert p["broken"] is False
     assert p["post_snapshot"] is False and p["post_snapshot_of"] is None, p
     assert p["post_snapshots"] == [], p
+    assert p["folded"] is False and p["cdp_session"] is None and p["cdp_checkpoint"] is None, p
     # header + records + index: 64 bytes per entry
     assert p["file_size"] == 4096 + p["stored_bytes"] + 64 * (p["data_blocks"] + p["zero_blocks"]), p
 got = [(p["name"], p["seq"], p["parent"], p["parent_seq"], p["kind"], p["depth"], p["disk_size"],

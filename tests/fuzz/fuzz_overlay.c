@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <endian.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,16 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SLOT 4096u
+
+/* A failed expectation: say which, and the library's last message, then crash (libFuzzer
+ * keeps the input).  "deadly signal" alone, as a bare trap gives, says nothing. */
+#define CHECK(cond, what, err)                                                               \
+	do {                                                                                 \
+		if (!(cond)) {                                                               \
+			fprintf(stderr, "fuzz_overlay: %s (%s)\n", (what), ic_last_error(err)); \
+			abort();                                                             \
+		}                                                                            \
+	} while (0)
 
 static int base_read(void *arg, void *buf, size_t len, uint64_t off)
 {
@@ -63,11 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *m, buf[3 * 4096];
 	uint64_t base_size, off;
 	size_t hdr;
-	int fd;
+	ssize_t n;
+	int fd, ret;
 
 	if (!prefix[0]) {
-		if (!mkdtemp(dir))
-			abort();
+		CHECK(mkdtemp(dir), "mkdtemp /tmp/fuzz-overlay-XXXXXX", -errno);
 		snprintf(prefix, sizeof(prefix), "%s/ov", dir);
 		snprintf(map, sizeof(map), "%s.map", prefix);
 		snprintf(dat, sizeof(dat), "%s.data", prefix);
@@ -78,8 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fix_checksums(m, size);
 	unlink(dat);
 	fd = open(map, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || (size && write(fd, m, size) != (ssize_t)size))
-		abort();
+	CHECK(fd >= 0, "cannot create the map file (the harness's own directory)", -errno);
+	CHECK(!size || write(fd, m, size) == (ssize_t)size, "cannot write the map file", -errno);
 	close(fd);
 
 	/* the binding and base size the map records (header slot 1 if slot 0 has no magic),
@@ -97,10 +108,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (ic_overlay_open(prefix, base_size, &bind, &ov))
 		return 0;
-	if (ic_overlay_size(ov) > (1ull << 48))
-		__builtin_trap();
-	if (ic_overlay_read(ov, buf, sizeof(buf), off, base_read, NULL) > (ssize_t)sizeof(buf))
-		__builtin_trap();
+	CHECK(ic_overlay_size(ov) <= (1ull << 48), "overlay size beyond 2^48", 0);
+	n = ic_overlay_read(ov, buf, sizeof(buf), off, base_read, NULL);
+	CHECK(n <= (ssize_t)sizeof(buf), "a read returned more than asked", 0);
 	if (ic_overlay_write(ov, msg, sizeof(msg), off, base_read, NULL) != (ssize_t)sizeof(msg) ||
 	    ic_overlay_fsync(ov)) {
 		ic_overlay_close(ov);
@@ -108,11 +118,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	ic_overlay_close(ov);
 	/* what was synced is there after a reopen with the same binding */
-	if (ic_overlay_open(prefix, base_size, &bind, &ov))
-		__builtin_trap();
-	if (ic_overlay_read(ov, buf, sizeof(msg), off, base_read, NULL) != (ssize_t)sizeof(msg) ||
-	    memcmp(buf, msg, sizeof(msg)))
-		__builtin_trap();
+	ret = ic_overlay_open(prefix, base_size, &bind, &ov);
+	CHECK(!ret, "the reopen of a synced overlay failed", ret);
+	n = ic_overlay_read(ov, buf, sizeof(msg), off, base_read, NULL);
+	CHECK(n == (ssize_t)sizeof(msg), "the reread of a synced write failed", (int)n);
+	CHECK(!memcmp(buf, msg, sizeof(msg)), "a synced write reads back different bytes", 0);
 	ic_overlay_close(ov);
 	return 0;
 }

@@ -8,7 +8,8 @@ SH_TESTS += \
 	tests/mount/mount-errors.sh \
 	tests/mount/mount-vhd.sh \
 	tests/mount/mount-overlay-backup.sh \
-	tests/mount/mount-vmdk.sh
+	tests/mount/mount-vmdk.sh \
+	tests/mount/mount-exit-open.sh
 dist_check_DATA = tests/mount/mount-lib.sh tests/mount/mount-vhd-lib.sh tests/mount/promote-lib.sh
 # collaborative release of an overlay (FORMAT.md 10.7): mounts in mount namespaces of their
 # own (root), a dead owner, planted records, an owner that does not answer

@@ -378,6 +378,74 @@ static void copy_all(struct ic_image *src, struct ic_writer *w, bool check)
 
 /* The writer's other modes: a new image at a path of the caller's, and records appended
  * to an image in place (its slot switched by the caller); the index follows the records. */
+/* Records of every size across the writer's 4 MiB buffer (one larger than it, ZSTD
+ * records of 4 MiB blocks up to the codec's bound): each reads back whole, wherever the
+ * flushes split it (whole buffers go to the file with O_DIRECT, the rest buffered). */
+static void test_append_spans(void)
+{
+	static const uint32_t lens[] = { 1000, (3u << 20) + 17, 4u << 20, 41, (1u << 20) - 3,
+					 0, 4096 * 3, (4u << 20) + 300, 5000 };
+	uint64_t id = ver == ICF_IMAGE_V1 ? 0 : POINT_ID;
+	struct icf_header h = make_header();
+	size_t n = sizeof(lens) / sizeof(lens[0]);
+	uint32_t bound = ic_codec_bound(ICF_BLOCK_MAX);
+	uint8_t *rec = malloc(bound), *back = malloc(bound);
+	struct ic_writer *w;
+	struct ic_image *img;
+	struct icf_slot s;
+	struct icf_entry e;
+	char name[32], *p;
+
+	CHECK(rec && back);
+	h.block_size = ICF_BLOCK_MAX;
+	CHECK_EQ(ic_writer_new(dir, &h, 7, &w), 0);
+	for (size_t b = 0; b < n; b++) {
+		uint32_t len = lens[b] ? lens[b] : bound;    /* 0: the largest record */
+		uint64_t off;
+
+		for (uint32_t k = 0; k < len; k++)
+			rec[k] = (uint8_t)(k * 7 + b);
+		CHECK_EQ(ic_writer_append(w, rec, len, &off), 0);
+		memset(&e, 0, sizeof(e));
+		e.pos = b;
+		e.offset = off;
+		e.stored_len = len;
+		e.plain_len = ICF_BLOCK_MAX;
+		e.origin = 7;
+		e.origin_id = id;
+		e.kind = ICF_ENTRY_ZSTD;
+		e.rec_hash = XXH3_64bits(rec, len);
+		CHECK_EQ(ic_writer_add_entry(w, &e), 0);
+	}
+	memset(&s, 0, sizeof(s));
+	s.seq = 7;
+	s.kind = ICF_KIND_FULL;
+	s.created = 1700000000;
+	s.disk_size = (uint64_t)n * ICF_BLOCK_MAX;
+	strcpy(s.name, "spans");
+	s.point_id = id;
+	CHECK_EQ(ic_writer_commit(w, &s), 0);
+	ic_image_filename(7, name, sizeof(name));
+	p = ic_path_join(dir, name);
+	CHECK_EQ(ic_image_open(p, O_RDONLY, &img), 0);
+	CHECK_EQ(ic_image_check_index(img), 0);
+	for (size_t b = 0; b < n; b++) {
+		uint32_t len = lens[b] ? lens[b] : bound;
+
+		CHECK_EQ(ic_image_entry(img, b, &e), 0);
+		CHECK_EQ(e.stored_len, len);
+		CHECK_EQ(ic_image_read_record(img, &e, back), 0);
+		for (uint32_t k = 0; k < len; k++)
+			rec[k] = (uint8_t)(k * 7 + b);
+		CHECK(memcmp(rec, back, len) == 0);
+	}
+	ic_image_close(img);
+	unlink(p);
+	free(p);
+	free(rec);
+	free(back);
+}
+
 static void test_writer_modes(void)
 {
 	char *p = write_image(1), *q = ic_path_join(dir, ".tmp-copy.img");
@@ -491,6 +559,7 @@ int main(void)
 		RUN(test_slots);
 		RUN(test_abort);
 		RUN(test_writer_modes);
+		RUN(test_append_spans);
 	}
 	RUN(test_v2_rules);
 	RUN(test_reader_lock);
