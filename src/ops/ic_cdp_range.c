@@ -153,14 +153,18 @@ int ic_cdp_mark_dirty(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n)
 
 	if (w->failed)
 		return w->failed;
+	/* a block changed but not marked would be missing from the next checkpoint: every
+	 * failure here is the writer's (sticky) */
 	if (!w->dirty_bits || pos0 > w->nblocks || n > w->nblocks - pos0)
-		return ic_fail(-EINVAL, "%s: blocks %llu+%llu outside the disk", ic_cdp_path(w),
-			       (unsigned long long)pos0, (unsigned long long)n);
+		return w->failed = ic_fail(-EINVAL, "%s: blocks %llu+%llu outside the disk",
+					   ic_cdp_path(w), (unsigned long long)pos0,
+					   (unsigned long long)n);
 	for (pos = pos0; pos < pos0 + n; pos++) {
 		if (w->dirty_bits[pos / 64] >> (pos % 64) & 1)
 			continue;
 		if (ic_array_push(&w->dirty, pos))
-			return -ENOMEM;
+			return w->failed = ic_fail(-ENOMEM, "%s: no memory for a deferred block",
+						   ic_cdp_path(w));
 		w->dirty_bits[pos / 64] |= 1ull << (pos % 64);
 		w->ndirty++;
 	}
