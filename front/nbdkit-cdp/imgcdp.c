@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,11 +35,15 @@ static uint64_t session_size;
 /* a new session's capture failed: it has no checkpoint 0 and must get nothing more */
 static bool broken;
 static int keep_sessions;
+/* keep-age=: sessions whose last checkpoint is that old are removed; session-age=: a new
+ * session at the flush that finds the current one that old (seconds; 0: none) */
+static int64_t keep_age, session_age;
+static struct timespec session_t0;     /* when the current session's capture ended */
 static struct timespec gap_since;
 static uint8_t *blockbuf;
-static uint8_t *stage;          /* the blocks of one request (capture) */
-static uint64_t stage_len;
+static uint8_t *stage;          /* 64 zero blocks (capture of a zero request) */
 static int threads;
+static unsigned raw_bits;       /* raw-entropy=: 1/1000 bit a byte; 0 the default, 9000 off */
 /* one journal, in the order of the disk's writes: writes, zeroes, trims and flushes
  * are journalled one at a time (reads go on in parallel) */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +51,27 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static void report(int err)
 {
 	nbdkit_error("imgcdp: %s", ic_last_error(err));
+}
+
+/* A duration: N seconds, or N followed by s, m, h or d. */
+static int parse_duration(const char *k, const char *v, int64_t *out)
+{
+	char *end;
+	unsigned long long n;
+	int64_t mul = 1;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (end != v && *end && !end[1]) {
+		mul = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+		end += mul != 0;
+	}
+	if (end == v || *end || errno || *v == '-' || !n || n > (unsigned long long)INT64_MAX / 86400) {
+		nbdkit_error("imgcdp: %s=%s: not a duration (N, Ns, Nm, Nh or Nd; at least 1 s)", k, v);
+		return -1;
+	}
+	*out = (int64_t)n * mul;
+	return 0;
 }
 
 static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const char *k,
@@ -81,6 +107,10 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 	if (!strcmp(k, "keep-sessions"))
 		return nbdkit_parse_int("keep-sessions", v, &keep_sessions) == -1 ||
 		       keep_sessions < 0 ? -1 : 0;
+	if (!strcmp(k, "keep-age"))
+		return parse_duration(k, v, &keep_age);
+	if (!strcmp(k, "session-age"))
+		return parse_duration(k, v, &session_age);
 	if (!strcmp(k, "on-error")) {
 		if (strcmp(v, "fail") && strcmp(v, "gap")) {
 			nbdkit_error("imgcdp: on-error=%s: must be fail or gap", v);
@@ -91,6 +121,21 @@ static int imgcdp_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const
 	}
 	if (!strcmp(k, "threads"))
 		return nbdkit_parse_int("threads", v, &threads) == -1 || threads < 0 ? -1 : 0;
+	if (!strcmp(k, "raw-entropy")) {
+		char *end;
+		double d = strtod(v, &end);
+
+		if (!strcmp(v, "off")) {
+			raw_bits = 9000;
+		} else if (end == v || *end || !(d > 0 && d <= 8)) {
+			nbdkit_error("imgcdp: raw-entropy=%s: bits a byte, above 0 and up to 8, or off",
+				     v);
+			return -1;
+		} else {
+			raw_bits = (unsigned)(d * 1000 + 0.5);
+		}
+		return 0;
+	}
 	if (!strcmp(k, "level")) {
 		if (nbdkit_parse_int("level", v, &level) == -1)
 			return -1;
@@ -105,6 +150,9 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 		nbdkit_error("imgcdp: chain=DIR is required");
 		return -1;
 	}
+	/* an age cap needs new sessions: the current one is never removed */
+	if (keep_age && !session_age)
+		session_age = keep_age;
 	return next(nxdata);
 }
 
@@ -115,17 +163,24 @@ static int imgcdp_config_complete(nbdkit_next_config_complete *next, nbdkit_back
 	"block-size=SIZE       a chain without images: its block size (default 64K)\n" \
 	"level=N               zstd level (default 1; 0: 3; negative: not compressed)\n" \
 	"threads=N             encoders of a large write (default: one per CPU)\n" \
+	"raw-entropy=BITS|off  store blocks whose sampled byte entropy is at least BITS\n" \
+	"                      uncompressed without trying zstd (default 7.2)\n" \
 	"on-error=fail|gap     the journal cannot be written: fail the guest's writes\n" \
 	"                      (default), or keep serving and start a new session later\n" \
 	"session-size=SIZE     start a new session (a new capture) at the flush that finds\n" \
 	"                      SIZE journalled since the capture (default: never)\n" \
-	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)"
+	"keep-sessions=N       then remove the oldest sessions but N (default: keep all)\n" \
+	"keep-age=DURATION     and the oldest whose last checkpoint is DURATION old (N, Ns,\n" \
+	"                      Nm, Nh, Nd; default: no age cap)\n" \
+	"session-age=DURATION  start a new session at the flush that finds the current one\n" \
+	"                      DURATION old (default: keep-age's, else never)"
 
 /* Unlock the key before serving: a wrong passphrase refuses to start. */
 static int imgcdp_get_ready(int thread_model)
 {
 	struct ic_cdp_writer_opts o = { .chain_dir = chain_dir, .block_size = block_size,
-					.level = level, .threads = (int)ic_thread_cap(threads, 16) };
+					.level = level, .threads = (int)ic_thread_cap(threads, 16),
+					.raw_bits = raw_bits };
 	int ret;
 
 	ic_progname = "imgcdp";
@@ -179,48 +234,87 @@ static int journal_failed(int ret, int *err)
 	return -1;
 }
 
+/* Deferred blocks at most (the flush that journals them reads and encodes them all):
+ * a write that finds more journals them at once. */
+#define DIRTY_MAX (32u << 20)
+
+struct reader {
+	nbdkit_next *next;
+	int err;
+};
+
+static int read_block(void *arg, uint64_t pos, void *buf, uint32_t len)
+{
+	struct reader *r = arg;
+
+	if (r->next->pread(r->next, buf, len, pos * ic_cdp_block_size(writer), 0, &r->err) == -1)
+		return -EIO;
+	return 0;
+}
+
+/* Journal the deferred blocks (before a checkpoint, or when too many). */
+static int put_dirty(nbdkit_next *next, int *err)
+{
+	struct reader rd = { next, EIO };
+	int ret;
+
+	if (in_gap || !ic_cdp_dirty_count(writer))
+		return 0;
+	ret = ic_cdp_put_dirty(writer, read_block, &rd);
+	if (ret == -EIO && !ic_cdp_failed(writer)) {
+		*err = rd.err;          /* the disk beneath failed a read */
+		return -1;
+	}
+	return ret ? journal_failed(ret, err) : 0;
+}
+
 /* Journal the whole of every block that [off, off + count) touches, as the disk beneath
  * now reads (buf: the bytes just written there, or NULL; zeroed: the range now reads as
- * zeros): the blocks are put together in one buffer (the edges read back from the disk)
- * and encoded by the writer's threads. */
+ * zeros).  The blocks the request covers whole and whose content it gives (a write, a
+ * zero) are encoded now by the writer's threads; the others (the edges of a write, a
+ * trim) are deferred to the next flush, which reads them back from the disk beneath once
+ * however often the guest wrote them, and encodes them all in parallel. */
 static int capture(nbdkit_next *next, const void *buf, uint32_t count, uint64_t off, bool zeroed,
 		   int *err)
 {
 	uint64_t b = ic_cdp_block_size(writer), size = (uint64_t)next->get_size(next);
-	uint64_t first, pos, end, need;
-	int ret;
+	uint64_t first, end, wf, we, n;
+	int ret = 0;
 
 	if (!count || in_gap)
 		return 0;
 	first = off / b;
 	end = (off + count - 1) / b;
-	need = (end - first + 1) * b;
-	if (need > stage_len) {
-		uint8_t *n = realloc(stage, need);
-
-		if (!n) {
+	/* the whole blocks [wf, we): starting in the range, ending in it or at the disk's end */
+	wf = (off + b - 1) / b;
+	we = (off + count) / b;
+	if (off + count == size)
+		we = end + 1;
+	if (!buf && !zeroed)
+		wf = we = first;        /* a trim: what the disk now reads is its own */
+	if (we <= wf)
+		wf = we = end + 1;
+	if (first < wf)
+		ret = ic_cdp_mark_dirty(writer, first, (wf < end + 1 ? wf : end + 1) - first);
+	if (!ret && we <= end)
+		ret = ic_cdp_mark_dirty(writer, we, end + 1 - we);
+	n = we - wf;
+	if (!ret && n && buf) {
+		ret = ic_cdp_put_range(writer, wf, n, (const uint8_t *)buf + (wf * b - off), false);
+	} else if (!ret && n) {
+		/* zeroed: zero frames, 64 blocks at a time */
+		if (!stage && !(stage = calloc(64, b))) {
 			*err = ENOMEM;
 			return -1;
 		}
-		stage = n;
-		stage_len = need;
+		for (; !ret && wf < we; wf += 64)
+			ret = ic_cdp_put_range(writer, wf, we - wf < 64 ? we - wf : 64, stage, false);
 	}
-	for (pos = first; pos <= end; pos++) {
-		uint64_t start = pos * b;
-		uint32_t len = blen(size, pos);
-		uint8_t *dst = stage + (pos - first) * b;
-
-		if (start >= off && start + len <= off + count && (buf || zeroed)) {
-			if (buf)
-				memcpy(dst, (const uint8_t *)buf + (start - off), len);
-			else
-				memset(dst, 0, len);
-		} else if (next->pread(next, dst, len, start, 0, err) == -1) {
-			return -1;
-		}
-	}
-	ret = ic_cdp_put_range(writer, first, end - first + 1, stage, false);
-	return ret ? journal_failed(ret, err) : 0;
+	if (ret)
+		return journal_failed(ret, err);
+	if (ic_cdp_dirty_count(writer) * b > DIRTY_MAX)
+		return put_dirty(next, err);
+	return 0;
 }
 
 /* on-error=fail: once the journal failed, nothing more reaches the disk. */
@@ -271,8 +365,34 @@ static int capture_all(nbdkit_next *next, uint64_t size, int *err)
 		report(ret);
 		return -1;
 	}
+	session_t0 = t;
 	nbdkit_debug("imgcdp: journal %s started", ic_cdp_path(writer));
 	return 0;
+}
+
+/* After a session started: the oldest removed (keep-sessions=, keep-age=). */
+static void prune(void)
+{
+	int ret;
+
+	if (!keep_sessions && !keep_age)
+		return;
+	ret = ic_cdp_prune(writer, (unsigned)keep_sessions, keep_age);
+	if (ret < 0)
+		report(ret);
+	else if (ret)
+		nbdkit_debug("imgcdp: %d old sessions removed", ret);
+}
+
+/* Whether the current session is due for a new one (session-size=, session-age=). */
+static bool session_full(void)
+{
+	struct timespec now;
+
+	if (session_size && ic_cdp_session_bytes(writer) >= session_size)
+		return true;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return session_age && now.tv_sec - session_t0.tv_sec >= session_age;
 }
 
 /* The first connection starts the session. */
@@ -295,6 +415,7 @@ static int start(nbdkit_next *next, int *err)
 	if (capture_all(next, (uint64_t)size, err))
 		return -1;
 	started = true;
+	prune();
 	return 0;
 }
 
@@ -320,11 +441,7 @@ static void resume(nbdkit_next *next)
 	if (in_gap)
 		nbdkit_error("imgcdp: journalling again after the gap: %s", ic_cdp_path(writer));
 	in_gap = false;
-	if (keep_sessions) {
-		ret = ic_cdp_prune(writer, (unsigned)keep_sessions);
-		if (ret < 0)
-			report(ret);
-	}
+	prune();
 }
 
 static int imgcdp_prepare(nbdkit_next *next, void *handle, int readonly)
@@ -364,6 +481,10 @@ static int do_flush(nbdkit_next *next, int *err)
 			resume(next);
 		return r;
 	}
+	if (put_dirty(next, err))
+		return -1;
+	if (in_gap)             /* on-error=gap: the journal just failed */
+		return next->can_flush(next) == 1 ? next->flush(next, 0, err) : 0;
 	if (next->can_flush(next) != 1)
 		return checkpoint(err);
 	if (pthread_create(&t, NULL, ckpt_thread, &j)) {
@@ -378,7 +499,7 @@ static int do_flush(nbdkit_next *next, int *err)
 		return -1;
 	}
 	/* rotation: a new session, the disk as it is now; a failure there is the journal's */
-	if (r != -1 && session_size && !in_gap && ic_cdp_session_bytes(writer) >= session_size) {
+	if (r != -1 && !in_gap && session_full()) {
 		resume(next);
 		if (broken) {
 			*err = EIO;

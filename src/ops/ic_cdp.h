@@ -11,6 +11,7 @@
 #include "ic_keys.h"
 
 /* ---- writer ---- */
+#define IC_CDP_RAW_BITS 7200
 struct ic_cdp_writer;
 
 struct ic_cdp_writer_opts {
@@ -18,6 +19,9 @@ struct ic_cdp_writer_opts {
 	uint32_t block_size;        /* 0: the chain's (its images'), else 65536 */
 	int level;                  /* zstd level, 0: the default (3) */
 	int threads;                /* encoders of ic_cdp_put_range, 0: 1 */
+	/* a block whose sampled byte entropy is at least raw_bits / 1000 bits a byte is
+	 * stored uncompressed without trying zstd; 0: IC_CDP_RAW_BITS, above 8000: never */
+	unsigned raw_bits;
 	uint32_t version;           /* 0: ICF_CDP_VERSION; 1: the old format (tests: still read) */
 };
 
@@ -36,9 +40,12 @@ int ic_cdp_writer_restart(struct ic_cdp_writer *w, uint64_t disk_size,
 			  const struct timespec *gap_since);
 /* Bytes the session journalled after its checkpoint 0 (the capture not counted). */
 uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w);
-/* Remove the oldest sessions of the chain's journal so that keep remain (never the
- * writer's own).  Returns how many were removed, or a negative errno. */
-int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep);
+/* Remove the oldest sessions of the chain's journal (never the writer's own), oldest
+ * first: while more than keep remain (0: no count cap), and while the session's last
+ * checkpoint is max_age seconds old or older (0: no age cap; read without the key, a
+ * session without a checkpoint by its header's time, an unreadable one stops it).
+ * Returns how many were removed, or a negative errno. */
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep, int64_t max_age);
 /* The writer's sticky failure (0: none). */
 int ic_cdp_failed(const struct ic_cdp_writer *w);
 uint32_t ic_cdp_block_size(const struct ic_cdp_writer *w);
@@ -54,6 +61,17 @@ int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uin
  * and journalled in position order. */
 int ic_cdp_put_range(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n, const uint8_t *buf,
 		     bool skip_zero);
+/* Deferred capture: blocks pos0 .. pos0 + n - 1 changed on the disk beneath; their
+ * content is journalled by ic_cdp_put_dirty (before the next checkpoint), as the disk
+ * then reads, unless journalled before (a block journalled is no longer dirty). */
+int ic_cdp_mark_dirty(struct ic_cdp_writer *w, uint64_t pos0, uint64_t n);
+/* How many blocks are dirty. */
+uint64_t ic_cdp_dirty_count(const struct ic_cdp_writer *w);
+/* Journal every dirty block in position order, its content read by read(arg, pos, buf,
+ * len) (the whole block, len bytes), encoded by the writer's threads.  A read failure
+ * is returned as is (the blocks stay dirty); a journal failure is the writer's. */
+int ic_cdp_put_dirty(struct ic_cdp_writer *w,
+		     int (*read)(void *arg, uint64_t pos, void *buf, uint32_t len), void *arg);
 /* End the interval: a checkpoint frame with the current time, then fdatasync.  Only
  * when it returned 0 is everything journalled before it durable.  *when gets the
  * checkpoint's time (may be NULL).  After any failure the writer refuses everything

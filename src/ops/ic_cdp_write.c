@@ -88,9 +88,13 @@ int ic_cdp_writer_new(const struct ic_cdp_writer_opts *o, const struct ic_key *k
 	w->level = o->level ? o->level : 3;
 	w->nthreads = o->threads ? (unsigned)o->threads : 1;
 	w->version = o->version == 1 ? 1 : ICF_CDP_VERSION;
-	w->codec = ic_codec_new(w->h.block_size, w->level);
+	/* the probe: 7.2 bits unless told (o->raw_bits; above 8000 never), none without zstd */
+	w->raw_bits = w->level < 0 ? 0 : o->raw_bits ? o->raw_bits : IC_CDP_RAW_BITS;
+	if (w->raw_bits > 8000)
+		w->raw_bits = 0;
+	ret = ic_cdp_codec_new(w, &w->codec);
 	w->frame = malloc(sizeof(struct icf_cdp_rec) + ic_codec_bound(w->h.block_size));
-	if (!w->codec || !w->frame) {
+	if (ret || !w->frame) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -144,6 +148,8 @@ int ic_cdp_writer_start(struct ic_cdp_writer *w, uint64_t disk_size)
 		return fail(w, ic_fail(-ENOMEM, "%s: no memory for the map seal of %llu blocks",
 				       w->cdp_dir, (unsigned long long)w->nblocks));
 	ret = ic_cdp_mac_key(w->key, w->h.keygen, w->kcdp);
+	if (!ret)
+		ret = ic_cdp_dirty_reset(w);
 	if (ret)
 		return fail(w, ret);
 	for (tries = 0;; tries++) {
@@ -189,8 +195,64 @@ uint32_t ic_cdp_block_len(const struct ic_cdp_writer *w, uint64_t pos)
 				    : (uint32_t)(w->h.disk_size - pos * (uint64_t)w->h.block_size);
 }
 
-int ic_cdp_encode_frame(const struct ic_cdp_writer *w, struct ic_codec *codec, uint64_t pos,
-			const void *buf, uint32_t len, bool skip_zero, uint8_t *frame)
+int ic_cdp_codec_new(const struct ic_cdp_writer *w, struct ic_cdp_codec *cc)
+{
+	cc->z = ic_codec_new(w->h.block_size, w->level);
+	cc->raw = ic_codec_new(w->h.block_size, -1);
+	if (cc->z && cc->raw)
+		return 0;
+	ic_cdp_codec_free(cc);
+	return -ENOMEM;
+}
+
+void ic_cdp_codec_free(struct ic_cdp_codec *cc)
+{
+	ic_codec_free(cc->z);
+	ic_codec_free(cc->raw);
+	cc->z = cc->raw = NULL;
+}
+
+/* The sample: 16 pieces of 256 bytes evenly spread (the whole block when smaller).
+ * Its entropy estimate of random bytes is about 7.95 bits, of fio's buffers 7.35. */
+#define PROBE_PIECES 16u
+#define PROBE_PIECE 256u
+
+/* log2(c) for c >= 1 within 3e-4 (no libm): the exponent, then the series of atanh */
+static double ilog2(uint32_t c)
+{
+	int e = 31 - __builtin_clz(c);
+	double m = (double)c / (double)(1u << e), t = (m - 1) / (m + 1), t2 = t * t;
+
+	return e + 2.8853900817779268 * t * (1 + t2 / 3 + t2 * t2 / 5);
+}
+
+bool ic_cdp_probe(const uint8_t *buf, uint32_t len, unsigned bits_milli)
+{
+	uint32_t cnt[256] = { 0 }, n = 0, i, j, step;
+	double h = 0;
+
+	if (!bits_milli)
+		return false;
+	if (len <= PROBE_PIECES * PROBE_PIECE) {
+		for (i = 0; i < len; i++)
+			cnt[buf[i]]++;
+		n = len;
+	} else {
+		step = len / PROBE_PIECES;
+		for (i = 0; i < PROBE_PIECES; i++)
+			for (j = 0; j < PROBE_PIECE; j++)
+				cnt[buf[(size_t)i * step + j]]++;
+		n = PROBE_PIECES * PROBE_PIECE;
+	}
+	/* n H = n log2 n - sum c log2 c */
+	for (i = 0; i < 256; i++)
+		if (cnt[i] > 1)
+			h += cnt[i] * ilog2(cnt[i]);
+	return n * ilog2(n) - h >= (double)bits_milli / 1000 * n;
+}
+
+int ic_cdp_encode_frame(const struct ic_cdp_writer *w, const struct ic_cdp_codec *codec,
+			uint64_t pos, const void *buf, uint32_t len, bool skip_zero, uint8_t *frame)
 {
 	struct icf_cdp_rec *r = (struct icf_cdp_rec *)frame;
 	uint8_t *rec = frame + sizeof(*r);
@@ -214,7 +276,10 @@ int ic_cdp_encode_frame(const struct ic_cdp_writer *w, struct ic_codec *codec, u
 		r->kind = ICF_ENTRY_ZERO;
 	} else {
 		ic_cdp_entry(&w->h, w->k, pos, len, &e);
-		ret = ic_codec_encode(codec, w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec, &e);
+		/* kind 1 (raw) is what the codec stores when zstd does not shrink the block:
+		 * the probe only saves zstd's attempt on blocks that look incompressible */
+		ret = ic_codec_encode(ic_cdp_probe(buf, len, w->raw_bits) ? codec->raw : codec->z,
+				      w->key, w->h.chain_id, ICF_IMAGE_V2, buf, len, rec, &e);
 		if (ret)
 			return ret;
 		r->kind = e.kind;
@@ -237,6 +302,7 @@ int ic_cdp_append_frame(struct ic_cdp_writer *w, const uint8_t *frame)
 		return fail(w, ret);
 	ic_cdp_h_add(&w->hk, r, frame + sizeof(*r));
 	/* the map seal's sum: the block's old term out, its new one in (zero: none) */
+	ic_cdp_dirty_clear(w, r->pos);
 	w->acc -= w->terms[r->pos];
 	w->terms[r->pos] = r->stored_len ? ic_cdp_map_term(w->kcdp, &w->h, w->k, r) : 0;
 	w->acc += w->terms[r->pos];
@@ -252,7 +318,7 @@ int ic_cdp_put_block(struct ic_cdp_writer *w, uint64_t pos, const void *buf, uin
 
 	if (w->failed)
 		return w->failed;
-	n = ic_cdp_encode_frame(w, w->codec, pos, buf, len, skip_zero, w->frame);
+	n = ic_cdp_encode_frame(w, &w->codec, pos, buf, len, skip_zero, w->frame);
 	if (n < 0)
 		return fail(w, n);
 	return n ? ic_cdp_append_frame(w, w->frame) : 0;
@@ -310,18 +376,56 @@ uint64_t ic_cdp_session_bytes(const struct ic_cdp_writer *w)
 	return w->k ? w->off - w->off0 : 0;
 }
 
-int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
+/* When session's last checkpoint was made (read without the key: the storage host, which
+ * could remove the file anyway, is trusted with its age), or its header's creation time
+ * when it has none; 1 when the file cannot be read (never removed by age). */
+static int session_time(const struct ic_cdp_writer *w, uint32_t session, int64_t *t)
+{
+	struct ic_journal j = { 0 };
+	struct ic_jwalk scan = { 0 };
+	int ret;
+
+	ret = ic_journal_open_keyless(w->cdp_dir, session, w->h.chain_id, w->h.key_check, &j);
+	if (ret == IC_ECORRUPT && j.fd >= 0 && j.size <= ICF_CDP_HEADER_SIZE) {
+		struct stat st;
+
+		/* a session that died while its header was written: by the file's time */
+		ret = fstat(j.fd, &st) < 0 ? -errno : 0;
+		*t = st.st_mtime;
+		goto out;
+	}
+	if (!ret)
+		ret = ic_journal_walk(&j, &scan);
+	if (!ret)
+		*t = scan.ck.n ? scan.ck.v[scan.ck.n - 1].when.tv_sec : (int64_t)j.h.created;
+out:
+	ic_array_free(&scan.ck);
+	ic_journal_close(&j);
+	return ret == -ENOMEM ? ret : ret ? 1 : 0;
+}
+
+int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep, int64_t max_age)
 {
 	struct ic_cdp_sessions s = { 0 };
+	time_t now = time(NULL);
 	char name[32];
 	size_t i;
 	int ret, n = 0;
 
 	ret = ic_cdp_list_sessions(w->cdp_dir, &s);
-	/* the oldest, leaving keep of them (the writer's own, the newest, among them) */
-	for (i = 0; !ret && keep && i + keep < s.n && s.v[i] != w->h.session; i++) {
+	/* the oldest, while more than keep remain (the writer's own, the newest, among them)
+	 * or while their last checkpoint is at least max_age seconds old */
+	for (i = 0; !ret && i < s.n && s.v[i] != w->h.session; i++) {
+		int64_t t = 0;
 		char *path;
 
+		if (!(keep && i + keep < s.n)) {
+			if (!max_age)
+				break;
+			ret = session_time(w, s.v[i], &t);
+			if (ret || t > (int64_t)now - max_age)
+				break;
+		}
 		snprintf(name, sizeof(name), "%08u%s", s.v[i], ICF_CDP_SUFFIX);
 		path = ic_path_join(w->cdp_dir, name);
 		if (!path)
@@ -332,6 +436,8 @@ int ic_cdp_prune(struct ic_cdp_writer *w, unsigned keep)
 			n++;
 		free(path);
 	}
+	if (ret == 1)
+		ret = 0;        /* an unreadable session stays, and every later one */
 	ic_array_free(&s);
 	if (!ret && n)
 		ret = ic_fsync_dir(w->cdp_dir);
@@ -369,8 +475,9 @@ void ic_cdp_writer_free(struct ic_cdp_writer *w)
 		return;
 	if (w->fd >= 0)
 		close(w->fd);
-	ic_codec_free(w->codec);
+	ic_cdp_codec_free(&w->codec);
 	ic_cdp_range_free(w);
+	ic_cdp_dirty_free(w);
 	sodium_memzero(w->kcdp, sizeof(w->kcdp));
 	free(w->frame);
 	free(w->terms);

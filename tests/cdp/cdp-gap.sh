@@ -93,10 +93,5 @@ n=$(ls C/cdp | wc -l)
 for f in C/cdp/*.cdp; do
 	(($(stat -c %s "$f") < 2 * 1048576)) || fail "$f: not bounded by session-size"
 done
-for k in 4 5; do
-	expect_exit 0 imgrestore -P pass --at "${T[$k]}" C r
-	cmp r "snap.$k" || fail "rotated sessions: checkpoint $k differs"
-	rm r
-done
-expect_exit 1 imgrestore -P pass --at "${T[1]}" C r
-expect_msg "no checkpoint at or before"
+cdp_check 4 5
+cdp_gone 1

@@ -7,6 +7,8 @@
 #                             writeback: writes without FUA, flushes where asked (and at exit)
 #   cdp_mark K                after an acknowledged flush: T[K] = now, snap.K = the disk
 #   cdp_journal               the path of the newest journal file
+#   cdp_check K...            imgrestore --at T[K] equals snap.K, for each K
+#   cdp_gone K...             imgrestore --at T[K] fails: no checkpoint (removed), no DEST
 requires nbdkit qemu-io imgbackup imgrestore cmp
 FILTER=$top_builddir/nbdkit-imgcdp-filter.so
 [[ -f $FILTER ]] || fail "no $FILTER (the build makes it)"
@@ -59,3 +61,23 @@ cdp_mark()
 }
 
 cdp_journal() { ls C/cdp/*.cdp | tail -n 1; }
+
+cdp_check()
+{
+	local k
+	for k in "$@"; do
+		expect_exit 0 imgrestore -P pass --at "${T[$k]}" C r.check
+		cmp r.check "snap.$k" || fail "checkpoint $k: the restored disk differs"
+		rm -f r.check
+	done
+}
+
+cdp_gone()
+{
+	local k
+	for k in "$@"; do
+		expect_exit 1 imgrestore -P pass --at "${T[$k]}" C r.gone
+		expect_msg "no checkpoint at or before"
+		[[ ! -e r.gone ]] || fail "a refused restore left DEST"
+	done
+}

@@ -10,6 +10,7 @@
                                offsets, counts and checksums fixed: only the key can tell)
   cdpj.py J retime K SECONDS   set checkpoint K's time (checksum fixed)
   cdpj.py J ends               "END INTERVAL" of every checkpoint frame (END: its last byte + 1)
+  cdpj.py J blocks K           the block of every record frame of interval K, in file order
 """
 import struct
 import sys
@@ -30,7 +31,8 @@ def frames(d):
         magic = struct.unpack_from("<I", d, off)[0]
         if magic == REC:
             kind, _, pos, interval, slen = struct.unpack_from("<HHQQI", d, off + 4)
-            out.append(dict(off=off, ck=False, kind=kind, interval=interval, len=64 + slen))
+            out.append(dict(off=off, ck=False, kind=kind, interval=interval, len=64 + slen,
+                            pos=pos))
             off += 64 + slen
         elif magic == CK and off + cl <= len(d):
             interval, ts, tns = struct.unpack_from("<QqI", d, off + 8)
@@ -65,6 +67,11 @@ def main():
         sec, _, frac = args[0].partition(".")
         t = (int(sec), int((frac + "000000000")[:9]))
         print(max(f["interval"] for f in fs if f["ck"] and f["t"] <= t))
+        return
+    if op == "blocks":
+        for f in fs:
+            if not f["ck"] and f["interval"] == int(args[0]):
+                print(f["pos"])
         return
     if op == "ends":
         for f in fs:

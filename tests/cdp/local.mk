@@ -7,6 +7,8 @@ SH_TESTS += \
 	tests/cdp/cdp-nbd.sh \
 	tests/cdp/cdp-damage.sh \
 	tests/cdp/cdp-gap.sh \
+	tests/cdp/cdp-age.sh \
+	tests/cdp/cdp-defer.sh \
 	tests/cdp/cdp-kill.sh \
 	tests/cdp/cdp-boot.sh
 endif

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "ic_cdp.h"
+#include "ic_cdp_int.h"
 #include "imgchain_cdp.h"
 #include "imgchain.h"
 #include "unit.h"
@@ -55,6 +56,14 @@ static void make_chain(void)
 static void put(struct ic_cdp_writer *w, const uint8_t *disk, uint64_t p, bool skip_zero)
 {
 	CHECK_EQ(ic_cdp_put_block(w, p, disk + p * BS, blen(p), skip_zero), 0);
+}
+
+/* ic_cdp_put_dirty's read: block pos of the disk arg */
+static int read_model(void *arg, uint64_t pos, void *buf, uint32_t len)
+{
+	CHECK_EQ(len, blen(pos));
+	memcpy(buf, (const uint8_t *)arg + pos * BS, len);
+	return 0;
 }
 
 static int restore_at(const struct timespec *at, const char *name)
@@ -127,10 +136,21 @@ static void roundtrip(uint32_t version)
 					model[k][at + i] = (uint8_t)(k * 31 + n + i);
 			put(w, model[k], p, false);
 		}
+		if (k % 3 == 1) {       /* deferred: blocks 4 and the last, changed after marking */
+			CHECK_EQ(ic_cdp_mark_dirty(w, 4, 1), 0);
+			CHECK_EQ(ic_cdp_mark_dirty(w, NB - 1, 1), 0);
+			CHECK_EQ(ic_cdp_mark_dirty(w, 4, 1), 0);
+			CHECK_EQ(ic_cdp_dirty_count(w), 2u);
+			model[k][4 * BS + 9] = (uint8_t)(k + 100);
+			model[k][DISK - 2] = (uint8_t)(k + 200);
+		}
 		if (k % 2) {            /* the last three blocks at once, one changed */
 			model[k][DISK - 1] ^= (uint8_t)k;
 			CHECK_EQ(ic_cdp_put_range(w, NB - 3, 3, model[k] + (NB - 3) * BS, false), 0);
 		}
+		/* the dirty blocks as the disk now reads (the last one journalled since: not) */
+		CHECK_EQ(ic_cdp_put_dirty(w, read_model, model[k]), 0);
+		CHECK_EQ(ic_cdp_dirty_count(w), 0u);
 		usleep(2000);
 		CHECK_EQ(ic_cdp_checkpoint(w, &when[k]), 0);
 	}
@@ -214,6 +234,29 @@ static void test_fold_slot(void)
 	CHECK_EQ(ic_slot_validate(&s, ICF_IMAGE_V2, "slot"), IC_ECORRUPT);
 }
 
+/* The incompressibility probe: random bytes yes, zeros, text and half-zero blocks no. */
+static void test_probe(void)
+{
+	static uint8_t b[65536];
+	size_t i;
+
+	randombytes_buf(b, sizeof(b));
+	CHECK(ic_cdp_probe(b, sizeof(b), IC_CDP_RAW_BITS));
+	CHECK(ic_cdp_probe(b, 4096, IC_CDP_RAW_BITS));
+	CHECK(ic_cdp_probe(b, 5000, IC_CDP_RAW_BITS));         /* a short last block */
+	CHECK(!ic_cdp_probe(b, sizeof(b), 0));                  /* off */
+	CHECK(!ic_cdp_probe(b, sizeof(b), 8000));               /* at least 8 bits: never */
+	memset(b, 0, sizeof(b) / 2);
+	for (i = 0; i < sizeof(b); i += 8192)                   /* zeros in every sample piece */
+		memset(b + i, 0, 2048);
+	CHECK(!ic_cdp_probe(b, sizeof(b), IC_CDP_RAW_BITS));
+	for (i = 0; i < sizeof(b); i++)
+		b[i] = "the quick brown fox jumps over the lazy dog "[i % 44];
+	CHECK(!ic_cdp_probe(b, sizeof(b), IC_CDP_RAW_BITS));
+	memset(b, 0, sizeof(b));
+	CHECK(!ic_cdp_probe(b, sizeof(b), IC_CDP_RAW_BITS));
+}
+
 static void test_parse_time(void)
 {
 	struct timespec t;
@@ -240,6 +283,7 @@ int main(void)
 	if (sodium_init() < 0)
 		return 1;
 	RUN(test_parse_time);
+	RUN(test_probe);
 	RUN(test_fold_slot);
 	RUN(test_roundtrip);
 	RUN(test_roundtrip_v1);
