@@ -90,17 +90,31 @@ static bool origin_is(const char *base, const char *id)
 }
 
 /* Tools open the cache before they take its lock, several at once (imginfo beside a
- * backup): write origin only when it does not already say id, and when a concurrent
- * writer of the same file removed our temporary, accept the file it left if it says id. */
+ * backup): write origin only when it does not already say id, through a temporary of this
+ * process's own (one shared name let a second writer remove the first's temporary, or
+ * have its own half-written one renamed into place by the first), renamed over origin: a
+ * reader sees no origin, or a whole one. */
 static int write_origin(const char *base, const char *id)
 {
-	int err;
+	char tname[64], *tmp, *dst;
+	int fd, err;
 
 	if (origin_is(base, id))
 		return 0;
-	err = ic_store_write_file(base, "origin", id, strlen(id), false);
-	if (err && origin_is(base, id))
-		err = 0;
+	snprintf(tname, sizeof(tname), ".tmp-origin-%ld", (long)getpid());
+	tmp = ic_path_join(base, tname);
+	dst = ic_path_join(base, "origin");
+	err = tmp && dst ? ic_create_tmp(AT_FDCWD, base, tname, O_WRONLY, 0600, &fd) : -ENOMEM;
+	if (!err) {
+		err = ic_pwrite_full(fd, id, strlen(id), 0, tmp);
+		close(fd);
+		if (!err && rename(tmp, dst) < 0)
+			err = ic_fail(-errno, "%s: rename: %s", dst, strerror(errno));
+		if (err)
+			unlink(tmp);
+	}
+	free(tmp);
+	free(dst);
 	return err;
 }
 

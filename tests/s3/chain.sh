@@ -140,8 +140,10 @@ s3t ls hosts/web01/ | grep -q "$(printf %08u "$seq").img" ||
 
 # tools open a fresh cache before they take its lock: six at once on an empty cache all
 # succeed (each wrote the cache's origin file through one temporary name: "rename: No
-# such file or directory" for some)
-for round in 1 2 3; do
+# such file or directory" for some; then, with a retry that accepted another writer's
+# origin, "origin: No such file or directory" when the other writer had removed this
+# one's temporary and not yet renamed its own: CI, once in 3 rounds)
+for round in 1 2 3 4 5 6 7 8 9 10; do
 	rm -rf fresh-cache
 	pids=()
 	for i in 1 2 3 4 5 6; do

@@ -5,6 +5,10 @@ check_PROGRAMS += tests/s3/test_s3
 UNIT_TESTS += tests/s3/test_s3_xml
 # the parts of an image rewritten by a merge in a bucket (no server)
 UNIT_TESTS += tests/s3/test_s3_parts
+# openers of one fresh local cache at once (no server)
+UNIT_TESTS += tests/s3/test_s3_cache
+tests_s3_test_s3_cache_SOURCES = tests/s3/test_s3_cache.c tests/unit/unit.h
+tests_s3_test_s3_cache_LDADD = $(LIBDEPS)
 tests_s3_test_s3_parts_SOURCES = tests/s3/test_s3_parts.c tests/unit/unit.h
 tests_s3_test_s3_parts_LDADD = $(LIBDEPS)
 tests_s3_test_s3_xml_SOURCES = tests/s3/test_s3_xml.c tests/unit/unit.h
