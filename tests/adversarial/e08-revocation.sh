@@ -110,10 +110,14 @@ restore_cmp C p3 s3
 if fuse_usable; then
 	mount_chain C
 	[[ -r /proc/$MOUNT_PID/environ ]] || fail "no /proc/$MOUNT_PID/environ"
-	if tr '\0' '\n' <"/proc/$MOUNT_PID/environ" | grep -q "IMGCHAIN_PASSPHRASE\|$IMGCHAIN_PASSPHRASE"; then
+	# read once, then grep the text (tr | grep -q under pipefail: grep leaving at its match
+	# before tr wrote the rest of a large environment killed tr with SIGPIPE, and the
+	# pipeline "failed": CI's asan phase, once)
+	daemon_env=$(tr '\0' '\n' <"/proc/$MOUNT_PID/environ")
+	if grep -q "IMGCHAIN_PASSPHRASE\|$IMGCHAIN_PASSPHRASE" <<<"$daemon_env"; then
 		fail "the mount daemon's environment still holds the passphrase"
 	fi
-	tr '\0' '\n' <"/proc/$MOUNT_PID/environ" | grep -q "^IMGCHAIN_STATE_DIR=" ||
+	grep -q "^IMGCHAIN_STATE_DIR=" <<<"$daemon_env" ||
 		fail "the check reads the wrong process (no IMGCHAIN_STATE_DIR in its environment)"
 	unmount_chain
 else
