@@ -29,11 +29,14 @@ cleanup_fn vm_unmount
 
 # same_disk EXTRACTED SOURCE: the source's bytes, then only zeros
 same_disk() {
-	local n
+	local n nonzero
 	n=$(stat -c %s "$2")
 	cmp -n "$n" "$1" "$2" || return 1
 	[[ $(stat -c %s "$1") -ge $n ]] || return 1
-	! tail -c +$((n + 1)) "$1" | tr -d '\0' | grep -q . || return 1
+	# counted to the end (a grep -q leaving early could SIGPIPE tr, and under pipefail
+	# the negated pipeline would then pass on non-zero bytes)
+	nonzero=$(tail -c +$((n + 1)) "$1" | tr -d '\0' | wc -c)
+	((nonzero == 0)) || return 1
 }
 
 # check_point DIR SOURCE LABEL
