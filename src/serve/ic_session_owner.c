@@ -5,9 +5,10 @@
  *            DIR/POINT/owner.request and waits (bounded) until the owner lets the lock go
  *   release  the session's watcher (ic_session_watch.c) looks for owner.request in every
  *            point directory this process holds (one fstatat each, every 200 ms): the
- *            owner then commits each overlay of the point and marks it released (writes fail with EROFS from
- *            then on), records the newcomer as the owner, removes the request and closes the
- *            directory, which drops the flock.  The newcomer's flock then succeeds.
+ *            owner then commits each overlay of the point and marks it released (writes
+ *            fail with EROFS from then on), records the newcomer as the owner, removes the
+ *            request and closes the directory, which drops the flock.  The newcomer's flock
+ *            then succeeds.
  *   drop     a clean close removes the record when it still names this process
  *
  * The flock stays the only guarantee that there is one writer: a record or request, true or

@@ -90,32 +90,14 @@ static bool origin_is(const char *base, const char *id)
 }
 
 /* Tools open the cache before they take its lock, several at once (imginfo beside a
- * backup): write origin only when it does not already say id, through a temporary of this
- * process's own (one shared name let a second writer remove the first's temporary, or
- * have its own half-written one renamed into place by the first), renamed over origin: a
- * reader sees no origin, or a whole one. */
+ * backup): write origin only when it does not already say id, each opener through a
+ * temporary of its own (one shared name let a second opener remove the first's temporary
+ * before renaming its own). */
 static int write_origin(const char *base, const char *id)
 {
-	char tname[64], *tmp, *dst;
-	int fd, err;
-
 	if (origin_is(base, id))
 		return 0;
-	snprintf(tname, sizeof(tname), ".tmp-origin-%ld", (long)getpid());
-	tmp = ic_path_join(base, tname);
-	dst = ic_path_join(base, "origin");
-	err = tmp && dst ? ic_create_tmp(AT_FDCWD, base, tname, O_WRONLY, 0600, &fd) : -ENOMEM;
-	if (!err) {
-		err = ic_pwrite_full(fd, id, strlen(id), 0, tmp);
-		close(fd);
-		if (!err && rename(tmp, dst) < 0)
-			err = ic_fail(-errno, "%s: rename: %s", dst, strerror(errno));
-		if (err)
-			unlink(tmp);
-	}
-	free(tmp);
-	free(dst);
-	return err;
+	return ic_store_write_file_shared(base, "origin", id, strlen(id));
 }
 
 int ic_s3_chain_open(const char *url, struct ic_s3_chain **out)

@@ -77,17 +77,13 @@ out:
 	return ret;
 }
 
-int ic_store_write_file(const char *dir, const char *name, const void *buf, size_t len,
-			bool durable)
+/* Write buf[len] to dir/tname (created afresh), then rename it over dir/name. */
+static int write_via(const char *dir, const char *tname, const char *name, const void *buf,
+		     size_t len)
 {
-	char tname[256], *tmp, *dst;
+	char *tmp = ic_path_join(dir, tname), *dst = ic_path_join(dir, name);
 	int fd, ret;
 
-	if (durable)
-		return ic_write_file_atomic(dir, name, buf, len, 0600);
-	snprintf(tname, sizeof(tname), ".tmp-%s", name);
-	tmp = ic_path_join(dir, tname);
-	dst = ic_path_join(dir, name);
 	ret = tmp && dst ? ic_create_tmp(AT_FDCWD, dir, tname, O_WRONLY, 0600, &fd) : -ENOMEM;
 	if (!ret) {
 		ret = ic_pwrite_full(fd, buf, len, 0, tmp);
@@ -100,6 +96,25 @@ int ic_store_write_file(const char *dir, const char *name, const void *buf, size
 	free(tmp);
 	free(dst);
 	return ret;
+}
+
+int ic_store_write_file(const char *dir, const char *name, const void *buf, size_t len,
+			bool durable)
+{
+	char tname[256];
+
+	if (durable)
+		return ic_write_file_atomic(dir, name, buf, len, 0600);
+	snprintf(tname, sizeof(tname), ".tmp-%s", name);
+	return write_via(dir, tname, name, buf, len);
+}
+
+int ic_store_write_file_shared(const char *dir, const char *name, const void *buf, size_t len)
+{
+	char tname[256];
+
+	snprintf(tname, sizeof(tname), ".tmp-%s-%ld", name, (long)getpid());
+	return write_via(dir, tname, name, buf, len);
 }
 
 int ic_store_remove(const char *path)

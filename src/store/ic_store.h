@@ -32,6 +32,10 @@ int ic_store_read_file(const char *dir, const char *name, size_t max, char **buf
  * (ic_write_file_atomic); else not synced (a loss in a crash must cost nothing). */
 int ic_store_write_file(const char *dir, const char *name, const void *buf, size_t len,
 			bool durable);
+/* The same, not synced, for a file that processes holding no lock may write at once:
+ * each through a temporary of its own (".tmp-NAME-PID"), so that none removes or renames
+ * another's; a reader sees the file whole or not at all. */
+int ic_store_write_file_shared(const char *dir, const char *name, const void *buf, size_t len);
 /* Remove the file at path; absent is fine.  Not synced (ic_store_sync). */
 int ic_store_remove(const char *path);
 /* Rename from over to (both in the chain directory); not synced. */
