@@ -48,6 +48,7 @@ struct ic_cdp_writer {
 	 * set (a block journalled since, bit clear, is skipped) */
 	uint64_t *dirty_bits, ndirty;
 	IC_ARRAY(uint64_t) dirty;
+	uint8_t *dirty_buf;         /* ic_cdp_put_dirty's reads, kept from flush to flush */
 	uint8_t *slots;
 	uint32_t *lens;
 };

@@ -175,6 +175,8 @@ void ic_cdp_dirty_free(struct ic_cdp_writer *w)
 {
 	free(w->dirty_bits);
 	ic_array_free(&w->dirty);
+	free(w->dirty_buf);
+	w->dirty_buf = NULL;
 	w->dirty_bits = NULL;
 	w->ndirty = 0;
 }
@@ -209,9 +211,11 @@ int ic_cdp_put_dirty(struct ic_cdp_writer *w,
 		return 0;
 	}
 	ret = setup(w);
-	buf = ret ? NULL : malloc((size_t)most * w->h.block_size);
-	if (!buf)
+	if (!ret && !w->dirty_buf)
+		w->dirty_buf = malloc((size_t)most * w->h.block_size);
+	if (ret || !w->dirty_buf)
 		return -ENOMEM;
+	buf = w->dirty_buf;
 	/* in position order, the blocks still dirty (a block journalled since is not) */
 	for (i = 0; i < w->dirty.n; i++)
 		if (w->dirty_bits[w->dirty.v[i] / 64] >> (w->dirty.v[i] % 64) & 1)
@@ -231,7 +235,6 @@ int ic_cdp_put_dirty(struct ic_cdp_writer *w,
 		if (!ret)
 			ret = put_chunk(w, 0, posv, n, buf, false);
 	}
-	free(buf);
 	if (ret)        /* the dirty blocks not journalled stay dirty (the list is rebuilt) */
 		return ret;
 	w->dirty.n = 0;
